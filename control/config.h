@@ -1,0 +1,70 @@
+/*
+ * config.h - smtpedge's configuration: an INI file read with rte_cfgfile.
+ *
+ * Every key is declared once, in the table in config.c, with its type, its
+ * bounds and its default. A missing file, a section or key the table does
+ * not know, a key given twice, or a value that does not parse stops the
+ * start with one line naming the file, the section, the key and the fault.
+ */
+#ifndef SMTPEDGE_CONFIG_H
+#define SMTPEDGE_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define CONFIG_MAX_PORTS 8
+#define CONFIG_MAX_DOMAINS 256
+#define CONFIG_MAX_DNS 4
+#define CONFIG_NAME_LEN 256
+#define CONFIG_PATH_LEN 512
+
+enum relay_protocol { RELAY_SMTP, RELAY_LMTP };
+
+struct edge_config {
+	char path[CONFIG_PATH_LEN];
+
+	/* [edge] */
+	char hostname[CONFIG_NAME_LEN];
+	char authserv_id[CONFIG_NAME_LEN];
+	bool has_addr6, has_addr4;
+	uint8_t addr6[16];
+	uint8_t addr4[4];
+	uint16_t smtp_ports[CONFIG_MAX_PORTS];
+	uint32_t n_smtp_ports;
+
+	/* [dns] */
+	char dns_servers[CONFIG_MAX_DNS][64];   /* "addr@port" for libunbound */
+	uint32_t n_dns_servers;                 /* 0: full recursion */
+	uint32_t dns_timeout_ms;
+	char dns_trust_anchor[CONFIG_PATH_LEN];
+
+	/* [domains] */
+	char domains[CONFIG_MAX_DOMAINS][CONFIG_NAME_LEN];
+	uint32_t n_domains;
+
+	/* [relay] */
+	char relay_target[CONFIG_NAME_LEN];     /* "[host]:port" or "" */
+	char spool_dir[CONFIG_PATH_LEN];
+	enum relay_protocol relay_protocol;
+
+	/* [dataplane] */
+	uint32_t mbufs;          /* per port, shared by its queues */
+	uint32_t rx_desc, tx_desc;
+	uint32_t mtu;
+	uint32_t flows;          /* per worker */
+
+	/* [log] */
+	char log_file[CONFIG_PATH_LEN];
+	uint32_t log_level;      /* rte_log levels: 1 emergency .. 8 debug */
+};
+
+/* Fill cfg from the file at path. On failure, writes one line to err and
+ * returns -1. */
+int config_load(const char *path, struct edge_config *cfg, FILE *err);
+
+/* Is domain (any case, no trailing dot) one we accept mail for? */
+bool config_domain_accepted(const struct edge_config *cfg, const char *domain,
+			    size_t len);
+
+#endif

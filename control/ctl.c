@@ -1,0 +1,311 @@
+/*
+ * ctl.c - smtpedgectl, the operator's CLI.
+ *
+ * It speaks DPDK's telemetry protocol (v2) directly: a SOCK_SEQPACKET unix
+ * socket under the EAL runtime directory, a JSON greeting from the server,
+ * then one command per message and one JSON object per reply. Doing that
+ * here, instead of linking DPDK, keeps the CLI a small static program that
+ * runs anywhere and never touches the daemon's memory.
+ *
+ * Output is for people by default (indented "name value" lines) and the
+ * server's JSON unchanged with --json.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "smtpedge_version.h"
+
+#define REPLY_MAX (1 << 20)
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+		"usage: smtpedgectl [--file-prefix P] COMMAND [--json]\n"
+		"commands:\n"
+		"  stats          counters: totals, then per worker lcore\n"
+		"  config         the configuration in effect\n"
+		"  version        the daemon's version\n"
+		"  raw CMD        any telemetry command, e.g. raw /ethdev/stats,0\n"
+		"options:\n"
+		"  --file-prefix P  the EAL --file-prefix smtpedge was started with\n"
+		"  --json           print the server's JSON as it is\n");
+}
+
+static void
+socket_path(const char *prefix, char *out, size_t n)
+{
+	const char *run = "/var/run";
+
+	if (getuid() != 0) {
+		run = getenv("XDG_RUNTIME_DIR");
+		if (!run)
+			run = "/tmp";
+	}
+	snprintf(out, n, "%s/dpdk/%s/dpdk_telemetry.v2", run, prefix);
+}
+
+static int
+ask(const char *path, const char *cmd, char *reply, size_t cap)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET, 0);
+	ssize_t n;
+
+	if (fd < 0) {
+		fprintf(stderr, "smtpedgectl: socket: %s\n", strerror(errno));
+		return -1;
+	}
+	if (strlen(path) >= sizeof(sun.sun_path)) {
+		fprintf(stderr, "smtpedgectl: socket path too long: %s\n", path);
+		close(fd);
+		return -1;
+	}
+	memcpy(sun.sun_path, path, strlen(path) + 1);
+	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+		fprintf(stderr, "smtpedgectl: cannot connect to %s: %s (is smtpedge running, with this --file-prefix?)\n",
+			path, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	/* The server's greeting comes first: version, pid, output limit. */
+	n = read(fd, reply, cap - 1);
+	if (n <= 0 || write(fd, cmd, strlen(cmd)) < 0 ||
+	    (n = read(fd, reply, cap - 1)) <= 0) {
+		fprintf(stderr, "smtpedgectl: %s: no reply\n", path);
+		close(fd);
+		return -1;
+	}
+	reply[n] = '\0';
+	close(fd);
+	return 0;
+}
+
+/* A small JSON walker that prints what it reads as indented lines. It
+ * knows only what the telemetry server writes: objects, arrays, strings
+ * without escapes beyond \", numbers, true/false/null. */
+struct walker {
+	const char *p;
+	bool bad;
+};
+
+static void
+skip_ws(struct walker *w)
+{
+	while (isspace((unsigned char)*w->p))
+		w->p++;
+}
+
+static void print_value(struct walker *w, int depth, const char *key);
+
+static void
+read_string(struct walker *w, char *out, size_t cap)
+{
+	size_t n = 0;
+
+	if (*w->p != '"') {
+		w->bad = true;
+		return;
+	}
+	w->p++;
+	while (*w->p && *w->p != '"') {
+		if (*w->p == '\\' && w->p[1])
+			w->p++;
+		if (n + 1 < cap)
+			out[n++] = *w->p;
+		w->p++;
+	}
+	out[n] = '\0';
+	if (*w->p != '"')
+		w->bad = true;
+	else
+		w->p++;
+}
+
+static void
+print_scalar(struct walker *w, int depth, const char *key)
+{
+	char val[512];
+	size_t n = 0;
+
+	if (*w->p == '"') {
+		read_string(w, val, sizeof(val));
+	} else {
+		while (*w->p && !strchr(",}] \t\r\n", *w->p) && n + 1 < sizeof(val))
+			val[n++] = *w->p++;
+		val[n] = '\0';
+		if (n == 0)
+			w->bad = true;
+	}
+	printf("%*s%-28s %s\n", depth * 2, "", key ? key : "", val);
+}
+
+static void
+print_object(struct walker *w, int depth)
+{
+	char key[256];
+
+	w->p++;
+	skip_ws(w);
+	while (!w->bad && *w->p && *w->p != '}') {
+		read_string(w, key, sizeof(key));
+		skip_ws(w);
+		if (*w->p != ':') {
+			w->bad = true;
+			return;
+		}
+		w->p++;
+		skip_ws(w);
+		print_value(w, depth, key);
+		skip_ws(w);
+		if (*w->p == ',')
+			w->p++;
+		skip_ws(w);
+	}
+	if (*w->p == '}')
+		w->p++;
+	else
+		w->bad = true;
+}
+
+static void
+print_array(struct walker *w, int depth, const char *key)
+{
+	const char *start = ++w->p;
+	int level = 1;
+
+	/* Arrays of scalars print on one line: "smtp_ports 25 587". */
+	while (*w->p && level) {
+		if (*w->p == '[' || *w->p == '{')
+			level++;
+		else if (*w->p == ']' || *w->p == '}')
+			level--;
+		w->p++;
+	}
+	if (level) {
+		w->bad = true;
+		return;
+	}
+	printf("%*s%-28s ", depth * 2, "", key ? key : "");
+	for (; start < w->p - 1; start++)
+		if (*start != '"')
+			putchar(*start == ',' ? ' ' : *start);
+	putchar('\n');
+}
+
+static void
+print_value(struct walker *w, int depth, const char *key)
+{
+	if (*w->p == '{') {
+		if (key)
+			printf("%*s%s:\n", depth * 2, "", key);
+		print_object(w, key ? depth + 1 : depth);
+	} else if (*w->p == '[') {
+		print_array(w, depth, key);
+	} else {
+		print_scalar(w, depth, key);
+	}
+}
+
+/* The reply is {"<command>": value}: print the value. */
+static int
+print_reply(const char *json)
+{
+	struct walker w = { .p = json };
+	char key[256];
+
+	skip_ws(&w);
+	if (*w.p != '{')
+		return -1;
+	w.p++;
+	skip_ws(&w);
+	read_string(&w, key, sizeof(key));
+	skip_ws(&w);
+	if (w.bad || *w.p != ':')
+		return -1;
+	w.p++;
+	skip_ws(&w);
+	if (strncmp(w.p, "null", 4) == 0) {
+		fprintf(stderr, "smtpedgectl: the daemon does not know %s\n", key);
+		return -1;
+	}
+	print_value(&w, 0, NULL);
+	return w.bad ? -1 : 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *prefix = "rte", *verb = NULL, *arg = NULL;
+	char path[256], cmd[512];
+	char *reply;
+	bool json = false;
+	int i, rc;
+
+	for (i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--file-prefix") == 0 && i + 1 < argc)
+			prefix = argv[++i];
+		else if (strncmp(argv[i], "--file-prefix=", 14) == 0)
+			prefix = argv[i] + 14;
+		else if (strcmp(argv[i], "--json") == 0)
+			json = true;
+		else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+			usage(stdout);
+			return 0;
+		} else if (strcmp(argv[i], "--version") == 0) {
+			printf("smtpedgectl %s\n", SMTPEDGE_VERSION);
+			return 0;
+		} else if (argv[i][0] == '-') {
+			fprintf(stderr, "smtpedgectl: unknown option \"%s\" (try --help)\n", argv[i]);
+			return 2;
+		} else if (!verb) {
+			verb = argv[i];
+		} else if (!arg) {
+			arg = argv[i];
+		} else {
+			fprintf(stderr, "smtpedgectl: unexpected argument \"%s\" (try --help)\n", argv[i]);
+			return 2;
+		}
+	}
+	if (!verb) {
+		usage(stderr);
+		return 2;
+	}
+	if (strcmp(verb, "stats") == 0 || strcmp(verb, "config") == 0 ||
+	    strcmp(verb, "version") == 0) {
+		if (arg) {
+			fprintf(stderr, "smtpedgectl: %s takes no argument\n", verb);
+			return 2;
+		}
+		snprintf(cmd, sizeof(cmd), "/smtpedge/%s", verb);
+	} else if (strcmp(verb, "raw") == 0 && arg) {
+		snprintf(cmd, sizeof(cmd), "%s", arg);
+		json = true;
+	} else {
+		fprintf(stderr, "smtpedgectl: unknown command \"%s\" (try --help)\n", verb);
+		return 2;
+	}
+
+	socket_path(prefix, path, sizeof(path));
+	reply = malloc(REPLY_MAX);
+	if (!reply)
+		return 1;
+	rc = ask(path, cmd, reply, REPLY_MAX);
+	if (rc == 0) {
+		if (json)
+			printf("%s\n", reply);
+		else if (print_reply(reply) < 0) {
+			fprintf(stderr, "smtpedgectl: unexpected reply: %.200s\n", reply);
+			rc = -1;
+		}
+	}
+	free(reply);
+	return rc == 0 ? 0 : 1;
+}

@@ -1,0 +1,15 @@
+/*
+ * telemetry.h - smtpedge's commands on DPDK's telemetry socket
+ * (/smtpedge/...). Handlers run on telemetry's own thread: they read the
+ * per-lcore counters and immutable configuration, never a worker's state.
+ */
+#ifndef SMTPEDGE_TELEMETRY_H
+#define SMTPEDGE_TELEMETRY_H
+
+struct edge_config;
+struct port_state;
+
+int telemetry_register(const struct edge_config *cfg,
+		       const struct port_state *port);
+
+#endif

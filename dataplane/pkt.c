@@ -1,0 +1,345 @@
+/*
+ * pkt.c - strict validation and classification of received frames.
+ *
+ * Everything that reaches a worker from the wire passes through here first,
+ * so this is the code that hostile packets hit. It trusts no length field:
+ * each header is checked against the bytes actually received before it is
+ * read, and every rejection names its reason so the worker can count it.
+ *
+ * Choices:
+ * - VLAN tags, IPv4 fragments and options, and IPv6 extension headers are
+ *   dropped. An SMTP edge needs none of them, and each is a classic way to
+ *   smuggle data past a parser.
+ * - Checksums are verified in software unless the NIC flagged them good.
+ * - Ethernet padding after the IP packet is ignored, as it must be: a
+ *   60-byte minimum frame often carries a shorter IP packet.
+ */
+#include <string.h>
+
+#include <rte_arp.h>
+#include <rte_byteorder.h>
+#include <rte_ether.h>
+#include <rte_icmp.h>
+#include <rte_ip.h>
+#include <rte_tcp.h>
+
+#include "dataplane/pkt.h"
+
+#define ETH_HLEN 14
+#define ICMP6_ECHO_REQUEST 128
+#define ICMP6_ND_SOLICIT 135
+#define ND_NS_LEN 24              /* type, code, cksum, reserved, target */
+#define ND_OPT_SOURCE_LLADDR 1
+
+static const char *const drop_names[PKT_DROP__COUNT] = {
+	[PKT_DROP_NONE] = "none",
+#define PKT_DROP_NAME(id, name) [PKT_DROP_##id] = name,
+	PKT_DROP_REASONS(PKT_DROP_NAME)
+#undef PKT_DROP_NAME
+};
+
+const char *
+pkt_drop_name(enum pkt_drop d)
+{
+	return (unsigned)d < PKT_DROP__COUNT ? drop_names[d] : "?";
+}
+
+void
+pkt_solicited_node(const uint8_t addr[16], uint8_t out[16])
+{
+	static const uint8_t prefix[13] = { 0xff, 0x02, 0, 0, 0, 0, 0, 0,
+					    0, 0, 0, 0x01, 0xff };
+	memcpy(out, prefix, sizeof(prefix));
+	memcpy(out + 13, addr + 13, 3);
+}
+
+void
+pkt_local_init(struct pkt_local *l, const uint8_t mac[6])
+{
+	memset(l, 0, sizeof(*l));
+	memcpy(l->mac, mac, 6);
+	l->mtu = 1500;
+	/* fe80::/64 with the modified EUI-64 interface identifier. */
+	l->ip6_ll[0] = 0xfe;
+	l->ip6_ll[1] = 0x80;
+	l->ip6_ll[8] = mac[0] ^ 0x02;
+	l->ip6_ll[9] = mac[1];
+	l->ip6_ll[10] = mac[2];
+	l->ip6_ll[11] = 0xff;
+	l->ip6_ll[12] = 0xfe;
+	l->ip6_ll[13] = mac[3];
+	l->ip6_ll[14] = mac[4];
+	l->ip6_ll[15] = mac[5];
+}
+
+static enum pkt_kind
+drop(struct pkt_info *info, enum pkt_drop why)
+{
+	info->kind = PKT_KIND_DROP;
+	info->drop = why;
+	return PKT_KIND_DROP;
+}
+
+static bool
+is_ours6(const struct pkt_local *l, const uint8_t *a)
+{
+	return (l->has_ip6 && memcmp(a, l->ip6, 16) == 0) ||
+	       memcmp(a, l->ip6_ll, 16) == 0;
+}
+
+static bool
+is_solicited_ours(const struct pkt_local *l, const uint8_t *a)
+{
+	uint8_t sn[16];
+
+	if (l->has_ip6) {
+		pkt_solicited_node(l->ip6, sn);
+		if (memcmp(a, sn, 16) == 0)
+			return true;
+	}
+	pkt_solicited_node(l->ip6_ll, sn);
+	return memcmp(a, sn, 16) == 0;
+}
+
+static uint16_t
+load_be16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] << 8 | p[1]);
+}
+
+static enum pkt_kind
+classify_arp(const uint8_t *p, uint32_t len, const struct pkt_local *l,
+	     struct pkt_info *info)
+{
+	const struct rte_arp_hdr *arp = (const struct rte_arp_hdr *)p;
+
+	if (len < sizeof(*arp))
+		return drop(info, PKT_DROP_ARP_INVALID);
+	if (arp->arp_hardware != RTE_BE16(RTE_ARP_HRD_ETHER) ||
+	    arp->arp_protocol != RTE_BE16(RTE_ETHER_TYPE_IPV4) ||
+	    arp->arp_hlen != 6 || arp->arp_plen != 4)
+		return drop(info, PKT_DROP_ARP_INVALID);
+	if (arp->arp_opcode != RTE_BE16(RTE_ARP_OP_REQUEST) || !l->has_ip4 ||
+	    memcmp(&arp->arp_data.arp_tip, l->ip4, 4) != 0)
+		return drop(info, PKT_DROP_ARP_NOT_OURS);
+	info->l4_off = info->l3_off;
+	info->l3_len = info->l4_len = sizeof(*arp);
+	info->kind = PKT_KIND_ARP_REQUEST;
+	return info->kind;
+}
+
+static enum pkt_kind
+classify_icmp4(const uint8_t *p, uint32_t len, uint32_t rx_flags,
+	       struct pkt_info *info)
+{
+	const struct rte_icmp_hdr *icmp = (const struct rte_icmp_hdr *)p;
+
+	if (len < sizeof(*icmp))
+		return drop(info, PKT_DROP_ICMP_HDR);
+	if (!(rx_flags & PKT_RX_L4_CKSUM_GOOD) &&
+	    rte_raw_cksum(p, len) != 0xffff)
+		return drop(info, PKT_DROP_ICMP_CKSUM);
+	if (icmp->icmp_type != RTE_IP_ICMP_ECHO_REQUEST || icmp->icmp_code != 0)
+		return drop(info, PKT_DROP_ICMP_TYPE);
+	info->kind = PKT_KIND_ICMP4_ECHO;
+	return info->kind;
+}
+
+static enum pkt_kind
+classify_tcp(const uint8_t *l3, const uint8_t *p, uint32_t len, bool v6,
+	     uint32_t rx_flags, struct pkt_info *info)
+{
+	const struct rte_tcp_hdr *tcp = (const struct rte_tcp_hdr *)p;
+	uint32_t doff;
+	int bad;
+
+	if (len < sizeof(*tcp))
+		return drop(info, PKT_DROP_TCP_HDR);
+	doff = (uint32_t)(tcp->data_off >> 4) * 4;
+	if (doff < sizeof(*tcp) || doff > len)
+		return drop(info, PKT_DROP_TCP_HDR);
+	if (!(rx_flags & PKT_RX_L4_CKSUM_GOOD)) {
+		bad = v6 ? rte_ipv6_udptcp_cksum_verify(
+				   (const struct rte_ipv6_hdr *)l3, p)
+			 : rte_ipv4_udptcp_cksum_verify(
+				   (const struct rte_ipv4_hdr *)l3, p);
+		if (bad)
+			return drop(info, PKT_DROP_TCP_CKSUM);
+	}
+	info->kind = v6 ? PKT_KIND_TCP6 : PKT_KIND_TCP4;
+	return info->kind;
+}
+
+static enum pkt_kind
+classify_ip4(const uint8_t *p, uint32_t len, uint32_t rx_flags,
+	     const struct pkt_local *l, struct pkt_info *info)
+{
+	const struct rte_ipv4_hdr *ip = (const struct rte_ipv4_hdr *)p;
+	uint32_t hlen, tlen;
+
+	if (len < sizeof(*ip) || (ip->version_ihl >> 4) != 4)
+		return drop(info, PKT_DROP_IP4_HDR);
+	hlen = (uint32_t)(ip->version_ihl & 0xf) * 4;
+	tlen = rte_be_to_cpu_16(ip->total_length);
+	if (hlen < sizeof(*ip) || tlen < hlen || tlen > len)
+		return drop(info, PKT_DROP_IP4_HDR);
+	if (tlen > l->mtu)
+		return drop(info, PKT_DROP_OVERSIZE);
+	if (!(rx_flags & PKT_RX_IP_CKSUM_GOOD) && rte_raw_cksum(p, hlen) != 0xffff)
+		return drop(info, PKT_DROP_IP4_CKSUM);
+	if (hlen != sizeof(*ip))
+		return drop(info, PKT_DROP_IP4_OPTIONS);
+	if (!l->has_ip4 || memcmp(&ip->dst_addr, l->ip4, 4) != 0)
+		return drop(info, PKT_DROP_IP4_NOT_OURS);
+	/* MF set or a non-zero offset: a fragment. DF alone is fine. */
+	if (ip->fragment_offset & RTE_BE16(RTE_IPV4_HDR_MF_FLAG |
+					  RTE_IPV4_HDR_OFFSET_MASK))
+		return drop(info, PKT_DROP_IP4_FRAG);
+
+	info->l4_off = (uint16_t)(info->l3_off + hlen);
+	info->l3_len = tlen;
+	info->l4_len = tlen - hlen;
+	switch (ip->next_proto_id) {
+	case IPPROTO_ICMP:
+		return classify_icmp4(p + hlen, info->l4_len, rx_flags, info);
+	case IPPROTO_TCP:
+		return classify_tcp(p, p + hlen, info->l4_len, false, rx_flags,
+				    info);
+	default:
+		return drop(info, PKT_DROP_L4_PROTO);
+	}
+}
+
+/* RFC 4861 7.1.1: what makes a Neighbor Solicitation valid. */
+static enum pkt_kind
+classify_ns(const struct rte_ipv6_hdr *ip, const uint8_t *p, uint32_t len,
+	    const struct pkt_local *l, struct pkt_info *info)
+{
+	static const uint8_t unspec[16];
+	bool from_unspec = memcmp(ip->src_addr, unspec, 16) == 0;
+	uint32_t off;
+
+	if (ip->hop_limits != 255 || p[1] != 0 || len < ND_NS_LEN ||
+	    (p[8] == 0xff))  /* target must not be multicast */
+		return drop(info, PKT_DROP_ND_INVALID);
+	/* Options: each has a non-zero length; from ::, the destination is a
+	 * solicited-node address and no source link-layer option is allowed. */
+	for (off = ND_NS_LEN; off < len;) {
+		if (len - off < 2 || p[off + 1] == 0 ||
+		    (uint32_t)p[off + 1] * 8 > len - off)
+			return drop(info, PKT_DROP_ND_INVALID);
+		if (from_unspec && p[off] == ND_OPT_SOURCE_LLADDR)
+			return drop(info, PKT_DROP_ND_INVALID);
+		off += (uint32_t)p[off + 1] * 8;
+	}
+	if (from_unspec && ip->dst_addr[0] != 0xff)
+		return drop(info, PKT_DROP_ND_INVALID);
+	if (!is_ours6(l, p + 8))
+		return drop(info, PKT_DROP_ND_NOT_OURS);
+	info->kind = PKT_KIND_ND_SOLICIT;
+	return info->kind;
+}
+
+static enum pkt_kind
+classify_icmp6(const struct rte_ipv6_hdr *ip, const uint8_t *p, uint32_t len,
+	       uint32_t rx_flags, const struct pkt_local *l,
+	       struct pkt_info *info)
+{
+	if (len < 4)
+		return drop(info, PKT_DROP_ICMP_HDR);
+	if (!(rx_flags & PKT_RX_L4_CKSUM_GOOD) &&
+	    rte_ipv6_udptcp_cksum_verify(ip, p) != 0)
+		return drop(info, PKT_DROP_ICMP6_CKSUM);
+	switch (p[0]) {
+	case ICMP6_ND_SOLICIT:
+		return classify_ns(ip, p, len, l, info);
+	case ICMP6_ECHO_REQUEST:
+		if (p[1] != 0 || len < 8)
+			return drop(info, PKT_DROP_ICMP_HDR);
+		if (ip->dst_addr[0] == 0xff)   /* no echo to multicast */
+			return drop(info, PKT_DROP_ICMP6_TYPE);
+		info->kind = PKT_KIND_ICMP6_ECHO;
+		return info->kind;
+	default:
+		return drop(info, PKT_DROP_ICMP6_TYPE);
+	}
+}
+
+static enum pkt_kind
+classify_ip6(const uint8_t *p, uint32_t len, uint32_t rx_flags,
+	     const struct pkt_local *l, struct pkt_info *info)
+{
+	static const uint8_t unspec[16];
+	const struct rte_ipv6_hdr *ip = (const struct rte_ipv6_hdr *)p;
+	uint32_t plen;
+	bool nd_dst;
+
+	if (len < sizeof(*ip) || (p[0] >> 4) != 6)
+		return drop(info, PKT_DROP_IP6_HDR);
+	plen = rte_be_to_cpu_16(ip->payload_len);
+	if (plen > len - sizeof(*ip))
+		return drop(info, PKT_DROP_IP6_HDR);
+	if (plen + sizeof(*ip) > l->mtu)
+		return drop(info, PKT_DROP_OVERSIZE);
+	nd_dst = is_solicited_ours(l, ip->dst_addr);
+	if (!is_ours6(l, ip->dst_addr) && !nd_dst)
+		return drop(info, PKT_DROP_IP6_NOT_OURS);
+	if (ip->src_addr[0] == 0xff ||
+	    (!nd_dst && memcmp(ip->src_addr, unspec, 16) == 0))
+		return drop(info, PKT_DROP_IP6_SRC);
+
+	info->l4_off = (uint16_t)(info->l3_off + sizeof(*ip));
+	info->l3_len = (uint32_t)sizeof(*ip) + plen;
+	info->l4_len = plen;
+	switch (ip->proto) {
+	case IPPROTO_ICMPV6:
+		return classify_icmp6(ip, p + sizeof(*ip), plen, rx_flags, l,
+				      info);
+	case IPPROTO_TCP:
+		if (nd_dst)   /* TCP to a multicast group */
+			return drop(info, PKT_DROP_IP6_NOT_OURS);
+		return classify_tcp(p, p + sizeof(*ip), plen, true, rx_flags,
+				    info);
+	case IPPROTO_HOPOPTS: case IPPROTO_ROUTING: case IPPROTO_FRAGMENT:
+	case IPPROTO_DSTOPTS: case IPPROTO_AH: case IPPROTO_ESP:
+	case 135 /* mobility */: case 139 /* HIP */: case 140 /* shim6 */:
+	case IPPROTO_NONE:
+		return drop(info, PKT_DROP_IP6_EXTHDR);
+	default:
+		return drop(info, PKT_DROP_L4_PROTO);
+	}
+}
+
+enum pkt_kind
+pkt_classify(const uint8_t *frame, uint32_t len, uint32_t rx_flags,
+	     const struct pkt_local *l, struct pkt_info *info)
+{
+	static const uint8_t bcast[6] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff };
+	const uint8_t *dst = frame;
+	uint16_t type;
+
+	memset(info, 0, sizeof(*info));
+	info->l3_off = ETH_HLEN;
+	if (len < ETH_HLEN)
+		return drop(info, PKT_DROP_RUNT);
+	if (len > ETH_HLEN + l->mtu)
+		return drop(info, PKT_DROP_OVERSIZE);
+	/* Ours, broadcast, or multicast (group bit): the IP layer decides. */
+	if (memcmp(dst, l->mac, 6) != 0 && memcmp(dst, bcast, 6) != 0 &&
+	    !(dst[0] & 1))
+		return drop(info, PKT_DROP_L2_NOT_OURS);
+
+	type = load_be16(frame + 12);
+	frame += ETH_HLEN;
+	len -= ETH_HLEN;
+	switch (type) {
+	case RTE_ETHER_TYPE_IPV6:
+		return classify_ip6(frame, len, rx_flags, l, info);
+	case RTE_ETHER_TYPE_IPV4:
+		return classify_ip4(frame, len, rx_flags, l, info);
+	case RTE_ETHER_TYPE_ARP:
+		return classify_arp(frame, len, l, info);
+	default:
+		return drop(info, PKT_DROP_ETHERTYPE);
+	}
+}

@@ -1,0 +1,155 @@
+#!/usr/bin/python3
+"""Every kind of bad configuration is refused with one clear line.
+
+Runs the real daemon (`smtpedge -- --config FILE --check`): the config is
+read before EAL starts, so no DPDK resources are needed. Each case starts
+from a good file, changes one thing, and names the line smtpedge must print
+(file, [section] key, and what is wrong) and that it exits 2.
+"""
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+SMTPEDGE = sys.argv[1]
+
+GOOD = """\
+[edge]
+hostname = mx.example.net
+address6 = 2001:db8:1::1
+address4 = 198.51.100.1
+smtp_ports = 25
+[dns]
+server = 127.0.0.1@5353
+[domains]
+accept = example.net example.org
+[relay]
+spool = /var/spool/smtpedge
+[dataplane]
+mbufs = 8191
+[log]
+level = info
+"""
+
+
+def replace(key_line, new):
+    """GOOD with the line starting with key_line replaced by new."""
+    out = []
+    for line in GOOD.splitlines():
+        out.append(new if line.startswith(key_line) else line)
+    return "\n".join(out) + "\n"
+
+
+def add(section, line):
+    return GOOD.replace(f"[{section}]\n", f"[{section}]\n{line}\n", 1)
+
+
+def drop(key_line):
+    return "\n".join(l for l in GOOD.splitlines() if not l.startswith(key_line)) + "\n"
+
+
+# (name, file text or None for a missing file, regex the one line must match)
+CASES = [
+    ("missing file", None, r"^smtpedge: {f}: cannot open: No such file"),
+    ("line without =", GOOD + "hostname mx\n", r"^smtpedge: {f}:16: expected \"\[section\]\" or \"key = value\""),
+    ("key before section", "x = 1\n" + GOOD, r"^smtpedge: {f}:1: key \"x\" before any \[section\]"),
+    ("malformed section", GOOD + "[edge\n", r"^smtpedge: {f}:16: malformed section header"),
+    ("empty value", replace("hostname", "hostname ="), r"^smtpedge: {f}:2: \[edge\] hostname: empty value"),
+    ("value too long", replace("accept", "accept = " + "a" * 300 + ".net"), r"^smtpedge: {f}:9: \[domains\] accept: value longer than 255"),
+    ("unknown section", GOOD + "[smtp]\nbanner = hi\n", r"^smtpedge: {f}: \[smtp\]: unknown section"),
+    ("unknown key", add("edge", "greeting = hello"), r"^smtpedge: {f}: \[edge\] greeting: unknown key"),
+    ("key given twice", add("edge", "hostname = mx2.example.net"), r"^smtpedge: {f}: \[edge\] hostname: given twice"),
+    ("section given twice", GOOD + "[dns]\ntimeout_ms = 100\n", r"^smtpedge: {f}: \[dns\]: section given twice"),
+    ("bad hostname", replace("hostname", "hostname = mx_.-bad..net"), r"^smtpedge: {f}: \[edge\] hostname: \"mx_.-bad..net\" is not a domain name"),
+    ("hostname with space", replace("hostname", "hostname = mx example"), r"^smtpedge: {f}: \[edge\] hostname: .* is not a domain name"),
+    ("bad address6", replace("address6", "address6 = 2001:db8::zz"), r"^smtpedge: {f}: \[edge\] address6: \"2001:db8::zz\" is not an IPv6 address"),
+    ("multicast address6", replace("address6", "address6 = ff02::1"), r"^smtpedge: {f}: \[edge\] address6: \"ff02::1\" must be a global unicast address"),
+    ("link-local address6", replace("address6", "address6 = fe80::1"), r"^smtpedge: {f}: \[edge\] address6: .* must be a global unicast address"),
+    ("bad address4", replace("address4", "address4 = 198.51.100.300"), r"^smtpedge: {f}: \[edge\] address4: \"198.51.100.300\" is not an IPv4 address"),
+    ("loopback address4", replace("address4", "address4 = 127.0.0.1"), r"^smtpedge: {f}: \[edge\] address4: .* must be a unicast address"),
+    ("port 0", replace("smtp_ports", "smtp_ports = 0"), r"^smtpedge: {f}: \[edge\] smtp_ports: 0 is out of range \(1..65535\)"),
+    ("port too big", replace("smtp_ports", "smtp_ports = 25 70000"), r"^smtpedge: {f}: \[edge\] smtp_ports: 70000 is out of range"),
+    ("port not a number", replace("smtp_ports", "smtp_ports = smtp"), r"^smtpedge: {f}: \[edge\] smtp_ports: \"smtp\" is not a number"),
+    ("port twice", replace("smtp_ports", "smtp_ports = 25 587 25"), r"^smtpedge: {f}: \[edge\] smtp_ports: port 25 is listed twice"),
+    ("negative port", replace("smtp_ports", "smtp_ports = -25"), r"^smtpedge: {f}: \[edge\] smtp_ports: \"-25\" is not a number"),
+    ("bad dns server", replace("server", "server = dns.example@53"), r"^smtpedge: {f}: \[dns\] server: \"dns.example@53\" is not an IP address"),
+    ("bad dns port", replace("server", "server = 127.0.0.1@99999"), r"^smtpedge: {f}: \[dns\] server: 99999 is out of range"),
+    ("dns timeout", add("dns", "timeout_ms = 5"), r"^smtpedge: {f}: \[dns\] timeout_ms: 5 is out of range \(100..60000\)"),
+    ("trust anchor missing", add("dns", "trust_anchor = /nonexistent/root.key"), r"^smtpedge: {f}: \[dns\] trust_anchor: \"/nonexistent/root.key\" cannot be read"),
+    ("bad domain", replace("accept", "accept = example.net exa$mple.org"), r"^smtpedge: {f}: \[domains\] accept: \"exa\$mple.org\" is not a domain name"),
+    ("no accept", drop("accept"), r"^smtpedge: {f}: \[domains\] accept: missing"),
+    ("relative spool", replace("spool", "spool = spool/dir"), r"^smtpedge: {f}: \[relay\] spool: \"spool/dir\" must be an absolute path"),
+    ("target and spool", add("relay", "target = [::1]:10025"), r"^smtpedge: {f}: \[relay\] spool: give target or spool, not both"),
+    ("neither target nor spool", drop("spool"), r"^smtpedge: {f}: \[relay\] target: missing"),
+    ("bad target", replace("spool", "target = ::1:10025"), r"^smtpedge: {f}: \[relay\] target: \"::1:10025\": write an IPv6 address as \[addr\]:port"),
+    ("target without port", replace("spool", "target = [::1]"), r"^smtpedge: {f}: \[relay\] target: .*is not a number|^smtpedge: {f}: \[relay\] target: .* is not host:port"),
+    ("bad protocol", add("relay", "protocol = uucp"), r"^smtpedge: {f}: \[relay\] protocol: \"uucp\" is neither smtp nor lmtp"),
+    ("too few mbufs", replace("mbufs", "mbufs = 10"), r"^smtpedge: {f}: \[dataplane\] mbufs: 10 is out of range \(1023..4194303\)"),
+    ("mtu too small", add("dataplane", "mtu = 576"), r"^smtpedge: {f}: \[dataplane\] mtu: 576 is out of range \(1280..9000\)"),
+    ("bad log level", replace("level", "level = loud"), r"^smtpedge: {f}: \[log\] level: \"loud\" is not one of"),
+    ("no hostname", drop("hostname"), r"^smtpedge: {f}: \[edge\] hostname: missing"),
+    ("no address", drop("address6").replace("address4 = 198.51.100.1\n", ""), r"^smtpedge: {f}: \[edge\] address6: missing"),
+]
+
+passed = failed = 0
+
+
+def check(name, ok, detail=""):
+    global passed, failed
+    if ok:
+        passed += 1
+    else:
+        failed += 1
+        print(f"FAIL {name}: {detail}")
+
+
+def run(args):
+    return subprocess.run([SMTPEDGE] + args, capture_output=True, text=True, timeout=30)
+
+
+with tempfile.TemporaryDirectory() as d:
+    for name, text, pattern in CASES:
+        path = os.path.join(d, "case.conf")
+        if os.path.exists(path):
+            os.unlink(path)
+        if text is not None:
+            with open(path, "w") as f:
+                f.write(text)
+        r = run(["--", "--config", path, "--check"])
+        lines = r.stderr.splitlines()
+        want = pattern.format(f=re.escape(path))
+        check(name, r.returncode == 2, f"exit {r.returncode}, want 2")
+        check(name, len(lines) == 1, f"{len(lines)} lines on stderr: {r.stderr!r}")
+        check(name, bool(lines) and re.search(want, lines[0]) is not None,
+              f"stderr {r.stderr!r} does not match {want!r}")
+        check(name, r.stdout == "", f"stdout {r.stdout!r}")
+
+    # The good file and the example files in the repo pass --check.
+    good = os.path.join(d, "good.conf")
+    with open(good, "w") as f:
+        f.write(GOOD)
+    here = os.path.dirname(os.path.abspath(__file__))
+    for path in (good, os.path.join(here, "../../conf/smtpedge.conf"),
+                 os.path.join(here, "../../conf/lab.conf")):
+        r = run(["--", "--config", path, "--check"])
+        check(f"good {path}", r.returncode == 0 and r.stdout.startswith("config ok"),
+              f"exit {r.returncode} {r.stderr!r}")
+
+    # Our options.
+    r = run(["--version"])
+    check("--version", r.returncode == 0 and re.match(r"smtpedge \d+\.\d+", r.stdout), r.stdout)
+    r = run(["--help"])
+    check("--help", r.returncode == 0 and "--config FILE" in r.stdout, r.stdout)
+    r = run(["--", "--bogus"])
+    check("unknown option", r.returncode == 2 and r.stderr.strip() ==
+          'smtpedge: unknown option "--bogus" (try --help)', r.stderr)
+    r = run(["--"])
+    check("no --config", r.returncode == 2 and "--config FILE is required" in r.stderr, r.stderr)
+    r = run(["--", "--config", good, "extra"])
+    check("stray argument", r.returncode == 2 and 'unexpected argument "extra"' in r.stderr, r.stderr)
+    r = run(["--config", good])
+    check("no EAL options", r.returncode == 2 and 'no EAL options' in r.stderr, r.stderr)
+
+print(f"{passed} passed, {failed} failed")
+sys.exit(1 if failed else 0)
