@@ -332,6 +332,49 @@ parse_level(const struct cfg_key *k, const char *val, struct edge_config *cfg,
 	return why_set(why, "\"%s\" is not one of emergency alert critical error warning notice info debug", val);
 }
 
+static int
+parse_rule(const struct cfg_key *k, const char *val, struct edge_config *cfg,
+	   char *why)
+{
+	return policy_set(&cfg->policy, k->section, k->name, val, why, WHY_LEN);
+}
+
+static int
+parse_pregreet(const struct cfg_key *k, const char *val,
+	       struct edge_config *cfg, char *why)
+{
+	(void)k;
+	if (strcasecmp(val, "record") == 0)
+		cfg->pregreet_reject = false;
+	else if (strcasecmp(val, "reject") == 0)
+		cfg->pregreet_reject = true;
+	else
+		return why_set(why, "\"%s\" is neither record nor reject", val);
+	return 0;
+}
+
+static int
+parse_size(const struct cfg_key *k, const char *val, struct edge_config *cfg,
+	   char *why)
+{
+	uint32_t mb;
+
+	(void)k;
+	if (parse_number(val, 1, 1024, &mb, why) < 0)
+		return -1;
+	cfg->max_message_size = (uint64_t)mb << 20;
+	return 0;
+}
+
+#define RULE_KEYS(rule, def_action)                                           \
+	{ rule, "action", parse_rule, 0, 0, 0, def_action, false },            \
+	{ rule, "reply", parse_rule, 0, 0, 0, NULL, false },                   \
+	{ rule, "stage", parse_rule, 0, 0, 0, NULL, false },                   \
+	{ rule, "fcrdns", parse_rule, 0, 0, 0, NULL, false }
+
+#define FAULT_KEY(name, field)                                                \
+	{ "faults", name, parse_u32, OFF(field), 0, 50, NULL, false }
+
 /* The whole vocabulary of the file. The README documents each row. */
 static const struct cfg_key keys[] = {
 	{ "edge", "hostname", parse_domain, OFF(hostname), 0, 0, NULL, false },
@@ -350,7 +393,26 @@ static const struct cfg_key keys[] = {
 	{ "dataplane", "rx_desc", parse_u32, OFF(rx_desc), 64, 16384, "1024", false },
 	{ "dataplane", "tx_desc", parse_u32, OFF(tx_desc), 64, 16384, "1024", false },
 	{ "dataplane", "mtu", parse_u32, OFF(mtu), 1280, 9000, "1500", false },
-	{ "dataplane", "flows", parse_u32, OFF(flows), 64, 16777216, "65536", false },
+	{ "dataplane", "flows", parse_u32, OFF(flows), 64, 16777216, "16384", false },
+	{ "dataplane", "body_budget_mb", parse_u32, OFF(body_budget_mb), 4, 1048576, "256", false },
+	{ "smtp", "max_cmd_line", parse_u32, OFF(max_cmd_line), 512, 2048, "512", false },
+	{ "smtp", "max_text_line", parse_u32, OFF(max_text_line), 1000, 65536, "1000", false },
+	{ "smtp", "max_recipients", parse_u32, OFF(max_rcpts), 100, 10000, "100", false },
+	{ "smtp", "max_message_mb", parse_size, 0, 0, 0, "32", false },
+	{ "smtp", "max_errors", parse_u32, OFF(max_errors), 1, 1000, "20", false },
+	{ "smtp", "pregreet", parse_pregreet, 0, 0, 0, "record", false },
+	{ "smtp", "idle_timeout_s", parse_u32, OFF(idle_timeout_s), 10, 3600, "300", false },
+	{ "smtp", "lifetime_s", parse_u32, OFF(lifetime_s), 30, 86400, "3600", false },
+	{ "control", "threads", parse_u32, OFF(control_threads), 1, 64, "2", false },
+	RULE_KEYS("ipv6-ptr", "enforce"),
+	RULE_KEYS("ipv4-ptr", "off"),
+	FAULT_KEY("rx_drop_pct", fault_rx_drop),
+	FAULT_KEY("rx_dup_pct", fault_rx_dup),
+	FAULT_KEY("rx_reorder_pct", fault_rx_reorder),
+	FAULT_KEY("tx_drop_pct", fault_tx_drop),
+	FAULT_KEY("tx_dup_pct", fault_tx_dup),
+	FAULT_KEY("tx_reorder_pct", fault_tx_reorder),
+	{ "faults", "seed", parse_u32, OFF(fault_seed), 0, 4294967295u, NULL, false },
 	{ "log", "file", parse_dir, OFF(log_file), 0, 0, NULL, false },
 	{ "log", "level", parse_level, 0, 0, 0, "info", false },
 };
@@ -575,6 +637,7 @@ config_load(const char *path, struct edge_config *cfg, FILE *err)
 	int rc;
 
 	memset(cfg, 0, sizeof(*cfg));
+	policy_defaults(&cfg->policy);
 	snprintf(cfg->path, sizeof(cfg->path), "%s", path);
 	f = fopen(path, "r");
 	if (!f) {

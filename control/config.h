@@ -13,6 +13,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "control/policy.h"
+
 #define CONFIG_MAX_PORTS 8
 #define CONFIG_MAX_DOMAINS 256
 #define CONFIG_MAX_DNS 4
@@ -53,6 +55,26 @@ struct edge_config {
 	uint32_t rx_desc, tx_desc;
 	uint32_t mtu;
 	uint32_t flows;          /* per worker */
+
+	/* [smtp] */
+	uint32_t max_cmd_line, max_text_line, max_rcpts, max_errors;
+	uint64_t max_message_size;
+	bool pregreet_reject;
+	uint32_t idle_timeout_s, lifetime_s;
+
+	/* [control] */
+	uint32_t control_threads;
+
+	/* [dataplane] body memory, per worker */
+	uint32_t body_budget_mb;
+
+	/* [ipv6-ptr], [ipv4-ptr]: the rules' settings */
+	struct policy policy;
+
+	/* [faults]: a seeded fault shim around rx/tx, for tests only */
+	uint32_t fault_rx_drop, fault_rx_dup, fault_rx_reorder;
+	uint32_t fault_tx_drop, fault_tx_dup, fault_tx_reorder;
+	uint32_t fault_seed;
 
 	/* [log] */
 	char log_file[CONFIG_PATH_LEN];

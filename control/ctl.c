@@ -33,6 +33,10 @@ usage(FILE *f)
 		"  stats          counters: totals, then per worker lcore\n"
 		"  config         the configuration in effect\n"
 		"  version        the daemon's version\n"
+		"  policy show    the rules and their settings\n"
+		"  policy set RULE KEY=VALUE...\n"
+		"                 change a rule for new sessions, e.g.\n"
+		"                 policy set ipv6-ptr reply=450\n"
 		"  raw CMD        any telemetry command, e.g. raw /ethdev/stats,0\n"
 		"options:\n"
 		"  --file-prefix P  the EAL --file-prefix smtpedge was started with\n"
@@ -240,12 +244,99 @@ print_reply(const char *json)
 	return w.bad ? -1 : 0;
 }
 
+/* The value of "key" in a flat JSON object, or NULL. */
+static const char *
+json_string(const char *json, const char *key, char *out, size_t n)
+{
+	char pat[64];
+	const char *p;
+	size_t i = 0;
+
+	snprintf(pat, sizeof(pat), "\"%s\":\"", key);
+	p = strstr(json, pat);
+	if (!p)
+		return NULL;
+	for (p += strlen(pat); *p && *p != '"' && i + 1 < n; p++) {
+		if (*p == '\\' && p[1])
+			p++;
+		out[i++] = *p;
+	}
+	out[i] = '\0';
+	return out;
+}
+
+static int
+run_command(const char *prefix, const char *cmd, bool json, char **reply_out)
+{
+	char path[256];
+	char *reply = malloc(REPLY_MAX);
+	int rc;
+
+	if (!reply)
+		return -1;
+	socket_path(prefix, path, sizeof(path));
+	rc = ask(path, cmd, reply, REPLY_MAX);
+	if (rc == 0 && !reply_out) {
+		if (json)
+			printf("%s\n", reply);
+		else if (print_reply(reply) < 0) {
+			fprintf(stderr, "smtpedgectl: unexpected reply: %.200s\n", reply);
+			rc = -1;
+		}
+	}
+	if (reply_out && rc == 0)
+		*reply_out = reply;
+	else
+		free(reply);
+	return rc;
+}
+
+/* policy show | policy set RULE KEY=VALUE... */
+static int
+policy_command(const char *prefix, const char *sub, const char *const *rest,
+	       unsigned n_rest, bool json)
+{
+	char cmd[512], msg[256];
+	char *reply = NULL;
+	size_t off;
+	unsigned i;
+
+	if (sub && strcmp(sub, "show") == 0 && n_rest == 0)
+		return run_command(prefix, "/smtpedge/policy", json, NULL) == 0 ? 0 : 1;
+	if (!sub || strcmp(sub, "set") != 0 || n_rest < 2) {
+		fprintf(stderr, "smtpedgectl: usage: policy show | policy set RULE KEY=VALUE...\n");
+		return 2;
+	}
+	off = (size_t)snprintf(cmd, sizeof(cmd), "/smtpedge/policy/set,%s", rest[0]);
+	for (i = 1; i < n_rest && off < sizeof(cmd); i++) {
+		if (!strchr(rest[i], '=')) {
+			fprintf(stderr, "smtpedgectl: policy set: \"%s\" is not KEY=VALUE\n", rest[i]);
+			return 2;
+		}
+		off += (size_t)snprintf(cmd + off, sizeof(cmd) - off, " %s", rest[i]);
+	}
+	if (run_command(prefix, cmd, json, &reply) != 0)
+		return 1;
+	if (json)
+		printf("%s\n", reply);
+	if (json_string(reply, "error", msg, sizeof(msg))) {
+		fprintf(stderr, "smtpedgectl: policy set %s: %s\n", rest[0], msg);
+		free(reply);
+		return 1;
+	}
+	if (!json && json_string(reply, "now", msg, sizeof(msg)))
+		printf("%s: %s\n", rest[0], msg);
+	free(reply);
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
 	const char *prefix = "rte", *verb = NULL, *arg = NULL;
-	char path[256], cmd[512];
-	char *reply;
+	const char *rest[16];
+	unsigned n_rest = 0;
+	char cmd[512];
 	bool json = false;
 	int i, rc;
 
@@ -269,6 +360,8 @@ main(int argc, char **argv)
 			verb = argv[i];
 		} else if (!arg) {
 			arg = argv[i];
+		} else if (n_rest < 16) {
+			rest[n_rest++] = argv[i];
 		} else {
 			fprintf(stderr, "smtpedgectl: unexpected argument \"%s\" (try --help)\n", argv[i]);
 			return 2;
@@ -278,14 +371,16 @@ main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	if (strcmp(verb, "policy") == 0)
+		return policy_command(prefix, arg, rest, n_rest, json);
 	if (strcmp(verb, "stats") == 0 || strcmp(verb, "config") == 0 ||
 	    strcmp(verb, "version") == 0) {
-		if (arg) {
+		if (arg || n_rest) {
 			fprintf(stderr, "smtpedgectl: %s takes no argument\n", verb);
 			return 2;
 		}
 		snprintf(cmd, sizeof(cmd), "/smtpedge/%s", verb);
-	} else if (strcmp(verb, "raw") == 0 && arg) {
+	} else if (strcmp(verb, "raw") == 0 && arg && !n_rest) {
 		snprintf(cmd, sizeof(cmd), "%s", arg);
 		json = true;
 	} else {
@@ -293,19 +388,6 @@ main(int argc, char **argv)
 		return 2;
 	}
 
-	socket_path(prefix, path, sizeof(path));
-	reply = malloc(REPLY_MAX);
-	if (!reply)
-		return 1;
-	rc = ask(path, cmd, reply, REPLY_MAX);
-	if (rc == 0) {
-		if (json)
-			printf("%s\n", reply);
-		else if (print_reply(reply) < 0) {
-			fprintf(stderr, "smtpedgectl: unexpected reply: %.200s\n", reply);
-			rc = -1;
-		}
-	}
-	free(reply);
+	rc = run_command(prefix, cmd, json, NULL);
 	return rc == 0 ? 0 : 1;
 }

@@ -20,9 +20,18 @@
 #include <rte_ethdev.h>
 #include <rte_lcore.h>
 #include <rte_log.h>
+#include <rte_mempool.h>
+#include <rte_random.h>
+#include <rte_ring.h>
+#include <rte_ring_elem.h>
+#include <sys/time.h>
 
 #include "control/config.h"
+#include "control/msg.h"
+#include "control/policy.h"
+#include "control/pool.h"
 #include "control/telemetry.h"
+#include "control/txrec.h"
 #include "dataplane/port.h"
 #include "dataplane/stats.h"
 #include "dataplane/worker.h"
@@ -151,11 +160,68 @@ log_final_counters(void)
 	    t.c[DP_ECHO4_REPLIES] + t.c[DP_ECHO6_REPLIES], t.c[DP_TCP_SEGMENTS]);
 }
 
+/* The planes' meeting points: per worker a request ring (the worker is the
+ * only producer, the dispatcher the only consumer) and a verdict ring
+ * (control threads produce, preemptible, so HTS; the worker consumes). A
+ * verdict ring has room for every session's outstanding answers, so the
+ * control plane never waits on a full one. */
+struct planes {
+	unsigned n;
+	struct rte_ring *req[RTE_MAX_LCORE];
+	struct rte_ring *ver[RTE_MAX_LCORE];
+	struct rte_mempool *txrecs;
+};
+
+static int
+planes_create(const struct edge_config *cfg, unsigned n, struct planes *pl)
+{
+	uint32_t size = rte_align32pow2(cfg->flows * 4);
+	char name[RTE_RING_NAMESIZE];
+	unsigned i;
+
+	pl->n = n;
+	for (i = 0; i < n; i++) {
+		snprintf(name, sizeof(name), "req_%u", i);
+		pl->req[i] = rte_ring_create_elem(name, sizeof(struct ctl_msg), size,
+			(int)rte_socket_id(), RING_F_SP_ENQ | RING_F_SC_DEQ);
+		snprintf(name, sizeof(name), "ver_%u", i);
+		pl->ver[i] = rte_ring_create_elem(name, sizeof(struct ctl_msg), size,
+			(int)rte_socket_id(), RING_F_MP_HTS_ENQ | RING_F_SC_DEQ);
+		if (!pl->req[i] || !pl->ver[i]) {
+			fprintf(stderr, "smtpedge: rings for worker %u: %s\n", i,
+				rte_strerror(rte_errno));
+			return -1;
+		}
+	}
+	pl->txrecs = rte_mempool_create("txrecs", n * cfg->flows * 2 + 1023,
+		sizeof(struct txrec), 64, 0, NULL, NULL, NULL, NULL,
+		(int)rte_socket_id(), 0);
+	if (!pl->txrecs) {
+		fprintf(stderr, "smtpedge: transaction records: %s (more memory with -m, or fewer [dataplane] flows)\n",
+			rte_strerror(rte_errno));
+		return -1;
+	}
+	return 0;
+}
+
+static void
+planes_free(struct planes *pl)
+{
+	unsigned i;
+
+	for (i = 0; i < pl->n; i++) {
+		rte_ring_free(pl->req[i]);
+		rte_ring_free(pl->ver[i]);
+	}
+	rte_mempool_free(pl->txrecs);
+}
+
 static int
 start_workers(const struct edge_config *cfg, struct port_state *port,
-	      struct worker **workers)
+	      struct planes *pl, struct worker **workers)
 {
-	struct worker_params wp = { .port = port };
+	struct worker_params wp = { .cfg = cfg, .port = port, .txrecs = pl->txrecs };
+	struct timeval tv;
 	unsigned lcore;
 	uint16_t q = 0;
 
@@ -165,12 +231,20 @@ start_workers(const struct edge_config *cfg, struct port_state *port,
 	memcpy(wp.local.ip6, cfg->addr6, 16);
 	wp.local.has_ip4 = cfg->has_addr4;
 	memcpy(wp.local.ip4, cfg->addr4, 4);
+	gettimeofday(&tv, NULL);
+	wp.tsc0 = rte_rdtsc();
+	wp.tsc_hz = rte_get_tsc_hz();
+	wp.wall0_us = (uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec;
+	wp.secret_seed = rte_rand();
 	RTE_LCORE_FOREACH_WORKER(lcore) {
 		wp.queue = q;
+		wp.lcore = lcore;
+		wp.req = pl->req[q];
+		wp.ver = pl->ver[q];
 		workers[q] = worker_create(&wp);
 		if (!workers[q]) {
-			fprintf(stderr, "smtpedge: worker %u: %s\n", lcore,
-				rte_strerror(rte_errno));
+			fprintf(stderr, "smtpedge: worker %u: %s (more memory with -m, or fewer [dataplane] flows or body_budget_mb)\n",
+				lcore, rte_strerror(rte_errno));
 			return -1;
 		}
 		q++;
@@ -186,11 +260,15 @@ main(int argc, char **argv)
 {
 	static struct edge_config cfg;
 	static struct port_state port;
-	struct worker *workers[RTE_MAX_LCORE] = { NULL };
+	static struct planes planes;
+	static struct worker *workers[RTE_MAX_LCORE];
+	struct pool_params cp = { 0 };
+	struct pool *pool = NULL;
+	char err[512];
 	struct port_params pp = { 0 };
 	struct app_args args = { 0 };
 	int sep = find_separator(argc, argv), rc;
-	unsigned n_workers, i;
+	unsigned n_workers = 0, i;
 
 	/* Without "--", everything is ours (smtpedge --help). */
 	rc = sep < 0 ? parse_app_args(argc, argv, &args)
@@ -234,33 +312,56 @@ main(int argc, char **argv)
 	pp.ip6 = cfg.has_addr6 ? cfg.addr6 : NULL;
 	if (port_setup(&pp, &port) < 0)
 		goto fail;
-	if (telemetry_register(&cfg, &port) < 0)
-		LOG(WARNING, "telemetry commands not registered");
+	if (planes_create(&cfg, n_workers, &planes) < 0)
+		goto fail;
+	policy_live_init(&cfg.policy);
+	cp.cfg = &cfg;
+	cp.n_workers = n_workers;
+	cp.req = planes.req;
+	cp.ver = planes.ver;
+	cp.txrec_pool = planes.txrecs;
+	cp.max_flows = cfg.flows;
+	pool = pool_create(&cp, err, sizeof(err));
+	if (!pool) {
+		fprintf(stderr, "smtpedge: %s\n", err);
+		goto fail;
+	}
 
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
-	if (start_workers(&cfg, &port, workers) < 0) {
+	if (start_workers(&cfg, &port, &planes, workers) < 0) {
 		worker_stop_all();
 		rte_eal_mp_wait_lcore();
 		goto fail;
 	}
+	if (telemetry_register(&(struct telemetry_sources){
+			.cfg = &cfg, .port = &port, .workers = workers,
+			.n_workers = n_workers, .txrecs = planes.txrecs,
+			.req = planes.req, .ver = planes.ver }) < 0)
+		LOG(WARNING, "telemetry commands not registered");
 	LOG(INFO, "started version=%s hostname=%s port=%u driver=%s workers=%u rss=%s",
 	    SMTPEDGE_VERSION, cfg.hostname, port.port_id, port.driver, n_workers,
 	    port.rss ? "yes" : "no");
 
-	while (!stop_signal)
-		usleep(100 * 1000);
+	/* The main lcore is the control plane's dispatcher from here on. */
+	pool_run(pool, &stop_signal);
 
 	LOG(INFO, "signal=%d stopping", (int)stop_signal);
 	worker_stop_all();
 	rte_eal_mp_wait_lcore();
+	pool_destroy(pool);
 	log_final_counters();
 	for (i = 0; i < n_workers; i++)
 		worker_destroy(workers[i]);
+	planes_free(&planes);
 	port_shutdown(&port);
 	rte_eal_cleanup();
 	return 0;
 fail:
+	pool_destroy(pool);
+	for (i = 0; i < n_workers && i < RTE_MAX_LCORE; i++)
+		worker_destroy(workers[i]);
+	planes_free(&planes);
 	port_shutdown(&port);
 	rte_eal_cleanup();
 	return 1;

@@ -8,8 +8,19 @@
 
 struct edge_config;
 struct port_state;
+struct worker;
+struct rte_mempool;
+struct rte_ring;
 
-int telemetry_register(const struct edge_config *cfg,
-		       const struct port_state *port);
+struct telemetry_sources {
+	const struct edge_config *cfg;
+	const struct port_state *port;
+	struct worker *const *workers;
+	unsigned n_workers;
+	struct rte_mempool *txrecs;
+	struct rte_ring *const *req, *const *ver;
+};
+
+int telemetry_register(const struct telemetry_sources *src);
 
 #endif

@@ -1,2 +1,1447 @@
-/* placeholder: being written */
-typedef int placeholder_unused;
+/*
+ * smtp.c — the SMTP protocol engine: bytes in, replies and verdict
+ * requests out.
+ *
+ * Why it is shaped this way:
+ * - It runs on DPDK worker cores, so it never blocks and never allocates:
+ *   the session is one fixed-size object, bodies and recipient lists go into
+ *   chunks the worker lends, held input and queued output have fixed caps.
+ * - Replies leave in command order (RFC 2920). A command whose reply
+ *   depends on the control plane parks the session (s->waiting); nothing
+ *   behind it is parsed until the verdict comes, so later replies cannot
+ *   overtake it. Input that arrives meanwhile is held up to max_pending_in,
+ *   and smtp_session_rcv_space() reports the room left, which the TCP engine
+ *   turns into its receive window.
+ * - Every reader is resumable: the command line reader, the DATA scanner
+ *   (smtp_body.c) and the BDAT counter keep their state in the session, so
+ *   input may stop at any byte.
+ * - One table (smtp_cmds[]) drives dispatch; enter_state() is the only
+ *   place the state changes; each verdict stage has one handler.
+ * - Bad input is an answered, counted event: every 4xx/5xx counts toward
+ *   max_errors, after which the session ends with 421 4.7.0.
+ */
+#include "dataplane/smtp.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "dataplane/smtp_addr.h"
+#include "dataplane/smtp_body.h"
+
+#define SMTP_OUT_CAP      4096u  /* queued reply bytes */
+#define SMTP_REPLY_ROOM   1024u  /* free output needed to run one command */
+#define SMTP_LINE_MAX     512u   /* one reply line, with CRLF (4.5.3.1.5) */
+#define SMTP_VERDICT_TEXT 400u   /* verdict text clipped to this */
+#define SMTP_CHUNK_MIN    (SMTP_PATH_MAX + 1)  /* any recipient fits one */
+#define SMTP_MAGIC        0x534d5450u
+
+/* The open transaction: MAIL accepted until its end. */
+struct txn {
+	bool active;
+	bool smtputf8;
+	enum smtp_body_type body_type;
+	uint32_t flags;                /* SMTP_RF_* */
+	uint32_t nrcpts;
+	uint64_t size_param;
+	uint64_t body_size;
+	struct smtp_chunk *rcpt_head, *rcpt_tail;
+	struct smtp_chunk *body_head, *body_tail;
+	char mail_from[SMTP_PATH_MAX + 1];
+};
+
+/* A reply decided before the bytes it answers have all arrived (BDAT). */
+struct late_reply {
+	uint16_t code;
+	const char *enh;
+	const char *text;
+};
+
+struct smtp_session {
+	uint32_t magic;
+	uint8_t state;                 /* enum smtp_state, via enter_state() */
+	const struct smtp_params *params;
+	const struct smtp_ops *ops;
+	void *ctx;
+	const struct smtp_peer *peer;
+
+	/* Effective limits: params with defaults and caps applied. */
+	uint32_t max_cmd_line, max_text_line, max_rcpts, max_errors, max_pending;
+	uint64_t max_msg;
+
+	/* Command line reader. */
+	uint32_t line_len;
+	bool line_cr;                  /* a CR waits for its LF */
+	bool line_bare;                /* a bare CR inside the line */
+	bool line_long;
+
+	/* Body readers. */
+	struct smtp_body body;
+	uint64_t bdat_left;            /* chunk bytes still to read */
+	uint64_t bdat_size;
+	bool bdat_last;
+	bool bdat_discard;             /* read and drop, then bdat_refusal */
+	struct late_reply bdat_refusal;
+
+	/* The verdict being waited for. */
+	bool waiting;
+	uint8_t wait_stage;
+	uint32_t token;
+	uint32_t next_token;
+
+	bool pregreet;
+	bool recorded;                 /* the session record went out */
+	bool helo_seen;
+	uint32_t errors;
+	uint32_t stale;
+	uint32_t chunks_held;
+
+	uint16_t replies[SMTP_REC_REPLIES];
+	uint32_t nreplies, replies_dropped;
+
+	struct txn txn;
+	char helo[SMTP_DOMAIN_MAX + 1];
+	char cur_rcpt[SMTP_PATH_MAX + 1];
+
+	uint32_t out_off, out_len;
+	uint32_t pend_len;
+	char out[SMTP_OUT_CAP];
+	uint8_t pend[SMTP_PENDING_CAP];
+	char line[SMTP_CMD_LINE_CAP + 1];
+};
+
+static const char *const state_names[SMTP_ST_COUNT] = {
+	[SMTP_ST_NEW] = "new",         [SMTP_ST_CONNECT] = "connect",
+	[SMTP_ST_REJECTED] = "rejected", [SMTP_ST_GREETED] = "greeted",
+	[SMTP_ST_READY] = "ready",     [SMTP_ST_MAIL] = "mail",
+	[SMTP_ST_RCPT] = "rcpt",       [SMTP_ST_DATA] = "data",
+	[SMTP_ST_BDAT] = "bdat",       [SMTP_ST_CLOSING] = "closing",
+	[SMTP_ST_CLOSED] = "closed",
+};
+
+const char *smtp_state_name(int state)
+{
+	return state >= 0 && state < SMTP_ST_COUNT ? state_names[state] : "?";
+}
+
+const char *smtp_stage_name(int stage)
+{
+	static const char *const names[SMTP_STAGE_COUNT] = {
+		[SMTP_STAGE_CONNECT] = "CONNECT", [SMTP_STAGE_MAIL] = "MAIL",
+		[SMTP_STAGE_RCPT] = "RCPT", [SMTP_STAGE_DATA_END] = "DATA_END",
+	};
+
+	return stage >= 0 && stage < SMTP_STAGE_COUNT ? names[stage] : "?";
+}
+
+size_t smtp_session_size(void)
+{
+	return sizeof(struct smtp_session);
+}
+
+int smtp_session_state(const struct smtp_session *s)
+{
+	return s->state;
+}
+
+static void enter_state(struct smtp_session *s, enum smtp_state st)
+{
+	/* Once closing, only closed may follow: a handler that finishes after
+	 * a 421 must not revive the session. */
+	if (s->state >= SMTP_ST_CLOSING && st < s->state)
+		return;
+	s->state = (uint8_t)st;
+}
+
+/* ---------------------------------------------------------------- output */
+
+static void flush(struct smtp_session *s);
+static void go_closing(struct smtp_session *s);
+
+static uint32_t out_free(const struct smtp_session *s)
+{
+	return SMTP_OUT_CAP - (s->out_len - s->out_off);
+}
+
+/* Appends one reply line; clipped to SMTP_LINE_MAX, never overflowing. */
+static void out_line(struct smtp_session *s, uint16_t code, char sep,
+		     const char *enh, const char *text, size_t tlen)
+{
+	char *d;
+	size_t room, k, i;
+	int hdr;
+
+	if (s->out_off > 0 && SMTP_OUT_CAP - s->out_len < SMTP_LINE_MAX) {
+		memmove(s->out, s->out + s->out_off, s->out_len - s->out_off);
+		s->out_len -= s->out_off;
+		s->out_off = 0;
+	}
+	room = SMTP_OUT_CAP - s->out_len;
+	if (room < 16)
+		return;
+	if (room > SMTP_LINE_MAX)
+		room = SMTP_LINE_MAX;
+	d = s->out + s->out_len;
+	hdr = snprintf(d, room, "%03u%c%s%s", code, sep, enh ? enh : "",
+		       enh ? " " : "");
+	k = (size_t)hdr;
+	/* Text from the control plane is clipped and kept to one line. */
+	for (i = 0; i < tlen && k + 2 < room; i++) {
+		unsigned char ch = (unsigned char)text[i];
+
+		d[k++] = (ch < 0x20 || ch == 0x7f) ? ' ' : (char)ch;
+	}
+	d[k++] = '\r';
+	d[k++] = '\n';
+	s->out_len += (uint32_t)k;
+}
+
+static void log_reply(struct smtp_session *s, uint16_t code)
+{
+	if (s->nreplies < SMTP_REC_REPLIES)
+		s->replies[s->nreplies++] = code;
+	else
+		s->replies_dropped++;
+}
+
+/* Counts errors: every 4xx/5xx but 421, which closes anyway. */
+static void count_error(struct smtp_session *s, uint16_t code)
+{
+	if (code >= 400 && code != 421 && s->state < SMTP_ST_CLOSING)
+		s->errors++;
+}
+
+/*
+ * Past max_errors the session ends with 421 4.7.0. Checked once a command
+ * (or a verdict) has been fully handled, so that its own reply and record
+ * come first.
+ */
+static void error_limit(struct smtp_session *s)
+{
+	char text[SMTP_DOMAIN_MAX + 64];
+	int n;
+
+	if (s->errors < s->max_errors || s->state >= SMTP_ST_CLOSING ||
+	    s->waiting)
+		return;
+	n = snprintf(text, sizeof(text), "%s Error: too many errors",
+		     s->params->hostname);
+	out_line(s, 421, ' ', "4.7.0", text, (size_t)n);
+	log_reply(s, 421);
+	go_closing(s);
+}
+
+static void reply_text(struct smtp_session *s, uint16_t code, const char *enh,
+		       const char *text, size_t tlen)
+{
+	out_line(s, code, ' ', enh, text, tlen);
+	log_reply(s, code);
+	count_error(s, code);
+}
+
+static void reply(struct smtp_session *s, uint16_t code, const char *enh,
+		  const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static void reply(struct smtp_session *s, uint16_t code, const char *enh,
+		  const char *fmt, ...)
+{
+	char text[SMTP_LINE_MAX];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		n = 0;
+	if ((size_t)n >= sizeof(text))
+		n = sizeof(text) - 1;
+	reply_text(s, code, enh, text, (size_t)n);
+}
+
+static void flush(struct smtp_session *s)
+{
+	uint32_t left = s->out_len - s->out_off, w;
+
+	if (left > 0 && s->state != SMTP_ST_CLOSED) {
+		w = s->ops->write(s->ctx, s->out + s->out_off, left);
+		s->out_off += w < left ? w : left;
+	}
+	if (s->out_off == s->out_len)
+		s->out_off = s->out_len = 0;
+	if (s->state == SMTP_ST_CLOSING && s->out_len == 0) {
+		enter_state(s, SMTP_ST_CLOSED);
+		s->ops->close(s->ctx);
+	}
+}
+
+/* ---------------------------------------------------------------- chunks */
+
+static struct smtp_chunk *chunk_new(struct smtp_session *s)
+{
+	struct smtp_chunk *c;
+	uint32_t cap = 0;
+	void *m = s->ops->chunk_get(s->ctx, &cap);
+
+	if (m == NULL)
+		return NULL;
+	if (cap < sizeof(*c) + SMTP_CHUNK_MIN) {
+		s->ops->chunk_put(s->ctx, m);
+		return NULL;
+	}
+	c = m;
+	c->next = NULL;
+	c->len = 0;
+	c->cap = cap - (uint32_t)sizeof(*c);
+	s->chunks_held++;
+	return c;
+}
+
+static void chain_put(struct smtp_session *s, struct smtp_chunk **head,
+		      struct smtp_chunk **tail)
+{
+	struct smtp_chunk *c = *head, *next;
+
+	for (; c != NULL; c = next) {
+		next = c->next;
+		s->ops->chunk_put(s->ctx, c);
+		s->chunks_held--;
+	}
+	*head = *tail = NULL;
+}
+
+/* Ensures n contiguous bytes at the tail of a chain. */
+static bool chain_room(struct smtp_session *s, struct smtp_chunk **head,
+		       struct smtp_chunk **tail, uint32_t n)
+{
+	struct smtp_chunk *c;
+
+	if (*tail != NULL && (*tail)->cap - (*tail)->len >= n)
+		return true;
+	c = chunk_new(s);
+	if (c == NULL)
+		return false;
+	if (*tail != NULL)
+		(*tail)->next = c;
+	else
+		*head = c;
+	*tail = c;
+	return true;
+}
+
+/* ----------------------------------------------------------- transaction */
+
+static void emit_record(struct smtp_session *s, enum smtp_record_kind kind,
+			uint32_t flags)
+{
+	struct smtp_record r = {
+		.kind = kind,
+		.peer = s->peer,
+		.helo = s->helo,
+		.replies = s->replies,
+		.nreplies = s->nreplies,
+		.replies_dropped = s->replies_dropped,
+		.flags = flags | (s->pregreet ? SMTP_RF_PREGREET : 0),
+		.errors = s->errors,
+		.stale_verdicts = s->stale,
+	};
+
+	if (kind == SMTP_REC_TRANSACTION) {
+		r.mail_from = s->txn.mail_from;
+		r.rcpts = s->txn.rcpt_head;
+		r.nrcpts = s->txn.nrcpts;
+		r.size = s->txn.body_size;
+		r.body = s->txn.body_head;
+		r.flags |= s->txn.flags;
+	}
+	if (s->ops->record != NULL)
+		s->ops->record(s->ctx, &r);
+	s->nreplies = 0;
+	s->replies_dropped = 0;
+}
+
+static void txn_clear(struct smtp_session *s)
+{
+	chain_put(s, &s->txn.rcpt_head, &s->txn.rcpt_tail);
+	chain_put(s, &s->txn.body_head, &s->txn.body_tail);
+	memset(&s->txn, 0, sizeof(s->txn));
+}
+
+/* Ends the open transaction, if any: record it, give its memory back. */
+static void txn_end(struct smtp_session *s, uint32_t flags)
+{
+	if (s->txn.active)
+		emit_record(s, SMTP_REC_TRANSACTION, flags);
+	txn_clear(s);
+	enter_state(s, s->helo_seen ? SMTP_ST_READY : SMTP_ST_GREETED);
+}
+
+/*
+ * The session record, once, with an open transaction recorded first.
+ * keep_chains: a check is still out, and the control plane may be reading
+ * the recipient and body chains it was given; they stay until fini.
+ */
+static void session_end(struct smtp_session *s, bool keep_chains)
+{
+	if (s->recorded)
+		return;
+	if (s->txn.active)
+		emit_record(s, SMTP_REC_TRANSACTION, SMTP_RF_ABORTED);
+	if (keep_chains)
+		s->txn.active = false;
+	else
+		txn_clear(s);
+	emit_record(s, SMTP_REC_SESSION, 0);
+	s->recorded = true;
+}
+
+static void go_closing(struct smtp_session *s)
+{
+	bool asked = s->waiting;
+
+	enter_state(s, SMTP_ST_CLOSING);
+	s->waiting = false;
+	s->bdat_left = 0;
+	s->pend_len = 0;
+	session_end(s, asked);
+}
+
+/* Body bytes from the scanners; kept until a limit or an error. */
+static void body_sink(void *arg, const uint8_t *p, uint32_t n)
+{
+	struct smtp_session *s = arg;
+	struct txn *t = &s->txn;
+
+	t->body_size += n;
+	if (t->flags & (SMTP_RF_TOO_BIG | SMTP_RF_NO_MEM))
+		return;
+	if (s->body.flags != 0) {
+		/* Doomed (bare CR/LF, long line): give the budget back now
+		 * rather than at the end of a possibly huge body. */
+		chain_put(s, &t->body_head, &t->body_tail);
+		return;
+	}
+	if (t->body_size > s->max_msg) {
+		/* Never buffer past the limit: drop what we have now. */
+		t->flags |= SMTP_RF_TOO_BIG;
+		chain_put(s, &t->body_head, &t->body_tail);
+		return;
+	}
+	while (n > 0) {
+		uint32_t k;
+
+		if (!chain_room(s, &t->body_head, &t->body_tail, 1)) {
+			t->flags |= SMTP_RF_NO_MEM;
+			chain_put(s, &t->body_head, &t->body_tail);
+			return;
+		}
+		k = t->body_tail->cap - t->body_tail->len;
+		if (k > n)
+			k = n;
+		memcpy(t->body_tail->data + t->body_tail->len, p, k);
+		t->body_tail->len += k;
+		p += k;
+		n -= k;
+	}
+}
+
+/* The reply owed for a body that broke a rule; false when it is clean. */
+static bool body_refusal(struct smtp_session *s, struct late_reply *r)
+{
+	struct txn *t = &s->txn;
+
+	if (s->body.flags & SMTP_BODY_BARE_LF) {
+		t->flags |= SMTP_RF_BARE_NL;
+		*r = (struct late_reply){ 550, "5.5.2", "Message contains bare LF" };
+	} else if (s->body.flags & SMTP_BODY_BARE_CR) {
+		t->flags |= SMTP_RF_BARE_NL;
+		*r = (struct late_reply){ 550, "5.5.2", "Message contains bare CR" };
+	} else if (s->body.flags & SMTP_BODY_LONG_LINE) {
+		t->flags |= SMTP_RF_LONG_LINE;
+		*r = (struct late_reply){ 500, "5.5.6",
+					  "Error: message line too long" };
+	} else if (t->flags & SMTP_RF_TOO_BIG) {
+		*r = (struct late_reply){ 552, "5.3.4",
+					  "Error: message file too big" };
+	} else if (t->flags & SMTP_RF_NO_MEM) {
+		*r = (struct late_reply){ 452, "4.3.1",
+					  "Insufficient system storage" };
+	} else {
+		return false;
+	}
+	return true;
+}
+
+/* -------------------------------------------------------------- verdicts */
+
+static void verdict_connect(struct smtp_session *s, uint16_t code,
+			    const char *enh, const char *text, size_t tlen);
+static void verdict_mail(struct smtp_session *s, uint16_t code,
+			 const char *enh, const char *text, size_t tlen);
+static void verdict_rcpt(struct smtp_session *s, uint16_t code,
+			 const char *enh, const char *text, size_t tlen);
+static void verdict_data_end(struct smtp_session *s, uint16_t code,
+			     const char *enh, const char *text, size_t tlen);
+
+/* One handler per stage; code 0 means "give your own reply". */
+static void (*const verdict_handlers[SMTP_STAGE_COUNT])(
+	struct smtp_session *, uint16_t, const char *, const char *, size_t) = {
+	[SMTP_STAGE_CONNECT] = verdict_connect,
+	[SMTP_STAGE_MAIL] = verdict_mail,
+	[SMTP_STAGE_RCPT] = verdict_rcpt,
+	[SMTP_STAGE_DATA_END] = verdict_data_end,
+};
+
+/* RFC 3463: class "." 1*3digit "." 1*3digit, class matching the code. */
+static bool enh_valid(const char *e, uint16_t code)
+{
+	uint32_t i = 0, part, digits;
+
+	if (e[0] != (char)('0' + code / 100) || e[1] != '.')
+		return false;
+	i = 2;
+	for (part = 0; part < 2; part++) {
+		for (digits = 0; e[i] >= '0' && e[i] <= '9'; i++)
+			digits++;
+		if (digits == 0 || digits > 3)
+			return false;
+		if (part == 0 && e[i++] != '.')
+			return false;
+	}
+	return e[i] == '\0';
+}
+
+/* Applies a verdict: sanitises what the control plane sent, then the stage
+ * handler replies. A code outside 2xx-5xx becomes a temporary failure, so a
+ * bug of ours never bounces mail. */
+static void apply_verdict(struct smtp_session *s, enum smtp_stage stage,
+			  const struct smtp_verdict *v)
+{
+	static const char *const class_enh[6] = { "", "", "2.0.0", "4.0.0",
+						  "4.0.0", "5.0.0" };
+	uint16_t code = v != NULL ? v->code : 0;
+	const char *enh, *text = v != NULL ? v->text : NULL;
+	char e[sizeof(v->enh)] = "";
+	size_t tlen;
+
+	if (code != 0 && (code < 200 || code > 599 || code / 100 == 3)) {
+		code = 451;
+		text = "Error: internal verdict error";
+		memcpy(e, "4.3.0", 6);
+	} else if (code != 0) {
+		memcpy(e, v->enh, sizeof(e));
+		e[sizeof(e) - 1] = '\0';
+		if (!enh_valid(e, code))
+			memcpy(e, class_enh[code / 100], 6);
+	}
+	enh = e;
+	tlen = text != NULL ? strnlen(text, SMTP_VERDICT_TEXT) : 0;
+	if (code != 0 && tlen == 0) {
+		text = code < 400 ? "Ok" : code < 500 ?
+			"Error: try again later" : "Error: rejected";
+		tlen = strlen(text);
+	}
+	verdict_handlers[stage](s, code, enh, text, tlen);
+}
+
+/* Asks the control plane; the reply comes from apply_verdict now or later.
+ * The parser stops while s->waiting, which is what keeps replies in order. */
+static void ask(struct smtp_session *s, enum smtp_stage stage)
+{
+	struct smtp_verdict v = { 0 };
+	struct smtp_check chk = {
+		.stage = stage,
+		.peer = s->peer,
+		.helo = s->helo,
+		.mail_from = s->txn.mail_from,
+		.rcpts = s->txn.rcpt_head,
+		.nrcpts = s->txn.nrcpts,
+		.body = s->txn.body_head,
+		.body_size = s->txn.body_size,
+		.size_param = s->txn.size_param,
+		.body_type = s->txn.body_type,
+		.smtputf8 = s->txn.smtputf8,
+	};
+
+	if (stage == SMTP_STAGE_CONNECT)
+		chk.mail_from = NULL;
+	if (stage == SMTP_STAGE_RCPT)
+		chk.rcpt = s->cur_rcpt;
+	if (++s->next_token == 0)
+		s->next_token = 1;
+	s->token = chk.token = s->next_token;
+	if (s->ops->check != NULL) {
+		s->waiting = true;
+		s->wait_stage = (uint8_t)stage;
+		if (s->ops->check(s->ctx, &chk, &v) == SMTP_CHECK_PENDING)
+			return;
+		s->waiting = false;
+	}
+	apply_verdict(s, stage, &v);
+}
+
+static void verdict_connect(struct smtp_session *s, uint16_t code,
+			    const char *enh, const char *text, size_t tlen)
+{
+	if (code == 421) {
+		reply_text(s, code, enh, text, tlen);
+		go_closing(s);
+	} else if (code >= 400) {
+		/* RFC 5321 3.1: refuse, then wait for QUIT. */
+		reply_text(s, code, enh, text, tlen);
+		enter_state(s, SMTP_ST_REJECTED);
+	} else if (s->pregreet && s->params->pregreet_reject) {
+		reply(s, 554, "5.7.1", "%s Error: talked before greeting",
+		      s->params->hostname);
+		enter_state(s, SMTP_ST_REJECTED);
+	} else {
+		/* RFC 2034: no enhanced code in the greeting. */
+		reply(s, 220, NULL, "%s ESMTP", s->params->hostname);
+		enter_state(s, SMTP_ST_GREETED);
+	}
+}
+
+/* Common shape of MAIL and RCPT verdicts; true when accepted. */
+static bool verdict_reply(struct smtp_session *s, uint16_t code,
+			  const char *enh, const char *text, size_t tlen,
+			  uint16_t ok_code, const char *ok_enh)
+{
+	if (code == 0) {
+		reply(s, ok_code, ok_enh, "Ok");
+		return true;
+	}
+	reply_text(s, code, enh, text, tlen);
+	if (code == 421)
+		go_closing(s);
+	return code < 400;
+}
+
+static void verdict_mail(struct smtp_session *s, uint16_t code,
+			 const char *enh, const char *text, size_t tlen)
+{
+	if (verdict_reply(s, code, enh, text, tlen, 250, "2.1.0") &&
+	    s->state == SMTP_ST_READY) {
+		s->txn.active = true;
+		enter_state(s, SMTP_ST_MAIL);
+	} else if (!s->txn.active) {
+		txn_clear(s);
+	}
+}
+
+static void verdict_rcpt(struct smtp_session *s, uint16_t code,
+			 const char *enh, const char *text, size_t tlen)
+{
+	struct txn *t = &s->txn;
+	uint32_t n = (uint32_t)strlen(s->cur_rcpt) + 1;
+
+	if (!verdict_reply(s, code, enh, text, tlen, 250, "2.1.5") ||
+	    s->state >= SMTP_ST_CLOSING)
+		return;
+	/* do_rcpt reserved the room before asking. */
+	memcpy(t->rcpt_tail->data + t->rcpt_tail->len, s->cur_rcpt, n);
+	t->rcpt_tail->len += n;
+	t->nrcpts++;
+	enter_state(s, SMTP_ST_RCPT);
+}
+
+static void verdict_data_end(struct smtp_session *s, uint16_t code,
+			     const char *enh, const char *text, size_t tlen)
+{
+	if (code == 0) {
+		reply(s, 250, "2.0.0", "Ok: queued");
+		code = 250;
+	} else {
+		reply_text(s, code, enh, text, tlen);
+	}
+	txn_end(s, code < 400 ? SMTP_RF_DELIVERED : 0);
+	if (code == 421)
+		go_closing(s);
+}
+
+/* -------------------------------------------------------------- commands */
+
+struct smtp_cmd {
+	const char *verb;
+	uint16_t states;               /* bit per enum smtp_state allowed */
+	uint8_t flags;
+	void (*fn)(struct smtp_session *s, const struct smtp_cmd *cmd,
+		   char *arg, uint32_t len);
+	const char *syntax;            /* for 501 5.5.4 */
+	const char *seq_idle;          /* 503 text outside a transaction */
+	const char *seq_txn;           /* 503 text inside one */
+};
+
+#define CMD_NEED_ARG   0x01u
+#define CMD_NO_ARG     0x02u
+#define CMD_NOT_IMPL   0x04u  /* known verb, not offered: 502 5.5.1 */
+#define CMD_LATE_SEQ   0x08u  /* handler reports bad sequence (BDAT) */
+
+#define ST(x) (1u << SMTP_ST_##x)
+#define ST_SESSION (ST(GREETED) | ST(READY) | ST(MAIL) | ST(RCPT) | ST(BDAT))
+
+static void do_helo(struct smtp_session *, const struct smtp_cmd *, char *, uint32_t);
+static void do_mail(struct smtp_session *, const struct smtp_cmd *, char *, uint32_t);
+static void do_rcpt(struct smtp_session *, const struct smtp_cmd *, char *, uint32_t);
+static void do_data(struct smtp_session *, const struct smtp_cmd *, char *, uint32_t);
+static void do_bdat(struct smtp_session *, const struct smtp_cmd *, char *, uint32_t);
+static void do_rset(struct smtp_session *, const struct smtp_cmd *, char *, uint32_t);
+static void do_noop(struct smtp_session *, const struct smtp_cmd *, char *, uint32_t);
+static void do_quit(struct smtp_session *, const struct smtp_cmd *, char *, uint32_t);
+static void do_vrfy(struct smtp_session *, const struct smtp_cmd *, char *, uint32_t);
+static void do_help(struct smtp_session *, const struct smtp_cmd *, char *, uint32_t);
+
+static const struct smtp_cmd smtp_cmds[] = {
+	{ "EHLO", ST_SESSION, CMD_NEED_ARG, do_helo, "EHLO hostname", NULL, NULL },
+	{ "HELO", ST_SESSION, CMD_NEED_ARG, do_helo, "HELO hostname", NULL, NULL },
+	{ "MAIL", ST(READY), CMD_NEED_ARG, do_mail, "MAIL FROM:<address>",
+	  NULL, "Error: nested MAIL command" },
+	{ "RCPT", ST(MAIL) | ST(RCPT), CMD_NEED_ARG, do_rcpt,
+	  "RCPT TO:<address>", "Error: need MAIL command",
+	  "Error: RCPT after BDAT" },
+	{ "DATA", ST(MAIL) | ST(RCPT), CMD_NO_ARG, do_data, "DATA",
+	  "Error: need MAIL command", "Error: DATA after BDAT" },
+	{ "BDAT", ST(MAIL) | ST(RCPT) | ST(BDAT), CMD_NEED_ARG | CMD_LATE_SEQ,
+	  do_bdat, "BDAT size [LAST]", "Error: need MAIL command", NULL },
+	{ "RSET", ST_SESSION, CMD_NO_ARG, do_rset, "RSET", NULL, NULL },
+	{ "NOOP", ST_SESSION, 0, do_noop, "NOOP", NULL, NULL },
+	{ "QUIT", ST_SESSION | ST(REJECTED), CMD_NO_ARG, do_quit, "QUIT",
+	  NULL, NULL },
+	{ "VRFY", ST_SESSION, CMD_NEED_ARG, do_vrfy, "VRFY address", NULL, NULL },
+	{ "HELP", ST_SESSION, 0, do_help, "HELP", NULL, NULL },
+	{ "EXPN", ST_SESSION, CMD_NOT_IMPL, NULL, NULL, NULL, NULL },
+	{ "TURN", ST_SESSION, CMD_NOT_IMPL, NULL, NULL, NULL, NULL },
+	{ "ETRN", ST_SESSION, CMD_NOT_IMPL, NULL, NULL, NULL, NULL },
+	{ "ATRN", ST_SESSION, CMD_NOT_IMPL, NULL, NULL, NULL, NULL },
+	{ "AUTH", ST_SESSION, CMD_NOT_IMPL, NULL, NULL, NULL, NULL },
+	{ "STARTTLS", ST_SESSION, CMD_NOT_IMPL, NULL, NULL, NULL, NULL },
+	{ "BURL", ST_SESSION, CMD_NOT_IMPL, NULL, NULL, NULL, NULL },
+};
+
+/* Why cmd may not run now, or NULL when it may. */
+static const char *seq_refusal(const struct smtp_session *s,
+			       const struct smtp_cmd *cmd)
+{
+	if (cmd->states & (1u << s->state))
+		return NULL;
+	if (s->state == SMTP_ST_REJECTED)
+		return "Error: access denied";
+	if (s->state == SMTP_ST_GREETED)
+		return "Error: send HELO/EHLO first";
+	if (s->txn.active && cmd->seq_txn != NULL)
+		return cmd->seq_txn;
+	return cmd->seq_idle != NULL ? cmd->seq_idle : "Error: bad sequence";
+}
+
+static void dispatch(struct smtp_session *s, char *line, uint32_t len)
+{
+	const struct smtp_cmd *cmd = NULL;
+	uint32_t vlen = 0, a, i;
+	const char *why;
+
+	while (vlen < len && line[vlen] != ' ')
+		vlen++;
+	for (a = vlen; a < len && line[a] == ' '; a++)
+		;
+	while (len > a && line[len - 1] == ' ')
+		len--;
+	line[len] = '\0';
+	for (i = 0; i < sizeof(smtp_cmds) / sizeof(smtp_cmds[0]); i++) {
+		if (strlen(smtp_cmds[i].verb) == vlen &&
+		    strncasecmp(smtp_cmds[i].verb, line, vlen) == 0) {
+			cmd = &smtp_cmds[i];
+			break;
+		}
+	}
+	/* Refused at connect: only QUIT, and BDAT (whose bytes must still be
+	 * read), get past this; everything else, even unknown verbs, is 503. */
+	if (s->state == SMTP_ST_REJECTED &&
+	    (cmd == NULL || !((cmd->states & ST(REJECTED)) ||
+			      (cmd->flags & CMD_LATE_SEQ)))) {
+		reply(s, 503, "5.5.1", "Error: access denied");
+		return;
+	}
+	if (cmd == NULL) {
+		reply(s, 500, "5.5.2", "Error: command not recognized");
+		return;
+	}
+	if (!(cmd->flags & CMD_LATE_SEQ) && (why = seq_refusal(s, cmd))) {
+		reply(s, 503, "5.5.1", "%s", why);
+		return;
+	}
+	if (cmd->flags & CMD_NOT_IMPL) {
+		reply(s, 502, "5.5.1", "Error: command not implemented");
+		return;
+	}
+	if (((cmd->flags & CMD_NEED_ARG) && a == len) ||
+	    ((cmd->flags & CMD_NO_ARG) && a < len)) {
+		reply(s, 501, "5.5.4", "Syntax: %s", cmd->syntax);
+		return;
+	}
+	cmd->fn(s, cmd, line + a, len - a);
+}
+
+/* RFC 5321 4.1.1.1: the hostname, then one extension per line; no
+ * STARTTLS (TLS is not terminated here), no AUTH (an MX takes no logins). */
+static void ehlo_reply(struct smtp_session *s)
+{
+	static const char *const extensions[] = {
+		"PIPELINING", "SIZE", "8BITMIME", "ENHANCEDSTATUSCODES",
+		"SMTPUTF8", "CHUNKING",
+	};
+	const size_t n = sizeof(extensions) / sizeof(extensions[0]);
+	char line[64];
+	size_t i;
+
+	out_line(s, 250, '-', NULL, s->params->hostname,
+		 strlen(s->params->hostname));
+	for (i = 0; i < n; i++) {
+		int k = snprintf(line, sizeof(line), "%s", extensions[i]);
+
+		if (strcmp(extensions[i], "SIZE") == 0)
+			k = snprintf(line, sizeof(line), "SIZE %llu",
+				     (unsigned long long)s->max_msg);
+		out_line(s, 250, i + 1 < n ? '-' : ' ', NULL, line, (size_t)k);
+	}
+	log_reply(s, 250);
+}
+
+static void do_helo(struct smtp_session *s, const struct smtp_cmd *cmd,
+		    char *arg, uint32_t len)
+{
+	uint32_t i;
+
+	if (len > SMTP_DOMAIN_MAX) {
+		reply(s, 501, "5.5.2", "Error: hostname too long");
+		return;
+	}
+	for (i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)arg[i];
+
+		if (ch < 0x20 || ch == 0x7f) {
+			reply(s, 501, "5.5.2", "Error: invalid hostname");
+			return;
+		}
+	}
+	/* RFC 5321 4.1.4: HELO/EHLO within a transaction acts as RSET. */
+	if (s->txn.active)
+		txn_end(s, SMTP_RF_ABORTED);
+	txn_clear(s);
+	memcpy(s->helo, arg, len);
+	s->helo[len] = '\0';
+	s->helo_seen = true;
+	enter_state(s, SMTP_ST_READY);
+	if (cmd->verb[0] == 'H') {
+		reply(s, 250, NULL, "%s", s->params->hostname);
+		return;
+	}
+	ehlo_reply(s);
+}
+
+/* Matches "KEYWORD" case-insensitively at the start of arg. */
+static bool has_prefix(const char *arg, uint32_t len, const char *kw)
+{
+	size_t k = strlen(kw);
+
+	return len >= k && strncasecmp(arg, kw, k) == 0;
+}
+
+/* esmtp-value = 1*(%d33-60 / %d62-126); RFC 6531 allows UTF-8 too. */
+static bool esmtp_value_ok(const char *v, uint32_t n)
+{
+	uint32_t i;
+
+	for (i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)v[i];
+
+		if (ch < 33 || ch == '=' || ch == 127)
+			return false;
+	}
+	return n > 0;
+}
+
+/* Parses a decimal of at most 20 digits; saturates instead of wrapping. */
+static bool parse_u64(const char *p, uint32_t n, uint64_t *out)
+{
+	uint64_t v = 0;
+	uint32_t i;
+
+	if (n == 0 || n > 20)
+		return false;
+	for (i = 0; i < n; i++) {
+		if (p[i] < '0' || p[i] > '9')
+			return false;
+		if (v > (UINT64_MAX - 9) / 10)
+			v = UINT64_MAX;
+		else
+			v = v * 10 + (uint64_t)(p[i] - '0');
+	}
+	*out = v;
+	return true;
+}
+
+/*
+ * MAIL parameters: SIZE (RFC 1870), BODY (RFC 6152), SMTPUTF8 (RFC 6531).
+ * Returns false after replying.
+ */
+static bool mail_params(struct smtp_session *s, const char *p, uint32_t n)
+{
+	struct txn *t = &s->txn;
+	bool seen_size = false;
+	uint32_t i = 0;
+
+	while (i < n) {
+		uint32_t k0, klen, v0 = 0, vlen = 0;
+
+		while (i < n && p[i] == ' ')
+			i++;
+		k0 = i;
+		while (i < n && p[i] != ' ' && p[i] != '=')
+			i++;
+		klen = i - k0;
+		if (i < n && p[i] == '=') {
+			v0 = ++i;
+			while (i < n && p[i] != ' ')
+				i++;
+			vlen = i - v0;
+			if (!esmtp_value_ok(p + v0, vlen)) {
+				reply(s, 501, "5.5.4", "Bad parameter syntax");
+				return false;
+			}
+		}
+		if (klen == 4 && has_prefix(p + k0, klen, "SIZE") && v0) {
+			if (seen_size || !parse_u64(p + v0, vlen, &t->size_param)) {
+				reply(s, 501, "5.5.4", "Bad SIZE syntax");
+				return false;
+			}
+			seen_size = true;
+		} else if (klen == 4 && has_prefix(p + k0, klen, "BODY") && v0) {
+			enum smtp_body_type bt = SMTP_BODY_NONE;
+
+			if (vlen == 4 && has_prefix(p + v0, vlen, "7BIT"))
+				bt = SMTP_BODY_7BIT;
+			else if (vlen == 8 && has_prefix(p + v0, vlen, "8BITMIME"))
+				bt = SMTP_BODY_8BITMIME;
+			if (bt == SMTP_BODY_NONE || t->body_type != SMTP_BODY_NONE) {
+				reply(s, 501, "5.5.4", "Bad BODY keyword value");
+				return false;
+			}
+			t->body_type = bt;
+		} else if (klen == 8 && has_prefix(p + k0, klen, "SMTPUTF8") &&
+			   !v0) {
+			if (t->smtputf8) {
+				reply(s, 501, "5.5.4", "Duplicate SMTPUTF8");
+				return false;
+			}
+			t->smtputf8 = true;
+		} else if (klen > 0) {
+			reply(s, 555, "5.5.4", "Unsupported option: %.*s",
+			      (int)(klen > 64 ? 64 : klen), p + k0);
+			return false;
+		}
+	}
+	if (t->size_param > s->max_msg) {
+		reply(s, 552, "5.3.4", "Message size exceeds fixed limit");
+		return false;
+	}
+	return true;
+}
+
+/*
+ * Parses "FROM:" or "TO:" and the path; on success *a describes it and
+ * *rest points at what follows. Replies and returns false otherwise.
+ */
+static bool parse_path_arg(struct smtp_session *s, const struct smtp_cmd *cmd,
+			   char *arg, uint32_t len, const char *kw,
+			   unsigned flags, const char *enh, const char *who,
+			   struct smtp_addr *a, uint32_t *rest)
+{
+	uint32_t i = (uint32_t)strlen(kw);
+	enum smtp_addr_result r;
+
+	if (!has_prefix(arg, len, kw)) {
+		reply(s, 501, "5.5.4", "Syntax: %s", cmd->syntax);
+		return false;
+	}
+	while (i < len && arg[i] == ' ')  /* common, though not RFC 5321 */
+		i++;
+	r = smtp_addr_parse(arg + i, len - i, flags | SMTP_ADDR_UTF8, a);
+	if (r == SMTP_ADDR_OK && i + a->path_len < len &&
+	    arg[i + a->path_len] != ' ')
+		r = SMTP_ADDR_SYNTAX;
+	if (r == SMTP_ADDR_TOO_LONG) {
+		reply(s, 501, enh, "Error: %s address too long", who);
+		return false;
+	}
+	if (r != SMTP_ADDR_OK) {
+		reply(s, 501, enh, "Error: bad %s address syntax", who);
+		return false;
+	}
+	a->mbox_off += i;
+	a->domain_off += i;
+	*rest = i + a->path_len;
+	return true;
+}
+
+static void do_mail(struct smtp_session *s, const struct smtp_cmd *cmd,
+		    char *arg, uint32_t len)
+{
+	struct smtp_addr a;
+	uint32_t rest;
+
+	if (!parse_path_arg(s, cmd, arg, len, "FROM:", SMTP_ADDR_NULL_OK,
+			    "5.1.7", "sender", &a, &rest))
+		return;
+	txn_clear(s);
+	if (!mail_params(s, arg + rest, len - rest)) {
+		txn_clear(s);
+		return;
+	}
+	if (a.non_ascii && !s->txn.smtputf8) {
+		reply(s, 553, "5.6.7", "Error: SMTPUTF8 needed for this address");
+		txn_clear(s);
+		return;
+	}
+	memcpy(s->txn.mail_from, arg + a.mbox_off, a.mbox_len);
+	s->txn.mail_from[a.mbox_len] = '\0';
+	ask(s, SMTP_STAGE_MAIL);
+}
+
+static void do_rcpt(struct smtp_session *s, const struct smtp_cmd *cmd,
+		    char *arg, uint32_t len)
+{
+	struct txn *t = &s->txn;
+	const struct smtp_params *pp = s->params;
+	struct smtp_addr a;
+	uint32_t rest;
+
+	if (!parse_path_arg(s, cmd, arg, len, "TO:", SMTP_ADDR_POSTMASTER,
+			    "5.1.3", "recipient", &a, &rest))
+		return;
+	while (rest < len && arg[rest] == ' ')
+		rest++;
+	if (rest < len) {
+		/* No DSN offered: RCPT takes no parameters. */
+		reply(s, 555, "5.5.4", "Unsupported option: %.*s",
+		      (int)(len - rest > 64 ? 64 : len - rest), arg + rest);
+		return;
+	}
+	if (a.non_ascii && !t->smtputf8) {
+		reply(s, 553, "5.6.7", "Error: SMTPUTF8 needed for this address");
+		return;
+	}
+	if (t->nrcpts >= s->max_rcpts) {
+		reply(s, 452, "4.5.3", "Too many recipients");
+		return;
+	}
+	/* Never an open relay: a domain we are not MX for is refused here,
+	 * before the control plane is even asked. */
+	if (!a.is_postmaster && (pp->domain_accepted == NULL ||
+	    !pp->domain_accepted(pp->domain_arg, arg + a.domain_off,
+				 a.domain_len))) {
+		reply(s, 550, "5.7.1", "Relaying denied");
+		return;
+	}
+	if (!chain_room(s, &t->rcpt_head, &t->rcpt_tail, a.mbox_len + 1)) {
+		reply(s, 452, "4.3.1", "Insufficient system storage");
+		return;
+	}
+	memcpy(s->cur_rcpt, arg + a.mbox_off, a.mbox_len);
+	s->cur_rcpt[a.mbox_len] = '\0';
+	ask(s, SMTP_STAGE_RCPT);
+}
+
+static void do_data(struct smtp_session *s, const struct smtp_cmd *cmd,
+		    char *arg, uint32_t len)
+{
+	(void)cmd, (void)arg, (void)len;
+	if (s->txn.nrcpts == 0) {
+		reply(s, 554, "5.5.1", "Error: no valid recipients");
+		return;
+	}
+	/* RFC 2034: no enhanced code on 3xx. */
+	reply(s, 354, NULL, "End data with <CR><LF>.<CR><LF>");
+	smtp_body_begin(&s->body, true, s->max_text_line);
+	enter_state(s, SMTP_ST_DATA);
+}
+
+/* The end of a DATA body or of a BDAT chunk. */
+static void body_done(struct smtp_session *s, bool last)
+{
+	struct late_reply r;
+
+	if (body_refusal(s, &r)) {
+		/* The transaction is over (RFC 3030 4.2 for BDAT): later
+		 * chunks in the pipeline meet "need MAIL" and are dropped. */
+		reply(s, r.code, r.enh, "%s", r.text);
+		txn_end(s, 0);
+	} else if (last) {
+		ask(s, SMTP_STAGE_DATA_END);
+	} else {
+		reply(s, 250, "2.0.0", "Ok: %llu bytes",
+		      (unsigned long long)s->bdat_size);
+	}
+}
+
+static void bdat_chunk_done(struct smtp_session *s)
+{
+	if (s->bdat_discard) {
+		s->bdat_discard = false;
+		reply(s, s->bdat_refusal.code, s->bdat_refusal.enh, "%s",
+		      s->bdat_refusal.text);
+		return;
+	}
+	if (s->bdat_last)
+		smtp_body_end(&s->body);
+	body_done(s, s->bdat_last);
+}
+
+static void do_bdat(struct smtp_session *s, const struct smtp_cmd *cmd,
+		    char *arg, uint32_t len)
+{
+	uint32_t n = 0;
+	uint64_t size;
+	const char *why;
+	bool last = false;
+
+	while (n < len && arg[n] != ' ')
+		n++;
+	if (n < len) {
+		uint32_t k = n;
+
+		while (k < len && arg[k] == ' ')
+			k++;
+		last = len - k == 4 && has_prefix(arg + k, 4, "LAST");
+		if (!last)
+			n = 0;  /* force the syntax error below */
+	}
+	if (!parse_u64(arg, n, &size)) {
+		/* No size, no framing: the bytes that follow are read as
+		 * commands, as they must be when the size is unknown. */
+		reply(s, 501, "5.5.4", "Syntax: %s", cmd->syntax);
+		return;
+	}
+	s->bdat_size = size;
+	s->bdat_left = size;
+	s->bdat_last = last;
+	why = seq_refusal(s, cmd);
+	if (why != NULL || s->txn.nrcpts == 0) {
+		/* The chunk is on its way whatever we say: read and drop it. */
+		s->bdat_discard = true;
+		s->bdat_refusal = why != NULL ?
+			(struct late_reply){ 503, "5.5.1", why } :
+			(struct late_reply){ 554, "5.5.1",
+					     "Error: no valid recipients" };
+	} else if (s->state != SMTP_ST_BDAT) {
+		smtp_body_begin(&s->body, false, s->max_text_line);
+		enter_state(s, SMTP_ST_BDAT);
+	}
+	if (size == 0)
+		bdat_chunk_done(s);
+}
+
+static void do_rset(struct smtp_session *s, const struct smtp_cmd *cmd,
+		    char *arg, uint32_t len)
+{
+	(void)cmd, (void)arg, (void)len;
+	txn_end(s, SMTP_RF_ABORTED);
+	reply(s, 250, "2.0.0", "Ok");
+}
+
+static void do_noop(struct smtp_session *s, const struct smtp_cmd *cmd,
+		    char *arg, uint32_t len)
+{
+	(void)cmd, (void)arg, (void)len;
+	reply(s, 250, "2.0.0", "Ok");
+}
+
+static void do_quit(struct smtp_session *s, const struct smtp_cmd *cmd,
+		    char *arg, uint32_t len)
+{
+	(void)cmd, (void)arg, (void)len;
+	reply(s, 221, "2.0.0", "Bye");
+	go_closing(s);
+}
+
+static void do_vrfy(struct smtp_session *s, const struct smtp_cmd *cmd,
+		    char *arg, uint32_t len)
+{
+	(void)cmd, (void)arg, (void)len;
+	/* RFC 5321 3.5.3: we cannot verify, and say so without lying. */
+	reply(s, 252, "2.0.0",
+	      "Cannot VRFY user, but will accept message and attempt delivery");
+}
+
+static void do_help(struct smtp_session *s, const struct smtp_cmd *cmd,
+		    char *arg, uint32_t len)
+{
+	(void)cmd, (void)arg, (void)len;
+	reply(s, 214, "2.0.0",
+	      "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP");
+}
+
+/* --------------------------------------------------------------- readers */
+
+/* A complete command line (its LF consumed): answer or dispatch it. */
+static void line_done(struct smtp_session *s, bool bare_lf)
+{
+	if (s->line_long)
+		reply(s, 500, "5.5.6", "Error: line too long");
+	else if (bare_lf)
+		reply(s, 500, "5.5.2", "Error: bare <LF> received");
+	else if (s->line_bare)
+		reply(s, 500, "5.5.2", "Error: bare <CR> received");
+	else
+		dispatch(s, s->line, s->line_len);
+	s->line_len = 0;
+	s->line_cr = s->line_bare = s->line_long = false;
+}
+
+/* Reads command bytes up to and including one LF. */
+static uint32_t cmd_bytes(struct smtp_session *s, const uint8_t *p, uint32_t n)
+{
+	const uint8_t *lf = memchr(p, '\n', n);
+	uint32_t m = lf != NULL ? (uint32_t)(lf - p) : n, i;
+	uint32_t max = s->max_cmd_line - 2;
+
+	for (i = 0; i < m; i++) {
+		uint8_t ch = p[i];
+
+		if (s->line_cr) {
+			s->line_bare = true;
+			s->line_cr = false;
+		}
+		if (ch == '\r') {
+			s->line_cr = true;
+			continue;
+		}
+		if (s->line_len < max)
+			s->line[s->line_len++] = (char)ch;
+		else
+			s->line_long = true;  /* skip on to the LF */
+	}
+	if (lf == NULL)
+		return m;
+	line_done(s, !s->line_cr);
+	return m + 1;
+}
+
+static uint32_t data_bytes(struct smtp_session *s, const uint8_t *p, uint32_t n)
+{
+	uint32_t k = smtp_body_scan(&s->body, p, n, body_sink, s);
+
+	if (s->body.done)
+		body_done(s, true);
+	return k;
+}
+
+static uint32_t bdat_bytes(struct smtp_session *s, const uint8_t *p, uint32_t n)
+{
+	uint32_t k = s->bdat_left < n ? (uint32_t)s->bdat_left : n;
+
+	if (!s->bdat_discard)
+		smtp_body_scan(&s->body, p, k, body_sink, s);
+	s->bdat_left -= k;
+	if (s->bdat_left == 0)
+		bdat_chunk_done(s);
+	return k;
+}
+
+static bool blocked(const struct smtp_session *s)
+{
+	return s->waiting || s->state <= SMTP_ST_CONNECT ||
+	       s->state >= SMTP_ST_CLOSING || out_free(s) < SMTP_REPLY_ROOM;
+}
+
+/* Parses input until it runs out or the session must stop. */
+static uint32_t consume(struct smtp_session *s, const uint8_t *p, uint32_t n)
+{
+	uint32_t i = 0;
+
+	while (i < n && !blocked(s)) {
+		if (s->bdat_left > 0)
+			i += bdat_bytes(s, p + i, n - i);
+		else if (s->state == SMTP_ST_DATA)
+			i += data_bytes(s, p + i, n - i);
+		else
+			i += cmd_bytes(s, p + i, n - i);
+		error_limit(s);
+	}
+	return i;
+}
+
+/* Works through held input as far as it can, flushing as it goes. */
+static void run(struct smtp_session *s)
+{
+	for (;;) {
+		uint32_t k = 0;
+
+		if (s->pend_len > 0 && !blocked(s)) {
+			k = consume(s, s->pend, s->pend_len);
+			/* Closing drops held input (go_closing zeroed it). */
+			if (s->state < SMTP_ST_CLOSING) {
+				memmove(s->pend, s->pend + k, s->pend_len - k);
+				s->pend_len -= k;
+			}
+		}
+		if (s->state >= SMTP_ST_CLOSING)
+			s->pend_len = 0;
+		flush(s);
+		if (k == 0 || s->pend_len == 0)
+			break;
+	}
+}
+
+/* ------------------------------------------------------------ public API */
+
+struct smtp_session *smtp_session_init(void *mem, size_t memlen,
+				       const struct smtp_params *params,
+				       const struct smtp_ops *ops, void *ctx,
+				       const struct smtp_peer *peer)
+{
+	struct smtp_session *s = mem;
+
+	if (mem == NULL || memlen < sizeof(*s) || params == NULL ||
+	    params->hostname == NULL || ops == NULL || ops->write == NULL ||
+	    ops->close == NULL || ops->chunk_get == NULL ||
+	    ops->chunk_put == NULL || peer == NULL ||
+	    strlen(params->hostname) > SMTP_DOMAIN_MAX)
+		return NULL;
+	/* Only the header needs zeroing; the buffers are written before read. */
+	memset(s, 0, offsetof(struct smtp_session, out));
+	s->magic = SMTP_MAGIC;
+	s->params = params;
+	s->ops = ops;
+	s->ctx = ctx;
+	s->peer = peer;
+	s->max_cmd_line = params->max_cmd_line ? params->max_cmd_line : 512;
+	if (s->max_cmd_line > SMTP_CMD_LINE_CAP)
+		s->max_cmd_line = SMTP_CMD_LINE_CAP;
+	if (s->max_cmd_line < 64)
+		s->max_cmd_line = 64;
+	s->max_text_line = params->max_text_line ? params->max_text_line : 1000;
+	s->max_rcpts = params->max_rcpts ? params->max_rcpts : 100;
+	s->max_msg = params->max_msg_size ? params->max_msg_size : 10u << 20;
+	s->max_errors = params->max_errors ? params->max_errors : 20;
+	s->max_pending = params->max_pending_in ? params->max_pending_in :
+			 SMTP_PENDING_CAP;
+	if (s->max_pending > SMTP_PENDING_CAP)
+		s->max_pending = SMTP_PENDING_CAP;
+	enter_state(s, SMTP_ST_NEW);
+	return s;
+}
+
+void smtp_session_start(struct smtp_session *s)
+{
+	if (s->state != SMTP_ST_NEW)
+		return;
+	enter_state(s, SMTP_ST_CONNECT);
+	ask(s, SMTP_STAGE_CONNECT);
+	error_limit(s);
+	run(s);
+}
+
+uint32_t smtp_session_feed(struct smtp_session *s, const uint8_t *p, uint32_t n)
+{
+	uint32_t taken = 0, k;
+
+	if (s->state >= SMTP_ST_CLOSING)
+		return n;
+	if (s->state <= SMTP_ST_CONNECT && n > 0)
+		s->pregreet = true;
+	run(s);
+	/* Straight from the caller's buffer while nothing is held. */
+	while (taken < n && s->pend_len == 0 && !blocked(s)) {
+		taken += consume(s, p + taken, n - taken);
+		if (taken < n && !s->waiting && s->state < SMTP_ST_CLOSING) {
+			uint32_t before = s->out_len - s->out_off;
+
+			flush(s);
+			if (s->out_len - s->out_off == before)
+				break;
+		}
+	}
+	if (s->state >= SMTP_ST_CLOSING) {
+		flush(s);
+		return n;
+	}
+	k = s->max_pending - s->pend_len;
+	if (k > n - taken)
+		k = n - taken;
+	memcpy(s->pend + s->pend_len, p + taken, k);
+	s->pend_len += k;
+	taken += k;
+	flush(s);
+	return taken;
+}
+
+uint32_t smtp_session_rcv_space(const struct smtp_session *s)
+{
+	if (s->state >= SMTP_ST_CLOSING)
+		return s->max_pending;  /* read and dropped */
+	return s->max_pending - s->pend_len;
+}
+
+void smtp_session_verdict(struct smtp_session *s, uint32_t token,
+			  const struct smtp_verdict *v)
+{
+	if (!s->waiting || token != s->token) {
+		/* The session moved on (or never asked): count, drop. */
+		s->stale++;
+		return;
+	}
+	s->waiting = false;
+	apply_verdict(s, (enum smtp_stage)s->wait_stage, v);
+	error_limit(s);
+	run(s);
+}
+
+void smtp_session_writable(struct smtp_session *s)
+{
+	if (s->state == SMTP_ST_CLOSED)
+		return;
+	flush(s);
+	run(s);
+}
+
+void smtp_session_idle(struct smtp_session *s)
+{
+	if (s->state == SMTP_ST_CLOSED)
+		return;
+	if (s->state == SMTP_ST_CLOSING) {
+		/* The peer never took our last words: stop waiting for it. */
+		s->out_off = s->out_len = 0;
+	} else {
+		reply(s, 421, "4.4.2", "%s Error: timeout exceeded",
+		      s->params->hostname);
+		go_closing(s);
+	}
+	flush(s);
+}
+
+void smtp_session_peer_closed(struct smtp_session *s)
+{
+	if (s->state == SMTP_ST_CLOSED)
+		return;
+	/* Nothing held is answered: an unanswered message was not taken. */
+	go_closing(s);
+	flush(s);
+}
+
+void smtp_session_fini(struct smtp_session *s)
+{
+	if (s == NULL || s->magic != SMTP_MAGIC)
+		return;
+	session_end(s, false);
+	txn_clear(s);
+	s->magic = 0;
+}
+
+void smtp_session_stats(const struct smtp_session *s,
+			struct smtp_session_stats *st)
+{
+	st->errors = s->errors;
+	st->stale_verdicts = s->stale;
+	st->chunks_held = s->chunks_held;
+	st->pregreet = s->pregreet;
+}

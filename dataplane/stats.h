@@ -31,6 +31,23 @@
 	X(POLLS, "polls")                                                     \
 	X(BUSY_POLLS, "busy_polls")         /* polls that found work */       \
 	X(BUSY_CYCLES, "busy_cycles")       /* TSC cycles spent on that work */ \
+	X(SESSIONS_OPENED, "sessions_opened")                                 \
+	X(SESSIONS_CLOSED, "sessions_closed")                                 \
+	X(SESSIONS_REFUSED, "sessions_refused") /* no session slot: RST */    \
+	X(SPOOL_ZOMBIES, "spool_zombies")   /* TCP gone while spooling */     \
+	X(REQ_RING_FULL, "req_ring_full")   /* control plane behind: 4xx */   \
+	X(TXREC_EXHAUSTED, "txrec_exhausted")                                 \
+	X(BODY_BUDGET_EXHAUSTED, "body_budget_exhausted") /* 452 4.3.1 */     \
+	X(LOG_DROPPED, "log_dropped")                                         \
+	X(VERDICTS_STALE, "verdicts_stale") /* for a session that has gone */ \
+	X(IPV6_PTR_PASS, "ipv6_ptr_pass")   /* the rules' outcomes */         \
+	X(IPV6_PTR_REJECT, "ipv6_ptr_reject")                                 \
+	X(IPV6_PTR_DEFER, "ipv6_ptr_defer")                                   \
+	X(IPV6_PTR_LOGGED, "ipv6_ptr_logged")                                 \
+	X(IPV4_PTR_PASS, "ipv4_ptr_pass")                                     \
+	X(IPV4_PTR_REJECT, "ipv4_ptr_reject")                                 \
+	X(IPV4_PTR_DEFER, "ipv4_ptr_defer")                                   \
+	X(IPV4_PTR_LOGGED, "ipv4_ptr_logged")                                 \
 	X(FAULT_DROPPED, "fault_dropped")   /* test fault shim only */        \
 	X(FAULT_DUPLICATED, "fault_duplicated")                               \
 	X(FAULT_REORDERED, "fault_reordered")

@@ -1,8 +1,9 @@
 /*
  * worker.c - a worker lcore's loop (DPDK's l2fwd shape): burst RX, classify
- * each frame, answer ARP/ND/echo in place, hand TCP to the engine, burst TX.
- * No system calls, no locks, no allocation on this path; counters go to the
- * lcore's own block.
+ * each frame, answer ARP/ND/echo in place, hand TCP to the session layer,
+ * apply the control plane's verdicts, run the timers, burst TX. No system
+ * calls, no locks, no allocation on this path; counters go to the lcore's
+ * own block.
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -11,23 +12,33 @@
 #include <rte_cycles.h>
 #include <rte_errno.h>
 #include <rte_ethdev.h>
+#include <rte_ip.h>
 #include <rte_lcore.h>
 #include <rte_malloc.h>
 #include <rte_mbuf.h>
 
+#include "control/config.h"
+#include "dataplane/faults.h"
 #include "dataplane/l23.h"
+#include "dataplane/session.h"
 #include "dataplane/stats.h"
 #include "dataplane/worker.h"
 
 #define BURST 32
-#define TX_MAX (BURST * 4)
+#define TX_MAX (BURST * 8)
 
 struct worker {
 	uint16_t port_id, queue;
 	uint32_t rx_trust;       /* PKT_RX_* flags the NIC can set */
+	bool tx_ip_cksum, tx_tcp_cksum;
+	uint16_t ip4_id;
 	struct pkt_local local;
 	struct rte_mempool *pool;
 	struct dp_stats *st;
+	struct sess_layer *sl;
+	uint64_t now_us;
+	uint64_t last_link;      /* the last TCP frame's source MAC */
+	struct faults rx_faults, tx_faults;
 	uint16_t n_tx;
 	struct rte_mbuf *tx[TX_MAX];
 } __rte_cache_aligned;
@@ -43,6 +54,13 @@ worker_stop_all(void)
 struct worker *
 worker_create(const struct worker_params *p)
 {
+	const struct edge_config *c = p->cfg;
+	struct sess_layer_params sp = {
+		.cfg = c, .worker_id = p->queue, .lcore = p->lcore,
+		.req = p->req, .ver = p->ver, .txrecs = p->txrecs,
+		.wall0_us = p->wall0_us, .tsc0 = p->tsc0, .tsc_hz = p->tsc_hz,
+		.secret_seed = p->secret_seed,
+	};
 	struct worker *w = rte_zmalloc("worker", sizeof(*w), RTE_CACHE_LINE_SIZE);
 
 	if (!w) {
@@ -53,10 +71,24 @@ worker_create(const struct worker_params *p)
 	w->queue = p->queue;
 	w->local = p->local;
 	w->pool = p->port->pool;
+	w->st = &dp_stats[p->lcore];
 	if (p->port->rx_ip_cksum)
 		w->rx_trust |= PKT_RX_IP_CKSUM_GOOD;
 	if (p->port->rx_l4_cksum)
 		w->rx_trust |= PKT_RX_L4_CKSUM_GOOD;
+	w->tx_ip_cksum = p->port->tx_ip_cksum;
+	w->tx_tcp_cksum = p->port->tx_tcp_cksum;
+	faults_init(&w->rx_faults, c->fault_rx_drop, c->fault_rx_dup,
+		    c->fault_rx_reorder, (uint64_t)c->fault_seed * 2 + p->queue, w->pool);
+	faults_init(&w->tx_faults, c->fault_tx_drop, c->fault_tx_dup,
+		    c->fault_tx_reorder, (uint64_t)c->fault_seed * 2 + 1 + p->queue, w->pool);
+	sp.worker = w;
+	w->sl = sess_layer_create(&sp);
+	if (!w->sl) {
+		rte_free(w);
+		rte_errno = ENOMEM;
+		return NULL;
+	}
 	return w;
 }
 
@@ -67,14 +99,37 @@ worker_destroy(struct worker *w)
 		return;
 	while (w->n_tx)
 		rte_pktmbuf_free(w->tx[--w->n_tx]);
+	faults_flush(&w->rx_faults);
+	faults_flush(&w->tx_faults);
+	sess_layer_destroy(w->sl);
 	rte_free(w);
+}
+
+const struct tcp_engine *
+worker_tcp(const struct worker *w)
+{
+	return sess_layer_tcp(w->sl);
+}
+
+const struct sess_layer *
+worker_sessions_layer(const struct worker *w)
+{
+	return w->sl;
+}
+
+uint32_t
+worker_sessions(const struct worker *w)
+{
+	return sess_layer_active(w->sl);
 }
 
 static void
 tx_flush(struct worker *w)
 {
-	uint16_t sent = 0, i;
+	uint16_t sent, i;
 
+	if (faults_enabled(&w->tx_faults))
+		w->n_tx = faults_apply(&w->tx_faults, w->tx, w->n_tx, TX_MAX, w->st);
 	if (w->n_tx == 0)
 		return;
 	sent = rte_eth_tx_burst(w->port_id, w->queue, w->tx, w->n_tx);
@@ -96,6 +151,78 @@ tx_queue(struct worker *w, struct rte_mbuf *m)
 	w->tx[w->n_tx++] = m;
 }
 
+static uint64_t
+mac_to_link(const uint8_t *mac)
+{
+	uint64_t v = 0;
+
+	memcpy(&v, mac, 6);
+	return v;
+}
+
+bool
+worker_emit_tcp(struct worker *w, const struct tcp_out *o)
+{
+	uint32_t l3 = o->family == 6 ? 40 : 20;
+	uint32_t l4 = o->hdr_len + o->data_len[0] + o->data_len[1];
+	struct rte_mbuf *m = rte_pktmbuf_alloc(w->pool);
+	uint8_t *p, *ip, *tcp;
+	uint16_t ck;
+
+	if (!m) {
+		w->st->c[DP_TX_NOMBUF]++;
+		return false;
+	}
+	p = (uint8_t *)rte_pktmbuf_append(m, (uint16_t)(14 + l3 + l4));
+	if (!p) {
+		rte_pktmbuf_free(m);
+		w->st->c[DP_TX_NOMBUF]++;
+		return false;
+	}
+	/* To the MAC the peer's frames came from (l23.h says why). */
+	memcpy(p, o->link ? &o->link : &w->last_link, 6);
+	memcpy(p + 6, w->local.mac, 6);
+	ip = p + 14;
+	tcp = ip + l3;
+	memcpy(tcp, o->hdr, o->hdr_len);
+	memcpy(tcp + o->hdr_len, o->data[0], o->data_len[0]);
+	memcpy(tcp + o->hdr_len + o->data_len[0], o->data[1], o->data_len[1]);
+	tcp[16] = tcp[17] = 0;
+	if (o->family == 6) {
+		struct rte_ipv6_hdr *h = (struct rte_ipv6_hdr *)ip;
+
+		p[12] = 0x86;
+		p[13] = 0xdd;
+		h->vtc_flow = rte_cpu_to_be_32(6u << 28);
+		h->payload_len = rte_cpu_to_be_16((uint16_t)l4);
+		h->proto = IPPROTO_TCP;
+		h->hop_limits = 64;
+		memcpy(h->src_addr, o->saddr, 16);
+		memcpy(h->dst_addr, o->daddr, 16);
+		ck = rte_ipv6_udptcp_cksum(h, tcp);
+	} else {
+		struct rte_ipv4_hdr *h = (struct rte_ipv4_hdr *)ip;
+
+		p[12] = 0x08;
+		p[13] = 0x00;
+		h->version_ihl = 0x45;
+		h->type_of_service = 0;
+		h->total_length = rte_cpu_to_be_16((uint16_t)(20 + l4));
+		h->packet_id = rte_cpu_to_be_16(w->ip4_id++);
+		h->fragment_offset = RTE_BE16(RTE_IPV4_HDR_DF_FLAG);
+		h->time_to_live = 64;
+		h->next_proto_id = IPPROTO_TCP;
+		memcpy(&h->src_addr, o->saddr, 4);
+		memcpy(&h->dst_addr, o->daddr, 4);
+		h->hdr_checksum = 0;
+		h->hdr_checksum = rte_ipv4_cksum(h);
+		ck = rte_ipv4_udptcp_cksum(h, tcp);
+	}
+	memcpy(tcp + 16, &ck, 2);
+	tx_queue(w, m);
+	return true;
+}
+
 static uint32_t
 rx_flags(const struct worker *w, const struct rte_mbuf *m)
 {
@@ -114,6 +241,30 @@ static const enum dp_counter reply_counter[] = {
 	[PKT_KIND_ICMP6_ECHO] = DP_ECHO6_REPLIES,
 	[PKT_KIND_ND_SOLICIT] = DP_ND_ADVERTS,
 };
+
+static void
+handle_tcp(struct worker *w, const uint8_t *frame, const struct pkt_info *info)
+{
+	const uint8_t *ip = frame + info->l3_off;
+	struct tcp_pkt pkt;
+
+	memset(&pkt, 0, sizeof(pkt));
+	if (info->kind == PKT_KIND_TCP6) {
+		pkt.family = 6;
+		memcpy(pkt.saddr, ip + 8, 16);
+		memcpy(pkt.daddr, ip + 24, 16);
+	} else {
+		pkt.family = 4;
+		memcpy(pkt.saddr, ip + 12, 4);
+		memcpy(pkt.daddr, ip + 16, 4);
+	}
+	pkt.tcp = frame + info->l4_off;
+	pkt.len = info->l4_len;
+	pkt.link = mac_to_link(frame + 6);
+	w->last_link = pkt.link;
+	w->st->c[DP_TCP_SEGMENTS]++;
+	sess_layer_input(w->sl, &pkt, w->now_us);
+}
 
 static void
 handle_frame(struct worker *w, struct rte_mbuf *m)
@@ -137,9 +288,8 @@ handle_frame(struct worker *w, struct rte_mbuf *m)
 		return;
 	case PKT_KIND_TCP4:
 	case PKT_KIND_TCP6:
-		/* The TCP engine is wired here (issue 3); until then TCP
-		 * to our addresses is counted and dropped. */
-		w->st->c[DP_TCP_SEGMENTS]++;
+		/* The engine copies what it keeps: the mbuf goes back now. */
+		handle_tcp(w, frame, &info);
 		rte_pktmbuf_free(m);
 		return;
 	default:
@@ -163,23 +313,27 @@ int
 worker_main(void *arg)
 {
 	struct worker *w = arg;
-	struct rte_mbuf *rx[BURST];
+	struct rte_mbuf *rx[BURST * 2];
 	uint64_t t0;
 	uint16_t n, i;
+	unsigned did;
 
-	w->st = &dp_stats[rte_lcore_id()];
 	while (!atomic_load_explicit(&quit, memory_order_acquire)) {
 		w->st->c[DP_POLLS]++;
 		n = rte_eth_rx_burst(w->port_id, w->queue, rx, BURST);
-		if (n == 0)
-			continue;
+		if (faults_enabled(&w->rx_faults))
+			n = faults_apply(&w->rx_faults, rx, n, BURST * 2, w->st);
 		t0 = rte_rdtsc();
+		w->now_us = sess_layer_now_us(w->sl, t0);
 		w->st->c[DP_RX_PACKETS] += n;
 		for (i = 0; i < n; i++) {
 			if (i + 1 < n)
 				rte_prefetch0(rte_pktmbuf_mtod(rx[i + 1], void *));
 			handle_frame(w, rx[i]);
 		}
+		did = sess_layer_poll(w->sl, w->now_us);
+		if (n == 0 && did == 0 && w->n_tx == 0)
+			continue;
 		tx_flush(w);
 		w->st->c[DP_BUSY_POLLS]++;
 		w->st->c[DP_BUSY_CYCLES] += rte_rdtsc() - t0;

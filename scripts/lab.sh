@@ -23,6 +23,11 @@ rev6() {  # nibble-reversed ip6.arpa name of an IPv6 address
 	/usr/bin/python3 -c 'import ipaddress,sys; print(ipaddress.ip_address(sys.argv[1]).reverse_pointer + ".")' "$1"
 }
 rev4() { rev6 "$1"; }
+bulk6() {  # "N address" for each bulk peer
+	/usr/bin/python3 -c 'import ipaddress,sys
+b = ipaddress.ip_address(sys.argv[1])
+for i in range(1, int(sys.argv[2]) + 1): print(i, b + i)' "$LAB_BULK6_BASE" "$LAB_BULK6_COUNT"
+}
 revzone64() {  # the ip6.arpa zone of the /64 that holds an address
 	rev6 "$1" | cut -d. -f17-
 }
@@ -57,7 +62,14 @@ server:
   local-data: "$(rev4 $LAB_PEER4_MISMATCH) 300 IN PTR peer-mismatch.lab.example."
   local-data: "peer-mismatch.lab.example. 300 IN AAAA 2001:db8:99::1"
   local-data: "peer-mismatch.lab.example. 300 IN A 198.51.100.99"
+  local-zone: "$(rev6 $LAB_PEER6_DNSFAIL)" refuse
 CONF
+	bulk6 | while read -r i a; do
+		if [ $((i % 2)) = 0 ]; then
+			echo "  local-data: \"$(rev6 "$a") 300 IN PTR bulk-$i.lab.example.\""
+			echo "  local-data: \"bulk-$i.lab.example. 300 IN AAAA $a\""
+		fi
+	done >> "$c"
 }
 
 up() {
@@ -76,9 +88,12 @@ up() {
 	# Full checksums and no super-segments in the frames DPDK sees.
 	in_peer ethtool -K "$LAB_PEER_IF" tx off tso off gso off >/dev/null
 	in_peer ip link set "$LAB_PEER_IF" up
-	for a in $LAB_PEER6_PTR $LAB_PEER6_NOPTR $LAB_PEER6_MISMATCH; do
+	for a in $LAB_PEER6_PTR $LAB_PEER6_NOPTR $LAB_PEER6_MISMATCH $LAB_PEER6_DNSFAIL; do
 		in_peer ip -6 addr replace "$a/64" dev "$LAB_PEER_IF" nodad
 	done
+	bulk6 | while read -r _ a; do
+		echo "addr replace $a/64 dev $LAB_PEER_IF nodad"
+	done | in_peer ip -6 -batch -
 	for a in $LAB_PEER4_PTR $LAB_PEER4_NOPTR $LAB_PEER4_MISMATCH; do
 		in_peer ip -4 addr replace "$a/24" dev "$LAB_PEER_IF"
 	done

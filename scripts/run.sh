@@ -28,7 +28,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 ip netns exec "$LAB_EDGE_NS" build/control/smtpedge \
-	-l 0-1 --no-huge -m 256 --no-pci --file-prefix "$PREFIX" \
+	-l 0-1 --no-huge -m 512 --no-pci --file-prefix "$PREFIX" \
 	--vdev="net_af_packet0,iface=$LAB_EDGE_IF" \
 	-- --config conf/lab.conf > "$LOG" 2>&1 &
 pid=$!

@@ -70,7 +70,7 @@ class Edge:
     def start(self, timeout=20):
         os.makedirs(LAB["LAB_DIR"] + "/spool", exist_ok=True)
         cmd = ["ip", "netns", "exec", LAB["LAB_EDGE_NS"], SMTPEDGE,
-               "-l", "0-1", "--no-huge", "-m", "256", "--no-pci",
+               "-l", "0-1", "--no-huge", "-m", "512", "--no-pci",
                "--file-prefix", self.prefix,
                f"--vdev=net_af_packet0,iface={LAB['LAB_EDGE_IF']}",
                *self.extra_eal, "--", "--config", self.config]

@@ -1,0 +1,103 @@
+/*
+ * auth/spf.h — SPF (RFC 7208) checks for the control plane.
+ *
+ * spf_check() evaluates check_host() for the MAIL FROM identity, or for
+ * the HELO identity (postmaster@helo) when the sender is null.  It runs on
+ * a control-plane pool thread, blocks that thread on DNS, and may be called
+ * from several pool threads at once on one checker.  All DNS goes through
+ * the caller's libunbound context: one resolver, one cache.
+ *
+ * The evaluator is libspf2; the wrapper (spf_syntax.c, spf_ub.c) checks
+ * the record grammar, selects records (§4.5), enforces the §4.6.4 limits
+ * (10 DNS-querying terms, 2 void lookups) and maps every outcome to one of
+ * the seven RFC 7208 results.
+ */
+#ifndef SMTPEDGE_AUTH_SPF_H
+#define SMTPEDGE_AUTH_SPF_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+struct ub_ctx;
+
+enum spf_result {
+	SPF_RES_NONE,
+	SPF_RES_NEUTRAL,
+	SPF_RES_PASS,
+	SPF_RES_FAIL,
+	SPF_RES_SOFTFAIL,
+	SPF_RES_TEMPERROR,
+	SPF_RES_PERMERROR,
+};
+
+enum spf_identity_kind {
+	SPF_ID_MAILFROM,  /* smtp.mailfrom in Authentication-Results */
+	SPF_ID_HELO,      /* smtp.helo: the null sender */
+};
+
+struct spf_params {
+	/* Shared resolver, created and owned by the caller.  It must be
+	 * usable with ub_resolve_async() (ub_ctx_async(ub, 1) recommended:
+	 * a thread, not a forked process).  Not destroyed by the checker. */
+	struct ub_ctx *ub;
+	/* Our host name: %{r} and the Received-SPF receiver=. */
+	const char *receiver;
+	/* Per DNS query; a query not answered in time is a temperror.
+	 * 0 means 5000. */
+	uint32_t dns_timeout_ms;
+};
+
+/* NULL and errno (EINVAL, ENOMEM) on failure. */
+struct spf_checker *spf_checker_create(const struct spf_params *params);
+void spf_checker_destroy(struct spf_checker *checker);
+
+struct spf_query {
+	uint8_t family;       /* AF_INET or AF_INET6; ::ffff:a.b.c.d is IPv4 */
+	uint8_t addr[16];     /* network order; the first 4 bytes for AF_INET */
+	const char *helo;     /* EHLO/HELO argument, may be "" */
+	const char *mail_from;/* reverse-path without <>, "" for the null sender */
+};
+
+#define SPF_IDENTITY_MAX 320   /* local-part 64 + "@" + domain 255 */
+
+struct spf_answer {
+	enum spf_result result;
+	enum spf_identity_kind identity_kind;
+	/* The identity checked: the MAIL FROM address, or postmaster@helo. */
+	char identity[SPF_IDENTITY_MAX];
+	/* The <domain> of check_host(): the part after the last '@'. */
+	char domain[256];
+	/* fail/softfail/neutral: the expanded exp= text or our default. */
+	char explanation[256];
+	/* What decided: "mechanism", "default" (no match), or for the
+	 * error results a short cause ("record syntax: ...",
+	 * "too many DNS-querying terms", "DNS timeout", ...). */
+	char mechanism[128];
+	/* libspf2's Received-SPF comment, e.g. "domain of x designates y as
+	 * permitted sender"; may be empty. */
+	char comment[256];
+};
+
+/* Never fails: a problem is one of the results (temperror on resource
+ * trouble).  Returns answer->result. */
+enum spf_result spf_check(struct spf_checker *checker,
+		const struct spf_query *query, struct spf_answer *answer);
+
+/* "none", "neutral", "pass", "fail", "softfail", "temperror",
+ * "permerror" as RFC 8601 spells them. */
+const char *spf_result_name(enum spf_result result);
+
+/* "mailfrom" or "helo" (the ptype.property of RFC 8601 is smtp.<this>). */
+const char *spf_identity_kind_name(enum spf_identity_kind kind);
+
+/*
+ * Format a Received-SPF header value (RFC 7208 §9.1) without the field
+ * name, e.g. `pass (comment) client-ip=2001:db8::1; envelope-from=...;
+ * helo=...; receiver=...; identity=mailfrom`.  Returns the length that
+ * was needed (like snprintf).
+ */
+int spf_received_spf(const struct spf_checker *checker,
+		const struct spf_query *query, const struct spf_answer *answer,
+		char *buf, size_t len);
+
+#endif

@@ -1,0 +1,58 @@
+/*
+ * msg.h - the messages between the planes.
+ *
+ * Each worker has two rte_rings of these fixed-size 32-byte messages: a
+ * request ring (the worker enqueues, the dispatcher thread dequeues) and a
+ * verdict ring (the control threads enqueue, the worker dequeues). A message
+ * names its session by index and generation: a verdict whose generation no
+ * longer matches is for a session that has closed, and is dropped and
+ * counted. Anything larger than a message (a transaction record, a message
+ * body) travels by pointer to an object the worker owns and gets back.
+ */
+#ifndef SMTPEDGE_MSG_H
+#define SMTPEDGE_MSG_H
+
+#include <stdint.h>
+
+/* The reverse-DNS result as the planes exchange it. */
+enum ptr_result {
+	PTR_UNKNOWN = 0,     /* not known yet */
+	PTR_PASS,            /* PTR found and forward-confirmed */
+	PTR_NONE,            /* NXDOMAIN or no PTR record */
+	PTR_MISMATCH,        /* PTR names, none resolves back to the peer */
+	PTR_TEMPERROR,       /* SERVFAIL, timeout: try later, never a 5xx */
+	PTR__RESULTS
+};
+
+const char *ptr_result_name(enum ptr_result r);
+
+enum msg_kind {
+	/* worker -> control */
+	MSG_RDNS = 1,        /* look up the peer: addr */
+	MSG_SPOOL,           /* hand a message on: rec (a struct txrec) */
+	MSG_LOG,             /* write a transaction log line: rec */
+	MSG_CLOSED,          /* the session ended: forget what we kept for it */
+	/* control -> worker */
+	MSG_RDNS_DONE,       /* result: enum ptr_result */
+	MSG_SPOOL_DONE,      /* result: 0 = written, else failed; rec comes back */
+};
+
+struct txrec;
+
+struct ctl_msg {
+	uint8_t kind;        /* enum msg_kind */
+	uint8_t family;      /* 4 or 6 */
+	uint8_t result;
+	uint8_t pad;
+	uint32_t idx;        /* the session's slot in its worker */
+	uint32_t gen;        /* the slot's generation when the message was made */
+	uint32_t pad2;
+	union {
+		uint8_t addr[16];
+		struct txrec *rec;
+	} u;
+};
+
+_Static_assert(sizeof(struct ctl_msg) == 32, "ring element size");
+
+#endif

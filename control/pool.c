@@ -1,0 +1,487 @@
+/*
+ * pool.c - the dispatcher and the work threads (see pool.h).
+ *
+ * Waking: the workers never make a system call for the control plane. The
+ * dispatcher polls the request rings and libunbound's fd: while it finds
+ * work it does not sleep; when idle it waits in poll() for at most 1 ms,
+ * which is also the worst latency it adds. Work threads back off from 20 us
+ * to 1 ms when their job ring is empty.
+ *
+ * What the control plane keeps per session is one slot per worker session
+ * slot (generation, PTR result and name): written by the dispatcher only,
+ * and overwritten when the worker reuses the slot, so it cannot leak.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <rte_errno.h>
+#include <rte_lcore.h>
+#include <rte_mempool.h>
+#include <rte_ring.h>
+#include <rte_ring_elem.h>
+
+#include "control/config.h"
+#include "control/pool.h"
+#include "control/spool.h"
+#include "control/txlog.h"
+#include "control/txrec.h"
+#include "dns/rdns.h"
+#include "dns/resolver.h"
+
+#define BURST 32
+#define JOB_RING_SIZE 65536
+
+struct ctl_stats ctl_stats[POOL_MAX_THREADS];
+
+static const char *const counter_names[CTL__COUNT] = {
+#define CTL_NAME(id, name) [CTL_##id] = name,
+	CTL_COUNTERS(CTL_NAME)
+#undef CTL_NAME
+};
+
+static const uint32_t latency_limits_ms[DNS_LATENCY_BUCKETS - 1] = {
+	1, 2, 5, 10, 20, 50, 100, 200, 500, 1000
+};
+static const char *const latency_names[DNS_LATENCY_BUCKETS] = {
+	"lt1ms", "lt2ms", "lt5ms", "lt10ms", "lt20ms", "lt50ms", "lt100ms",
+	"lt200ms", "lt500ms", "lt1000ms", "ge1000ms"
+};
+
+const char *
+ctl_counter_name(enum ctl_counter c)
+{
+	return (unsigned)c < CTL__COUNT ? counter_names[c] : "?";
+}
+
+const char *
+dns_latency_bucket_name(unsigned i)
+{
+	return i < DNS_LATENCY_BUCKETS ? latency_names[i] : "?";
+}
+
+void
+ctl_stats_total(struct ctl_stats *out)
+{
+	unsigned t, i;
+
+	memset(out, 0, sizeof(*out));
+	for (t = 0; t < POOL_MAX_THREADS; t++) {
+		const volatile struct ctl_stats *s = &ctl_stats[t];
+
+		for (i = 0; i < CTL__COUNT; i++)
+			out->c[i] += s->c[i];
+		for (i = 0; i < DNS_LATENCY_BUCKETS; i++)
+			out->dns_latency[i] += s->dns_latency[i];
+	}
+}
+
+struct ctl_sess {
+	uint32_t gen;
+	uint8_t ptr;
+	char ptr_name[256];
+};
+
+struct pool {
+	const struct edge_config *cfg;
+	unsigned n_workers;
+	uint32_t max_flows;
+	struct rte_ring *const *req;
+	struct rte_ring *const *ver;
+	struct rte_mempool *txrec_pool;
+	struct ctl_sess *sess;           /* n_workers * max_flows */
+	struct ub_ctx *ub;
+	struct rdns *rdns;
+	struct spool *spool;
+	FILE *log;
+	bool log_owned;
+	struct rte_ring *jobs;           /* dispatcher -> work threads */
+	atomic_bool stop;
+	unsigned n_threads;
+	pthread_t threads[POOL_MAX_THREADS - 1];
+	struct ctl_stats *st;            /* the dispatcher's block */
+};
+
+/* A job for a work thread: which worker's session it is for. */
+struct job {
+	struct txrec *rec;
+	uint32_t worker, idx, gen;
+};
+
+static uint64_t
+now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static struct ctl_sess *
+sess_at(struct pool *pl, uint32_t worker, uint32_t idx)
+{
+	if (worker >= pl->n_workers || idx >= pl->max_flows)
+		return NULL;
+	return &pl->sess[(size_t)worker * pl->max_flows + idx];
+}
+
+/* The verdict ring holds two messages per session slot, and a session has
+ * at most one of each kind outstanding, so this cannot fail. */
+static void
+send_verdict(struct pool *pl, uint32_t worker, const struct ctl_msg *m,
+	     struct ctl_stats *st)
+{
+	while (rte_ring_enqueue_elem(pl->ver[worker], (void *)(uintptr_t)m, sizeof(*m)) != 0)
+		rte_pause();
+	st->c[CTL_VERDICTS_SENT]++;
+}
+
+static enum ptr_result
+ptr_from_rdns(enum rdns_result r)
+{
+	switch (r) {
+	case RDNS_PASS: return PTR_PASS;
+	case RDNS_NONE: return PTR_NONE;
+	case RDNS_MISMATCH: return PTR_MISMATCH;
+	default: return PTR_TEMPERROR;
+	}
+}
+
+static void
+count_latency(struct ctl_stats *st, uint32_t us)
+{
+	unsigned i;
+
+	for (i = 0; i < DNS_LATENCY_BUCKETS - 1; i++)
+		if (us < latency_limits_ms[i] * 1000u)
+			break;
+	st->dns_latency[i]++;
+}
+
+/* The lookup's argument packs worker, slot and generation into a pointer. */
+static void *
+pack(uint32_t worker, uint32_t idx, uint32_t gen)
+{
+	return (void *)(uintptr_t)(((uint64_t)worker << 56) |
+				   ((uint64_t)(idx & 0xffffff) << 32) | gen);
+}
+
+static struct pool *the_pool;   /* for the rdns callback */
+
+static void
+rdns_done(void *arg, const struct rdns_answer *a)
+{
+	struct pool *pl = the_pool;
+	uint64_t v = (uint64_t)(uintptr_t)arg;
+	uint32_t worker = (uint32_t)(v >> 56), idx = (uint32_t)(v >> 32) & 0xffffff;
+	uint32_t gen = (uint32_t)v;
+	struct ctl_sess *cs = sess_at(pl, worker, idx);
+	struct ctl_msg m = { .kind = MSG_RDNS_DONE, .idx = idx, .gen = gen };
+	enum ptr_result r = ptr_from_rdns(a->result);
+
+	pl->st->c[CTL_RDNS_PASS + (r - PTR_PASS)]++;
+	if (a->cached)
+		pl->st->c[CTL_RDNS_CACHED]++;
+	else
+		count_latency(pl->st, a->latency_us);
+	if (cs && cs->gen == gen) {
+		cs->ptr = (uint8_t)r;
+		snprintf(cs->ptr_name, sizeof(cs->ptr_name), "%s", a->name);
+	}
+	m.result = (uint8_t)r;
+	send_verdict(pl, worker, &m, pl->st);
+}
+
+static void
+on_rdns(struct pool *pl, uint32_t worker, const struct ctl_msg *m)
+{
+	struct ctl_sess *cs = sess_at(pl, worker, m->idx);
+
+	pl->st->c[CTL_RDNS_REQUESTS]++;
+	if (!cs)
+		return;
+	cs->gen = m->gen;
+	cs->ptr = PTR_UNKNOWN;
+	cs->ptr_name[0] = '\0';
+	if (rdns_lookup(pl->rdns, m->family, m->u.addr, rdns_done,
+			pack(worker, m->idx, m->gen), now_us()) < 0) {
+		struct ctl_msg v = { .kind = MSG_RDNS_DONE, .idx = m->idx,
+				     .gen = m->gen, .result = PTR_TEMPERROR };
+
+		pl->st->c[CTL_RDNS_BUSY]++;
+		cs->ptr = PTR_TEMPERROR;
+		send_verdict(pl, worker, &v, pl->st);
+	}
+}
+
+static void
+fill_ptr_name(struct pool *pl, uint32_t worker, const struct ctl_msg *m)
+{
+	struct ctl_sess *cs = sess_at(pl, worker, m->idx);
+
+	m->u.rec->ptr_name[0] = '\0';
+	if (cs && cs->gen == m->gen)
+		snprintf(m->u.rec->ptr_name, sizeof(m->u.rec->ptr_name), "%s",
+			 cs->ptr_name);
+}
+
+static void
+on_spool(struct pool *pl, uint32_t worker, const struct ctl_msg *m)
+{
+	struct job j = { .rec = m->u.rec, .worker = worker, .idx = m->idx, .gen = m->gen };
+	struct job *jp;
+
+	pl->st->c[CTL_SPOOL_REQUESTS]++;
+	fill_ptr_name(pl, worker, m);
+	/* One job object per request, from the heap: the control plane may
+	 * allocate, and the ring carries pointers. */
+	jp = malloc(sizeof(*jp));
+	if (jp) {
+		*jp = j;
+		if (rte_ring_enqueue(pl->jobs, jp) == 0)
+			return;
+		free(jp);
+	}
+	/* No room for the job: the sender gets a 451, not a 250. */
+	{
+		struct ctl_msg v = { .kind = MSG_SPOOL_DONE, .idx = m->idx,
+				     .gen = m->gen, .result = 1 };
+
+		v.u.rec = m->u.rec;
+		m->u.rec->spool_errno = EAGAIN;
+		pl->st->c[CTL_SPOOL_FAILED]++;
+		send_verdict(pl, worker, &v, pl->st);
+	}
+}
+
+static void
+on_log(struct pool *pl, uint32_t worker, const struct ctl_msg *m)
+{
+	char line[2048];
+	size_t n;
+
+	fill_ptr_name(pl, worker, m);
+	n = txlog_format(m->u.rec, line, sizeof(line));
+	if (fwrite(line, 1, n, pl->log) == n)
+		pl->st->c[CTL_LOG_LINES]++;
+	else
+		pl->st->c[CTL_LOG_FAILED]++;
+	rte_mempool_put(pl->txrec_pool, m->u.rec);
+}
+
+static unsigned
+drain_requests(struct pool *pl)
+{
+	struct ctl_msg msgs[BURST];
+	unsigned w, n, i, total = 0;
+
+	for (w = 0; w < pl->n_workers; w++) {
+		n = rte_ring_dequeue_burst_elem(pl->req[w], msgs, sizeof(msgs[0]),
+						BURST, NULL);
+		for (i = 0; i < n; i++) {
+			switch (msgs[i].kind) {
+			case MSG_RDNS:
+				on_rdns(pl, w, &msgs[i]);
+				break;
+			case MSG_SPOOL:
+				on_spool(pl, w, &msgs[i]);
+				break;
+			case MSG_LOG:
+				on_log(pl, w, &msgs[i]);
+				break;
+			default:
+				pl->st->c[CTL_UNKNOWN_MSG]++;
+			}
+		}
+		total += n;
+	}
+	return total;
+}
+
+void
+pool_run(struct pool *pl, volatile sig_atomic_t *stop)
+{
+	struct pollfd pfd = { .fd = rdns_fd(pl->rdns), .events = POLLIN };
+	unsigned did;
+	bool wrote;
+
+	while (!*stop) {
+		did = drain_requests(pl);
+		wrote = did > 0;
+		if (did == 0 && poll(&pfd, 1, 1) < 0 && errno != EINTR)
+			break;
+		rdns_process(pl->rdns, now_us());
+		if (wrote)
+			fflush(pl->log);
+	}
+	drain_requests(pl);
+	fflush(pl->log);
+}
+
+static void *
+work_thread(void *arg)
+{
+	struct pool *pl = the_pool;
+	struct ctl_stats *st = &ctl_stats[(uintptr_t)arg];
+	unsigned backoff_us = 20;
+	void *jp;
+
+	while (!atomic_load(&pl->stop)) {
+		struct job j;
+		struct ctl_msg v = { .kind = MSG_SPOOL_DONE };
+
+		if (rte_ring_dequeue(pl->jobs, &jp) != 0) {
+			usleep(backoff_us);
+			if (backoff_us < 1000)
+				backoff_us *= 2;
+			continue;
+		}
+		backoff_us = 20;
+		j = *(struct job *)jp;
+		free(jp);
+		j.rec->spool_errno = 0;
+		if (spool_write(pl->spool, j.rec) < 0) {
+			j.rec->spool_errno = errno ? errno : EIO;
+			st->c[CTL_SPOOL_FAILED]++;
+		} else {
+			st->c[CTL_SPOOL_WRITTEN]++;
+		}
+		v.idx = j.idx;
+		v.gen = j.gen;
+		v.result = j.rec->spool_errno != 0;
+		v.u.rec = j.rec;
+		send_verdict(pl, j.worker, &v, st);
+	}
+	return NULL;
+}
+
+static int
+open_log(struct pool *pl, char *err, size_t errlen)
+{
+	const struct edge_config *c = pl->cfg;
+
+	if (!c->log_file[0]) {
+		pl->log = stderr;
+		return 0;
+	}
+	pl->log = fopen(c->log_file, "a");
+	if (!pl->log) {
+		snprintf(err, errlen, "%s: [log] file: cannot open %s: %s", c->path,
+			 c->log_file, strerror(errno));
+		return -1;
+	}
+	pl->log_owned = true;
+	return 0;
+}
+
+struct pool *
+pool_create(const struct pool_params *p, char *err, size_t errlen)
+{
+	const struct edge_config *c = p->cfg;
+	struct pool *pl = calloc(1, sizeof(*pl));
+	const char *servers[CONFIG_MAX_DNS];
+	struct dns_resolver_params rp = { 0 };
+	struct rdns_params dp = { 0 };
+	unsigned i;
+
+	if (!pl) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	the_pool = pl;
+	pl->cfg = c;
+	pl->n_workers = p->n_workers;
+	pl->max_flows = p->max_flows;
+	pl->req = p->req;
+	pl->ver = p->ver;
+	pl->txrec_pool = p->txrec_pool;
+	pl->st = &ctl_stats[0];
+	pl->sess = calloc((size_t)p->n_workers * p->max_flows, sizeof(*pl->sess));
+	if (!pl->sess) {
+		snprintf(err, errlen, "out of memory for %u sessions", p->n_workers * p->max_flows);
+		goto fail;
+	}
+	if (open_log(pl, err, errlen) < 0)
+		goto fail;
+
+	for (i = 0; i < c->n_dns_servers; i++)
+		servers[i] = c->dns_servers[i];
+	rp.servers = servers;
+	rp.n_servers = c->n_dns_servers;
+	rp.trust_anchor = c->dns_trust_anchor[0] ? c->dns_trust_anchor : NULL;
+	pl->ub = dns_resolver_create(&rp, err, errlen);
+	if (!pl->ub)
+		goto fail;
+	dp.ub = pl->ub;
+	dp.timeout_ms = c->dns_timeout_ms;
+	dp.max_names = 10;
+	dp.cache_entries = 65536;
+	dp.cache_ttl_s = 300;
+	dp.max_inflight = 16384;
+	pl->rdns = rdns_create(&dp);
+	if (!pl->rdns) {
+		snprintf(err, errlen, "reverse DNS: %s", strerror(errno));
+		goto fail;
+	}
+	if (c->spool_dir[0]) {
+		pl->spool = spool_open(c->spool_dir, c->hostname, err, errlen);
+		if (!pl->spool)
+			goto fail;
+	}
+	pl->jobs = rte_ring_create("ctl_jobs", JOB_RING_SIZE, rte_socket_id(),
+				   RING_F_SP_ENQ | RING_F_MC_HTS_DEQ);
+	if (!pl->jobs) {
+		snprintf(err, errlen, "job ring: %s", rte_strerror(rte_errno));
+		goto fail;
+	}
+	for (i = 0; i < c->control_threads && i < POOL_MAX_THREADS - 1; i++) {
+		char name[16];
+
+		snprintf(name, sizeof(name), "se-work-%u", i);
+		if (rte_ctrl_thread_create(&pl->threads[i], name, NULL, work_thread,
+					   (void *)(uintptr_t)(i + 1)) != 0) {
+			snprintf(err, errlen, "cannot start control thread %u", i);
+			goto fail;
+		}
+		pl->n_threads++;
+	}
+	return pl;
+fail:
+	pool_destroy(pl);
+	return NULL;
+}
+
+void
+pool_destroy(struct pool *pl)
+{
+	unsigned i;
+	void *jp;
+
+	if (!pl)
+		return;
+	atomic_store(&pl->stop, true);
+	for (i = 0; i < pl->n_threads; i++)
+		pthread_join(pl->threads[i], NULL);
+	if (pl->jobs) {
+		while (rte_ring_dequeue(pl->jobs, &jp) == 0)
+			free(jp);
+		rte_ring_free(pl->jobs);
+	}
+	rdns_destroy(pl->rdns);
+	if (pl->ub)
+		dns_resolver_destroy(pl->ub);
+	spool_close(pl->spool);
+	if (pl->log_owned)
+		fclose(pl->log);
+	free(pl->sess);
+	if (the_pool == pl)
+		the_pool = NULL;
+	free(pl);
+}

@@ -1,0 +1,80 @@
+/*
+ * pool.h - the control plane: the dispatcher (the main lcore's thread)
+ * and a pool of work threads, off the worker cores.
+ *
+ * The dispatcher drains every worker's request ring, runs the asynchronous
+ * reverse-DNS lookups (thousands in flight on one thread), writes the
+ * transaction log, and hands blocking work (the spool's fsync; SPF and DKIM
+ * later) to the work threads. Verdicts go back on each worker's verdict
+ * ring. Neither side ever waits for the other.
+ */
+#ifndef SMTPEDGE_POOL_H
+#define SMTPEDGE_POOL_H
+
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "control/msg.h"
+
+struct edge_config;
+struct rte_mempool;
+struct rte_ring;
+
+#define POOL_MAX_THREADS 65   /* the dispatcher and up to 64 work threads */
+#define DNS_LATENCY_BUCKETS 11
+
+/* Counters, one block per control thread (block 0: the dispatcher). */
+#define CTL_COUNTERS(X)                                                      \
+	X(RDNS_REQUESTS, "rdns_requests")                                    \
+	X(RDNS_PASS, "rdns_pass")                                            \
+	X(RDNS_NONE, "rdns_none")                                            \
+	X(RDNS_MISMATCH, "rdns_mismatch")                                    \
+	X(RDNS_TEMPERROR, "rdns_temperror")                                  \
+	X(RDNS_CACHED, "rdns_cached")                                        \
+	X(RDNS_BUSY, "rdns_busy")          /* too many in flight: temperror */ \
+	X(SPOOL_REQUESTS, "spool_requests")                                  \
+	X(SPOOL_WRITTEN, "spool_written")                                    \
+	X(SPOOL_FAILED, "spool_failed")                                      \
+	X(LOG_LINES, "log_lines")                                            \
+	X(LOG_FAILED, "log_failed")                                          \
+	X(VERDICTS_SENT, "verdicts_sent")                                    \
+	X(UNKNOWN_MSG, "unknown_messages")
+
+enum ctl_counter {
+#define CTL_ENUM(id, name) CTL_##id,
+	CTL_COUNTERS(CTL_ENUM)
+#undef CTL_ENUM
+	CTL__COUNT
+};
+
+struct ctl_stats {
+	uint64_t c[CTL__COUNT];
+	uint64_t dns_latency[DNS_LATENCY_BUCKETS];
+} __attribute__((aligned(64)));
+
+extern struct ctl_stats ctl_stats[POOL_MAX_THREADS];
+const char *ctl_counter_name(enum ctl_counter c);
+/* "lt1ms", "lt2ms", ... "ge1000ms" */
+const char *dns_latency_bucket_name(unsigned i);
+void ctl_stats_total(struct ctl_stats *out);
+
+struct pool_params {
+	const struct edge_config *cfg;
+	unsigned n_workers;
+	struct rte_ring *const *req;     /* per worker: worker -> dispatcher */
+	struct rte_ring *const *ver;     /* per worker: control -> worker */
+	struct rte_mempool *txrec_pool;  /* where MSG_LOG records go back */
+	uint32_t max_flows;              /* per worker: the session slots */
+};
+
+struct pool;
+
+/* Resolver, lookups, spool, log, work threads. NULL with one line in err. */
+struct pool *pool_create(const struct pool_params *p, char *err, size_t errlen);
+/* The dispatcher's loop, on the calling thread, until *stop. */
+void pool_run(struct pool *pl, volatile sig_atomic_t *stop);
+/* Stops the work threads; tolerates NULL and half-built pools. */
+void pool_destroy(struct pool *pl);
+
+#endif

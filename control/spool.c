@@ -1,0 +1,232 @@
+/*
+ * spool.c - Maildir delivery of accepted mail (see spool.h).
+ *
+ * The order is the point: the file is written in tmp/, fsync'd, renamed
+ * into new/, and new/ is fsync'd, and only then does the caller tell the
+ * sender 250. A crash before the rename leaves at most a file in tmp/, which
+ * Maildir readers ignore; the sender was not told 250 and will retry. The
+ * bytes after our Received: header are exactly the dot-unstuffed bytes the
+ * sender sent, in wire form (CRLF line ends).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "control/spool.h"
+#include "control/txrec.h"
+
+#define IOV_BATCH 64
+
+struct spool {
+	char dir[512];
+	char hostname[256];
+	int tmp_fd, new_fd;        /* the directories, for fsync */
+	atomic_uint counter;
+};
+
+static int
+mkdir_p(const char *path)
+{
+	char buf[600], *p;
+
+	snprintf(buf, sizeof(buf), "%s", path);
+	for (p = buf + 1; *p; p++)
+		if (*p == '/') {
+			*p = '\0';
+			if (mkdir(buf, 0750) < 0 && errno != EEXIST)
+				return -1;
+			*p = '/';
+		}
+	return mkdir(buf, 0750) < 0 && errno != EEXIST ? -1 : 0;
+}
+
+struct spool *
+spool_open(const char *dir, const char *hostname, char *err, size_t errlen)
+{
+	static const char *const subs[] = { "tmp", "new", "cur" };
+	struct spool *s = calloc(1, sizeof(*s));
+	char path[600];
+	size_t i;
+
+	if (!s) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	s->tmp_fd = s->new_fd = -1;
+	snprintf(s->dir, sizeof(s->dir), "%s", dir);
+	snprintf(s->hostname, sizeof(s->hostname), "%s", hostname);
+	for (i = 0; i < 3; i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, subs[i]);
+		if (mkdir_p(path) < 0) {
+			snprintf(err, errlen, "spool %s: cannot create %s: %s", dir,
+				 path, strerror(errno));
+			spool_close(s);
+			return NULL;
+		}
+	}
+	snprintf(path, sizeof(path), "%s/tmp", dir);
+	s->tmp_fd = open(path, O_RDONLY | O_DIRECTORY);
+	snprintf(path, sizeof(path), "%s/new", dir);
+	s->new_fd = open(path, O_RDONLY | O_DIRECTORY);
+	if (s->tmp_fd < 0 || s->new_fd < 0) {
+		snprintf(err, errlen, "spool %s: %s", dir, strerror(errno));
+		spool_close(s);
+		return NULL;
+	}
+	return s;
+}
+
+void
+spool_close(struct spool *s)
+{
+	if (!s)
+		return;
+	if (s->tmp_fd >= 0)
+		close(s->tmp_fd);
+	if (s->new_fd >= 0)
+		close(s->new_fd);
+	free(s);
+}
+
+/* A header field may not carry what the peer sent as is: CR, LF and
+ * controls become '?', so a HELO cannot add header lines. */
+static void
+clean(char *out, size_t n, const char *in)
+{
+	size_t i;
+
+	for (i = 0; in[i] && i + 1 < n; i++)
+		out[i] = ((unsigned char)in[i] < 0x20 || in[i] == 0x7f) ? '?' : in[i];
+	out[i] = '\0';
+}
+
+size_t
+spool_received(const struct txrec *rec, const char *hostname, char *out,
+	       size_t n)
+{
+	char addr[INET6_ADDRSTRLEN], helo[256], ptr[256], rcpt[300], date[64];
+	time_t t = (time_t)(rec->time_us / 1000000);
+	struct tm tm;
+	int len;
+
+	inet_ntop(rec->family == 6 ? AF_INET6 : AF_INET, rec->addr, addr, sizeof(addr));
+	clean(helo, sizeof(helo), rec->helo[0] ? rec->helo : "unknown");
+	clean(ptr, sizeof(ptr), rec->ptr_name[0] ? rec->ptr_name : "unknown");
+	gmtime_r(&t, &tm);
+	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
+	rcpt[0] = '\0';
+	if (rec->rcpt[0] && rec->nrcpts == 1) {
+		char r[260];
+
+		clean(r, sizeof(r), rec->rcpt);
+		snprintf(rcpt, sizeof(rcpt), "\r\n\tfor <%s>", r);
+	}
+	len = snprintf(out, n,
+		       "Received: from %s (%s [%s%s])\r\n"
+		       "\tby %s (smtpedge) with ESMTP id %s%s;\r\n"
+		       "\t%s\r\n",
+		       helo, ptr, rec->family == 6 ? "IPv6:" : "", addr,
+		       hostname, rec->queue_id, rcpt, date);
+	return len < 0 ? 0 : ((size_t)len < n ? (size_t)len : n - 1);
+}
+
+static int
+write_all(int fd, struct iovec *iov, int cnt)
+{
+	while (cnt > 0) {
+		ssize_t w = writev(fd, iov, cnt);
+
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		while (cnt > 0 && (size_t)w >= iov->iov_len) {
+			w -= (ssize_t)iov->iov_len;
+			iov++;
+			cnt--;
+		}
+		if (cnt > 0) {
+			iov->iov_base = (char *)iov->iov_base + w;
+			iov->iov_len -= (size_t)w;
+		}
+	}
+	return 0;
+}
+
+static int
+write_message(int fd, const char *hdr, size_t hlen, const struct smtp_chunk *c)
+{
+	struct iovec iov[IOV_BATCH];
+	int cnt = 0;
+
+	iov[cnt].iov_base = (void *)(uintptr_t)hdr;
+	iov[cnt++].iov_len = hlen;
+	for (; c; c = c->next) {
+		if (c->len == 0)
+			continue;
+		iov[cnt].iov_base = (void *)(uintptr_t)c->data;
+		iov[cnt++].iov_len = c->len;
+		if (cnt == IOV_BATCH) {
+			if (write_all(fd, iov, cnt) < 0)
+				return -1;
+			cnt = 0;
+		}
+	}
+	return cnt ? write_all(fd, iov, cnt) : 0;
+}
+
+int
+spool_write(struct spool *s, struct txrec *rec)
+{
+	char hdr[1024], name[400], tmp[1000], dst[1000];
+	unsigned n = atomic_fetch_add(&s->counter, 1);
+	struct timespec ts;
+	size_t hlen;
+	int fd, saved;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	snprintf(rec->queue_id, sizeof(rec->queue_id), "%08lX%05lX%04X",
+		 (unsigned long)ts.tv_sec, (unsigned long)(ts.tv_nsec / 1000) & 0xfffff,
+		 n & 0xffff);
+	snprintf(name, sizeof(name), "%lu.M%luP%dQ%u.%s", (unsigned long)ts.tv_sec,
+		 (unsigned long)(ts.tv_nsec / 1000), (int)getpid(), n, s->hostname);
+	snprintf(tmp, sizeof(tmp), "%s/tmp/%s", s->dir, name);
+	snprintf(dst, sizeof(dst), "%s/new/%s", s->dir, name);
+	hlen = spool_received(rec, s->hostname, hdr, sizeof(hdr));
+
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+	if (fd < 0)
+		return -1;
+	if (write_message(fd, hdr, hlen, rec->body) < 0 || fsync(fd) < 0)
+		goto fail;
+	if (close(fd) < 0) {
+		fd = -1;
+		goto fail;
+	}
+	fd = -1;
+	if (rename(tmp, dst) < 0)
+		goto fail;
+	if (fsync(s->new_fd) < 0) {
+		saved = errno;
+		unlink(dst);
+		errno = saved;
+		return -1;
+	}
+	return 0;
+fail:
+	saved = errno;
+	if (fd >= 0)
+		close(fd);
+	unlink(tmp);
+	errno = saved;
+	return -1;
+}

@@ -1,0 +1,655 @@
+/*
+ * session.c - a worker's sessions (see session.h).
+ *
+ * Lifetime. A slot is taken when TCP completes a handshake and given back
+ * when TCP says the connection is gone, with one exception: while the spool
+ * holds a pointer into the session's message body, the slot stays (a
+ * "zombie", its TCP gone) until the spool's answer comes back. So the
+ * control plane never reads freed memory, and a message the spool wrote is
+ * never lost even when the sender hung up before its 250: it may arrive
+ * twice (the sender retries), never not at all.
+ *
+ * Stale answers. Each slot has a generation, bumped when the slot is given
+ * back; a control-plane answer carrying an older generation is for a session
+ * that has gone, and is dropped and counted.
+ *
+ * The PTR rule. A session snapshots the rule of its peer's family when it
+ * opens, so a live change applies to new sessions and never half-way
+ * through one. The lookup starts at open; the SMTP reply at the rule's
+ * stage waits for it if it has not come yet.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <rte_errno.h>
+#include <rte_malloc.h>
+#include <rte_mempool.h>
+#include <rte_ring.h>
+#include <rte_ring_elem.h>
+
+#include "control/config.h"
+#include "control/msg.h"
+#include "control/policy.h"
+#include "control/txrec.h"
+#include "dataplane/session.h"
+#include "dataplane/smtp.h"
+#include "dataplane/stats.h"
+#include "dataplane/worker.h"
+
+#define VERDICT_BURST 32
+#define CHUNK_BYTES 8192
+#define TICK_US 100
+
+struct sess {
+	struct sess_layer *sl;
+	struct tcp_conn *tcp;          /* NULL once TCP is gone */
+	struct smtp_session *smtp;
+	uint64_t id;
+	uint32_t idx, gen;
+	struct smtp_peer peer;
+	struct policy_rule rule;       /* the PTR rule, as of the open */
+	uint8_t ptr;                   /* enum ptr_result */
+	uint8_t ptr_outcome;           /* enum policy_outcome, the latest */
+	bool in_use;
+	bool waiting_ptr;              /* an SMTP reply waits for the PTR */
+	bool spool_pending;            /* the spool reads our body */
+	uint8_t wait_stage;
+	uint32_t wait_token, spool_token;
+	char queue_id[24];             /* the last message spooled, for the log */
+};
+
+struct sess_layer {
+	const struct edge_config *cfg;
+	struct worker *w;
+	struct dp_stats *st;
+	struct tcp_engine *tcp;
+	struct rte_ring *req, *ver;
+	struct rte_mempool *txrecs, *chunks;
+	uint32_t worker_id;
+	unsigned lcore;
+	uint32_t max_flows;
+	struct sess *sess;
+	uint8_t *smtp_mem;
+	size_t smtp_size;
+	uint32_t *free_stack;
+	uint32_t n_free;
+	uint64_t next_id;
+	uint64_t wall0_us, tsc0, tsc_hz;
+	uint64_t last_tick_us;
+	struct smtp_params smtp_params;
+	struct policy_reply reply;     /* the text of the verdict being given */
+	char queued[64];
+};
+
+static const struct smtp_ops smtp_ops;
+static const struct tcp_ops tcp_ops;
+
+uint64_t
+sess_layer_now_us(const struct sess_layer *sl, uint64_t tsc)
+{
+	return (tsc - sl->tsc0) * 1000000u / sl->tsc_hz;
+}
+
+static uint64_t
+wall_us(const struct sess_layer *sl)
+{
+	return sl->wall0_us + sess_layer_now_us(sl, rte_rdtsc());
+}
+
+static bool
+send_msg(struct sess_layer *sl, const struct ctl_msg *m)
+{
+	if (rte_ring_sp_enqueue_elem(sl->req, (void *)(uintptr_t)m, sizeof(*m)) == 0)
+		return true;
+	sl->st->c[DP_REQ_RING_FULL]++;
+	return false;
+}
+
+static void
+count_ptr_outcome(struct sess *s, enum policy_outcome o)
+{
+	static const enum dp_counter base[2] = { DP_IPV6_PTR_PASS, DP_IPV4_PTR_PASS };
+
+	s->ptr_outcome = (uint8_t)o;
+	s->sl->st->c[base[s->peer.family == 6 ? 0 : 1] + o]++;
+}
+
+/* The PTR rule's word on this session, now that the result is known. */
+static void
+ptr_decide(struct sess *s, struct smtp_verdict *v)
+{
+	struct sess_layer *sl = s->sl;
+	enum policy_outcome o;
+
+	o = policy_ptr(&s->rule, s->ptr, s->peer.family, s->peer.addr, &sl->reply);
+	count_ptr_outcome(s, o);
+	memset(v, 0, sizeof(*v));
+	if (o == POLICY_REJECT || o == POLICY_DEFER) {
+		v->code = sl->reply.code;
+		memcpy(v->enh, sl->reply.enh, sizeof(v->enh));
+		v->text = sl->reply.text;
+	}
+}
+
+static const uint8_t stage_of[SMTP_STAGE_COUNT] = {
+	[SMTP_STAGE_CONNECT] = POLICY_AT_CONNECT,
+	[SMTP_STAGE_MAIL] = POLICY_AT_MAIL,
+	[SMTP_STAGE_RCPT] = POLICY_AT_RCPT,
+};
+
+static struct txrec *
+txrec_get(struct sess_layer *sl)
+{
+	void *obj;
+
+	if (rte_mempool_get(sl->txrecs, &obj) != 0) {
+		sl->st->c[DP_TXREC_EXHAUSTED]++;
+		return NULL;
+	}
+	return obj;
+}
+
+static void
+txrec_fill(struct sess *s, struct txrec *r, const char *helo,
+	   const char *mail_from, const struct smtp_chunk *rcpts, uint32_t nrcpts)
+{
+	r->session_id = s->id;
+	r->time_us = wall_us(s->sl);
+	r->family = s->peer.family;
+	memcpy(r->addr, s->peer.addr, 16);
+	r->port = s->peer.port;
+	r->worker = (uint16_t)s->sl->worker_id;
+	r->ptr = s->ptr;
+	r->ptr_outcome = s->ptr_outcome;
+	r->nrcpts = nrcpts;
+	r->queue_id[0] = '\0';
+	r->ptr_name[0] = '\0';
+	r->spool_errno = 0;
+	r->body = NULL;
+	snprintf(r->helo, sizeof(r->helo), "%s", helo ? helo : "");
+	snprintf(r->mail_from, sizeof(r->mail_from), "%s", mail_from ? mail_from : "");
+	snprintf(r->rcpt, sizeof(r->rcpt), "%s",
+		 rcpts && rcpts->len ? (const char *)rcpts->data : "");
+}
+
+/* The end of DATA: the message goes to the control plane, the reply waits. */
+static int
+check_data_end(struct sess *s, const struct smtp_check *chk,
+	       struct smtp_verdict *v)
+{
+	struct sess_layer *sl = s->sl;
+	struct txrec *r = txrec_get(sl);
+	struct ctl_msg m = { .kind = MSG_SPOOL, .idx = s->idx, .gen = s->gen };
+
+	if (r) {
+		txrec_fill(s, r, chk->helo, chk->mail_from, chk->rcpts, chk->nrcpts);
+		r->kind = TXREC_TRANSACTION;
+		r->size = chk->body_size;
+		r->body = chk->body;
+		m.u.rec = r;
+		if (send_msg(sl, &m)) {
+			s->spool_pending = true;
+			s->spool_token = chk->token;
+			return SMTP_CHECK_PENDING;
+		}
+		rte_mempool_put(sl->txrecs, r);
+	}
+	v->code = 451;
+	memcpy(v->enh, "4.3.0", 6);
+	v->text = "Temporary local problem, message not queued, try again later";
+	return SMTP_CHECK_DONE;
+}
+
+static int
+smtp_check(void *ctx, const struct smtp_check *chk, struct smtp_verdict *v)
+{
+	struct sess *s = ctx;
+
+	memset(v, 0, sizeof(*v));
+	if (chk->stage == SMTP_STAGE_DATA_END)
+		return check_data_end(s, chk, v);
+	if (s->rule.action == POLICY_OFF || stage_of[chk->stage] != s->rule.stage)
+		return SMTP_CHECK_DONE;
+	if (s->ptr == PTR_UNKNOWN) {
+		s->waiting_ptr = true;
+		s->wait_stage = (uint8_t)chk->stage;
+		s->wait_token = chk->token;
+		return SMTP_CHECK_PENDING;
+	}
+	ptr_decide(s, v);
+	return SMTP_CHECK_DONE;
+}
+
+static uint32_t
+smtp_write(void *ctx, const void *p, uint32_t n)
+{
+	struct sess *s = ctx;
+
+	return s->tcp ? tcp_send(s->tcp, p, n) : n;
+}
+
+static void
+smtp_close(void *ctx)
+{
+	struct sess *s = ctx;
+
+	if (s->tcp)
+		tcp_close(s->tcp);
+}
+
+static void *
+chunk_get(void *ctx, uint32_t *cap)
+{
+	struct sess *s = ctx;
+	void *obj;
+
+	if (rte_mempool_get(s->sl->chunks, &obj) != 0) {
+		s->sl->st->c[DP_BODY_BUDGET_EXHAUSTED]++;
+		return NULL;
+	}
+	*cap = CHUNK_BYTES;
+	return obj;
+}
+
+static void
+chunk_put(void *ctx, void *chunk)
+{
+	struct sess *s = ctx;
+
+	rte_mempool_put(s->sl->chunks, chunk);
+}
+
+static void
+smtp_record(void *ctx, const struct smtp_record *rec)
+{
+	struct sess *s = ctx;
+	struct sess_layer *sl = s->sl;
+	struct txrec *r = txrec_get(sl);
+	struct ctl_msg m = { .kind = MSG_LOG, .idx = s->idx, .gen = s->gen };
+	uint32_t n = rec->nreplies < TXREC_REPLIES ? rec->nreplies : TXREC_REPLIES;
+
+	if (!r) {
+		sl->st->c[DP_LOG_DROPPED]++;
+		return;
+	}
+	txrec_fill(s, r, rec->helo, rec->mail_from, rec->rcpts, rec->nrcpts);
+	r->kind = rec->kind == SMTP_REC_SESSION ? TXREC_SESSION : TXREC_TRANSACTION;
+	if (r->kind == TXREC_TRANSACTION && s->queue_id[0]) {
+		memcpy(r->queue_id, s->queue_id, sizeof(r->queue_id));
+		s->queue_id[0] = '\0';
+	}
+	r->size = rec->size;
+	r->flags = rec->flags;
+	r->nreplies = n;
+	memcpy(r->replies, rec->replies, n * sizeof(r->replies[0]));
+	m.u.rec = r;
+	if (!send_msg(sl, &m)) {
+		rte_mempool_put(sl->txrecs, r);
+		sl->st->c[DP_LOG_DROPPED]++;
+	}
+}
+
+static const struct smtp_ops smtp_ops = {
+	.write = smtp_write,
+	.close = smtp_close,
+	.check = smtp_check,
+	.chunk_get = chunk_get,
+	.chunk_put = chunk_put,
+	.record = smtp_record,
+};
+
+static void
+slot_release(struct sess *s)
+{
+	struct sess_layer *sl = s->sl;
+
+	smtp_session_fini(s->smtp);
+	s->in_use = false;
+	s->gen++;
+	sl->free_stack[sl->n_free++] = s->idx;
+	sl->st->c[DP_SESSIONS_CLOSED]++;
+}
+
+static void *
+tcp_open(void *ctx, struct tcp_conn *c, const struct tcp_conn_info *info)
+{
+	struct sess_layer *sl = ctx;
+	struct ctl_msg m = { .kind = MSG_RDNS, .family = info->family };
+	struct policy p;
+	struct sess *s;
+
+	if (sl->n_free == 0) {
+		sl->st->c[DP_SESSIONS_REFUSED]++;
+		return NULL;
+	}
+	s = &sl->sess[sl->free_stack[--sl->n_free]];
+	s->tcp = c;
+	s->in_use = true;
+	s->waiting_ptr = s->spool_pending = false;
+	s->queue_id[0] = '\0';
+	s->id = ((uint64_t)sl->lcore << 48) | (sl->next_id++ & 0xffffffffffffull);
+	s->peer.family = info->family;
+	memcpy(s->peer.addr, info->peer, 16);
+	s->peer.port = info->peer_port;
+	s->ptr = PTR_UNKNOWN;
+	s->ptr_outcome = POLICY_PASS;
+	policy_live_get(&p);
+	s->rule = p.rule[info->family == 6 ? POLICY_IPV6_PTR : POLICY_IPV4_PTR];
+	s->smtp = smtp_session_init(sl->smtp_mem + (size_t)s->idx * sl->smtp_size,
+				    sl->smtp_size, &sl->smtp_params, &smtp_ops, s,
+				    &s->peer);
+	sl->st->c[DP_SESSIONS_OPENED]++;
+
+	/* The lookup starts before the first command, so it is usually done
+	 * by MAIL. A full ring is a temporary failure: 451, never 5xx. */
+	m.idx = s->idx;
+	m.gen = s->gen;
+	memcpy(m.u.addr, info->peer, 16);
+	if (!send_msg(sl, &m))
+		s->ptr = PTR_TEMPERROR;
+	smtp_session_start(s->smtp);
+	return s;
+}
+
+static void
+tcp_recv(void *app, const uint8_t *p, uint32_t n)
+{
+	struct sess *s = app;
+
+	smtp_session_feed(s->smtp, p, n);
+}
+
+static uint32_t
+tcp_rcv_space(void *app)
+{
+	struct sess *s = app;
+
+	return smtp_session_rcv_space(s->smtp);
+}
+
+static void
+tcp_sent(void *app)
+{
+	smtp_session_writable(((struct sess *)app)->smtp);
+}
+
+static void
+tcp_peer_fin(void *app)
+{
+	smtp_session_peer_closed(((struct sess *)app)->smtp);
+}
+
+static void
+tcp_idle(void *app)
+{
+	smtp_session_idle(((struct sess *)app)->smtp);
+}
+
+static void
+tcp_closed(void *app, int reason)
+{
+	struct sess *s = app;
+
+	(void)reason;
+	s->tcp = NULL;
+	if (s->spool_pending) {
+		s->sl->st->c[DP_SPOOL_ZOMBIES]++;
+		return;   /* the spool's answer releases the slot */
+	}
+	slot_release(s);
+}
+
+static bool
+tcp_output(void *ctx, const struct tcp_out *o)
+{
+	struct sess_layer *sl = ctx;
+
+	return worker_emit_tcp(sl->w, o);
+}
+
+static const struct tcp_ops tcp_ops = {
+	.output = tcp_output,
+	.open = tcp_open,
+	.recv = tcp_recv,
+	.rcv_space = tcp_rcv_space,
+	.sent = tcp_sent,
+	.peer_fin = tcp_peer_fin,
+	.idle = tcp_idle,
+	.closed = tcp_closed,
+};
+
+static struct sess *
+sess_of(struct sess_layer *sl, const struct ctl_msg *m)
+{
+	struct sess *s;
+
+	if (m->idx >= sl->max_flows)
+		return NULL;
+	s = &sl->sess[m->idx];
+	if (!s->in_use || s->gen != m->gen) {
+		sl->st->c[DP_VERDICTS_STALE]++;
+		return NULL;
+	}
+	return s;
+}
+
+static void
+on_rdns_done(struct sess_layer *sl, const struct ctl_msg *m)
+{
+	struct sess *s = sess_of(sl, m);
+	struct smtp_verdict v;
+
+	if (!s)
+		return;
+	s->ptr = m->result < PTR__RESULTS ? m->result : PTR_TEMPERROR;
+	if (s->waiting_ptr && s->tcp) {
+		s->waiting_ptr = false;
+		ptr_decide(s, &v);
+		smtp_session_verdict(s->smtp, s->wait_token, &v);
+	}
+}
+
+static void
+on_spool_done(struct sess_layer *sl, const struct ctl_msg *m)
+{
+	struct sess *s = sess_of(sl, m);
+	struct txrec *r = m->u.rec;
+	struct smtp_verdict v = { 0 };
+
+	if (!s || !s->spool_pending) {
+		rte_mempool_put(sl->txrecs, r);
+		return;
+	}
+	s->spool_pending = false;
+	if (r->spool_errno == 0) {
+		v.code = 250;
+		memcpy(v.enh, "2.0.0", 6);
+		snprintf(sl->queued, sizeof(sl->queued), "Ok: queued as %s", r->queue_id);
+		memcpy(s->queue_id, r->queue_id, sizeof(s->queue_id));
+		v.text = sl->queued;
+	} else {
+		v.code = 451;
+		memcpy(v.enh, "4.3.0", 6);
+		v.text = "Requested action aborted: local problem in processing, message not queued";
+	}
+	rte_mempool_put(sl->txrecs, r);
+	if (!s->tcp) {
+		slot_release(s);   /* the zombie: its TCP went while we wrote */
+		return;
+	}
+	smtp_session_verdict(s->smtp, s->spool_token, &v);
+}
+
+unsigned
+sess_layer_poll(struct sess_layer *sl, uint64_t now_us)
+{
+	struct ctl_msg msgs[VERDICT_BURST];
+	unsigned n, i;
+
+	n = rte_ring_sc_dequeue_burst_elem(sl->ver, msgs, sizeof(msgs[0]),
+					   VERDICT_BURST, NULL);
+	for (i = 0; i < n; i++) {
+		if (msgs[i].kind == MSG_RDNS_DONE)
+			on_rdns_done(sl, &msgs[i]);
+		else if (msgs[i].kind == MSG_SPOOL_DONE)
+			on_spool_done(sl, &msgs[i]);
+	}
+	if (now_us - sl->last_tick_us >= TICK_US) {
+		sl->last_tick_us = now_us;
+		tcp_engine_tick(sl->tcp, now_us);
+	}
+	return n;
+}
+
+void
+sess_layer_input(struct sess_layer *sl, const struct tcp_pkt *pkt,
+		 uint64_t now_us)
+{
+	tcp_input(sl->tcp, pkt, now_us);
+}
+
+static bool
+domain_accepted(const void *arg, const char *domain, size_t len)
+{
+	return config_domain_accepted(arg, domain, len);
+}
+
+size_t
+sess_layer_slot_bytes(void)
+{
+	return sizeof(struct sess) + smtp_session_size() + tcp_conn_size() +
+	       sizeof(uint32_t);
+}
+
+const struct tcp_engine *
+sess_layer_tcp(const struct sess_layer *sl)
+{
+	return sl->tcp;
+}
+
+uint32_t
+sess_layer_active(const struct sess_layer *sl)
+{
+	return sl->max_flows - sl->n_free;
+}
+
+void
+sess_layer_chunks(const struct sess_layer *sl, uint32_t *free_n, uint32_t *total)
+{
+	*free_n = rte_mempool_avail_count(sl->chunks);
+	*total = sl->chunks->size;
+}
+
+static struct tcp_engine *
+make_tcp(struct sess_layer *sl, const struct sess_layer_params *p)
+{
+	const struct edge_config *c = p->cfg;
+	struct tcp_params tp = {
+		.max_flows = c->flows,
+		.ports = c->smtp_ports,
+		.n_ports = c->n_smtp_ports,
+		.mss4 = (uint16_t)(c->mtu - 40),
+		.mss6 = (uint16_t)(c->mtu - 60),
+		.sndbuf_bytes = 16384,
+		.sndbuf_pool_bytes = c->flows * 4096u,
+		.ooo_max_bytes = 65536,
+		.ooo_pool_bytes = 16u << 20,
+		.handshake_timeout_ms = 10000,
+		.idle_timeout_ms = c->idle_timeout_s * 1000u,
+		.lifetime_ms = c->lifetime_s * 1000u,
+		.rto_min_ms = 200,
+		.rto_max_ms = 60000,
+		.max_retries = 8,
+		.halfopen_max = c->flows / 4 + 16,
+		.rst_rate_per_s = 1000,
+		.secret_seed = p->secret_seed,
+	};
+
+	return tcp_engine_create(&tp, &tcp_ops, sl, 0);
+}
+
+struct sess_layer *
+sess_layer_create(const struct sess_layer_params *p)
+{
+	const struct edge_config *c = p->cfg;
+	struct sess_layer *sl;
+	char name[RTE_MEMPOOL_NAMESIZE];
+	uint32_t i, n_chunks;
+
+	sl = rte_zmalloc("sess_layer", sizeof(*sl), RTE_CACHE_LINE_SIZE);
+	if (!sl)
+		goto nomem;
+	sl->cfg = c;
+	sl->w = p->worker;
+	sl->st = &dp_stats[p->lcore];
+	sl->req = p->req;
+	sl->ver = p->ver;
+	sl->txrecs = p->txrecs;
+	sl->worker_id = p->worker_id;
+	sl->lcore = p->lcore;
+	sl->max_flows = c->flows;
+	sl->wall0_us = p->wall0_us;
+	sl->tsc0 = p->tsc0;
+	sl->tsc_hz = p->tsc_hz;
+	sl->smtp_params = (struct smtp_params){
+		.hostname = c->hostname,
+		.max_cmd_line = c->max_cmd_line,
+		.max_text_line = c->max_text_line,
+		.max_rcpts = c->max_rcpts,
+		.max_msg_size = c->max_message_size,
+		.max_errors = c->max_errors,
+		.pregreet_reject = c->pregreet_reject,
+		.domain_accepted = domain_accepted,
+		.domain_arg = c,
+	};
+	sl->smtp_size = RTE_ALIGN_CEIL(smtp_session_size(), RTE_CACHE_LINE_SIZE);
+	sl->sess = rte_zmalloc("sessions", sizeof(*sl->sess) * c->flows, RTE_CACHE_LINE_SIZE);
+	sl->smtp_mem = rte_malloc("smtp_sessions", sl->smtp_size * c->flows, RTE_CACHE_LINE_SIZE);
+	sl->free_stack = rte_malloc("sess_free", sizeof(uint32_t) * c->flows, 0);
+	if (!sl->sess || !sl->smtp_mem || !sl->free_stack)
+		goto nomem;
+	for (i = 0; i < c->flows; i++) {
+		sl->sess[i].sl = sl;
+		sl->sess[i].idx = i;
+		sl->free_stack[i] = c->flows - 1 - i;
+	}
+	sl->n_free = c->flows;
+
+	/* The body budget: chunks, so a message is kept as it arrives and the
+	 * 452 comes when the budget, not the machine, runs out. */
+	n_chunks = (uint32_t)(((uint64_t)c->body_budget_mb << 20) / CHUNK_BYTES);
+	snprintf(name, sizeof(name), "body_%u", p->worker_id);
+	sl->chunks = rte_mempool_create(name, n_chunks, CHUNK_BYTES, 0, 0, NULL,
+					NULL, NULL, NULL, (int)rte_socket_id(),
+					RTE_MEMPOOL_F_SP_PUT | RTE_MEMPOOL_F_SC_GET);
+	if (!sl->chunks)
+		goto nomem;
+	sl->tcp = make_tcp(sl, p);
+	if (!sl->tcp)
+		goto nomem;
+	return sl;
+nomem:
+	sess_layer_destroy(sl);
+	rte_errno = ENOMEM;
+	return NULL;
+}
+
+void
+sess_layer_destroy(struct sess_layer *sl)
+{
+	uint32_t i;
+
+	if (!sl)
+		return;
+	tcp_engine_destroy(sl->tcp);
+	if (sl->sess && sl->smtp_mem)
+		for (i = 0; i < sl->max_flows; i++)
+			if (sl->sess[i].in_use)
+				smtp_session_fini(sl->sess[i].smtp);
+	rte_mempool_free(sl->chunks);
+	rte_free(sl->free_stack);
+	rte_free(sl->smtp_mem);
+	rte_free(sl->sess);
+	rte_free(sl);
+}

@@ -1,0 +1,56 @@
+/*
+ * session.h - a worker's sessions: the glue between its TCP engine, the
+ * SMTP engine of each connection, the policy, and the rings to the control
+ * plane.
+ *
+ * Everything here runs on the worker's lcore: no locks, no system calls,
+ * no allocation (sessions, bodies and records come from pools sized at
+ * start). A session waits for the control plane by parking its pending SMTP
+ * reply under a token, never by blocking.
+ */
+#ifndef SMTPEDGE_SESSION_H
+#define SMTPEDGE_SESSION_H
+
+#include <stdint.h>
+
+#include "dataplane/tcp.h"
+
+struct edge_config;
+struct rte_mempool;
+struct rte_ring;
+struct worker;
+struct ctl_msg;
+struct sess_layer;
+
+struct sess_layer_params {
+	const struct edge_config *cfg;
+	struct worker *worker;           /* where TCP output goes */
+	uint32_t worker_id;              /* index of this worker's rings */
+	unsigned lcore;
+	struct rte_ring *req, *ver;      /* to and from the control plane */
+	struct rte_mempool *txrecs;      /* shared with the control plane */
+	uint64_t wall0_us;               /* wall clock at tsc0 */
+	uint64_t tsc0, tsc_hz;
+	uint64_t secret_seed;
+};
+
+struct sess_layer *sess_layer_create(const struct sess_layer_params *p);
+void sess_layer_destroy(struct sess_layer *sl);
+
+/* A TCP segment for us, already validated. */
+void sess_layer_input(struct sess_layer *sl, const struct tcp_pkt *pkt,
+		      uint64_t now_us);
+/* Verdicts from the control plane, and timers. Returns work done. */
+unsigned sess_layer_poll(struct sess_layer *sl, uint64_t now_us);
+uint64_t sess_layer_now_us(const struct sess_layer *sl, uint64_t tsc);
+
+/* For telemetry (read from another thread; counters only). */
+const struct tcp_engine *sess_layer_tcp(const struct sess_layer *sl);
+uint32_t sess_layer_active(const struct sess_layer *sl);
+/* Body chunks free and in all. */
+void sess_layer_chunks(const struct sess_layer *sl, uint32_t *free_n,
+		       uint32_t *total);
+/* Bytes of memory one session slot takes (TCB, SMTP session, glue). */
+size_t sess_layer_slot_bytes(void);
+
+#endif

@@ -1,0 +1,218 @@
+/*
+ * smtp.h — the SMTP protocol engine of smtpedge: the interface.
+ *
+ * The engine is pure C over byte buffers. The worker feeds it the bytes its
+ * TCP engine delivers; it produces reply bytes through ops->write and asks
+ * the control plane for verdicts through ops->check, holding every reply
+ * behind a pending verdict so that pipelined replies leave in command order
+ * (RFC 2920). It knows nothing of DPDK, rings or sockets, so tests and fuzz
+ * targets drive it alone.
+ *
+ * Memory: the session is one fixed-size object in the caller's memory
+ * (smtp_session_size() bytes, from a mempool in the worker). Message bodies
+ * and recipient lists live in chunks the caller lends through
+ * ops->chunk_get / ops->chunk_put; the engine never calls malloc.
+ */
+#ifndef SMTPEDGE_DATAPLANE_SMTP_H
+#define SMTPEDGE_DATAPLANE_SMTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Compile-time ceilings of the fixed-size session; params are clamped. */
+#define SMTP_CMD_LINE_CAP   2048u  /* largest max_cmd_line honoured */
+#define SMTP_PENDING_CAP    4096u  /* largest max_pending_in honoured */
+#define SMTP_PATH_MAX       256u   /* RFC 5321 4.5.3.1.3, with the <> */
+#define SMTP_DOMAIN_MAX     255u   /* RFC 5321 4.5.3.1.2 */
+#define SMTP_LOCAL_MAX      64u    /* RFC 5321 4.5.3.1.1 */
+#define SMTP_REC_REPLIES    32u    /* reply codes kept per record */
+
+struct smtp_session;               /* opaque: smtp_session_size() bytes */
+
+struct smtp_peer {
+	uint8_t family;                /* 4 or 6 */
+	uint8_t addr[16];              /* network order; IPv4 in the first 4 */
+	uint16_t port;
+};
+
+/*
+ * A chunk of caller memory lent to the engine. chunk_get returns raw memory
+ * of *cap bytes; the engine lays this header at its start and uses the rest.
+ * chunk_put receives the same pointer back. Chains hold bodies (the
+ * dot-unstuffed message in CRLF wire form) and recipient lists (each address
+ * NUL-terminated, one after another).
+ */
+struct smtp_chunk {
+	struct smtp_chunk *next;
+	uint32_t len;                  /* bytes used in data[] */
+	uint32_t cap;                  /* bytes available in data[] */
+	uint8_t data[];
+};
+
+struct smtp_params {               /* shared by a worker's sessions; read-only */
+	const char *hostname;          /* greeting, EHLO, 421 texts */
+	uint32_t max_cmd_line;         /* with CRLF; 0 = 512 (RFC 5321 4.5.3.1.4) */
+	uint32_t max_text_line;        /* with CRLF; 0 = 1000 (4.5.3.1.6) */
+	uint32_t max_rcpts;            /* 0 = 100 (4.5.3.1.8) */
+	uint64_t max_msg_size;         /* SIZE advertised and enforced; 0 = 10 MiB */
+	uint32_t max_errors;           /* then 421 4.7.0; 0 = 20 */
+	uint32_t max_pending_in;       /* input held behind a verdict; 0 = 4096 */
+	bool pregreet_reject;          /* talking before the greeting: reject */
+	/* Recipient domains we are MX for; NULL accepts none (never a relay). */
+	bool (*domain_accepted)(const void *arg, const char *domain, size_t len);
+	const void *domain_arg;
+};
+
+enum smtp_stage {
+	SMTP_STAGE_CONNECT,            /* the greeting waits on it */
+	SMTP_STAGE_MAIL,
+	SMTP_STAGE_RCPT,
+	SMTP_STAGE_DATA_END,           /* the reply to the end of DATA / BDAT LAST */
+	SMTP_STAGE_COUNT
+};
+
+enum smtp_body_type { SMTP_BODY_NONE, SMTP_BODY_7BIT, SMTP_BODY_8BITMIME };
+
+/*
+ * A verdict request. Pointers are valid during the check call only, except
+ * rcpts and body, which stay put until the verdict is delivered (or until
+ * smtp_session_fini): the control plane may read the chains meanwhile.
+ */
+struct smtp_check {
+	enum smtp_stage stage;
+	uint32_t token;                /* give it back to smtp_session_verdict */
+	const struct smtp_peer *peer;
+	const char *helo;              /* "" before HELO/EHLO */
+	const char *mail_from;         /* "" for <>; NULL before MAIL */
+	const char *rcpt;              /* RCPT: the address asked about */
+	const struct smtp_chunk *rcpts;/* accepted so far (DATA_END: all) */
+	uint32_t nrcpts;
+	const struct smtp_chunk *body; /* DATA_END: the message */
+	uint64_t body_size;
+	uint64_t size_param;           /* MAIL SIZE=, 0 when absent */
+	enum smtp_body_type body_type;
+	bool smtputf8;
+};
+
+struct smtp_verdict {
+	uint16_t code;                 /* 0: no objection, the engine's own reply */
+	char enh[8];                   /* "5.7.25"; "" picks a default by class */
+	const char *text;              /* may be NULL; one line, clipped */
+};
+
+enum smtp_check_result {
+	SMTP_CHECK_DONE = 0,           /* *v filled in now */
+	SMTP_CHECK_PENDING = 1,        /* smtp_session_verdict() comes later */
+};
+
+enum smtp_record_kind { SMTP_REC_TRANSACTION, SMTP_REC_SESSION };
+
+/* Record flags. */
+#define SMTP_RF_PREGREET   0x01u   /* the peer talked before the greeting */
+#define SMTP_RF_DELIVERED  0x02u   /* DATA_END answered 2xx */
+#define SMTP_RF_ABORTED    0x04u   /* ended by RSET, EHLO, close, timeout */
+#define SMTP_RF_BARE_NL    0x08u   /* bare CR or LF in the body */
+#define SMTP_RF_TOO_BIG    0x10u   /* SIZE exceeded */
+#define SMTP_RF_NO_MEM     0x20u   /* chunk_get failed */
+#define SMTP_RF_LONG_LINE  0x40u   /* a text line over max_text_line */
+
+/*
+ * What happened: once per transaction (MAIL to its end) and once at session
+ * end. replies[] holds every reply code given since the previous record, so
+ * the records of a session together list all its replies in order.
+ */
+struct smtp_record {
+	enum smtp_record_kind kind;
+	const struct smtp_peer *peer;
+	const char *helo;
+	const char *mail_from;         /* NULL outside a transaction */
+	const struct smtp_chunk *rcpts;
+	uint32_t nrcpts;
+	uint64_t size;                 /* body bytes received, unstuffed */
+	const struct smtp_chunk *body; /* NULL when discarded */
+	const uint16_t *replies;
+	uint32_t nreplies;
+	uint32_t replies_dropped;      /* beyond SMTP_REC_REPLIES */
+	uint32_t flags;                /* SMTP_RF_* */
+	uint32_t errors;               /* session error count so far */
+	uint32_t stale_verdicts;
+};
+
+struct smtp_ops {                  /* ctx is the glue's, one per session */
+	/* Reply bytes to TCP. May take fewer than n: the engine stops and
+	 * resumes on smtp_session_writable(). */
+	uint32_t (*write)(void *ctx, const void *p, uint32_t n);
+	/* Graceful close after 221 or 421 has been written, or after the peer
+	 * closed. Called once. Must not call smtp_session_fini() itself. */
+	void (*close)(void *ctx);
+	/* Returns SMTP_CHECK_PENDING, or fills *v (zeroed on entry) and
+	 * returns SMTP_CHECK_DONE. NULL: no objection at any stage. Must not
+	 * call smtp_session_verdict() from inside: answer through *v. */
+	int (*check)(void *ctx, const struct smtp_check *chk,
+		     struct smtp_verdict *v);
+	/* Caller memory for bodies and recipient lists; NULL when the
+	 * worker's budget is spent (the peer gets 452 4.3.1). */
+	void *(*chunk_get)(void *ctx, uint32_t *cap);
+	void (*chunk_put)(void *ctx, void *chunk);
+	void (*record)(void *ctx, const struct smtp_record *rec); /* may be NULL */
+};
+
+enum smtp_state {
+	SMTP_ST_NEW,        /* initialised, not started */
+	SMTP_ST_CONNECT,    /* the CONNECT verdict is pending: no greeting yet */
+	SMTP_ST_REJECTED,   /* refused at connect: 503 to all but QUIT */
+	SMTP_ST_GREETED,    /* 220 sent, no HELO/EHLO yet */
+	SMTP_ST_READY,      /* HELO/EHLO done, no transaction */
+	SMTP_ST_MAIL,       /* MAIL accepted, no recipient yet */
+	SMTP_ST_RCPT,       /* at least one recipient */
+	SMTP_ST_DATA,       /* reading a DATA body */
+	SMTP_ST_BDAT,       /* in a BDAT transaction */
+	SMTP_ST_CLOSING,    /* 221/421 queued: draining output, input ignored */
+	SMTP_ST_CLOSED,     /* ops->close called */
+	SMTP_ST_COUNT
+};
+
+size_t smtp_session_size(void);
+/* Lays a session in mem (memlen >= smtp_session_size()). NULL on bad
+ * arguments. params, ops and peer must outlive the session. */
+struct smtp_session *smtp_session_init(void *mem, size_t memlen,
+				       const struct smtp_params *params,
+				       const struct smtp_ops *ops, void *ctx,
+				       const struct smtp_peer *peer);
+/* Asks the CONNECT check; the greeting (or the refusal) follows. */
+void smtp_session_start(struct smtp_session *s);
+/* Takes client bytes; returns how many it took: all of them unless the
+ * held-input bound (max_pending_in) is reached while a verdict or the
+ * output is awaited. Bytes after 221/421 are taken and dropped. */
+uint32_t smtp_session_feed(struct smtp_session *s, const uint8_t *p, uint32_t n);
+/* Bytes feed() is sure to take now: the receive window to advertise. */
+uint32_t smtp_session_rcv_space(const struct smtp_session *s);
+/* The answer to a PENDING check. A token that is not the one awaited
+ * (late, duplicate, after close) is dropped and counted. */
+void smtp_session_verdict(struct smtp_session *s, uint32_t token,
+			  const struct smtp_verdict *v);
+/* ops->write took less than offered earlier; it may take more now. */
+void smtp_session_writable(struct smtp_session *s);
+/* Idle timer: 421 4.4.2 and close (or drop unsent output when closing). */
+void smtp_session_idle(struct smtp_session *s);
+/* The peer sent FIN or RST: nothing held is answered; close. */
+void smtp_session_peer_closed(struct smtp_session *s);
+/* Records what was not yet recorded and returns every chunk. Safe in any
+ * state, twice, and on a session that was never started. */
+void smtp_session_fini(struct smtp_session *s);
+
+int smtp_session_state(const struct smtp_session *s);
+const char *smtp_state_name(int state);
+const char *smtp_stage_name(int stage);
+
+struct smtp_session_stats {
+	uint32_t errors;
+	uint32_t stale_verdicts;
+	uint32_t chunks_held;
+	bool pregreet;
+};
+void smtp_session_stats(const struct smtp_session *s,
+			struct smtp_session_stats *st);
+
+#endif

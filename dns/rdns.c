@@ -1,0 +1,783 @@
+/*
+ * dns/rdns.c — forward-confirmed reverse DNS on libunbound, asynchronous
+ * (see rdns.h for the check itself).
+ *
+ * A lookup is a slot of a pool allocated at create, with room for its PTR
+ * query and its RDNS_MAX_NAMES forward queries: nothing is allocated per
+ * lookup by us (libunbound allocates its answers; we free them).
+ *
+ * Why answers arrive through a queue of our own: the ub_ctx is shared,
+ * and the SPF/DKIM threads call ub_process() on it too. ub_process() hands
+ * every waiting answer to its callback on the calling thread, so our
+ * callback may run on a pool thread. It therefore touches nothing but the
+ * query's mailbox: under r->lock it files the answer on r->arrived and
+ * signals an eventfd; the owner thread takes the list in rdns_process().
+ * rdns_fd() is an epoll fd over ub_fd() (answers still in libunbound's
+ * pipe) and that eventfd (answers another thread took out for us).
+ *
+ * Cancelling (deadline, an early PASS, destroy): in thread mode,
+ * ub_cancel() returning 0 means the callback will never run; UB_NOID means
+ * the answer was already taken out of the pipe, so its callback has run
+ * or is running on some thread. Such a query stays pending, and its slot
+ * waits in DRAIN until the answer reaches our queue: a slot is never
+ * reused, nor freed, while a callback may still write into it.
+ */
+#include "dns/rdns.h"
+#include "dns/rdns_cache.h"
+#include "dns/rdns_name.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unbound.h>
+
+#define RDNS_TYPE_A 1
+#define RDNS_TYPE_PTR 12
+#define RDNS_TYPE_AAAA 28
+#define RDNS_CLASS_IN 1
+#define RDNS_RCODE_NOERROR 0
+#define RDNS_RCODE_NXDOMAIN 3
+#define RDNS_DEFAULT_TIMEOUT_MS 5000
+#define RDNS_DRAIN_SLICE_MS 10
+
+enum rdns_state {
+	RDNS_S_FREE,      /* on the free list */
+	RDNS_S_PTR,       /* waiting for the PTR answer */
+	RDNS_S_FORWARD,   /* waiting for the A/AAAA answers of the names */
+	RDNS_S_DRAIN,     /* answered; an answer is still on its way to us */
+	RDNS_S__COUNT
+};
+
+struct rdns_lookup;
+
+struct rdns_query {
+	struct rdns_lookup *lookup;  /* fixed at create: the callback's way in */
+	struct rdns_query *next;     /* on r->arrived, under r->lock */
+	struct ub_result *res;       /* set by the callback, under r->lock */
+	int err;                     /* set by the callback, under r->lock */
+	int async_id;                /* owner thread only, from here down */
+	bool pending;                /* issued; answer not consumed yet */
+	uint8_t index;               /* 0: the PTR; 1 + i: PTR name i */
+};
+
+struct rdns_lookup {
+	struct rdns *r;                    /* fixed at create */
+	struct rdns_lookup *prev, *next;   /* deadline list, or free list */
+	uint8_t state;                     /* enum rdns_state */
+	uint8_t family;
+	uint8_t addr[16];
+	bool fwd_temp;                     /* a forward lookup failed */
+	rdns_done_fn done;
+	void *arg;
+	uint64_t start_us, deadline_us;
+	struct ub_result *ptr;             /* the PTR answer, for the names */
+	uint32_t fwd_left;                 /* forward answers awaited */
+	uint32_t pending;                  /* queries with .pending set */
+	int ttl_ptr, ttl_fwd;              /* bounds for the result cache */
+	struct rdns_query q[1 + RDNS_MAX_NAMES];
+};
+
+struct rdns {
+	struct ub_ctx *ub;
+	uint64_t timeout_us;
+	uint32_t max_names, max_inflight, cache_ttl_s;
+	struct rdns_cache *cache;
+	struct rdns_lookup *pool;
+	struct rdns_lookup *free;          /* singly linked through next */
+	struct rdns_lookup *head, *tail;   /* in flight, by deadline */
+	uint32_t inflight;
+	int efd, epfd;
+	bool lock_ok;
+	pthread_mutex_t lock;              /* guards arrived and signalled */
+	struct rdns_query *arrived;
+	bool signalled;
+	_Atomic uint64_t counters[RDNS_C__COUNT];
+};
+
+static void rdns_on_ptr(struct rdns *r, struct rdns_lookup *l,
+			struct rdns_query *q, int err, struct ub_result *res,
+			uint64_t now_us);
+static void rdns_on_forward(struct rdns *r, struct rdns_lookup *l,
+			    struct rdns_query *q, int err,
+			    struct ub_result *res, uint64_t now_us);
+static void rdns_on_late(struct rdns *r, struct rdns_lookup *l,
+			 struct rdns_query *q, int err, struct ub_result *res,
+			 uint64_t now_us);
+
+/* What each state means: for the slot's bookkeeping, and for an answer
+ * that arrives in it. */
+static const struct {
+	const char *name;
+	bool timed;       /* on the deadline list */
+	bool held;        /* counts in rdns_inflight() */
+	void (*on_answer)(struct rdns *r, struct rdns_lookup *l,
+			  struct rdns_query *q, int err,
+			  struct ub_result *res, uint64_t now_us);
+} rdns_states[RDNS_S__COUNT] = {
+	/* FREE has nothing pending: an answer there would be our bug, and
+	 * is only freed */
+	[RDNS_S_FREE]    = { "free",    false, false, rdns_on_late },
+	[RDNS_S_PTR]     = { "ptr",     true,  true,  rdns_on_ptr },
+	[RDNS_S_FORWARD] = { "forward", true,  true,  rdns_on_forward },
+	[RDNS_S_DRAIN]   = { "drain",   false, true,  rdns_on_late },
+};
+
+static const char *const rdns_counter_names[RDNS_C__COUNT] = {
+	[RDNS_C_LOOKUPS] = "lookups",
+	[RDNS_C_CACHE_HITS] = "cache_hits",
+	[RDNS_C_PASS] = "pass",
+	[RDNS_C_NONE] = "none",
+	[RDNS_C_MISMATCH] = "mismatch",
+	[RDNS_C_TEMPERROR] = "temperror",
+	[RDNS_C_TIMEOUTS] = "timeouts",
+	[RDNS_C_CANCELLED] = "cancelled",
+	[RDNS_C_BUSY] = "busy",
+	[RDNS_C_LAT_1MS] = "latency_lt_1ms",
+	[RDNS_C_LAT_2MS] = "latency_lt_2ms",
+	[RDNS_C_LAT_5MS] = "latency_lt_5ms",
+	[RDNS_C_LAT_10MS] = "latency_lt_10ms",
+	[RDNS_C_LAT_20MS] = "latency_lt_20ms",
+	[RDNS_C_LAT_50MS] = "latency_lt_50ms",
+	[RDNS_C_LAT_100MS] = "latency_lt_100ms",
+	[RDNS_C_LAT_200MS] = "latency_lt_200ms",
+	[RDNS_C_LAT_500MS] = "latency_lt_500ms",
+	[RDNS_C_LAT_1000MS] = "latency_lt_1000ms",
+	[RDNS_C_LAT_SLOW] = "latency_ge_1000ms",
+};
+
+/* Upper bounds of the latency buckets, RDNS_C_LAT_1MS onwards. */
+static const uint32_t rdns_latency_bounds_us[] = {
+	1000, 2000, 5000, 10000, 20000, 50000, 100000, 200000, 500000,
+	1000000,
+};
+
+static const struct {
+	const char *name;
+	enum rdns_counter_id counter;
+} rdns_results[] = {
+	[RDNS_PASS] = { "pass", RDNS_C_PASS },
+	[RDNS_NONE] = { "none", RDNS_C_NONE },
+	[RDNS_MISMATCH] = { "mismatch", RDNS_C_MISMATCH },
+	[RDNS_TEMPERROR] = { "temperror", RDNS_C_TEMPERROR },
+};
+
+const char *
+rdns_result_name(enum rdns_result res)
+{
+	if ((unsigned)res >= sizeof(rdns_results) / sizeof(rdns_results[0]))
+		return "?";
+	return rdns_results[res].name;
+}
+
+const char *
+rdns_counter_name(unsigned id)
+{
+	return id < RDNS_C__COUNT ? rdns_counter_names[id] : NULL;
+}
+
+uint64_t
+rdns_counter(const struct rdns *r, unsigned id)
+{
+	if (id >= RDNS_C__COUNT)
+		return 0;
+	return atomic_load_explicit(&r->counters[id], memory_order_relaxed);
+}
+
+/* One writer (the owner), many readers: no read-modify-write needed. */
+static void
+rdns_count(struct rdns *r, enum rdns_counter_id id)
+{
+	uint64_t v = atomic_load_explicit(&r->counters[id],
+					  memory_order_relaxed);
+
+	atomic_store_explicit(&r->counters[id], v + 1, memory_order_relaxed);
+}
+
+static void
+rdns_count_latency(struct rdns *r, uint64_t us)
+{
+	unsigned i;
+
+	for (i = 0; i < sizeof(rdns_latency_bounds_us) /
+			sizeof(rdns_latency_bounds_us[0]); i++)
+		if (us < rdns_latency_bounds_us[i])
+			break;
+	rdns_count(r, (enum rdns_counter_id)(RDNS_C_LAT_1MS + i));
+}
+
+/*
+ * The one place a slot changes state; it keeps the deadline list, the
+ * free list and the in-flight count in step with the state table.
+ */
+static void
+rdns_enter(struct rdns *r, struct rdns_lookup *l, enum rdns_state to)
+{
+	enum rdns_state from = (enum rdns_state)l->state;
+
+	if (rdns_states[from].timed && !rdns_states[to].timed) {
+		if (l->prev != NULL)
+			l->prev->next = l->next;
+		else
+			r->head = l->next;
+		if (l->next != NULL)
+			l->next->prev = l->prev;
+		else
+			r->tail = l->prev;
+		l->prev = l->next = NULL;
+	} else if (!rdns_states[from].timed && rdns_states[to].timed) {
+		/* one timeout for all, so appending keeps deadline order */
+		l->prev = r->tail;
+		l->next = NULL;
+		if (r->tail != NULL)
+			r->tail->next = l;
+		else
+			r->head = l;
+		r->tail = l;
+	}
+	if (rdns_states[from].held && !rdns_states[to].held) {
+		r->inflight--;
+		l->next = r->free;
+		r->free = l;
+	} else if (!rdns_states[from].held && rdns_states[to].held) {
+		r->inflight++;
+	}
+	l->state = (uint8_t)to;
+}
+
+/* libunbound's callback: may run on any thread that calls ub_process(). */
+static void
+rdns_ub_callback(void *mydata, int err, struct ub_result *res)
+{
+	struct rdns_query *q = mydata;
+	struct rdns *r = q->lookup->r;
+	uint64_t one = 1;
+
+	pthread_mutex_lock(&r->lock);
+	q->err = err;
+	q->res = res;
+	q->next = r->arrived;
+	r->arrived = q;
+	/* inside the lock: once unlocked, r may be gone (rdns_destroy) */
+	if (!r->signalled && write(r->efd, &one, sizeof(one)) ==
+	    (ssize_t)sizeof(one))
+		r->signalled = true;
+	pthread_mutex_unlock(&r->lock);
+}
+
+static int
+rdns_issue(struct rdns *r, struct rdns_lookup *l, unsigned qi,
+	   const char *name, int type)
+{
+	struct rdns_query *q = &l->q[qi];
+	int rc;
+
+	rc = ub_resolve_async(r->ub, name, type, RDNS_CLASS_IN, q,
+			      rdns_ub_callback, &q->async_id);
+	if (rc == 0) {
+		q->pending = true;
+		l->pending++;
+	}
+	return rc;
+}
+
+/* Withdraws the queries still out; see the file comment for UB_NOID. */
+static void
+rdns_cancel_pending(struct rdns *r, struct rdns_lookup *l)
+{
+	unsigned i;
+
+	for (i = 0; i < 1 + RDNS_MAX_NAMES && l->pending > 0; i++) {
+		struct rdns_query *q = &l->q[i];
+
+		if (q->pending && ub_cancel(r->ub, q->async_id) == 0) {
+			q->pending = false;
+			l->pending--;
+		}
+	}
+}
+
+/* Ends the slot's lookup: it drains or goes back to the free list. */
+static void
+rdns_release(struct rdns *r, struct rdns_lookup *l)
+{
+	rdns_cancel_pending(r, l);
+	ub_resolve_free(l->ptr);
+	l->ptr = NULL;
+	l->done = NULL;
+	l->arg = NULL;
+	rdns_enter(r, l, l->pending > 0 ? RDNS_S_DRAIN : RDNS_S_FREE);
+}
+
+/* Records in an answer: data[] ends with NULL. */
+static uint32_t
+rdns_count_names(const struct ub_result *res)
+{
+	uint32_t n = 0;
+
+	while (res->data != NULL && res->data[n] != NULL)
+		n++;
+	return n;
+}
+
+/* PTR name i for the answer: no final dot; "" when there is none. */
+static void
+rdns_answer_name(const struct rdns_lookup *l, uint32_t i,
+		 char out[RDNS_NAME_LEN])
+{
+	size_t len;
+
+	out[0] = '\0';
+	if (l->ptr == NULL || i >= rdns_count_names(l->ptr) ||
+	    !rdns_name_text((const uint8_t *)l->ptr->data[i],
+			    (size_t)l->ptr->len[i], out)) {
+		out[0] = '\0';
+		return;
+	}
+	len = strlen(out);
+	if (len > 1)
+		out[len - 1] = '\0';
+}
+
+static int
+rdns_min_ttl(int a, int b)
+{
+	return a < b ? a : b;
+}
+
+/*
+ * Gives the answer: counters, the cache, the slot released, then done()
+ * last, so that done() may start lookups of its own. name_i: the PTR name
+ * to report (the confirming one for PASS), or 0 for the first.
+ */
+static void
+rdns_finish(struct rdns *r, struct rdns_lookup *l, enum rdns_result res,
+	    uint32_t name_i, int ttl, uint64_t now_us)
+{
+	struct rdns_answer a;
+	rdns_done_fn done = l->done;
+	void *arg = l->arg;
+	uint64_t lat = now_us > l->start_us ? now_us - l->start_us : 0;
+
+	memset(&a, 0, sizeof(a));
+	a.result = res;
+	a.n_ptr = l->ptr != NULL ? rdns_count_names(l->ptr) : 0;
+	rdns_answer_name(l, name_i, a.name);
+	a.latency_us = lat > UINT32_MAX ? UINT32_MAX : (uint32_t)lat;
+	a.cached = false;
+
+	rdns_count(r, rdns_results[res].counter);
+	rdns_count_latency(r, lat);
+	if (r->cache != NULL && res != RDNS_TEMPERROR && ttl > 0) {
+		uint64_t keep = (uint64_t)ttl < r->cache_ttl_s ?
+				(uint64_t)ttl : r->cache_ttl_s;
+
+		if (keep > 0)
+			rdns_cache_put(r->cache, l->family, l->addr, res, a.name,
+				       now_us, now_us + keep * 1000000u);
+	}
+	rdns_release(r, l);
+	done(arg, &a);
+}
+
+/* What an answer means for the check. */
+enum rdns_dns {
+	RDNS_DNS_DATA,    /* records of the type asked for */
+	RDNS_DNS_EMPTY,   /* NXDOMAIN or NODATA: a real "no" */
+	RDNS_DNS_FAIL,    /* anything else: try again later */
+};
+
+static enum rdns_dns
+rdns_classify(int err, const struct ub_result *res)
+{
+	if (err != 0 || res == NULL || res->bogus)
+		return RDNS_DNS_FAIL;
+	if (res->rcode == RDNS_RCODE_NXDOMAIN)
+		return RDNS_DNS_EMPTY;
+	if (res->rcode != RDNS_RCODE_NOERROR)
+		return RDNS_DNS_FAIL;
+	return res->havedata ? RDNS_DNS_DATA : RDNS_DNS_EMPTY;
+}
+
+static void
+rdns_forward_done(struct rdns *r, struct rdns_lookup *l, uint64_t now_us)
+{
+	rdns_finish(r, l, l->fwd_temp ? RDNS_TEMPERROR : RDNS_MISMATCH, 0,
+		    rdns_min_ttl(l->ttl_ptr, l->ttl_fwd), now_us);
+}
+
+/* The PTR answer: NONE, TEMPERROR, or the forward queries, all at once. */
+static void
+rdns_on_ptr(struct rdns *r, struct rdns_lookup *l, struct rdns_query *q,
+	    int err, struct ub_result *res, uint64_t now_us)
+{
+	char name[RDNS_NAME_LEN];
+	uint32_t i, n;
+	int ttl;
+
+	(void)q;   /* always q[0] */
+	switch (rdns_classify(err, res)) {
+	case RDNS_DNS_FAIL:
+		ub_resolve_free(res);
+		rdns_finish(r, l, RDNS_TEMPERROR, 0, 0, now_us);
+		return;
+	case RDNS_DNS_EMPTY:
+		/* the negative TTL (SOA minimum); 0 without an SOA */
+		ttl = res->ttl;
+		ub_resolve_free(res);
+		rdns_finish(r, l, RDNS_NONE, 0, ttl, now_us);
+		return;
+	case RDNS_DNS_DATA:
+		break;
+	}
+	l->ptr = res;
+	l->ttl_ptr = res->ttl;
+	l->ttl_fwd = INT_MAX;
+	rdns_enter(r, l, RDNS_S_FORWARD);
+	n = rdns_count_names(res);
+	for (i = 0; i < n && i < r->max_names; i++) {
+		/* a name we cannot even write down cannot confirm */
+		if (!rdns_name_text((const uint8_t *)res->data[i],
+				    (size_t)res->len[i], name))
+			continue;
+		if (rdns_issue(r, l, 1 + i, name, l->family == 6 ?
+			       RDNS_TYPE_AAAA : RDNS_TYPE_A) == 0)
+			l->fwd_left++;
+		else
+			l->fwd_temp = true;
+	}
+	if (l->fwd_left == 0)
+		rdns_forward_done(r, l, now_us);
+}
+
+static bool
+rdns_has_addr(const struct rdns_lookup *l, const struct ub_result *res)
+{
+	size_t alen = l->family == 6 ? 16 : 4;
+	uint32_t i;
+
+	for (i = 0; res->data[i] != NULL; i++)
+		if ((size_t)res->len[i] == alen &&
+		    memcmp(res->data[i], l->addr, alen) == 0)
+			return true;
+	return false;
+}
+
+/* The A/AAAA answer of a PTR name. The first name that confirms wins:
+ * the check is answered then, and the other queries are withdrawn. */
+static void
+rdns_on_forward(struct rdns *r, struct rdns_lookup *l, struct rdns_query *q,
+		int err, struct ub_result *res, uint64_t now_us)
+{
+	uint32_t i = q->index - 1u;   /* q[0] is the PTR */
+	enum rdns_dns got = rdns_classify(err, res);
+	int ttl = res != NULL ? res->ttl : 0;
+	bool match = got == RDNS_DNS_DATA && rdns_has_addr(l, res);
+
+	ub_resolve_free(res);
+	l->fwd_left--;
+	if (match) {
+		rdns_finish(r, l, RDNS_PASS, i, rdns_min_ttl(l->ttl_ptr, ttl),
+			    now_us);
+		return;
+	}
+	if (got == RDNS_DNS_FAIL)
+		l->fwd_temp = true;
+	else
+		l->ttl_fwd = rdns_min_ttl(l->ttl_fwd, ttl);
+	if (l->fwd_left == 0)
+		rdns_forward_done(r, l, now_us);
+}
+
+/* An answer for a lookup already answered: only its memory matters. */
+static void
+rdns_on_late(struct rdns *r, struct rdns_lookup *l, struct rdns_query *q,
+	     int err, struct ub_result *res, uint64_t now_us)
+{
+	(void)q;
+	(void)err;
+	(void)now_us;
+	ub_resolve_free(res);
+	if (l->pending == 0 && l->state == RDNS_S_DRAIN)
+		rdns_enter(r, l, RDNS_S_FREE);
+}
+
+/* One answer taken off the queue, on the owner thread. */
+static void
+rdns_consume(struct rdns *r, struct rdns_query *q, uint64_t now_us)
+{
+	struct rdns_lookup *l = q->lookup;
+	struct ub_result *res = q->res;
+
+	q->res = NULL;
+	q->pending = false;
+	l->pending--;
+	rdns_states[l->state].on_answer(r, l, q, q->err, res, now_us);
+}
+
+/* Takes what the callbacks filed, in the order it arrived. */
+static struct rdns_query *
+rdns_take_arrived(struct rdns *r)
+{
+	struct rdns_query *list, *rev = NULL;
+	uint64_t v;
+
+	pthread_mutex_lock(&r->lock);
+	list = r->arrived;
+	r->arrived = NULL;
+	if (r->signalled) {
+		r->signalled = false;
+		if (read(r->efd, &v, sizeof(v)) < 0) {
+			/* EAGAIN: nothing to clear */
+		}
+	}
+	pthread_mutex_unlock(&r->lock);
+	while (list != NULL) {
+		struct rdns_query *next = list->next;
+
+		list->next = rev;
+		rev = list;
+		list = next;
+	}
+	return rev;
+}
+
+static void
+rdns_deliver(struct rdns *r, uint64_t now_us)
+{
+	struct rdns_query *q = rdns_take_arrived(r);
+
+	while (q != NULL) {
+		struct rdns_query *next = q->next;
+
+		q->next = NULL;
+		rdns_consume(r, q, now_us);
+		q = next;
+	}
+}
+
+void
+rdns_process(struct rdns *r, uint64_t now_us)
+{
+	/* answers still in libunbound's pipe go through our callback too */
+	(void)ub_process(r->ub);
+	rdns_deliver(r, now_us);
+	while (r->head != NULL && r->head->deadline_us <= now_us) {
+		rdns_count(r, RDNS_C_TIMEOUTS);
+		rdns_finish(r, r->head, RDNS_TEMPERROR, 0, 0, now_us);
+	}
+}
+
+/* The PTR owner name: nibbles under ip6.arpa, octets under in-addr.arpa. */
+static void
+rdns_reverse_name(uint8_t family, const uint8_t addr[16], char out[80])
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t o = 0;
+	int i;
+
+	if (family == 4) {
+		snprintf(out, 80, "%u.%u.%u.%u.in-addr.arpa.", addr[3],
+			 addr[2], addr[1], addr[0]);
+		return;
+	}
+	for (i = 15; i >= 0; i--) {
+		out[o++] = hex[addr[i] & 0xf];
+		out[o++] = '.';
+		out[o++] = hex[addr[i] >> 4];
+		out[o++] = '.';
+	}
+	memcpy(out + o, "ip6.arpa.", sizeof("ip6.arpa."));
+}
+
+int
+rdns_lookup(struct rdns *r, uint8_t family, const uint8_t addr[16],
+	    rdns_done_fn done, void *arg, uint64_t now_us)
+{
+	struct rdns_answer a;
+	struct rdns_lookup *l;
+	char name[80];
+
+	if ((family != 4 && family != 6) || done == NULL) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (r->cache != NULL &&
+	    rdns_cache_get(r->cache, family, addr, now_us, &a.result,
+			   a.name)) {
+		a.n_ptr = 0;
+		a.latency_us = 0;
+		a.cached = true;
+		rdns_count(r, RDNS_C_LOOKUPS);
+		rdns_count(r, RDNS_C_CACHE_HITS);
+		rdns_count(r, rdns_results[a.result].counter);
+		done(arg, &a);
+		return 0;
+	}
+	l = r->free;
+	if (l == NULL) {
+		rdns_count(r, RDNS_C_BUSY);
+		errno = EBUSY;
+		return -1;
+	}
+	r->free = l->next;
+	l->next = NULL;
+	l->family = family;
+	memset(l->addr, 0, sizeof(l->addr));
+	memcpy(l->addr, addr, family == 6 ? 16 : 4);
+	l->done = done;
+	l->arg = arg;
+	l->start_us = now_us;
+	l->deadline_us = now_us + r->timeout_us;
+	l->fwd_temp = false;
+	l->fwd_left = 0;
+	l->ptr = NULL;
+	rdns_count(r, RDNS_C_LOOKUPS);
+	rdns_enter(r, l, RDNS_S_PTR);
+	rdns_reverse_name(family, l->addr, name);
+	if (rdns_issue(r, l, 0, name, RDNS_TYPE_PTR) != 0)
+		rdns_finish(r, l, RDNS_TEMPERROR, 0, 0, now_us);
+	return 0;
+}
+
+int
+rdns_fd(const struct rdns *r)
+{
+	return r->epfd;
+}
+
+int
+rdns_timeout_ms(const struct rdns *r, uint64_t now_us)
+{
+	uint64_t left;
+
+	if (r->head == NULL)
+		return -1;
+	if (r->head->deadline_us <= now_us)
+		return 0;
+	left = (r->head->deadline_us - now_us + 999) / 1000;
+	return left > INT_MAX ? INT_MAX : (int)left;
+}
+
+uint32_t
+rdns_inflight(const struct rdns *r)
+{
+	return r->inflight;
+}
+
+static int
+rdns_watch(int epfd, int fd)
+{
+	struct epoll_event ev;
+
+	memset(&ev, 0, sizeof(ev));
+	ev.events = EPOLLIN;
+	ev.data.fd = fd;
+	return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
+}
+
+struct rdns *
+rdns_create(const struct rdns_params *p)
+{
+	struct rdns *r;
+	uint32_t i, j;
+	int e;
+
+	if (p == NULL || p->ub == NULL || p->max_inflight == 0 ||
+	    p->max_names > RDNS_MAX_NAMES || ub_fd(p->ub) < 0) {
+		errno = EINVAL;
+		return NULL;
+	}
+	r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		return NULL;
+	r->efd = r->epfd = -1;
+	r->ub = p->ub;
+	r->timeout_us = (uint64_t)(p->timeout_ms ? p->timeout_ms :
+				   RDNS_DEFAULT_TIMEOUT_MS) * 1000u;
+	r->max_names = p->max_names ? p->max_names : RDNS_MAX_NAMES;
+	r->max_inflight = p->max_inflight;
+	r->cache_ttl_s = p->cache_ttl_s;
+	if (pthread_mutex_init(&r->lock, NULL) != 0)
+		goto fail;
+	r->lock_ok = true;
+	r->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	r->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (r->efd < 0 || r->epfd < 0 || rdns_watch(r->epfd, r->efd) != 0 ||
+	    rdns_watch(r->epfd, ub_fd(r->ub)) != 0)
+		goto fail;
+	if (p->cache_entries > 0 && p->cache_ttl_s > 0) {
+		r->cache = rdns_cache_create(p->cache_entries);
+		if (r->cache == NULL)
+			goto fail;
+	}
+	r->pool = calloc(p->max_inflight, sizeof(*r->pool));
+	if (r->pool == NULL)
+		goto fail;
+	for (i = p->max_inflight; i-- > 0;) {
+		struct rdns_lookup *l = &r->pool[i];
+
+		l->r = r;
+		l->state = RDNS_S_FREE;
+		for (j = 0; j < 1 + RDNS_MAX_NAMES; j++) {
+			l->q[j].lookup = l;
+			l->q[j].index = (uint8_t)j;
+		}
+		l->next = r->free;
+		r->free = l;
+	}
+	return r;
+fail:
+	e = errno;
+	rdns_destroy(r);
+	errno = e ? e : ENOMEM;
+	return NULL;
+}
+
+struct rdns *
+rdns_destroy(struct rdns *r)
+{
+	uint32_t i;
+
+	if (r == NULL)
+		return NULL;
+	for (i = 0; r->pool != NULL && i < r->max_inflight; i++) {
+		struct rdns_lookup *l = &r->pool[i];
+
+		if (rdns_states[l->state].timed) {
+			rdns_count(r, RDNS_C_CANCELLED);
+			rdns_release(r, l);
+		}
+	}
+	/* Answers that another thread is handing us right now: wait for
+	 * them, or their callback would write into freed memory. */
+	while (r->inflight > 0) {
+		struct pollfd pfd = { .fd = r->efd, .events = POLLIN };
+
+		(void)ub_process(r->ub);
+		rdns_deliver(r, 0);
+		if (r->inflight > 0)
+			(void)poll(&pfd, 1, RDNS_DRAIN_SLICE_MS);
+	}
+	free(r->pool);
+	r->cache = rdns_cache_destroy(r->cache);
+	if (r->epfd >= 0)
+		close(r->epfd);
+	if (r->efd >= 0)
+		close(r->efd);
+	if (r->lock_ok) {
+		/* the last callback's unlock is done once we can lock */
+		pthread_mutex_lock(&r->lock);
+		pthread_mutex_unlock(&r->lock);
+		pthread_mutex_destroy(&r->lock);
+	}
+	free(r);
+	return NULL;
+}

@@ -1,0 +1,132 @@
+/*
+ * dns/rdns.h — forward-confirmed reverse DNS (FCrDNS), asynchronous.
+ *
+ * The control plane's one dispatcher thread must keep thousands of sender
+ * lookups in flight without a thread each, so a lookup is a small state
+ * machine driven by the dispatcher's event loop: rdns_lookup() starts it,
+ * the loop polls rdns_fd() and calls rdns_process(), and the result comes
+ * back through a callback. One struct rdns belongs to one thread; the
+ * ub_ctx under it is shared with the SPF and DKIM threads, which may call
+ * ub_resolve(), or ub_resolve_async() and ub_process() (answers of ours
+ * that they take out are handed back to us), but never ub_wait(): it
+ * holds libunbound's answer pipe while it sleeps.
+ *
+ * The check (issue 5): PTR of the peer; NXDOMAIN or no PTR -> NONE. Then
+ * the A (IPv4 peer) or AAAA (IPv6 peer) records of up to max_names PTR
+ * names, all at once; a name whose records hold the peer's address
+ * confirms -> PASS. No name confirms -> MISMATCH, unless a forward lookup
+ * failed temporarily -> TEMPERROR. Any other failure, and the whole-lookup
+ * deadline, -> TEMPERROR: a DNS outage of ours never becomes a 5xx.
+ */
+#ifndef SMTPEDGE_DNS_RDNS_H
+#define SMTPEDGE_DNS_RDNS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct ub_ctx;
+struct rdns;
+
+enum rdns_result { RDNS_PASS, RDNS_NONE, RDNS_MISMATCH, RDNS_TEMPERROR };
+
+#define RDNS_MAX_NAMES 10   /* PTR names checked at most (as RFC 7208 ptr) */
+#define RDNS_NAME_LEN 256
+
+struct rdns_answer {
+	enum rdns_result result;
+	/* PASS: the name that confirmed; otherwise the first PTR name, or ""
+	 * when there is none. Presentation form without the final dot. */
+	char name[RDNS_NAME_LEN];
+	uint32_t n_ptr;        /* PTR records in the answer (all, not only
+				  the names checked); 0 from the cache */
+	uint32_t latency_us;   /* start to answer; 0 from the cache */
+	bool cached;
+};
+
+struct rdns_params {
+	struct ub_ctx *ub;       /* dns_resolver_create(); not owned */
+	uint32_t timeout_ms;     /* whole-lookup deadline; 0 = 5000 */
+	uint32_t max_names;      /* 1..RDNS_MAX_NAMES; 0 = RDNS_MAX_NAMES */
+	uint32_t cache_entries;  /* result cache size; 0 = no cache */
+	uint32_t cache_ttl_s;    /* upper bound; the DNS TTLs bound it too */
+	uint32_t max_inflight;   /* lookups at once (fixed pool), >= 1 */
+};
+
+/* NULL and errno: EINVAL (bad params), ENOMEM, or what eventfd/epoll
+ * said. Everything a lookup needs is allocated here. */
+struct rdns *rdns_create(const struct rdns_params *params);
+
+/* Cancels what is in flight (counted as cancelled, no callback for it),
+ * waits for the answers other threads may be delivering to us this very
+ * moment, and frees. Tolerates NULL and half-built; returns NULL. Not
+ * from inside a done() callback. */
+struct rdns *rdns_destroy(struct rdns *r);
+
+typedef void (*rdns_done_fn)(void *arg, const struct rdns_answer *a);
+
+/*
+ * Looks up the peer: family 4 (address in addr[0..3]) or 6. Returns 0 when
+ * done() will be called: later from rdns_process(), or already, before
+ * this returns (a cache hit, or a resolver that refused the query at once,
+ * which answers TEMPERROR). Returns -1 without calling done() when
+ * max_inflight lookups are in flight (errno EBUSY: answer a 4xx) or the
+ * family is not 4 or 6 (EINVAL). done() may start new lookups, but must
+ * not call rdns_process() or rdns_destroy().
+ */
+int rdns_lookup(struct rdns *r, uint8_t family, const uint8_t addr[16],
+		rdns_done_fn done, void *arg, uint64_t now_us);
+
+/* Readable when rdns_process() has answers to deliver. Stays the same
+ * for the life of r. */
+int rdns_fd(const struct rdns *r);
+
+/* Delivers the answers that arrived and the deadlines that passed. now_us
+ * is the caller's monotonic clock, the same as given to rdns_lookup(); it
+ * must not go backwards (deadlines are kept in start order). */
+void rdns_process(struct rdns *r, uint64_t now_us);
+
+/* Milliseconds until the next deadline (rounded up; 0 when one has
+ * passed), or -1 when nothing is in flight: a poll() timeout. */
+int rdns_timeout_ms(const struct rdns *r, uint64_t now_us);
+
+/* Lookups holding a pool slot (started and not yet finished with). */
+uint32_t rdns_inflight(const struct rdns *r);
+
+/*
+ * Counters, for telemetry: any thread may read them while the owner
+ * works. Result counters count every answer given, the cached ones too;
+ * the latency buckets count the answers that needed DNS.
+ */
+enum rdns_counter_id {
+	RDNS_C_LOOKUPS,       /* rdns_lookup() calls that returned 0 */
+	RDNS_C_CACHE_HITS,
+	RDNS_C_PASS,
+	RDNS_C_NONE,
+	RDNS_C_MISMATCH,
+	RDNS_C_TEMPERROR,
+	RDNS_C_TIMEOUTS,      /* TEMPERRORs given because of the deadline */
+	RDNS_C_CANCELLED,     /* in flight when rdns_destroy() was called */
+	RDNS_C_BUSY,          /* refused: max_inflight reached */
+	RDNS_C_LAT_1MS,       /* latency < 1 ms */
+	RDNS_C_LAT_2MS,
+	RDNS_C_LAT_5MS,
+	RDNS_C_LAT_10MS,
+	RDNS_C_LAT_20MS,
+	RDNS_C_LAT_50MS,
+	RDNS_C_LAT_100MS,
+	RDNS_C_LAT_200MS,
+	RDNS_C_LAT_500MS,
+	RDNS_C_LAT_1000MS,
+	RDNS_C_LAT_SLOW,      /* >= 1000 ms */
+	RDNS_C__COUNT
+};
+
+/* "lookups", "cache_hits", ..., "latency_lt_1ms", ..., "latency_ge_1000ms";
+ * NULL for an id out of range. */
+const char *rdns_counter_name(unsigned id);
+uint64_t rdns_counter(const struct rdns *r, unsigned id);
+
+const char *rdns_result_name(enum rdns_result res);
+
+#endif

@@ -1,0 +1,343 @@
+/*
+ * test_control.c - the policy rules and their replies, the transaction log
+ * line, and the Maildir spool, each against its module alone.
+ */
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "control/policy.h"
+#include "control/spool.h"
+#include "control/txlog.h"
+#include "control/txrec.h"
+#include "tests/unit/check.h"
+
+static uint8_t peer6[16], peer4[16];
+
+struct ptr_case {
+	const char *settings;          /* "action=enforce reply=550 fcrdns=no" */
+	int family;
+	enum ptr_result res;
+	enum policy_outcome want;
+	uint16_t code;
+	const char *enh;
+	const char *text;
+};
+
+static const struct ptr_case ptr_cases[] = {
+	{ "", 6, PTR_NONE, POLICY_REJECT, 550, "5.7.25",
+	  "Service unavailable, sending IPv6 address [2001:db8:1::20] must have a reverse DNS record" },
+	{ "reply=450", 6, PTR_NONE, POLICY_REJECT, 450, "4.7.25",
+	  "Service unavailable, sending IPv6 address [2001:db8:1::20] must have a reverse DNS record" },
+	{ "", 6, PTR_PASS, POLICY_PASS, 0, NULL, NULL },
+	{ "", 6, PTR_MISMATCH, POLICY_PASS, 0, NULL, NULL },       /* fcrdns=no: a PTR is enough */
+	{ "fcrdns=yes", 6, PTR_MISMATCH, POLICY_REJECT, 550, "5.7.25", NULL },
+	{ "fcrdns=yes reply=450", 6, PTR_MISMATCH, POLICY_REJECT, 450, "4.7.25", NULL },
+	{ "", 6, PTR_TEMPERROR, POLICY_DEFER, 451, "4.7.25",
+	  "Service temporarily unavailable, the reverse DNS lookup of sending IPv6 address [2001:db8:1::20] failed, try again later" },
+	{ "reply=550 fcrdns=yes", 6, PTR_TEMPERROR, POLICY_DEFER, 451, "4.7.25", NULL },
+	{ "action=log", 6, PTR_NONE, POLICY_LOGGED, 0, NULL, NULL },
+	{ "action=log", 6, PTR_TEMPERROR, POLICY_LOGGED, 0, NULL, NULL },
+	{ "action=off", 6, PTR_NONE, POLICY_PASS, 0, NULL, NULL },
+	{ "", 6, PTR_UNKNOWN, POLICY_PASS, 0, NULL, NULL },
+	{ "action=enforce", 4, PTR_NONE, POLICY_REJECT, 550, "5.7.25",
+	  "Service unavailable, sending IPv4 address [198.51.100.20] must have a reverse DNS record" },
+};
+
+static void
+apply_settings(struct policy *p, const char *rule, const char *settings)
+{
+	char buf[128], why[160], *save = NULL, *kv;
+
+	snprintf(buf, sizeof(buf), "%s", settings);
+	for (kv = strtok_r(buf, " ", &save); kv; kv = strtok_r(NULL, " ", &save)) {
+		char *eq = strchr(kv, '=');
+
+		*eq = '\0';
+		CHECK(policy_set(p, rule, kv, eq + 1, why, sizeof(why)) == 0, "%s", why);
+	}
+}
+
+static void
+test_ptr_rule(void)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(ptr_cases) / sizeof(ptr_cases[0]); i++) {
+		const struct ptr_case *c = &ptr_cases[i];
+		const char *rule = c->family == 6 ? "ipv6-ptr" : "ipv4-ptr";
+		struct policy p;
+		struct policy_reply r = { 0 };
+		enum policy_outcome o;
+
+		policy_defaults(&p);
+		apply_settings(&p, rule, c->settings);
+		o = policy_ptr(&p.rule[c->family == 6 ? POLICY_IPV6_PTR : POLICY_IPV4_PTR],
+			       c->res, (uint8_t)c->family, c->family == 6 ? peer6 : peer4, &r);
+		CHECK(o == c->want, "case %zu (%s, %s): outcome %s, want %s", i, c->settings,
+		      ptr_result_name(c->res), policy_outcome_name(o), policy_outcome_name(c->want));
+		if (c->code) {
+			CHECK(r.code == c->code && strcmp(r.enh, c->enh) == 0,
+			      "case %zu: %u %s", i, r.code, r.enh);
+			CHECK(r.code < 500 || c->res != PTR_TEMPERROR, "temperror gave a 5xx");
+		}
+		if (c->text)
+			CHECK(strcmp(r.text, c->text) == 0, "case %zu: text \"%s\"", i, r.text);
+	}
+}
+
+static void
+test_settings(void)
+{
+	struct policy p, q;
+	char why[160], line[128];
+
+	policy_defaults(&p);
+	policy_rule_format(&p.rule[POLICY_IPV6_PTR], line, sizeof(line));
+	CHECK(strcmp(line, "action=enforce reply=550 stage=mail fcrdns=no") == 0, "%s", line);
+	policy_rule_format(&p.rule[POLICY_IPV4_PTR], line, sizeof(line));
+	CHECK(strcmp(line, "action=off reply=550 stage=mail fcrdns=no") == 0, "%s", line);
+
+	q = p;
+	CHECK(policy_set(&p, "ipv6-ptr", "reply", "999", why, sizeof(why)) < 0 &&
+	      strcmp(why, "reply: \"999\" is not one of 550 450") == 0, "%s", why);
+	CHECK(policy_set(&p, "ipv6-ptr", "stage", "data", why, sizeof(why)) < 0 &&
+	      strcmp(why, "stage: \"data\" is not one of connect mail rcpt") == 0, "%s", why);
+	CHECK(policy_set(&p, "ipv7-ptr", "reply", "450", why, sizeof(why)) < 0 &&
+	      strstr(why, "no such rule") != NULL, "%s", why);
+	CHECK(policy_set(&p, "ipv6-ptr", "colour", "red", why, sizeof(why)) < 0 &&
+	      strstr(why, "colour: no such setting") != NULL, "%s", why);
+	CHECK(memcmp(&p, &q, sizeof(p)) == 0, "a refused set changed the rules");
+	CHECK(policy_set(&p, "ipv6-ptr", "stage", "RCPT", why, sizeof(why)) == 0 &&
+	      p.rule[POLICY_IPV6_PTR].stage == POLICY_AT_RCPT, "stage=RCPT (any case)");
+
+	/* The live copy: a bad value changes nothing, a good one applies. */
+	policy_defaults(&p);
+	policy_live_init(&p);
+	CHECK(policy_live_set("ipv6-ptr", "reply", "451", why, sizeof(why)) < 0, "451 accepted");
+	policy_live_get(&q);
+	CHECK(q.rule[POLICY_IPV6_PTR].reply == 550, "live changed by a refused set");
+	CHECK(policy_live_set("ipv6-ptr", "reply", "450", why, sizeof(why)) == 0, "%s", why);
+	policy_live_get(&q);
+	CHECK(q.rule[POLICY_IPV6_PTR].reply == 450, "live set did not apply");
+}
+
+static void
+fill_rec(struct txrec *r)
+{
+	memset(r, 0, sizeof(*r));
+	r->session_id = 0x0001000000000007ull;
+	r->time_us = 1795900575123456ull;   /* 2026-11-28T21:16:15.123Z */
+	r->kind = TXREC_TRANSACTION;
+	r->family = 6;
+	memcpy(r->addr, peer6, 16);
+	r->port = 40000;
+	r->ptr = PTR_NONE;
+	r->ptr_outcome = POLICY_REJECT;
+	r->nrcpts = 1;
+	r->size = 0;
+	snprintf(r->helo, sizeof(r->helo), "client.example");
+	snprintf(r->mail_from, sizeof(r->mail_from), "alice@example.org");
+	snprintf(r->rcpt, sizeof(r->rcpt), "bob@example.net");
+	r->replies[0] = 220;
+	r->replies[1] = 250;
+	r->replies[2] = 550;
+	r->nreplies = 3;
+	r->flags = SMTP_RF_PREGREET;
+}
+
+static void
+test_txlog(void)
+{
+	struct txrec r;
+	char line[2048];
+	size_t n;
+
+	fill_rec(&r);
+	n = txlog_format(&r, line, sizeof(line));
+	CHECK(n == strlen(line) && line[n - 1] == '\n' && !strchr(line, '\r'), "one line");
+	CHECK(strcmp(line, "time=2026-11-28T21:16:15.123Z session=0001000000000007 event=transaction "
+		      "peer=2001:db8:1::20 port=40000 ptr=none ipv6-ptr=reject helo=client.example "
+		      "mail_from=alice@example.org rcpts=1 rcpt=bob@example.net size=0 reply=550 "
+		      "replies=220,250,550 flags=pregreet\n") == 0, "line: %s", line);
+
+	/* What the peer chose cannot break the line or forge a field. */
+	snprintf(r.helo, sizeof(r.helo), "evil\r\nreply=250 \"x\\");
+	r.mail_from[0] = '\0';
+	txlog_format(&r, line, sizeof(line));
+	CHECK(strstr(line, " helo=\"evil\\x0d\\x0areply=250 \\\"x\\\\\" ") != NULL, "escaped: %s", line);
+	CHECK(strstr(line, " mail_from=<> ") != NULL, "null sender: %s", line);
+	CHECK(strchr(line, '\n') == line + strlen(line) - 1, "still one line");
+
+	/* A record longer than the buffer is cut, still one line. */
+	memset(r.helo, 'h', sizeof(r.helo) - 1);
+	r.helo[sizeof(r.helo) - 1] = '\0';
+	n = txlog_format(&r, line, 200);
+	CHECK(n == 199 && line[198] == '\n', "cut line %zu", n);
+}
+
+static int
+count_dir(const char *path)
+{
+	DIR *d = opendir(path);
+	struct dirent *e;
+	int n = 0;
+
+	if (!d)
+		return -1;
+	while ((e = readdir(d)))
+		if (e->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n;
+}
+
+static char *
+read_only_file(const char *dir, size_t *len)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	char path[1024], *buf = NULL;
+	FILE *f;
+
+	while (d && (e = readdir(d)))
+		if (e->d_name[0] != '.') {
+			snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+			f = fopen(path, "r");
+			buf = malloc(1 << 22);
+			*len = fread(buf, 1, 1 << 22, f);
+			fclose(f);
+			break;
+		}
+	if (d)
+		closedir(d);
+	return buf;
+}
+
+struct body3 {
+	struct smtp_chunk a;
+	uint8_t ad[16];
+	struct smtp_chunk b;
+	uint8_t bd[16];
+};
+
+static struct spool *shared_spool;
+
+static void *
+spool_writer(void *arg)
+{
+	struct txrec *r = arg;
+	int i;
+
+	for (i = 0; i < 25; i++)
+		if (spool_write(shared_spool, &r[i]) < 0)
+			return (void *)1;
+	return NULL;
+}
+
+static void
+test_spool(void)
+{
+	char dir[] = "/tmp/smtpedge-spool-XXXXXX", sub[256], err[256];
+	static struct body3 body;
+	static struct txrec recs[4][25];
+	struct spool *s;
+	struct txrec r;
+	size_t len, hlen;
+	char *file, hdr[1024];
+	pthread_t t[4];
+	int i, j, ok = 1;
+
+	CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+	snprintf(sub, sizeof(sub), "%s/maildir", dir);
+	s = spool_open(sub, "mx.lab.example", err, sizeof(err));
+	CHECK(s != NULL, "spool_open: %s", err);
+	if (!s)
+		return;
+	body.a.next = &body.b;
+	body.a.len = 10;
+	memcpy(body.a.data, "Subject: x", 10);
+	body.b.next = NULL;
+	body.b.len = 9;
+	memcpy(body.b.data, "\r\n\r\nhi\r\n", 9);
+	body.a.cap = body.b.cap = 16;
+
+	fill_rec(&r);
+	snprintf(r.ptr_name, sizeof(r.ptr_name), "peer-ok.lab.example");
+	snprintf(r.helo, sizeof(r.helo), "client\r\nX-Evil: 1");
+	r.body = &body.a;
+	CHECK(spool_write(s, &r) == 0, "spool_write: %s", strerror(errno));
+	CHECK(strlen(r.queue_id) == 17, "queue id \"%s\"", r.queue_id);
+	snprintf(sub, sizeof(sub), "%s/maildir/new", dir);
+	CHECK(count_dir(sub) == 1, "one file in new/");
+	snprintf(sub, sizeof(sub), "%s/maildir/tmp", dir);
+	CHECK(count_dir(sub) == 0, "tmp/ is empty after the rename");
+	snprintf(sub, sizeof(sub), "%s/maildir/new", dir);
+	file = read_only_file(sub, &len);
+	hlen = spool_received(&r, "mx.lab.example", hdr, sizeof(hdr));
+	CHECK(file && len == hlen + 19 && memcmp(file, hdr, hlen) == 0 &&
+	      memcmp(file + hlen, "Subject: x\r\n\r\nhi\r\n", 19) == 0,
+	      "the file is the Received: header and the exact body");
+	CHECK(strstr(hdr, "Received: from client??X-Evil: 1 (peer-ok.lab.example [IPv6:2001:db8:1::20])\r\n"
+		      "\tby mx.lab.example (smtpedge) with ESMTP id ") == hdr, "header: %s", hdr);
+	CHECK(strstr(hdr, "\r\n\tfor <bob@example.net>;\r\n\tSat, 28 Nov 2026 21:16:15 +0000\r\n") != NULL,
+	      "header end: %s", hdr);
+	free(file);
+
+	/* Four threads at once: every message lands, every id differs. */
+	shared_spool = s;
+	for (i = 0; i < 4; i++)
+		for (j = 0; j < 25; j++) {
+			recs[i][j] = r;
+			recs[i][j].body = &body.a;
+		}
+	for (i = 0; i < 4; i++)
+		pthread_create(&t[i], NULL, spool_writer, recs[i]);
+	for (i = 0; i < 4; i++) {
+		void *rv;
+
+		pthread_join(t[i], &rv);
+		ok &= rv == NULL;
+	}
+	CHECK(ok, "a concurrent spool_write failed");
+	CHECK(count_dir(sub) == 101, "%d files in new/, want 101", count_dir(sub));
+	for (i = 0; i < 100; i++)
+		for (j = i + 1; j < 100; j++)
+			if (strcmp(recs[i / 25][i % 25].queue_id, recs[j / 25][j % 25].queue_id) == 0)
+				ok = 0;
+	CHECK(ok, "two messages got one queue id");
+
+	/* A spool that cannot be written fails, and leaves nothing in new/. */
+	snprintf(sub, sizeof(sub), "rm -rf %s/maildir/tmp", dir);
+	CHECK(system(sub) == 0, "rm");
+	CHECK(spool_write(s, &r) < 0, "write to a missing tmp/ succeeded");
+	snprintf(sub, sizeof(sub), "%s/maildir/new", dir);
+	CHECK(count_dir(sub) == 101, "a failed write left a file in new/");
+	spool_close(s);
+
+	/* A spool that cannot be made says so. */
+	snprintf(sub, sizeof(sub), "%s/file", dir);
+	fclose(fopen(sub, "w"));
+	snprintf(sub, sizeof(sub), "%s/file/maildir", dir);
+	s = spool_open(sub, "mx", err, sizeof(err));
+	CHECK(s == NULL && strstr(err, "cannot create") != NULL, "%s", err);
+	snprintf(sub, sizeof(sub), "rm -rf %s", dir);
+	CHECK(system(sub) == 0, "cleanup");
+}
+
+int
+main(void)
+{
+	inet_pton(AF_INET6, "2001:db8:1::20", peer6);
+	inet_pton(AF_INET, "198.51.100.20", peer4);
+	test_ptr_rule();
+	test_settings();
+	test_txlog();
+	test_spool();
+	return check_done();
+}
