@@ -24,9 +24,13 @@
  *   connection would leave the client waiting for a greeting forever; the
  *   half-open table retransmits its SYN-ACK, which makes the client resend
  *   the ACK, so under normal load a lost ACK recovers. Under a flood
- *   (cookies) that case is not recoverable, as on every cookie stack. A
- *   connection established from a cookie calls open() at once, so the
- *   greeting leaves with the first segment.
+ *   (cookies) that case is not recoverable, as on every cookie stack, until
+ *   the client sends something (an ACK with data validates the cookie too).
+ *   A connection established from a cookie calls open() at once, so the
+ *   greeting leaves with the first segment. A half-open ISN is made by the
+ *   same function with one bit flipped, so it is unpredictable but never a
+ *   valid cookie: an ACK arriving after its half-open TCB timed out gets a
+ *   RST instead of a connection with options we did not record.
  *   Cookie = 24-bit SipHash-2-4 (our own code) of the 4-tuple, the peer ISN,
  *   the time slot and the MSS index | 5 bits of slot | 3-bit MSS index.
  *   Slots last 64 s; the key rotates every slot (new key = SipHash of the
@@ -46,7 +50,8 @@
  *   member, so the list is sorted by deadline for free (handshake, idle,
  *   FIN_WAIT_2, lifetime): moving to the tail on activity is O(1) and the
  *   tick looks only at expired heads. Variable timers (RTO with backoff,
- *   persist, send-space retry) go on a hashed wheel of 4096 x 1 ms slots;
+ *   zero-window persist) go on a hashed wheel of 4096 x 1 ms slots, one
+ *   entry per TCB;
  *   entries further than 4 s away stay in their slot until due. A tick costs
  *   O(expired timers + slots passed), never O(flows). rte_timer would cost
  *   120 bytes per timer and needs EAL. A connection that found the send
@@ -194,6 +199,7 @@ struct tcp_conn {
 	uint32_t sack_last;           /* seq of the latest out-of-order segment kept */
 	uint32_t chal_ms;
 	uint8_t chal_cnt;
+	uint64_t link;                /* the link of the peer's latest segment */
 };
 _Static_assert(sizeof(struct tcp_conn) <= 256, "TCB must stay within 256 bytes");
 
@@ -577,6 +583,7 @@ static struct tcp_conn *tcb_alloc(struct tcp_engine *e, const struct tcp_seg *s)
 		c->lk[k].prev = c->lk[k].next = NIL;
 	c->sb_head = c->sb_tail = c->ooo_head = NIL;
 	c->family = s->pkt->family;
+	c->link = s->pkt->link;
 	memcpy(c->peer, s->pkt->saddr, 16);
 	memcpy(c->local, s->pkt->daddr, 16);
 	c->pport = s->sport;
@@ -594,7 +601,6 @@ static void tcb_free(struct tcp_conn *c)
 {
 	struct tcp_engine *e = c->eng;
 
-	c->state = ST_CLOSED;
 	c->hnext = e->free_head;
 	e->free_head = conn_idx(c);
 	e->n_active--;
@@ -703,12 +709,14 @@ static uint32_t hdr_build(uint8_t *h, uint16_t sport, uint16_t dport, uint32_t s
 	return len;
 }
 
-static void emit(struct tcp_engine *e, uint8_t fam, const uint8_t *local, const uint8_t *peer,
-		 uint32_t hlen, const uint8_t *d0, uint32_t n0, const uint8_t *d1, uint32_t n1)
+static void emit(struct tcp_engine *e, uint64_t link, uint8_t fam, const uint8_t *local,
+		 const uint8_t *peer, uint32_t hlen, const uint8_t *d0, uint32_t n0,
+		 const uint8_t *d1, uint32_t n1)
 {
 	struct tcp_out o;
 
 	memset(&o, 0, sizeof(o));
+	o.link = link;
 	o.family = fam;
 	memcpy(o.saddr, local, 16);
 	memcpy(o.daddr, peer, 16);
@@ -804,7 +812,7 @@ static void xmit(struct tcp_conn *c, uint32_t seq, uint8_t flags, uint32_t off, 
 	}
 	if (flags & TH_ACK)
 		c->flags &= (uint16_t)~F_ACK_NOW;
-	emit(e, c->family, c->local, c->peer, hlen, d0, n0, d1, n - n0);
+	emit(e, c->link, c->family, c->local, c->peer, hlen, d0, n0, d1, n - n0);
 }
 
 static void xmit_ack(struct tcp_conn *c)
@@ -842,7 +850,7 @@ static void xmit_synack(struct tcp_conn *c)
 		o[ol] = 1; o[ol + 1] = 3; o[ol + 2] = 3; o[ol + 3] = c->rcv_ws; ol += 4;
 	}
 	c->rcv_adv = c->rcv_nxt + TCP_SYNACK_WIN;
-	emit(e, c->family, c->local, c->peer,
+	emit(e, c->link, c->family, c->local, c->peer,
 	     hdr_build(h, c->lport, c->pport, c->iss, c->rcv_nxt, TH_SYN | TH_ACK, TCP_SYNACK_WIN, ol),
 	     NULL, 0, NULL, 0);
 }
@@ -882,7 +890,7 @@ static void xmit_stateless(struct tcp_engine *e, const struct tcp_seg *s, bool a
 		hl = hdr_build(e->hdr, s->dport, s->sport, 0, s->seq + seglen, TH_RST | TH_ACK, 0, 0);
 		e->cnt.rst_sent++;
 	}
-	emit(e, pk->family, pk->daddr, pk->saddr, hl, NULL, 0, NULL, 0);
+	emit(e, pk->link, pk->family, pk->daddr, pk->saddr, hl, NULL, 0, NULL, 0);
 }
 
 /* Per-connection budget for ACKs that answer suspicious segments
@@ -1384,7 +1392,9 @@ static uint32_t peer_mss(const struct tcp_engine *e, const struct tcp_seg *s, ui
 	uint32_t ours = fam == 4 ? e->p.mss4 : e->p.mss6;
 	uint32_t theirs = s->mss ? s->mss : (fam == 4 ? 536u : 1220u);
 
-	return min32(max32(theirs, 64), ours);
+	/* A tiny MSS would make us cut replies into a packet storm; 256 is also
+	 * the smallest value a cookie can carry. */
+	return min32(max32(theirs, 256), ours);
 }
 
 static uint32_t cookie_make(struct tcp_engine *e, const struct tcp_seg *s, uint32_t *mss)
@@ -1439,6 +1449,7 @@ static void cookie_synack(struct tcp_engine *e, const struct tcp_seg *s, uint32_
 
 	memset(&t, 0, sizeof(t));
 	t.eng = e;
+	t.link = s->pkt->link;
 	t.family = s->pkt->family;
 	memcpy(t.peer, s->pkt->saddr, 16);
 	memcpy(t.local, s->pkt->daddr, 16);
@@ -1651,6 +1662,8 @@ int tcp_input(struct tcp_engine *e, const struct tcp_pkt *pkt, uint64_t now_us)
 		cookie_rotate(e);
 		return listen_input(e, &s);
 	}
+	/* Replies go where the peer's frames now come from (l23.h). */
+	c->link = np.link;
 	conn_enter(c);
 	if (c->state == ST_SYN_RCVD)
 		synrcvd_input(c, &s);

@@ -37,7 +37,6 @@ struct worker {
 	struct dp_stats *st;
 	struct sess_layer *sl;
 	uint64_t now_us;
-	uint64_t last_link;      /* the last TCP frame's source MAC */
 	struct faults rx_faults, tx_faults;
 	uint16_t n_tx;
 	struct rte_mbuf *tx[TX_MAX];
@@ -180,7 +179,7 @@ worker_emit_tcp(struct worker *w, const struct tcp_out *o)
 		return false;
 	}
 	/* To the MAC the peer's frames came from (l23.h says why). */
-	memcpy(p, o->link ? &o->link : &w->last_link, 6);
+	memcpy(p, &o->link, 6);
 	memcpy(p + 6, w->local.mac, 6);
 	ip = p + 14;
 	tcp = ip + l3;
@@ -261,7 +260,6 @@ handle_tcp(struct worker *w, const uint8_t *frame, const struct pkt_info *info)
 	pkt.tcp = frame + info->l4_off;
 	pkt.len = info->l4_len;
 	pkt.link = mac_to_link(frame + 6);
-	w->last_link = pkt.link;
 	w->st->c[DP_TCP_SEGMENTS]++;
 	sess_layer_input(w->sl, &pkt, w->now_us);
 }

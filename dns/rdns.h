@@ -49,7 +49,9 @@ struct rdns_params {
 	uint32_t timeout_ms;     /* whole-lookup deadline; 0 = 5000 */
 	uint32_t max_names;      /* 1..RDNS_MAX_NAMES; 0 = RDNS_MAX_NAMES */
 	uint32_t cache_entries;  /* result cache size; 0 = no cache */
-	uint32_t cache_ttl_s;    /* upper bound; the DNS TTLs bound it too */
+	uint32_t cache_ttl_s;    /* upper bound (0 = no cache); the TTLs of
+				    the records behind a result bound it too,
+				    TEMPERROR is never cached */
 	uint32_t max_inflight;   /* lookups at once (fixed pool), >= 1 */
 };
 

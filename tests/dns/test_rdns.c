@@ -63,6 +63,8 @@ die(const char *fmt, ...)
 	fprintf(stderr, "\n");
 	if (tmpdir[0] != '\0')
 		stop_server();
+	check_failed++;     /* the test could not run to its end */
+	(void)check_done();
 	exit(2);
 }
 

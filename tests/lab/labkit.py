@@ -19,16 +19,11 @@ LAB_SH = os.path.join(ROOT, "scripts/lab.sh")
 
 
 def lab_env():
-    env = {}
-    with open(os.path.join(ROOT, "scripts/lab.env")) as f:
-        for line in f:
-            line = line.split("#", 1)[0].strip()
-            if "=" in line:
-                k, v = line.split("=", 1)
-                if v.startswith("${") and ":-" in v:
-                    v = v.split(":-", 1)[1].rstrip("}")
-                env[k] = v
-    return env
+    """scripts/lab.env's values, as bash sees them (LAB_ID applied)."""
+    out = subprocess.run(["bash", "-c", f". {ROOT}/scripts/lab.env && set"],
+                         capture_output=True, text=True, check=True).stdout
+    return {k: v for k, _, v in (l.partition("=") for l in out.splitlines())
+            if k.startswith("LAB_")}
 
 
 LAB = lab_env()
@@ -62,13 +57,18 @@ class Edge:
 
     def __init__(self, config=None, prefix=None, extra_eal=()):
         self.config = config or os.path.join(ROOT, "conf/lab.conf")
-        self.prefix = prefix or f"se-test-{os.getpid()}"
+        self.prefix = prefix or f"se-test{LAB.get('LAB_ID', '')}-{os.getpid()}"
         self.extra_eal = list(extra_eal)
         self.proc = None
         self.log_path = f"/tmp/{self.prefix}.log"
 
     def start(self, timeout=20):
         os.makedirs(LAB["LAB_DIR"] + "/spool", exist_ok=True)
+        # The lab's files live under LAB_DIR (another with LAB_ID set).
+        text = open(self.config).read().replace("/run/smtpedge-lab/", LAB["LAB_DIR"] + "/")
+        self.config = f"{LAB['LAB_DIR']}/{self.prefix}.conf"
+        with open(self.config, "w") as f:
+            f.write(text)
         cmd = ["ip", "netns", "exec", LAB["LAB_EDGE_NS"], SMTPEDGE,
                "-l", "0-1", "--no-huge", "-m", "512", "--no-pci",
                "--file-prefix", self.prefix,

@@ -91,7 +91,7 @@ int main(void)
 		.sndbuf_bytes = 16384, .sndbuf_pool_bytes = 64 << 20, .ooo_max_bytes = 8192,
 		.ooo_pool_bytes = 8 << 20, .handshake_timeout_ms = 10000, .idle_timeout_ms = 300000,
 		.lifetime_ms = 600000, .rto_min_ms = 200, .rto_max_ms = 60000, .max_retries = 6,
-		.halfopen_max = 1 << 16, .rst_rate_per_s = 1000, .secret_seed = 1,
+		.halfopen_max = 0, .rst_rate_per_s = 1000, .secret_seed = 1,
 	};
 	struct tcp_engine *e = tcp_engine_create(&prm, &ops, NULL, g_now);
 	const uint32_t n = 2000000, batch = 4096;
@@ -102,10 +102,9 @@ int main(void)
 	t0 = wall_ns();
 	for (uint32_t i = 0; i < n; i++)
 		seg(e, i, (uint16_t)(1024 + i % 60000), 0x02, i * 7919u, 0, NULL, 0);
-	printf("syn (half-open table full -> cookies): %.2f M SYN/s\n",
-	       n / ((wall_ns() - t0) / 1e9) / 1e6);
-	tcp_engine_tick(e, g_now += 20000000);     /* half-open TCBs time out */
-
+	printf("SYN flood answered with cookies: %.2f M SYN/s (%llu cookies, %u TCBs)\n",
+	       n / ((wall_ns() - t0) / 1e9) / 1e6,
+	       (unsigned long long)tcp_engine_counters(e)->cookies_sent, tcp_engine_active(e));
 	prm.halfopen_max = batch;
 	tcp_engine_destroy(e);
 	e = tcp_engine_create(&prm, &ops, NULL, g_now);

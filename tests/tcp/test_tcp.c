@@ -38,6 +38,7 @@ struct oseg {
 	int nsack;
 	uint32_t sackb[4][2];
 	uint32_t len;
+	uint64_t link;
 	uint8_t data[2048];
 };
 
@@ -70,6 +71,7 @@ static bool fake_output(void *ctx, const struct tcp_out *o)
 	s = &g_out[g_nout++];
 	memset(s, 0, sizeof(*s));
 	s->family = o->family;
+	s->link = o->link;
 	memcpy(s->saddr, o->saddr, 16);
 	memcpy(s->daddr, o->daddr, 16);
 	s->sport = rd16(o->hdr);
@@ -265,6 +267,7 @@ struct cli {
 	bool ts;
 	uint32_t tsval, tsecr;
 	uint16_t win;
+	uint64_t link;              /* what the worker would say the frame came from */
 };
 
 struct synopt { int mss, ws, sack, ts; };
@@ -301,6 +304,7 @@ static int cli_raw(struct tcp_engine *e, struct cli *k, uint8_t flags, uint32_t 
 
 	memset(&pk, 0, sizeof(pk));
 	pk.family = k->family;
+	pk.link = k->link;
 	memcpy(pk.saddr, k->addr, 16);
 	memcpy(pk.daddr, k->srv, 16);
 	if (so) {
@@ -657,6 +661,61 @@ static void t_cookie_age(void)
 		CHECK_EQ(tcp_engine_active(e), 0);
 		tcp_engine_destroy(e);
 	}
+}
+
+/* Every segment goes back where the peer's latest frame came from: the
+ * worker keeps no neighbour table (dataplane/l23.h). */
+static void t_link_follows_peer(void)
+{
+	struct tcp_params p = default_params();
+	struct tcp_engine *e = mk(&p);
+	struct cli k;
+	struct app *a;
+	int n0;
+
+	cli_init(&k, 6, 1);
+	k.link = 0xa1;
+	cli_raw(e, &k, TH_SYN, k.isn, 0, 1000, NULL, 0, &SO_ALL);
+	CHECK_EQ(last_out()->link, 0xa1);                 /* half-open SYN-ACK */
+	g_nout = 0;
+	advance(e, 1000);
+	CHECK_EQ(g_nout, 1);
+	CHECK_EQ(last_out()->link, 0xa1);                 /* retransmitted on a timer */
+	tcp_engine_destroy(e);
+	e = mk(&p);
+	cli_init(&k, 6, 2);
+	k.link = 0xb2;
+	a = cli_connect(e, &k, &SO_ALL);
+	CHECK(a != NULL);
+	CHECK_EQ(last_out()->link, 0xb2);                 /* the greeting */
+	k.link = 0xc3;                                    /* the router changed */
+	n0 = g_nout;
+	cli_send(e, &k, TH_PSH, "EHLO x\r\n", 8);
+	tcp_send(a->c, "250 ok\r\n", 8);
+	advance(e, 1);
+	CHECK(g_nout > n0);
+	CHECK_EQ(last_out()->link, 0xc3);
+	n0 = g_nout;
+	advance(e, 5000);                                 /* unacked: RTO resends */
+	CHECK(g_nout > n0);
+	CHECK_EQ(last_out()->link, 0xc3);
+	app_abort(a);
+	tcp_engine_destroy(e);
+
+	/* Stateless answers: a cookie SYN-ACK, a RST to a closed port. */
+	p.halfopen_max = 0;
+	e = mk(&p);
+	cli_init(&k, 4, 3);
+	k.link = 0xd4;
+	cli_raw(e, &k, TH_SYN, k.isn, 0, 1000, NULL, 0, &SO_ALL);
+	CHECK_EQ(tcp_engine_counters(e)->cookies_sent, 1);
+	CHECK_EQ(last_out()->link, 0xd4);
+	k.sport = 9999;
+	k.link = 0xe5;
+	cli_raw(e, &k, TH_SYN, k.isn, 0, 1000, NULL, 0, &SO_NONE);
+	CHECK_EQ(last_out()->flags & TH_RST, TH_RST);
+	CHECK_EQ(last_out()->link, 0xe5);
+	tcp_engine_destroy(e);
 }
 
 static void t_halfopen_lost_ack(void)
@@ -1271,12 +1330,25 @@ static void t_fin_peer_first(void)
 	CHECK_EQ(a->peer_fin, 1);
 	CHECK_EQ(last_out()->ack, k.nxt);          /* the FIN is acknowledged */
 	CHECK_EQ(strcmp(tcp_conn_state_name(a->c), "CLOSE_WAIT"), 0);
+	/* the peer did not hear our ACK: its FIN again is ACKed, not taken twice */
+	g_nout = 0;
+	cli_raw(e, &k, TH_FIN | TH_ACK, k.nxt - 1, k.rnxt, k.win, NULL, 0, NULL);
+	CHECK_EQ(g_nout, 1);
+	CHECK_EQ(g_out[0].ack, k.nxt);
+	CHECK_EQ(a->peer_fin, 1);
 	g_nout = 0;
 	tcp_send(a->c, "221 bye\r\n", 9);
 	tcp_close(a->c);
 	CHECK_EQ(strcmp(tcp_conn_state_name(a->c), "LAST_ACK"), 0);
 	CHECK_EQ(count_flags(0, TH_FIN, TH_FIN), 1);
 	fin = last_out()->seq + last_out()->len;
+	/* and once more in LAST_ACK */
+	cli_raw(e, &k, TH_FIN | TH_ACK, k.nxt - 1, k.rnxt, k.win, NULL, 0, NULL);
+	CHECK_EQ(last_out()->ack, k.nxt);
+	CHECK_EQ(last_out()->flags, TH_ACK);
+	CHECK_EQ(a->peer_fin, 1);
+	CHECK_EQ(strcmp(tcp_conn_state_name(a->c), "LAST_ACK"), 0);
+	g_nout = 0;
 	/* our FIN is lost once: it comes again */
 	advance(e, 1000);
 	CHECK(count_flags(0, TH_FIN, TH_FIN) >= 2);
@@ -1604,9 +1676,6 @@ static void t_callbacks_reentrancy(void)
 	CHECK_EQ(tcp_engine_active(e), 0);
 	/* output refused by the port: counted and recovered by the RTO */
 	g_refuse = false;
-	g_output_fail = true;
-	cli_init(&k, 4, 3);
-	g_output_fail = false;
 	a = est(e, &k, 3, &SO_NONE);
 	cli_send(e, &k, 0, NULL, 0);
 	g_output_fail = true;
@@ -1649,6 +1718,7 @@ static const struct { const char *name; void (*fn)(void); } tests[] = {
 	{ "cookie_age_and_rotation", t_cookie_age },
 	{ "ipv4_addr_tail_ignored", t_ipv4_addr_tail_ignored },
 	{ "halfopen_lost_ack", t_halfopen_lost_ack },
+	{ "link_follows_peer", t_link_follows_peer },
 	{ "handshake_timeout", t_handshake_timeout },
 	{ "data_in_order_coalesced", t_data_in_order_coalesced },
 	{ "reorder_and_duplicate", t_reorder_and_duplicate },

@@ -219,12 +219,8 @@ read_only_file(const char *dir, size_t *len)
 	return buf;
 }
 
-struct body3 {
-	struct smtp_chunk a;
-	uint8_t ad[16];
-	struct smtp_chunk b;
-	uint8_t bd[16];
-};
+/* Two body chunks as the SMTP engine lays them in caller memory. */
+static _Alignas(16) uint8_t chunk_mem[2][sizeof(struct smtp_chunk) + 16];
 
 static struct spool *shared_spool;
 
@@ -244,7 +240,8 @@ static void
 test_spool(void)
 {
 	char dir[] = "/tmp/smtpedge-spool-XXXXXX", sub[256], err[256];
-	static struct body3 body;
+	struct smtp_chunk *ca = (struct smtp_chunk *)chunk_mem[0];
+	struct smtp_chunk *cb = (struct smtp_chunk *)chunk_mem[1];
 	static struct txrec recs[4][25];
 	struct spool *s;
 	struct txrec r;
@@ -259,18 +256,18 @@ test_spool(void)
 	CHECK(s != NULL, "spool_open: %s", err);
 	if (!s)
 		return;
-	body.a.next = &body.b;
-	body.a.len = 10;
-	memcpy(body.a.data, "Subject: x", 10);
-	body.b.next = NULL;
-	body.b.len = 9;
-	memcpy(body.b.data, "\r\n\r\nhi\r\n", 9);
-	body.a.cap = body.b.cap = 16;
+	ca->next = cb;
+	ca->len = 10;
+	memcpy(ca->data, "Subject: x", 10);
+	cb->next = NULL;
+	cb->len = 9;
+	memcpy(cb->data, "\r\n\r\nhi\r\n", 9);
+	ca->cap = cb->cap = 16;
 
 	fill_rec(&r);
 	snprintf(r.ptr_name, sizeof(r.ptr_name), "peer-ok.lab.example");
 	snprintf(r.helo, sizeof(r.helo), "client\r\nX-Evil: 1");
-	r.body = &body.a;
+	r.body = ca;
 	CHECK(spool_write(s, &r) == 0, "spool_write: %s", strerror(errno));
 	CHECK(strlen(r.queue_id) == 17, "queue id \"%s\"", r.queue_id);
 	snprintf(sub, sizeof(sub), "%s/maildir/new", dir);
@@ -294,7 +291,7 @@ test_spool(void)
 	for (i = 0; i < 4; i++)
 		for (j = 0; j < 25; j++) {
 			recs[i][j] = r;
-			recs[i][j].body = &body.a;
+			recs[i][j].body = ca;
 		}
 	for (i = 0; i < 4; i++)
 		pthread_create(&t[i], NULL, spool_writer, recs[i]);
