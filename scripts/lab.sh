@@ -97,6 +97,9 @@ up() {
 	for a in $LAB_PEER4_PTR $LAB_PEER4_NOPTR $LAB_PEER4_MISMATCH; do
 		in_peer ip -4 addr replace "$a/24" dev "$LAB_PEER_IF"
 	done
+	# Clients that do not bind (smtp-source) speak from the peer with a PTR.
+	in_peer ip -6 route replace "$LAB_EDGE6/128" dev "$LAB_PEER_IF" src "$LAB_PEER6_PTR"
+	in_peer ip -4 route replace "$LAB_EDGE4/32" dev "$LAB_PEER_IF" src "$LAB_PEER4_PTR"
 	if ! { [ -f "$LAB_DIR/unbound.pid" ] && kill -0 "$(cat "$LAB_DIR/unbound.pid")" 2>/dev/null; }; then
 		write_unbound_conf
 		unbound-checkconf "$LAB_DIR/unbound.conf" >/dev/null

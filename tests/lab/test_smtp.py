@@ -80,6 +80,71 @@ def test_ptr_ok_gets_250_and_message_is_spooled_byte_exact():
                f"no transaction log line: {log[-2000:]}")
 
 
+def test_20mb_message_byte_exact():
+    with Edge():
+        r = peer("send", LAB["LAB_PEER6_PTR"], EDGE6, "alice@example.org", "bob@example.net",
+                 str(20 << 20), "20")
+        expect(r["code"] == 250, f"20 MB: {r}")
+        qid = r["text"].split()[-1]
+        new = [p for p in spool_files() if f"id {qid}".encode() in open(p, "rb").read(600)]
+        expect(len(new) == 1, f"queue id {qid}: {len(new)} spool files")
+        body, _ = spooled_body(new[0])
+        expect(hashlib.sha256(body).hexdigest() == r["sha256"], "20 MB message not identical")
+
+
+def test_smtplib_pipelined_commands():
+    script = f"""
+import smtplib, json
+c = smtplib.SMTP(timeout=30, source_address=("{LAB['LAB_PEER6_PTR']}", 0))
+c.connect("{EDGE6}", 25)
+c.ehlo("client.lab.example")
+assert c.has_extn("pipelining")
+c.send(b"MAIL FROM:<alice@example.org>\\r\\nRCPT TO:<bob@example.net>\\r\\n"
+       b"RCPT TO:<nobody@elsewhere.example>\\r\\nDATA\\r\\n")
+replies = [c.getreply() for _ in range(4)]
+c.send(b"Subject: pipelined\\r\\n\\r\\nbody\\r\\n.\\r\\nQUIT\\r\\n")
+replies += [c.getreply() for _ in range(2)]
+print(json.dumps([[code, msg.decode()] for code, msg in replies]))
+"""
+    with Edge():
+        r = in_peer("/usr/bin/python3", "-c", script, check=False, timeout=60)
+        expect(r.returncode == 0, r.stderr[-1000:])
+        codes = [c for c, _ in json.loads(r.stdout)]
+        expect(codes == [250, 250, 550, 354, 250, 221], f"replies in order: {r.stdout}")
+
+
+def test_smtp_source_concurrent_sessions():
+    with Edge() as edge:
+        before_files = len(spool_files())
+        before = edge.stats()
+        n = 500
+        r = in_peer("smtp-source", "-s", "20", "-m", str(n), "-l", "2048", "-M", "source.lab.example",
+                    "-f", "alice@example.org", "-t", "bob@example.net", f"[{EDGE6}]:25",
+                    check=False, timeout=300)
+        expect(r.returncode == 0 and not r.stderr.strip(), f"smtp-source: {r.returncode} {r.stderr[-1500:]}")
+        after = edge.stats()
+        expect(len(spool_files()) - before_files == n, f"{len(spool_files()) - before_files} messages spooled of {n}")
+        expect(delta(after, before, "spool_written") == n, "spool_written")
+        expect(delta(after, before, "sessions_opened") == n, "one session per message")
+
+
+def test_spool_unwritable_gives_451():
+    with Edge() as edge:
+        tmp = SPOOL + "/tmp"
+        os.rename(tmp, tmp + ".away")
+        open(tmp, "w").close()            # tmp/ is now a file: writes fail
+        try:
+            before = len(spool_files())
+            r = peer("send", LAB["LAB_PEER6_PTR"], EDGE6, "alice@example.org", "bob@example.net",
+                     "100", "7")
+            expect(r["code"] == 451 and r["text"].startswith("4.3.0 "), f"spool unwritable: {r}")
+            expect(len(spool_files()) == before, "a file appeared in new/")
+            expect(edge.stats()["spool_failed"] >= 1, "spool_failed not counted")
+        finally:
+            os.unlink(tmp)
+            os.rename(tmp + ".away", tmp)
+
+
 def test_swaks_delivers():
     with Edge():
         r = in_peer("swaks", "--server", EDGE6, "--local-interface", LAB["LAB_PEER6_PTR"],
