@@ -31,10 +31,10 @@ enum msg_kind {
 	MSG_RDNS = 1,        /* look up the peer: addr */
 	MSG_SPOOL,           /* hand a message on: rec (a struct txrec) */
 	MSG_LOG,             /* write a transaction log line: rec */
-	MSG_CLOSED,          /* the session ended: forget what we kept for it */
+	MSG_SPF,             /* MAIL accepted: start SPF (rec: helo, mail_from, addr) */
 	/* control -> worker */
 	MSG_RDNS_DONE,       /* result: enum ptr_result */
-	MSG_SPOOL_DONE,      /* result: 0 = written, else failed; rec comes back */
+	MSG_SPOOL_DONE,      /* rec comes back with reply_code/enh/text set */
 };
 
 struct txrec;

@@ -19,7 +19,18 @@
 static const char *const rule_names[POLICY__RULES] = {
 	[POLICY_IPV6_PTR] = "ipv6-ptr",
 	[POLICY_IPV4_PTR] = "ipv4-ptr",
+	[POLICY_IPV6_AUTH] = "ipv6-auth",
+	[POLICY_IPV4_AUTH] = "ipv4-auth",
 };
+
+/* Which settings a rule has. */
+enum { KIND_PTR = 1, KIND_AUTH = 2 };
+
+static int
+rule_kind(int id)
+{
+	return id == POLICY_IPV6_AUTH || id == POLICY_IPV4_AUTH ? KIND_AUTH : KIND_PTR;
+}
 
 static const char *const outcome_names[POLICY__OUTCOMES] = {
 	[POLICY_PASS] = "pass",
@@ -75,11 +86,18 @@ policy_defaults(struct policy *p)
 	p->rule[POLICY_IPV4_PTR] = (struct policy_rule){
 		.action = POLICY_OFF, .stage = POLICY_AT_MAIL,
 		.fcrdns = false, .reply = 550 };
+	/* Soft mode by default: the sender retries, perhaps over IPv4. */
+	p->rule[POLICY_IPV6_AUTH] = (struct policy_rule){
+		.action = POLICY_ENFORCE, .reply = 450 };
+	p->rule[POLICY_IPV4_AUTH] = (struct policy_rule){
+		.action = POLICY_OFF, .reply = 450 };
 }
 
-/* The settings: one row each, with the words each accepts. */
+/* The settings: one row each, with the rules that have it and the words
+ * it accepts. */
 struct setting {
 	const char *key;
+	int kinds;
 	const char *const words[4];   /* NULL-terminated */
 	void (*store)(struct policy_rule *r, int which);
 	int (*load)(const struct policy_rule *r);
@@ -93,12 +111,15 @@ static void store_fcrdns(struct policy_rule *r, int w) { r->fcrdns = w == 0; }
 static int load_fcrdns(const struct policy_rule *r) { return r->fcrdns ? 0 : 1; }
 static void store_reply(struct policy_rule *r, int w) { r->reply = w == 0 ? 550 : 450; }
 static int load_reply(const struct policy_rule *r) { return r->reply == 550 ? 0 : 1; }
+static void store_auth_reply(struct policy_rule *r, int w) { r->reply = w == 0 ? 450 : 554; }
+static int load_auth_reply(const struct policy_rule *r) { return r->reply == 450 ? 0 : 1; }
 
 static const struct setting settings[] = {
-	{ "action", { "enforce", "log", "off", NULL }, store_action, load_action },
-	{ "reply", { "550", "450", NULL }, store_reply, load_reply },
-	{ "stage", { "connect", "mail", "rcpt", NULL }, store_stage, load_stage },
-	{ "fcrdns", { "yes", "no", NULL }, store_fcrdns, load_fcrdns },
+	{ "action", KIND_PTR | KIND_AUTH, { "enforce", "log", "off", NULL }, store_action, load_action },
+	{ "reply", KIND_PTR, { "550", "450", NULL }, store_reply, load_reply },
+	{ "reply", KIND_AUTH, { "450", "554", NULL }, store_auth_reply, load_auth_reply },
+	{ "stage", KIND_PTR, { "connect", "mail", "rcpt", NULL }, store_stage, load_stage },
+	{ "fcrdns", KIND_PTR, { "yes", "no", NULL }, store_fcrdns, load_fcrdns },
 };
 #define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))
 
@@ -110,11 +131,12 @@ policy_set(struct policy *p, const char *rule, const char *key,
 	size_t i, off;
 
 	if (id < 0) {
-		snprintf(why, whylen, "%s: no such rule (rules: ipv6-ptr ipv4-ptr)", rule);
+		snprintf(why, whylen, "%s: no such rule (rules: ipv6-ptr ipv4-ptr ipv6-auth ipv4-auth)", rule);
 		return -1;
 	}
 	for (i = 0; i < N_SETTINGS; i++) {
-		if (strcmp(settings[i].key, key) != 0)
+		if (strcmp(settings[i].key, key) != 0 ||
+		    !(settings[i].kinds & rule_kind(id)))
 			continue;
 		for (w = 0; settings[i].words[w]; w++)
 			if (strcasecmp(settings[i].words[w], value) == 0) {
@@ -127,19 +149,21 @@ policy_set(struct policy *p, const char *rule, const char *key,
 						settings[i].words[w]);
 		return -1;
 	}
-	snprintf(why, whylen, "%s: no such setting (settings: action reply stage fcrdns)", key);
+	snprintf(why, whylen, "%s: no such setting (settings: %s)", key,
+		 rule_kind(id) == KIND_PTR ? "action reply stage fcrdns" : "action reply");
 	return -1;
 }
 
 void
-policy_rule_each(const struct policy_rule *r,
+policy_rule_each(int id, const struct policy_rule *r,
 		 void (*each)(void *arg, const char *key, const char *val),
 		 void *arg)
 {
 	size_t i;
 
 	for (i = 0; i < N_SETTINGS; i++)
-		each(arg, settings[i].key, settings[i].words[settings[i].load(r)]);
+		if (settings[i].kinds & rule_kind(id))
+			each(arg, settings[i].key, settings[i].words[settings[i].load(r)]);
 }
 
 struct fmt_state {
@@ -158,12 +182,12 @@ fmt_one(void *arg, const char *key, const char *val)
 }
 
 void
-policy_rule_format(const struct policy_rule *r, char *out, size_t n)
+policy_rule_format(int id, const struct policy_rule *r, char *out, size_t n)
 {
 	struct fmt_state f = { out, n, 0 };
 
 	out[0] = '\0';
-	policy_rule_each(r, fmt_one, &f);
+	policy_rule_each(id, r, fmt_one, &f);
 }
 
 enum policy_outcome
@@ -193,6 +217,32 @@ policy_ptr(const struct policy_rule *r, enum ptr_result res, uint8_t family,
 	snprintf(reply->text, sizeof(reply->text),
 		 "Service unavailable, sending %s address [%s] must have a reverse DNS record",
 		 fam, a);
+	return POLICY_REJECT;
+}
+
+enum policy_outcome
+policy_auth(const struct policy_rule *r, bool spf_pass, bool dkim_pass,
+	    bool temp, uint8_t family, struct policy_reply *reply)
+{
+	const char *fam = family == 6 ? "IPv6" : "IPv4";
+
+	if (r->action == POLICY_OFF || spf_pass || dkim_pass)
+		return POLICY_PASS;
+	if (r->action == POLICY_LOG)
+		return POLICY_LOGGED;
+	if (temp) {   /* a pass may have hidden behind the failure */
+		reply->code = 451;
+		snprintf(reply->enh, sizeof(reply->enh), "4.7.26");
+		snprintf(reply->text, sizeof(reply->text),
+			 "Service temporarily unavailable, SPF and DKIM could not be checked for a message sent over %s, try again later",
+			 fam);
+		return POLICY_DEFER;
+	}
+	reply->code = r->reply;
+	snprintf(reply->enh, sizeof(reply->enh), r->reply == 554 ? "5.7.26" : "4.7.26");
+	snprintf(reply->text, sizeof(reply->text),
+		 "Service unavailable, message sent over %s must pass either SPF or DKIM validation",
+		 fam);
 	return POLICY_REJECT;
 }
 

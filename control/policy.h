@@ -20,6 +20,8 @@
 enum policy_rule_id {
 	POLICY_IPV6_PTR,
 	POLICY_IPV4_PTR,
+	POLICY_IPV6_AUTH,    /* SPF or DKIM must pass (issue 6) */
+	POLICY_IPV4_AUTH,
 	POLICY__RULES
 };
 
@@ -29,9 +31,9 @@ enum policy_stage { POLICY_AT_CONNECT, POLICY_AT_MAIL, POLICY_AT_RCPT };
 
 struct policy_rule {
 	uint8_t action;      /* enum policy_action */
-	uint8_t stage;       /* enum policy_stage */
-	bool fcrdns;         /* a PTR whose name does not resolve back fails too */
-	uint16_t reply;      /* 550 or 450 */
+	uint8_t stage;       /* enum policy_stage (PTR rules) */
+	bool fcrdns;         /* PTR rules: a PTR that does not resolve back fails too */
+	uint16_t reply;      /* PTR rules: 550 or 450; auth rules: 450 or 554 */
 };
 
 struct policy {
@@ -64,9 +66,9 @@ int policy_rule_find(const char *name);
 int policy_set(struct policy *p, const char *rule, const char *key,
 	       const char *value, char *why, size_t whylen);
 /* "action=enforce reply=550 stage=mail fcrdns=no" */
-void policy_rule_format(const struct policy_rule *r, char *out, size_t n);
+void policy_rule_format(int id, const struct policy_rule *r, char *out, size_t n);
 /* Calls each(key, value) for the settings of a rule, in table order. */
-void policy_rule_each(const struct policy_rule *r,
+void policy_rule_each(int id, const struct policy_rule *r,
 		      void (*each)(void *arg, const char *key, const char *val),
 		      void *arg);
 
@@ -75,6 +77,13 @@ void policy_rule_each(const struct policy_rule *r,
 enum policy_outcome policy_ptr(const struct policy_rule *r,
 			       enum ptr_result res, uint8_t family,
 			       const uint8_t *addr, struct policy_reply *reply);
+
+/* The authentication rule of the peer's family: SPF and DKIM results in,
+ * what the sender is told out. spf_pass / dkim_pass: one passed;
+ * temp: a check failed temporarily (then never a 5xx). */
+enum policy_outcome policy_auth(const struct policy_rule *r, bool spf_pass,
+				bool dkim_pass, bool temp, uint8_t family,
+				struct policy_reply *reply);
 
 /* The live rules. */
 void policy_live_init(const struct policy *p);

@@ -8,8 +8,14 @@
  * to 1 ms when their job ring is empty.
  *
  * What the control plane keeps per session is one slot per worker session
- * slot (generation, PTR result and name): written by the dispatcher only,
- * and overwritten when the worker reuses the slot, so it cannot leak.
+ * slot (generation, PTR result and name, the transaction's SPF job): written
+ * by the dispatcher only, and overwritten when the worker reuses the slot.
+ *
+ * SPF starts at MAIL FROM: the dispatcher queues an SPF job and keeps a
+ * reference in the session's slot; the delivery job at the end of DATA takes
+ * it over. Whichever work thread gets to a queued SPF job first runs it (a
+ * delivery job runs it itself rather than wait for a queued one), so no work
+ * thread ever waits for a job that sits behind it in the queue.
  */
 #include <errno.h>
 #include <poll.h>
@@ -28,8 +34,10 @@
 #include <rte_ring.h>
 #include <rte_ring_elem.h>
 
+#include "control/auth.h"
 #include "control/config.h"
 #include "control/pool.h"
+#include "control/relay.h"
 #include "control/spool.h"
 #include "control/txlog.h"
 #include "control/txrec.h"
@@ -83,10 +91,25 @@ ctl_stats_total(struct ctl_stats *out)
 	}
 }
 
+/* An SPF check begun at MAIL FROM. refs: the session slot, the queue, the
+ * delivery job. state: queued, running, done. */
+struct spf_job {
+	atomic_int refs;
+	atomic_int state;
+	uint8_t family;
+	uint8_t addr[16];
+	char helo[256];
+	char mail_from[260];
+	struct auth_spf result;
+};
+
+enum { SPF_QUEUED, SPF_RUNNING, SPF_DONE };
+
 struct ctl_sess {
 	uint32_t gen;
 	uint8_t ptr;
 	char ptr_name[256];
+	struct spf_job *spf;       /* the current transaction's, or NULL */
 };
 
 struct pool {
@@ -99,7 +122,9 @@ struct pool {
 	struct ctl_sess *sess;           /* n_workers * max_flows */
 	struct ub_ctx *ub;
 	struct rdns *rdns;
+	struct auth *auth;
 	struct spool *spool;
+	struct relay *relay;
 	FILE *log;
 	bool log_owned;
 	struct rte_ring *jobs;           /* dispatcher -> work threads */
@@ -109,11 +134,36 @@ struct pool {
 	struct ctl_stats *st;            /* the dispatcher's block */
 };
 
-/* A job for a work thread: which worker's session it is for. */
+/* A job for a work thread: an SPF check, or a message to check and hand
+ * on for a worker's session. */
 struct job {
+	bool is_spf;
+	struct spf_job *spf;
 	struct txrec *rec;
 	uint32_t worker, idx, gen;
 };
+
+static void
+spf_unref(struct spf_job *j)
+{
+	if (j && atomic_fetch_sub(&j->refs, 1) == 1)
+		free(j);
+}
+
+/* Run it here unless another thread has; wait only for a running one. */
+static void
+spf_finish(struct pool *pl, struct spf_job *j)
+{
+	int expect = SPF_QUEUED;
+
+	if (atomic_compare_exchange_strong(&j->state, &expect, SPF_RUNNING)) {
+		auth_spf(pl->auth, j->family, j->addr, j->helo, j->mail_from, &j->result);
+		atomic_store(&j->state, SPF_DONE);
+		return;
+	}
+	while (atomic_load(&j->state) != SPF_DONE)
+		usleep(200);
+}
 
 static uint64_t
 now_us(void)
@@ -232,30 +282,71 @@ fill_ptr_name(struct pool *pl, uint32_t worker, const struct ctl_msg *m)
 			 cs->ptr_name);
 }
 
+static bool
+queue_job(struct pool *pl, const struct job *j)
+{
+	struct job *jp = malloc(sizeof(*jp));
+
+	if (!jp)
+		return false;
+	*jp = *j;
+	if (rte_ring_enqueue(pl->jobs, jp) == 0)
+		return true;
+	free(jp);
+	return false;
+}
+
+static void
+on_spf(struct pool *pl, uint32_t worker, const struct ctl_msg *m)
+{
+	struct ctl_sess *cs = sess_at(pl, worker, m->idx);
+	struct txrec *r = m->u.rec;
+	struct spf_job *j;
+
+	if (cs && cs->gen == m->gen && (j = calloc(1, sizeof(*j)))) {
+		atomic_init(&j->refs, 1);
+		atomic_init(&j->state, SPF_QUEUED);
+		j->family = r->family;
+		memcpy(j->addr, r->addr, 16);
+		memcpy(j->helo, r->helo, sizeof(j->helo));
+		memcpy(j->mail_from, r->mail_from, sizeof(j->mail_from));
+		spf_unref(cs->spf);   /* a new MAIL: the old transaction's is done */
+		cs->spf = j;
+		atomic_fetch_add(&j->refs, 1);
+		if (!queue_job(pl, &(struct job){ .is_spf = true, .spf = j }))
+			spf_unref(j);   /* the delivery job will run it */
+	}
+	rte_mempool_put(pl->txrec_pool, r);
+}
+
 static void
 on_spool(struct pool *pl, uint32_t worker, const struct ctl_msg *m)
 {
 	struct job j = { .rec = m->u.rec, .worker = worker, .idx = m->idx, .gen = m->gen };
-	struct job *jp;
+	struct ctl_sess *cs = sess_at(pl, worker, m->idx);
 
 	pl->st->c[CTL_SPOOL_REQUESTS]++;
 	fill_ptr_name(pl, worker, m);
+	if (cs && cs->gen == m->gen) {
+		j.spf = cs->spf;      /* the delivery job takes the slot's reference */
+		cs->spf = NULL;
+	}
 	/* One job object per request, from the heap: the control plane may
 	 * allocate, and the ring carries pointers. */
-	jp = malloc(sizeof(*jp));
-	if (jp) {
-		*jp = j;
-		if (rte_ring_enqueue(pl->jobs, jp) == 0)
-			return;
-		free(jp);
-	}
+	if (queue_job(pl, &j))
+		return;
 	/* No room for the job: the sender gets a 451, not a 250. */
 	{
 		struct ctl_msg v = { .kind = MSG_SPOOL_DONE, .idx = m->idx,
 				     .gen = m->gen, .result = 1 };
+		struct txrec *r = m->u.rec;
 
-		v.u.rec = m->u.rec;
-		m->u.rec->spool_errno = EAGAIN;
+		spf_unref(j.spf);
+		r->reply_code = 451;
+		memcpy(r->reply_enh, "4.3.0", 6);
+		snprintf(r->reply_text, sizeof(r->reply_text),
+			 "Temporary local problem, message not queued, try again later");
+		v.u.rec = r;
 		pl->st->c[CTL_SPOOL_FAILED]++;
 		send_verdict(pl, worker, &v, pl->st);
 	}
@@ -296,6 +387,9 @@ drain_requests(struct pool *pl)
 			case MSG_LOG:
 				on_log(pl, w, &msgs[i]);
 				break;
+			case MSG_SPF:
+				on_spf(pl, w, &msgs[i]);
+				break;
 			default:
 				pl->st->c[CTL_UNKNOWN_MSG]++;
 			}
@@ -325,6 +419,101 @@ pool_run(struct pool *pl, volatile sig_atomic_t *stop)
 	fflush(pl->log);
 }
 
+static void
+set_reply(struct txrec *r, uint16_t code, const char *enh, const char *text)
+{
+	r->reply_code = code;
+	snprintf(r->reply_enh, sizeof(r->reply_enh), "%s", enh);
+	snprintf(r->reply_text, sizeof(r->reply_text), "%s", text);
+}
+
+/* Our headers, then the message (without forged Authentication-Results),
+ * to the spool or the downstream. */
+static void
+hand_on(struct pool *pl, struct txrec *r, const struct auth_verdict *v,
+	struct ctl_stats *st)
+{
+	char prefix[4096], text[200];
+	const char *rcpts[TXREC_MAX_RCPTS];
+	struct smtp_chunk *stripped;
+	const struct smtp_chunk *msg, *c;
+	size_t plen;
+	uint32_t n = 0, off;
+
+	queue_id_new(r->queue_id);
+	plen = spool_received(r, pl->cfg->hostname, prefix, sizeof(prefix));
+	plen += auth_results_header(pl->auth, r, v, prefix + plen, sizeof(prefix) - plen);
+	stripped = auth_strip_forged(pl->cfg->authserv_id, r->body);
+	msg = stripped ? stripped : r->body;
+	if (pl->spool) {
+		if (spool_write(pl->spool, prefix, plen, msg) == 0) {
+			snprintf(text, sizeof(text), "Ok: queued as %s", r->queue_id);
+			set_reply(r, 250, "2.0.0", text);
+			st->c[CTL_SPOOL_WRITTEN]++;
+		} else {
+			r->spool_errno = errno ? errno : EIO;
+			set_reply(r, 451, "4.3.0",
+				  "Requested action aborted: local problem in processing, message not queued");
+			st->c[CTL_SPOOL_FAILED]++;
+		}
+	} else {
+		struct relay_result res;
+		struct relay_msg rm = {
+			.mail_from = r->mail_from, .rcpts = rcpts, .family = r->family,
+			.addr = r->addr, .helo = r->helo, .ptr_name = r->ptr_name,
+			.prefix = prefix, .prefix_len = plen, .body = msg,
+			.body_8bit = r->body_8bit, .smtputf8 = r->smtputf8,
+		};
+
+		for (c = r->rcpts; c; c = c->next)
+			for (off = 0; off < c->len && n < TXREC_MAX_RCPTS;
+			     off += (uint32_t)strlen((const char *)c->data + off) + 1)
+				rcpts[n++] = (const char *)c->data + off;
+		rm.nrcpts = n;
+		relay_deliver(pl->relay, &rm, &res);
+		if (res.code / 100 == 2) {
+			snprintf(text, sizeof(text), "Ok: queued as %s", r->queue_id);
+			set_reply(r, 250, "2.0.0", text);
+			st->c[CTL_RELAY_DELIVERED]++;
+		} else {
+			set_reply(r, res.code, res.enh, res.text);
+			st->c[CTL_RELAY_FAILED]++;
+		}
+	}
+	free(stripped);
+}
+
+static void
+deliver_job(struct pool *pl, struct job *j, struct ctl_stats *st)
+{
+	struct txrec *r = j->rec;
+	struct auth_verdict v;
+	struct ctl_msg m = { .kind = MSG_SPOOL_DONE, .idx = j->idx, .gen = j->gen };
+
+	memset(&v, 0, sizeof(v));
+	r->spool_errno = 0;
+	if (j->spf) {
+		spf_finish(pl, j->spf);
+		v.spf = j->spf->result;
+		spf_unref(j->spf);
+	} else {
+		auth_spf(pl->auth, r->family, r->addr, r->helo, r->mail_from, &v.spf);
+	}
+	auth_verify(pl->auth, r->body, &r->auth_rule, r->family, &v);
+	snprintf(r->spf, sizeof(r->spf), "%s", spf_result_name(v.spf.result));
+	snprintf(r->dkim, sizeof(r->dkim), "%s", auth_dkim_summary(&v));
+	r->auth_outcome = (uint8_t)v.outcome;
+	r->auth_checked = true;
+	st->c[CTL_AUTH_PASS + v.outcome]++;
+	if (v.outcome == POLICY_REJECT || v.outcome == POLICY_DEFER)
+		set_reply(r, v.reply.code, v.reply.enh, v.reply.text);
+	else
+		hand_on(pl, r, &v, st);
+	m.result = r->reply_code / 100 != 2;
+	m.u.rec = r;
+	send_verdict(pl, j->worker, &m, st);
+}
+
 static void *
 work_thread(void *arg)
 {
@@ -335,7 +524,6 @@ work_thread(void *arg)
 
 	while (!atomic_load(&pl->stop)) {
 		struct job j;
-		struct ctl_msg v = { .kind = MSG_SPOOL_DONE };
 
 		if (rte_ring_dequeue(pl->jobs, &jp) != 0) {
 			usleep(backoff_us);
@@ -346,18 +534,13 @@ work_thread(void *arg)
 		backoff_us = 20;
 		j = *(struct job *)jp;
 		free(jp);
-		j.rec->spool_errno = 0;
-		if (spool_write(pl->spool, j.rec) < 0) {
-			j.rec->spool_errno = errno ? errno : EIO;
-			st->c[CTL_SPOOL_FAILED]++;
+		if (j.is_spf) {
+			spf_finish(pl, j.spf);
+			spf_unref(j.spf);
+			st->c[CTL_SPF_CHECKS]++;
 		} else {
-			st->c[CTL_SPOOL_WRITTEN]++;
+			deliver_job(pl, &j, st);
 		}
-		v.idx = j.idx;
-		v.gen = j.gen;
-		v.result = j.rec->spool_errno != 0;
-		v.u.rec = j.rec;
-		send_verdict(pl, j.worker, &v, st);
 	}
 	return NULL;
 }
@@ -430,9 +613,22 @@ pool_create(const struct pool_params *p, char *err, size_t errlen)
 		snprintf(err, errlen, "reverse DNS: %s", strerror(errno));
 		goto fail;
 	}
+	pl->auth = auth_create(pl->ub, c->hostname, c->authserv_id, c->dns_timeout_ms,
+			       err, errlen);
+	if (!pl->auth)
+		goto fail;
 	if (c->spool_dir[0]) {
 		pl->spool = spool_open(c->spool_dir, c->hostname, err, errlen);
 		if (!pl->spool)
+			goto fail;
+	} else {
+		struct relay_params rp2 = {
+			.target = c->relay_target, .lmtp = c->relay_protocol == RELAY_LMTP,
+			.helo = c->hostname, .pool_size = c->control_threads,
+		};
+
+		pl->relay = relay_create(&rp2, err, errlen);
+		if (!pl->relay)
 			goto fail;
 	}
 	pl->jobs = rte_ring_create("ctl_jobs", JOB_RING_SIZE, rte_socket_id(),
@@ -470,14 +666,21 @@ pool_destroy(struct pool *pl)
 	for (i = 0; i < pl->n_threads; i++)
 		pthread_join(pl->threads[i], NULL);
 	if (pl->jobs) {
-		while (rte_ring_dequeue(pl->jobs, &jp) == 0)
+		while (rte_ring_dequeue(pl->jobs, &jp) == 0) {
+			spf_unref(((struct job *)jp)->spf);
 			free(jp);
+		}
 		rte_ring_free(pl->jobs);
 	}
+	if (pl->sess)
+		for (i = 0; i < pl->n_workers * pl->max_flows; i++)
+			spf_unref(pl->sess[i].spf);
 	rdns_destroy(pl->rdns);
+	auth_destroy(pl->auth);
+	spool_close(pl->spool);
+	relay_destroy(pl->relay);
 	if (pl->ub)
 		dns_resolver_destroy(pl->ub);
-	spool_close(pl->spool);
 	if (pl->log_owned)
 		fclose(pl->log);
 	free(pl->sess);

@@ -36,6 +36,13 @@ struct rte_ring;
 	X(SPOOL_REQUESTS, "spool_requests")                                  \
 	X(SPOOL_WRITTEN, "spool_written")                                    \
 	X(SPOOL_FAILED, "spool_failed")                                      \
+	X(RELAY_DELIVERED, "relay_delivered")                                \
+	X(RELAY_FAILED, "relay_failed")                                      \
+	X(SPF_CHECKS, "spf_checks_early") /* SPF run ahead, from MAIL */      \
+	X(AUTH_PASS, "auth_pass")          /* the auth rule's outcomes */     \
+	X(AUTH_REJECT, "auth_reject")                                        \
+	X(AUTH_DEFER, "auth_defer")                                          \
+	X(AUTH_LOGGED, "auth_logged")                                        \
 	X(LOG_LINES, "log_lines")                                            \
 	X(LOG_FAILED, "log_failed")                                          \
 	X(VERDICTS_SENT, "verdicts_sent")                                    \

@@ -1,6 +1,9 @@
 /*
  * spool.c - Maildir delivery of accepted mail (see spool.h).
  *
+ * The queue id is ours, made before the headers that carry it, so the spool
+ * and the relay share it.
+ *
  * The order is the point: the file is written in tmp/, fsync'd, renamed
  * into new/, and new/ is fsync'd, and only then does the caller tell the
  * sender 250. A crash before the rename leaves at most a file in tmp/, which
@@ -31,6 +34,19 @@ struct spool {
 	int tmp_fd, new_fd;        /* the directories, for fsync */
 	atomic_uint counter;
 };
+
+static atomic_uint id_counter;
+
+void
+queue_id_new(char out[24])
+{
+	unsigned n = atomic_fetch_add(&id_counter, 1);
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	snprintf(out, 24, "%08lX%05lX%04X", (unsigned long)ts.tv_sec,
+		 (unsigned long)(ts.tv_nsec / 1000) & 0xfffff, n & 0xffff);
+}
 
 static int
 mkdir_p(const char *path)
@@ -185,28 +201,24 @@ write_message(int fd, const char *hdr, size_t hlen, const struct smtp_chunk *c)
 }
 
 int
-spool_write(struct spool *s, struct txrec *rec)
+spool_write(struct spool *s, const char *prefix, size_t prefix_len,
+	    const struct smtp_chunk *msg)
 {
-	char hdr[1024], name[400], tmp[1000], dst[1000];
+	char name[400], tmp[1000], dst[1000];
 	unsigned n = atomic_fetch_add(&s->counter, 1);
 	struct timespec ts;
-	size_t hlen;
 	int fd, saved;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
-	snprintf(rec->queue_id, sizeof(rec->queue_id), "%08lX%05lX%04X",
-		 (unsigned long)ts.tv_sec, (unsigned long)(ts.tv_nsec / 1000) & 0xfffff,
-		 n & 0xffff);
 	snprintf(name, sizeof(name), "%lu.M%luP%dQ%u.%s", (unsigned long)ts.tv_sec,
 		 (unsigned long)(ts.tv_nsec / 1000), (int)getpid(), n, s->hostname);
 	snprintf(tmp, sizeof(tmp), "%s/tmp/%s", s->dir, name);
 	snprintf(dst, sizeof(dst), "%s/new/%s", s->dir, name);
-	hlen = spool_received(rec, s->hostname, hdr, sizeof(hdr));
 
 	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
 	if (fd < 0)
 		return -1;
-	if (write_message(fd, hdr, hlen, rec->body) < 0 || fsync(fd) < 0)
+	if (write_message(fd, prefix, prefix_len, msg) < 0 || fsync(fd) < 0)
 		goto fail;
 	if (close(fd) < 0) {
 		fd = -1;

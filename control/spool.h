@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 
+struct smtp_chunk;
 struct spool;
 struct txrec;
 
@@ -16,11 +17,15 @@ struct spool *spool_open(const char *dir, const char *hostname, char *err,
 			 size_t errlen);
 void spool_close(struct spool *s);
 
-/* Writes rec's message with a Received: header in front: to tmp/, fsync'd,
- * renamed into new/, the directory fsync'd. Fills rec->queue_id. Safe from
- * several threads at once. 0 on success; -1 with errno, and nothing left in
- * new/, on failure. */
-int spool_write(struct spool *s, struct txrec *rec);
+/* Writes prefix (our headers) then the message: to tmp/, fsync'd, renamed
+ * into new/, the directory fsync'd. Safe from several threads at once. 0 on
+ * success; -1 with errno, and nothing left in new/, on failure. */
+int spool_write(struct spool *s, const char *prefix, size_t prefix_len,
+		const struct smtp_chunk *msg);
+
+/* A new queue id (17 hex digits, unique in this process and over time),
+ * for our Received: header, the 250 and the log. Thread-safe. */
+void queue_id_new(char out[24]);
 
 /* The Received: header for rec (RFC 5321 4.4), CRLF-terminated. */
 size_t spool_received(const struct txrec *rec, const char *hostname,

@@ -185,7 +185,7 @@ cmd_policy(const char *cmd, const char *params, struct rte_tel_data *d)
 		char key[32], *c;
 
 		rte_tel_data_start_dict(r);
-		policy_rule_each(&p.rule[i], put_setting, r);
+		policy_rule_each(i, &p.rule[i], put_setting, r);
 		/* Telemetry keys allow no '-': ipv6-ptr is ipv6_ptr here. */
 		snprintf(key, sizeof(key), "%s", policy_rule_name(i));
 		for (c = key; *c; c++)
@@ -210,7 +210,7 @@ cmd_policy_set(const char *cmd, const char *params, struct rte_tel_data *d)
 	snprintf(buf, sizeof(buf), "%s", params ? params : "");
 	rule = strtok_r(buf, " ", &save);
 	if (!rule || (id = policy_rule_find(rule)) < 0) {
-		snprintf(why, sizeof(why), "%s: no such rule (rules: ipv6-ptr ipv4-ptr)",
+		snprintf(why, sizeof(why), "%s: no such rule (rules: ipv6-ptr ipv4-ptr ipv6-auth ipv4-auth)",
 			 rule ? rule : "(none)");
 		rte_tel_data_add_dict_string(d, "error", why);
 		return 0;
@@ -236,8 +236,8 @@ cmd_policy_set(const char *cmd, const char *params, struct rte_tel_data *d)
 		}
 	}
 	policy_live_init(&after);
-	policy_rule_format(&before.rule[id], was, sizeof(was));
-	policy_rule_format(&after.rule[id], now, sizeof(now));
+	policy_rule_format(id, &before.rule[id], was, sizeof(was));
+	policy_rule_format(id, &after.rule[id], now, sizeof(now));
 	rte_log(RTE_LOG_NOTICE, smtpedge_logtype,
 		"smtpedge: policy rule=%s was=\"%s\" now=\"%s\"\n", rule, was, now);
 	rte_tel_data_add_dict_string(d, "rule", rule);

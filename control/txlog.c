@@ -111,6 +111,10 @@ txlog_format(const struct txrec *r, char *out, size_t n)
 			put_value(&o, "rcpt", r->rcpt);
 		put(&o, " size=%llu", (unsigned long long)r->size);
 	}
+	if (r->auth_checked)
+		put(&o, " spf=%s dkim=%s %s=%s", r->spf, r->dkim,
+		    policy_rule_name(r->family == 6 ? POLICY_IPV6_AUTH : POLICY_IPV4_AUTH),
+		    policy_outcome_name(r->auth_outcome));
 	if (r->queue_id[0])
 		put(&o, " queue_id=%s", r->queue_id);
 	if (r->nreplies)

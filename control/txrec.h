@@ -12,9 +12,11 @@
 #include <stdint.h>
 
 #include "control/msg.h"
+#include "control/policy.h"
 #include "dataplane/smtp.h"
 
 #define TXREC_REPLIES 32
+#define TXREC_MAX_RCPTS 10000   /* [smtp] max_recipients at most */
 
 enum txrec_kind { TXREC_TRANSACTION, TXREC_SESSION };
 
@@ -39,7 +41,18 @@ struct txrec {
 	char helo[256];
 	char mail_from[260];
 	char rcpt[260];              /* the first recipient */
-	const struct smtp_chunk *body;   /* MSG_SPOOL: the message, read-only */
+	/* MSG_SPOOL, read-only until the answer goes back: */
+	const struct smtp_chunk *body;   /* the message */
+	const struct smtp_chunk *rcpts;  /* every recipient, NUL-separated */
+	struct policy_rule auth_rule;    /* ipv6-auth or ipv4-auth, as of the open */
+	bool body_8bit, smtputf8;
+	/* MSG_SPOOL answers, set by the control plane; MSG_LOG, by the worker: */
+	uint16_t reply_code;
+	char reply_enh[8];
+	char reply_text[256];
+	char spf[12], dkim[12];      /* results' names, "" when not checked */
+	uint8_t auth_outcome;        /* enum policy_outcome of the auth rule */
+	bool auth_checked;
 };
 
 #endif

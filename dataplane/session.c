@@ -49,6 +49,9 @@ struct sess {
 	uint32_t idx, gen;
 	struct smtp_peer peer;
 	struct policy_rule rule;       /* the PTR rule, as of the open */
+	struct policy_rule auth_rule;  /* the auth rule, as of the open */
+	struct txrec *spf_rec;         /* MAIL's SPF request, held while the
+					  PTR verdict is pending */
 	uint8_t ptr;                   /* enum ptr_result */
 	uint8_t ptr_outcome;           /* enum policy_outcome, the latest */
 	bool in_use;
@@ -56,7 +59,10 @@ struct sess {
 	bool spool_pending;            /* the spool reads our body */
 	uint8_t wait_stage;
 	uint32_t wait_token, spool_token;
-	char queue_id[24];             /* the last message spooled, for the log */
+	char queue_id[24];             /* the last message handed on, for the log */
+	char spf[12], dkim[12];        /* its checks, for the log */
+	uint8_t auth_outcome;
+	bool auth_checked;
 };
 
 struct sess_layer {
@@ -79,7 +85,7 @@ struct sess_layer {
 	uint64_t last_tick_us;
 	struct smtp_params smtp_params;
 	struct policy_reply reply;     /* the text of the verdict being given */
-	char queued[64];
+	char queued[256];
 };
 
 static const struct smtp_ops smtp_ops;
@@ -167,10 +173,49 @@ txrec_fill(struct sess *s, struct txrec *r, const char *helo,
 	r->ptr_name[0] = '\0';
 	r->spool_errno = 0;
 	r->body = NULL;
+	r->rcpts = NULL;
+	r->reply_code = 0;
+	r->spf[0] = r->dkim[0] = '\0';
+	r->auth_checked = false;
+	r->auth_outcome = 0;
+	r->flags = 0;
 	snprintf(r->helo, sizeof(r->helo), "%s", helo ? helo : "");
 	snprintf(r->mail_from, sizeof(r->mail_from), "%s", mail_from ? mail_from : "");
 	snprintf(r->rcpt, sizeof(r->rcpt), "%s",
 		 rcpts && rcpts->len ? (const char *)rcpts->data : "");
+}
+
+/* SPF starts at MAIL, on the control plane, once MAIL is to be accepted;
+ * its result is needed only at the end of DATA. */
+static void
+spf_send(struct sess *s)
+{
+	struct ctl_msg m = { .kind = MSG_SPF, .idx = s->idx, .gen = s->gen };
+
+	if (!s->spf_rec)
+		return;
+	m.u.rec = s->spf_rec;
+	s->spf_rec = NULL;
+	if (!send_msg(s->sl, &m))
+		rte_mempool_put(s->sl->txrecs, m.u.rec);   /* it runs at DATA end */
+}
+
+static void
+spf_drop(struct sess *s)
+{
+	if (s->spf_rec) {
+		rte_mempool_put(s->sl->txrecs, s->spf_rec);
+		s->spf_rec = NULL;
+	}
+}
+
+static void
+spf_prepare(struct sess *s, const struct smtp_check *chk)
+{
+	spf_drop(s);
+	s->spf_rec = txrec_get(s->sl);
+	if (s->spf_rec)
+		txrec_fill(s, s->spf_rec, chk->helo, chk->mail_from, NULL, 0);
 }
 
 /* The end of DATA: the message goes to the control plane, the reply waits. */
@@ -187,6 +232,10 @@ check_data_end(struct sess *s, const struct smtp_check *chk,
 		r->kind = TXREC_TRANSACTION;
 		r->size = chk->body_size;
 		r->body = chk->body;
+		r->rcpts = chk->rcpts;
+		r->auth_rule = s->auth_rule;
+		r->body_8bit = chk->body_type == SMTP_BODY_8BITMIME;
+		r->smtputf8 = chk->smtputf8;
 		m.u.rec = r;
 		if (send_msg(sl, &m)) {
 			s->spool_pending = true;
@@ -205,12 +254,18 @@ static int
 smtp_check(void *ctx, const struct smtp_check *chk, struct smtp_verdict *v)
 {
 	struct sess *s = ctx;
+	bool mail = chk->stage == SMTP_STAGE_MAIL;
 
 	memset(v, 0, sizeof(*v));
 	if (chk->stage == SMTP_STAGE_DATA_END)
 		return check_data_end(s, chk, v);
-	if (s->rule.action == POLICY_OFF || stage_of[chk->stage] != s->rule.stage)
+	if (mail)
+		spf_prepare(s, chk);
+	if (s->rule.action == POLICY_OFF || stage_of[chk->stage] != s->rule.stage) {
+		if (mail)
+			spf_send(s);
 		return SMTP_CHECK_DONE;
+	}
 	if (s->ptr == PTR_UNKNOWN) {
 		s->waiting_ptr = true;
 		s->wait_stage = (uint8_t)chk->stage;
@@ -218,6 +273,10 @@ smtp_check(void *ctx, const struct smtp_check *chk, struct smtp_verdict *v)
 		return SMTP_CHECK_PENDING;
 	}
 	ptr_decide(s, v);
+	if (mail && v->code == 0)
+		spf_send(s);
+	else
+		spf_drop(s);
 	return SMTP_CHECK_DONE;
 }
 
@@ -279,6 +338,13 @@ smtp_record(void *ctx, const struct smtp_record *rec)
 		memcpy(r->queue_id, s->queue_id, sizeof(r->queue_id));
 		s->queue_id[0] = '\0';
 	}
+	if (r->kind == TXREC_TRANSACTION && s->auth_checked) {
+		memcpy(r->spf, s->spf, sizeof(r->spf));
+		memcpy(r->dkim, s->dkim, sizeof(r->dkim));
+		r->auth_outcome = s->auth_outcome;
+		r->auth_checked = true;
+		s->auth_checked = false;
+	}
 	r->size = rec->size;
 	r->flags = rec->flags;
 	r->nreplies = n;
@@ -305,6 +371,7 @@ slot_release(struct sess *s)
 	struct sess_layer *sl = s->sl;
 
 	smtp_session_fini(s->smtp);
+	spf_drop(s);
 	s->in_use = false;
 	s->gen++;
 	sl->free_stack[sl->n_free++] = s->idx;
@@ -336,6 +403,9 @@ tcp_open(void *ctx, struct tcp_conn *c, const struct tcp_conn_info *info)
 	s->ptr_outcome = POLICY_PASS;
 	policy_live_get(&p);
 	s->rule = p.rule[info->family == 6 ? POLICY_IPV6_PTR : POLICY_IPV4_PTR];
+	s->auth_rule = p.rule[info->family == 6 ? POLICY_IPV6_AUTH : POLICY_IPV4_AUTH];
+	s->auth_checked = false;
+	s->spf_rec = NULL;
 	s->smtp = smtp_session_init(sl->smtp_mem + (size_t)s->idx * sl->smtp_size,
 				    sl->smtp_size, &sl->smtp_params, &smtp_ops, s,
 				    &s->peer);
@@ -446,6 +516,10 @@ on_rdns_done(struct sess_layer *sl, const struct ctl_msg *m)
 	if (s->waiting_ptr && s->tcp) {
 		s->waiting_ptr = false;
 		ptr_decide(s, &v);
+		if (s->wait_stage == SMTP_STAGE_MAIL && v.code == 0)
+			spf_send(s);
+		else
+			spf_drop(s);
 		smtp_session_verdict(s->smtp, s->wait_token, &v);
 	}
 }
@@ -462,17 +536,16 @@ on_spool_done(struct sess_layer *sl, const struct ctl_msg *m)
 		return;
 	}
 	s->spool_pending = false;
-	if (r->spool_errno == 0) {
-		v.code = 250;
-		memcpy(v.enh, "2.0.0", 6);
-		snprintf(sl->queued, sizeof(sl->queued), "Ok: queued as %s", r->queue_id);
+	v.code = r->reply_code ? r->reply_code : 451;
+	memcpy(v.enh, r->reply_enh, sizeof(v.enh));
+	snprintf(sl->queued, sizeof(sl->queued), "%s", r->reply_text);
+	v.text = sl->queued;
+	if (v.code / 100 == 2)
 		memcpy(s->queue_id, r->queue_id, sizeof(s->queue_id));
-		v.text = sl->queued;
-	} else {
-		v.code = 451;
-		memcpy(v.enh, "4.3.0", 6);
-		v.text = "Requested action aborted: local problem in processing, message not queued";
-	}
+	memcpy(s->spf, r->spf, sizeof(s->spf));
+	memcpy(s->dkim, r->dkim, sizeof(s->dkim));
+	s->auth_outcome = r->auth_outcome;
+	s->auth_checked = r->auth_checked;
 	rte_mempool_put(sl->txrecs, r);
 	if (!s->tcp) {
 		slot_release(s);   /* the zombie: its TCP went while we wrote */

@@ -184,8 +184,10 @@ worker_emit_tcp(struct worker *w, const struct tcp_out *o)
 	ip = p + 14;
 	tcp = ip + l3;
 	memcpy(tcp, o->hdr, o->hdr_len);
-	memcpy(tcp + o->hdr_len, o->data[0], o->data_len[0]);
-	memcpy(tcp + o->hdr_len + o->data_len[0], o->data[1], o->data_len[1]);
+	if (o->data_len[0])
+		memcpy(tcp + o->hdr_len, o->data[0], o->data_len[0]);
+	if (o->data_len[1])
+		memcpy(tcp + o->hdr_len + o->data_len[0], o->data[1], o->data_len[1]);
 	tcp[16] = tcp[17] = 0;
 	if (o->family == 6) {
 		struct rte_ipv6_hdr *h = (struct rte_ipv6_hdr *)ip;

@@ -63,6 +63,18 @@ server:
   local-data: "peer-mismatch.lab.example. 300 IN AAAA 2001:db8:99::1"
   local-data: "peer-mismatch.lab.example. 300 IN A 198.51.100.99"
   local-zone: "$(rev6 $LAB_PEER6_DNSFAIL)" refuse
+  # Sender domains for SPF and DKIM: every lab peer may send for
+  # example.org; spf-fail.example allows nobody; spf-temp.example fails to
+  # resolve; dkim.example allows nobody but publishes the lab's DKIM key.
+  local-zone: "example.org." static
+  local-data: 'example.org. 300 IN TXT "v=spf1 ip6:2001:db8:1::/64 ip4:198.51.100.0/24 -all"'
+  local-zone: "example.net." static
+  local-zone: "spf-fail.example." static
+  local-data: 'spf-fail.example. 300 IN TXT "v=spf1 -all"'
+  local-zone: "spf-temp.example." refuse
+  local-zone: "dkim.example." static
+  local-data: 'dkim.example. 300 IN TXT "v=spf1 -all"'
+  local-data: '$LAB_DKIM_SELECTOR._domainkey.dkim.example. 300 IN TXT $(dkim_txt)'
 CONF
 	bulk6 | while read -r i a; do
 		if [ $((i % 2)) = 0 ]; then
@@ -72,8 +84,22 @@ CONF
 	done >> "$c"
 }
 
+# The lab's DKIM key: made once per lab, published as TXT strings of at
+# most 255 characters.
+dkim_key() {
+	[ -f "$LAB_DIR/dkim.key" ] ||
+		openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 \
+			-out "$LAB_DIR/dkim.key" 2>/dev/null
+}
+dkim_txt() {
+	local p
+	p=$(openssl pkey -in "$LAB_DIR/dkim.key" -pubout -outform DER 2>/dev/null | base64 -w0)
+	echo "\"v=DKIM1; k=rsa; \" $(echo "p=$p" | fold -w 250 | sed 's/.*/"&"/' | tr '\n' ' ')"
+}
+
 up() {
 	mkdir -p "$LAB_DIR"
+	dkim_key
 	ip netns list | grep -qw "$LAB_PEER_NS" || ip netns add "$LAB_PEER_NS"
 	ip netns list | grep -qw "$LAB_EDGE_NS" || ip netns add "$LAB_EDGE_NS"
 	if ! in_peer ip link show "$LAB_PEER_IF" >/dev/null 2>&1; then

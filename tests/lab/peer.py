@@ -7,6 +7,8 @@ Each mode prints one JSON object on stdout:
       Connects from SRC, reads the greeting, sends each LINE (CRLF added),
       one reply at a time, or all at once with --pipeline; prints every
       reply in order: {"replies": ["220 ...", "250-...\\r\\n250 ...", ...]}.
+  sendfile SRC DST FROM TO PATH
+      The same with the message in PATH (CRLF line ends) sent as it is.
   send SRC DST FROM TO SIZE SEED
       Sends one message of SIZE body bytes with smtplib (EHLO, PIPELINING
       where offered); prints {"code", "text", "sha256", "size"} where
@@ -101,6 +103,15 @@ class DataReplySMTP(smtplib.SMTP):
 def send(args):
     src, dst, mail_from, rcpt, size, seed = args
     msg = make_message(int(size), int(seed))
+    deliver(src, dst, mail_from, rcpt, msg)
+
+
+def sendfile(args):
+    src, dst, mail_from, rcpt, path = args
+    deliver(src, dst, mail_from, rcpt, open(path, "rb").read())
+
+
+def deliver(src, dst, mail_from, rcpt, msg):
     c = DataReplySMTP(timeout=300, source_address=(src, 0))
     c.connect(dst, 25)
     c.ehlo("client.lab.example")
@@ -181,4 +192,4 @@ def bulk(args):
 
 
 if __name__ == "__main__":
-    {"dialogue": dialogue, "send": send, "bulk": bulk}[sys.argv[1]](sys.argv[2:])
+    {"dialogue": dialogue, "send": send, "sendfile": sendfile, "bulk": bulk}[sys.argv[1]](sys.argv[2:])

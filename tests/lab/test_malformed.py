@@ -71,4 +71,5 @@ def test_random_garbage_is_dropped_and_survived():
         expect(edge.proc.poll() is None, "smtpedge died")
 
 
-labkit.main(globals())
+if __name__ == "__main__":
+    labkit.main(globals())

@@ -119,4 +119,5 @@ def test_ctl_without_daemon_says_so():
            "is smtpedge running" in r.stderr, r.stderr)
 
 
-labkit.main(globals())
+if __name__ == "__main__":
+    labkit.main(globals())

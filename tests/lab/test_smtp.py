@@ -47,11 +47,17 @@ def spool_files():
 
 
 def spooled_body(path):
-    """The message as stored, without our Received: header."""
+    """The message as stored, without our Received: and
+    Authentication-Results: headers (the first two fields)."""
     data = open(path, "rb").read()
     expect(data.startswith(b"Received: from "), f"{path} does not start with our Received:")
     lines = data.split(b"\r\n")
     i = 1
+    while lines[i].startswith(b"\t"):
+        i += 1
+    expect(lines[i].startswith(b"Authentication-Results: mx.lab.example;"),
+           f"no Authentication-Results after our Received: {lines[i]!r}")
+    i += 1
     while lines[i].startswith(b"\t"):
         i += 1
     return b"\r\n".join(lines[i:]), data
@@ -317,4 +323,5 @@ def lab_conf(**changes):
     return path
 
 
-labkit.main(globals())
+if __name__ == "__main__":
+    labkit.main(globals())

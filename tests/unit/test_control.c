@@ -92,15 +92,47 @@ test_ptr_rule(void)
 }
 
 static void
+test_auth_rule(void)
+{
+	struct policy p;
+	struct policy_reply r;
+	const struct policy_rule *a6;
+	char why[160];
+
+	policy_defaults(&p);
+	a6 = &p.rule[POLICY_IPV6_AUTH];
+	CHECK(policy_auth(a6, true, false, false, 6, &r) == POLICY_PASS, "SPF pass");
+	CHECK(policy_auth(a6, false, true, true, 6, &r) == POLICY_PASS, "DKIM pass");
+	memset(&r, 0, sizeof(r));
+	CHECK(policy_auth(a6, false, false, false, 6, &r) == POLICY_REJECT && r.code == 450 &&
+	      strcmp(r.enh, "4.7.26") == 0 &&
+	      strcmp(r.text, "Service unavailable, message sent over IPv6 must pass either SPF or DKIM validation") == 0,
+	      "soft mode: %u %s %s", r.code, r.enh, r.text);
+	CHECK(policy_set(&p, "ipv6-auth", "reply", "554", why, sizeof(why)) == 0, "%s", why);
+	CHECK(policy_auth(a6, false, false, false, 6, &r) == POLICY_REJECT && r.code == 554 &&
+	      strcmp(r.enh, "5.7.26") == 0, "hard mode: %u %s", r.code, r.enh);
+	CHECK(policy_auth(a6, false, false, true, 6, &r) == POLICY_DEFER && r.code == 451 &&
+	      strcmp(r.enh, "4.7.26") == 0, "temperror in hard mode: %u", r.code);
+	CHECK(policy_set(&p, "ipv6-auth", "reply", "550", why, sizeof(why)) < 0 &&
+	      strcmp(why, "reply: \"550\" is not one of 450 554") == 0, "%s", why);
+	CHECK(policy_set(&p, "ipv6-auth", "stage", "mail", why, sizeof(why)) < 0 &&
+	      strstr(why, "no such setting (settings: action reply)") != NULL, "%s", why);
+	CHECK(policy_set(&p, "ipv6-auth", "action", "log", why, sizeof(why)) == 0 &&
+	      policy_auth(a6, false, false, false, 6, &r) == POLICY_LOGGED, "action=log");
+	CHECK(policy_auth(&p.rule[POLICY_IPV4_AUTH], false, false, false, 4, &r) == POLICY_PASS,
+	      "ipv4-auth is off by default");
+}
+
+static void
 test_settings(void)
 {
 	struct policy p, q;
 	char why[160], line[128];
 
 	policy_defaults(&p);
-	policy_rule_format(&p.rule[POLICY_IPV6_PTR], line, sizeof(line));
+	policy_rule_format(POLICY_IPV6_PTR, &p.rule[POLICY_IPV6_PTR], line, sizeof(line));
 	CHECK(strcmp(line, "action=enforce reply=550 stage=mail fcrdns=no") == 0, "%s", line);
-	policy_rule_format(&p.rule[POLICY_IPV4_PTR], line, sizeof(line));
+	policy_rule_format(POLICY_IPV4_PTR, &p.rule[POLICY_IPV4_PTR], line, sizeof(line));
 	CHECK(strcmp(line, "action=off reply=550 stage=mail fcrdns=no") == 0, "%s", line);
 
 	q = p;
@@ -166,6 +198,18 @@ test_txlog(void)
 		      "mail_from=alice@example.org rcpts=1 rcpt=bob@example.net size=0 reply=550 "
 		      "replies=220,250,550 flags=pregreet\n") == 0, "line: %s", line);
 
+	/* The authentication checks, once done. */
+	r.auth_checked = true;
+	snprintf(r.spf, sizeof(r.spf), "fail");
+	snprintf(r.dkim, sizeof(r.dkim), "pass");
+	r.auth_outcome = POLICY_PASS;
+	snprintf(r.queue_id, sizeof(r.queue_id), "6923AB3D7A1C20003");
+	txlog_format(&r, line, sizeof(line));
+	CHECK(strstr(line, " size=0 spf=fail dkim=pass ipv6-auth=pass queue_id=6923AB3D7A1C20003 reply=550") != NULL,
+	      "auth fields: %s", line);
+	r.auth_checked = false;
+	r.queue_id[0] = '\0';
+
 	/* What the peer chose cannot break the line or forge a field. */
 	snprintf(r.helo, sizeof(r.helo), "evil\r\nreply=250 \"x\\");
 	r.mail_from[0] = '\0';
@@ -224,6 +268,18 @@ static _Alignas(16) uint8_t chunk_mem[2][sizeof(struct smtp_chunk) + 16];
 
 static struct spool *shared_spool;
 
+/* What the control plane does: a queue id, our header, the write. */
+static int
+deliver(struct spool *s, struct txrec *r)
+{
+	char hdr[1024];
+	size_t hlen;
+
+	queue_id_new(r->queue_id);
+	hlen = spool_received(r, "mx.lab.example", hdr, sizeof(hdr));
+	return spool_write(s, hdr, hlen, r->body);
+}
+
 static void *
 spool_writer(void *arg)
 {
@@ -231,7 +287,7 @@ spool_writer(void *arg)
 	int i;
 
 	for (i = 0; i < 25; i++)
-		if (spool_write(shared_spool, &r[i]) < 0)
+		if (deliver(shared_spool, &r[i]) < 0)
 			return (void *)1;
 	return NULL;
 }
@@ -268,7 +324,7 @@ test_spool(void)
 	snprintf(r.ptr_name, sizeof(r.ptr_name), "peer-ok.lab.example");
 	snprintf(r.helo, sizeof(r.helo), "client\r\nX-Evil: 1");
 	r.body = ca;
-	CHECK(spool_write(s, &r) == 0, "spool_write: %s", strerror(errno));
+	CHECK(deliver(s, &r) == 0, "spool_write: %s", strerror(errno));
 	CHECK(strlen(r.queue_id) == 17, "queue id \"%s\"", r.queue_id);
 	snprintf(sub, sizeof(sub), "%s/maildir/new", dir);
 	CHECK(count_dir(sub) == 1, "one file in new/");
@@ -312,7 +368,7 @@ test_spool(void)
 	/* A spool that cannot be written fails, and leaves nothing in new/. */
 	snprintf(sub, sizeof(sub), "rm -rf %s/maildir/tmp", dir);
 	CHECK(system(sub) == 0, "rm");
-	CHECK(spool_write(s, &r) < 0, "write to a missing tmp/ succeeded");
+	CHECK(deliver(s, &r) < 0, "write to a missing tmp/ succeeded");
 	snprintf(sub, sizeof(sub), "%s/maildir/new", dir);
 	CHECK(count_dir(sub) == 101, "a failed write left a file in new/");
 	spool_close(s);
@@ -334,6 +390,7 @@ main(void)
 	inet_pton(AF_INET, "198.51.100.20", peer4);
 	test_ptr_rule();
 	test_settings();
+	test_auth_rule();
 	test_txlog();
 	test_spool();
 	return check_done();

@@ -1,0 +1,72 @@
+/*
+ * auth.h - the authentication step of the control plane: SPF and DKIM on
+ * a work thread, the ipv6-auth rule's verdict, and the headers we add
+ * (Authentication-Results, RFC 8601) and remove (forged ones that claim our
+ * authserv-id).
+ */
+#ifndef SMTPEDGE_AUTH_H
+#define SMTPEDGE_AUTH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "auth/dkim.h"
+#include "auth/spf.h"
+#include "control/policy.h"
+
+struct ub_ctx;
+struct smtp_chunk;
+struct txrec;
+
+#define AUTH_MAX_SIGS 8
+
+struct auth_spf {
+	enum spf_result result;
+	enum spf_identity_kind kind;
+	char identity[SPF_IDENTITY_MAX];
+};
+
+struct auth_verdict {
+	struct auth_spf spf;
+	struct dkim_sig_result dkim[AUTH_MAX_SIGS];
+	unsigned ndkim;
+	bool dkim_pass;          /* at least one signature verified */
+	bool temp;               /* a check failed temporarily */
+	enum policy_outcome outcome;
+	struct policy_reply reply;
+};
+
+struct auth;
+
+/* SPF checker and DKIM verifier over the shared resolver. NULL with one
+ * line in err. */
+struct auth *auth_create(struct ub_ctx *ub, const char *hostname,
+			 const char *authserv_id, uint32_t dns_timeout_ms,
+			 char *err, size_t errlen);
+void auth_destroy(struct auth *a);
+
+/* SPF of the transaction (blocks on DNS; any work thread). */
+void auth_spf(struct auth *a, uint8_t family, const uint8_t *addr,
+	      const char *helo, const char *mail_from, struct auth_spf *out);
+/* DKIM of the message (blocks on DNS), then the rule's verdict. */
+void auth_verify(struct auth *a, const struct smtp_chunk *msg,
+		 const struct policy_rule *rule, uint8_t family,
+		 struct auth_verdict *v);
+
+/* The Authentication-Results header for rec and v (iprev, spf, dkim),
+ * CRLF-terminated, folded. */
+size_t auth_results_header(const struct auth *a, const struct txrec *rec,
+			   const struct auth_verdict *v, char *out, size_t n);
+
+/* The message without Authentication-Results fields that claim our
+ * authserv-id. NULL when there are none (use msg as it is); otherwise a
+ * new chain whose first chunk is malloc'd (free it with free(*head)) and
+ * whose rest is msg's own chunks. */
+struct smtp_chunk *auth_strip_forged(const char *authserv_id,
+				     const struct smtp_chunk *msg);
+
+/* "pass", "fail", ...: the best DKIM result, for the log. */
+const char *auth_dkim_summary(const struct auth_verdict *v);
+
+#endif

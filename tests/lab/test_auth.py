@@ -1,0 +1,155 @@
+#!/usr/bin/python3
+"""The second rule, end to end: mail over IPv6 must pass SPF or DKIM.
+
+unbound in the lab serves the SPF records of example.org (every lab peer
+may send), spf-fail.example (nobody may), spf-temp.example (its zone is
+refused: a temporary failure) and dkim.example (SPF -all, and the lab's DKIM
+key under the selector `lab`). Messages are signed here with that key
+(python3-dkim) and sent from the peer namespace.
+"""
+import hashlib
+import json
+import os
+import re
+
+import dkim
+
+import labkit
+from labkit import LAB, Edge, expect, in_peer, delta
+from test_smtp import EDGE6, EDGE4, SPOOL, peer, spool_files, spooled_body
+
+PTR6 = LAB["LAB_PEER6_PTR"]
+FAIL_TEXT = "Service unavailable, message sent over IPv6 must pass either SPF or DKIM validation"
+
+
+def message(sender, subject="auth test", extra=b""):
+    return (f"From: <{sender}>\r\nTo: <bob@example.net>\r\nSubject: {subject}\r\n"
+            f"Message-ID: <{subject.replace(' ', '.')}@lab.example>\r\n").encode() + extra + \
+        b"\r\nHello from the lab.\r\n.leading dot line\r\n"
+
+
+def signed(msg):
+    key = open(LAB["LAB_DIR"] + "/dkim.key", "rb").read()
+    sig = dkim.sign(msg, LAB["LAB_DKIM_SELECTOR"].encode(), b"dkim.example", key,
+                    include_headers=[b"from", b"to", b"subject", b"message-id"])
+    return sig + msg
+
+
+def send_bytes(msg, mail_from, src=PTR6, dst=EDGE6):
+    path = LAB["LAB_DIR"] + "/msg.eml"
+    with open(path, "wb") as f:
+        f.write(msg)
+    return peer("sendfile", src, dst, mail_from, "bob@example.net", path)
+
+
+def stored(r):
+    qid = r["text"].split()[-1]
+    files = [p for p in spool_files() if f"id {qid}".encode() in open(p, "rb").read(600)]
+    expect(len(files) == 1, f"queue id {qid}: {len(files)} files")
+    return files[0]
+
+
+def auth_results(path):
+    data = open(path, "rb").read().decode("utf-8", "replace")
+    m = re.search(r"Authentication-Results: mx\.lab\.example;\r\n((?:\t[^\r]*\r\n)+)", data)
+    expect(m, f"no Authentication-Results of ours in {path}")
+    return " ".join(l.strip() for l in m.group(1).split("\r\n"))
+
+
+def test_spf_pass_gets_250_and_results_header():
+    with Edge() as edge:
+        msg = message("alice@example.org")
+        r = send_bytes(msg, "alice@example.org")
+        expect(r["code"] == 250, f"SPF pass: {r}")
+        path = stored(r)
+        ar = auth_results(path)
+        expect("iprev=pass policy.iprev=2001:db8:1::10 (peer-ok.lab.example);" in ar, ar)
+        expect("spf=pass smtp.mailfrom=alice@example.org;" in ar, ar)
+        expect("dkim=none" in ar, ar)
+        body, _ = spooled_body(path)
+        expect(body == msg, "the delivered message differs from what was sent")
+        expect(edge.stats()["auth_pass"] >= 1, "auth_pass not counted")
+        log = edge.read_log()
+        expect(re.search(r"peer=2001:db8:1::10 .* spf=pass dkim=none ipv6-auth=pass queue_id=", log),
+               f"no auth fields in the log: {log[-1500:]}")
+
+
+def test_spf_fail_without_dkim_gets_450():
+    with Edge() as edge:
+        before = spool_files()
+        r = send_bytes(message("carol@spf-fail.example"), "carol@spf-fail.example")
+        expect(r["code"] == 450 and r["text"] == "4.7.26 " + FAIL_TEXT, f"{r}")
+        expect(spool_files() == before, "a refused message was spooled")
+        expect(edge.stats()["auth_reject"] == 1, "auth_reject")
+
+
+def test_hard_mode_554_live():
+    with Edge() as edge:
+        s = edge.ctl("policy", "set", "ipv6-auth", "reply=554")
+        expect(s.stdout.strip() == "ipv6-auth: action=enforce reply=554", s.stdout)
+        r = send_bytes(message("carol@spf-fail.example"), "carol@spf-fail.example")
+        expect(r["code"] == 554 and r["text"] == "5.7.26 " + FAIL_TEXT, f"{r}")
+
+
+def test_dkim_pass_with_spf_fail_gets_250():
+    with Edge():
+        msg = signed(message("dave@dkim.example", "signed"))
+        r = send_bytes(msg, "dave@dkim.example")
+        expect(r["code"] == 250, f"DKIM pass, SPF fail: {r}")
+        path = stored(r)
+        ar = auth_results(path)
+        expect("spf=fail smtp.mailfrom=dave@dkim.example;" in ar, ar)
+        expect("dkim=pass header.d=dkim.example header.s=lab header.a=rsa-sha256" in ar, ar)
+        body, _ = spooled_body(path)
+        expect(body == msg, "the signed message was changed")
+
+
+def test_dkim_broken_and_spf_fail_gets_450():
+    with Edge():
+        msg = signed(message("dave@dkim.example", "tampered")).replace(b"Hello", b"Jello")
+        r = send_bytes(msg, "dave@dkim.example")
+        expect(r["code"] == 450, f"a changed body must not pass: {r}")
+
+
+def test_dns_trouble_gives_451_never_5xx():
+    with Edge() as edge:
+        edge.ctl("policy", "set", "ipv6-auth", "reply=554")
+        r = send_bytes(message("erin@spf-temp.example"), "erin@spf-temp.example")
+        expect(r["code"] == 451 and r["text"].startswith("4.7.26 "), f"SPF temperror: {r}")
+        expect(edge.stats()["auth_defer"] == 1, "auth_defer")
+
+
+def test_action_log_delivers_and_logs():
+    with Edge() as edge:
+        edge.ctl("policy", "set", "ipv6-auth", "action=log")
+        r = send_bytes(message("carol@spf-fail.example"), "carol@spf-fail.example")
+        expect(r["code"] == 250, f"action=log: {r}")
+        expect(re.search(r"spf=fail dkim=none ipv6-auth=logged", edge.read_log()), "not logged")
+
+
+def test_ipv4_auth_is_off_by_default():
+    with Edge():
+        r = send_bytes(message("carol@spf-fail.example"), "carol@spf-fail.example",
+                       src=LAB["LAB_PEER4_PTR"], dst=EDGE4)
+        expect(r["code"] == 250, f"IPv4, rule off: {r}")
+
+
+def test_forged_results_header_is_removed():
+    with Edge():
+        extra = (b"Authentication-Results: mx.lab.example; spf=pass smtp.mailfrom=forged@example.org\r\n"
+                 b"Authentication-Results: (comment) MX.LAB.EXAMPLE 1;\r\n\tdkim=pass header.d=bank.example\r\n"
+                 b"Authentication-Results: other.example; spf=fail\r\n")
+        msg = message("alice@example.org", "forged", extra)
+        r = send_bytes(msg, "alice@example.org")
+        expect(r["code"] == 250, f"{r}")
+        body, whole = spooled_body(stored(r))
+        expect(b"forged@example.org" not in whole and b"bank.example" not in whole,
+               "a forged Authentication-Results claiming our id survived")
+        expect(b"Authentication-Results: other.example; spf=fail\r\n" in body,
+               "someone else's Authentication-Results was removed")
+        expect(body == msg.replace(extra, b"Authentication-Results: other.example; spf=fail\r\n"),
+               "more than the forged fields changed")
+
+
+if __name__ == "__main__":
+    labkit.main(globals())

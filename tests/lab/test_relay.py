@@ -1,0 +1,85 @@
+#!/usr/bin/python3
+"""Relay to a real downstream: Postfix's smtp-sink on the edge namespace's
+loopback takes the mail ([relay] target); the sender's 250 comes only after
+the downstream's, and a downstream that is down costs a 451, never a loss."""
+import os
+import re
+import subprocess
+import time
+
+import labkit
+from labkit import LAB, Edge, expect
+from test_auth import message, send_bytes
+
+SINK_DIR = LAB["LAB_DIR"] + "/sink"
+PORT = 10025
+
+
+def relay_conf():
+    src = open(os.path.join(labkit.ROOT, "conf/lab.conf")).read()
+    src, n = re.subn(r"^spool = .*$", f"target = 127.0.0.1:{PORT}", src, flags=re.M)
+    expect(n == 1, "conf/lab.conf has no spool line")
+    path = LAB["LAB_DIR"] + "/relay.conf"
+    open(path, "w").write(src)
+    return path
+
+
+class Sink:
+    def __enter__(self):
+        os.makedirs(SINK_DIR, exist_ok=True)
+        self.log = open(LAB["LAB_DIR"] + "/sink.log", "ab")
+        self.p = subprocess.Popen(
+            ["ip", "netns", "exec", LAB["LAB_EDGE_NS"], "/usr/sbin/smtp-sink", "-u", "root",
+             "-d", SINK_DIR + "/%M.", f"127.0.0.1:{PORT}", "20"],
+            stdout=self.log, stderr=self.log)
+        ok = labkit.wait_for(lambda: labkit.in_edge(
+            "bash", "-c", f"exec 3<>/dev/tcp/127.0.0.1/{PORT}", check=False).returncode == 0,
+            timeout=10)
+        expect(ok, "smtp-sink did not start")
+        return self
+
+    def __exit__(self, *exc):
+        self.p.terminate()
+        self.p.wait(10)
+        self.log.close()
+
+
+def dumps():
+    return sorted(os.listdir(SINK_DIR)) if os.path.isdir(SINK_DIR) else []
+
+
+def test_relay_delivers_with_our_headers():
+    with Sink(), Edge(config=relay_conf()) as edge:
+        before = dumps()
+        msg = message("alice@example.org", "relayed")
+        r = send_bytes(msg, "alice@example.org")
+        expect(r["code"] == 250 and r["text"].startswith("2.0.0 Ok: queued as "), f"{r}")
+        time.sleep(0.3)
+        new = [d for d in dumps() if d not in before]
+        expect(len(new) == 1, f"{len(new)} messages at the downstream")
+        dump = open(os.path.join(SINK_DIR, new[0]), "rb").read()
+        qid = r["text"].split()[-1]
+        # smtp-sink stores lines with LF; our headers, then the message.
+        expect(f"by mx.lab.example (smtpedge) with ESMTP id {qid}".encode() in dump, "no Received: of ours")
+        expect(b"Authentication-Results: mx.lab.example;\n\tiprev=pass" in dump, "no Authentication-Results")
+        expect(msg.replace(b"\r\n", b"\n") in dump, "the message is not whole at the downstream")
+        expect(edge.stats()["relay_delivered"] == 1, "relay_delivered")
+
+
+def test_downstream_down_gives_451_then_one_delivery():
+    with Edge(config=relay_conf()) as edge:
+        msg = message("alice@example.org", "retried")
+        r = send_bytes(msg, "alice@example.org")
+        expect(r["code"] == 451 and r["text"].startswith("4.4."), f"downstream down: {r}")
+        expect(edge.stats()["relay_failed"] == 1, "relay_failed")
+        with Sink():
+            before = dumps()
+            r = send_bytes(msg, "alice@example.org")      # the sender retries
+            expect(r["code"] == 250, f"downstream back: {r}")
+            time.sleep(0.3)
+            new = [d for d in dumps() if d not in before]
+            expect(len(new) == 1, f"{len(new)} copies delivered, want exactly 1")
+
+
+if __name__ == "__main__":
+    labkit.main(globals())

@@ -1,0 +1,595 @@
+#!/usr/bin/python3
+"""test_relay.py - the 'relay' suite: control/relay.c against a scripted
+fake downstream (fake_mta.py) and against Postfix's smtp-sink.
+
+Each case runs relay_cli (a thin C wrapper around the library) against a
+fresh fake MTA told how to answer, then checks the result line and what the
+fake recorded: the commands and the message bytes after un-stuffing.
+
+usage: test_relay.py RELAY_CLI
+"""
+
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fake_mta import FakeMTA  # noqa: E402
+
+CLI = sys.argv[1]
+TMP = tempfile.mkdtemp(prefix="relay-test-")
+passed = failed = 0
+PREFIX = (b"Received: from client.example (peer.example [IPv6:2001:db8::10])"
+          b"\r\n\tby edge.test (smtpedge) with ESMTP id Q1;\r\n"
+          b"\tSat, 28 Nov 2026 21:16:15 +0000\r\n")
+BODY = b"Subject: hi\r\n\r\nHello.\r\n"
+
+
+def check(cond, name, detail=""):
+    global passed, failed
+    if cond:
+        passed += 1
+    else:
+        failed += 1
+        print(f"FAIL {name}: {detail}")
+
+
+class Result:
+    def __init__(self, line):
+        parts = line.split(" ", 6)
+        self.seq = parts[1]
+        self.code = int(parts[2])
+        self.enh = parts[3]
+        self.delivered = int(parts[4])
+        self.ms = float(parts[5])
+        self.text = parts[6] if len(parts) > 6 else ""
+
+    def __repr__(self):
+        return f"<{self.code} {self.enh} d={self.delivered} {self.text!r}>"
+
+
+def run(target, body=BODY, prefix=PREFIX, rcpts=("bob@example.net",),
+        args=(), timeout=60):
+    """Runs relay_cli; returns (results, stdout, returncode)."""
+    bf = os.path.join(TMP, "body")
+    pf = os.path.join(TMP, "prefix")
+    with open(bf, "wb") as f:
+        f.write(body)
+    with open(pf, "wb") as f:
+        f.write(prefix)
+    cmd = [CLI, "--target", target, "--from", "alice@example.org",
+           "--body-file", bf, "--prefix-file", pf] + list(args)
+    for r in rcpts:
+        cmd += ["--rcpt", r]
+    p = subprocess.run(cmd, capture_output=True, timeout=timeout)
+    out = p.stdout.decode()
+    res = [Result(l) for l in out.splitlines() if l.startswith("RESULT ")]
+    return res, out + p.stderr.decode(), p.returncode
+
+
+def one(fake, name, body=BODY, prefix=PREFIX, rcpts=("bob@example.net",),
+        args=(), v6=False):
+    target = f"[::1]:{fake.port}" if v6 else f"127.0.0.1:{fake.port}"
+    res, out, rc = run(target, body, prefix, rcpts, args)
+    ok = len(res) == 1 and rc == 0
+    check(ok, name + " ran", f"rc={rc} out={out!r}")
+    return res[0] if res else None
+
+
+def wire(prefix, body):
+    """What the downstream stores: SMTP adds a CRLF to a message that does
+    not end with one (it cannot carry it otherwise)."""
+    s = prefix + body
+    if s and not s.endswith(b"\n"):
+        s += b"\r\n"
+    return s
+
+
+# --- byte-exact delivery ------------------------------------------------
+def test_bytes():
+    rnd = random.Random(7)
+    lines = []
+    size = 0
+    while size < 5 * 1024 * 1024:
+        n = rnd.randrange(0, 200)
+        line = bytes(rnd.choice(b".abc .x\t") for _ in range(n)) + b"\r\n"
+        lines.append(line)
+        size += len(line)
+    big = b"".join(lines)
+    cases = [
+        ("plain", PREFIX, BODY, ["--chunk", "8192"]),
+        ("leading dots", PREFIX,
+         b".\r\n..\r\n...x\r\n.foo\r\nbar\r\n.\r\n. \r\n", ["--chunk", "1"]),
+        ("dots across chunks", b"", b"a\r\n.b\r\n.\r\n..\r\n",
+         ["--chunk", "3"]),
+        ("prefix ends a line, body starts with a dot", b"X-A: 1\r\n",
+         b".hidden\r\n", ["--chunk", "2"]),
+        ("no final CRLF", PREFIX, b"Subject: x\r\n\r\nlast line", []),
+        ("no final CRLF, dot line", PREFIX, b"a\r\n.", ["--chunk", "1"]),
+        ("ends with CR", PREFIX, b"a\r\nb\r", []),
+        ("0 bytes", b"", b"", []),
+        ("0-byte body after prefix", PREFIX, b"", []),
+        ("5 MB", PREFIX, big, ["--chunk", "8000"]),
+    ]
+    for name, prefix, body, args in cases:
+        with FakeMTA() as fake:
+            r = one(fake, "bytes " + name, body, prefix, args=args)
+            msgs = fake.all_msgs()
+            check(r is not None and r.code == 250 and r.enh == "2.0.0"
+                  and r.text.startswith("Ok: queued as FAKE"),
+                  "bytes " + name + " 250", repr(r))
+            check(len(msgs) == 1 and msgs[0] == wire(prefix, body),
+                  "bytes " + name + " exact",
+                  f"{len(msgs)} msgs, got {msgs[0][:80]!r}.. len "
+                  f"{len(msgs[0])} want {len(wire(prefix, body))}"
+                  if msgs else "none")
+    # the same over IPv6
+    with FakeMTA() as fake:
+        r = one(fake, "bytes over ::1", v6=True)
+        check(r and r.code == 250 and fake.all_msgs() == [PREFIX + BODY],
+              "bytes over ::1", repr(r))
+
+
+# --- XCLIENT ------------------------------------------------------------
+def xclient_cmds(fake):
+    return [c for s in fake.sessions for c in s.cmds
+            if c.upper().startswith("XCLIENT")]
+
+
+def test_xclient():
+    full = ["PIPELINING", "XCLIENT NAME ADDR PROTO HELO"]
+    with FakeMTA({"caps": full}) as fake:
+        r = one(fake, "xclient v6", args=[
+            "--client-addr", "2001:db8::10", "--ptr", "peer.example",
+            "--client-helo", "client.example"])
+        cmds = fake.sessions[0].cmds
+        x = xclient_cmds(fake)
+        check(r and r.code == 250, "xclient v6 delivered", repr(r))
+        check(x == ["XCLIENT NAME=peer.example ADDR=IPV6:2001:db8::10 "
+                    "PROTO=ESMTP HELO=client.example"],
+              "xclient v6 attributes", repr(x))
+        i = cmds.index(x[0]) if x else 0
+        check(len(cmds) > i + 1 and cmds[i + 1] == "EHLO client.example"
+              and cmds[0] == "EHLO edge.test",
+              "xclient followed by EHLO under the client's name", repr(cmds))
+        check(fake.all_msgs() == [PREFIX + BODY], "xclient v6 message")
+    with FakeMTA({"caps": full}) as fake:
+        one(fake, "xclient v4", args=["--client-addr", "198.51.100.10",
+                                      "--client-helo", "odd helo+x=y"])
+        x = xclient_cmds(fake)
+        check(x == ["XCLIENT NAME=[UNAVAILABLE] ADDR=198.51.100.10 "
+                    "PROTO=ESMTP HELO=odd+20helo+2Bx+3Dy"],
+              "xclient v4, no name, xtext HELO", repr(x))
+        cmds = fake.sessions[0].cmds
+        check("EHLO edge.test" in cmds[1:] and
+              cmds.index(x[0]) + 1 < len(cmds) and
+              cmds[cmds.index(x[0]) + 1] == "EHLO edge.test",
+              "unusable HELO name: EHLO under our own name", repr(cmds))
+    with FakeMTA({"caps": ["XCLIENT ADDR"]}) as fake:
+        one(fake, "xclient addr only", args=["--client-addr", "2001:db8::10",
+                                             "--ptr", "peer.example"])
+        x = xclient_cmds(fake)
+        check(x == ["XCLIENT ADDR=IPV6:2001:db8::10"],
+              "only the attributes offered", repr(x))
+    with FakeMTA({"caps": ["PIPELINING"]}) as fake:
+        r = one(fake, "no xclient", args=["--client-addr", "2001:db8::10"])
+        check(r and r.code == 250 and xclient_cmds(fake) == []
+              and sum(c.startswith("EHLO") for c in fake.sessions[0].cmds)
+              == 1, "no XCLIENT when not offered",
+              repr(fake.sessions[0].cmds))
+    long_helo = "h" * 250
+    with FakeMTA({"caps": full}) as fake:
+        one(fake, "xclient split", args=[
+            "--client-addr", "2001:db8::10", "--ptr", "n" * 250,
+            "--client-helo", long_helo])
+        x = xclient_cmds(fake)
+        check(len(x) == 2 and all(len(c) + 2 <= 512 for c in x)
+              and x[1] == "XCLIENT HELO=" + long_helo,
+              "xclient split under 512 bytes", repr([len(c) for c in x]))
+    # two messages from two clients on one connection: XCLIENT each time
+    with FakeMTA({"caps": full}) as fake:
+        res, out, rc = run(f"127.0.0.1:{fake.port}",
+                           args=["--client-addr", "2001:db8::10",
+                                 "--count", "2"])
+        check(len(res) == 2 and all(r.code == 250 for r in res) and
+              len(fake.sessions) == 1 and len(xclient_cmds(fake)) == 2,
+              "XCLIENT again for each message on a reused connection",
+              repr([s.cmds for s in fake.sessions]))
+
+
+# --- MAIL parameters ----------------------------------------------------
+def test_params():
+    with FakeMTA({"caps": ["8BITMIME", "SMTPUTF8"]}) as fake:
+        one(fake, "params offered", args=["--8bit", "--utf8"])
+        m = [c for c in fake.sessions[0].cmds if c.startswith("MAIL")]
+        check(m == ["MAIL FROM:<alice@example.org> BODY=8BITMIME SMTPUTF8"],
+              "BODY=8BITMIME and SMTPUTF8 when offered", repr(m))
+    with FakeMTA({"caps": []}) as fake:
+        one(fake, "params not offered", args=["--8bit", "--utf8"])
+        m = [c for c in fake.sessions[0].cmds if c.startswith("MAIL")]
+        check(m == ["MAIL FROM:<alice@example.org>"],
+              "no parameters the downstream did not offer", repr(m))
+
+
+# --- pooling ------------------------------------------------------------
+def test_pool():
+    with FakeMTA({"caps": ["PIPELINING"]}) as fake:
+        res, out, rc = run(f"127.0.0.1:{fake.port}", args=["--count", "2"])
+        cmds = fake.sessions[0].cmds if fake.sessions else []
+        check(len(res) == 2 and all(r.code == 250 for r in res),
+              "reuse: both delivered", out)
+        check(len(fake.sessions) == 1 and len(fake.sessions[0].msgs) == 2,
+              "reuse: one connection", repr(len(fake.sessions)))
+        check(cmds.count("RSET") == 1 and cmds.index("RSET") >
+              cmds.index("<DOT>") and cmds.index("RSET") <
+              len(cmds) - 1 - cmds[::-1].index("MAIL FROM:<alice@example.org>"),
+              "reuse: RSET between the messages", repr(cmds))
+    with FakeMTA({"caps": ["PIPELINING"]}) as fake:
+        res, out, rc = run(f"127.0.0.1:{fake.port}",
+                           args=["--count", "2", "--pool", "0"])
+        check(len(fake.sessions) == 2 and all(r.code == 250 for r in res),
+              "pool 0: a connection per message", repr(len(fake.sessions)))
+        check(fake.wait_ended() and fake.sessions[0].cmds[-1] == "QUIT",
+              "pool 0: QUIT when not kept", repr(fake.sessions[0].cmds))
+    # a connection idle longer than idle_max is not reused
+    with FakeMTA() as fake:
+        res, out, rc = run(f"127.0.0.1:{fake.port}",
+                           args=["--count", "3", "--pause", "300",
+                                 "--idle-max", "150"])
+        check(len(res) == 3 and all(r.code == 250 for r in res) and
+              fake.wait_ended() and len(fake.sessions) == 3 and
+              all("RSET" not in s.cmds for s in fake.sessions),
+              "idle too long: a fresh connection",
+              repr([s.cmds for s in fake.sessions]))
+    with FakeMTA() as fake:
+        res, out, rc = run(f"127.0.0.1:{fake.port}",
+                           args=["--count", "3", "--pause", "100",
+                                 "--idle-max", "2000"])
+        check(len(res) == 3 and len(fake.sessions) == 1,
+              "idle within the limit: reused", repr(len(fake.sessions)))
+    # the server times out the idle connection (421 and close)
+    with FakeMTA({"idle_close_ms": 100}) as fake:
+        res, out, rc = run(f"127.0.0.1:{fake.port}",
+                           args=["--count", "2", "--pause", "400"])
+        check(len(res) == 2 and all(r.code == 250 for r in res),
+              "idle closed: both delivered", out)
+        check(fake.wait_ended() and len(fake.sessions) == 2
+              and fake.sessions[0].closed_by_peer
+              and [len(s.msgs) for s in fake.sessions] == [1, 1]
+              and "RSET" not in fake.sessions[0].cmds,
+              "idle closed: detected before use, fresh connection",
+              repr([s.cmds for s in fake.sessions]))
+    # alive when taken, but the RSET meets a dropped connection
+    with FakeMTA({"replies": {"RSET": "DROP"}}) as fake:
+        res, out, rc = run(f"127.0.0.1:{fake.port}", args=["--count", "2"])
+        check(len(res) == 2 and all(r.code == 250 for r in res),
+              "dead at RSET: retried", out)
+        check(len(fake.sessions) == 2 and "RSET" in fake.sessions[0].cmds
+              and [len(s.msgs) for s in fake.sessions] == [1, 1],
+              "dead at RSET: second message on a fresh connection",
+              repr([s.cmds for s in fake.sessions]))
+    # retried once only: a fresh connection that fails is the answer
+    with FakeMTA({"replies": {"RSET": "DROP",
+                              "MAIL": {1: "DROP"}}}) as fake:
+        res, out, rc = run(f"127.0.0.1:{fake.port}", args=["--count", "2"])
+        check(len(res) == 2 and res[1].code == 451 and res[1].enh == "4.4.2"
+              and len(fake.sessions) == 2,
+              "retry happens once", f"{res} {len(fake.sessions)}")
+
+
+# --- failure modes ------------------------------------------------------
+FAILS = [
+    # name, scenario replies, expected code, enh, text must contain
+    ("MAIL 450", {"MAIL": "450 4.7.1 try later"}, 451, "4.7.1", "try later"),
+    ("MAIL 550", {"MAIL": "550 5.7.1 sender refused"}, 550, "5.7.1",
+     "sender refused"),
+    ("RCPT 550", {"RCPT": "550 5.1.1 no such user"}, 550, "5.1.1",
+     "no such user"),
+    ("RCPT 452", {"RCPT": "452 4.2.2 over quota"}, 451, "4.2.2", "quota"),
+    ("DATA 554", {"DATA": "554 5.5.1 no valid recipients"}, 554, "5.5.1",
+     "no valid"),
+    ("DATA 451", {"DATA": "451 4.3.0 busy"}, 451, "4.3.0", "busy"),
+    ("dot 552", {"DOT": "552 5.3.4 too big"}, 552, "5.3.4", "too big"),
+    ("dot 451", {"DOT": "451 4.3.0 disk full"}, 451, "4.3.0", "disk full"),
+    ("4xx without enh", {"MAIL": "450 later"}, 451, "4.0.0", "later"),
+    ("5xx without enh", {"RCPT": "550 nope"}, 550, "5.0.0", "nope"),
+    ("EHLO 550 is no bounce", {"EHLO": "550 5.7.1 go away"}, 451, "4.7.1",
+     "go away"),
+    ("EHLO 421", {"EHLO": "421 4.3.2 shutting down"}, 451, "4.3.2",
+     "shutting"),
+    ("XCLIENT 550 is no bounce", {"XCLIENT": "550 5.7.0 not authorized"},
+     451, "4.7.0", "XCLIENT"),
+    ("drop at greeting", {}, 451, "4.4.2", "dropped"),
+    ("drop at MAIL", {"MAIL": "DROP"}, 451, "4.4.2", "MAIL"),
+    ("drop at RCPT", {"RCPT": "DROP"}, 451, "4.4.2", "RCPT"),
+    ("drop at DATA", {"DATA": "DROP"}, 451, "4.4.2", "DATA"),
+    ("drop after the dot", {"DOT": "DROP"}, 451, "4.4.2", "twice"),
+    ("garbage", {"MAIL": "GARBAGE"}, 451, "4.5.0", "invalid"),
+    ("250 to DATA", {"DATA": "250 2.0.0 Ok"}, 451, "4.5.0", "invalid"),
+    ("354 to RCPT", {"RCPT": "354 what"}, 451, "4.5.0", "invalid"),
+    ("endless reply", {"EHLO": "HUGE"}, 451, "4.5.0", "invalid"),
+    ("endless line", {"RCPT": "LONGLINE"}, 451, "4.5.0", "invalid"),
+]
+
+
+def test_failures():
+    for name, replies, code, enh, text in FAILS:
+        sc = {"replies": replies, "caps": ["XCLIENT ADDR"]}
+        if name == "drop at greeting":
+            sc["greeting"] = "DROP"
+        with FakeMTA(sc) as fake:
+            r = one(fake, name, args=["--client-addr", "192.0.2.7"])
+            check(r and r.code == code and r.enh == enh and text in r.text,
+                  name, f"{r!r} want {code} {enh} ~{text!r}")
+            dot = replies.get("DOT")
+            if dot is None:
+                check(fake.all_msgs() == [], name + ": nothing delivered",
+                      repr(fake.all_msgs()))
+    with FakeMTA({"greeting": "554 5.3.2 no service"}) as fake:
+        r = one(fake, "greeting 554")
+        check(r and r.code == 451 and r.enh == "4.3.2", "greeting 554 -> 451",
+              repr(r))
+    # a failed transaction leaves no connection behind in the pool
+    with FakeMTA({"replies": {"MAIL": {0: "451 4.3.0 later"}}}) as fake:
+        res, out, rc = run(f"127.0.0.1:{fake.port}", args=["--count", "2"])
+        check(len(res) == 2 and res[0].code == 451 and res[1].code == 250
+              and len(fake.sessions) == 2,
+              "the connection is dropped after an error", out)
+
+
+def test_mixed_smtp():
+    rc3 = ("a@example.net", "b@example.net", "c@example.net")
+    with FakeMTA({"replies": {"RCPT": ["250 2.1.5 Ok", "550 5.1.1 no b",
+                                       "250 2.1.5 Ok"]}}) as fake:
+        r = one(fake, "smtp 2xx+5xx", rcpts=rc3)
+        check(r and r.code == 550 and r.enh == "5.1.1" and r.delivered == 2
+              and "delivered to 2 of 3" in r.text,
+              "smtp 2xx+5xx: the 5xx, saying who has it", repr(r))
+        check(fake.all_msgs() == [PREFIX + BODY],
+              "smtp 2xx+5xx: the others get it once")
+    with FakeMTA({"caps": ["PIPELINING"],
+                  "replies": {"RCPT": ["250 2.1.5 Ok", "450 4.2.1 later",
+                                       "250 2.1.5 Ok"]}}) as fake:
+        r = one(fake, "smtp 2xx+4xx", rcpts=rc3)
+        check(r and r.code == 451 and r.enh == "4.2.1" and r.delivered == 0,
+              "smtp 2xx+4xx: 451", repr(r))
+        check(fake.all_msgs() == [] and "DATA" not in fake.sessions[0].cmds,
+              "smtp 2xx+4xx: abandoned before DATA",
+              repr(fake.sessions[0].cmds))
+    with FakeMTA({"replies": {"RCPT": ["550 5.1.1 no a", "550 5.1.1 no b",
+                                       "550 5.1.1 no c"]}}) as fake:
+        r = one(fake, "smtp all 5xx", rcpts=rc3)
+        check(r and r.code == 550 and "no a" in r.text and
+              "DATA" not in fake.sessions[0].cmds,
+              "smtp all 5xx: the first, no DATA", repr(r))
+    # many recipients, pipelined in batches, all accepted
+    many = [f"u{i}@example.net" for i in range(300)]
+    with FakeMTA({"caps": ["PIPELINING"]}) as fake:
+        r = one(fake, "smtp 300 rcpts", rcpts=many)
+        got = [c for c in fake.sessions[0].cmds if c.startswith("RCPT")]
+        check(r and r.code == 250 and r.delivered == 300 and
+              got == [f"RCPT TO:<{a}>" for a in many],
+              "300 recipients pipelined", repr(r))
+    with FakeMTA({"caps": []}) as fake:
+        r = one(fake, "smtp no pipelining", rcpts=rc3)
+        check(r and r.code == 250 and r.delivered == 3,
+              "3 recipients without PIPELINING", repr(r))
+
+
+def test_lmtp():
+    rc3 = ("a@example.net", "b@example.net", "c@example.net")
+    cases = [
+        ("all 2xx", ["250 2.1.5 a ok", "250 2.1.5 b ok", "250 2.1.5 c ok"],
+         None, 250, "2.1.5", 3, "a ok"),
+        ("2xx+5xx", ["250 2.1.5 a ok", "552 5.2.2 b full", "250 2.1.5 c ok"],
+         None, 552, "5.2.2", 2, "delivered to 2 of 3"),
+        ("2xx+4xx", ["250 2.1.5 a ok", "452 4.2.2 b full", "250 2.1.5 c ok"],
+         None, 451, "4.2.2", 2, "b full"),
+        ("all 5xx", ["550 5.1.1 a gone", "551 5.1.6 b moved",
+                     "550 5.1.1 c gone"], None, 550, "5.1.1", 0, "a gone"),
+        ("4xx+5xx", ["451 4.3.0 a later", "550 5.1.1 b gone",
+                     "250 2.1.5 c ok"], None, 550, "5.1.1", 1, "b gone"),
+        ("RCPT 5xx then dot 2xx", ["250 2.1.5 a ok", "250 2.1.5 c ok"],
+         ["250 2.1.5 Ok", "550 5.1.1 no b", "250 2.1.5 Ok"], 550, "5.1.1",
+         2, "no b"),
+        ("drop between replies", ["250 2.1.5 a ok", "DROP"], None, 451,
+         "4.4.2", 1, "twice"),
+    ]
+    for name, dots, rcpt, code, enh, delivered, text in cases:
+        replies = {"DOT": dots}
+        if rcpt:
+            replies["RCPT"] = rcpt
+        with FakeMTA({"lmtp": True, "replies": replies,
+                      "caps": ["PIPELINING"]}) as fake:
+            r = one(fake, "lmtp " + name, rcpts=rc3, args=["--lmtp"])
+            check(r and r.code == code and r.enh == enh and
+                  r.delivered == delivered and text in r.text,
+                  "lmtp " + name,
+                  f"{r!r} want {code} {enh} d={delivered} ~{text!r}")
+            check(fake.sessions and fake.sessions[0].cmds[0] ==
+                  "LHLO edge.test" and len(fake.all_msgs()) == 1,
+                  "lmtp " + name + ": LHLO, one message",
+                  repr(fake.sessions[0].cmds if fake.sessions else None))
+
+
+def test_unreachable_and_timeouts():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()           # nothing listens there now
+    t0 = time.monotonic()
+    res, out, rc = run(f"127.0.0.1:{port}")
+    el = time.monotonic() - t0
+    check(len(res) == 1 and res[0].code == 451 and res[0].enh == "4.4.1"
+          and "unreachable" in res[0].text and el < 2,
+          "unreachable: 451 4.4.1 quickly", f"{out!r} {el:.2f}s")
+    res, out, rc = run("[::1]:" + str(port))
+    check(len(res) == 1 and res[0].code == 451 and res[0].enh == "4.4.1",
+          "unreachable over IPv6", out)
+    res, out, rc = run("no-such-host.invalid:25")
+    check(len(res) == 1 and res[0].code == 451 and res[0].enh == "4.4.1",
+          "unresolvable name: 451 4.4.1", out)
+    for step, replies, extra, lo, hi in [
+        ("greeting", {}, ["--timeout", "300"], 0.25, 1.5),
+        ("RCPT", {"RCPT": "HANG"}, ["--timeout", "300"], 0.25, 1.5),
+        ("end of data", {"DOT": "HANG"},
+         ["--timeout", "5000", "--final-timeout", "400"], 0.35, 1.5),
+    ]:
+        sc = {"replies": replies}
+        if step == "greeting":
+            sc["greeting"] = "HANG"
+        with FakeMTA(sc) as fake:
+            r = one(fake, "timeout " + step, args=extra)
+            ok = (r and r.code == 451 and r.enh == "4.4.1" and
+                  step in r.text and lo * 1000 <= r.ms <= hi * 1000)
+            if step == "end of data":
+                ok = ok and "twice" in r.text
+            check(ok, "timeout at " + step, repr(r) + f" {r.ms if r else 0}")
+    # a downstream that stops reading in the middle of the message: the
+    # body outgrows both socket buffers and the write wait times out
+    big = (b"y" * 998 + b"\r\n") * (32 * 1024)
+    with FakeMTA({"replies": {"DATA": "STALL"}}) as fake:
+        r = one(fake, "stalled reader", body=big, args=["--timeout", "300"])
+        check(r and r.code == 451 and r.enh == "4.4.1" and
+              "message" in r.text and r.ms < 3000 and fake.all_msgs() == [],
+              "a downstream that stops reading is cut off", repr(r))
+
+
+def test_threads():
+    with FakeMTA({"caps": ["PIPELINING"]}) as fake:
+        t0 = time.monotonic()
+        res, out, rc = run(f"127.0.0.1:{fake.port}",
+                           args=["--threads", "4", "--count", "50", "--seq",
+                                 "--pool", "4"], timeout=120)
+        el = time.monotonic() - t0
+        msgs = fake.all_msgs()
+        seqs = sorted(m.split(b"\r\n", 1)[0] for m in msgs)
+        want = sorted(f"X-Seq: {t}.{i}".encode() for t in range(4)
+                      for i in range(50))
+        check(rc == 0 and len(res) == 200 and
+              all(r.code == 250 for r in res), "4x50: all 250",
+              out[-500:])
+        check(seqs == want, "4x50: each delivered exactly once",
+              f"{len(msgs)} messages, {len(set(seqs))} distinct")
+        check(all(m.split(b"\r\n", 1)[1] == PREFIX + BODY for m in msgs),
+              "4x50: every message whole")
+        check(len(fake.sessions) <= 8, "4x50: connections reused",
+              f"{len(fake.sessions)} sessions")
+        print(f"4 threads x 50 messages: {el:.2f}s, "
+              f"{len(fake.sessions)} connections")
+    # more threads than idle places: connections beyond the pool are closed
+    with FakeMTA({"caps": ["PIPELINING"]}) as fake:
+        res, out, rc = run(f"127.0.0.1:{fake.port}",
+                           args=["--threads", "8", "--count", "25", "--seq",
+                                 "--pool", "1"], timeout=120)
+        seqs = sorted(m.split(b"\r\n", 1)[0] for m in fake.all_msgs())
+        want = sorted(f"X-Seq: {t}.{i}".encode() for t in range(8)
+                      for i in range(25))
+        check(rc == 0 and len(res) == 200 and
+              all(r.code == 250 for r in res) and seqs == want,
+              "8x25 with a pool of 1: each delivered exactly once",
+              f"{len(seqs)} messages")
+        check(fake.wait_ended() and
+              all(s.cmds[-1] == "QUIT" for s in fake.sessions),
+              "8x25 with a pool of 1: every connection ends with QUIT",
+              f"{len(fake.sessions)} sessions")
+
+
+def test_targets():
+    for bad in ["nohost", "[::1]", "::1:25", "host:0", "host:99999",
+                "host:", ":25", "[::1]25", "host:2x"]:
+        res, out, rc = run(bad)
+        check(rc == 3 and "CREATE-FAILED" in out, "bad target " + bad, out)
+
+
+def test_smtp_sink():
+    sink = "/usr/sbin/smtp-sink"
+    if not os.access(sink, os.X_OK):
+        check(False, "smtp-sink", "not installed (package postfix)")
+        return
+    d = os.path.join(TMP, "sink")
+    os.makedirs(d)
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    args = [sink, "-v", "-d", d + "/%M."]
+    if os.geteuid() == 0:
+        args += ["-u", "root"]
+    log = open(os.path.join(TMP, "sink.log"), "wb")
+    p = subprocess.Popen(args + [f"127.0.0.1:{port}", "10"],
+                         stdout=log, stderr=log)
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        body = b"Subject: sink\r\n\r\n.dot line\r\n..two\r\n" + \
+            b"x" * 900 + b"\r\n" + b"end\r\n"
+        res, out, rc = run(f"127.0.0.1:{port}", body,
+                           args=["--client-addr", "2001:db8::10",
+                                 "--ptr", "peer.example",
+                                 "--client-helo", "client.example",
+                                 "--count", "2"])
+        check(len(res) == 2 and all(r.code == 250 for r in res),
+              "smtp-sink: 250 twice", out)
+        time.sleep(0.3)
+        files = sorted(os.listdir(d))
+        check(len(files) == 2, "smtp-sink: two dump files", repr(files))
+        for f in files:
+            with open(os.path.join(d, f), "rb") as fh:
+                dump = fh.read()
+            # smtp-sink's own headers end with its three-line Received:,
+            # then the message as received (lines end in LF in its dump),
+            # then an empty line.
+            head, sep, rest = dump.partition(b"(smtp-sink) with ")
+            rest = rest.split(b"\n", 2)[2] if sep else b""
+            want = (PREFIX + body).replace(b"\r\n", b"\n") + b"\n"
+            check(rest == want, "smtp-sink: message whole " + f,
+                  f"{rest[:200]!r}")
+            # smtp-sink's XCLIENT offers NAME and HELO only: the EHLO
+            # after XCLIENT carries the client's name.
+            check(b"X-Helo-Args: client.example" in head,
+                  "smtp-sink: client's HELO seen", repr(head[:300]))
+        time.sleep(0.1)
+        with open(os.path.join(TMP, "sink.log"), "rb") as fh:
+            sess = fh.read()
+        check(sess.count(b": XCLIENT NAME=peer.example HELO=client.example\n")
+              == 2 and sess.count(b": RSET\n") == 1
+              and sess.count(b": EHLO edge.test\n") == 1,
+              "smtp-sink: XCLIENT with the offered attributes, one "
+              "connection reused", sess.decode(errors="replace")[-600:])
+    finally:
+        log.close()
+        p.terminate()
+        try:
+            p.wait(5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def main():
+    t0 = time.monotonic()
+    try:
+        for t in [test_bytes, test_xclient, test_params, test_pool,
+                  test_failures, test_mixed_smtp, test_lmtp,
+                  test_unreachable_and_timeouts, test_threads, test_targets,
+                  test_smtp_sink]:
+            t()
+    finally:
+        shutil.rmtree(TMP, ignore_errors=True)
+    print(f"relay tests took {time.monotonic() - t0:.1f}s")
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
