@@ -13,6 +13,9 @@ Each mode prints one JSON object on stdout:
       Sends one message of SIZE body bytes with smtplib (EHLO, PIPELINING
       where offered); prints {"code", "text", "sha256", "size"} where
       sha256 is of the bytes the server must store (headers and body, CRLF).
+  many SRC DST COUNT SEED
+      COUNT messages one after another, going on past failures; prints the
+      queue id and SHA-256 of every message that got a 250.
   bulk DST BASE COUNT SESSIONS PARALLEL
       SESSIONS sessions from the COUNT addresses after BASE, in turn, at
       most PARALLEL at once: greeting, EHLO, MAIL FROM, QUIT; half of them
@@ -191,5 +194,27 @@ def bulk(args):
     print(json.dumps(summary))
 
 
+def many(args):
+    """COUNT messages one after another; a failed session is noted and the
+    next goes on (the server may be down a while). Prints, for every message
+    that got a 250, its queue id and the SHA-256 of what was sent."""
+    src, dst, count, seed = args[0], args[1], int(args[2]), int(args[3])
+    got, failed = [], 0
+    rng = random.Random(seed)
+    for i in range(count):
+        msg = make_message(rng.choice([0, 10, 300, 4000, 70000]), seed * 100000 + i)
+        try:
+            c = DataReplySMTP(timeout=10, source_address=(src, 0))
+            c.connect(dst, 25)
+            c.ehlo("client.lab.example")
+            c.sendmail("alice@example.org", ["bob@example.net"], msg)
+            got.append([c.last_data_reply.split()[-1], hashlib.sha256(msg).hexdigest()])
+            c.close()
+        except Exception:
+            failed += 1
+    print(json.dumps({"accepted": got, "failed": failed}))
+
+
 if __name__ == "__main__":
-    {"dialogue": dialogue, "send": send, "sendfile": sendfile, "bulk": bulk}[sys.argv[1]](sys.argv[2:])
+    {"dialogue": dialogue, "send": send, "sendfile": sendfile, "bulk": bulk,
+     "many": many}[sys.argv[1]](sys.argv[2:])
