@@ -26,12 +26,11 @@
 struct auth {
 	struct spf_checker *spf;
 	struct dkim_verifier *dkim;
-	char authserv_id[256];
 };
 
 struct auth *
-auth_create(struct ub_ctx *ub, const char *hostname, const char *authserv_id,
-	    uint32_t dns_timeout_ms, char *err, size_t errlen)
+auth_create(struct ub_ctx *ub, const char *hostname, uint32_t dns_timeout_ms,
+	    char *err, size_t errlen)
 {
 	struct auth *a = calloc(1, sizeof(*a));
 	struct spf_params sp = { .ub = ub, .receiver = hostname,
@@ -43,7 +42,6 @@ auth_create(struct ub_ctx *ub, const char *hostname, const char *authserv_id,
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
-	snprintf(a->authserv_id, sizeof(a->authserv_id), "%s", authserv_id);
 	a->spf = spf_checker_create(&sp);
 	a->dkim = dkim_verifier_create(&dp);
 	if (!a->spf || !a->dkim) {
@@ -168,7 +166,7 @@ iprev_result(uint8_t ptr)
 }
 
 size_t
-auth_results_header(const struct auth *a, const struct txrec *rec,
+auth_results_header(const char *authserv_id, const struct txrec *rec,
 		    const struct auth_verdict *v, char *out, size_t n)
 {
 	char addr[INET6_ADDRSTRLEN], val[700];
@@ -178,7 +176,7 @@ auth_results_header(const struct auth *a, const struct txrec *rec,
 #define PUT(...) do { if (off < n) off += (size_t)snprintf(out + off, n - off, __VA_ARGS__); } while (0)
 	off = 0;
 	inet_ntop(rec->family == 6 ? AF_INET6 : AF_INET, rec->addr, addr, sizeof(addr));
-	PUT("Authentication-Results: %s;\r\n\tiprev=%s policy.iprev=%s", a->authserv_id,
+	PUT("Authentication-Results: %s;\r\n\tiprev=%s policy.iprev=%s", authserv_id,
 	    iprev_result(rec->ptr), addr);
 	if (rec->ptr_name[0]) {
 		put_value(val, sizeof(val), rec->ptr_name);

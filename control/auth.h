@@ -42,8 +42,7 @@ struct auth;
 /* SPF checker and DKIM verifier over the shared resolver. NULL with one
  * line in err. */
 struct auth *auth_create(struct ub_ctx *ub, const char *hostname,
-			 const char *authserv_id, uint32_t dns_timeout_ms,
-			 char *err, size_t errlen);
+			 uint32_t dns_timeout_ms, char *err, size_t errlen);
 void auth_destroy(struct auth *a);
 
 /* SPF of the transaction (blocks on DNS; any work thread). */
@@ -54,9 +53,9 @@ void auth_verify(struct auth *a, const struct smtp_chunk *msg,
 		 const struct policy_rule *rule, uint8_t family,
 		 struct auth_verdict *v);
 
-/* The Authentication-Results header for rec and v (iprev, spf, dkim),
- * CRLF-terminated, folded. */
-size_t auth_results_header(const struct auth *a, const struct txrec *rec,
+/* The Authentication-Results header of authserv_id for rec and v (iprev,
+ * spf, dkim), CRLF-terminated, folded. */
+size_t auth_results_header(const char *authserv_id, const struct txrec *rec,
 			   const struct auth_verdict *v, char *out, size_t n);
 
 /* The message without Authentication-Results fields that claim our

@@ -257,9 +257,12 @@ on_rdns(struct pool *pl, uint32_t worker, const struct ctl_msg *m)
 	pl->st->c[CTL_RDNS_REQUESTS]++;
 	if (!cs)
 		return;
+	/* A new session in this slot: what the last one left goes. */
 	cs->gen = m->gen;
 	cs->ptr = PTR_UNKNOWN;
 	cs->ptr_name[0] = '\0';
+	spf_unref(cs->spf);
+	cs->spf = NULL;
 	if (rdns_lookup(pl->rdns, m->family, m->u.addr, rdns_done,
 			pack(worker, m->idx, m->gen), now_us()) < 0) {
 		struct ctl_msg v = { .kind = MSG_RDNS_DONE, .idx = m->idx,
@@ -442,7 +445,8 @@ hand_on(struct pool *pl, struct txrec *r, const struct auth_verdict *v,
 
 	queue_id_new(r->queue_id);
 	plen = spool_received(r, pl->cfg->hostname, prefix, sizeof(prefix));
-	plen += auth_results_header(pl->auth, r, v, prefix + plen, sizeof(prefix) - plen);
+	plen += auth_results_header(pl->cfg->authserv_id, r, v, prefix + plen,
+				    sizeof(prefix) - plen);
 	stripped = auth_strip_forged(pl->cfg->authserv_id, r->body);
 	msg = stripped ? stripped : r->body;
 	if (pl->spool) {
@@ -613,8 +617,7 @@ pool_create(const struct pool_params *p, char *err, size_t errlen)
 		snprintf(err, errlen, "reverse DNS: %s", strerror(errno));
 		goto fail;
 	}
-	pl->auth = auth_create(pl->ub, c->hostname, c->authserv_id, c->dns_timeout_ms,
-			       err, errlen);
+	pl->auth = auth_create(pl->ub, c->hostname, c->dns_timeout_ms, err, errlen);
 	if (!pl->auth)
 		goto fail;
 	if (c->spool_dir[0]) {
