@@ -32,6 +32,7 @@
 #include "control/msg.h"
 #include "control/policy.h"
 #include "control/txrec.h"
+#include "dataplane/clock.h"
 #include "dataplane/session.h"
 #include "dataplane/smtp.h"
 #include "dataplane/stats.h"
@@ -81,7 +82,7 @@ struct sess_layer {
 	uint32_t *free_stack;
 	uint32_t n_free;
 	uint64_t next_id;
-	uint64_t wall0_us, tsc0, tsc_hz;
+	uint64_t wall0_us, tsc0, tsc_hz, us_mult;
 	uint64_t last_tick_us;
 	struct smtp_params smtp_params;
 	struct policy_reply reply;     /* the text of the verdict being given */
@@ -94,7 +95,7 @@ static const struct tcp_ops tcp_ops;
 uint64_t
 sess_layer_now_us(const struct sess_layer *sl, uint64_t tsc)
 {
-	return (tsc - sl->tsc0) * 1000000u / sl->tsc_hz;
+	return clock_us(tsc - sl->tsc0, sl->us_mult);
 }
 
 static uint64_t
@@ -665,6 +666,7 @@ sess_layer_create(const struct sess_layer_params *p)
 	sl->wall0_us = p->wall0_us;
 	sl->tsc0 = p->tsc0;
 	sl->tsc_hz = p->tsc_hz;
+	sl->us_mult = clock_mult(p->tsc_hz);
 	sl->smtp_params = (struct smtp_params){
 		.hostname = c->hostname,
 		.max_cmd_line = c->max_cmd_line,

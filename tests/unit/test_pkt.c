@@ -11,6 +11,7 @@
 #include <rte_byteorder.h>
 #include <rte_ip.h>
 
+#include "dataplane/clock.h"
 #include "dataplane/l23.h"
 #include "dataplane/pkt.h"
 #include "tests/unit/check.h"
@@ -473,6 +474,29 @@ test_replies(void)
 	      "no NA when the buffer has no room");
 }
 
+/* The worker's clock: right to the microsecond, and still right (and
+ * moving forward) after years of TSC cycles. */
+static void
+test_clock(void)
+{
+	static const uint64_t hzs[] = { 1000000000ull, 2600000000ull, 3999999999ull };
+	size_t i;
+
+	for (i = 0; i < 3; i++) {
+		uint64_t hz = hzs[i], m = clock_mult(hz);
+		uint64_t three_hours = hz * 3 * 3600, ten_years = hz * 3600ull * 24 * 3650;
+
+		CHECK(clock_us(hz, m) >= 999999 && clock_us(hz, m) <= 1000000,
+		      "1 s at %llu Hz: %llu us", (unsigned long long)hz,
+		      (unsigned long long)clock_us(hz, m));
+		CHECK(clock_us(three_hours, m) / 1000000 == 3 * 3600 - 1 ||
+		      clock_us(three_hours, m) / 1000000 == 3 * 3600,
+		      "3 h: %llu us", (unsigned long long)clock_us(three_hours, m));
+		CHECK(clock_us(ten_years + hz, m) > clock_us(ten_years, m),
+		      "the clock runs backwards after ten years");
+	}
+}
+
 int
 main(void)
 {
@@ -490,5 +514,6 @@ main(void)
 	test_classify();
 	test_truncations();
 	test_replies();
+	test_clock();
 	return check_done();
 }

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# smtpedge's benchmarks (issue 7): not part of the test run.
+#
+#   scripts/bench.sh [--quick]
+#
+# Installs what is missing (deps.sh), builds build-bench/, brings up a lab of
+# its own (LAB_ID, default 3, so it never disturbs the tests' lab), then:
+#   1. in-process (tests/bench/bench_inproc): the real worker on lcore 1
+#      behind a net_ring port, the real control plane, a generator of
+#      scripted IPv6 SMTP clients: the reject path (no PTR -> 550 5.7.25),
+#      the accept path (PTR and SPF pass, 2 KB to a spool on /dev/shm) and
+#      idle sessions held per GiB;
+#   2. side by side (tests/bench/side_by_side.py): smtpedge in the lab and
+#      Postfix (postscreen + smtpd) driven by smtp-source from the peer
+#      namespace with no-PTR sessions at 1, 5, 10 and 20 concurrent;
+# prints a table, writes build-bench/bench.json and build-bench/bench.png,
+# and names the JSON file on its last line. The whole run takes a few
+# minutes; --quick shortens every phase (for trying the script).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+export LAB_ID=${LAB_ID:-3}
+build=$root/build-bench
+quick=no
+[ "${1:-}" = "--quick" ] && quick=yes
+
+secs=5 msgs=3000 idle=12000 reject_conc=256 accept_conc=64
+if [ $quick = yes ]; then
+	secs=1 msgs=500 idle=2000
+fi
+
+bash "$here/deps.sh"
+cd "$root"
+[ -f "$build/build.ninja" ] || meson setup "$build" >/dev/null
+meson compile -C "$build" >/dev/null
+
+set -a
+. "$here/lab.env"
+set +a
+lab_was_up=no
+LAB_ID=$LAB_ID bash "$here/lab.sh" status >/dev/null 2>&1 && lab_was_up=yes
+LAB_ID=$LAB_ID bash "$here/lab.sh" up >/dev/null
+cleanup() {
+	rm -rf /dev/shm/smtpedge-bench-spool
+	if [ $lab_was_up = no ]; then
+		LAB_ID=$LAB_ID bash "$here/lab.sh" down >/dev/null 2>&1 || true
+	fi
+}
+trap cleanup EXIT
+
+# ---- 1. in-process ----------------------------------------------------------
+conf=$build/bench-inproc.conf
+cat > "$conf" <<CONF
+; written by scripts/bench.sh: the in-process benchmark's smtpedge
+[edge]
+hostname = mx.bench.example
+address6 = $LAB_EDGE6
+smtp_ports = 25
+[dns]
+server = 127.0.0.1@$LAB_DNS_PORT
+[domains]
+accept = example.net example.org
+[relay]
+; tmpfs: the benchmark measures smtpedge, not the disk's fsync
+spool = /dev/shm/smtpedge-bench-spool
+[dataplane]
+mbufs = 32767
+flows = 16384
+body_budget_mb = 64
+[log]
+file = $LAB_DIR/bench-inproc.log
+level = notice
+CONF
+echo "bench: in-process runs (${secs}s each) ..." >&2
+inproc_out=$(ip netns exec "$LAB_EDGE_NS" "$build/tests/bench/bench_inproc" \
+	-l 0-1 --no-huge -m 1536 --no-pci --no-telemetry \
+	--file-prefix "smtpedge-inproc$LAB_ID" -- --config "$conf" \
+	--reject $reject_conc --accept $accept_conc --idle $idle --secs $secs \
+	2> "$build/bench-inproc.stderr")
+grep -v '^EAL:' "$build/bench-inproc.stderr" >&2 || true
+inproc_json=$(printf '%s\n' "$inproc_out" | sed -n 's/^BENCH_JSON //p')
+[ -n "$inproc_json" ] || { echo "bench: bench_inproc printed no result" >&2; exit 1; }
+printf '%s\n' "$inproc_json" > "$build/bench-inproc.json"
+tsc_hz=$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["tsc_hz"])' \
+	"$build/bench-inproc.json")
+
+# ---- 2. side by side -----------------------------------------------------------
+echo "bench: side by side with Postfix ($msgs sessions per point) ..." >&2
+/usr/bin/python3 "$root/tests/bench/side_by_side.py" \
+	--smtpedge "$build/control/smtpedge" --ctl "$build/control/smtpedgectl" \
+	--tsc-hz "$tsc_hz" --conc 1,5,10,20 --ratio-conc 10 --msgs $msgs \
+	> "$build/bench-side.json"
+
+# ---- 3. the figures, the table, the chart --------------------------------------
+/usr/bin/python3 "$root/tests/bench/report.py" \
+	--inproc "$build/bench-inproc.json" --side "$build/bench-side.json" \
+	--out "$build/bench.json" --dat "$build/bench-chart.dat" \
+	--command "scripts/bench.sh${1:+ $1}"
+gnuplot <<GP
+set terminal pngcairo size 900,560 noenhanced
+set output "$build/bench.png"
+set title "no-PTR sessions refused per second against concurrent sessions (smtp-source, lab, this machine)"
+set xlabel "concurrent sessions (smtp-source -s)"
+set ylabel "sessions per second"
+set key top left
+set grid
+set logscale x 2
+set xtics (1, 5, 10, 20)
+plot "$build/bench-chart.dat" using 1:2 with linespoints lw 2 pt 7 title "smtpedge (DPDK worker, af_packet lab port)", \
+     "$build/bench-chart.dat" using 1:3 with linespoints lw 2 pt 5 title "Postfix (postscreen + smtpd)"
+GP
+echo "chart: $build/bench.png"
+echo "$build/bench.json"

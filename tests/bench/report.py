@@ -1,0 +1,116 @@
+#!/usr/bin/python3
+"""tests/bench/report.py - the benchmark's figures in one place, for
+scripts/bench.sh: merges bench_inproc's and side_by_side.py's results with
+the machine's description into one JSON file (the keys issue 7 names at the
+top, the details below them), prints the table, and writes the chart's data
+(concurrency, smtpedge sessions/s, Postfix sessions/s).
+"""
+import argparse
+import datetime
+import json
+import os
+import subprocess
+
+GIB = 1 << 30
+
+
+def cpu_model():
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def git_rev(root):
+    r = subprocess.run(["git", "-C", root, "describe", "--always", "--dirty"],
+                       capture_output=True, text=True, check=False)
+    return r.stdout.strip() or "unknown"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--inproc", required=True)
+    ap.add_argument("--side", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--dat", required=True)
+    ap.add_argument("--command", default="scripts/bench.sh")
+    a = ap.parse_args()
+    ip = json.load(open(a.inproc))
+    sd = json.load(open(a.side))
+    rej, acc, idle = ip.get("reject", {}), ip.get("accept", {}), ip.get("idle", {})
+    inproc_cpu = round((rej["busy_s"] + rej["control_cpu_s"]) * 1000 / rej["sessions"], 5) \
+        if rej.get("sessions") else None
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = {
+        "reject_sessions_per_s_per_core": rej.get("sessions_per_s_per_core"),
+        "accept_sessions_per_s_per_core": acc.get("sessions_per_s_per_core"),
+        "cycles_per_reject_session": rej.get("cycles_per_session"),
+        "cycles_per_reject_packet": rej.get("cycles_per_packet"),
+        "cycles_per_accept_session": acc.get("cycles_per_session"),
+        "idle_sessions_per_gib": int(GIB / ip["allocated_bytes_per_flow"]),
+        "idle_sessions_per_gib_slot_only": int(GIB / ip["slot_bytes"]),
+        "postfix_cpu_s_per_1k_sessions": sd["postfix_cpu_s_per_1k_sessions"],
+        "smtpedge_cpu_s_per_1k_sessions": sd["smtpedge_cpu_s_per_1k_sessions"],
+        "cpu_ratio_vs_postfix": sd["cpu_ratio_vs_postfix"],
+        # In-process, no kernel on the path: worker busy + control CPU per
+        # 1,000 refused sessions, and that against Postfix's lab figure.
+        "inproc_cpu_s_per_1k_reject_sessions": inproc_cpu,
+        "inproc_cpu_ratio_vs_postfix": round(inproc_cpu / sd["postfix_cpu_s_per_1k_sessions"], 4)
+        if inproc_cpu is not None and sd["postfix_cpu_s_per_1k_sessions"] else None,
+        "smtpedge_lab_sessions_per_s": sd["smtpedge_lab_sessions_per_s"],
+        "postfix_sessions_per_s": sd["postfix_sessions_per_s"],
+        "cpu_model": cpu_model(),
+        "cores": os.cpu_count(),
+        "targets": {"reject_sessions_per_s_per_core": 500000, "cpu_ratio_vs_postfix": 0.2},
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "command": a.command,
+        "revision": git_rev(root),
+        "inproc": ip,
+        "side_by_side": sd,
+    }
+    with open(a.out, "w") as f:
+        json.dump(out, f, indent=1)
+        f.write("\n")
+    by_c = {}
+    for p in sd["smtpedge"] + sd["postfix"]:
+        by_c.setdefault(p["concurrency"], {})[p["server"]] = p
+    with open(a.dat, "w") as f:
+        f.write("# concurrency smtpedge_sessions_per_s postfix_sessions_per_s\n")
+        for c in sorted(by_c):
+            f.write(f"{c} {by_c[c]['smtpedge']['sessions_per_s']} {by_c[c]['postfix']['sessions_per_s']}\n")
+
+    def row(k, v, note=""):
+        print(f"  {k:<44} {v:>14}  {note}")
+
+    print(f"smtpedge benchmark, {out['date']}, {out['cpu_model']}, {out['cores']} cores, {out['revision']}")
+    print("in-process (net_ring port, worker on one core; per core = sessions / worker busy seconds)")
+    for name, r in (("reject", rej), ("accept", acc)):
+        if r:
+            row(f"{name}: sessions/s per worker core", f"{r['sessions_per_s_per_core']:,.0f}",
+                f"wall {r['sessions_per_s_wall']:,.0f}/s at {r['concurrency']} concurrent, "
+                f"failed {r['failed']}")
+            row(f"{name}: cycles per session / per packet",
+                f"{r['cycles_per_session']:,.0f} / {r['cycles_per_packet']:,.0f}",
+                f"{r['packets_per_session']} packets per session")
+    row("idle sessions per GiB (allocated per slot)", f"{out['idle_sessions_per_gib']:,}",
+        f"{ip['allocated_bytes_per_flow']} B per flow slot; sess_layer_slot_bytes() "
+        f"{ip['slot_bytes']} B -> {out['idle_sessions_per_gib_slot_only']:,}/GiB")
+    if idle:
+        row("idle sessions held", f"{idle['held']:,}", f"of {idle['wanted']:,}; worker holds {idle['worker_active']:,}")
+    print(f"side by side (lab, smtp-source from a no-PTR peer, {sd['sessions_per_point']} sessions per point)")
+    print(f"  {'concurrent':>10} {'smtpedge/s':>11} {'Postfix/s':>10} {'smtpedge cpu s/1k':>18} {'Postfix cpu s/1k':>17}")
+    for c in sorted(by_c):
+        e, p = by_c[c]["smtpedge"], by_c[c]["postfix"]
+        print(f"  {c:>10} {e['sessions_per_s']:>11,.0f} {p['sessions_per_s']:>10,.0f} "
+              f"{e['cpu_s_per_1k_sessions']:>18.3f} {p['cpu_s_per_1k_sessions']:>17.3f}")
+    row(f"CPU ratio smtpedge/Postfix at {sd['ratio_concurrency']} concurrent",
+        f"{out['cpu_ratio_vs_postfix']}", "target <= 0.2")
+    row("in-process CPU s/1k refused (worker+control)", f"{out['inproc_cpu_s_per_1k_reject_sessions']}",
+        f"vs Postfix: {out['inproc_cpu_ratio_vs_postfix']} (no af_packet/veth on the path)")
+    row("in-process reject per core vs target", f"{out['reject_sessions_per_s_per_core']:,.0f}",
+        "target >= 500,000")
+
+
+if __name__ == "__main__":
+    main()
