@@ -1,6 +1,8 @@
 /*
  * faults.c - the test fault shim (see faults.h). Deterministic for a seed:
- * a failing run can be replayed.
+ * a failing run can be replayed. Every frame it loses, on purpose or for
+ * want of room in the burst, is counted in fault_dropped, so a test can
+ * tell the shim's losses from the engine's.
  */
 #include <rte_mbuf.h>
 
@@ -55,10 +57,12 @@ faults_apply(struct faults *f, struct rte_mbuf **pkts, uint16_t n, uint16_t cap,
 			st->c[DP_FAULT_REORDERED]++;
 			continue;
 		}
-		if (n_out < cap)
-			out[n_out++] = m;
-		else
+		if (n_out == cap) {       /* no room: a loss, and counted as one */
 			rte_pktmbuf_free(m);
+			st->c[DP_FAULT_DROPPED]++;
+			continue;
+		}
+		out[n_out++] = m;
 		if (roll(f) < f->dup_pct && n_out < cap &&
 		    (c = rte_pktmbuf_copy(m, f->pool, 0, UINT32_MAX)) != NULL) {
 			out[n_out++] = c;
@@ -67,10 +71,12 @@ faults_apply(struct faults *f, struct rte_mbuf **pkts, uint16_t n, uint16_t cap,
 	}
 	/* What was held last time goes out after this burst's packets. */
 	for (i = 0; i < f->n_held; i++) {
-		if (n_out < cap)
+		if (n_out < cap) {
 			out[n_out++] = f->held[i];
-		else
+		} else {
 			rte_pktmbuf_free(f->held[i]);
+			st->c[DP_FAULT_DROPPED]++;
+		}
 	}
 	for (i = 0; i < n_keep; i++)
 		f->held[i] = keep[i];
@@ -78,6 +84,12 @@ faults_apply(struct faults *f, struct rte_mbuf **pkts, uint16_t n, uint16_t cap,
 	for (i = 0; i < n_out; i++)
 		pkts[i] = out[i];
 	return n_out;
+}
+
+bool
+faults_holding(const struct faults *f)
+{
+	return f->n_held != 0;
 }
 
 void

@@ -32,6 +32,11 @@ bool faults_enabled(const struct faults *f);
  * count. Releases what it held even when n is 0. */
 uint16_t faults_apply(struct faults *f, struct rte_mbuf **pkts, uint16_t n,
 		      uint16_t cap, struct dp_stats *st);
+/* True while frames are held back: the caller must go on calling
+ * faults_apply (with n = 0 if it has nothing new), else a held frame waits
+ * for unrelated traffic, which in a quiet SMTP dialogue is the peer's or
+ * our retransmission timeout, and a "reordered" frame becomes a lost one. */
+bool faults_holding(const struct faults *f);
 void faults_flush(struct faults *f);
 
 #endif

@@ -81,29 +81,31 @@ async def one(dst, src, size, seed):
     msg = make_message(size, seed)
     res = {"src": src, "size": size, "sha256": hashlib.sha256(msg).hexdigest(),
            "code": None, "qid": None, "error": None}
-    w = None
+    w, stage, t0 = None, "connect", time.time()
     try:
         r, w = await asyncio.wait_for(
             asyncio.open_connection(dst, 25, local_addr=(src, 0), limit=1 << 16), 60)
+        res["port"] = w.get_extra_info("sockname")[1]
+        stage = "greeting"
         await expect(r, "220", "greeting")
-        w.write(b"EHLO faults.lab.example\r\n")
-        await expect(r, "250", "EHLO")
-        w.write(b"MAIL FROM:<sender@example.org>\r\n")
-        await expect(r, "250", "MAIL")
-        w.write(b"RCPT TO:<rcpt@example.net>\r\n")
-        await expect(r, "250", "RCPT")
-        w.write(b"DATA\r\n")
-        await expect(r, "354", "DATA")
+        for stage, line, code in (("EHLO", b"EHLO faults.lab.example", "250"),
+                                  ("MAIL", b"MAIL FROM:<sender@example.org>", "250"),
+                                  ("RCPT", b"RCPT TO:<rcpt@example.net>", "250"),
+                                  ("DATA", b"DATA", "354")):
+            w.write(line + b"\r\n")
+            await expect(r, code, stage)
+        stage = "body"
         w.write(stuff(msg))
         await w.drain()
         end = await reply(r, timeout=300)
         res["code"] = int(end[-1][:3])
         if res["code"] == 250:
             res["qid"] = end[-1].split()[-1]
+        stage = "QUIT"
         w.write(b"QUIT\r\n")
         await expect(r, "221", "QUIT")
     except Exception as e:  # reported, not raised: the test judges
-        res["error"] = f"{type(e).__name__}: {e}"[:300]
+        res["error"] = f"{stage} after {time.time() - t0:.1f} s: {type(e).__name__}: {e}"[:300]
     finally:
         if w:
             w.close()

@@ -762,6 +762,53 @@ static void t_halfopen_lost_ack(void)
 	tcp_engine_destroy(e);
 }
 
+/* A client whose final ACK was lost is established and, SMTP being
+ * server-speaks-first, silent: only our SYN-ACK retransmissions make it
+ * resend that ACK. Within the handshake timeout (10 s) there are five of
+ * them, not three (1, 2, 4 s), so a lossy path rarely leaves a client
+ * waiting for a greeting that never comes (found by the lab's fault test). */
+static void t_halfopen_synack_schedule(void)
+{
+	struct tcp_engine *e = mk_default();
+	struct cli k;
+	uint32_t iss;
+	int d;
+
+	cli_init(&k, 6, 1);
+	cli_raw(e, &k, TH_SYN, k.isn, 0, 1000, NULL, 0, &SO_ALL);
+	iss = last_out()->seq;
+	g_nout = 0;
+	advance(e, 9900);
+	CHECK_EQ(tcp_engine_counters(e)->synack_retransmits, 5);
+	CHECK_EQ(count_flags(0, 0xff, TH_SYN | TH_ACK), 5);
+	CHECK(g_out[0].seq == iss && g_out[4].seq == iss);
+	/* the ACK answering the fifth one gets through */
+	k.nxt = k.isn + 1;
+	k.rnxt = iss + 1;
+	k.ts = true;
+	k.tsecr = last_out()->tsval;
+	d = cli_send(e, &k, 0, NULL, 0);
+	CHECK_EQ(d, TCP_IN_CONN);
+	CHECK_EQ(g_opened, 1);
+	CHECK_EQ(tcp_engine_counters(e)->timeout_handshake, 0);
+	app_abort(&g_apps[0]);
+	/* a longer handshake timeout keeps the plain doubling longer */
+	tcp_engine_destroy(e);
+	{
+		struct tcp_params p = default_params();
+		p.handshake_timeout_ms = 60000;
+		e = mk(&p);
+	}
+	cli_init(&k, 6, 2);
+	cli_raw(e, &k, TH_SYN, k.isn, 0, 1000, NULL, 0, &SO_ALL);
+	g_nout = 0;
+	advance(e, 15000);                     /* 1, 3, 7, 15 s */
+	CHECK_EQ(g_nout, 4);
+	advance(e, 12000);                     /* then every 12 s */
+	CHECK_EQ(g_nout, 5);
+	tcp_engine_destroy(e);
+}
+
 static void t_handshake_timeout(void)
 {
 	struct tcp_params p = default_params();
@@ -1318,6 +1365,89 @@ static void t_injection(void)
 	tcp_engine_destroy(e);
 }
 
+/* Data we already have, arriving again (a duplicate on the wire, or the
+ * peer resending because our ACK was lost), is ACKed every time: only that
+ * ACK stops the peer's retransmissions. Under the shared 10-per-second
+ * budget a lossy path stalled each such sender for its RTO (found by the
+ * lab's fault test). Out-of-window segments ahead of the window stay under
+ * the budget. */
+static void t_old_data_always_acked(void)
+{
+	struct tcp_engine *e = mk_default();
+	struct cli k;
+	struct app *a = est(e, &k, 1, &SO_ALL);
+	uint32_t base = k.nxt;
+
+	cli_send(e, &k, 0, "MAIL FROM:<a@b>\r\n", 17);
+	CHECK_EQ(a->rxn, 17);
+	g_nout = 0;
+	for (int i = 0; i < 30; i++) {
+		k.tsval++;
+		cli_raw(e, &k, TH_ACK | TH_PSH, base, k.rnxt, k.win, "MAIL FROM:<a@b>\r\n", 17, NULL);
+	}
+	CHECK_EQ(g_nout, 30);
+	CHECK_EQ(count_flags(0, 0xff, TH_ACK), 30);
+	CHECK_EQ(g_out[29].ack, base + 17);
+	CHECK_EQ(a->rxn, 17);                 /* never delivered twice */
+	CHECK_EQ(tcp_engine_counters(e)->challenge_acks_limited, 0);
+	/* a retransmitted FIN is old too */
+	cli_send(e, &k, TH_FIN, NULL, 0);
+	CHECK_EQ(a->peer_fin, 1);
+	g_nout = 0;
+	for (int i = 0; i < 20; i++)
+		cli_raw(e, &k, TH_ACK | TH_FIN, base + 17, k.rnxt, k.win, NULL, 0, NULL);
+	CHECK_EQ(g_nout, 20);
+	CHECK_EQ(a->peer_fin, 1);
+	/* segments ahead of the window keep their budget */
+	g_nout = 0;
+	for (int i = 0; i < 30; i++)
+		cli_raw(e, &k, TH_ACK, k.nxt + 3000000, k.rnxt, k.win, "QUIT\r\n", 6, NULL);
+	CHECK(g_nout <= 10);
+	CHECK(tcp_engine_counters(e)->challenge_acks_limited >= 20);
+	app_abort(a);
+	tcp_engine_destroy(e);
+}
+
+/* A frame from another MAC that knows only the 4-tuple (a blind RST, data
+ * outside the window, a forged ACK) does not move where our replies go: the
+ * challenge ACK it provokes must reach the real peer (RFC 5961). An accepted
+ * segment from a new MAC does move them. */
+static void t_link_not_moved_by_forgery(void)
+{
+	struct tcp_engine *e = mk_default();
+	struct cli k;
+	struct app *a;
+	int n0;
+
+	cli_init(&k, 6, 1);
+	k.link = 0xb2;
+	a = cli_connect(e, &k, &SO_ALL);
+	CHECK(a != NULL);
+	k.link = 0xee;                                     /* the forger */
+	n0 = g_nout;
+	cli_raw(e, &k, TH_RST, k.nxt + 100, 0, 0, NULL, 0, NULL);
+	CHECK_EQ(g_nout, n0 + 1);                          /* challenge ACK ... */
+	CHECK_EQ(last_out()->link, 0xb2);                  /* ... to the real peer */
+	cli_raw(e, &k, TH_ACK, k.nxt + 3000000, k.rnxt, k.win, "RSET\r\n", 6, NULL);
+	CHECK_EQ(last_out()->link, 0xb2);
+	cli_raw(e, &k, TH_ACK, k.nxt, k.rnxt + 100000, k.win, "RSET\r\n", 6, NULL);
+	CHECK_EQ(last_out()->link, 0xb2);
+	cli_raw(e, &k, TH_SYN, k.nxt + 5, 0, k.win, NULL, 0, NULL);
+	CHECK_EQ(last_out()->link, 0xb2);
+	CHECK_EQ(a->rxn, 0);
+	n0 = g_nout;
+	tcp_send(a->c, "250 ok\r\n", 8);
+	advance(e, 1);
+	CHECK(g_nout > n0);
+	CHECK_EQ(last_out()->link, 0xb2);
+	k.link = 0xc3;                                     /* the router changed */
+	cli_send(e, &k, TH_PSH, "NOOP\r\n", 6);
+	CHECK_EQ(a->rxn, 6);
+	CHECK_EQ(last_out()->link, 0xc3);
+	app_abort(a);
+	tcp_engine_destroy(e);
+}
+
 static void t_fin_peer_first(void)
 {
 	struct tcp_engine *e = mk_default();
@@ -1719,6 +1849,7 @@ static const struct { const char *name; void (*fn)(void); } tests[] = {
 	{ "ipv4_addr_tail_ignored", t_ipv4_addr_tail_ignored },
 	{ "halfopen_lost_ack", t_halfopen_lost_ack },
 	{ "link_follows_peer", t_link_follows_peer },
+	{ "halfopen_synack_schedule", t_halfopen_synack_schedule },
 	{ "handshake_timeout", t_handshake_timeout },
 	{ "data_in_order_coalesced", t_data_in_order_coalesced },
 	{ "reorder_and_duplicate", t_reorder_and_duplicate },
@@ -1735,6 +1866,8 @@ static const struct { const char *name; void (*fn)(void); } tests[] = {
 	{ "rst_rules", t_rst_rules },
 	{ "syn_on_established", t_syn_on_established },
 	{ "injection", t_injection },
+	{ "old_data_always_acked", t_old_data_always_acked },
+	{ "link_not_moved_by_forgery", t_link_not_moved_by_forgery },
 	{ "fin_peer_first", t_fin_peer_first },
 	{ "fin_server_first_no_time_wait", t_fin_server_first_no_time_wait },
 	{ "fin_simultaneous_and_combined", t_fin_simultaneous_and_combined },
