@@ -28,6 +28,8 @@ import socket
 import sys
 import time
 
+from peer import read_reply   # one SMTP reply, multi-line aware
+
 ALPHABET = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJ0123456789 .-,:;!?()"
 TABLE = bytes(ALPHABET[i % len(ALPHABET)] for i in range(256))
 
@@ -126,17 +128,6 @@ def run(args):
     dst, plan_file, parallel = args[0], args[1], int(args[2])
     plan = json.load(open(plan_file))
     print(json.dumps(asyncio.run(run_plan(dst, plan, parallel))))
-
-
-def read_reply(f):
-    lines = []
-    while True:
-        line = f.readline()
-        if not line:
-            raise EOFError(lines)
-        lines.append(line.decode("utf-8", "replace").rstrip("\r\n"))
-        if len(line) < 4 or line[3:4] != b"-":
-            return "\r\n".join(lines)
 
 
 def stall(args):

@@ -41,6 +41,8 @@ import sys
 import threading
 import time
 
+from peer import read_reply   # one SMTP reply, multi-line aware
+
 FORGER_MAC = "02:00:5e:00:53:66"
 PAYLOAD = b"RSET\r\nQUIT\r\n"
 
@@ -108,17 +110,6 @@ def flood(args):
         if ahead > 0:
             time.sleep(ahead)
     print(json.dumps({"sent": sent, "secs": round(time.time() - t0, 2)}))
-
-
-def read_reply(f):
-    lines = []
-    while True:
-        line = f.readline()
-        if not line:
-            raise EOFError(lines)
-        lines.append(line.decode("utf-8", "replace").rstrip("\r\n"))
-        if len(line) < 4 or line[3:4] != b"-":
-            return "\r\n".join(lines)
 
 
 def command(s, f, line, code):
