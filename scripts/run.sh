@@ -44,6 +44,31 @@ echo
 echo "== from the peer namespace: ping the DPDK port"
 peer ping -6 -c 3 -i 0.2 -W 1 "$LAB_EDGE6" | tail -2
 peer ping -c 3 -i 0.2 -W 1 "$LAB_EDGE4" | tail -2
+swaks_from() {  # swaks_from SRC FROM: one message to the edge over IPv6
+	peer swaks --server "$LAB_EDGE6" --local-interface "$1" --from "$2" \
+		--to bob@example.net --helo client.lab.example \
+		--header "Subject: smtpedge demo from $1" 2>&1 |
+		grep -E '^(<-|<\*\*|\*\*\*) ' | grep -vE '^<-  250-' || true
+}
+echo
+echo "== SMTP from $LAB_PEER6_PTR (PTR, SPF pass): accepted into the spool"
+ok=$(swaks_from "$LAB_PEER6_PTR" alice@example.org)
+echo "$ok"
+echo
+echo "== SMTP from $LAB_PEER6_NOPTR (no PTR): refused at MAIL FROM"
+refused=$(swaks_from "$LAB_PEER6_NOPTR" alice@example.org)
+echo "$refused"
+echo
+echo "== SMTP from $LAB_PEER6_PTR, sender spf-fail.example (neither SPF nor DKIM): 450"
+soft=$(swaks_from "$LAB_PEER6_PTR" carol@spf-fail.example)
+echo "$soft"
+echo
+echo "== the spooled message ($LAB_DIR/spool/new)"
+f=$(ls -t "$LAB_DIR"/spool/new/* 2>/dev/null | head -1)
+[ -n "$f" ] && sed -n '1,12p' "$f"
+echo
+echo "== the transaction log"
+grep 'event=transaction' "$LOG" || true
 echo
 echo "== smtpedgectl --file-prefix $PREFIX stats (non-zero counters)"
 build/control/smtpedgectl --file-prefix "$PREFIX" stats | awk '$2 != "0"'
@@ -52,6 +77,9 @@ if [ $once = 1 ]; then
 	# The demonstration must have been answered by smtpedge itself.
 	build/control/smtpedgectl --file-prefix "$PREFIX" stats --json |
 		/usr/bin/python3 -c 'import json,sys; s=json.load(sys.stdin)["/smtpedge/stats"]; sys.exit(0 if s["echo6_replies"] >= 3 and s["echo4_replies"] >= 3 else 1)'
+	echo "$ok" | grep -q '<-  250 2.0.0 Ok: queued as'
+	echo "$refused" | grep -q '550 5.7.25 Service unavailable, sending IPv6 address \[2001:db8:1::20\] must have a reverse DNS record'
+	echo "$soft" | grep -q '450 4.7.26 Service unavailable, message sent over IPv6 must pass either SPF or DKIM validation'
 	exit 0
 fi
 echo
