@@ -20,18 +20,14 @@
 #include <rte_ethdev.h>
 #include <rte_lcore.h>
 #include <rte_log.h>
-#include <rte_mempool.h>
 #include <rte_random.h>
-#include <rte_ring.h>
-#include <rte_ring_elem.h>
 #include <sys/time.h>
 
 #include "control/config.h"
-#include "control/msg.h"
+#include "control/planes.h"
 #include "control/policy.h"
 #include "control/pool.h"
 #include "control/telemetry.h"
-#include "control/txrec.h"
 #include "dataplane/port.h"
 #include "dataplane/stats.h"
 #include "dataplane/worker.h"
@@ -158,62 +154,6 @@ log_final_counters(void)
 	    t.c[DP_RX_PACKETS], t.c[DP_TX_PACKETS], t.c[DP_RX_DROPPED],
 	    t.c[DP_TX_DROPPED], t.c[DP_ARP_REPLIES], t.c[DP_ND_ADVERTS],
 	    t.c[DP_ECHO4_REPLIES] + t.c[DP_ECHO6_REPLIES], t.c[DP_TCP_SEGMENTS]);
-}
-
-/* The planes' meeting points: per worker a request ring (the worker is the
- * only producer, the dispatcher the only consumer) and a verdict ring
- * (control threads produce, preemptible, so HTS; the worker consumes). A
- * verdict ring has room for every session's outstanding answers, so the
- * control plane never waits on a full one. */
-struct planes {
-	unsigned n;
-	struct rte_ring *req[RTE_MAX_LCORE];
-	struct rte_ring *ver[RTE_MAX_LCORE];
-	struct rte_mempool *txrecs;
-};
-
-static int
-planes_create(const struct edge_config *cfg, unsigned n, struct planes *pl)
-{
-	uint32_t size = rte_align32pow2(cfg->flows * 4);
-	char name[RTE_RING_NAMESIZE];
-	unsigned i;
-
-	pl->n = n;
-	for (i = 0; i < n; i++) {
-		snprintf(name, sizeof(name), "req_%u", i);
-		pl->req[i] = rte_ring_create_elem(name, sizeof(struct ctl_msg), size,
-			(int)rte_socket_id(), RING_F_SP_ENQ | RING_F_SC_DEQ);
-		snprintf(name, sizeof(name), "ver_%u", i);
-		pl->ver[i] = rte_ring_create_elem(name, sizeof(struct ctl_msg), size,
-			(int)rte_socket_id(), RING_F_MP_HTS_ENQ | RING_F_SC_DEQ);
-		if (!pl->req[i] || !pl->ver[i]) {
-			fprintf(stderr, "smtpedge: rings for worker %u: %s\n", i,
-				rte_strerror(rte_errno));
-			return -1;
-		}
-	}
-	pl->txrecs = rte_mempool_create("txrecs", n * cfg->flows * 2 + 1023,
-		sizeof(struct txrec), 64, 0, NULL, NULL, NULL, NULL,
-		(int)rte_socket_id(), 0);
-	if (!pl->txrecs) {
-		fprintf(stderr, "smtpedge: transaction records: %s (more memory with -m, or fewer [dataplane] flows)\n",
-			rte_strerror(rte_errno));
-		return -1;
-	}
-	return 0;
-}
-
-static void
-planes_free(struct planes *pl)
-{
-	unsigned i;
-
-	for (i = 0; i < pl->n; i++) {
-		rte_ring_free(pl->req[i]);
-		rte_ring_free(pl->ver[i]);
-	}
-	rte_mempool_free(pl->txrecs);
 }
 
 static int

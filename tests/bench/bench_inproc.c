@@ -59,6 +59,7 @@
 #include "control/config.h"
 #include "control/msg.h"
 #include "control/policy.h"
+#include "control/planes.h"
 #include "control/pool.h"
 #include "control/txrec.h"
 #include "dataplane/port.h"
@@ -854,23 +855,6 @@ parse_args(int argc, char **argv)
 	return 0;
 }
 
-/* The planes as control/main.c makes them, for one worker. */
-static int
-planes_make(const struct edge_config *cfg, struct rte_ring **req,
-	    struct rte_ring **ver, struct rte_mempool **txrecs)
-{
-	uint32_t size = rte_align32pow2(cfg->flows * 4);
-
-	*req = rte_ring_create_elem("req_0", sizeof(struct ctl_msg), size,
-		(int)rte_socket_id(), RING_F_SP_ENQ | RING_F_SC_DEQ);
-	*ver = rte_ring_create_elem("ver_0", sizeof(struct ctl_msg), size,
-		(int)rte_socket_id(), RING_F_MP_HTS_ENQ | RING_F_SC_DEQ);
-	*txrecs = rte_mempool_create("txrecs", cfg->flows * 2 + 1023,
-		sizeof(struct txrec), 64, 0, NULL, NULL, NULL, NULL,
-		(int)rte_socket_id(), 0);
-	return *req && *ver && *txrecs ? 0 : -1;
-}
-
 static uint64_t
 heap_bytes(void)
 {
@@ -990,8 +974,8 @@ main(int argc, char **argv)
 	static struct edge_config cfg;
 	static struct port_state port;
 	static struct gen gen;
-	struct rte_ring *req = NULL, *ver = NULL, *to_w = NULL, *from_w = NULL;
-	struct rte_mempool *txrecs = NULL;
+	static struct planes planes;
+	struct rte_ring *to_w = NULL, *from_w = NULL;
 	struct worker_params wp = { 0 };
 	struct port_params pp = { 0 };
 	struct pool_params cp = { 0 };
@@ -1035,17 +1019,15 @@ main(int argc, char **argv)
 	if (port_setup(&pp, &port) < 0)
 		goto out;
 	h0 = heap_bytes();
-	if (planes_make(&cfg, &req, &ver, &txrecs) < 0) {
-		fprintf(stderr, "bench: rings: %s\n", rte_strerror(rte_errno));
+	if (planes_create(&cfg, 1, &planes) < 0)
 		goto out;
-	}
 	h1 = heap_bytes();
 	policy_live_init(&cfg.policy);
 	cp.cfg = &cfg;
 	cp.n_workers = 1;
-	cp.req = &req;
-	cp.ver = &ver;
-	cp.txrec_pool = txrecs;
+	cp.req = planes.req;
+	cp.ver = planes.ver;
+	cp.txrec_pool = planes.txrecs;
 	cp.max_flows = cfg.flows;
 	pool = pool_create(&cp, err, sizeof(err));
 	if (!pool) {
@@ -1059,9 +1041,9 @@ main(int argc, char **argv)
 	wp.cfg = &cfg;
 	wp.port = &port;
 	wp.lcore = g_env.wlcore;
-	wp.req = req;
-	wp.ver = ver;
-	wp.txrecs = txrecs;
+	wp.req = planes.req[0];
+	wp.ver = planes.ver[0];
+	wp.txrecs = planes.txrecs;
 	wp.tsc0 = rte_rdtsc();
 	wp.tsc_hz = g_env.tsc_hz;
 	wp.wall0_us = (uint64_t)time(NULL) * 1000000u;
@@ -1103,9 +1085,7 @@ out:
 	pool_destroy(pool);
 	worker_destroy(w);
 	gen_destroy(&gen);
-	rte_ring_free(req);
-	rte_ring_free(ver);
-	rte_mempool_free(txrecs);
+	planes_free(&planes);
 	port_shutdown(&port);
 	rte_ring_free(to_w);
 	rte_ring_free(from_w);
