@@ -445,6 +445,8 @@ tcp_sent(void *app)
 	smtp_session_writable(((struct sess *)app)->smtp);
 }
 
+/* A FIN (CLOSE_WAIT: we may still send) ends the peer's input only; the
+ * engine answers what it has and then closes. A RST comes as tcp_closed. */
 static void
 tcp_peer_fin(void *app)
 {

@@ -19,6 +19,9 @@
  *   place the state changes; each verdict stage has one handler.
  * - Bad input is an answered, counted event: every 4xx/5xx counts toward
  *   max_errors, after which the session ends with 421 4.7.0.
+ * - A peer's FIN ends its input, not our replies: senders half-close after
+ *   their last command and read on, so everything received is answered
+ *   before the session closes (input_ended()).
  */
 #include "dataplane/smtp.h"
 
@@ -91,6 +94,7 @@ struct smtp_session {
 	uint32_t next_token;
 
 	bool pregreet;
+	bool peer_eof;                 /* the peer's FIN: no more input */
 	bool recorded;                 /* the session record went out */
 	bool helo_seen;
 	uint32_t errors;
@@ -1277,6 +1281,23 @@ static uint32_t consume(struct smtp_session *s, const uint8_t *p, uint32_t n)
 	return i;
 }
 
+/*
+ * After the peer's FIN: once every command it sent has its reply (nothing
+ * waits for a verdict, nothing is held), the session ends. A half-closing
+ * sender still reads (RFC 5321 4.1.1.10: the server answers QUIT before it
+ * closes), so the replies go out first and the close follows them. What was
+ * incomplete at the FIN, a partial line or an unfinished body, is dropped
+ * and its transaction recorded aborted.
+ */
+static void input_ended(struct smtp_session *s)
+{
+	if (!s->peer_eof || s->waiting || s->pend_len > 0 ||
+	    s->state == SMTP_ST_NEW || s->state >= SMTP_ST_CLOSING)
+		return;
+	go_closing(s);
+	flush(s);
+}
+
 /* Works through held input as far as it can, flushing as it goes. */
 static void run(struct smtp_session *s)
 {
@@ -1297,6 +1318,7 @@ static void run(struct smtp_session *s)
 		if (k == 0 || s->pend_len == 0)
 			break;
 	}
+	input_ended(s);
 }
 
 /* ------------------------------------------------------------ public API */
@@ -1352,7 +1374,7 @@ uint32_t smtp_session_feed(struct smtp_session *s, const uint8_t *p, uint32_t n)
 {
 	uint32_t taken = 0, k;
 
-	if (s->state >= SMTP_ST_CLOSING)
+	if (s->state >= SMTP_ST_CLOSING || s->peer_eof)
 		return n;
 	if (s->state <= SMTP_ST_CONNECT && n > 0)
 		s->pregreet = true;
@@ -1430,9 +1452,14 @@ void smtp_session_peer_closed(struct smtp_session *s)
 {
 	if (s->state == SMTP_ST_CLOSED)
 		return;
-	/* Nothing held is answered: an unanswered message was not taken. */
-	go_closing(s);
-	flush(s);
+	if (s->state == SMTP_ST_CLOSING) {
+		flush(s);
+		return;
+	}
+	/* The FIN ends the input, not the replies: what is held is parsed
+	 * as the verdicts come, and input_ended() closes after the last. */
+	s->peer_eof = true;
+	run(s);
 }
 
 void smtp_session_fini(struct smtp_session *s)

@@ -143,8 +143,8 @@ struct smtp_ops {                  /* ctx is the glue's, one per session */
 	/* Reply bytes to TCP. May take fewer than n: the engine stops and
 	 * resumes on smtp_session_writable(). */
 	uint32_t (*write)(void *ctx, const void *p, uint32_t n);
-	/* Graceful close after 221 or 421 has been written, or after the peer
-	 * closed. Called once. Must not call smtp_session_fini() itself. */
+	/* Graceful close after 221 or 421 has been written, or once the
+	 * input the peer ended with FIN is all answered. Called once. Must not call smtp_session_fini() itself. */
 	void (*close)(void *ctx);
 	/* Returns SMTP_CHECK_PENDING, or fills *v (zeroed on entry) and
 	 * returns SMTP_CHECK_DONE. NULL: no objection at any stage. Must not
@@ -196,7 +196,11 @@ void smtp_session_verdict(struct smtp_session *s, uint32_t token,
 void smtp_session_writable(struct smtp_session *s);
 /* Idle timer: 421 4.4.2 and close (or drop unsent output when closing). */
 void smtp_session_idle(struct smtp_session *s);
-/* The peer sent FIN or RST: nothing held is answered; close. */
+/* The peer sent FIN: its input is complete, but it still reads. Every
+ * command received (held ones included) is answered as its verdict comes,
+ * then the session closes; an incomplete line or body is dropped and its
+ * transaction recorded aborted. Later feed() bytes are dropped. (After a
+ * RST nothing can be sent: the caller goes straight to fini.) */
 void smtp_session_peer_closed(struct smtp_session *s);
 /* Records what was not yet recorded and returns every chunk. Safe in any
  * state, twice, and on a session that was never started. */
