@@ -1046,8 +1046,10 @@ static void do_rcpt(struct smtp_session *s, const struct smtp_cmd *cmd,
 		return;
 	}
 	/* Never an open relay: a domain we are not MX for is refused here,
-	 * before the control plane is even asked. */
-	if (!a.is_postmaster && (pp->domain_accepted == NULL ||
+	 * before the control plane is even asked; so is a local part that
+	 * names a further route ("a%b@", "a!b@", "\"a@b\"@"), which a
+	 * downstream with the percent hack or bang paths would relay. */
+	if (!a.is_postmaster && (a.routing || pp->domain_accepted == NULL ||
 	    !pp->domain_accepted(pp->domain_arg, arg + a.domain_off,
 				 a.domain_len))) {
 		reply(s, 550, "5.7.1", "Relaying denied");

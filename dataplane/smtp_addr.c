@@ -7,7 +7,9 @@
  * domain of MAIL FROM; relay control takes the domain of RCPT TO), and
  * enforces the size limits of 4.5.3.1 so that fixed buffers downstream are
  * always big enough. A source route (<@a,@b:user@dom>) is parsed and
- * dropped, as 4.1.1.3 and appendix C allow.
+ * dropped, as 4.1.1.3 and appendix C allow. A local part that carries a
+ * route of its own (the "%" hack, a "!" bang path, an "@" inside quotes) is
+ * valid syntax and is flagged, not refused: that is the caller's policy.
  */
 #include "dataplane/smtp_addr.h"
 
@@ -272,7 +274,7 @@ enum smtp_addr_result smtp_addr_parse(const char *p, uint32_t n, unsigned flags,
 				      struct smtp_addr *a)
 {
 	struct cur c = { (const unsigned char *)p, n, 0, flags, false, false };
-	uint32_t local_start, local_len;
+	uint32_t local_start, local_len, k;
 
 	memset(a, 0, sizeof(*a));
 	if (n < 2 || p[0] != '<')
@@ -300,6 +302,9 @@ enum smtp_addr_result smtp_addr_parse(const char *p, uint32_t n, unsigned flags,
 	if (peek(&c) == '"' ? !quoted_string(&c) : !dot_string(&c))
 		return finish(&c, SMTP_ADDR_SYNTAX);
 	local_len = c.i - local_start;
+	for (k = local_start; k < c.i; k++)
+		if (p[k] == '%' || p[k] == '!' || p[k] == '@')
+			a->routing = true;
 	if (peek(&c) != '@')
 		return finish(&c, SMTP_ADDR_SYNTAX);
 	c.i++;

@@ -31,6 +31,8 @@ struct smtp_addr {
 	bool is_null;
 	bool is_postmaster;
 	bool non_ascii;
+	bool routing;         /* '%', '!' or '@' in the local part (quoted or
+			         not): a route some MTAs would still follow */
 };
 
 /* Parses the path that starts at p[0] ('<' expected) within n bytes. */

@@ -159,6 +159,44 @@ static void addr_tests(void)
 	}
 }
 
+/* Local parts that name a further route are flagged (RCPT refuses them);
+ * everything else, however unusual, is not. */
+static const struct { const char *in; bool routing; } routing_rows[] = {
+	{ "<a%b@example.com>", true },
+	{ "<a!b@example.com>", true },
+	{ "<host!user@example.com>", true },
+	{ "<\"a@b\"@example.com>", true },
+	{ "<\"a%b\"@example.com>", true },
+	{ "<\"a!b\"@example.com>", true },
+	{ "<\"a\\@b\"@example.com>", true },
+	{ "<%@example.com>", true },
+	{ "<@hop.example:a%b@example.com>", true },
+	{ "<first.last+tag@example.com>", false },
+	{ "<\"john doe\"@example.com>", false },
+	{ "<#$&'*+-/=?^_`{|}~@example.com>", false },
+	{ "<@hop.example:bob@example.com>", false },
+	{ "<bob@[IPv6:2001:db8::1]>", false },
+	{ "<postmaster>", false },
+};
+
+static void routing_tests(void)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(routing_rows) / sizeof(routing_rows[0]); i++) {
+		const char *in = routing_rows[i].in;
+		struct smtp_addr a;
+		enum smtp_addr_result got;
+		char detail[300];
+
+		got = smtp_addr_parse(in, (uint32_t)strlen(in), P, &a);
+		snprintf(detail, sizeof(detail), "%s: got %s, routing %d",
+			 in, smtp_addr_result_name(got), a.routing);
+		check(got == SMTP_ADDR_OK && a.routing == routing_rows[i].routing,
+		      "routing", detail);
+	}
+}
+
 struct body_row {
 	const char *in;
 	size_t len;
@@ -244,6 +282,7 @@ static void body_tests(void)
 int main(void)
 {
 	addr_tests();
+	routing_tests();
 	body_tests();
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed ? 1 : 0;
