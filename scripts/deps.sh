@@ -13,6 +13,9 @@ PKGS=(
   iproute2 iputils-ping ethtool unbound dnsutils procps psmisc
   # real clients, hostile packets, the downstream and the test harnesses
   python3 python3-scapy python3-yaml python3-dnspython python3-dkim openssl swaks libio-socket-inet6-perl postfix
+  # Exim's one library the above lacks; Exim itself conflicts with postfix,
+  # so scripts/exim.sh unpacks it instead of installing it
+  libidn12
   # benchmarks
   gnuplot-nox linux-perf
 )
