@@ -144,7 +144,8 @@ struct smtp_ops {                  /* ctx is the glue's, one per session */
 	 * resumes on smtp_session_writable(). */
 	uint32_t (*write)(void *ctx, const void *p, uint32_t n);
 	/* Graceful close after 221 or 421 has been written, or once the
-	 * input the peer ended with FIN is all answered. Called once. Must not call smtp_session_fini() itself. */
+	 * input the peer ended with FIN is all answered. Called once. Must
+	 * not call smtp_session_fini() itself. */
 	void (*close)(void *ctx);
 	/* Returns SMTP_CHECK_PENDING, or fills *v (zeroed on entry) and
 	 * returns SMTP_CHECK_DONE. NULL: no objection at any stage. Must not
