@@ -259,25 +259,38 @@ is_wsp(unsigned char c)
 	return c == ' ' || c == '\t';
 }
 
+/* The value of a field is read unfolded: inside one field every CRLF is
+ * a fold (CRLF before a space or tab), and the space stays. CR and LF are
+ * passed over wherever they are, so a stray one (which the engine never
+ * lets through) cannot hide a name either. */
+static size_t
+next_byte(const char *f, size_t len, size_t i)
+{
+	while (i < len && (f[i] == '\r' || f[i] == '\n'))
+		i++;
+	return i;
+}
+
 /* Past CFWS (RFC 5322 3.2.2) from f[i]: spaces, folds and comments, which
- * nest and may hold quoted-pairs. Folding is CRLF before a space, and inside
- * one field every CRLF is, so CR and LF count as white space here. An
- * unclosed comment runs to the end of the field. */
+ * nest and may hold quoted-pairs. An unclosed comment runs to the end of
+ * the field. */
 static size_t
 skip_cfws(const char *f, size_t len, size_t i)
 {
 	size_t depth = 0;
 
-	for (; i < len; i++) {
+	for (; (i = next_byte(f, len, i)) < len; i++) {
 		unsigned char c = (unsigned char)f[i];
 
-		if (depth > 0 && c == '\\')
-			i++;                    /* a quoted-pair: any byte */
-		else if (c == '(')
+		if (depth > 0 && c == '\\') {
+			/* a quoted-pair: the next byte, whatever it is */
+			if ((i = next_byte(f, len, i + 1)) == len)
+				break;
+		} else if (c == '(')
 			depth++;
 		else if (c == ')' && depth > 0)
 			depth--;
-		else if (depth == 0 && !is_wsp(c) && c != '\r' && c != '\n')
+		else if (depth == 0 && !is_wsp(c))
 			break;
 	}
 	return i;
@@ -300,25 +313,18 @@ value_is(const char *f, size_t len, size_t i, const char *id)
 	size_t idlen = strlen(id), k = 0;
 
 	if (i < len && f[i] == '"') {
-		for (i++; i < len && f[i] != '"'; i++) {
-			unsigned char c = (unsigned char)f[i];
-
-			if (c == '\r' || c == '\n')
-				continue;
-			if (c == '\\') {
-				while (++i < len && (f[i] == '\r' || f[i] == '\n'))
-					;
-				if (i == len)
-					return false;
-				c = (unsigned char)f[i];
-			}
-			if (k >= idlen || tolower(c) != tolower((unsigned char)id[k]))
+		for (i++; (i = next_byte(f, len, i)) < len && f[i] != '"'; i++) {
+			if (f[i] == '\\' && (i = next_byte(f, len, i + 1)) == len)
+				return false;
+			if (k >= idlen || tolower((unsigned char)f[i]) !=
+					  tolower((unsigned char)id[k]))
 				return false;
 			k++;
 		}
 		return i < len && k == idlen;
 	}
-	for (; i < len && is_token((unsigned char)f[i]); i++, k++)
+	for (; (i = next_byte(f, len, i)) < len &&
+	       is_token((unsigned char)f[i]); i++, k++)
 		if (k >= idlen || tolower((unsigned char)f[i]) !=
 				  tolower((unsigned char)id[k]))
 			return false;
