@@ -188,12 +188,16 @@ put_comment(char *out, size_t n, const char *v)
 	return (int)off;
 }
 
+/* RFC 8601 2.7.3: a PTR that does not resolve back fails; no PTR at all
+ * is a permerror (the evaluation could not be completed); a lookup that
+ * failed or has not answered is a temperror. */
 static const char *
 iprev_result(uint8_t ptr)
 {
 	switch (ptr) {
 	case PTR_PASS: return "pass";
-	case PTR_NONE: case PTR_MISMATCH: return "fail";
+	case PTR_MISMATCH: return "fail";
+	case PTR_NONE: return "permerror";
 	default: return "temperror";
 	}
 }

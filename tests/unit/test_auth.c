@@ -196,7 +196,7 @@ test_results_header(void)
 	v.spf.result = SPF_RES_NONE;
 	snprintf(v.spf.identity, sizeof(v.spf.identity), "postmaster@client.example");
 	auth_results_header("mx.lab.example", &r, &v, out, sizeof(out));
-	CHECK(strstr(out, "\tiprev=fail policy.iprev=2001:db8:1::10;\r\n"
+	CHECK(strstr(out, "\tiprev=permerror policy.iprev=2001:db8:1::10;\r\n"
 			  "\tspf=none smtp.helo=postmaster@client.example;\r\n\tdkim=none\r\n") != NULL,
 	      "header:\n%s", out);
 	CHECK(strcmp(auth_dkim_summary(&v), "none") == 0, "summary of none");
@@ -218,7 +218,7 @@ test_ptr_name(void)
 		  "\tiprev=fail policy.iprev=2001:db8:1::30;\r\n",
 		  "Received: from client.example (unknown [IPv6:2001:db8:1::30])\r\n" },
 		{ PTR_NONE, "",
-		  "\tiprev=fail policy.iprev=2001:db8:1::30;\r\n",
+		  "\tiprev=permerror policy.iprev=2001:db8:1::30;\r\n",
 		  "Received: from client.example (unknown [IPv6:2001:db8:1::30])\r\n" },
 		{ PTR_TEMPERROR, "peer-ok.lab.example",
 		  "\tiprev=temperror policy.iprev=2001:db8:1::30;\r\n",
