@@ -14,8 +14,9 @@
  *    feeding never blocks on DNS; the DNS itself is auth/dkim_ub.c;
  *  - the RFC 8301 rules enforced here whatever the library does: rsa-sha1
  *    never passes (skipped before any DNS), RSA keys under 1024 bits fail;
- *  - each signature judged with DKIM_SIG_CHECK(): libopendkim 2.11 leaves
- *    the PASSED flag set after a body-hash mismatch;
+ *  - each signature judged with DKIM_SIG_CHECK() and the library's error
+ *    for it: libopendkim 2.11 leaves the PASSED flag set after a body-hash
+ *    mismatch, and also where the key forbids the signature (t=s);
  *  - a bound on signatures per message (the rest cost no DNS) and on the
  *    size of one header field.
  */
@@ -528,8 +529,20 @@ dkim_copy(char *dst, size_t cap, const unsigned char *src)
 	snprintf(dst, cap, "%s", src != NULL ? (const char *)src : "");
 }
 
+/* Did the library check the signature against a key it loaded? It has
+ * when it found the signature good (PASSED is set even where the key then
+ * forbids it) or bad. */
+static bool
+dkim_key_used(unsigned int flags, DKIM_SIGERROR err)
+{
+	return (flags & DKIM_SIGFLAG_PROCESSED) != 0 &&
+	       ((flags & DKIM_SIGFLAG_PASSED) != 0 ||
+		err == DKIM_SIGERROR_BADSIG);
+}
+
 /* The verdict for one signature, from the library's flags and error and
- * our own RFC 8301 rules. */
+ * our own RFC 8301 rules: a pass needs the signature verified, its body
+ * hash matched, and no error for it. */
 static void
 dkim_judge(const struct dkim_job *job, DKIM_SIGINFO *sig, unsigned index,
 	   struct dkim_sig_result *r)
@@ -546,10 +559,13 @@ dkim_judge(const struct dkim_job *job, DKIM_SIGINFO *sig, unsigned index,
 	dkim_copy(r->algorithm, sizeof(r->algorithm),
 		  (const unsigned char *)(alg != NULL ? alg->name :
 							dkim_alg_text(sig)));
+	/* The library sizes RSA keys only, and only those it loaded; an
+	 * ed25519 key was loaded when the signature was checked with it. */
 	if ((flags & DKIM_SIGFLAG_PROCESSED) != 0 &&
 	    dkim_sig_getkeysize(sig, &bits) == DKIM_STAT_OK)
-		r->key_bits = alg != NULL && !alg->rsa ? DKIM_ED25519_BITS :
-							 bits;
+		r->key_bits = bits;
+	if (alg != NULL && !alg->rsa)
+		r->key_bits = dkim_key_used(flags, err) ? DKIM_ED25519_BITS : 0;
 
 	if ((flags & DKIM_SIGFLAG_IGNORE) != 0) {
 		if (alg != NULL && !alg->acceptable) {
@@ -564,7 +580,10 @@ dkim_judge(const struct dkim_job *job, DKIM_SIGINFO *sig, unsigned index,
 		}
 		return;
 	}
-	if (DKIM_SIG_CHECK(sig)) {
+	/* DKIM_SIG_CHECK alone is not enough: the library verifies the
+	 * cryptography even where the key forbids the signature (t=s and an
+	 * i= below d=), sets PASSED, and says why in the error. */
+	if (err == DKIM_SIGERROR_OK && DKIM_SIG_CHECK(sig)) {
 		if (alg != NULL && alg->rsa &&
 		    r->key_bits < DKIM_RSA_MIN_BITS) {
 			r->result = DKIM_RES_FAIL;

@@ -9,7 +9,17 @@
  *
  * Forged headers: an incoming Authentication-Results field naming our
  * authserv-id would read, downstream, as our own verdict; RFC 8601 5 says to
- * remove it. DKIM still verifies the message as the sender sent it.
+ * remove it. DKIM still verifies the message as the sender sent it. The
+ * field is recognised by the full grammar (RFC 8601 2.2 over RFC 5322 and
+ * 2045): the name in any case, CFWS with nested comments and quoted-pairs,
+ * folds anywhere, the authserv-id as a token or a quoted-string; in a
+ * message that has no body, all of it is the header section. A downstream
+ * parser that reads less of the grammar sees a field we kept only when the
+ * full grammar says it names another server.
+ *
+ * Our own header: whatever the peer influenced goes either in a value,
+ * quoted (RFC 2045), or in a comment, escaped for a comment; never one
+ * escaped as the other. The PTR name appears only once forward-confirmed.
  */
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -155,12 +165,39 @@ put_value(char *out, size_t n, const char *v)
 	return (int)off;
 }
 
+/* Text for inside a comment (RFC 5322 3.2.2): parentheses and backslashes
+ * get a backslash, so nothing the peer chose can close the comment or open
+ * another; control and non-ASCII bytes become '?', so it cannot end the
+ * line either. Cut to fit n. */
+static int
+put_comment(char *out, size_t n, const char *v)
+{
+	size_t off = 0, i;
+
+	for (i = 0; v[i] && off + 3 < n; i++) {
+		unsigned char c = (unsigned char)v[i];
+
+		if (c < 0x20 || c >= 0x7f)
+			c = '?';
+		if (c == '(' || c == ')' || c == '\\')
+			out[off++] = '\\';
+		out[off++] = (char)c;
+	}
+	if (n > 0)
+		out[off] = '\0';
+	return (int)off;
+}
+
+/* RFC 8601 2.7.3: a PTR that does not resolve back fails; no PTR at all
+ * is a permerror (the evaluation could not be completed); a lookup that
+ * failed or has not answered is a temperror. */
 static const char *
 iprev_result(uint8_t ptr)
 {
 	switch (ptr) {
 	case PTR_PASS: return "pass";
-	case PTR_NONE: case PTR_MISMATCH: return "fail";
+	case PTR_MISMATCH: return "fail";
+	case PTR_NONE: return "permerror";
 	default: return "temperror";
 	}
 }
@@ -178,8 +215,10 @@ auth_results_header(const char *authserv_id, const struct txrec *rec,
 	inet_ntop(rec->family == 6 ? AF_INET6 : AF_INET, rec->addr, addr, sizeof(addr));
 	PUT("Authentication-Results: %s;\r\n\tiprev=%s policy.iprev=%s", authserv_id,
 	    iprev_result(rec->ptr), addr);
-	if (rec->ptr_name[0]) {
-		put_value(val, sizeof(val), rec->ptr_name);
+	/* The name only once it is forward-confirmed, and as a comment:
+	 * policy.iprev is the address (RFC 8601 2.7.3). */
+	if (rec->ptr == PTR_PASS && rec->ptr_name[0]) {
+		put_comment(val, sizeof(val), rec->ptr_name);
 		PUT(" (%s)", val);
 	}
 	put_value(val, sizeof(val), v->spf.identity[0] ? v->spf.identity : "<>");
@@ -192,14 +231,8 @@ auth_results_header(const char *authserv_id, const struct txrec *rec,
 
 		PUT(";\r\n\tdkim=%s", dkim_outcome_name(d->result));
 		if (d->result != DKIM_RES_PASS && d->reason[0]) {
-			char r[100];
-			size_t k;
-
-			for (k = 0; d->reason[k] && k + 1 < sizeof(r); k++)
-				r[k] = (d->reason[k] == '(' || d->reason[k] == ')' ||
-					(unsigned char)d->reason[k] < 0x20) ? ' ' : d->reason[k];
-			r[k] = '\0';
-			PUT(" (%s)", r);
+			put_comment(val, sizeof(val), d->reason);
+			PUT(" (%s)", val);
 		}
 		if (d->domain[0]) {
 			put_value(val, sizeof(val), d->domain);
@@ -219,110 +252,232 @@ auth_results_header(const char *authserv_id, const struct txrec *rec,
 	return off < n ? off : n - 1;
 }
 
-/* Is this header field (name: value, unfolded or not) an
- * Authentication-Results claiming id? */
-static bool
-forged(const char *f, size_t len, const char *id)
-{
-	static const char name[] = "authentication-results";
-	size_t i = sizeof(name) - 1, idlen = strlen(id);
+/* ---- forged Authentication-Results ------------------------------------ */
 
-	if (len < i + 1 || strncasecmp(f, name, i) != 0)
+static const char ar_name[] = "authentication-results";
+#define AR_NAME_LEN (sizeof(ar_name) - 1)
+
+static bool
+is_wsp(unsigned char c)
+{
+	return c == ' ' || c == '\t';
+}
+
+/* The value of a field is read unfolded: inside one field every CRLF is
+ * a fold (CRLF before a space or tab), and the space stays. CR and LF are
+ * passed over wherever they are, so a stray one (which the engine never
+ * lets through) cannot hide a name either. */
+static size_t
+next_byte(const char *f, size_t len, size_t i)
+{
+	while (i < len && (f[i] == '\r' || f[i] == '\n'))
+		i++;
+	return i;
+}
+
+/* Past CFWS (RFC 5322 3.2.2) from f[i]: spaces, folds and comments, which
+ * nest and may hold quoted-pairs. An unclosed comment runs to the end of
+ * the field. */
+static size_t
+skip_cfws(const char *f, size_t len, size_t i)
+{
+	size_t depth = 0;
+
+	for (; (i = next_byte(f, len, i)) < len; i++) {
+		unsigned char c = (unsigned char)f[i];
+
+		if (depth > 0 && c == '\\') {
+			/* a quoted-pair: the next byte, whatever it is */
+			if ((i = next_byte(f, len, i + 1)) == len)
+				break;
+		} else if (c == '(')
+			depth++;
+		else if (c == ')' && depth > 0)
+			depth--;
+		else if (depth == 0 && !is_wsp(c))
+			break;
+	}
+	return i;
+}
+
+/* An RFC 2045 token character; bytes past ASCII count too, so that a
+ * longer UTF-8 name is never taken for ours. */
+static bool
+is_token(unsigned char c)
+{
+	return c > ' ' && c != 0x7f && !strchr("()<>@,;:\\\"/[]?=", c);
+}
+
+/* Is the value (RFC 2045: token or quoted-string) at f[i] id, in any case?
+ * A quoted-string's content is compared after its quoted-pairs are undone
+ * and its folds removed; it must be closed. */
+static bool
+value_is(const char *f, size_t len, size_t i, const char *id)
+{
+	size_t idlen = strlen(id), k = 0;
+
+	if (i < len && f[i] == '"') {
+		for (i++; (i = next_byte(f, len, i)) < len && f[i] != '"'; i++) {
+			if (f[i] == '\\' && (i = next_byte(f, len, i + 1)) == len)
+				return false;
+			if (k >= idlen || tolower((unsigned char)f[i]) !=
+					  tolower((unsigned char)id[k]))
+				return false;
+			k++;
+		}
+		return i < len && k == idlen;
+	}
+	for (; (i = next_byte(f, len, i)) < len &&
+	       is_token((unsigned char)f[i]); i++, k++)
+		if (k >= idlen || tolower((unsigned char)f[i]) !=
+				  tolower((unsigned char)id[k]))
+			return false;
+	return k > 0 && k == idlen;
+}
+
+/* Does this header field (name, colon, value, folds and CRLF) claim id as
+ * its authserv-id (RFC 8601 2.2: [CFWS] authserv-id [CFWS version] ...)?
+ * What follows the id does not matter: a field that names us, well formed
+ * or not, could only be read as our verdict. */
+static bool
+ar_claims(const char *f, size_t len, const char *id)
+{
+	size_t i = AR_NAME_LEN;
+
+	if (len < i || strncasecmp(f, ar_name, i) != 0)
 		return false;
-	while (i < len && (f[i] == ' ' || f[i] == '\t'))
+	while (i < len && is_wsp((unsigned char)f[i]))   /* obs-optional */
 		i++;
 	if (i >= len || f[i] != ':')
 		return false;
-	i++;
-	/* CFWS before the authserv-id: spaces, folds and (comments). */
-	for (;;) {
-		while (i < len && (f[i] == ' ' || f[i] == '\t' || f[i] == '\r' || f[i] == '\n'))
-			i++;
-		if (i < len && f[i] == '(') {
-			while (i < len && f[i] != ')')
-				i++;
-			i++;
-			continue;
+	return value_is(f, len, skip_cfws(f, len, i + 1), id);
+}
+
+/* The header section as the chunks hold it: up to and with the first
+ * empty line, or the whole message when it has none (RFC 5322 allows a
+ * message without a body). */
+struct hdr_scan {
+	size_t len;                       /* bytes of the section */
+	const struct smtp_chunk *last;    /* the chunk it ends in */
+	size_t last_off;                  /* where in that chunk */
+	bool candidate;                   /* a field starts "Authentication-Results" */
+};
+
+enum { HS_BOL, HS_CR_AT_BOL, HS_NAME, HS_TEXT };
+
+/* One pass over the chunks, byte by byte, so any split reads the same. A
+ * line is empty when it is CRLF (or a bare LF, which the engine never
+ * passes). A field starts on a line that does not start with SP or HT. */
+static void
+hdr_scan(const struct smtp_chunk *msg, struct hdr_scan *hs)
+{
+	const struct smtp_chunk *c;
+	unsigned st = HS_BOL;
+	size_t name = 0, i;
+
+	memset(hs, 0, sizeof(*hs));
+	for (c = msg; c; c = c->next) {
+		hs->last = c;
+		for (i = 0; i < c->len; i++) {
+			unsigned char b = c->data[i];
+
+			if (b == '\n') {
+				if (st == HS_BOL || st == HS_CR_AT_BOL) {
+					hs->len += i + 1;
+					hs->last_off = i + 1;
+					return;
+				}
+				st = HS_BOL;
+				continue;
+			}
+			switch (st) {
+			case HS_BOL:
+				if (b == '\r') {
+					st = HS_CR_AT_BOL;
+					break;
+				}
+				if (is_wsp(b)) {
+					st = HS_TEXT;
+					break;
+				}
+				name = 0;
+				st = HS_NAME;
+				/* fall through */
+			case HS_NAME:
+				if (tolower(b) != ar_name[name]) {
+					st = HS_TEXT;
+				} else if (++name == AR_NAME_LEN) {
+					hs->candidate = true;
+					st = HS_TEXT;
+				}
+				break;
+			default:
+				st = HS_TEXT;
+				break;
+			}
 		}
-		break;
+		hs->len += c->len;
+		hs->last_off = c->len;
 	}
-	if (i + idlen > len || strncasecmp(f + i, id, idlen) != 0)
-		return false;
-	i += idlen;
-	return i == len || f[i] == ';' || f[i] == ' ' || f[i] == '\t' ||
-	       f[i] == '\r' || f[i] == '(';
+}
+
+/* Where the field that starts at h[start] ends: after its last line, the
+ * lines that start with SP or HT being its folds. */
+static size_t
+field_end(const char *h, size_t len, size_t start)
+{
+	size_t end = start;
+
+	do {
+		const char *lf = memchr(h + end, '\n', len - end);
+
+		end = lf ? (size_t)(lf - h) + 1 : len;
+	} while (end < len && is_wsp((unsigned char)h[end]));
+	return end;
 }
 
 struct smtp_chunk *
 auth_strip_forged(const char *id, const struct smtp_chunk *msg)
 {
-	const struct smtp_chunk *c, *last = NULL;
-	size_t total = 0, hend = 0, tail = 0, kept = 0, i, start;
-	char *hdr;
+	const struct smtp_chunk *c;
+	struct hdr_scan hs;
 	struct smtp_chunk *out;
-	bool any = false, found = false;
-	uint8_t prev[3] = { 0 };
+	size_t copied = 0, kept = 0, start, end, tail;
+	bool any = false;
+	char *h;
 
-	/* Where the header block ends: after the first CRLF CRLF. */
-	for (c = msg; c && !found; c = c->next) {
-		for (i = 0; i < c->len; i++) {
-			if (prev[0] == '\r' && prev[1] == '\n' && prev[2] == '\r' && c->data[i] == '\n') {
-				hend = total + i + 1;
-				tail = c->len - (i + 1);
-				last = c;
-				found = true;
-				break;
-			}
-			prev[0] = prev[1];
-			prev[1] = prev[2];
-			prev[2] = c->data[i];
-		}
-		if (!found)
-			total += c->len;
-	}
-	if (!found)
-		return NULL;   /* no body: headers only, left alone */
-	hdr = malloc(hend);
-	if (!hdr)
+	hdr_scan(msg, &hs);
+	if (!hs.candidate)
 		return NULL;
-	for (c = msg, total = 0; total < hend; c = c->next) {
-		size_t k = c->len < hend - total ? c->len : hend - total;
-
-		memcpy(hdr + total, c->data, k);
-		total += k;
-	}
-	out = malloc(sizeof(*out) + hend + tail);
-	if (!out) {
-		free(hdr);
+	tail = hs.last->len - hs.last_off;
+	out = malloc(sizeof(*out) + hs.len + tail);
+	if (!out)
 		return NULL;
-	}
-	/* Fields: a line not starting with SP/HT begins one. */
-	for (start = 0; start < hend;) {
-		size_t end = start;
+	h = (char *)out->data;
+	for (c = msg; copied < hs.len; c = c->next) {
+		size_t k = c->len < hs.len - copied ? c->len : hs.len - copied;
 
-		do {
-			while (end < hend && hdr[end] != '\n')
-				end++;
-			end++;
-		} while (end < hend && (hdr[end] == ' ' || hdr[end] == '\t'));
-		if (end > hend)
-			end = hend;
-		if (forged(hdr + start, end - start, id))
+		memcpy(h + copied, c->data, k);
+		copied += k;
+	}
+	/* Field by field, in place: what is kept moves down over what is
+	 * not, never ahead of what is still to be read. */
+	for (start = 0; start < hs.len; start = end) {
+		end = field_end(h, hs.len, start);
+		if (ar_claims(h + start, end - start, id)) {
 			any = true;
-		else {
-			memcpy(out->data + kept, hdr + start, end - start);
-			kept += end - start;
+			continue;
 		}
-		start = end;
+		memmove(h + kept, h + start, end - start);
+		kept += end - start;
 	}
-	free(hdr);
 	if (!any) {
 		free(out);
 		return NULL;
 	}
-	memcpy(out->data + kept, last->data + last->len - tail, tail);
+	memcpy(h + kept, hs.last->data + hs.last_off, tail);
 	out->len = (uint32_t)(kept + tail);
 	out->cap = out->len;
-	out->next = last->next;
+	out->next = hs.last->next;
 	return out;
 }

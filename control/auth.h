@@ -54,14 +54,16 @@ void auth_verify(struct auth *a, const struct smtp_chunk *msg,
 		 struct auth_verdict *v);
 
 /* The Authentication-Results header of authserv_id for rec and v (iprev,
- * spf, dkim), CRLF-terminated, folded. */
+ * spf, dkim), CRLF-terminated, folded. The client's PTR name appears, in a
+ * comment, only when rec->ptr is PTR_PASS. */
 size_t auth_results_header(const char *authserv_id, const struct txrec *rec,
 			   const struct auth_verdict *v, char *out, size_t n);
 
-/* The message without Authentication-Results fields that claim our
- * authserv-id. NULL when there are none (use msg as it is); otherwise a
- * new chain whose first chunk is malloc'd (free it with free(*head)) and
- * whose rest is msg's own chunks. */
+/* The message without the Authentication-Results fields of its header
+ * section (up to the first empty line; all of it when there is none) that
+ * claim our authserv-id. NULL when there are none (use msg as it is);
+ * otherwise a new chain whose first chunk is malloc'd (free it with
+ * free(*head)) and whose rest is msg's own chunks. */
 struct smtp_chunk *auth_strip_forged(const char *authserv_id,
 				     const struct smtp_chunk *msg);
 

@@ -464,7 +464,8 @@ hand_on(struct pool *pl, struct txrec *r, const struct auth_verdict *v,
 		struct relay_result res;
 		struct relay_msg rm = {
 			.mail_from = r->mail_from, .rcpts = rcpts, .family = r->family,
-			.addr = r->addr, .helo = r->helo, .ptr_name = r->ptr_name,
+			.addr = r->addr, .helo = r->helo, .ptr = r->ptr,
+			.ptr_name = r->ptr_name,
 			.prefix = prefix, .prefix_len = plen, .body = msg,
 			.body_8bit = r->body_8bit, .smtputf8 = r->smtputf8,
 		};

@@ -22,6 +22,13 @@
  * HELO to the downstream, so its own checks and logs see the sender and not
  * the edge; it is sent only when the EHLO reply offers it, with only the
  * attributes offered, and followed by a new EHLO as the extension requires.
+ * Whether and what to send is decided once per connection, by the first
+ * EHLO: the EHLO after XCLIENT is answered to the client we stand for, and
+ * a downstream may offer that one less (or more); were it to decide, the
+ * next message on the pooled connection could go on as the previous
+ * message's client. The name is the forward-confirmed one only: Postfix
+ * takes NAME as verified, so anything else is [UNAVAILABLE], or
+ * [TEMPUNAVAIL] when the lookup failed or has not answered.
  *
  * The answer to the sender for several recipients (one reply per RCPT, and
  * in LMTP one per recipient after the dot) follows one rule, worst wins:
@@ -63,6 +70,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "control/msg.h"
 #include "control/relay.h"
 #include "dataplane/smtp.h"
 
@@ -114,7 +122,8 @@ static const struct {
 struct relay_conn {
 	struct relay_conn *next;
 	int fd;
-	uint32_t caps;
+	uint32_t caps;              /* the latest EHLO's */
+	uint32_t xclient;           /* CAP_XCLIENT and XA_*: the first EHLO's */
 	uint64_t idle_since;        /* now_ms() when put in the pool */
 	size_t rpos, rlen;
 	size_t wlen;
@@ -633,6 +642,8 @@ conn_open(struct txn *t)
 		fail_session(t, &rep);
 		return -1;
 	}
+	t->c->xclient = t->c->caps & (CAP_XCLIENT | XA_NAME | XA_ADDR |
+				      XA_PROTO | XA_HELO);
 	return 0;
 }
 
@@ -725,7 +736,7 @@ send_xclient(struct txn *t)
 	char addr[INET6_ADDRSTRLEN + 8] = "[UNAVAILABLE]", val[256];
 	char ntop[INET6_ADDRSTRLEN];
 	char attr[4][300], line[RELAY_CMD_MAX];
-	uint32_t caps = t->c->caps;
+	uint32_t caps = t->c->xclient;
 	struct reply rep;
 	enum relay_io io;
 	size_t na = 0, len, i;
@@ -738,9 +749,12 @@ send_xclient(struct txn *t)
 		snprintf(addr, sizeof(addr), "%s%s",
 			 m->family == 6 ? "IPV6:" : "", ntop);
 	if (caps & XA_NAME) {
-		xtext(val, sizeof(val), m->ptr_name ? m->ptr_name : "");
+		val[0] = '\0';
+		if (m->ptr == PTR_PASS && m->ptr_name)
+			xtext(val, sizeof(val), m->ptr_name);
 		snprintf(attr[na++], sizeof(attr[0]), "NAME=%.255s",
-			 val[0] ? val : "[UNAVAILABLE]");
+			 val[0] ? val : m->ptr == PTR_TEMPERROR ||
+			 m->ptr == PTR_UNKNOWN ? "[TEMPUNAVAIL]" : "[UNAVAILABLE]");
 	}
 	if (caps & XA_ADDR)
 		snprintf(attr[na++], sizeof(attr[0]), "ADDR=%s", addr);
@@ -926,8 +940,8 @@ read_final(struct txn *t)
 }
 
 /* The whole exchange on t->c. Returns 0 on success, -1 with t->res filled,
- * or 1 when a reused connection was dead before any of the message was
- * sent (the caller retries on a fresh one). */
+ * or 1 when a reused connection failed at RSET or XCLIENT, before any of
+ * the message was sent (the caller retries on a fresh one). */
 static int
 transact(struct txn *t, bool reused)
 {
@@ -943,8 +957,10 @@ transact(struct txn *t, bool reused)
 		    rep.code / 100 != 2)
 			return 1;
 	}
-	if ((t->c->caps & CAP_XCLIENT) && send_xclient(t) < 0)
-		return -1;
+	/* A reused connection that refuses XCLIENT now may have let it be
+	 * used once only: a fresh one is tried, none of the message sent. */
+	if ((t->c->xclient & CAP_XCLIENT) && send_xclient(t) < 0)
+		return reused ? 1 : -1;
 	if (send_envelope(t) < 0)
 		return -1;
 	t->step = "DATA";

@@ -35,7 +35,9 @@ struct relay_msg {
 	uint8_t family;                        /* the real client: 4, 6 or 0 (unknown) */
 	const uint8_t *addr;                   /* network order, 4 or 16 bytes */
 	const char *helo;                      /* the client's HELO/EHLO argument or "" */
-	const char *ptr_name;                  /* the client's verified name or "" */
+	uint8_t ptr;                           /* enum ptr_result of the client's PTR */
+	const char *ptr_name;                  /* its PTR name or ""; passed on only
+						* when forward-confirmed (PTR_PASS) */
 	const char *prefix;                    /* our headers, CRLF wire form */
 	size_t prefix_len;
 	const struct smtp_chunk *body;         /* dot-unstuffed, CRLF; may be NULL */

@@ -124,18 +124,40 @@ clean(char *out, size_t n, const char *in)
 	out[i] = '\0';
 }
 
+/* Text for the comment of "from HELO (NAME [ADDR])": as clean(), and
+ * parentheses and backslashes escaped, so that a name cannot close the
+ * comment (RFC 5322 3.2.2). */
+static void
+clean_comment(char *out, size_t n, const char *in)
+{
+	size_t i, o = 0;
+
+	for (i = 0; in[i] && o + 3 < n; i++) {
+		char c = ((unsigned char)in[i] < 0x20 || in[i] == 0x7f) ? '?' : in[i];
+
+		if (c == '(' || c == ')' || c == '\\')
+			out[o++] = '\\';
+		out[o++] = c;
+	}
+	out[o] = '\0';
+}
+
 size_t
 spool_received(const struct txrec *rec, const char *hostname, char *out,
 	       size_t n)
 {
-	char addr[INET6_ADDRSTRLEN], helo[256], ptr[256], rcpt[300], date[64];
+	char addr[INET6_ADDRSTRLEN], helo[256], ptr[512], rcpt[300], date[64];
 	time_t t = (time_t)(rec->time_us / 1000000);
 	struct tm tm;
 	int len;
 
 	inet_ntop(rec->family == 6 ? AF_INET6 : AF_INET, rec->addr, addr, sizeof(addr));
 	clean(helo, sizeof(helo), rec->helo[0] ? rec->helo : "unknown");
-	clean(ptr, sizeof(ptr), rec->ptr_name[0] ? rec->ptr_name : "unknown");
+	/* Only a forward-confirmed name is the client's: a PTR anyone can
+	 * write, the forward zone only its owner (Postfix says "unknown"
+	 * alike). */
+	clean_comment(ptr, sizeof(ptr), rec->ptr == PTR_PASS && rec->ptr_name[0] ?
+		      rec->ptr_name : "unknown");
 	gmtime_r(&t, &tm);
 	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
 	rcpt[0] = '\0';

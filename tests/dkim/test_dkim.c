@@ -245,11 +245,12 @@ key_free(struct testkey *k)
 	free(k->record);
 }
 
-/* m with a DKIM-Signature field (made by libopendkim's signer) on top. */
+/* m with a DKIM-Signature field (made by libopendkim's signer) on top;
+ * with an i= tag when identity is not NULL. */
 static struct buf
-signed_by(DKIM_LIB *signer, const struct testkey *key, const char *selector,
-	  const char *domain, dkim_alg_t alg, dkim_canon_t canon,
-	  const struct buf *m)
+signed_as(DKIM_LIB *signer, const struct testkey *key, const char *selector,
+	  const char *domain, const char *identity, dkim_alg_t alg,
+	  dkim_canon_t canon, const struct buf *m)
 {
 	struct buf out = { 0 };
 	DKIM_STAT stat;
@@ -266,6 +267,11 @@ signed_by(DKIM_LIB *signer, const struct testkey *key, const char *selector,
 		exit(2);
 	}
 	(void)dkim_set_margin(d, 0);	/* one line: no LF-only folding */
+	if (identity != NULL &&
+	    dkim_set_signer(d, (const unsigned char *)identity) != DKIM_STAT_OK) {
+		fprintf(stderr, "test_dkim: dkim_set_signer failed\n");
+		exit(2);
+	}
 	if (dkim_chunk(d, (unsigned char *)m->p, m->len) != DKIM_STAT_OK ||
 	    dkim_chunk(d, NULL, 0) != DKIM_STAT_OK ||
 	    dkim_eom(d, NULL) != DKIM_STAT_OK ||
@@ -281,6 +287,14 @@ signed_by(DKIM_LIB *signer, const struct testkey *key, const char *selector,
 	buf_add(&out, m->p, m->len);
 	dkim_free(d);
 	return out;
+}
+
+static struct buf
+signed_by(DKIM_LIB *signer, const struct testkey *key, const char *selector,
+	  const char *domain, dkim_alg_t alg, dkim_canon_t canon,
+	  const struct buf *m)
+{
+	return signed_as(signer, key, selector, domain, NULL, alg, canon, m);
 }
 
 /* ---- the DNS server ------------------------------------------------------ */
@@ -469,6 +483,7 @@ struct fixture {
 	struct buf base;	/* RFC 6376 A.1 message, unsigned */
 	struct buf good;	/* base signed, rsa-sha256 2048 */
 	struct buf bad;		/* good with one body byte changed */
+	char *strict_record;	/* rsa2048's key with t=s */
 };
 
 static void
@@ -649,6 +664,55 @@ test_generated(struct fixture *fx)
 	free(mnokey.p);
 	free(mbogus.p);
 	free(mnod.p);
+}
+
+/* The key's flags and the library's per-signature error count: a key
+ * with t=s allows no i= below d= (RFC 6376 3.6.1), and a key that was
+ * never loaded has no size, whatever the algorithm. */
+static void
+test_key_rules(struct fixture *fx)
+{
+	struct buf msub = signed_as(fx->signer, &fx->rsa2048, "strict",
+				    "gen.example", "@sub.gen.example",
+				    DKIM_SIGN_RSASHA256, DKIM_CANON_RELAXED,
+				    &fx->base);
+	struct buf msame = signed_as(fx->signer, &fx->rsa2048, "strict",
+				     "gen.example", "@gen.example",
+				     DKIM_SIGN_RSASHA256, DKIM_CANON_RELAXED,
+				     &fx->base);
+	struct buf mloose = signed_as(fx->signer, &fx->rsa2048, "rsa2048",
+				      "gen.example", "@sub.gen.example",
+				      DKIM_SIGN_RSASHA256, DKIM_CANON_RELAXED,
+				      &fx->base);
+	struct buf mednokey = signed_by(fx->signer, &fx->ed, "absent-ed",
+					"gen.example", DKIM_SIGN_ED25519SHA256,
+					DKIM_CANON_RELAXED, &fx->base);
+	struct run r;
+
+	r = verify(fx->v, &msub, 0);
+	show("t=s subdomain", &r);
+	check(r.n == 1 && r.rc == 0 && r.r[0].result != DKIM_RES_PASS &&
+		      is(&r, 0, DKIM_RES_PERMERROR),
+	      "a t=s key and i= in a subdomain of d= is not a pass, "
+	      "a permerror (%s: %s)", res_name(&r, 0),
+	      r.n ? r.r[0].reason : "");
+	r = verify(fx->v, &msame, 0);
+	check(r.n == 1 && is(&r, 0, DKIM_RES_PASS),
+	      "a t=s key and i= equal to d= passes (%s)", res_name(&r, 0));
+	r = verify(fx->v, &mloose, 0);
+	check(r.n == 1 && is(&r, 0, DKIM_RES_PASS),
+	      "a key without t=s and i= in a subdomain passes (%s)",
+	      res_name(&r, 0));
+	r = verify(fx->v, &mednokey, 0);
+	show("ed25519 nokey", &r);
+	check(r.n == 1 && is(&r, 0, DKIM_RES_PERMERROR) &&
+		      r.r[0].key_bits == 0,
+	      "ed25519 whose key is not in DNS: permerror, key_bits 0 (%s, %u)",
+	      res_name(&r, 0), r.n ? r.r[0].key_bits : 99);
+	free(msub.p);
+	free(msame.p);
+	free(mloose.p);
+	free(mednokey.p);
 }
 
 static void
@@ -892,6 +956,8 @@ write_zone(const struct fixture *fx, char *dir)
 	buf_str(&z, fx->rsa512.record);
 	buf_str(&z, "\ned._domainkey.gen.example TXT ");
 	buf_str(&z, fx->ed.record);
+	buf_str(&z, "\nstrict._domainkey.gen.example TXT ");
+	buf_str(&z, fx->strict_record);
 	buf_str(&z, "\nservfail._domainkey.gen.example SERVFAIL\n"
 		    "drop._domainkey.gen.example DROP\n");
 
@@ -926,6 +992,9 @@ main(int argc, char **argv)
 	fx.rsa2048 = key_rsa(2048);
 	fx.rsa512 = key_rsa(512);
 	fx.ed = key_ed25519();
+	if (asprintf(&fx.strict_record, "v=DKIM1; k=rsa; t=s; %s",
+		     strstr(fx.rsa2048.record, "p=")) < 0)
+		die("asprintf");
 	fx.signer = dkim_init(NULL, NULL);
 	/* The signer must be allowed to make the weak signature the
 	 * verifier has to refuse. */
@@ -950,6 +1019,7 @@ main(int argc, char **argv)
 	test_rfc8463(&fx);
 	test_rfc6376(&fx);
 	test_generated(&fx);
+	test_key_rules(&fx);
 	test_limits(&fx);
 	test_max_signatures(&fx, ub);
 	test_threads(&fx);
@@ -962,6 +1032,7 @@ main(int argc, char **argv)
 	key_free(&fx.rsa2048);
 	key_free(&fx.rsa512);
 	key_free(&fx.ed);
+	free(fx.strict_record);
 	free(fx.base.p);
 	free(fx.good.p);
 	free(fx.bad.p);

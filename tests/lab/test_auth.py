@@ -151,5 +151,49 @@ def test_forged_results_header_is_removed():
                "more than the forged fields changed")
 
 
+def test_unconfirmed_ptr_name_is_not_passed_on():
+    """fcrdns = no lets the mismatch peer send, but its PTR name
+    (peer-mismatch.lab.example, whose AAAA is elsewhere) is anyone's to
+    write: our headers must not present it as the client's name."""
+    with Edge():
+        msg = message("alice@example.org", "mismatch")
+        r = send_bytes(msg, "alice@example.org", src=LAB["LAB_PEER6_MISMATCH"])
+        expect(r["code"] == 250, f"mismatch peer, fcrdns=no: {r}")
+        path = stored(r)
+        whole = open(path, "rb").read()
+        expect(whole.startswith(b"Received: from "), "no Received: first")
+        first = whole.split(b"\r\n", 1)[0]
+        expect(first.endswith(b" (unknown [IPv6:2001:db8:1::30])"), f"Received: {first!r}")
+        expect(b"peer-mismatch" not in whole, "the unconfirmed PTR name was written")
+        ar = auth_results(path)
+        expect("iprev=fail policy.iprev=2001:db8:1::30;" in ar, ar)
+
+
+def test_forged_results_header_every_form_is_removed():
+    """Nested comments, quoted-pairs, a quoted authserv-id, folds, and a
+    message with no body at all."""
+    with Edge():
+        extra = (b"Authentication-Results: (a (b) c) mx.lab.example; spf=pass smtp.mailfrom=n1@forged.example\r\n"
+                 b"Authentication-Results: (x \\) y) mx.lab.example; dkim=pass header.d=n2.forged.example\r\n"
+                 b"Authentication-Results:\r\n \"mx.lab.example\"\r\n 1; spf=pass smtp.mailfrom=n3@forged.example\r\n"
+                 b"Authentication-Results: other.example; spf=fail\r\n")
+        msg = message("alice@example.org", "forged forms", extra)
+        r = send_bytes(msg, "alice@example.org")
+        expect(r["code"] == 250, f"{r}")
+        body, whole = spooled_body(stored(r))
+        expect(b"forged.example" not in whole, "a forged Authentication-Results survived")
+        expect(body == msg.replace(extra, b"Authentication-Results: other.example; spf=fail\r\n"),
+               "more than the forged fields changed")
+        headers_only = (b"From: <alice@example.org>\r\n"
+                        b"Authentication-Results: mx.lab.example; spf=pass smtp.mailfrom=n4@forged.example\r\n"
+                        b"Subject: no body\r\n")
+        r = send_bytes(headers_only, "alice@example.org")
+        expect(r["code"] == 250, f"{r}")
+        data = open(stored(r), "rb").read()
+        expect(b"forged.example" not in data, "headers only: the forged field survived")
+        expect(data.endswith(b"From: <alice@example.org>\r\nSubject: no body\r\n"),
+               f"headers only: {data[-200:]!r}")
+
+
 if __name__ == "__main__":
     labkit.main(globals())

@@ -29,7 +29,7 @@ class Sink:
         os.makedirs(SINK_DIR, exist_ok=True)
         self.log = open(LAB["LAB_DIR"] + "/sink.log", "ab")
         self.p = subprocess.Popen(
-            ["ip", "netns", "exec", LAB["LAB_EDGE_NS"], "/usr/sbin/smtp-sink", "-u", "root",
+            ["ip", "netns", "exec", LAB["LAB_EDGE_NS"], "/usr/sbin/smtp-sink", "-v", "-u", "root",
              "-d", SINK_DIR + "/%M.", f"127.0.0.1:{PORT}", "20"],
             stdout=self.log, stderr=self.log)
         ok = labkit.wait_for(lambda: labkit.in_edge(
@@ -64,6 +64,29 @@ def test_relay_delivers_with_our_headers():
         expect(b"Authentication-Results: mx.lab.example;\n\tiprev=pass" in dump, "no Authentication-Results")
         expect(msg.replace(b"\r\n", b"\n") in dump, "the message is not whole at the downstream")
         expect(edge.stats()["relay_delivered"] == 1, "relay_delivered")
+
+
+def test_unconfirmed_ptr_name_is_not_passed_on():
+    """The mismatch peer (fcrdns = no lets it send): smtp-sink offers
+    XCLIENT NAME, and gets [UNAVAILABLE], not the PTR name that does not
+    resolve back; our Received: says unknown."""
+    with Sink(), Edge(config=relay_conf()):
+        before = dumps()
+        log_at = os.path.getsize(LAB["LAB_DIR"] + "/sink.log")
+        r = send_bytes(message("alice@example.org", "mismatch relayed"), "alice@example.org",
+                       src=LAB["LAB_PEER6_MISMATCH"])
+        expect(r["code"] == 250, f"{r}")
+        time.sleep(0.3)
+        new = [d for d in dumps() if d not in before]
+        expect(len(new) == 1, f"{len(new)} messages at the downstream")
+        dump = open(os.path.join(SINK_DIR, new[0]), "rb").read()
+        expect(b"(unknown [IPv6:2001:db8:1::30])" in dump and b"peer-mismatch" not in dump,
+               f"headers: {dump[:400]!r}")
+        with open(LAB["LAB_DIR"] + "/sink.log", "rb") as f:
+            f.seek(log_at)
+            log = f.read()
+        expect(b"XCLIENT NAME=[UNAVAILABLE]" in log and b"peer-mismatch" not in log,
+               f"sink log: {log[-800:]!r}")
 
 
 def test_downstream_down_gives_451_then_one_delivery():

@@ -11,10 +11,13 @@ what was handed to the relay.
 Scenario keys (all optional):
   greeting   reply to the connection            ("220 fake.test ESMTP")
   caps       EHLO keywords after the first line (["PIPELINING", "8BITMIME"])
+  caps_after_xclient  the same for an EHLO after an XCLIENT in the session
+             (Postfix answers it as the client XCLIENT named); default caps
   lmtp       expect LHLO; after the dot, one reply per accepted recipient
   replies    {VERB: reply or [reply, ...]} for EHLO/LHLO/XCLIENT/MAIL/RCPT/
              DATA/DOT/RSET; a list is indexed by the command's number in the
-             transaction (RCPT) or by the accepted recipient (LMTP DOT);
+             transaction (RCPT), in the session (XCLIENT) or by the
+             accepted recipient (LMTP DOT);
              a reply may also be a dict {connection number: reply}.
              Special replies: DROP (close without answering), HANG (never
              answer), STALL (354, then read nothing more), GARBAGE (a line that is no reply), HUGE (an endless
@@ -44,6 +47,7 @@ class Session:
         self.cmds = []          # command lines, decoded, without CRLF
         self.msgs = []          # message bytes, un-stuffed
         self.closed_by_peer = False
+        self.xclients = 0       # XCLIENT commands received
 
 
 class FakeMTA:
@@ -124,7 +128,10 @@ class FakeMTA:
         if isinstance(r, list):
             r = r[index] if index < len(r) else r[-1]
         if r is None and verb in ("EHLO", "LHLO"):
-            lines = ["fake.test"] + list(self.sc.get("caps", []))
+            caps = self.sc.get("caps", [])
+            if sess.xclients:
+                caps = self.sc.get("caps_after_xclient", caps)
+            lines = ["fake.test"] + list(caps)
             out = ["250-" + l for l in lines[:-1]] + ["250 " + lines[-1]]
             return "\r\n".join(out)
         if r is None:
@@ -217,6 +224,9 @@ class FakeMTA:
                 if verb == "RCPT":
                     index = rcpt_i
                     rcpt_i += 1
+                if verb == "XCLIENT":
+                    index = sess.xclients
+                    sess.xclients += 1
                 reply = self._reply_for(verb, index, sess)
                 if verb == "RCPT" and reply[:1] == "2":
                     accepted += 1

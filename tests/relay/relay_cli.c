@@ -9,6 +9,9 @@
  * boundaries is exercised. With --seq each message's prefix starts with
  * "X-Seq: T.I" so the harness can tell every copy apart.
  *
+ * --ptr and --ptr-result (pass, the default; none, mismatch, temperror,
+ * unknown) are the client's PTR name and its result.
+ *
  * Prints one line per message:
  *   RESULT T.I CODE ENH DELIVERED MILLISECONDS TEXT
  */
@@ -21,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "control/msg.h"
 #include "control/relay.h"
 #include "dataplane/smtp.h"
 
@@ -40,13 +44,14 @@ static struct {
 	uint8_t addr[16];
 	const char *client_helo;
 	const char *ptr;
+	uint8_t ptr_result;
 	unsigned count, threads, pause_ms;
 	bool seq, utf8, eightbit;
 	struct relay *relay;
 	pthread_mutex_t out;
 	unsigned failures;
 } g = { .chunk = 8192, .count = 1, .threads = 1, .client_helo = "",
-	.ptr = "", .from = "" };
+	.ptr = "", .ptr_result = PTR_PASS, .from = "" };
 
 static char *
 slurp(const char *path, size_t *len)
@@ -111,7 +116,8 @@ run(void *arg)
 		struct relay_msg m = {
 			.mail_from = g.from, .rcpts = g.rcpts,
 			.nrcpts = g.nrcpts, .family = g.family, .addr = g.addr,
-			.helo = g.client_helo, .ptr_name = g.ptr,
+			.helo = g.client_helo, .ptr = g.ptr_result,
+			.ptr_name = g.ptr,
 			.prefix = prefix, .body = chain,
 			.body_8bit = g.eightbit, .smtputf8 = g.utf8,
 		};
@@ -160,11 +166,12 @@ main(int argc, char **argv)
 		{ "count", 1, 0, 'N' }, { "threads", 1, 0, 'j' },
 		{ "pause", 1, 0, 'w' }, { "seq", 0, 0, 's' },
 		{ "utf8", 0, 0, 'u' }, { "8bit", 0, 0, '8' },
-		{ "idle-max", 1, 0, 'I' },
+		{ "idle-max", 1, 0, 'I' }, { "ptr-result", 1, 0, 'R' },
 		{ 0, 0, 0, 0 },
 	};
 	pthread_t th[64];
 	char err[256];
+	enum ptr_result r;
 	int o;
 	unsigned i;
 
@@ -196,6 +203,16 @@ main(int argc, char **argv)
 			break;
 		case 'e': g.client_helo = optarg; break;
 		case 'n': g.ptr = optarg; break;
+		case 'R':
+			for (r = PTR_UNKNOWN; r < PTR__RESULTS &&
+			     strcmp(ptr_result_name(r), optarg) != 0; r++)
+				;
+			if (r == PTR__RESULTS) {
+				fprintf(stderr, "relay_cli: --ptr-result %s?\n", optarg);
+				return 2;
+			}
+			g.ptr_result = (uint8_t)r;
+			break;
 		case 'N': g.count = (unsigned)atoi(optarg); break;
 		case 'j': g.threads = (unsigned)atoi(optarg); break;
 		case 'w': g.pause_ms = (unsigned)atoi(optarg); break;

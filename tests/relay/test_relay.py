@@ -202,6 +202,73 @@ def test_xclient():
               repr([s.cmds for s in fake.sessions]))
 
 
+# XCLIENT NAME: the forward-confirmed name only, as Postfix reads it.
+def test_xclient_name():
+    cases = [("pass", "NAME=peer.example"),
+             ("mismatch", "NAME=[UNAVAILABLE]"),
+             ("none", "NAME=[UNAVAILABLE]"),
+             ("temperror", "NAME=[TEMPUNAVAIL]"),
+             ("unknown", "NAME=[TEMPUNAVAIL]")]
+    for result, want in cases:
+        with FakeMTA({"caps": ["XCLIENT NAME ADDR"]}) as fake:
+            r = one(fake, "xclient name " + result, args=[
+                "--client-addr", "2001:db8:1::30", "--ptr", "peer.example",
+                "--ptr-result", result])
+            x = xclient_cmds(fake)
+            check(r and r.code == 250 and
+                  x == [f"XCLIENT {want} ADDR=IPV6:2001:db8:1::30"],
+                  f"PTR {result}: XCLIENT {want}", repr(x))
+
+
+# A pooled connection: XCLIENT, and its attributes, as the connection's
+# first EHLO offered them, not as the EHLO after XCLIENT (answered to the
+# client it names) does.
+def test_xclient_pooled():
+    two = ["--client-addr", "2001:db8::10", "--ptr", "peer.example",
+           "--client-helo", "client.example", "--count", "2"]
+
+    def deliver(sc, name):
+        with FakeMTA(sc) as fake:
+            res, out, rc = run(f"127.0.0.1:{fake.port}", args=two)
+            check(len(res) == 2 and all(r.code == 250 for r in res),
+                  name + ": both delivered", out)
+            return fake.sessions, xclient_cmds(fake)
+
+    sessions, x = deliver({"caps": ["PIPELINING", "XCLIENT NAME ADDR"],
+                           "caps_after_xclient": ["PIPELINING"]},
+                          "offered first only")
+    check(len(sessions) == 1 and len(sessions[0].msgs) == 2 and
+          x == ["XCLIENT NAME=peer.example ADDR=IPV6:2001:db8::10"] * 2,
+          "XCLIENT offered by the first EHLO only: sent for both messages "
+          "on the pooled connection", repr([s.cmds for s in sessions]))
+    sessions, x = deliver({"caps": ["PIPELINING"],
+                           "caps_after_xclient": ["XCLIENT NAME ADDR"]},
+                          "not offered first")
+    check(len(sessions) == 1 and len(sessions[0].msgs) == 2 and x == [],
+          "XCLIENT not offered by the first EHLO: never sent",
+          repr([s.cmds for s in sessions]))
+    sessions, x = deliver({"caps": ["XCLIENT NAME ADDR"],
+                           "caps_after_xclient": ["XCLIENT NAME ADDR PROTO HELO"]},
+                          "more attributes later")
+    check(len(sessions) == 1 and
+          x == ["XCLIENT NAME=peer.example ADDR=IPV6:2001:db8::10"] * 2,
+          "the attributes of the first EHLO, for every message", repr(x))
+    # A reused connection that refuses the second XCLIENT: the message goes
+    # over a fresh connection, as that client, not as the previous one.
+    sessions, x = deliver({"caps": ["XCLIENT NAME ADDR"],
+                           "replies": {"XCLIENT": [
+                               "220 fake.test ESMTP",
+                               "550 5.7.0 only once"]}},
+                          "second XCLIENT refused")
+    msgs = [(s.number, len(s.msgs)) for s in sessions]
+    after = sessions[0].cmds[sessions[0].cmds.index("RSET"):] if sessions \
+        and "RSET" in sessions[0].cmds else ["(no RSET)"]
+    check(msgs == [(0, 1), (1, 1)] and len(x) == 3 and
+          not any(c.startswith("MAIL") for c in after),
+          "XCLIENT refused on a reused connection: the message on a fresh "
+          "one, nothing of it on the old", repr([s.cmds for s in sessions]))
+
+
 # --- MAIL parameters ----------------------------------------------------
 def test_params():
     with FakeMTA({"caps": ["8BITMIME", "SMTPUTF8"]}) as fake:
@@ -579,7 +646,8 @@ def test_smtp_sink():
 def main():
     t0 = time.monotonic()
     try:
-        for t in [test_bytes, test_xclient, test_params, test_pool,
+        for t in [test_bytes, test_xclient, test_xclient_name,
+                  test_xclient_pooled, test_params, test_pool,
                   test_failures, test_mixed_smtp, test_lmtp,
                   test_unreachable_and_timeouts, test_threads, test_targets,
                   test_smtp_sink]:

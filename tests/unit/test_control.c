@@ -321,6 +321,7 @@ test_spool(void)
 	ca->cap = cb->cap = 16;
 
 	fill_rec(&r);
+	r.ptr = PTR_PASS;
 	snprintf(r.ptr_name, sizeof(r.ptr_name), "peer-ok.lab.example");
 	snprintf(r.helo, sizeof(r.helo), "client\r\nX-Evil: 1");
 	r.body = ca;
