@@ -37,8 +37,8 @@ Every mode prints one JSON object on stdout.
       255.255.255.255, the edge's own), and an ARP request for EDGE4 from
       127.0.0.1 and from EDGE4; then one echo request from SRC6, which must
       be answered (the sniffer works). Prints {"sent": {drop reason: n},
-      "answers": [summaries of frames from the edge other than the control's
-      reply], "control_answered": bool}.
+      "answers": [summaries of frames from the edge to a martian address],
+      "control_answered": bool}.
 """
 import hashlib
 import json
@@ -303,7 +303,17 @@ def martian(args):
         sent[why] += 1
     sc.sendp(frames, iface=iface)
     time.sleep(1.0)
-    answers = [p.summary() for p in from_edge]
+    # An answer is a frame from the edge to one of those sources (the peer's
+    # kernel may meanwhile ask the edge for its address, and be answered).
+    martians6 = {socket.inet_pton(socket.AF_INET6, a) for srcs in v6.values() for a in srcs}
+    martians4 = {a for srcs in v4.values() for a in srcs} | {"127.0.0.1", edge4}
+
+    def to_martian(p):
+        if p.haslayer(IPv6):
+            return socket.inet_pton(socket.AF_INET6, p[IPv6].dst) in martians6
+        return (p.haslayer(IP) and p[IP].dst in martians4) or \
+            (p.haslayer(ARP) and p[ARP].pdst in martians4)
+    answers = [p.summary() for p in from_edge if to_martian(p)]
     # The control: an ordinary source is answered.
     sc.sendp(eth / IPv6(src=src6, dst=edge6) / Echo6(id=0x4f4b, seq=1), iface=iface)
     deadline = time.time() + 3
