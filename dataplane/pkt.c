@@ -13,6 +13,18 @@
  * - Checksums are verified in software unless the NIC flagged them good.
  * - Ethernet padding after the IP packet is ignored, as it must be: a
  *   60-byte minimum frame often carries a shorter IP packet.
+ * - Martian sources get no answer at all (no RST, no ARP, ND or echo
+ *   reply), only a counted drop: no host on the internet has them, so a
+ *   frame from one is forged, and an answer would go to a victim or loop
+ *   back to us. IPv4: 0/8, 127/8, 224/4 (multicast), 240/4 (reserved, and
+ *   255.255.255.255), our own address (ip4_martian, src_ours). IPv6:
+ *   multicast and :: as before (ip6_src; :: only for duplicate address
+ *   detection), ::1 and the forms that carry an IPv4 address, ::/96
+ *   (IPv4-compatible), ::ffff:0:0/96 (IPv4-mapped), ::ffff:0:0:0/96
+ *   (IPv4-translated) (ip6_martian), and our own addresses (src_ours).
+ *   An ARP request's sender address is held to the same IPv4 rule, except
+ *   0.0.0.0: that is an address probe (RFC 5227), answered so that the
+ *   prober sees the address is taken.
  */
 #include <string.h>
 
@@ -87,6 +99,27 @@ is_ours6(const struct pkt_local *l, const uint8_t *a)
 	       memcmp(a, l->ip6_ll, 16) == 0;
 }
 
+/* 0/8, 127/8, 224/4 and 240/4: never the source of a real packet. */
+static bool
+is_martian4(const uint8_t *a)
+{
+	return a[0] == 0 || a[0] == 127 || a[0] >= 224;
+}
+
+/* ::1, ::/96, ::ffff:0:0/96 and ::ffff:0:0:0/96; :: itself is the caller's
+ * to judge (it is valid for duplicate address detection). */
+static bool
+is_martian6(const uint8_t *a)
+{
+	static const uint8_t zero[10];
+
+	if (memcmp(a, zero, 8) != 0)
+		return false;
+	if (a[8] == 0 && a[9] == 0)          /* ::/96 (with ::1), ::ffff:0:0/96 */
+		return (a[10] == 0 && a[11] == 0) || (a[10] == 0xff && a[11] == 0xff);
+	return a[8] == 0xff && a[9] == 0xff && a[10] == 0 && a[11] == 0;
+}
+
 static bool
 is_solicited_ours(const struct pkt_local *l, const uint8_t *a)
 {
@@ -122,6 +155,11 @@ classify_arp(const uint8_t *p, uint32_t len, const struct pkt_local *l,
 	if (arp->arp_opcode != RTE_BE16(RTE_ARP_OP_REQUEST) || !l->has_ip4 ||
 	    memcmp(&arp->arp_data.arp_tip, l->ip4, 4) != 0)
 		return drop(info, PKT_DROP_ARP_NOT_OURS);
+	if (memcmp(&arp->arp_data.arp_sip, l->ip4, 4) == 0)
+		return drop(info, PKT_DROP_SRC_OURS);
+	if (arp->arp_data.arp_sip != 0 &&
+	    is_martian4((const uint8_t *)&arp->arp_data.arp_sip))
+		return drop(info, PKT_DROP_IP4_MARTIAN);
 	info->l4_off = info->l3_off;
 	info->l3_len = info->l4_len = sizeof(*arp);
 	info->kind = PKT_KIND_ARP_REQUEST;
@@ -191,6 +229,10 @@ classify_ip4(const uint8_t *p, uint32_t len, uint32_t rx_flags,
 		return drop(info, PKT_DROP_IP4_OPTIONS);
 	if (!l->has_ip4 || memcmp(&ip->dst_addr, l->ip4, 4) != 0)
 		return drop(info, PKT_DROP_IP4_NOT_OURS);
+	if (is_martian4((const uint8_t *)&ip->src_addr))
+		return drop(info, PKT_DROP_IP4_MARTIAN);
+	if (memcmp(&ip->src_addr, l->ip4, 4) == 0)
+		return drop(info, PKT_DROP_SRC_OURS);
 	/* MF set or a non-zero offset: a fragment. DF alone is fine. */
 	if (ip->fragment_offset & RTE_BE16(RTE_IPV4_HDR_MF_FLAG |
 					  RTE_IPV4_HDR_OFFSET_MASK))
@@ -272,7 +314,7 @@ classify_ip6(const uint8_t *p, uint32_t len, uint32_t rx_flags,
 	static const uint8_t unspec[16];
 	const struct rte_ipv6_hdr *ip = (const struct rte_ipv6_hdr *)p;
 	uint32_t plen;
-	bool nd_dst;
+	bool nd_dst, from_unspec;
 
 	if (len < sizeof(*ip) || (p[0] >> 4) != 6)
 		return drop(info, PKT_DROP_IP6_HDR);
@@ -284,9 +326,13 @@ classify_ip6(const uint8_t *p, uint32_t len, uint32_t rx_flags,
 	nd_dst = is_solicited_ours(l, ip->dst_addr);
 	if (!is_ours6(l, ip->dst_addr) && !nd_dst)
 		return drop(info, PKT_DROP_IP6_NOT_OURS);
-	if (ip->src_addr[0] == 0xff ||
-	    (!nd_dst && memcmp(ip->src_addr, unspec, 16) == 0))
+	from_unspec = memcmp(ip->src_addr, unspec, 16) == 0;
+	if (ip->src_addr[0] == 0xff || (!nd_dst && from_unspec))
 		return drop(info, PKT_DROP_IP6_SRC);
+	if (!from_unspec && is_martian6(ip->src_addr))
+		return drop(info, PKT_DROP_IP6_MARTIAN);
+	if (is_ours6(l, ip->src_addr))
+		return drop(info, PKT_DROP_SRC_OURS);
 
 	info->l4_off = (uint16_t)(info->l3_off + sizeof(*ip));
 	info->l3_len = (uint32_t)sizeof(*ip) + plen;

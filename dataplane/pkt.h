@@ -22,15 +22,18 @@
 	X(L2_NOT_OURS, "l2_not_ours")   /* unicast to another MAC */                \
 	X(ARP_INVALID, "arp_invalid")   /* not Ethernet/IPv4 ARP, bad lengths */   \
 	X(ARP_NOT_OURS, "arp_not_ours") /* a request for someone else, a reply */  \
+	X(SRC_OURS, "src_ours")         /* our own IPv4/IPv6 address as source */  \
 	X(IP4_HDR, "ip4_hdr")           /* version, IHL, total length */           \
 	X(IP4_CKSUM, "ip4_cksum")                                                  \
 	X(IP4_FRAG, "ip4_frag")         /* fragments: never needed for SMTP */    \
 	X(IP4_OPTIONS, "ip4_options")                                             \
 	X(IP4_NOT_OURS, "ip4_not_ours")                                           \
+	X(IP4_MARTIAN, "ip4_martian")   /* source 0/8, 127/8, 224/4, 240/4 */     \
 	X(IP6_HDR, "ip6_hdr")           /* version, payload length */              \
 	X(IP6_EXTHDR, "ip6_exthdr")     /* any extension header */                 \
 	X(IP6_NOT_OURS, "ip6_not_ours")                                           \
 	X(IP6_SRC, "ip6_src")           /* multicast or unspecified source */      \
+	X(IP6_MARTIAN, "ip6_martian")   /* source ::1 or IPv4 inside IPv6 */       \
 	X(L4_PROTO, "l4_proto")         /* UDP, SCTP, ...: nothing listens */      \
 	X(ICMP_HDR, "icmp_hdr")         /* too short */                            \
 	X(ICMP_CKSUM, "icmp_cksum")                                               \

@@ -423,12 +423,14 @@ tcp_open(void *ctx, struct tcp_conn *c, const struct tcp_conn_info *info)
 	return s;
 }
 
-static void
+/* What the SMTP engine did not take (its held input is full while a
+ * verdict is awaited) is left unACKed: the peer sends it again. */
+static uint32_t
 tcp_recv(void *app, const uint8_t *p, uint32_t n)
 {
 	struct sess *s = app;
 
-	smtp_session_feed(s->smtp, p, n);
+	return smtp_session_feed(s->smtp, p, n);
 }
 
 static uint32_t
@@ -642,6 +644,12 @@ make_tcp(struct sess_layer *sl, const struct sess_layer_params *p)
 		.secret_seed = p->secret_seed,
 	};
 
+	/* The SYN-ACK offers what a new SMTP session surely takes: its
+	 * held-input bound, which is what feed() keeps while a verdict is
+	 * awaited. Later windows come from smtp_session_rcv_space(). */
+	tp.synack_window = sl->smtp_params.max_pending_in &&
+			   sl->smtp_params.max_pending_in < SMTP_PENDING_CAP ?
+			   sl->smtp_params.max_pending_in : SMTP_PENDING_CAP;
 	return tcp_engine_create(&tp, &tcp_ops, sl, 0);
 }
 

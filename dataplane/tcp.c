@@ -31,14 +31,26 @@
  *   same function with one bit flipped, so it is unpredictable but never a
  *   valid cookie: an ACK arriving after its half-open TCB timed out gets a
  *   RST instead of a connection with options we did not record.
- *   Cookie = 24-bit SipHash-2-4 (our own code) of the 4-tuple, the peer ISN,
- *   the time slot and the MSS index | 5 bits of slot | 3-bit MSS index.
- *   Slots last 64 s; the key rotates every slot (new key = SipHash of the
- *   seed keyed by the old key, the time and traffic counters) and the
- *   previous key is kept, so a cookie is good for 64..128 s. Window scale and
- *   SACK-permitted ride in the low 5 bits of our TSval when the peer uses
- *   timestamps; without timestamps a cookie SYN-ACK offers only MSS (as
- *   Linux does), so nothing is lost that the peer believes was agreed.
+ *   Cookie = 29-bit SipHash-2-4 (our own code) of the 4-tuple, the peer ISN,
+ *   the time slot and the MSS index | 3-bit MSS index. Slots last 64 s; the
+ *   key rotates every slot (new key = SipHash of the seed keyed by the old
+ *   key, the time and traffic counters) and the previous key is kept; the
+ *   slot is not in the cookie, so an ACK is checked against both keys and a
+ *   cookie is good for 64..128 s. A blind guess succeeds with chance 2^-28.
+ *   Window scale and SACK-permitted ride in the low 5 bits of our TSval when
+ *   the peer uses timestamps; without timestamps a cookie SYN-ACK offers
+ *   only MSS (as Linux does), so nothing is lost that the peer believes was
+ *   agreed.
+ *   A cookie ACK is honoured only while the edge is sending cookies: the
+ *   latest cookie SYN-ACK left within COOKIE_ACTIVE_MS (8 s: a slow RTT and
+ *   a client's SYN retransmissions, each of which refreshes it). At other
+ *   times an ACK without a TCB is a stray (RST, cookies_inactive), so a
+ *   forger cannot grind at the hash while the edge is not under a flood.
+ *   Nothing but the handshake is taken from a cookie ACK: a source address
+ *   is not trusted until the connection is established, so the payload and
+ *   FIN of that segment are left unACKed (cookie_data_dropped) and the peer
+ *   sends them again after the greeting, on an established connection.
+ *   SMTP clients wait for the greeting, so a real third ACK carries none.
  *
  * - No TIME_WAIT: the server may close first (after 221). FIN_WAIT_1 ->
  *   FIN_WAIT_2 (bounded by fin_wait2_ms) -> on the peer's FIN we ACK it and
@@ -65,7 +77,9 @@
  *   three duplicate ACKs one fast retransmit and cwnd = ssthresh = flight/2
  *   (Reno without window inflation). SACK blocks from the peer are parsed
  *   away and ignored. Zero windows are probed (persist) with an ACK at
- *   snd_una - 1 and RTO backoff.
+ *   snd_una - 1 and RTO backoff. The MSS counts no TCP options (RFC 6691):
+ *   each segment's payload is the MSS less the options it carries
+ *   (timestamps, SACK blocks), so the IP packet fits the MTU.
  *
  * - SACK as a receiver: when the peer offers SACK-permitted we accept it and
  *   our ACKs carry SACK blocks built from the out-of-order list (the block
@@ -76,9 +90,19 @@
  *
  * - Receiving: every data segment is ACKed at once (no delayed ACK), but
  *   the ACK is sent when the engine unwinds, so data the app writes during
- *   recv() leaves with it. The window is what rcv_space() says, scaled by
- *   2^7, and its right edge never moves left. Idle time is reset by segments
- *   that carry data or FIN, not by pure ACKs.
+ *   recv() leaves with it. Idle time is reset by segments that carry data
+ *   or FIN, not by pure ACKs.
+ *   The ACK and the window: recv() returns how many bytes the app took, and
+ *   rcv_nxt (so the ACK) moves over those and no further. The rest of an
+ *   in-order segment is dropped and the peer sends it again; an
+ *   out-of-order chunk the app took part of stays held and the next drain
+ *   starts inside it. So no byte is ever ACKed that the app did not take.
+ *   The window says what the app can take: the SYN-ACK offers
+ *   params.synack_window (at most what recv() takes at once), later windows
+ *   are rcv_space() scaled by 2^7 and rounded down. The right edge never
+ *   moves left (RFC 9293): when the space shrinks the window keeps the old
+ *   edge, rounded up to the scale; bytes the peer sends up to it and the
+ *   app cannot take are simply not ACKed.
  *
  * - Injection (RFC 5961): RST must hit rcv_nxt exactly, an in-window RST
  *   or any SYN on a synchronized connection gets a challenge ACK; ACKs
@@ -105,7 +129,7 @@
 #define NIL UINT32_MAX
 #define TCP_CHUNK 2048u             /* pool chunk; an MSS never exceeds it */
 #define TCP_RCV_WSCALE 7            /* our window shift (max window 8 MiB) */
-#define TCP_SYNACK_WIN 14600u       /* SYN-ACK window, before the app exists */
+#define TCP_SYNACK_WIN 14600u       /* SYN-ACK window when params give none */
 #define TCP_DEFAULT_SPACE 65536u    /* rcv_space when the app gives none */
 #define TCP_INIT_RTO_MS 1000u       /* RFC 6298 2.1 */
 #define TCP_CHAL_PER_S 10u          /* challenge ACKs per connection per second */
@@ -114,6 +138,8 @@
 #define WHEEL_NONE UINT32_MAX
 #define WHEEL_EXPIRED (UINT32_MAX - 1)
 #define COOKIE_SLOT_MS 64000u
+#define COOKIE_ACTIVE_MS 8000u      /* cookie ACKs honoured this long after a cookie SYN-ACK */
+#define COOKIE_HASH_BITS 29
 
 #define TH_FIN 0x01
 #define TH_SYN 0x02
@@ -232,6 +258,8 @@ struct tcp_engine {
 	uint32_t wheel_ms;
 	uint64_t master[2], ck_cur[2], ck_prev[2];
 	uint64_t ck_slot;
+	uint64_t ck_sent_us;          /* when the latest cookie SYN-ACK left */
+	bool ck_sent;                 /* one has left since create */
 	uint64_t rst_tokens, rst_last_us;
 	uint8_t hdr[64];
 	struct tcp_counters cnt;
@@ -728,8 +756,11 @@ static void emit(struct tcp_engine *e, uint64_t link, uint8_t fam, const uint8_t
 		e->cnt.output_failed++;
 }
 
-/* The window to advertise: the app's space, never moving the right edge
- * left, scaled (rounded up so the edge we announce covers rcv_adv). */
+/* The window to advertise: the app's space, scaled and rounded down, so
+ * that it never offers more than the app takes. The right edge never moves
+ * left: when the space shrank below the edge already announced, the window
+ * keeps that edge (rounded up to the scale, as Linux does); the peer may
+ * then send bytes the app cannot take, and those are not ACKed. */
 static uint16_t rcv_window(struct tcp_conn *c)
 {
 	struct tcp_engine *e = c->eng;
@@ -738,9 +769,11 @@ static uint16_t rcv_window(struct tcp_conn *c)
 	if (c->app && e->ops.rcv_space)
 		space = e->ops.rcv_space(c->app);
 	space = min32(space, cap);
-	if (SEQ_LT(c->rcv_nxt + space, c->rcv_adv))
-		space = c->rcv_adv - c->rcv_nxt;
-	field = min32((space + (1u << c->rcv_ws) - 1) >> c->rcv_ws, 65535);
+	field = space >> c->rcv_ws;
+	if (SEQ_LT(c->rcv_nxt + (field << c->rcv_ws), c->rcv_adv)) {
+		uint32_t keep = c->rcv_adv - c->rcv_nxt;
+		field = min32((keep + (1u << c->rcv_ws) - 1) >> c->rcv_ws, 65535);
+	}
 	if (SEQ_GT(c->rcv_nxt + (field << c->rcv_ws), c->rcv_adv))
 		c->rcv_adv = c->rcv_nxt + (field << c->rcv_ws);
 	return (uint16_t)field;
@@ -787,6 +820,20 @@ static uint32_t opt_sack(const struct tcp_conn *c, uint8_t *o, uint32_t room)
 		return 0;
 	o[0] = 1; o[1] = 1; o[2] = 5; o[3] = (uint8_t)(2 + 8 * nb);
 	return 4 + 8 * nb;
+}
+
+/* Payload that fits one segment: the MSS counts no TCP options (RFC 6691),
+ * so the options this segment will carry (timestamps, SACK blocks, exactly
+ * as xmit builds them) come out of it, and the IP packet stays within the
+ * MTU the MSS was derived from. */
+static uint32_t seg_room(const struct tcp_conn *c)
+{
+	uint8_t scratch[40];
+	uint32_t optlen = (c->flags & F_TS) ? 12 : 0;
+
+	if ((c->flags & F_SACK) && c->ooo_head != NIL)
+		optlen += opt_sack(c, scratch, 40 - optlen);
+	return c->mss - optlen;
 }
 
 static void xmit(struct tcp_conn *c, uint32_t seq, uint8_t flags, uint32_t off, uint32_t n)
@@ -849,9 +896,10 @@ static void xmit_synack(struct tcp_conn *c)
 	if (c->flags & F_WS) {
 		o[ol] = 1; o[ol + 1] = 3; o[ol + 2] = 3; o[ol + 3] = c->rcv_ws; ol += 4;
 	}
-	c->rcv_adv = c->rcv_nxt + TCP_SYNACK_WIN;
+	c->rcv_adv = c->rcv_nxt + e->p.synack_window;
 	emit(e, c->link, c->family, c->local, c->peer,
-	     hdr_build(h, c->lport, c->pport, c->iss, c->rcv_nxt, TH_SYN | TH_ACK, TCP_SYNACK_WIN, ol),
+	     hdr_build(h, c->lport, c->pport, c->iss, c->rcv_nxt, TH_SYN | TH_ACK,
+		       (uint16_t)e->p.synack_window, ol),
 	     NULL, 0, NULL, 0);
 }
 
@@ -934,7 +982,7 @@ static void conn_output(struct tcp_conn *c)
 		uint32_t off = c->snd_nxt - c->snd_una, flight = off;
 		uint32_t avail = off < c->sb_len ? c->sb_len - off : 0;
 		uint32_t wnd = min32(c->snd_wnd, c->cwnd);
-		uint32_t n = min32(min32(avail, wnd > flight ? wnd - flight : 0), c->mss);
+		uint32_t n = min32(min32(avail, wnd > flight ? wnd - flight : 0), seg_room(c));
 		bool fin = (c->flags & (F_CLOSE | F_FIN_ACKED)) == F_CLOSE &&
 			   off + n == c->sb_len && off <= c->sb_len &&
 			   tcp_states[c->state].can_send == 0;
@@ -972,10 +1020,23 @@ static void conn_output(struct tcp_conn *c)
 
 /* ----------------------------------------------------------- receive */
 
-static void deliver(struct tcp_conn *c, const uint8_t *p, uint32_t n)
+/* Hand bytes at rcv_nxt to the app; rcv_nxt moves over what it took and
+ * no further, so an ACK never covers a byte the app did not take. */
+static uint32_t deliver(struct tcp_conn *c, const uint8_t *p, uint32_t n)
 {
-	if (n && c->app)
-		c->eng->ops.recv(c->app, p, n);
+	uint32_t took;
+
+	if (!c->app) {          /* the app is gone: nothing waits for the bytes */
+		c->rcv_nxt += n;
+		return n;
+	}
+	if (!n)
+		return 0;
+	took = min32(c->eng->ops.recv(c->app, p, n), n);
+	c->rcv_nxt += took;
+	if (took < n)
+		c->eng->cnt.drop_app_full++;
+	return took;
 }
 
 /* Keep an out-of-order segment, trimmed against what is already held so the
@@ -1026,7 +1087,9 @@ static void ooo_insert(struct tcp_conn *c, uint32_t seq, const uint8_t *p, uint3
 	c->ooo_chunks++;
 }
 
-/* The gap filled: hand up what the out-of-order list now continues. */
+/* The gap filled: hand up what the out-of-order list now continues. A
+ * chunk the app took only part of stays at the head; the next drain starts
+ * inside it. */
 static void ooo_drain(struct tcp_conn *c)
 {
 	struct tcp_pool *pl = &c->eng->ooo;
@@ -1035,13 +1098,15 @@ static void ooo_drain(struct tcp_conn *c)
 		uint32_t k = c->ooo_head, a = pl->seq[k], b = a + pl->len[k];
 		if (SEQ_GT(a, c->rcv_nxt))
 			break;
+		if (SEQ_GT(b, c->rcv_nxt)) {
+			uint32_t skip = c->rcv_nxt - a, n = b - a - skip;
+			if (deliver(c, pl->data + (size_t)k * TCP_CHUNK + skip, n) < n)
+				break;
+			if (c->flags & F_DEAD)
+				break;   /* terminate() gave the chunks back */
+		}
 		c->ooo_head = pl->next[k];
 		c->ooo_chunks--;
-		if (SEQ_GT(b, c->rcv_nxt)) {
-			uint32_t skip = c->rcv_nxt - a;
-			c->rcv_nxt = b;
-			deliver(c, pl->data + (size_t)k * TCP_CHUNK + skip, b - a - skip);
-		}
 		pool_put(pl, k);
 	}
 }
@@ -1069,8 +1134,8 @@ static void rx_data(struct tcp_conn *c, const struct tcp_seg *s)
 		ooo_insert(c, seq, p, len);
 		return;
 	}
-	c->rcv_nxt += len;
-	deliver(c, p, len);
+	if (deliver(c, p, len) < len)
+		return;          /* the rest is not ACKed: the peer sends it again */
 	ooo_drain(c);
 }
 
@@ -1156,7 +1221,7 @@ static void ack_advance(struct tcp_conn *c, uint32_t ack)
 static void fast_retransmit(struct tcp_conn *c)
 {
 	struct tcp_engine *e = c->eng;
-	uint32_t flight = c->snd_max - c->snd_una, n = min32(min32(c->mss, c->sb_len), flight);
+	uint32_t flight = c->snd_max - c->snd_una, n = min32(min32(seg_room(c), c->sb_len), flight);
 
 	c->ssthresh = max32(flight / 2, 2u * c->mss);
 	c->cwnd = c->ssthresh;
@@ -1412,7 +1477,7 @@ static uint32_t cookie_hash(const uint64_t k[2], const struct tcp_seg *s, uint32
 	wr32(buf + 37, peer_isn);
 	memcpy(buf + 41, &sl, 8);
 	buf[49] = (uint8_t)mss_idx;
-	return (uint32_t)(siphash24(k, buf, 50) >> 40);
+	return (uint32_t)(siphash24(k, buf, 50) >> (64 - COOKIE_HASH_BITS));
 }
 
 static uint32_t peer_mss(const struct tcp_engine *e, const struct tcp_seg *s, uint8_t fam)
@@ -1433,29 +1498,27 @@ static uint32_t cookie_make(struct tcp_engine *e, const struct tcp_seg *s, uint3
 		if (cookie_mss[i] <= want)
 			idx = i;
 	*mss = min32(cookie_mss[idx], want);
-	return cookie_hash(e->ck_cur, s, s->seq, e->ck_slot, idx) << 8 |
-	       (uint32_t)(e->ck_slot & 0x1f) << 3 | idx;
+	return cookie_hash(e->ck_cur, s, s->seq, e->ck_slot, idx) << 3 | idx;
 }
 
-/* A cookie ACK: returns the MSS it carries, or 0 when forged/expired. */
+/* A cookie ACK: returns the MSS it carries, or 0 when forged/expired. The
+ * slot is not in the cookie: the current key is tried, then the previous. */
 static uint32_t cookie_check(struct tcp_engine *e, const struct tcp_seg *s)
 {
-	uint32_t ck = s->ack - 1, idx = ck & 7, sl5 = (ck >> 3) & 0x1f;
-	const uint64_t *key;
-	uint64_t slot;
+	uint32_t ck = s->ack - 1, idx = ck & 7, h = ck >> 3;
 
-	if ((e->ck_slot & 0x1f) == sl5) {
-		key = e->ck_cur;
-		slot = e->ck_slot;
-	} else if (e->ck_slot > 0 && ((e->ck_slot - 1) & 0x1f) == sl5) {
-		key = e->ck_prev;
-		slot = e->ck_slot - 1;
-	} else {
-		return 0;
-	}
-	if (cookie_hash(key, s, s->seq - 1, slot, idx) != ck >> 8)
+	if (cookie_hash(e->ck_cur, s, s->seq - 1, e->ck_slot, idx) != h &&
+	    (e->ck_slot == 0 || cookie_hash(e->ck_prev, s, s->seq - 1, e->ck_slot - 1, idx) != h))
 		return 0;
 	return min32(cookie_mss[idx], s->pkt->family == 4 ? e->p.mss4 : e->p.mss6);
+}
+
+/* Cookies are honoured only while the edge hands them out: a cookie SYN-ACK
+ * left within COOKIE_ACTIVE_MS. Otherwise every ACK without a TCB would be a
+ * guess at the hash that costs the forger nothing. */
+static bool cookies_active(const struct tcp_engine *e)
+{
+	return e->ck_sent && e->now_us - e->ck_sent_us <= (uint64_t)COOKIE_ACTIVE_MS * 1000;
 }
 
 /* Options for a new connection: ws/sack only with timestamps in cookie mode. */
@@ -1501,6 +1564,8 @@ static void cookie_synack(struct tcp_engine *e, const struct tcp_seg *s, uint32_
 		xmit_synack(&t);
 	}
 	e->cnt.cookies_sent++;
+	e->ck_sent = true;
+	e->ck_sent_us = e->now_us;
 }
 
 static void halfopen_start(struct tcp_conn *c, const struct tcp_seg *s, uint32_t isn, uint32_t mss)
@@ -1551,9 +1616,16 @@ static int syn_input(struct tcp_engine *e, const struct tcp_seg *s)
 
 static int cookie_ack_input(struct tcp_engine *e, const struct tcp_seg *s)
 {
-	uint32_t mss = cookie_check(e, s);
+	uint32_t mss;
 	struct tcp_conn *c;
+	struct tcp_seg hs;
 
+	if (!cookies_active(e)) {
+		e->cnt.cookies_inactive++;
+		xmit_stateless(e, s, (s->flags & TH_FIN) != 0);
+		return TCP_IN_STRAY;
+	}
+	mss = cookie_check(e, s);
 	if (!mss) {
 		e->cnt.cookies_rejected++;
 		xmit_stateless(e, s, (s->flags & TH_FIN) != 0);
@@ -1571,7 +1643,7 @@ static int cookie_ack_input(struct tcp_engine *e, const struct tcp_seg *s)
 	c->iss = s->ack - 1;
 	c->irs = s->seq - 1;
 	c->rcv_nxt = s->seq;
-	c->rcv_adv = s->seq + TCP_SYNACK_WIN;
+	c->rcv_adv = s->seq + e->p.synack_window;
 	c->mss = (uint16_t)mss;
 	if (s->has_ts && e->now_ms - s->tsecr < 2 * COOKIE_SLOT_MS + 64) {
 		uint32_t enc = s->tsecr & 0x1f;
@@ -1579,8 +1651,15 @@ static int cookie_ack_input(struct tcp_engine *e, const struct tcp_seg *s)
 			  s->tsval);
 	}
 	establish(c, s);
+	/* Only the handshake is taken from this segment: its payload and FIN
+	 * are left unACKed for the peer to send again (see the header). */
+	hs = *s;
+	if (hs.len || (hs.flags & TH_FIN))
+		e->cnt.cookie_data_dropped++;
+	hs.len = 0;
+	hs.flags &= (uint8_t)~(TH_FIN | TH_PSH);
 	if (!(c->flags & F_DEAD))
-		sync_input(c, s);
+		sync_input(c, &hs);
 	conn_leave(c);
 	return TCP_IN_COOKIE_OK;
 }
@@ -1737,7 +1816,7 @@ static void rto_fire(struct tcp_conn *c)
 	c->cwnd = c->mss;
 	/* Go back N: resend the first segment now, whatever the peer's window
 	 * (it doubles as a probe); the rest follows as ACKs return. */
-	n = min32(c->mss, c->sb_len);
+	n = min32(seg_room(c), c->sb_len);
 	fin = (c->flags & F_FIN_SENT) && n == c->sb_len;
 	xmit(c, c->snd_una, (uint8_t)(TH_ACK | (n ? TH_PSH : 0) | (fin ? TH_FIN : 0)), 0, n);
 	c->snd_nxt = c->snd_una + n + fin;
@@ -2051,6 +2130,7 @@ struct tcp_engine *tcp_engine_create(const struct tcp_params *p, const struct tc
 	e->p.mss6 = (uint16_t)min32(max32(p->mss6 ? p->mss6 : 1440, 1220), TCP_CHUNK);
 	if (!e->p.fin_wait2_ms)
 		e->p.fin_wait2_ms = 10000;
+	e->p.synack_window = min32(p->synack_window ? p->synack_window : TCP_SYNACK_WIN, 65535);
 	e->start_us = e->now_us = now_us;
 	e->master[0] = p->secret_seed ^ 0x243f6a8885a308d3ULL;
 	e->master[1] = (p->secret_seed * 0x9e3779b97f4a7c15ULL) ^ 0x13198a2e03707344ULL;

@@ -31,6 +31,8 @@ struct tcp_params {
 	uint32_t rst_rate_per_s;     /* RSTs / stray ACKs to segments with no TCB */
 	uint64_t secret_seed;        /* seeds the SYN-cookie and flow-hash keys */
 	uint32_t fin_wait2_ms;       /* bound on FIN_WAIT_2 (0: 10 s) — added to the contract */
+	uint32_t synack_window;      /* window of the SYN-ACK, before the app exists: at
+					most what recv() takes at once (0: 14,600) */
 };
 
 struct tcp_pkt {                 /* one received, validated segment */
@@ -75,8 +77,10 @@ enum tcp_close_reason {
 struct tcp_ops {                 /* ctx is the worker's */
 	bool (*output)(void *ctx, const struct tcp_out *o);  /* false: not sent */
 	void *(*open)(void *ctx, struct tcp_conn *c, const struct tcp_conn_info *info);
-	void (*recv)(void *app, const uint8_t *p, uint32_t n);
-	uint32_t (*rcv_space)(void *app);   /* NULL: 64 KiB */
+	/* Returns how many of the n bytes the app took (a prefix). Only those
+	 * are acknowledged; the rest is left for the peer to send again. */
+	uint32_t (*recv)(void *app, const uint8_t *p, uint32_t n);
+	uint32_t (*rcv_space)(void *app);   /* bytes recv() surely takes; NULL: 64 KiB */
 	void (*sent)(void *app);            /* may be NULL */
 	void (*peer_fin)(void *app);        /* may be NULL */
 	void (*idle)(void *app);            /* may be NULL: the engine aborts */
@@ -108,6 +112,7 @@ enum tcp_disposition {
 	X(retransmits) X(fast_retransmits) X(synack_retransmits) \
 	X(halfopen_created) X(halfopen_full) X(tcb_exhausted) \
 	X(cookies_sent) X(cookies_validated) X(cookies_rejected) X(cookie_no_tcb) \
+	X(cookies_inactive) X(cookie_data_dropped) X(drop_app_full) \
 	X(challenge_acks) X(challenge_acks_limited) \
 	X(rst_sent) X(rst_rate_limited) X(stray_fin_acked) \
 	X(drop_malformed) X(drop_bad_flags) X(drop_bad_ack) X(drop_old_ack) \

@@ -30,6 +30,15 @@ Every mode prints one JSON object on stdout.
       One SYN to a port nobody listens on, sniffing for the RST; then N more
       as fast as the socket takes them. Prints {"rst": flags or null,
       "rst_ack_ok": bool, "sent": N + 1, "secs": T}.
+  martian IFACE EDGE_MAC EDGE6 EDGE4 SRC6
+      A TCP SYN to port 25 and an echo request from each martian source
+      (IPv6 ::1, IPv4-compatible, -mapped and -translated, the edge's own
+      global and link-local addresses; IPv4 0/8, 127/8, 224/4, 240/4,
+      255.255.255.255, the edge's own), and an ARP request for EDGE4 from
+      127.0.0.1 and from EDGE4; then one echo request from SRC6, which must
+      be answered (the sniffer works). Prints {"sent": {drop reason: n},
+      "answers": [summaries of frames from the edge to a martian address],
+      "control_answered": bool}.
 """
 import hashlib
 import json
@@ -254,5 +263,67 @@ def closed(args):
                       "sent": n + 1, "secs": round(secs, 3)}))
 
 
+def link_local(mac):
+    """fe80::/64 with the modified EUI-64 of MAC, as the edge forms it."""
+    m = mac_bytes(mac)
+    iid = bytes([m[0] ^ 2, m[1], m[2], 0xff, 0xfe, m[3], m[4], m[5]])
+    return socket.inet_ntop(socket.AF_INET6, b"\xfe\x80" + b"\0" * 6 + iid)
+
+
+def martian(args):
+    iface, edge_mac, edge6, edge4, src6 = args[:5]
+    sc = scapy()
+    Ether, IPv6, IP, TCP, ICMP, ARP = sc.Ether, sc.IPv6, sc.IP, sc.TCP, sc.ICMP, sc.ARP
+    Echo6, Reply6 = sc.ICMPv6EchoRequest, sc.ICMPv6EchoReply
+    mine = iface_mac(iface)
+    from_edge = []
+    sniffer = sc.AsyncSniffer(iface=iface, store=False,
+                              prn=lambda p: from_edge.append(p) if p[Ether].src.lower() == edge_mac.lower() else None)
+    sniffer.start()
+    time.sleep(0.5)
+    eth = Ether(src=mine, dst=edge_mac)
+    v6 = {"ip6_martian": ["::1", "::198.51.100.10", "::ffff:198.51.100.10", "::ffff:0:198.51.100.10"],
+          "src_ours": [edge6, link_local(edge_mac)]}
+    v4 = {"ip4_martian": ["0.0.0.0", "0.1.2.3", "127.0.0.1", "224.0.0.1", "240.0.0.1", "255.255.255.255"],
+          "src_ours": [edge4]}
+    frames, sent = [], {}
+    for why, srcs in v6.items():
+        for a in srcs:
+            frames.append(eth / IPv6(src=a, dst=edge6) / TCP(sport=40000, dport=25, flags="S", seq=1000))
+            frames.append(eth / IPv6(src=a, dst=edge6) / Echo6(id=0x4d41, seq=1))
+            sent[why] = sent.get(why, 0) + 2
+    for why, srcs in v4.items():
+        for a in srcs:
+            frames.append(eth / IP(src=a, dst=edge4) / TCP(sport=40000, dport=25, flags="S", seq=1000))
+            frames.append(eth / IP(src=a, dst=edge4) / ICMP(type=8, id=0x4d41, seq=1))
+            sent[why] = sent.get(why, 0) + 2
+    for why, a in (("ip4_martian", "127.0.0.1"), ("src_ours", edge4)):
+        frames.append(Ether(src=mine, dst="ff:ff:ff:ff:ff:ff") /
+                      ARP(op=1, hwsrc=mine, psrc=a, pdst=edge4))
+        sent[why] += 1
+    sc.sendp(frames, iface=iface)
+    time.sleep(1.0)
+    # An answer is a frame from the edge to one of those sources (the peer's
+    # kernel may meanwhile ask the edge for its address, and be answered).
+    martians6 = {socket.inet_pton(socket.AF_INET6, a) for srcs in v6.values() for a in srcs}
+    martians4 = {a for srcs in v4.values() for a in srcs} | {"127.0.0.1", edge4}
+
+    def to_martian(p):
+        if p.haslayer(IPv6):
+            return socket.inet_pton(socket.AF_INET6, p[IPv6].dst) in martians6
+        return (p.haslayer(IP) and p[IP].dst in martians4) or \
+            (p.haslayer(ARP) and p[ARP].pdst in martians4)
+    answers = [p.summary() for p in from_edge if to_martian(p)]
+    # The control: an ordinary source is answered.
+    sc.sendp(eth / IPv6(src=src6, dst=edge6) / Echo6(id=0x4f4b, seq=1), iface=iface)
+    deadline = time.time() + 3
+    control = False
+    while time.time() < deadline and not control:
+        control = any(p.haslayer(Reply6) and p[Reply6].id == 0x4f4b for p in from_edge)
+        time.sleep(0.05)
+    sniffer.stop()
+    print(json.dumps({"sent": sent, "answers": answers, "control_answered": control}))
+
+
 if __name__ == "__main__":
-    {"flood": flood, "session": session, "closed": closed}[sys.argv[1]](sys.argv[2:])
+    {"flood": flood, "session": session, "closed": closed, "martian": martian}[sys.argv[1]](sys.argv[2:])

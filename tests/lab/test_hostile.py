@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """Hostile packets against smtpedge's TCP, in the lab: a spoofed SYN flood
 while real Linux clients deliver mail, blind RSTs, blind data injection and
-bad checksums against a live session, and SYNs to a closed port. The forged
+bad checksums against a live session, SYNs to a closed port, and frames
+from martian sources (loopback, embedded IPv4, multicast, the edge's own
+addresses), which get no answer at all. The forged
 frames come from scapy (or a raw socket, for the flood) in the peer
 namespace: tests/lab/hostile_send.py. The real sessions are Linux's TCP.
 """
@@ -183,6 +185,23 @@ def test_syn_to_closed_port_gets_rate_limited_rst():
         expect(limited > 0, f"no RST was rate-limited: {sent} RSTs for {segs} SYNs in {r['secs']} s")
         expect(sent <= 1000 * (1 + r["secs"] + 1), f"{sent} RSTs in {r['secs']} s: more than the 1000/s limit")
         print(f"     {segs} SYNs to a closed port in {r['secs']} s: {sent} RSTs, {limited} limited", flush=True)
+
+
+def test_martian_sources_get_no_answer():
+    with Edge() as edge:
+        before = edge.stats()
+        r = run_peer(SEND, "martian", IFACE, edge_mac(edge), EDGE6, LAB["LAB_EDGE4"],
+                     LAB["LAB_PEER6_PTR"])
+        expect(r["control_answered"], f"the control echo from {LAB['LAB_PEER6_PTR']} was not answered: {r}")
+        expect(not r["answers"], f"the edge answered martian sources: {r['answers'][:5]}")
+        after = labkit.wait_for(lambda: (lambda s: s if all(
+            delta(s, before, "drop_" + k) >= n for k, n in r["sent"].items()) else None)(edge.stats()))
+        for k, n in r["sent"].items():
+            got = delta(after, before, "drop_" + k)
+            expect(got == n, f"drop_{k} {got} for {n} frames from martian sources")
+        for k in ("tcp_segments", "tcp_rst_sent", "tcp_cookies_sent", "tcp_halfopen_created"):
+            expect(delta(after, before, k) == 0, f"{k} moved: a martian frame reached TCP")
+        print(f"     dropped, unanswered: {r['sent']}", flush=True)
 
 
 labkit.main(globals())

@@ -50,11 +50,12 @@ static void *b_open(void *ctx, struct tcp_conn *c, const struct tcp_conn_info *i
 	tcp_send(c, "220 mx ESMTP\r\n", 14);
 	return c;
 }
-static void b_recv(void *app, const uint8_t *p, uint32_t n)
+static uint32_t b_recv(void *app, const uint8_t *p, uint32_t n)
 {
-	(void)p; (void)n;
+	(void)p;
 	tcp_send(app, "221 bye\r\n", 9);
 	tcp_close(app);
+	return n;
 }
 static void b_closed(void *app, int reason) { (void)app; g_dummy += reason; }
 

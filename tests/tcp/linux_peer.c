@@ -245,7 +245,7 @@ static void *p_open(void *ctx, struct tcp_conn *c, const struct tcp_conn_info *i
 	return NULL;
 }
 
-static void p_recv(void *p, const uint8_t *d, uint32_t n)
+static uint32_t p_recv(void *p, const uint8_t *d, uint32_t n)
 {
 	struct papp *a = p;
 	char buf[64];
@@ -268,6 +268,7 @@ static void p_recv(void *p, const uint8_t *d, uint32_t n)
 			a->line[a->ll++] = (char)d[i];
 		}
 	}
+	return n;
 }
 
 static uint32_t p_space(void *p)

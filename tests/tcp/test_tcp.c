@@ -38,6 +38,7 @@ struct oseg {
 	int nsack;
 	uint32_t sackb[4][2];
 	uint32_t len;
+	uint32_t hlen;              /* TCP header with options */
 	uint64_t link;
 	uint8_t data[2048];
 };
@@ -82,6 +83,7 @@ static bool fake_output(void *ctx, const struct tcp_out *o)
 	s->win = rd16(o->hdr + 14);
 	s->ws = -1;
 	off = (uint32_t)(o->hdr[12] >> 4) * 4;
+	s->hlen = off;
 	if (off != o->hdr_len || rd16(o->hdr + 16) != 0)
 		abort();                /* header length must match, checksum left 0 */
 	for (i = 20; i < off;) {
@@ -119,6 +121,8 @@ struct app {
 	uint32_t rxn;
 	uint64_t rx_total, rx_sum;
 	uint32_t space;
+	uint32_t take;              /* bytes recv() takes per call */
+	uint32_t recv_calls;
 	int peer_fin, closed, reason, sent, idle, idle_close;
 	bool in_use;
 };
@@ -147,6 +151,7 @@ static void *fake_open(void *ctx, struct tcp_conn *c, const struct tcp_conn_info
 		a->info = *info;
 		a->mode = g_app_mode;
 		a->space = g_space;
+		a->take = UINT32_MAX;
 		a->reason = -1;
 		g_opened++;
 		if (g_greeting)
@@ -158,12 +163,15 @@ static void *fake_open(void *ctx, struct tcp_conn *c, const struct tcp_conn_info
 	return NULL;
 }
 
-static void fake_recv(void *p, const uint8_t *d, uint32_t n)
+static uint32_t fake_recv(void *p, const uint8_t *d, uint32_t n)
 {
 	struct app *a = p;
 
 	if (a->closed)
 		abort();                /* nothing after closed */
+	a->recv_calls++;
+	if (n > a->take)
+		n = a->take;
 	for (uint32_t i = 0; i < n; i++) {
 		a->rx_sum = a->rx_sum * 31 + d[i];
 		if (a->rxn < sizeof(a->rx))
@@ -178,6 +186,7 @@ static void fake_recv(void *p, const uint8_t *d, uint32_t n)
 		tcp_send(a->c, "221 bye\r\n", 9);
 		tcp_close(a->c);
 	}
+	return n;
 }
 
 static uint32_t fake_space(void *p) { return ((struct app *)p)->space; }
@@ -579,7 +588,7 @@ static void t_cookie_forged(void)
 	cli_init(&k, 4, 1);
 	ck = cookie_syn(e, &k, &SO_NONE);
 	CHECK_EQ(tcp_engine_active(e), 0);           /* a SYN takes no memory */
-	for (uint32_t bit = 0; bit < 32; bit += 5) {   /* any flipped bit fails */
+	for (uint32_t bit = 0; bit < 32; bit++) {      /* any flipped bit fails */
 		g_nout = 0;
 		r = cli_raw(e, &k, TH_ACK, k.nxt, (ck ^ (1u << bit)) + 1, 1000, NULL, 0, NULL);
 		CHECK_EQ(r, TCP_IN_STRAY);
@@ -595,7 +604,7 @@ static void t_cookie_forged(void)
 	r = cli_raw(e, &other, TH_ACK, k.nxt, ck + 1, 1000, NULL, 0, NULL);
 	CHECK_EQ(r, TCP_IN_STRAY);
 	CHECK_EQ(g_opened, 0);
-	CHECK_EQ(tcp_engine_counters(e)->cookies_rejected, 9);
+	CHECK_EQ(tcp_engine_counters(e)->cookies_rejected, 34);
 	/* and the genuine one still works */
 	r = cli_raw(e, &k, TH_ACK, k.nxt, ck + 1, 1000, NULL, 0, NULL);
 	CHECK_EQ(r, TCP_IN_COOKIE_OK);
@@ -646,11 +655,17 @@ static void t_cookie_age(void)
 		uint32_t ck;
 		int d;
 
+		struct cli flood;
+
 		cli_init(&k, 6, 1);
+		cli_init(&flood, 6, 2);
 		g_now += (uint64_t)rows[r].syn_at_s * 1000000;
 		tcp_engine_tick(e, g_now);
 		ck = cookie_syn(e, &k, &SO_ALL);
-		g_now += (uint64_t)rows[r].ack_after_s * 1000000;
+		g_now += (uint64_t)rows[r].ack_after_s * 1000000 - 1000000;
+		tcp_engine_tick(e, g_now);
+		cookie_syn(e, &flood, &SO_ALL);     /* still handing out cookies */
+		g_now += 1000000;
 		tcp_engine_tick(e, g_now);
 		k.tsval += 100;
 		d = cli_raw(e, &k, TH_ACK, k.nxt, ck + 1, 1000, NULL, 0, NULL);
@@ -1097,7 +1112,9 @@ static void t_ooo_pool_empty(void)
 
 static void t_cookie_ack_with_data_and_fin(void)
 {
-	/* a client that speaks first and closes, on the cookie path */
+	/* A client that speaks first and closes, on the cookie path: the ACK
+	 * that validates the cookie opens the connection, but its payload and
+	 * FIN are not acted on; they count once the peer sends them again. */
 	struct tcp_engine *e = mk_cookie_only();
 	struct cli k;
 	uint32_t ck;
@@ -1106,16 +1123,27 @@ static void t_cookie_ack_with_data_and_fin(void)
 	g_greeting = NULL;
 	cli_init(&k, 6, 1);
 	ck = cookie_syn(e, &k, &SO_NONE);
+	g_nout = 0;
 	cli_raw(e, &k, TH_ACK | TH_FIN, k.nxt, ck + 1, 1000, "HELO x\r\n", 8, NULL);
 	CHECK_EQ(g_opened, 1);
 	a = &g_apps[0];
+	CHECK_EQ(a->recv_calls, 0);
+	CHECK_EQ(a->rxn, 0);
+	CHECK_EQ(a->peer_fin, 0);
+	CHECK_EQ(tcp_engine_counters(e)->cookie_data_dropped, 1);
+	CHECK_EQ(strcmp(tcp_conn_state_name(a->c), "ESTABLISHED"), 0);
+	tcp_send(a->c, "220 hi\r\n", 8);
+	CHECK(g_nout >= 1);
+	CHECK_EQ(last_out()->ack, k.nxt);            /* nothing of it ACKed */
+	/* the retransmission is taken */
+	cli_raw(e, &k, TH_ACK | TH_FIN, k.nxt, ck + 1, 1000, "HELO x\r\n", 8, NULL);
 	CHECK_EQ(a->rxn, 8);
 	CHECK_EQ(a->peer_fin, 1);
 	CHECK_EQ(last_out()->ack, k.nxt + 9);
 	CHECK_EQ(strcmp(tcp_conn_state_name(a->c), "CLOSE_WAIT"), 0);
 	tcp_close(a->c);
 	CHECK(last_out()->flags & TH_FIN);
-	cli_raw(e, &k, TH_ACK, k.nxt + 9, ck + 2, 1000, NULL, 0, NULL);
+	cli_raw(e, &k, TH_ACK, k.nxt + 9, ck + 1 + 8 + 1, 1000, NULL, 0, NULL);
 	CHECK(a->closed);
 	CHECK_EQ(a->reason, TCP_CLOSE_NORMAL);
 	CHECK_EQ(tcp_engine_active(e), 0);
@@ -1838,6 +1866,244 @@ static void t_create_and_destroy(void)
 	CHECK_EQ(strcmp(tcp_counter_names[0], "opened"), 0);
 }
 
+/* Cookie ACKs are honoured only while the edge hands out cookies. */
+static void t_cookie_inactive(void)
+{
+	struct tcp_engine *e;
+	struct cli k;
+	uint32_t ck;
+	int d;
+
+	/* a valid cookie, but no cookie SYN-ACK has left for 9 s */
+	e = mk_cookie_only();
+	cli_init(&k, 4, 1);
+	ck = cookie_syn(e, &k, &SO_NONE);
+	advance(e, 9000);
+	g_nout = 0;
+	d = cli_raw(e, &k, TH_ACK, k.nxt, ck + 1, 1000, NULL, 0, NULL);
+	CHECK_EQ(d, TCP_IN_STRAY);
+	CHECK_EQ(g_opened, 0);
+	CHECK_EQ(tcp_engine_counters(e)->cookies_inactive, 1);
+	CHECK_EQ(tcp_engine_counters(e)->cookies_validated, 0);
+	CHECK_EQ(g_nout, 1);
+	CHECK_EQ(last_out()->flags, TH_RST);
+	CHECK_EQ(tcp_engine_active(e), 0);
+	tcp_engine_destroy(e);
+
+	/* within the bound it is honoured */
+	e = mk_cookie_only();
+	cli_init(&k, 4, 1);
+	ck = cookie_syn(e, &k, &SO_NONE);
+	advance(e, 7000);
+	d = cli_raw(e, &k, TH_ACK, k.nxt, ck + 1, 1000, NULL, 0, NULL);
+	CHECK_EQ(d, TCP_IN_COOKIE_OK);
+	CHECK_EQ(g_opened, 1);
+	CHECK_EQ(tcp_engine_counters(e)->cookies_inactive, 0);
+	app_abort(&g_apps[0]);
+	tcp_engine_destroy(e);
+
+	/* An engine that has sent no cookie at all: the same seed and clock
+	 * give the same key, so this cookie would pass its hash. */
+	e = mk_cookie_only();
+	cli_init(&k, 4, 1);
+	ck = cookie_syn(e, &k, &SO_NONE);
+	tcp_engine_destroy(e);
+	e = mk_default();
+	g_nout = 0;
+	d = cli_raw(e, &k, TH_ACK, k.nxt, ck + 1, 1000, "MAIL FROM:<a@b>\r\n", 17, NULL);
+	CHECK_EQ(d, TCP_IN_STRAY);
+	CHECK_EQ(g_opened, 0);
+	CHECK_EQ(tcp_engine_counters(e)->cookies_inactive, 1);
+	CHECK_EQ(g_nout, 1);
+	CHECK_EQ(last_out()->flags, TH_RST);
+	tcp_engine_destroy(e);
+}
+
+/* All 29 bits above the MSS index carry the hash: over many cookies for
+ * one 4-tuple each of them takes both values; the low 3 stay the MSS. */
+static void t_cookie_bits(void)
+{
+	struct tcp_engine *e = mk_cookie_only();
+	struct cli k;
+	uint32_t ones = 0, zeros = 0, first = 0;
+
+	for (uint32_t i = 0; i < 64; i++) {
+		uint32_t ck;
+		cli_init(&k, 4, 1);
+		k.isn += i * 7919u;
+		ck = cookie_syn(e, &k, &SO_MSS);
+		if (i == 0)
+			first = ck;
+		ones |= ck;
+		zeros |= ~ck;
+		CHECK_EQ(ck & 7, first & 7);
+	}
+	CHECK_EQ(ones & ~7u, ~7u);
+	CHECK_EQ(zeros & ~7u, ~7u);
+	CHECK_EQ(first & 7, 7);            /* 1460: the last MSS of the table */
+	CHECK_EQ(tcp_engine_active(e), 0);
+	tcp_engine_destroy(e);
+}
+
+/* The app takes fewer bytes than delivered: the ACK covers what it took,
+ * and the peer's retransmission delivers the rest, in order; held
+ * out-of-order data is handed up only as far as the app takes it. */
+static void t_app_takes_part(void)
+{
+	struct tcp_engine *e = mk_default();
+	struct cli k;
+	struct app *a = est(e, &k, 1, &SO_NONE);
+	uint32_t base = k.nxt;
+
+	a->take = 5;
+	g_nout = 0;
+	cli_raw(e, &k, TH_ACK, base, k.rnxt, k.win, "0123456789", 10, NULL);
+	CHECK_EQ(a->rxn, 5);
+	CHECK_EQ(g_nout, 1);
+	CHECK_EQ(last_out()->ack, base + 5);
+	CHECK_EQ(tcp_engine_counters(e)->drop_app_full, 1);
+	/* a later segment is held out of order and not ACKed */
+	cli_raw(e, &k, TH_ACK, base + 10, k.rnxt, k.win, "abcdefghij", 10, NULL);
+	CHECK_EQ(a->rxn, 5);
+	CHECK_EQ(last_out()->ack, base + 5);
+	/* the retransmission from the ACK: 3 of 5 taken, the held data waits */
+	a->take = 3;
+	cli_raw(e, &k, TH_ACK, base + 5, k.rnxt, k.win, "56789", 5, NULL);
+	CHECK_EQ(a->rxn, 8);
+	CHECK_EQ(last_out()->ack, base + 8);
+	/* the gap filled; the held chunk is taken only in part */
+	a->take = 4;
+	cli_raw(e, &k, TH_ACK, base + 8, k.rnxt, k.win, "89", 2, NULL);
+	CHECK_EQ(a->rxn, 14);
+	CHECK_EQ(last_out()->ack, base + 14);
+	/* one byte more and the drain resumes inside the held chunk */
+	a->take = UINT32_MAX;
+	cli_raw(e, &k, TH_ACK, base + 14, k.rnxt, k.win, "e", 1, NULL);
+	CHECK_EQ(a->rxn, 20);
+	CHECK_EQ(last_out()->ack, base + 20);
+	CHECK(!memcmp(a->rx, "0123456789abcdefghij", 20));
+	/* a FIN behind bytes not taken waits for them */
+	a->take = 1;
+	cli_raw(e, &k, TH_ACK | TH_FIN, base + 20, k.rnxt, k.win, "xy", 2, NULL);
+	CHECK_EQ(a->rxn, 21);
+	CHECK_EQ(a->peer_fin, 0);
+	CHECK_EQ(last_out()->ack, base + 21);
+	a->take = UINT32_MAX;
+	cli_raw(e, &k, TH_ACK | TH_FIN, base + 21, k.rnxt, k.win, "y", 1, NULL);
+	CHECK_EQ(a->rxn, 22);
+	CHECK_EQ(a->peer_fin, 1);
+	CHECK_EQ(last_out()->ack, base + 23);
+	CHECK(!memcmp(a->rx + 20, "xy", 2));
+	app_abort(a);
+	tcp_engine_destroy(e);
+}
+
+/* The window never offers more than the app takes: the SYN-ACK offers
+ * params.synack_window, scaled windows are rounded down, and a shrinking
+ * space keeps the edge already announced. */
+static void t_window_not_beyond_app(void)
+{
+	struct tcp_params p = default_params();
+	struct tcp_engine *e;
+	struct cli k;
+	struct app *a;
+	uint32_t edge;
+
+	p.synack_window = 512;
+	e = mk(&p);
+	g_space = 1000;
+	cli_init(&k, 4, 1);
+	a = cli_connect(e, &k, &SO_ALL);
+	CHECK(a != NULL);
+	if (!a)
+		return;
+	CHECK_EQ(g_out[0].flags, TH_SYN | TH_ACK);
+	CHECK_EQ(g_out[0].win, 512);
+	/* 1,000 bytes at 2^7: 7 units (896 bytes), not 8 (1,024) */
+	CHECK_EQ(last_out()->win, 7);
+	edge = last_out()->ack + (7u << 7);
+	a->space = 100;
+	cli_send(e, &k, 0, "abc", 3);
+	CHECK((int32_t)(last_out()->ack + ((uint32_t)last_out()->win << 7) - edge) >= 0);
+	CHECK_EQ(a->rxn, 3);
+	app_abort(a);
+	tcp_engine_destroy(e);
+
+	/* no parameter: 14,600 as before */
+	e = mk_default();
+	cli_init(&k, 4, 1);
+	cli_raw(e, &k, TH_SYN, k.isn, 0, 1000, NULL, 0, &SO_ALL);
+	CHECK_EQ(last_out()->win, 14600);
+	tcp_engine_destroy(e);
+}
+
+/* Every segment's IP packet (IP header, TCP header with options, payload)
+ * fits the MTU the MSS was derived from (1,500: mss4 1460, mss6 1440),
+ * with timestamps and with SACK blocks, first sends and resends alike. */
+static int oversize_from(int from, uint32_t iph, uint32_t *maxlen)
+{
+	int bad = 0;
+
+	for (int i = from; i < g_nout; i++) {
+		if (iph + g_out[i].hlen + g_out[i].len > 1500)
+			bad++;
+		if (g_out[i].len > *maxlen)
+			*maxlen = g_out[i].len;
+	}
+	return bad;
+}
+
+static void t_segments_fit_mtu(void)
+{
+	for (int fam = 4; fam <= 6; fam += 2) {
+		struct tcp_engine *e = mk_default();
+		struct cli k;
+		struct app *a;
+		static uint8_t blob[40000];
+		uint32_t iph = fam == 4 ? 20 : 40, maxlen = 0, base;
+		int n0;
+
+		cli_init(&k, fam, 1);
+		a = cli_connect(e, &k, &SO_ALL);
+		CHECK(a != NULL);
+		if (!a)
+			continue;
+		cli_send(e, &k, 0, NULL, 0);
+		/* timestamps alone: 12 bytes of options */
+		n0 = g_nout;
+		CHECK_EQ(tcp_send(a->c, blob, 20000), 20000);
+		CHECK(g_nout > n0 + 1);
+		CHECK(g_out[n0].ts);
+		CHECK_EQ(oversize_from(n0, iph, &maxlen), 0);
+		CHECK_EQ(maxlen, 1500 - iph - 20 - 12);
+		cli_absorb(&k, n0);
+		cli_send(e, &k, 0, NULL, 0);
+		/* SACK blocks too: three out-of-order pieces, 40 bytes of options */
+		base = k.nxt;
+		cli_raw(e, &k, TH_ACK, base + 10, k.rnxt, k.win, "x", 1, NULL);
+		cli_raw(e, &k, TH_ACK, base + 20, k.rnxt, k.win, "y", 1, NULL);
+		cli_raw(e, &k, TH_ACK, base + 30, k.rnxt, k.win, "z", 1, NULL);
+		n0 = g_nout;
+		maxlen = 0;
+		tcp_send(a->c, blob, 20000);
+		CHECK(g_nout > n0 + 1);
+		CHECK_EQ(g_out[n0].nsack, 3);
+		CHECK_EQ(oversize_from(n0, iph, &maxlen), 0);
+		CHECK_EQ(maxlen, 1500 - iph - 20 - 40);
+		/* resends: the retransmission timer and three duplicate ACKs */
+		n0 = g_nout;
+		advance(e, 3000);
+		CHECK(g_nout > n0);
+		CHECK_EQ(oversize_from(n0, iph, &maxlen), 0);
+		n0 = g_nout;
+		for (int i = 0; i < 3; i++)
+			cli_raw(e, &k, TH_ACK, k.nxt, k.rnxt, k.win, NULL, 0, NULL);
+		CHECK_EQ(oversize_from(n0, iph, &maxlen), 0);
+		app_abort(a);
+		tcp_engine_destroy(e);
+	}
+}
+
 /* ------------------------------------------------------------- main */
 
 static const struct { const char *name; void (*fn)(void); } tests[] = {
@@ -1878,6 +2144,11 @@ static const struct { const char *name; void (*fn)(void); } tests[] = {
 	{ "closed_port_and_rate_limit", t_closed_port_and_rate_limit },
 	{ "callbacks_reentrancy", t_callbacks_reentrancy },
 	{ "create_and_destroy", t_create_and_destroy },
+	{ "cookie_inactive", t_cookie_inactive },
+	{ "cookie_all_bits_hash", t_cookie_bits },
+	{ "app_takes_part", t_app_takes_part },
+	{ "window_not_beyond_app", t_window_not_beyond_app },
+	{ "segments_fit_mtu", t_segments_fit_mtu },
 };
 
 int main(int argc, char **argv)

@@ -247,6 +247,65 @@ static void echo6_mcast(struct frame *f) { memcpy(f->b + 14 + 24, mcast6, 16); m
 static void tcp_doff_small(struct frame *f) { f->b[f->len - 24 + 12] = 0x40; }
 static void tcp_doff_big(struct frame *f) { f->b[f->len - 24 + 12] = 0xf0; }
 static void tcp_cksum(struct frame *f) { f->b[f->len - 1] ^= 0xff; }
+/* Martian sources: each breakage puts one in the source field and makes
+ * every checksum right again, so that only the source is wrong. */
+static void
+set_src6(struct frame *f, const uint8_t *a)
+{
+	uint8_t *h = f->b + 14;
+	int off = h[6] == 6 ? 16 : 2;      /* TCP or ICMPv6 */
+	uint16_t c;
+
+	memcpy(h + 8, a, 16);
+	h[40 + off] = h[41 + off] = 0;
+	c = rte_ipv6_udptcp_cksum((struct rte_ipv6_hdr *)h, h + 40);
+	memcpy(h + 40 + off, &c, 2);
+}
+static void
+src6(struct frame *f, const char *text)
+{
+	uint8_t a[16];
+
+	if (inet_pton(AF_INET6, text, a) != 1)
+		abort();
+	set_src6(f, a);
+}
+static void
+src4(struct frame *f, uint8_t a0, uint8_t a1, uint8_t a2, uint8_t a3)
+{
+	uint8_t *h = f->b + 14;
+	uint16_t c;
+
+	h[12] = a0; h[13] = a1; h[14] = a2; h[15] = a3;
+	refresh_ip4_cksum(f);
+	if (h[9] == 6) {                   /* the ICMP checksum has no addresses */
+		h[36] = h[37] = 0;
+		c = rte_ipv4_udptcp_cksum((struct rte_ipv4_hdr *)h, h + 20);
+		memcpy(h + 36, &c, 2);
+	}
+}
+static void src6_loopback(struct frame *f) { src6(f, "::1"); }
+static void src6_compat(struct frame *f) { src6(f, "::198.51.100.10"); }
+static void src6_mapped(struct frame *f) { src6(f, "::ffff:198.51.100.10"); }
+static void src6_translated(struct frame *f) { src6(f, "::ffff:0:198.51.100.10"); }
+static void src6_unspec(struct frame *f) { src6(f, "::"); }
+static void src6_ours(struct frame *f) { set_src6(f, our6); }
+static void src6_ours_ll(struct frame *f) { set_src6(f, local.ip6_ll); }
+static void src6_near_mapped(struct frame *f) { src6(f, "::fffe:198.51.100.10"); }
+static void src6_near_translated(struct frame *f) { src6(f, "::1:ffff:0:c633:640a"); }
+static void src4_zero(struct frame *f) { src4(f, 0, 0, 0, 0); }
+static void src4_this_net(struct frame *f) { src4(f, 0, 1, 2, 3); }
+static void src4_loopback(struct frame *f) { src4(f, 127, 0, 0, 1); }
+static void src4_mcast(struct frame *f) { src4(f, 224, 0, 0, 251); }
+static void src4_reserved(struct frame *f) { src4(f, 240, 1, 2, 3); }
+static void src4_bcast(struct frame *f) { src4(f, 255, 255, 255, 255); }
+static void src4_ours(struct frame *f) { src4(f, our4[0], our4[1], our4[2], our4[3]); }
+static void src4_edge(struct frame *f) { src4(f, 223, 255, 255, 254); }
+static void arp_src_loopback(struct frame *f) { memcpy(f->b + 14 + 14, "\x7f\0\0\1", 4); }
+static void arp_src_ours(struct frame *f) { memcpy(f->b + 14 + 14, our4, 4); }
+static void arp_src_bcast(struct frame *f) { memset(f->b + 14 + 14, 0xff, 4); }
+static void arp_probe(struct frame *f) { memset(f->b + 14 + 14, 0, 4); }
+
 static void
 tcp_truncated(struct frame *f)
 {
@@ -320,6 +379,35 @@ static const struct pcase cases[] = {
 	{ "tcp truncated", mk_tcp6, tcp_truncated, PKT_KIND_DROP, PKT_DROP_TCP_HDR, 0 },
 	{ "tcp6 cksum", mk_tcp6, tcp_cksum, PKT_KIND_DROP, PKT_DROP_TCP_CKSUM, 0 },
 	{ "tcp4 cksum", mk_tcp4, tcp_cksum, PKT_KIND_DROP, PKT_DROP_TCP_CKSUM, 0 },
+	{ "tcp6 from ::1", mk_tcp6, src6_loopback, PKT_KIND_DROP, PKT_DROP_IP6_MARTIAN, 0 },
+	{ "echo6 from ::1", mk_echo6, src6_loopback, PKT_KIND_DROP, PKT_DROP_IP6_MARTIAN, 0 },
+	{ "tcp6 from IPv4-compatible", mk_tcp6, src6_compat, PKT_KIND_DROP, PKT_DROP_IP6_MARTIAN, 0 },
+	{ "tcp6 from IPv4-mapped", mk_tcp6, src6_mapped, PKT_KIND_DROP, PKT_DROP_IP6_MARTIAN, 0 },
+	{ "echo6 from IPv4-mapped", mk_echo6, src6_mapped, PKT_KIND_DROP, PKT_DROP_IP6_MARTIAN, 0 },
+	{ "tcp6 from IPv4-translated", mk_tcp6, src6_translated, PKT_KIND_DROP, PKT_DROP_IP6_MARTIAN, 0 },
+	{ "tcp6 from ::", mk_tcp6, src6_unspec, PKT_KIND_DROP, PKT_DROP_IP6_SRC, 0 },
+	{ "echo6 from ::", mk_echo6, src6_unspec, PKT_KIND_DROP, PKT_DROP_IP6_SRC, 0 },
+	{ "tcp6 from our address", mk_tcp6, src6_ours, PKT_KIND_DROP, PKT_DROP_SRC_OURS, 0 },
+	{ "echo6 from our link-local", mk_echo6, src6_ours_ll, PKT_KIND_DROP, PKT_DROP_SRC_OURS, 0 },
+	{ "ns from our address", mk_ns, src6_ours, PKT_KIND_DROP, PKT_DROP_SRC_OURS, 0 },
+	{ "ns from IPv4-mapped", mk_ns, src6_mapped, PKT_KIND_DROP, PKT_DROP_IP6_MARTIAN, 0 },
+	{ "tcp6 from ::fffe:0:0/96 (not embedded IPv4)", mk_tcp6, src6_near_mapped, PKT_KIND_TCP6, 0, 0 },
+	{ "tcp6 from ::1:ffff:0:0/96 (not embedded IPv4)", mk_tcp6, src6_near_translated, PKT_KIND_TCP6, 0, 0 },
+	{ "tcp4 from 0.0.0.0", mk_tcp4, src4_zero, PKT_KIND_DROP, PKT_DROP_IP4_MARTIAN, 0 },
+	{ "tcp4 from 0/8", mk_tcp4, src4_this_net, PKT_KIND_DROP, PKT_DROP_IP4_MARTIAN, 0 },
+	{ "tcp4 from 127/8", mk_tcp4, src4_loopback, PKT_KIND_DROP, PKT_DROP_IP4_MARTIAN, 0 },
+	{ "echo4 from 127/8", mk_echo4, src4_loopback, PKT_KIND_DROP, PKT_DROP_IP4_MARTIAN, 0 },
+	{ "tcp4 from multicast", mk_tcp4, src4_mcast, PKT_KIND_DROP, PKT_DROP_IP4_MARTIAN, 0 },
+	{ "tcp4 from 240/4", mk_tcp4, src4_reserved, PKT_KIND_DROP, PKT_DROP_IP4_MARTIAN, 0 },
+	{ "tcp4 from 255.255.255.255", mk_tcp4, src4_bcast, PKT_KIND_DROP, PKT_DROP_IP4_MARTIAN, 0 },
+	{ "echo4 from 255.255.255.255", mk_echo4, src4_bcast, PKT_KIND_DROP, PKT_DROP_IP4_MARTIAN, 0 },
+	{ "tcp4 from our address", mk_tcp4, src4_ours, PKT_KIND_DROP, PKT_DROP_SRC_OURS, 0 },
+	{ "echo4 from our address", mk_echo4, src4_ours, PKT_KIND_DROP, PKT_DROP_SRC_OURS, 0 },
+	{ "tcp4 from 223.255.255.254 (unicast)", mk_tcp4, src4_edge, PKT_KIND_TCP4, 0, 0 },
+	{ "arp from 127/8", mk_arp, arp_src_loopback, PKT_KIND_DROP, PKT_DROP_IP4_MARTIAN, 0 },
+	{ "arp from 255.255.255.255", mk_arp, arp_src_bcast, PKT_KIND_DROP, PKT_DROP_IP4_MARTIAN, 0 },
+	{ "arp from our address", mk_arp, arp_src_ours, PKT_KIND_DROP, PKT_DROP_SRC_OURS, 0 },
+	{ "arp probe from 0.0.0.0 (RFC 5227)", mk_arp, arp_probe, PKT_KIND_ARP_REQUEST, 0, 0 },
 };
 
 /* Breakages after the checksum was computed fail the checksum first; the
