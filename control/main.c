@@ -28,6 +28,7 @@
 #include "control/policy.h"
 #include "control/pool.h"
 #include "control/telemetry.h"
+#include "control/txlog.h"
 #include "dataplane/port.h"
 #include "dataplane/stats.h"
 #include "dataplane/worker.h"
@@ -128,7 +129,7 @@ static int
 log_setup(const struct edge_config *cfg)
 {
 	if (cfg->log_file[0]) {
-		FILE *f = fopen(cfg->log_file, "a");
+		FILE *f = txlog_open(cfg->log_file);
 
 		if (!f) {
 			fprintf(stderr, "smtpedge: %s: [log] file: cannot open %s: %s\n",

@@ -370,7 +370,7 @@ on_spool(struct pool *pl, uint32_t worker, const struct ctl_msg *m)
 static void
 on_log(struct pool *pl, uint32_t worker, const struct ctl_msg *m)
 {
-	char line[2048];
+	char line[TXLOG_LINE_MAX];
 	size_t n;
 
 	fill_ptr_name(pl, worker, m);
@@ -572,7 +572,7 @@ open_log(struct pool *pl, char *err, size_t errlen)
 		pl->log = stderr;
 		return 0;
 	}
-	pl->log = fopen(c->log_file, "a");
+	pl->log = txlog_open(c->log_file);
 	if (!pl->log) {
 		snprintf(err, errlen, "%s: [log] file: cannot open %s: %s", c->path,
 			 c->log_file, strerror(errno));

@@ -81,8 +81,8 @@ def test_ptr_ok_gets_250_and_message_is_spooled_byte_exact():
             expect(b"(peer-ok.lab.example [IPv6:2001:db8:1::10])" in whole[:300],
                    f"Received: header lacks the PTR name: {whole[:300]!r}")
         log = edge.read_log()
-        expect(re.search(r"event=transaction peer=2001:db8:1::10 .*ptr=pass ptr_name=peer-ok.lab.example "
-                         r"ipv6-ptr=pass .*queue_id=[0-9A-F]{17} reply=250", log),
+        expect(re.search(r"event=transaction peer=2001:db8:1::10 port=\d+ reply=250 replies=[0-9,]+ "
+                         r"ptr=pass ipv6-ptr=pass .*queue_id=[0-9A-F]{17} .*ptr_name=peer-ok.lab.example ", log),
                f"no transaction log line: {log[-2000:]}")
 
 
