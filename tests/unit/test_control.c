@@ -491,12 +491,35 @@ test_spool(void)
 				ok = 0;
 	CHECK(ok, "two messages got one queue id");
 
+	/* The spool's directory renamed and another put in its place: the
+	 * messages still go to the directories opened at start. */
+	{
+		char moved[64], path[64];
+
+		snprintf(path, sizeof(path), "%s/maildir", dir);
+		snprintf(moved, sizeof(moved), "%s/maildir.moved", dir);
+		CHECK(rename(path, moved) == 0, "rename: %s", strerror(errno));
+		snprintf(sub, sizeof(sub), "mkdir -p %s/maildir/tmp %s/maildir/new", dir, dir);
+		CHECK(system(sub) == 0, "mkdir");
+		CHECK(deliver(s, &r) == 0, "spool_write after the swap: %s", strerror(errno));
+		snprintf(sub, sizeof(sub), "%s/maildir/new", dir);
+		CHECK(count_dir(sub) == 0, "a message went to the swapped-in directory");
+		snprintf(sub, sizeof(sub), "%s/maildir/tmp", dir);
+		CHECK(count_dir(sub) == 0, "a file was made in the swapped-in tmp/");
+		snprintf(sub, sizeof(sub), "%s/maildir.moved/new", dir);
+		CHECK(count_dir(sub) == 102, "%d files in the original new/, want 102",
+		      count_dir(sub));
+		snprintf(sub, sizeof(sub), "rm -rf %s/maildir && mv %s %s", dir, moved, path);
+		CHECK(system(sub) == 0, "restore");
+		snprintf(sub, sizeof(sub), "%s/maildir/new", dir);
+	}
+
 	/* A spool that cannot be written fails, and leaves nothing in new/. */
 	snprintf(sub, sizeof(sub), "rm -rf %s/maildir/tmp", dir);
 	CHECK(system(sub) == 0, "rm");
 	CHECK(deliver(s, &r) < 0, "write to a missing tmp/ succeeded");
 	snprintf(sub, sizeof(sub), "%s/maildir/new", dir);
-	CHECK(count_dir(sub) == 101, "a failed write left a file in new/");
+	CHECK(count_dir(sub) == 102, "a failed write left a file in new/");
 	spool_close(s);
 
 	/* A spool that cannot be made says so. */
