@@ -21,6 +21,7 @@
 #include <rte_lcore.h>
 #include <rte_log.h>
 #include <rte_random.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 
 #include "control/config.h"
@@ -209,6 +210,7 @@ main(int argc, char **argv)
 	struct port_params pp = { 0 };
 	struct app_args args = { 0 };
 	int sep = find_separator(argc, argv), rc;
+	mode_t old_mask;
 	unsigned n_workers = 0, i;
 
 	/* Without "--", everything is ours (smtpedge --help). */
@@ -227,10 +229,19 @@ main(int argc, char **argv)
 		return 2;
 	}
 
+	/* The telemetry socket (the CLI, which changes policy) is made in
+	 * here: nobody but its owner may reach it. */
+	old_mask = umask(077);
 	rc = rte_eal_init(sep, argv);
+	umask(old_mask);
 	if (rc < 0) {
 		fprintf(stderr, "smtpedge: EAL init failed: %s\n", rte_strerror(rte_errno));
 		return 1;
+	}
+	if (telemetry_secure_socket() < 0) {
+		fprintf(stderr, "smtpedge: telemetry socket in %s: %s\n",
+			rte_eal_get_runtime_dir(), strerror(errno));
+		goto fail;
 	}
 	if (log_setup(&cfg) < 0)
 		goto fail;

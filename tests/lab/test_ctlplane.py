@@ -7,11 +7,11 @@ The losses come from the test shim of [faults]: spf_lost_from_mail drops
 the early SPF request of a session's later MAILs as a full request ring
 would, and spool_stall_s holds every delivery for that long first.
 """
+import json
 import os
 import socket
 import stat
 import subprocess
-import time
 
 import labkit
 from labkit import LAB, Edge, expect, in_peer, delta, wait_for
@@ -67,19 +67,17 @@ def test_same_transaction_uses_its_early_check():
 
 
 def test_stalled_spool_gets_451_and_the_slot_waits():
-    stall = 6
+    stall = 10
     cfg = conf_with("stall", control={"delivery_timeout_s": 1},
                     faults={"spool_stall_s": stall})
     with Edge(cfg) as edge:
         before_files = spool_files()
         before = edge.stats()
-        t0 = time.time()
         r = peer("dialogue", PTR6, EDGE6, "EHLO client.lab.example",
                  "MAIL FROM:<alice@example.org>", "RCPT TO:<bob@example.net>",
                  "DATA", MSG)["replies"]
-        took = time.time() - t0
         expect(r[5].startswith("451 4.3.0 "), f"a stalled spool: {r}")
-        expect(took < stall, f"the 451 came after the stall ({took:.1f}s): no deadline")
+        expect(spool_files() == before_files, "the 451 came after the write: no deadline")
         mid = edge.stats()
         expect(delta(mid, before, "spool_timeouts") == 1, f"spool_timeouts: {mid}")
         expect(mid["sessions_active"] == 1, f"the slot must wait for the writer: {mid}")
@@ -91,6 +89,95 @@ def test_stalled_spool_gets_451_and_the_slot_waits():
                f"the slot did not come back: {edge.stats()}")
         end = edge.stats()
         expect(delta(end, before, "sessions_closed") == 1, f"{end}")
+
+
+
+def socket_path(edge):
+    return f"/var/run/dpdk/{edge.prefix}/dpdk_telemetry.v2"
+
+
+def test_telemetry_socket_is_the_owners_alone():
+    # Under the most permissive umask the socket must still be 0600:
+    # through it, policy changes what the edge does.
+    old = os.umask(0)
+    try:
+        edge = Edge().start()
+    finally:
+        os.umask(old)
+    try:
+        mode = stat.S_IMODE(os.stat(socket_path(edge)).st_mode)
+        expect(mode == 0o600, f"telemetry socket mode {mode:o}, want 600")
+        expect(edge.ctl("version").returncode == 0, "the owner can still use it")
+    finally:
+        edge.kill()
+
+
+# Settings that differ from the defaults, each a separate change; and the
+# defaults to go back to between rounds.
+CHANGES = [("ipv6-ptr", "reply=450"), ("ipv6-ptr", "fcrdns=yes"),
+           ("ipv6-ptr", "stage=rcpt"), ("ipv4-ptr", "action=log"),
+           ("ipv6-auth", "reply=554"), ("ipv4-auth", "action=log")]
+DEFAULTS = [("ipv6-ptr", "action=enforce reply=550 stage=mail fcrdns=no"),
+            ("ipv4-ptr", "action=off reply=550 stage=mail fcrdns=no"),
+            ("ipv6-auth", "action=enforce reply=450"),
+            ("ipv4-auth", "action=off reply=450")]
+
+
+def policy_now(edge):
+    r = edge.ctl("policy", "show", "--json")
+    return json.loads(r.stdout)["/smtpedge/policy"]
+
+
+def all_changes_in(policy):
+    missing = []
+    for rule, kv in CHANGES:
+        k, v = kv.split("=")
+        if str(policy[rule.replace("-", "_")][k]) != v:
+            missing.append(f"{rule} {kv}")
+    return missing
+
+
+def ask_at_once(path, cmds):
+    """Every command on its own connection, sent back to back, so the
+    server's handler threads run them at the same moment."""
+    socks = []
+    for _ in cmds:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        s.connect(path)
+        s.recv(4096)                  # the greeting
+        socks.append(s)
+    for s, c in zip(socks, cmds):
+        s.send(c.encode())
+    replies = [json.loads(s.recv(4096)) for s in socks]
+    for s in socks:
+        s.close()
+    return replies
+
+
+def test_concurrent_policy_sets_all_stay():
+    with Edge() as edge:
+        path = socket_path(edge)
+        for rnd in range(200):
+            for rule, kvs in DEFAULTS:
+                edge.ctl("policy", "set", rule, *kvs.split())
+            replies = ask_at_once(path, [f"/smtpedge/policy/set,{rule} {kv}"
+                                         for rule, kv in CHANGES])
+            for r in replies:
+                expect("error" not in r["/smtpedge/policy/set"], f"{r}")
+            missing = all_changes_in(policy_now(edge))
+            expect(not missing, f"round {rnd}: changes lost: {missing}")
+        # And as an operator does it: smtpedgectl processes at once.
+        for rnd in range(10):
+            for rule, kvs in DEFAULTS:
+                edge.ctl("policy", "set", rule, *kvs.split())
+            procs = [subprocess.Popen([labkit.SMTPEDGECTL, "--file-prefix", edge.prefix,
+                                       "policy", "set", rule, kv],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                     for rule, kv in CHANGES]
+            for p in procs:
+                expect(p.wait(30) == 0, f"smtpedgectl: {p.stderr.read()}")
+            missing = all_changes_in(policy_now(edge))
+            expect(not missing, f"smtpedgectl round {rnd}: changes lost: {missing}")
 
 
 if __name__ == "__main__":
