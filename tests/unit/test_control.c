@@ -1,6 +1,8 @@
 /*
  * test_control.c - the policy rules and their replies, the transaction log
- * line, and the Maildir spool, each against its module alone.
+ * line (bounded whatever the peer sent) and the log file's mode, and the
+ * Maildir spool (through the directories it opened), each against its
+ * module alone.
  */
 #include <arpa/inet.h>
 #include <dirent.h>
