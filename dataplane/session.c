@@ -632,19 +632,12 @@ on_spool_done(struct sess_layer *sl, const struct ctl_msg *m)
 		return;
 	}
 	s->spool_pending = false;
-	if (s->spool_answered) {
-		/* The sender had its 451 and its TCP is closing: the slot goes
-		 * when the TCP has gone (now, if it has). */
-		rte_mempool_put(sl->txrecs, r);
-		if (!s->tcp)
-			slot_release(s);
-		return;
-	}
-	deadline_remove(s);
 	v.code = r->reply_code ? r->reply_code : 451;
 	memcpy(v.enh, r->reply_enh, sizeof(v.enh));
 	snprintf(sl->queued, sizeof(sl->queued), "%s", r->reply_text);
 	v.text = sl->queued;
+	/* for the log line, even when the sender was told 451 in the meantime
+	 * (then the queue id finds the copy it will send again) */
 	if (v.code / 100 == 2)
 		memcpy(s->queue_id, r->queue_id, sizeof(s->queue_id));
 	memcpy(s->spf, r->spf, sizeof(s->spf));
@@ -652,6 +645,14 @@ on_spool_done(struct sess_layer *sl, const struct ctl_msg *m)
 	s->auth_outcome = r->auth_outcome;
 	s->auth_checked = r->auth_checked;
 	rte_mempool_put(sl->txrecs, r);
+	if (s->spool_answered) {
+		/* The sender had its 451 and its TCP is closing: the slot goes
+		 * when the TCP has gone (now, if it has). */
+		if (!s->tcp)
+			slot_release(s);
+		return;
+	}
+	deadline_remove(s);
 	if (!s->tcp) {
 		slot_release(s);   /* the zombie: its TCP went while we wrote */
 		return;

@@ -9,6 +9,7 @@ would, and spool_stall_s holds every delivery for that long first.
 """
 import json
 import os
+import re
 import socket
 import stat
 import subprocess
@@ -89,6 +90,11 @@ def test_stalled_spool_gets_451_and_the_slot_waits():
                f"the slot did not come back: {edge.stats()}")
         end = edge.stats()
         expect(delta(end, before, "sessions_closed") == 1, f"{end}")
+        # The log line names the copy that was written after the 451.
+        path = (spool_files() - before_files).pop()
+        qid = re.search(rb"with ESMTP id ([0-9A-F]+)", open(path, "rb").read(600)).group(1).decode()
+        expect(wait_for(lambda: re.search(r"event=transaction .*queue_id=" + qid, edge.read_log())),
+               f"no log line with queue_id={qid}: {edge.read_log()[-1500:]}")
 
 
 
