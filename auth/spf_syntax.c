@@ -58,6 +58,7 @@ struct spf_parse {
 	bool seen_all;
 	const char *redirect;     /* its domain-spec, emitted last */
 	size_t redirect_len;
+	const char *cidr0_key;
 };
 
 static int spf_fault(struct spf_parse *p, const char *fmt, ...)
@@ -369,8 +370,10 @@ static int spf_mech_domain_cidr(struct spf_parse *p, char qual,
 				dn--;
 			spf_emit(p, dom, dn);
 		}
-		spf_emit_str(p, c4 == 0 && c6 == 0 ? SPF_SYNTAX_CIDR0_BOTH :
-				c4 == 0 ? SPF_SYNTAX_CIDR0_V4 : SPF_SYNTAX_CIDR0_V6);
+		spf_emit_str(p, c4 == 0 && c6 == 0 ? "._spf-cidr0-46-" :
+				c4 == 0 ? "._spf-cidr0-4-" : "._spf-cidr0-6-");
+		spf_emit_str(p, p->cidr0_key != NULL ? p->cidr0_key : "");
+		spf_emit_str(p, ".smtpedge.invalid");
 	}
 	if (c4 > 0) {
 		snprintf(num, sizeof(num), "/%d", c4);
@@ -488,11 +491,13 @@ static int spf_term(struct spf_parse *p, const char *t, size_t n)
 }
 
 enum spf_syntax_status spf_syntax_record(const char *rec, size_t len,
-		char *out, size_t out_len, char *problem, size_t problem_len)
+		const char *cidr0_key, char *out, size_t out_len, char *problem,
+		size_t problem_len)
 {
 	struct spf_parse p = {
 		.out = out, .out_len = out_len,
 		.problem = problem, .problem_len = problem_len,
+		.cidr0_key = cidr0_key,
 	};
 	size_t i, start;
 	int rc;
@@ -561,24 +566,33 @@ bool spf_syntax_identity_domain_ok(const char *name)
 	return dot != NULL && dot[1] != '\0';
 }
 
-int spf_syntax_cidr0_tag(const char *name, size_t *base_len)
+int spf_syntax_cidr0_tag(const char *name, const char *cidr0_key,
+		size_t *base_len)
 {
 	static const struct { const char *tag; int which; } tags[] = {
-		{ SPF_SYNTAX_CIDR0_BOTH, 46 },
-		{ SPF_SYNTAX_CIDR0_V4, 4 },
-		{ SPF_SYNTAX_CIDR0_V6, 6 },
+		{ "._spf-cidr0-46-", 46 },
+		{ "._spf-cidr0-4-", 4 },
+		{ "._spf-cidr0-6-", 6 },
 	};
-	size_t n = strlen(name), t, i;
+	static const char tail[] = ".smtpedge.invalid";
+	size_t n = strlen(name), t, i, k = cidr0_key ? strlen(cidr0_key) : 0;
+	size_t tl = sizeof(tail) - 1;
 
 	if (n > 0 && name[n - 1] == '.')
 		n--;
+	*base_len = n;
+	/* no key, no tag: the bare suffix is an ordinary name */
+	if (k != SPF_SYNTAX_CIDR0_KEY_LEN || n < k + tl ||
+	    strncasecmp(name + n - tl, tail, tl) != 0 ||
+	    strncasecmp(name + n - tl - k, cidr0_key, k) != 0)
+		return 0;
 	for (i = 0; i < sizeof(tags) / sizeof(tags[0]); i++) {
 		t = strlen(tags[i].tag);
-		if (n >= t && strncasecmp(name + n - t, tags[i].tag, t) == 0) {
-			*base_len = n - t;
+		if (n >= t + k + tl &&
+		    strncasecmp(name + n - tl - k - t, tags[i].tag, t) == 0) {
+			*base_len = n - tl - k - t;
 			return tags[i].which;
 		}
 	}
-	*base_len = n;
 	return 0;
 }

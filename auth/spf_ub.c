@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
 #include <time.h>
 #include <arpa/nameser.h>
 #include <netdb.h>
@@ -63,6 +64,7 @@ struct spf_ub_check {
 	bool exp_phase;             /* inside get_exp: lookups count for nothing */
 	const char *dns_problem;
 	char why[160];
+	char cidr0_key[SPF_SYNTAX_CIDR0_KEY_LEN + 1];   /* see spf_syntax.h */
 	/* the names an mx or ptr term will look up next, in order */
 	struct {
 		char names[SPF_UB_MAX_NAMES][256];
@@ -376,7 +378,7 @@ static SPF_dns_rr_t *spf_ub_lookup(SPF_dns_server_t *layer,
 	struct spf_ub_check *c = layer->hook;
 	char name[SPF_UB_NAME_MAX];
 	size_t base;
-	int cidr0 = spf_syntax_cidr0_tag(domain, &base);
+	int cidr0 = spf_syntax_cidr0_tag(domain, c->cidr0_key, &base);
 	bool follows = false, primary;
 	const char *fitted;
 	struct ub_result *r = NULL;
@@ -564,7 +566,8 @@ static SPF_errcode_t spf_ub_get_spf(SPF_server_t *server, SPF_request_t *req,
 		return spf_ub_record_error(resp, SPF_RESULT_TEMPERROR,
 				SPF_E_DNS_ERROR, domain);
 	}
-	st = spf_syntax_record(text, len, rewrite, rlen, problem, sizeof(problem));
+	st = spf_syntax_record(text, len, c->cidr0_key, rewrite, rlen, problem,
+			sizeof(problem));
 	free(text);
 	if (st != SPF_SYNTAX_OK) {
 		char why[160];
@@ -714,6 +717,24 @@ static SPF_errcode_t spf_ub_get_exp(SPF_server_t *server, const char *domain,
 
 /* --- the check --- */
 
+/* The check's /0 key: 64 random bits, so no name from outside ends in it. */
+static void spf_ub_new_key(char key[SPF_SYNTAX_CIDR0_KEY_LEN + 1])
+{
+	static atomic_uint_fast64_t fallback;
+	uint64_t v;
+	struct timespec ts;
+
+	if (getrandom(&v, sizeof(v), GRND_NONBLOCK) != (ssize_t)sizeof(v)) {
+		/* no entropy yet (early boot): unpredictable enough, and the
+		 * counter keeps two checks apart */
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		v = ((uint64_t)ts.tv_nsec << 32) ^ (uint64_t)ts.tv_sec ^
+			(uint64_t)(uintptr_t)key ^
+			(atomic_fetch_add(&fallback, 1) * 0x9e3779b97f4a7c15ull);
+	}
+	snprintf(key, SPF_SYNTAX_CIDR0_KEY_LEN + 1, "%016llx", (unsigned long long)v);
+}
+
 struct spf_ub_check *spf_ub_check_create(const struct spf_ub_params *params)
 {
 	struct spf_ub_check *c = calloc(1, sizeof(*c));
@@ -726,6 +747,7 @@ struct spf_ub_check *spf_ub_check_create(const struct spf_ub_params *params)
 	c->family = params->family;
 	c->v4 = params->v4;
 	c->v6 = params->v6;
+	spf_ub_new_key(c->cidr0_key);
 	/* destroy == NULL: libspf2 leaves the layer to us */
 	c->layer.destroy = NULL;
 	c->layer.lookup = spf_ub_lookup;

@@ -404,6 +404,7 @@ static const struct cfg_key keys[] = {
 	{ "smtp", "idle_timeout_s", parse_u32, OFF(idle_timeout_s), 10, 3600, "300", false },
 	{ "smtp", "lifetime_s", parse_u32, OFF(lifetime_s), 30, 86400, "3600", false },
 	{ "control", "threads", parse_u32, OFF(control_threads), 1, 64, "2", false },
+	{ "control", "delivery_timeout_s", parse_u32, OFF(delivery_timeout_s), 1, 540, "300", false },
 	RULE_KEYS("ipv6-ptr", "enforce"),
 	RULE_KEYS("ipv4-ptr", "off"),
 	{ "ipv6-auth", "action", parse_rule, 0, 0, 0, NULL, false },
@@ -417,6 +418,8 @@ static const struct cfg_key keys[] = {
 	FAULT_KEY("tx_dup_pct", fault_tx_dup),
 	FAULT_KEY("tx_reorder_pct", fault_tx_reorder),
 	{ "faults", "seed", parse_u32, OFF(fault_seed), 0, 4294967295u, NULL, false },
+	FAULT_KEY("spf_lost_from_mail", fault_spf_lost_from),
+	FAULT_KEY("spool_stall_s", fault_spool_stall_s),
 	{ "log", "file", parse_dir, OFF(log_file), 0, 0, NULL, false },
 	{ "log", "level", parse_level, 0, 0, 0, "info", false },
 };

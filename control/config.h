@@ -64,6 +64,7 @@ struct edge_config {
 
 	/* [control] */
 	uint32_t control_threads;
+	uint32_t delivery_timeout_s;   /* the end of DATA waits this long at most */
 
 	/* [dataplane] body memory, per worker */
 	uint32_t body_budget_mb;
@@ -75,6 +76,9 @@ struct edge_config {
 	uint32_t fault_rx_drop, fault_rx_dup, fault_rx_reorder;
 	uint32_t fault_tx_drop, fault_tx_dup, fault_tx_reorder;
 	uint32_t fault_seed;
+	uint32_t fault_spf_lost_from;  /* the Nth MAIL of a session on: its
+					  early SPF request is lost (0: never) */
+	uint32_t fault_spool_stall_s;  /* a delivery waits this long first */
 
 	/* [log] */
 	char log_file[CONFIG_PATH_LEN];

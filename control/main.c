@@ -21,6 +21,7 @@
 #include <rte_lcore.h>
 #include <rte_log.h>
 #include <rte_random.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 
 #include "control/config.h"
@@ -28,6 +29,7 @@
 #include "control/policy.h"
 #include "control/pool.h"
 #include "control/telemetry.h"
+#include "control/txlog.h"
 #include "dataplane/port.h"
 #include "dataplane/stats.h"
 #include "dataplane/worker.h"
@@ -128,7 +130,7 @@ static int
 log_setup(const struct edge_config *cfg)
 {
 	if (cfg->log_file[0]) {
-		FILE *f = fopen(cfg->log_file, "a");
+		FILE *f = txlog_open(cfg->log_file);
 
 		if (!f) {
 			fprintf(stderr, "smtpedge: %s: [log] file: cannot open %s: %s\n",
@@ -208,6 +210,7 @@ main(int argc, char **argv)
 	struct port_params pp = { 0 };
 	struct app_args args = { 0 };
 	int sep = find_separator(argc, argv), rc;
+	mode_t old_mask;
 	unsigned n_workers = 0, i;
 
 	/* Without "--", everything is ours (smtpedge --help). */
@@ -226,10 +229,19 @@ main(int argc, char **argv)
 		return 2;
 	}
 
+	/* The telemetry socket (the CLI, which changes policy) is made in
+	 * here: nobody but its owner may reach it. */
+	old_mask = umask(077);
 	rc = rte_eal_init(sep, argv);
+	umask(old_mask);
 	if (rc < 0) {
 		fprintf(stderr, "smtpedge: EAL init failed: %s\n", rte_strerror(rte_errno));
 		return 1;
+	}
+	if (telemetry_secure_socket() < 0) {
+		fprintf(stderr, "smtpedge: telemetry socket in %s: %s\n",
+			rte_eal_get_runtime_dir(), strerror(errno));
+		goto fail;
 	}
 	if (log_setup(&cfg) < 0)
 		goto fail;

@@ -8,6 +8,7 @@
  * ours must never bounce anyone's mail.
  */
 #include <arpa/inet.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -246,18 +247,23 @@ policy_auth(const struct policy_rule *r, bool spf_pass, bool dkim_pass,
 	return POLICY_REJECT;
 }
 
-/* The live copy: the telemetry thread writes, workers read. */
+/* The live copy: the CLI's handlers write, workers read. Writers take the
+ * mutex for the whole read-modify-write, so two changes made at once both
+ * stay; the seqlock keeps readers lock-free. */
 static struct {
+	pthread_mutex_t writers;
 	rte_seqlock_t lock;
 	struct policy p;
-} live = { .lock = RTE_SEQLOCK_INITIALIZER };
+} live = { .writers = PTHREAD_MUTEX_INITIALIZER, .lock = RTE_SEQLOCK_INITIALIZER };
 
 void
 policy_live_init(const struct policy *p)
 {
+	pthread_mutex_lock(&live.writers);
 	rte_seqlock_write_lock(&live.lock);
 	live.p = *p;
 	rte_seqlock_write_unlock(&live.lock);
+	pthread_mutex_unlock(&live.writers);
 }
 
 void
@@ -272,17 +278,35 @@ policy_live_get(struct policy *out)
 }
 
 int
+policy_live_change(const char *rule, const char *const *keys,
+		   const char *const *values, unsigned n, char *why,
+		   size_t whylen, struct policy *before, struct policy *after)
+{
+	struct policy p;
+	unsigned i;
+	int rc = 0;
+
+	pthread_mutex_lock(&live.writers);
+	p = live.p;   /* only writers change it, and we are the one */
+	if (before)
+		*before = p;
+	/* Validate on a copy, so a bad value changes nothing. */
+	for (i = 0; i < n && rc == 0; i++)
+		rc = policy_set(&p, rule, keys[i], values[i], why, whylen);
+	if (rc == 0) {
+		rte_seqlock_write_lock(&live.lock);
+		live.p = p;
+		rte_seqlock_write_unlock(&live.lock);
+		if (after)
+			*after = p;
+	}
+	pthread_mutex_unlock(&live.writers);
+	return rc < 0 ? -1 : 0;
+}
+
+int
 policy_live_set(const char *rule, const char *key, const char *value,
 		char *why, size_t whylen)
 {
-	struct policy p;
-
-	/* Validate on a copy, so a bad value changes nothing. */
-	policy_live_get(&p);
-	if (policy_set(&p, rule, key, value, why, whylen) < 0)
-		return -1;
-	rte_seqlock_write_lock(&live.lock);
-	live.p = p;
-	rte_seqlock_write_unlock(&live.lock);
-	return 0;
+	return policy_live_change(rule, &key, &value, 1, why, whylen, NULL, NULL);
 }

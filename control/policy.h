@@ -90,5 +90,12 @@ void policy_live_init(const struct policy *p);
 void policy_live_get(struct policy *out);
 int policy_live_set(const char *rule, const char *key, const char *value,
 		    char *why, size_t whylen);
+/* Sets n keys of one rule of the live copy, all or nothing, as one change:
+ * changes made at once (the CLI's handlers run on a thread per client)
+ * never undo each other. before/after (may be NULL) get the rules around
+ * the change. */
+int policy_live_change(const char *rule, const char *const *keys,
+		       const char *const *values, unsigned n, char *why,
+		       size_t whylen, struct policy *before, struct policy *after);
 
 #endif

@@ -92,10 +92,12 @@ ctl_stats_total(struct ctl_stats *out)
 }
 
 /* An SPF check begun at MAIL FROM. refs: the session slot, the queue, the
- * delivery job. state: queued, running, done. */
+ * delivery job. state: queued, running, done. txn: the session's
+ * transaction it was asked for. */
 struct spf_job {
 	atomic_int refs;
 	atomic_int state;
+	uint32_t txn;
 	uint8_t family;
 	uint8_t addr[16];
 	char helo[256];
@@ -310,6 +312,7 @@ on_spf(struct pool *pl, uint32_t worker, const struct ctl_msg *m)
 		atomic_init(&j->refs, 1);
 		atomic_init(&j->state, SPF_QUEUED);
 		j->family = r->family;
+		j->txn = r->txn;
 		memcpy(j->addr, r->addr, 16);
 		memcpy(j->helo, r->helo, sizeof(j->helo));
 		memcpy(j->mail_from, r->mail_from, sizeof(j->mail_from));
@@ -334,6 +337,15 @@ on_spool(struct pool *pl, uint32_t worker, const struct ctl_msg *m)
 		j.spf = cs->spf;      /* the delivery job takes the slot's reference */
 		cs->spf = NULL;
 	}
+	/* Only this transaction's own check will do: when its request was
+	 * lost, the slot holds an earlier MAIL's (or none), and the delivery
+	 * job checks SPF itself. */
+	if (j.spf && j.spf->txn != m->u.rec->txn) {
+		spf_unref(j.spf);
+		j.spf = NULL;
+	}
+	if (!j.spf)
+		pl->st->c[CTL_SPF_LATE]++;
 	/* One job object per request, from the heap: the control plane may
 	 * allocate, and the ring carries pointers. */
 	if (queue_job(pl, &j))
@@ -358,7 +370,7 @@ on_spool(struct pool *pl, uint32_t worker, const struct ctl_msg *m)
 static void
 on_log(struct pool *pl, uint32_t worker, const struct ctl_msg *m)
 {
-	char line[2048];
+	char line[TXLOG_LINE_MAX];
 	size_t n;
 
 	fill_ptr_name(pl, worker, m);
@@ -449,6 +461,8 @@ hand_on(struct pool *pl, struct txrec *r, const struct auth_verdict *v,
 				    sizeof(prefix) - plen);
 	stripped = auth_strip_forged(pl->cfg->authserv_id, r->body);
 	msg = stripped ? stripped : r->body;
+	if (pl->cfg->fault_spool_stall_s)   /* the test shim: a slow disk */
+		sleep(pl->cfg->fault_spool_stall_s);
 	if (pl->spool) {
 		if (spool_write(pl->spool, prefix, plen, msg) == 0) {
 			snprintf(text, sizeof(text), "Ok: queued as %s", r->queue_id);
@@ -559,7 +573,7 @@ open_log(struct pool *pl, char *err, size_t errlen)
 		pl->log = stderr;
 		return 0;
 	}
-	pl->log = fopen(c->log_file, "a");
+	pl->log = txlog_open(c->log_file);
 	if (!pl->log) {
 		snprintf(err, errlen, "%s: [log] file: cannot open %s: %s", c->path,
 			 c->log_file, strerror(errno));

@@ -39,6 +39,7 @@ struct rte_ring;
 	X(RELAY_DELIVERED, "relay_delivered")                                \
 	X(RELAY_FAILED, "relay_failed")                                      \
 	X(SPF_CHECKS, "spf_checks_early") /* SPF run ahead, from MAIL */      \
+	X(SPF_LATE, "spf_checks_late")    /* no early check for the MAIL */  \
 	X(AUTH_PASS, "auth_pass")          /* the auth rule's outcomes */     \
 	X(AUTH_REJECT, "auth_reject")                                        \
 	X(AUTH_DEFER, "auth_defer")                                          \

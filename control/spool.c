@@ -10,6 +10,10 @@
  * Maildir readers ignore; the sender was not told 250 and will retry. The
  * bytes after our Received: header are exactly the dot-unstuffed bytes the
  * sender sent, in wire form (CRLF line ends).
+ *
+ * Every file operation goes through the handles of tmp/ and new/ taken at
+ * start (openat, renameat, unlinkat, and fsync of new/), so a directory
+ * renamed or replaced under the spool later cannot redirect a message.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -29,9 +33,8 @@
 #define IOV_BATCH 64
 
 struct spool {
-	char dir[512];
 	char hostname[256];
-	int tmp_fd, new_fd;        /* the directories, for fsync */
+	int tmp_fd, new_fd;        /* the directories: every file goes through them */
 	atomic_uint counter;
 };
 
@@ -77,7 +80,6 @@ spool_open(const char *dir, const char *hostname, char *err, size_t errlen)
 		return NULL;
 	}
 	s->tmp_fd = s->new_fd = -1;
-	snprintf(s->dir, sizeof(s->dir), "%s", dir);
 	snprintf(s->hostname, sizeof(s->hostname), "%s", hostname);
 	for (i = 0; i < 3; i++) {
 		snprintf(path, sizeof(path), "%s/%s", dir, subs[i]);
@@ -226,7 +228,7 @@ int
 spool_write(struct spool *s, const char *prefix, size_t prefix_len,
 	    const struct smtp_chunk *msg)
 {
-	char name[400], tmp[1000], dst[1000];
+	char name[400];
 	unsigned n = atomic_fetch_add(&s->counter, 1);
 	struct timespec ts;
 	int fd, saved;
@@ -234,10 +236,9 @@ spool_write(struct spool *s, const char *prefix, size_t prefix_len,
 	clock_gettime(CLOCK_REALTIME, &ts);
 	snprintf(name, sizeof(name), "%lu.M%luP%dQ%u.%s", (unsigned long)ts.tv_sec,
 		 (unsigned long)(ts.tv_nsec / 1000), (int)getpid(), n, s->hostname);
-	snprintf(tmp, sizeof(tmp), "%s/tmp/%s", s->dir, name);
-	snprintf(dst, sizeof(dst), "%s/new/%s", s->dir, name);
 
-	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+	fd = openat(s->tmp_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
+		    0640);
 	if (fd < 0)
 		return -1;
 	if (write_message(fd, prefix, prefix_len, msg) < 0 || fsync(fd) < 0)
@@ -247,11 +248,11 @@ spool_write(struct spool *s, const char *prefix, size_t prefix_len,
 		goto fail;
 	}
 	fd = -1;
-	if (rename(tmp, dst) < 0)
+	if (renameat(s->tmp_fd, name, s->new_fd, name) < 0)
 		goto fail;
 	if (fsync(s->new_fd) < 0) {
 		saved = errno;
-		unlink(dst);
+		unlinkat(s->new_fd, name, 0);
 		errno = saved;
 		return -1;
 	}
@@ -260,7 +261,7 @@ fail:
 	saved = errno;
 	if (fd >= 0)
 		close(fd);
-	unlink(tmp);
+	unlinkat(s->tmp_fd, name, 0);
 	errno = saved;
 	return -1;
 }

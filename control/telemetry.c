@@ -8,8 +8,12 @@
  * one live, for new sessions, and logs the change.
  */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+
+#include <rte_eal.h>
 
 #include <rte_lcore.h>
 #include <rte_log.h>
@@ -196,13 +200,16 @@ cmd_policy(const char *cmd, const char *params, struct rte_tel_data *d)
 	return 0;
 }
 
-/* params: "RULE KEY=VALUE [KEY=VALUE...]"; all or nothing. */
+/* params: "RULE KEY=VALUE [KEY=VALUE...]"; all or nothing, and one change
+ * however many clients change rules at once. */
 static int
 cmd_policy_set(const char *cmd, const char *params, struct rte_tel_data *d)
 {
 	char buf[256], why[160], *save = NULL, *rule, *kv, *eq;
+	const char *keys[64], *values[64];
 	struct policy before, after;
 	char was[128], now[128];
+	unsigned n = 0;
 	int id;
 
 	(void)cmd;
@@ -215,27 +222,30 @@ cmd_policy_set(const char *cmd, const char *params, struct rte_tel_data *d)
 		rte_tel_data_add_dict_string(d, "error", why);
 		return 0;
 	}
-	policy_live_get(&before);
-	after = before;
-	kv = strtok_r(NULL, " ", &save);
-	if (!kv) {
-		rte_tel_data_add_dict_string(d, "error", "give KEY=VALUE");
-		return 0;
-	}
-	for (; kv; kv = strtok_r(NULL, " ", &save)) {
+	for (kv = strtok_r(NULL, " ", &save); kv; kv = strtok_r(NULL, " ", &save)) {
 		eq = strchr(kv, '=');
 		if (!eq) {
 			snprintf(why, sizeof(why), "%.60s: not KEY=VALUE", kv);
 			rte_tel_data_add_dict_string(d, "error", why);
 			return 0;
 		}
-		*eq = '\0';
-		if (policy_set(&after, rule, kv, eq + 1, why, sizeof(why)) < 0) {
-			rte_tel_data_add_dict_string(d, "error", why);
+		if (n == sizeof(keys) / sizeof(keys[0])) {
+			rte_tel_data_add_dict_string(d, "error", "too many settings");
 			return 0;
 		}
+		*eq = '\0';
+		keys[n] = kv;
+		values[n++] = eq + 1;
 	}
-	policy_live_init(&after);
+	if (n == 0) {
+		rte_tel_data_add_dict_string(d, "error", "give KEY=VALUE");
+		return 0;
+	}
+	if (policy_live_change(rule, keys, values, n, why, sizeof(why), &before,
+			       &after) < 0) {
+		rte_tel_data_add_dict_string(d, "error", why);
+		return 0;
+	}
 	policy_rule_format(id, &before.rule[id], was, sizeof(was));
 	policy_rule_format(id, &after.rule[id], now, sizeof(now));
 	rte_log(RTE_LOG_NOTICE, smtpedge_logtype,
@@ -311,4 +321,21 @@ telemetry_register(const struct telemetry_sources *s)
 			"Change a rule for new sessions. Parameters: RULE KEY=VALUE..."))
 		return -1;
 	return 0;
+}
+
+int
+telemetry_secure_socket(void)
+{
+	char path[PATH_MAX];
+	int rc = 0;
+
+	/* the v2 socket (ours and smtpedgectl's), and the legacy one; none
+	 * at all when the EAL was told --no-telemetry */
+	snprintf(path, sizeof(path), "%s/dpdk_telemetry.v2", rte_eal_get_runtime_dir());
+	if (chmod(path, 0600) < 0 && errno != ENOENT)
+		rc = -1;
+	snprintf(path, sizeof(path), "%s/telemetry", rte_eal_get_runtime_dir());
+	if (chmod(path, 0600) < 0 && errno != ENOENT)
+		rc = -1;
+	return rc;
 }

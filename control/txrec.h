@@ -29,6 +29,7 @@ struct txrec {
 	uint8_t ptr_outcome;         /* enum policy_outcome of the PTR rule */
 	uint16_t port;
 	uint16_t worker;
+	uint32_t txn;                /* the session's transaction (its MAIL) */
 	uint8_t addr[16];
 	uint32_t flags;              /* SMTP_RF_* */
 	uint32_t nrcpts;

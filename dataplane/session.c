@@ -9,6 +9,16 @@
  * never lost even when the sender hung up before its 250: it may arrive
  * twice (the sender retries), never not at all.
  *
+ * The delivery deadline. A session whose message the control plane has
+ * not answered within [control] delivery_timeout_s (300 s by default, under
+ * the 10 minutes RFC 5321 §4.5.3.2.6 gives a client waiting for the reply
+ * to the end of DATA) is answered 451 4.3.0 and its TCP closed, without a
+ * word to the SMTP engine: the engine would hand the body back to the
+ * budget, and the spool still reads it. The slot stays until the answer
+ * comes, as for a zombie. A message written after the 451 may arrive
+ * twice, never not at all. Sessions waiting for an answer are listed in the
+ * order they began to wait, which is the order of their deadlines.
+ *
  * Stale answers. Each slot has a generation, bumped when the slot is given
  * back; a control-plane answer carrying an older generation is for a session
  * that has gone, and is dropped and counted.
@@ -53,6 +63,8 @@ struct sess {
 	struct policy_rule auth_rule;  /* the auth rule, as of the open */
 	struct txrec *spf_rec;         /* MAIL's SPF request, held while the
 					  PTR verdict is pending */
+	uint32_t txn;                  /* the session's MAILs so far: names the
+					  transaction its SPF result is for */
 	uint8_t ptr;                   /* enum ptr_result */
 	uint8_t ptr_outcome;           /* enum policy_outcome, the latest */
 	bool in_use;
@@ -60,6 +72,9 @@ struct sess {
 	bool spool_pending;            /* the spool reads our body */
 	uint8_t wait_stage;
 	uint32_t wait_token, spool_token;
+	bool spool_answered;           /* the deadline passed: 451 given */
+	uint64_t spool_deadline_us;
+	uint32_t dl_prev, dl_next;     /* the list of sessions waiting */
 	char queue_id[24];             /* the last message handed on, for the log */
 	char spf[12], dkim[12];        /* its checks, for the log */
 	uint8_t auth_outcome;
@@ -85,6 +100,7 @@ struct sess_layer {
 	uint64_t wall0_us, tsc0, tsc_hz, us_mult;
 	uint64_t last_tick_us;
 	struct smtp_params smtp_params;
+	uint32_t dl_head, dl_tail;     /* sessions waiting, oldest first */
 	struct policy_reply reply;     /* the text of the verdict being given */
 	char queued[256];
 };
@@ -167,6 +183,7 @@ txrec_fill(struct sess *s, struct txrec *r, const char *helo,
 	memcpy(r->addr, s->peer.addr, 16);
 	r->port = s->peer.port;
 	r->worker = (uint16_t)s->sl->worker_id;
+	r->txn = s->txn;
 	r->ptr = s->ptr;
 	r->ptr_outcome = s->ptr_outcome;
 	r->nrcpts = nrcpts;
@@ -187,16 +204,26 @@ txrec_fill(struct sess *s, struct txrec *r, const char *helo,
 }
 
 /* SPF starts at MAIL, on the control plane, once MAIL is to be accepted;
- * its result is needed only at the end of DATA. */
+ * its result is needed only at the end of DATA. The request and the message
+ * both carry the transaction's number, so the control plane uses an early
+ * result only for the MAIL it was asked for: a request that is lost (ring
+ * full, no record) leaves the check to the end of DATA, never to another
+ * transaction's result. */
 static void
 spf_send(struct sess *s)
 {
 	struct ctl_msg m = { .kind = MSG_SPF, .idx = s->idx, .gen = s->gen };
+	uint32_t lost_from = s->sl->cfg->fault_spf_lost_from;
 
 	if (!s->spf_rec)
 		return;
 	m.u.rec = s->spf_rec;
 	s->spf_rec = NULL;
+	if (lost_from && s->txn >= lost_from) {   /* the test shim: as if full */
+		s->sl->st->c[DP_REQ_RING_FULL]++;
+		rte_mempool_put(s->sl->txrecs, m.u.rec);
+		return;
+	}
 	if (!send_msg(s->sl, &m))
 		rte_mempool_put(s->sl->txrecs, m.u.rec);   /* it runs at DATA end */
 }
@@ -214,9 +241,74 @@ static void
 spf_prepare(struct sess *s, const struct smtp_check *chk)
 {
 	spf_drop(s);
+	s->txn++;
 	s->spf_rec = txrec_get(s->sl);
 	if (s->spf_rec)
 		txrec_fill(s, s->spf_rec, chk->helo, chk->mail_from, NULL, 0);
+}
+
+#define DL_NONE UINT32_MAX
+
+static void
+deadline_add(struct sess *s)
+{
+	struct sess_layer *sl = s->sl;
+
+	s->spool_deadline_us = sess_layer_now_us(sl, rte_rdtsc()) +
+			       (uint64_t)sl->cfg->delivery_timeout_s * 1000000u;
+	s->dl_next = DL_NONE;
+	s->dl_prev = sl->dl_tail;
+	if (sl->dl_tail != DL_NONE)
+		sl->sess[sl->dl_tail].dl_next = s->idx;
+	else
+		sl->dl_head = s->idx;
+	sl->dl_tail = s->idx;
+}
+
+static void
+deadline_remove(struct sess *s)
+{
+	struct sess_layer *sl = s->sl;
+
+	if (s->dl_prev != DL_NONE)
+		sl->sess[s->dl_prev].dl_next = s->dl_next;
+	else
+		sl->dl_head = s->dl_next;
+	if (s->dl_next != DL_NONE)
+		sl->sess[s->dl_next].dl_prev = s->dl_prev;
+	else
+		sl->dl_tail = s->dl_prev;
+	s->dl_prev = s->dl_next = DL_NONE;
+}
+
+/* The deadline passed: the sender hears 451 and the connection closes; the
+ * slot (and the body) wait for the control plane's answer. */
+static void
+deadline_expire(struct sess *s)
+{
+	static const char reply[] =
+		"451 4.3.0 Requested action aborted: local problem in processing, message not queued in time, try again later\r\n";
+	struct tcp_conn *c = s->tcp;
+
+	deadline_remove(s);
+	s->spool_answered = true;
+	s->sl->st->c[DP_SPOOL_TIMEOUTS]++;
+	if (!c)
+		return;
+	/* Replies the engine could not write yet would follow ours: the
+	 * sender gets a reset instead, which it also takes as temporary. */
+	if (tcp_send(c, reply, sizeof(reply) - 1) == sizeof(reply) - 1)
+		tcp_close(c);
+	else
+		tcp_abort(c);
+}
+
+static void
+deadline_check(struct sess_layer *sl, uint64_t now_us)
+{
+	while (sl->dl_head != DL_NONE &&
+	       sl->sess[sl->dl_head].spool_deadline_us <= now_us)
+		deadline_expire(&sl->sess[sl->dl_head]);
 }
 
 /* The end of DATA: the message goes to the control plane, the reply waits. */
@@ -240,7 +332,9 @@ check_data_end(struct sess *s, const struct smtp_check *chk,
 		m.u.rec = r;
 		if (send_msg(sl, &m)) {
 			s->spool_pending = true;
+			s->spool_answered = false;
 			s->spool_token = chk->token;
+			deadline_add(s);
 			return SMTP_CHECK_PENDING;
 		}
 		rte_mempool_put(sl->txrecs, r);
@@ -407,6 +501,7 @@ tcp_open(void *ctx, struct tcp_conn *c, const struct tcp_conn_info *info)
 	s->auth_rule = p.rule[info->family == 6 ? POLICY_IPV6_AUTH : POLICY_IPV4_AUTH];
 	s->auth_checked = false;
 	s->spf_rec = NULL;
+	s->txn = 0;
 	s->smtp = smtp_session_init(sl->smtp_mem + (size_t)s->idx * sl->smtp_size,
 				    sl->smtp_size, &sl->smtp_params, &smtp_ops, s,
 				    &s->peer);
@@ -545,6 +640,8 @@ on_spool_done(struct sess_layer *sl, const struct ctl_msg *m)
 	memcpy(v.enh, r->reply_enh, sizeof(v.enh));
 	snprintf(sl->queued, sizeof(sl->queued), "%s", r->reply_text);
 	v.text = sl->queued;
+	/* for the log line, even when the sender was told 451 in the meantime
+	 * (then the queue id finds the copy it will send again) */
 	if (v.code / 100 == 2)
 		memcpy(s->queue_id, r->queue_id, sizeof(s->queue_id));
 	memcpy(s->spf, r->spf, sizeof(s->spf));
@@ -552,6 +649,14 @@ on_spool_done(struct sess_layer *sl, const struct ctl_msg *m)
 	s->auth_outcome = r->auth_outcome;
 	s->auth_checked = r->auth_checked;
 	rte_mempool_put(sl->txrecs, r);
+	if (s->spool_answered) {
+		/* The sender had its 451 and its TCP is closing: the slot goes
+		 * when the TCP has gone (now, if it has). */
+		if (!s->tcp)
+			slot_release(s);
+		return;
+	}
+	deadline_remove(s);
 	if (!s->tcp) {
 		slot_release(s);   /* the zombie: its TCP went while we wrote */
 		return;
@@ -576,6 +681,7 @@ sess_layer_poll(struct sess_layer *sl, uint64_t now_us)
 	if (now_us - sl->last_tick_us >= TICK_US) {
 		sl->last_tick_us = now_us;
 		tcp_engine_tick(sl->tcp, now_us);
+		deadline_check(sl, now_us);
 	}
 	return n;
 }
@@ -700,6 +806,7 @@ sess_layer_create(const struct sess_layer_params *p)
 		sl->free_stack[i] = c->flows - 1 - i;
 	}
 	sl->n_free = c->flows;
+	sl->dl_head = sl->dl_tail = DL_NONE;
 
 	/* The body budget: chunks, so a message is kept as it arrives and the
 	 * 452 comes when the budget, not the machine, runs out. */

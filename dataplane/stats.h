@@ -35,6 +35,7 @@
 	X(SESSIONS_CLOSED, "sessions_closed")                                 \
 	X(SESSIONS_REFUSED, "sessions_refused") /* no session slot: RST */    \
 	X(SPOOL_ZOMBIES, "spool_zombies")   /* TCP gone while spooling */     \
+	X(SPOOL_TIMEOUTS, "spool_timeouts") /* no answer in time: 451 */     \
 	X(REQ_RING_FULL, "req_ring_full")   /* control plane behind: 4xx */   \
 	X(TXREC_EXHAUSTED, "txrec_exhausted")                                 \
 	X(BODY_BUDGET_EXHAUSTED, "body_budget_exhausted") /* 452 4.3.1 */     \

@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define KEY "0123456789abcdef"
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -20,12 +22,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	char problem[128];
 	size_t n;
 
-	if (spf_syntax_record((const char *)data, size, out, sizeof(out),
+	if (spf_syntax_record((const char *)data, size, KEY, out, sizeof(out),
 			problem, sizeof(problem)) == SPF_SYNTAX_OK) {
 		n = strnlen(out, sizeof(out));
 		if (n == sizeof(out))
 			abort();
-		if (spf_syntax_record(out, n, again, sizeof(again), problem,
+		if (spf_syntax_record(out, n, KEY, again, sizeof(again), problem,
 				sizeof(problem)) != SPF_SYNTAX_OK)
 			abort();
 	}
@@ -34,6 +36,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	name[n] = '\0';
 	(void)spf_syntax_query_name_ok(name);
 	(void)spf_syntax_identity_domain_ok(name);
-	(void)spf_syntax_cidr0_tag(name, &n);
+	(void)spf_syntax_cidr0_tag(name, KEY, &n);
 	return 0;
 }

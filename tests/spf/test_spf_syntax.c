@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#define KEY "0123456789abcdef"   /* a check's /0 key */
+
 static int passed, failed;
 
 static void check(bool ok, const char *what, const char *detail)
@@ -41,11 +43,11 @@ static const struct good_row good[] = {
 	{ "v=spf1 -ip6:::1.1.1.1/0", "v=spf1 -ip6:::/1 -ip6:8000::/1" },
 	{ "v=spf1 ip4:1.2.3.4/32", "v=spf1 ip4:1.2.3.4/32" },
 	{ "v=spf1 a/0 -all",
-	  "v=spf1 a:%{d}._spf-cidr0-4.smtpedge.invalid -all" },
+	  "v=spf1 a:%{d}._spf-cidr0-4-" KEY ".smtpedge.invalid -all" },
 	{ "v=spf1 mx:example.com/24//0",
-	  "v=spf1 mx:example.com._spf-cidr0-6.smtpedge.invalid/24" },
+	  "v=spf1 mx:example.com._spf-cidr0-6-" KEY ".smtpedge.invalid/24" },
 	{ "v=spf1 ~a:example.com./0//0",
-	  "v=spf1 ~a:example.com._spf-cidr0-46.smtpedge.invalid" },
+	  "v=spf1 ~a:example.com._spf-cidr0-46-" KEY ".smtpedge.invalid" },
 	{ "v=spf1 a/24//64 -all", "v=spf1 a/24//64 -all" },
 	{ "v=spf1 a//33 -all", "v=spf1 a//33 -all" },
 	{ "v=spf1 moo.cow-far_out=man:dog/cat ip4:1.2.3.4 -all",
@@ -144,14 +146,14 @@ static void test_records(void)
 
 	for (i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
 		st = spf_syntax_record(good[i].record, strlen(good[i].record),
-				out, sizeof(out), problem, sizeof(problem));
+				KEY, out, sizeof(out), problem, sizeof(problem));
 		snprintf(what, sizeof(what), "good record \"%s\"", good[i].record);
 		check(st == SPF_SYNTAX_OK, what, problem);
 		if (st == SPF_SYNTAX_OK)
 			check(strcmp(out, good[i].rewrite) == 0, what, out);
 	}
 	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		st = spf_syntax_record(bad[i], strlen(bad[i]), out, sizeof(out),
+		st = spf_syntax_record(bad[i], strlen(bad[i]), KEY, out, sizeof(out),
 				problem, sizeof(problem));
 		snprintf(what, sizeof(what), "bad record \"%s\" is a syntax error", bad[i]);
 		check(st == SPF_SYNTAX_BAD && problem[0] != '\0', what, "");
@@ -160,14 +162,14 @@ static void test_records(void)
 	{
 		const char *ok = "v=spf1 exists:%{d}";
 
-		check(spf_syntax_record(ok, strlen(ok), NULL, 0, NULL, 0) == SPF_SYNTAX_OK,
+		check(spf_syntax_record(ok, strlen(ok), NULL, NULL, 0, NULL, 0) == SPF_SYNTAX_OK,
 				"check without rewrite buffer", "");
 	}
 	/* a NUL inside the TXT data is not the end of the record */
 	{
 		static const char nul[] = "v=spf1 a:foo.example.com\0";
 
-		check(spf_syntax_record(nul, sizeof(nul) - 1, out, sizeof(out),
+		check(spf_syntax_record(nul, sizeof(nul) - 1, KEY, out, sizeof(out),
 				problem, sizeof(problem)) == SPF_SYNTAX_BAD,
 				"embedded NUL is a syntax error", "");
 	}
@@ -175,7 +177,7 @@ static void test_records(void)
 	{
 		const char *r = "v=spf1 a/0 mx/0 ip4:1.1.1.1/0 -all";
 
-		check(spf_syntax_record(r, strlen(r), out, 40, problem,
+		check(spf_syntax_record(r, strlen(r), KEY, out, 40, problem,
 				sizeof(problem)) == SPF_SYNTAX_NOSPACE,
 				"rewrite overflow is SPF_SYNTAX_NOSPACE", "");
 	}
@@ -209,12 +211,21 @@ static void test_names(void)
 	check(!spf_syntax_query_name_ok(long_name), "254-octet name is not", "");
 	check(spf_syntax_query_name_ok("museum"), "one label is a query name", "");
 
-	check(spf_syntax_cidr0_tag("example.com._spf-cidr0-4.smtpedge.invalid", &base) == 4 &&
-			base == 11, "cidr0 v4 tag", "");
-	check(spf_syntax_cidr0_tag("X._SPF-CIDR0-46.smtpedge.invalid.", &base) == 46 &&
-			base == 1, "cidr0 both tag, any case, trailing dot", "");
-	check(spf_syntax_cidr0_tag("example.com", &base) == 0 && base == 11,
+	check(spf_syntax_cidr0_tag("example.com._spf-cidr0-4-" KEY ".smtpedge.invalid",
+			KEY, &base) == 4 && base == 11, "cidr0 v4 tag", "");
+	check(spf_syntax_cidr0_tag("X._SPF-CIDR0-46-0123456789ABCDEF.smtpedge.invalid.",
+			KEY, &base) == 46 && base == 1,
+			"cidr0 both tag, any case, trailing dot", "");
+	check(spf_syntax_cidr0_tag("example.com", KEY, &base) == 0 && base == 11,
 			"no cidr0 tag", "");
+	/* a name from outside (a record, a macro, a HELO) cannot ask for /0:
+	 * without the check's key the suffix is an ordinary name */
+	check(spf_syntax_cidr0_tag("example.com._spf-cidr0-4.smtpedge.invalid",
+			KEY, &base) == 0 && base == 41, "keyless suffix is no tag", "");
+	check(spf_syntax_cidr0_tag("example.com._spf-cidr0-4-fedcba9876543210.smtpedge.invalid",
+			KEY, &base) == 0, "another key is no tag", "");
+	check(spf_syntax_cidr0_tag("example.com._spf-cidr0-4-" KEY ".smtpedge.invalid",
+			NULL, &base) == 0, "no key, no tag", "");
 }
 
 int main(void)

@@ -6,8 +6,9 @@
  * threads do) and run the same table of cases over and over; every answer
  * must be the expected one.  The table covers the MAIL FROM and the HELO
  * identity, IPv4-mapped IPv6, include and mx, the 10-term limit across an
- * include (libspf2 alone resets its count there) and the void limit
- * (libspf2 alone has none).  Phase 2, on a fresh ub_ctx so that the
+ * include (libspf2 alone resets its count there), the void limit
+ * (libspf2 alone has none), and a /0 length, which only a record's own
+ * term can ask for (never a HELO or local part put into a name by a macro).  Phase 2, on a fresh ub_ctx so that the
  * unanswered server does not slow phase 1: a timeout and a SERVFAIL are
  * temperror, and a timeout costs about dns_timeout_ms, not unbound's own
  * retry schedule.
@@ -69,6 +70,19 @@ static const struct case_row cases[] = {
 	 * must go on after it */
 	{ "terms counted after an include's explanation", "2001:db8:1::5",
 	  "mail.example.net", "h@expinc.example.org", SPF_RES_PERMERROR, NULL },
+	/* a/0: any address of the family matches, and only a record's own
+	 * /0 does: a name the sender makes up (its HELO, its local part,
+	 * through a macro) that ends in the /0 suffix is just a name */
+	{ "a/0 matches any ip4", "198.51.100.200", "mail.example.net",
+	  "z@zero.example.org", SPF_RES_PASS, NULL },
+	{ "a/0 is for ip4 only", "2001:db8:9::9", "mail.example.net",
+	  "z@zero.example.org", SPF_RES_FAIL, NULL },
+	{ "a HELO cannot ask for /0", "198.51.100.77",
+	  "h.example.org._spf-cidr0-4.smtpedge.invalid",
+	  "x@helomacro.example.org", SPF_RES_FAIL, NULL },
+	{ "a local part cannot ask for /0", "2001:db8:9::9", "mail.example.net",
+	  "h.example.org._spf-cidr0-46.smtpedge.invalid@localmacro.example.org",
+	  SPF_RES_FAIL, NULL },
 };
 
 static const struct case_row failures[] = {

@@ -72,6 +72,7 @@ CASES = [
     ("idle timeout", GOOD + "[smtp]\nidle_timeout_s = 1\n", r"^smtpedge: {f}: \[smtp\] idle_timeout_s: 1 is out of range"),
     ("message size", GOOD + "[smtp]\nmax_message_mb = 0\n", r"^smtpedge: {f}: \[smtp\] max_message_mb: 0 is out of range \(1..1024\)"),
     ("no control threads", GOOD + "[control]\nthreads = 0\n", r"^smtpedge: {f}: \[control\] threads: 0 is out of range \(1..64\)"),
+    ("no delivery deadline", GOOD + "[control]\ndelivery_timeout_s = 0\n", r"^smtpedge: {f}: \[control\] delivery_timeout_s: 0 is out of range \(1..540\)"),
     ("fault too high", GOOD + "[faults]\nrx_drop_pct = 90\n", r"^smtpedge: {f}: \[faults\] rx_drop_pct: 90 is out of range \(0..50\)"),
     ("body budget", add("dataplane", "body_budget_mb = 1"), r"^smtpedge: {f}: \[dataplane\] body_budget_mb: 1 is out of range"),
     ("unknown key", add("edge", "greeting = hello"), r"^smtpedge: {f}: \[edge\] greeting: unknown key"),

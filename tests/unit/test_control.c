@@ -1,6 +1,8 @@
 /*
  * test_control.c - the policy rules and their replies, the transaction log
- * line, and the Maildir spool, each against its module alone.
+ * line (bounded whatever the peer sent) and the log file's mode, and the
+ * Maildir spool (through the directories it opened), each against its
+ * module alone.
  */
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -183,6 +185,130 @@ fill_rec(struct txrec *r)
 	r->flags = SMTP_RF_PREGREET;
 }
 
+/* The value of key in line, as written (quotes included); "" if absent. */
+static const char *
+value_of(const char *line, const char *key, char *out, size_t n)
+{
+	char pat[32];
+	const char *p, *e;
+	bool quoted;
+
+	snprintf(pat, sizeof(pat), " %s=", key);
+	out[0] = '\0';
+	p = strstr(line, pat);
+	if (!p)
+		return out;
+	p += strlen(pat);
+	quoted = *p == '"';
+	for (e = p + quoted; *e && (quoted ? *e != '"' : *e != ' ' && *e != '\n'); e++)
+		if (quoted && *e == '\\')
+			e++;
+	e += quoted;
+	snprintf(out, n, "%.*s", (int)(e - p), p);
+	return out;
+}
+
+/* Peer-chosen values at their largest, all needing escapes: the verdicts
+ * stay, each value is bounded and cut before an escape, never inside one,
+ * and the cut is named. */
+static void
+test_txlog_bounds(void)
+{
+	struct txrec r;
+	char line[TXLOG_LINE_MAX], v[TXLOG_LINE_MAX];
+	size_t n, i;
+
+	fill_rec(&r);
+	r.auth_checked = true;
+	snprintf(r.spf, sizeof(r.spf), "fail");
+	snprintf(r.dkim, sizeof(r.dkim), "none");
+	r.auth_outcome = POLICY_REJECT;
+	snprintf(r.queue_id, sizeof(r.queue_id), "6923AB3D7A1C20003");
+	r.nreplies = TXREC_REPLIES;
+	for (i = 0; i < TXREC_REPLIES; i++)
+		r.replies[i] = 250;
+	r.replies[TXREC_REPLIES - 1] = 450;
+	r.flags = 0x7f;
+	for (i = 0; i + 1 < sizeof(r.helo); i++)
+		r.helo[i] = i % 3 ? '\x01' : '"';
+	r.helo[i] = '\0';
+	memset(r.ptr_name, '\\', sizeof(r.ptr_name) - 1);
+	r.ptr_name[sizeof(r.ptr_name) - 1] = '\0';
+	memset(r.mail_from, 0xff, sizeof(r.mail_from) - 1);
+	r.mail_from[sizeof(r.mail_from) - 1] = '\0';
+	memset(r.rcpt, 'r', sizeof(r.rcpt) - 1);   /* safe, but too long */
+	r.rcpt[sizeof(r.rcpt) - 1] = '\0';
+	n = txlog_format(&r, line, sizeof(line));
+	CHECK(n == strlen(line) && line[n - 1] == '\n' && strchr(line, '\n') == line + n - 1,
+	      "one whole line: %s", line);
+	CHECK(strstr(line, " reply=450 replies=") != NULL, "reply kept: %s", line);
+	CHECK(strstr(line, " spf=fail dkim=none ipv6-auth=reject queue_id=6923AB3D7A1C20003 ") != NULL,
+	      "verdicts kept: %s", line);
+	CHECK(strstr(line, " flags=pregreet,delivered,") != NULL, "flags kept: %s", line);
+	CHECK(strstr(line, " cut=ptr_name,helo,mail_from,rcpt\n") != NULL, "cuts named: %s", line);
+	{
+		static const char *const keys[] = { "ptr_name", "helo", "mail_from", "rcpt" };
+
+		for (i = 0; i < 4; i++) {
+			size_t len = strlen(value_of(line, keys[i], v, sizeof(v))), k;
+
+			CHECK(len > 200 && len <= 256, "%s: %zu characters", keys[i], len);
+			CHECK(len >= 5 && strcmp(v + len - 4, "...\"") == 0 && v[0] == '"',
+			      "%s ends in a marked cut: %s", keys[i], v);
+			/* every backslash starts a whole escape */
+			for (k = 1; k + 4 < len; k++)
+				if (v[k] == '\\') {
+					CHECK(v[k + 1] == '"' || v[k + 1] == '\\' ||
+					      (v[k + 1] == 'x' && k + 3 < len - 4),
+					      "%s: a broken escape at %zu: %s", keys[i], k, v);
+					k += v[k + 1] == 'x' ? 3 : 1;
+				}
+		}
+	}
+	/* A short value is never marked. */
+	fill_rec(&r);
+	snprintf(r.helo, sizeof(r.helo), "dots...");
+	txlog_format(&r, line, sizeof(line));
+	CHECK(strstr(line, " cut=") == NULL && strstr(line, " helo=dots... ") != NULL,
+	      "not cut: %s", line);
+}
+
+/* A log file is created 0640 whatever the umask; an existing one keeps
+ * its mode. */
+static void
+test_log_mode(void)
+{
+	static const mode_t masks[] = { 0, 022, 077 };
+	char dir[] = "/tmp/se-logmode-XXXXXX", path[64];
+	struct stat st;
+	size_t i;
+	FILE *f;
+
+	CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+	snprintf(path, sizeof(path), "%s/edge.log", dir);
+	for (i = 0; i < sizeof(masks) / sizeof(masks[0]); i++) {
+		mode_t old = umask(masks[i]);
+
+		unlink(path);
+		f = txlog_open(path);
+		umask(old);
+		CHECK(f != NULL, "open: %s", strerror(errno));
+		CHECK(stat(path, &st) == 0 && (st.st_mode & 07777) == 0640,
+		      "umask %03o: mode %03o", (unsigned)masks[i], (unsigned)(st.st_mode & 07777));
+		fputs("x\n", f);
+		fclose(f);
+	}
+	chmod(path, 0600);
+	f = txlog_open(path);
+	CHECK(f != NULL && stat(path, &st) == 0 && (st.st_mode & 07777) == 0600 &&
+	      st.st_size == 2, "an existing log: mode %03o size %lld",
+	      (unsigned)(st.st_mode & 07777), (long long)st.st_size);
+	if (f)
+		fclose(f);
+	unlink(path);
+	rmdir(dir);
+}
+
 static void
 test_txlog(void)
 {
@@ -194,9 +320,9 @@ test_txlog(void)
 	n = txlog_format(&r, line, sizeof(line));
 	CHECK(n == strlen(line) && line[n - 1] == '\n' && !strchr(line, '\r'), "one line");
 	CHECK(strcmp(line, "time=2026-11-28T21:16:15.123Z session=0001000000000007 event=transaction "
-		      "peer=2001:db8:1::20 port=40000 ptr=none ipv6-ptr=reject helo=client.example "
-		      "mail_from=alice@example.org rcpts=1 rcpt=bob@example.net size=0 reply=550 "
-		      "replies=220,250,550 flags=pregreet\n") == 0, "line: %s", line);
+		      "peer=2001:db8:1::20 port=40000 reply=550 replies=220,250,550 ptr=none "
+		      "ipv6-ptr=reject rcpts=1 size=0 flags=pregreet helo=client.example "
+		      "mail_from=alice@example.org rcpt=bob@example.net\n") == 0, "line: %s", line);
 
 	/* The authentication checks, once done. */
 	r.auth_checked = true;
@@ -205,7 +331,7 @@ test_txlog(void)
 	r.auth_outcome = POLICY_PASS;
 	snprintf(r.queue_id, sizeof(r.queue_id), "6923AB3D7A1C20003");
 	txlog_format(&r, line, sizeof(line));
-	CHECK(strstr(line, " size=0 spf=fail dkim=pass ipv6-auth=pass queue_id=6923AB3D7A1C20003 reply=550") != NULL,
+	CHECK(strstr(line, " ipv6-ptr=reject spf=fail dkim=pass ipv6-auth=pass queue_id=6923AB3D7A1C20003 rcpts=1") != NULL,
 	      "auth fields: %s", line);
 	r.auth_checked = false;
 	r.queue_id[0] = '\0';
@@ -223,6 +349,8 @@ test_txlog(void)
 	r.helo[sizeof(r.helo) - 1] = '\0';
 	n = txlog_format(&r, line, 200);
 	CHECK(n == 199 && line[198] == '\n', "cut line %zu", n);
+
+	test_txlog_bounds();
 }
 
 static int
@@ -366,12 +494,35 @@ test_spool(void)
 				ok = 0;
 	CHECK(ok, "two messages got one queue id");
 
+	/* The spool's directory renamed and another put in its place: the
+	 * messages still go to the directories opened at start. */
+	{
+		char moved[64], path[64];
+
+		snprintf(path, sizeof(path), "%s/maildir", dir);
+		snprintf(moved, sizeof(moved), "%s/maildir.moved", dir);
+		CHECK(rename(path, moved) == 0, "rename: %s", strerror(errno));
+		snprintf(sub, sizeof(sub), "mkdir -p %s/maildir/tmp %s/maildir/new", dir, dir);
+		CHECK(system(sub) == 0, "mkdir");
+		CHECK(deliver(s, &r) == 0, "spool_write after the swap: %s", strerror(errno));
+		snprintf(sub, sizeof(sub), "%s/maildir/new", dir);
+		CHECK(count_dir(sub) == 0, "a message went to the swapped-in directory");
+		snprintf(sub, sizeof(sub), "%s/maildir/tmp", dir);
+		CHECK(count_dir(sub) == 0, "a file was made in the swapped-in tmp/");
+		snprintf(sub, sizeof(sub), "%s/maildir.moved/new", dir);
+		CHECK(count_dir(sub) == 102, "%d files in the original new/, want 102",
+		      count_dir(sub));
+		snprintf(sub, sizeof(sub), "rm -rf %s/maildir && mv %s %s", dir, moved, path);
+		CHECK(system(sub) == 0, "restore");
+		snprintf(sub, sizeof(sub), "%s/maildir/new", dir);
+	}
+
 	/* A spool that cannot be written fails, and leaves nothing in new/. */
 	snprintf(sub, sizeof(sub), "rm -rf %s/maildir/tmp", dir);
 	CHECK(system(sub) == 0, "rm");
 	CHECK(deliver(s, &r) < 0, "write to a missing tmp/ succeeded");
 	snprintf(sub, sizeof(sub), "%s/maildir/new", dir);
-	CHECK(count_dir(sub) == 101, "a failed write left a file in new/");
+	CHECK(count_dir(sub) == 102, "a failed write left a file in new/");
 	spool_close(s);
 
 	/* A spool that cannot be made says so. */
@@ -393,6 +544,7 @@ main(void)
 	test_settings();
 	test_auth_rule();
 	test_txlog();
+	test_log_mode();
 	test_spool();
 	return check_done();
 }
