@@ -126,6 +126,21 @@ clean(char *out, size_t n, const char *in)
 	out[i] = '\0';
 }
 
+/* The HELO of "from HELO (NAME [ADDR])" is one word: as clean(), and
+ * white space, parentheses, backslash, '"' and ';' become '?' too, so a HELO
+ * such as "x (bank.example [IPv6:...])" cannot pose as the comment that
+ * follows it, nor end the clause. */
+static void
+clean_word(char *out, size_t n, const char *in)
+{
+	size_t i;
+
+	clean(out, n, in);
+	for (i = 0; out[i]; i++)
+		if (strchr(" ()\\\";", out[i]))
+			out[i] = '?';
+}
+
 /* Text for the comment of "from HELO (NAME [ADDR])": as clean(), and
  * parentheses and backslashes escaped, so that a name cannot close the
  * comment (RFC 5322 3.2.2). */
@@ -154,7 +169,7 @@ spool_received(const struct txrec *rec, const char *hostname, char *out,
 	int len;
 
 	inet_ntop(rec->family == 6 ? AF_INET6 : AF_INET, rec->addr, addr, sizeof(addr));
-	clean(helo, sizeof(helo), rec->helo[0] ? rec->helo : "unknown");
+	clean_word(helo, sizeof(helo), rec->helo[0] ? rec->helo : "unknown");
 	/* Only a forward-confirmed name is the client's: a PTR anyone can
 	 * write, the forward zone only its owner (Postfix says "unknown"
 	 * alike). */

@@ -465,10 +465,15 @@ test_spool(void)
 	CHECK(file && len == hlen + 19 && memcmp(file, hdr, hlen) == 0 &&
 	      memcmp(file + hlen, "Subject: x\r\n\r\nhi\r\n", 19) == 0,
 	      "the file is the Received: header and the exact body");
-	CHECK(strstr(hdr, "Received: from client??X-Evil: 1 (peer-ok.lab.example [IPv6:2001:db8:1::20])\r\n"
+	CHECK(strstr(hdr, "Received: from client??X-Evil:?1 (peer-ok.lab.example [IPv6:2001:db8:1::20])\r\n"
 		      "\tby mx.lab.example (smtpedge) with ESMTP id ") == hdr, "header: %s", hdr);
 	CHECK(strstr(hdr, "\r\n\tfor <bob@example.net>;\r\n\tSat, 28 Nov 2026 21:16:15 +0000\r\n") != NULL,
 	      "header end: %s", hdr);
+	/* A HELO that poses as the comment after it stays one word. */
+	snprintf(r.helo, sizeof(r.helo), "x (bank.example [IPv6:2001:db8::1]);");
+	spool_received(&r, "mx.lab.example", hdr, sizeof(hdr));
+	CHECK(strncmp(hdr, "Received: from x??bank.example?[IPv6:2001:db8::1]?? (peer-ok.lab.example [IPv6:", 79) == 0,
+	      "HELO as one word: %s", hdr);
 	free(file);
 
 	/* Four threads at once: every message lands, every id differs. */
