@@ -1,5 +1,5 @@
 /*
- * l23.c - in-place replies to ARP, neighbour solicitations and echo
+ * dataplane/l23.c — in-place replies to ARP, neighbour solicitations and echo
  * requests (see l23.h for why replies go to the frame's source MAC).
  */
 #include <string.h>

@@ -1,5 +1,5 @@
 /*
- * pkt.c - strict validation and classification of received frames.
+ * dataplane/pkt.c — strict validation and classification of received frames.
  *
  * Everything that reaches a worker from the wire passes through here first,
  * so this is the code that hostile packets hit. It trusts no length field:
