@@ -2,9 +2,11 @@
 # SPDX-License-Identifier: BSD-3-Clause
 #
 # scripts/format.sh — puts every tracked source file in the house dialect:
-# clang-format (.clang-format) on each .c and .h, and an SPDX line at the top
-# of each C, Python, shell and meson file that lacks one. Running it twice
-# changes nothing the second time.
+# clang-format (.clang-format) on each .c and .h, an SPDX line at the top of
+# each C, Python, shell and meson file that lacks one, and header guards named
+# after the path. It reports, and leaves to a person, C files whose head
+# comment does not start with their path. Running it twice changes nothing
+# the second time.
 #
 #   scripts/format.sh           rewrite the files in place
 #   scripts/format.sh --check   change nothing; name each file that differs
@@ -74,7 +76,26 @@ for f in "${hash_files[@]}"; do
 	fi
 done
 
-# 2. clang-format. "cat >" keeps each file's mode and inode.
+# 2. Each C file's head comment starts with its path and an em dash; each
+# header is guarded by SMTPEDGE_ and its path in capitals. A wrong guard
+# name is fixed; a head needs words only a person can write.
+for f in "${c_files[@]}"; do
+	head -n 4 "$f" | grep -qE "^(/\*| \*) $f — " ||
+		bad+=("$f: the head comment does not start with '$f — '")
+	case "$f" in *.h) ;; *) continue ;; esac
+	want=SMTPEDGE_$(echo "$f" | tr 'a-z/.-' 'A-Z___')
+	have=$(sed -n 's/^#ifndef \(SMTPEDGE_[A-Z0-9_]*\)$/\1/p' "$f" | head -n 1)
+	[ "$have" = "$want" ] && continue
+	if [ -z "$have" ]; then
+		bad+=("$f: no '#ifndef $want' guard")
+	elif [ $check = 1 ]; then
+		bad+=("$f: guard $have, not $want")
+	else
+		sed -i "s/\b$have\b/$want/g" "$f"
+	fi
+done
+
+# 3. clang-format. "cat >" keeps each file's mode and inode.
 if [ ${#c_files[@]} -gt 0 ]; then
 	if [ $check = 1 ]; then
 		# --dry-run names the first place of each file it would change.
@@ -91,6 +112,10 @@ fi
 
 if [ ${#bad[@]} -gt 0 ]; then
 	printf 'format: %s\n' "${bad[@]}" >&2
-	echo "format: ${#bad[@]} problem(s); scripts/format.sh fixes them" >&2
+	if [ $check = 1 ]; then
+		echo "format: ${#bad[@]} problem(s); scripts/format.sh fixes all but head comments" >&2
+	else
+		echo "format: ${#bad[@]} problem(s) left for a person" >&2
+	fi
 	exit 1
 fi
