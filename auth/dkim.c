@@ -1,7 +1,7 @@
 /*
  * auth/dkim.c — DKIM verification of one message at a time, on libopendkim.
  *
- * Why: mail sent over IPv6 must pass SPF or DKIM (issue 6), and the verdict
+ * Why: mail sent over IPv6 must pass SPF or DKIM, and the verdict
  * goes into Authentication-Results, so every signature gets its own RFC 8601
  * result. libopendkim does the canonicalisation and the cryptography; this
  * file adds what smtpedge needs around it:

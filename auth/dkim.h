@@ -4,7 +4,7 @@
  * context.
  *
  * Why this shape: smtpedge must know, per message received over IPv6,
- * whether some DKIM signature passes (issue 6). A verifier is made once and
+ * whether some DKIM signature passes. A verifier is made once and
  * shared by every control-plane pool thread; each message is a job fed the
  * bytes as they arrive, and ended when the message is complete. Only
  * dkim_job_end() does DNS, and it may block its (pool) thread for up to

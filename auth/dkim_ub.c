@@ -38,8 +38,6 @@
  * another thread's ub_process() may have delivered for it. */
 #define DKIM_UB_SLICE_MS 50
 
-#define DKIM_UB_CLASS_IN 1
-
 struct dkim_ub {
 	struct ub_ctx *ub;
 	uint32_t timeout_ms;
@@ -189,7 +187,7 @@ dkim_ub_start(void *srv, int type, unsigned char *name, unsigned char *buf,
 	q->deadline_ms = dkim_ub_now_ms() + dns->timeout_ms;
 
 	rc = ub_resolve_async(dns->ub, (const char *)name, type,
-			      DKIM_UB_CLASS_IN, q, dkim_ub_answer,
+			      ns_c_in, q, dkim_ub_answer,
 			      &q->async_id);
 	if (rc != 0) {
 		free(q);

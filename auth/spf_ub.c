@@ -120,7 +120,7 @@ static enum spf_ub_outcome spf_ub_resolve(struct spf_ub_check *c,
 		c->dns_problem = "SPF check took too long";
 		return SPF_UB_FAIL;
 	}
-	rc = ub_resolve_async(c->ub, name, type, 1 /* IN */, &p,
+	rc = ub_resolve_async(c->ub, name, type, ns_c_in, &p,
 			spf_ub_callback, &id);
 	if (rc != 0) {
 		c->dns_problem = "resolver error";
@@ -151,10 +151,10 @@ static enum spf_ub_outcome spf_ub_resolve(struct spf_ub_check *c,
 		c->dns_problem = "resolver error";
 		return SPF_UB_FAIL;
 	}
-	if (p.res->rcode == 3 /* NXDOMAIN */ || p.res->nxdomain)
+	if (p.res->rcode == ns_r_nxdomain || p.res->nxdomain)
 		return SPF_UB_NXDOMAIN;
-	if (p.res->rcode != 0) {
-		c->dns_problem = p.res->rcode == 2 ? "SERVFAIL" : "DNS error";
+	if (p.res->rcode != ns_r_noerror) {
+		c->dns_problem = p.res->rcode == ns_r_servfail ? "SERVFAIL" : "DNS error";
 		return SPF_UB_FAIL;
 	}
 	return p.res->havedata ? SPF_UB_DATA : SPF_UB_NODATA;

@@ -1,5 +1,5 @@
 /*
- * config.c - the configuration file, checked before anything starts.
+ * control/config.c — the configuration file, checked before anything starts.
  *
  * rte_cfgfile does the INI parsing; this file owns what the keys mean. A
  * table declares every key once (section, name, how its value is parsed,

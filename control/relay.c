@@ -1,5 +1,5 @@
 /*
- * relay.c - SMTP/LMTP delivery to the downstream MTA (see relay.h).
+ * control/relay.c — SMTP/LMTP delivery to the downstream MTA (see relay.h).
  *
  * The promise is the spool's: the sender hears 250 only once the next hop
  * has answered 250 to the final dot, and anything short of that is a 4xx,

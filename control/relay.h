@@ -1,13 +1,14 @@
 /*
- * relay.h - the second handoff of accepted mail: an SMTP or LMTP client to
- * the downstream MTA, so that the sender's 250 means "the next hop has it".
+ * control/relay.h — the second handoff of accepted mail: an SMTP or LMTP
+ * client to the downstream MTA, so that the sender's 250 means "the next hop
+ * has it".
  *
  * Called from the control plane's work threads; relay_deliver blocks (every
  * connect, write and reply bounded by a timeout) and is safe from several
  * threads at once. Connections are kept in a small shared pool.
  */
-#ifndef SMTPEDGE_RELAY_H
-#define SMTPEDGE_RELAY_H
+#ifndef SMTPEDGE_CONTROL_RELAY_H
+#define SMTPEDGE_CONTROL_RELAY_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -1,5 +1,5 @@
 /*
- * spool.c - Maildir delivery of accepted mail (see spool.h).
+ * control/spool.c — Maildir delivery of accepted mail (see spool.h).
  *
  * The queue id is ours, made before the headers that carry it, so the spool
  * and the relay share it.

@@ -1,9 +1,9 @@
 /*
- * spool.h - the embedded default handoff: accepted mail written to a local
- * Maildir, whole and on disk, before the sender is told 250.
+ * control/spool.h — the embedded default handoff: accepted mail written to a
+ * local Maildir, whole and on disk, before the sender is told 250.
  */
-#ifndef SMTPEDGE_SPOOL_H
-#define SMTPEDGE_SPOOL_H
+#ifndef SMTPEDGE_CONTROL_SPOOL_H
+#define SMTPEDGE_CONTROL_SPOOL_H
 
 #include <stddef.h>
 

@@ -1,5 +1,5 @@
 /*
- * txlog.c - formats transaction records as key=value lines.
+ * control/txlog.c — formats transaction records as key=value lines.
  *
  * Values the peer chose (HELO, MAIL FROM, recipients) are written bare when
  * they hold only safe characters and quoted otherwise, with '"', '\' and

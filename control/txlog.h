@@ -1,9 +1,10 @@
 /*
- * txlog.h - the transaction log: one key=value line per SMTP transaction
- * (and one per session end), written by the control plane, never a worker.
+ * control/txlog.h — the transaction log: one key=value line per SMTP
+ * transaction (and one per session end), written by the control plane, never
+ * a worker.
  */
-#ifndef SMTPEDGE_TXLOG_H
-#define SMTPEDGE_TXLOG_H
+#ifndef SMTPEDGE_CONTROL_TXLOG_H
+#define SMTPEDGE_CONTROL_TXLOG_H
 
 #include <stddef.h>
 #include <stdio.h>

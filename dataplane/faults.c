@@ -1,7 +1,7 @@
 /*
- * faults.c - the test fault shim (see faults.h). Deterministic for a seed:
- * a failing run can be replayed. Every frame it loses, on purpose or for
- * want of room in the burst, is counted in fault_dropped, so a test can
+ * dataplane/faults.c — the test fault shim (see faults.h). Deterministic for
+ * a seed: a failing run can be replayed. Every frame it loses, on purpose or
+ * for want of room in the burst, is counted in fault_dropped, so a test can
  * tell the shim's losses from the engine's.
  */
 #include <rte_mbuf.h>

@@ -1,11 +1,11 @@
 /*
- * faults.h - a seeded fault shim around a worker's RX and TX bursts, for
- * tests only: this kernel has no netem, so loss, duplication and
+ * dataplane/faults.h — a seeded fault shim around a worker's RX and TX
+ * bursts, for tests only: this kernel has no netem, so loss, duplication and
  * reordering come from here. Off unless the config's [faults] section asks
  * for it; with it off, the worker never calls in.
  */
-#ifndef SMTPEDGE_FAULTS_H
-#define SMTPEDGE_FAULTS_H
+#ifndef SMTPEDGE_DATAPLANE_FAULTS_H
+#define SMTPEDGE_DATAPLANE_FAULTS_H
 
 #include <stdbool.h>
 #include <stdint.h>

@@ -1,5 +1,5 @@
 /*
- * l23.c - in-place replies to ARP, neighbour solicitations and echo
+ * dataplane/l23.c — in-place replies to ARP, neighbour solicitations and echo
  * requests (see l23.h for why replies go to the frame's source MAC).
  */
 #include <string.h>
@@ -19,6 +19,8 @@
 #define ND_OPT_TARGET_LLADDR 2
 #define ND_NA_FLAG_SOLICITED 0x40
 #define ND_NA_FLAG_OVERRIDE 0x20
+#define ND_HOP_LIMIT 255          /* RFC 4861: ND packets are never routed */
+#define ECHO_HOP_LIMIT 64         /* TTL and hop limit of echo replies, as hosts use */
 
 static void
 eth_return(uint8_t *frame, const struct pkt_local *l)
@@ -54,7 +56,7 @@ reply_echo4(uint8_t *frame, const struct pkt_info *info,
 	eth_return(frame, l);
 	ip->dst_addr = ip->src_addr;
 	memcpy(&ip->src_addr, l->ip4, 4);
-	ip->time_to_live = 64;
+	ip->time_to_live = ECHO_HOP_LIMIT;
 	ip->hdr_checksum = 0;
 	ip->hdr_checksum = rte_ipv4_cksum(ip);
 	/* Type 8 -> 0: adjust the checksum incrementally (RFC 1624). */
@@ -95,7 +97,7 @@ reply_echo6(uint8_t *frame, const struct pkt_info *info,
 	memcpy(src, ip->dst_addr, 16);
 	eth_return(frame, l);
 	ip6_return(ip, src);
-	ip->hop_limits = 64;
+	ip->hop_limits = ECHO_HOP_LIMIT;
 	icmp[0] = ICMP6_ECHO_REPLY;
 	icmp6_cksum(ip, icmp);
 	return info->l3_off + info->l3_len;
@@ -125,7 +127,7 @@ reply_ns(uint8_t *frame, uint32_t room, const struct pkt_info *info,
 	} else {
 		ip6_return(ip, target);
 	}
-	ip->hop_limits = 255;
+	ip->hop_limits = ND_HOP_LIMIT;
 	ip->payload_len = rte_cpu_to_be_16(ND_NA_LEN + 8);
 	memset(na, 0, ND_NA_LEN + 8);
 	na[0] = ICMP6_ND_ADVERT;

@@ -1,6 +1,6 @@
 /*
- * l23.h - answers the worker gives by itself below TCP: ARP replies,
- * IPv6 neighbour advertisements, ICMP and ICMPv6 echo replies.
+ * dataplane/l23.h — answers the worker gives by itself below TCP: ARP
+ * replies, IPv6 neighbour advertisements, ICMP and ICMPv6 echo replies.
  *
  * Each reply is built in place in the received frame (no allocation), and
  * goes back to the frame's source MAC: the edge keeps no neighbour table.
@@ -10,8 +10,8 @@
  * before the first reply. TCP output uses the same rule: a session replies
  * to the MAC its last segment came from.
  */
-#ifndef SMTPEDGE_L23_H
-#define SMTPEDGE_L23_H
+#ifndef SMTPEDGE_DATAPLANE_L23_H
+#define SMTPEDGE_DATAPLANE_L23_H
 
 #include <stdint.h>
 

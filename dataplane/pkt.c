@@ -1,5 +1,5 @@
 /*
- * pkt.c - strict validation and classification of received frames.
+ * dataplane/pkt.c — strict validation and classification of received frames.
  *
  * Everything that reaches a worker from the wire passes through here first,
  * so this is the code that hostile packets hit. It trusts no length field:
@@ -42,6 +42,9 @@
 #define ICMP6_ND_SOLICIT 135
 #define ND_NS_LEN 24              /* type, code, cksum, reserved, target */
 #define ND_OPT_SOURCE_LLADDR 1
+#define ND_HOP_LIMIT 255          /* RFC 4861: ND packets are never routed */
+#define IP6_NH_HIP 139            /* RFC 7401 Host Identity Protocol */
+#define IP6_NH_SHIM6 140          /* RFC 5533 shim6 */
 
 static const char *const drop_names[PKT_DROP__COUNT] = {
 	[PKT_DROP_NONE] = "none",
@@ -261,7 +264,7 @@ classify_ns(const struct rte_ipv6_hdr *ip, const uint8_t *p, uint32_t len,
 	bool from_unspec = memcmp(ip->src_addr, unspec, 16) == 0;
 	uint32_t off;
 
-	if (ip->hop_limits != 255 || p[1] != 0 || len < ND_NS_LEN ||
+	if (ip->hop_limits != ND_HOP_LIMIT || p[1] != 0 || len < ND_NS_LEN ||
 	    (p[8] == 0xff))  /* target must not be multicast */
 		return drop(info, PKT_DROP_ND_INVALID);
 	/* Options: each has a non-zero length; from ::, the destination is a
@@ -348,7 +351,7 @@ classify_ip6(const uint8_t *p, uint32_t len, uint32_t rx_flags,
 				    info);
 	case IPPROTO_HOPOPTS: case IPPROTO_ROUTING: case IPPROTO_FRAGMENT:
 	case IPPROTO_DSTOPTS: case IPPROTO_AH: case IPPROTO_ESP:
-	case 135 /* mobility */: case 139 /* HIP */: case 140 /* shim6 */:
+	case IPPROTO_MH: case IP6_NH_HIP: case IP6_NH_SHIM6:
 	case IPPROTO_NONE:
 		return drop(info, PKT_DROP_IP6_EXTHDR);
 	default:

@@ -1,5 +1,5 @@
 /*
- * pkt.h - validation and classification of received frames.
+ * dataplane/pkt.h — validation and classification of received frames.
  *
  * The worker hands every frame to pkt_classify() before anything else looks
  * at it. It checks Ethernet, IPv4/IPv6, ARP and the ICMP/ICMPv6/TCP headers
@@ -8,8 +8,8 @@
  * buffer, not an mbuf, so the unit tests and fuzzers feed it crafted frames
  * without EAL.
  */
-#ifndef SMTPEDGE_PKT_H
-#define SMTPEDGE_PKT_H
+#ifndef SMTPEDGE_DATAPLANE_PKT_H
+#define SMTPEDGE_DATAPLANE_PKT_H
 
 #include <stdbool.h>
 #include <stdint.h>

@@ -1,6 +1,6 @@
 /*
- * port.c - device configuration for any ethdev: af_packet on a veth in the
- * lab, a real PMD on an appliance. Offloads and RSS are taken when the
+ * dataplane/port.c — device configuration for any ethdev: af_packet on a veth
+ * in the lab, a real PMD on an appliance. Offloads and RSS are taken when the
  * device offers them and done in software when it does not, so the same
  * binary runs on both.
  */

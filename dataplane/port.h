@@ -1,10 +1,10 @@
 /*
- * port.h - bring up the one DPDK port smtpedge serves: a queue pair per
- * worker lcore, RSS across them where the device has it, checksum offloads
- * where it has them, and the mempool its mbufs come from.
+ * dataplane/port.h — bring up the one DPDK port smtpedge serves: a queue pair
+ * per worker lcore, RSS across them where the device has it, checksum
+ * offloads where it has them, and the mempool its mbufs come from.
  */
-#ifndef SMTPEDGE_PORT_H
-#define SMTPEDGE_PORT_H
+#ifndef SMTPEDGE_DATAPLANE_PORT_H
+#define SMTPEDGE_DATAPLANE_PORT_H
 
 #include <stdbool.h>
 #include <stdint.h>

@@ -1,5 +1,5 @@
 /*
- * smtp.c — the SMTP protocol engine: bytes in, replies and verdict
+ * dataplane/smtp.c — the SMTP protocol engine: bytes in, replies and verdict
  * requests out.
  *
  * Why it is shaped this way:

@@ -1,5 +1,5 @@
 /*
- * smtp_addr.c — parse an SMTP reverse-path or forward-path.
+ * dataplane/smtp_addr.c — parse an SMTP reverse-path or forward-path.
  *
  * RFC 5321 4.1.2 grammar, with RFC 6531's UTF-8 additions when the
  * transaction declared SMTPUTF8. The parser is strict where being lax would

@@ -1,5 +1,5 @@
 /*
- * smtp_addr.h — the SMTP path parser of the smtpedge SMTP engine.
+ * dataplane/smtp_addr.h — the SMTP path parser of the smtpedge SMTP engine.
  *
  * Kept apart from smtp.c so that the grammar of RFC 5321 4.1.2 (with the
  * RFC 6531 extensions for SMTPUTF8) is one small pure function that unit

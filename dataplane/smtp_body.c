@@ -1,5 +1,6 @@
 /*
- * smtp_body.c — scan a message body: dot-unstuffing and strict framing.
+ * dataplane/smtp_body.c — scan a message body: dot-unstuffing and strict
+ * framing.
  *
  * RFC 5321 4.1.1.4 ends DATA at CRLF.CRLF and nothing else. Receivers that
  * also accept LF.LF or CR.CR disagree with senders about where a message

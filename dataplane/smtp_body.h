@@ -1,5 +1,6 @@
 /*
- * smtp_body.h — the message body scanner of the smtpedge SMTP engine.
+ * dataplane/smtp_body.h — the message body scanner of the smtpedge SMTP
+ * engine.
  *
  * A resumable byte scanner for DATA (dot-unstuffing, end at exactly
  * CRLF.CRLF) and BDAT (length-framed, no stuffing). It hands the unstuffed

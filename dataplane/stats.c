@@ -1,4 +1,4 @@
-/* stats.c - per-lcore dataplane counters (see stats.h). */
+/* dataplane/stats.c — per-lcore dataplane counters (see stats.h). */
 #include <string.h>
 
 #include "dataplane/stats.h"

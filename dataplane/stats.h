@@ -1,12 +1,12 @@
 /*
- * stats.h - the dataplane's counters: one block per lcore, written only by
- * that lcore, summed by whoever reads (the telemetry thread). No atomics and
- * no shared cache lines on the fast path; a reader may see a counter a few
- * packets old, never a torn one (aligned 64-bit stores on the CPUs DPDK
- * supports).
+ * dataplane/stats.h — the dataplane's counters: one block per lcore, written
+ * only by that lcore, summed by whoever reads (the telemetry thread). No
+ * atomics and no shared cache lines on the fast path; a reader may see a
+ * counter a few packets old, never a torn one (aligned 64-bit stores on the
+ * CPUs DPDK supports).
  */
-#ifndef SMTPEDGE_STATS_H
-#define SMTPEDGE_STATS_H
+#ifndef SMTPEDGE_DATAPLANE_STATS_H
+#define SMTPEDGE_DATAPLANE_STATS_H
 
 #include <stdint.h>
 

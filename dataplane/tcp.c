@@ -5,9 +5,10 @@
  * very high connection rates, against real Linux clients, lossy links and
  * hostile packets, without a kernel stack. It is pure C over byte buffers
  * (segment + time in; segments and events out) so it is unit-tested and
- * fuzzed alone; the lead's glue copies each struct tcp_out into an mbuf.
+ * fuzzed alone; the worker's tcp_ops.output copies each struct tcp_out into
+ * an mbuf.
  *
- * Design choices (the README should state them):
+ * Design choices:
  *
  * - Memory: everything is sized from tcp_params and allocated in create.
  *   TCBs are fixed-size (<= 256 bytes, asserted) on a free list. The flow

@@ -7,8 +7,8 @@
  * the worker, the unit tests and the fuzzer all drive the same code. See the
  * header comment of dataplane/tcp.c for the design choices.
  */
-#ifndef SMTPEDGE_TCP_H
-#define SMTPEDGE_TCP_H
+#ifndef SMTPEDGE_DATAPLANE_TCP_H
+#define SMTPEDGE_DATAPLANE_TCP_H
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -30,7 +30,7 @@ struct tcp_params {
 	uint32_t halfopen_max;       /* half-open TCBs; beyond it SYN cookies */
 	uint32_t rst_rate_per_s;     /* RSTs / stray ACKs to segments with no TCB */
 	uint64_t secret_seed;        /* seeds the SYN-cookie and flow-hash keys */
-	uint32_t fin_wait2_ms;       /* bound on FIN_WAIT_2 (0: 10 s) — added to the contract */
+	uint32_t fin_wait2_ms;       /* bound on FIN_WAIT_2 (0: 10 s) */
 	uint32_t synack_window;      /* window of the SYN-ACK, before the app exists: at
 					most what recv() takes at once (0: 14,600) */
 };

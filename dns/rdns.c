@@ -37,14 +37,9 @@
 #include <unistd.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <arpa/nameser.h>
 #include <unbound.h>
 
-#define RDNS_TYPE_A 1
-#define RDNS_TYPE_PTR 12
-#define RDNS_TYPE_AAAA 28
-#define RDNS_CLASS_IN 1
-#define RDNS_RCODE_NOERROR 0
-#define RDNS_RCODE_NXDOMAIN 3
 #define RDNS_DEFAULT_TIMEOUT_MS 5000
 #define RDNS_DRAIN_SLICE_MS 10
 
@@ -279,7 +274,7 @@ rdns_issue(struct rdns *r, struct rdns_lookup *l, unsigned qi,
 	struct rdns_query *q = &l->q[qi];
 	int rc;
 
-	rc = ub_resolve_async(r->ub, name, type, RDNS_CLASS_IN, q,
+	rc = ub_resolve_async(r->ub, name, type, ns_c_in, q,
 			      rdns_ub_callback, &q->async_id);
 	if (rc == 0) {
 		q->pending = true;
@@ -399,9 +394,9 @@ rdns_classify(int err, const struct ub_result *res)
 {
 	if (err != 0 || res == NULL || res->bogus)
 		return RDNS_DNS_FAIL;
-	if (res->rcode == RDNS_RCODE_NXDOMAIN)
+	if (res->rcode == ns_r_nxdomain)
 		return RDNS_DNS_EMPTY;
-	if (res->rcode != RDNS_RCODE_NOERROR)
+	if (res->rcode != ns_r_noerror)
 		return RDNS_DNS_FAIL;
 	return res->havedata ? RDNS_DNS_DATA : RDNS_DNS_EMPTY;
 }
@@ -448,7 +443,7 @@ rdns_on_ptr(struct rdns *r, struct rdns_lookup *l, struct rdns_query *q,
 				    (size_t)res->len[i], name))
 			continue;
 		if (rdns_issue(r, l, 1 + i, name, l->family == 6 ?
-			       RDNS_TYPE_AAAA : RDNS_TYPE_A) == 0)
+			       ns_t_aaaa : ns_t_a) == 0)
 			l->fwd_left++;
 		else
 			l->fwd_temp = true;
@@ -642,7 +637,7 @@ rdns_lookup(struct rdns *r, uint8_t family, const uint8_t addr[16],
 	rdns_count(r, RDNS_C_LOOKUPS);
 	rdns_enter(r, l, RDNS_S_PTR);
 	rdns_reverse_name(family, l->addr, name);
-	if (rdns_issue(r, l, 0, name, RDNS_TYPE_PTR) != 0)
+	if (rdns_issue(r, l, 0, name, ns_t_ptr) != 0)
 		rdns_finish(r, l, RDNS_TEMPERROR, 0, 0, now_us);
 	return 0;
 }

@@ -11,7 +11,7 @@
  * that they take out are handed back to us), but never ub_wait(): it
  * holds libunbound's answer pipe while it sleeps.
  *
- * The check (issue 5): PTR of the peer; NXDOMAIN or no PTR -> NONE. Then
+ * The check: PTR of the peer; NXDOMAIN or no PTR -> NONE. Then
  * the A (IPv4 peer) or AAAA (IPv6 peer) records of up to max_names PTR
  * names, all at once; a name whose records hold the peer's address
  * confirms -> PASS. No name confirms -> MISMATCH, unless a forward lookup

@@ -13,6 +13,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <arpa/nameser.h>
 #include <unbound.h>
 
 /* Writes the reason and returns NULL, after freeing the half-built ctx. */
@@ -92,7 +93,7 @@ dns_resolver_create(const struct dns_resolver_params *p, char *err,
 	 * on a name its built-in local zones answer without any traffic, so
 	 * that a bad trust anchor file fails here and not at the first
 	 * sender. */
-	rc = ub_resolve(ub, "localhost.", 1 /* A */, 1 /* IN */, &probe);
+	rc = ub_resolve(ub, "localhost.", ns_t_a, ns_c_in, &probe);
 	if (rc != 0)
 		return resolver_fail(ub, err, errlen, "resolver setup: %s",
 				     ub_strerror(rc));

@@ -6,7 +6,7 @@ set -euo pipefail
 
 PKGS=(
   # build
-  build-essential meson ninja-build pkg-config clang libclang-rt-14-dev
+  build-essential meson ninja-build pkg-config clang libclang-rt-14-dev clang-format
   # the dataplane and the checks
   libdpdk-dev dpdk libunbound-dev libspf2-dev libopendkim-dev libssl-dev libevent-dev
   # the lab: namespaces, veth, offloads, the test DNS server
