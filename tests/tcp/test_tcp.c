@@ -7,6 +7,7 @@
  * fails without it.
  */
 #include "dataplane/tcp.h"
+#include "dataplane/tcp_wire.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -21,12 +22,6 @@ static int g_checks_failed;
 #define CHECK_EQ(a, b) do { long long _a = (long long)(a), _b = (long long)(b); if (_a != _b) { \
 	g_checks_failed++; fprintf(stderr, "  FAIL %s:%d: %s == %lld, expected %lld\n", \
 	__FILE__, __LINE__, #a, _a, _b); } } while (0)
-
-#define TH_FIN 0x01
-#define TH_SYN 0x02
-#define TH_RST 0x04
-#define TH_PSH 0x08
-#define TH_ACK 0x10
 
 struct oseg {
 	uint8_t family, saddr[16], daddr[16];
