@@ -20,7 +20,6 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
-#include <string.h>
 
 static _Atomic unsigned check_passed, check_failed;
 static _Atomic unsigned check_case_failures;
@@ -31,11 +30,9 @@ static bool check_verbose;
 #define CHECK(cond, ...)                                                     \
 	check_at(!!(cond), __FILE__, __LINE__, #cond, " " __VA_ARGS__)
 
-/* Integers and strings compared, both values printed when they differ. */
+/* Two integers compared, both values printed when they differ. */
 #define CHECK_EQ_INT(a, b)                                                   \
 	check_eq_int((long long)(a), (long long)(b), __FILE__, __LINE__, #a, #b)
-#define CHECK_EQ_STR(a, b)                                                   \
-	check_eq_str((a), (b), __FILE__, __LINE__, #a, #b)
 
 static inline bool __attribute__((format(printf, 5, 6)))
 check_at(bool ok, const char *file, int line, const char *cond,
@@ -74,16 +71,6 @@ check_eq_int(long long a, long long b, const char *file, int line,
 {
 	return check_at(a == b, file, line, as, " %lld, expected %s = %lld",
 			a, bs, b);
-}
-
-static inline bool
-check_eq_str(const char *a, const char *b, const char *file, int line,
-	     const char *as, const char *bs)
-{
-	bool ok = a != NULL && b != NULL && strcmp(a, b) == 0;
-
-	return check_at(ok, file, line, as, " \"%s\", expected %s = \"%s\"",
-			a ? a : "(null)", bs, b ? b : "(null)");
 }
 
 static inline void
