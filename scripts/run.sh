@@ -27,9 +27,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-ip netns exec "$LAB_EDGE_NS" build/control/smtpedge \
-	-l 0-1 --no-huge -m 512 --no-pci --file-prefix "$PREFIX" \
-	--vdev="net_af_packet0,iface=$LAB_EDGE_IF" \
+# shellcheck disable=SC2086 # LAB_EAL_ARGS is a list of words
+ip netns exec "$LAB_EDGE_NS" build/control/smtpedge $LAB_EAL_ARGS --file-prefix "$PREFIX" \
 	-- --config conf/lab.conf > "$LOG" 2>&1 &
 pid=$!
 for _ in $(seq 100); do
