@@ -24,7 +24,7 @@ def lab_env():
     out = subprocess.run(["bash", "-c", f". {ROOT}/scripts/lab.env && "
                           'for v in ${!LAB_*}; do printf "%s=%s\\0" "$v" "${!v}"; done'],
                          capture_output=True, text=True, check=True).stdout
-    return dict(kv.partition("=")[::2] for kv in out.split("\0") if kv)
+    return {k: v for k, _, v in (kv.partition("=") for kv in out.split("\0") if kv)}
 
 
 LAB = lab_env()
