@@ -142,11 +142,7 @@
 #define COOKIE_ACTIVE_MS 8000u      /* cookie ACKs honoured this long after a cookie SYN-ACK */
 #define COOKIE_HASH_BITS 29
 
-#define TH_FIN 0x01
-#define TH_SYN 0x02
-#define TH_RST 0x04
-#define TH_PSH 0x08
-#define TH_ACK 0x10
+#include "dataplane/tcp_wire.h"
 
 #define SEQ_LT(a, b) ((int32_t)((uint32_t)(a) - (uint32_t)(b)) < 0)
 #define SEQ_LEQ(a, b) ((int32_t)((uint32_t)(a) - (uint32_t)(b)) <= 0)

@@ -12,9 +12,12 @@ once=0
 
 bash scripts/build.sh
 bash scripts/lab.sh up
-PREFIX=smtpedge-lab
+PREFIX=smtpedge-lab${LAB_ID:-}
 LOG=$LAB_DIR/smtpedge.log
+CONF=$LAB_DIR/smtpedge.conf
 mkdir -p "$LAB_DIR/spool"
+# The lab's files live under LAB_DIR (another with LAB_ID set).
+sed "s|/run/smtpedge-lab/|$LAB_DIR/|" conf/lab.conf > "$CONF"
 
 pid=
 cleanup() {
@@ -27,10 +30,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-ip netns exec "$LAB_EDGE_NS" build/control/smtpedge \
-	-l 0-1 --no-huge -m 512 --no-pci --file-prefix "$PREFIX" \
-	--vdev="net_af_packet0,iface=$LAB_EDGE_IF" \
-	-- --config conf/lab.conf > "$LOG" 2>&1 &
+# shellcheck disable=SC2086 # LAB_EAL_ARGS is a list of words
+ip netns exec "$LAB_EDGE_NS" build/control/smtpedge $LAB_EAL_ARGS --file-prefix "$PREFIX" \
+	-- --config "$CONF" > "$LOG" 2>&1 &
 pid=$!
 for _ in $(seq 100); do
 	grep -q "smtpedge: started" "$LOG" && build/control/smtpedgectl --file-prefix "$PREFIX" version >/dev/null 2>&1 && break

@@ -65,6 +65,7 @@
 #include "dataplane/port.h"
 #include "dataplane/session.h"
 #include "dataplane/stats.h"
+#include "dataplane/tcp_wire.h"
 #include "dataplane/worker.h"
 
 #define GEN_RING 16384           /* each direction of the fake NIC */
@@ -76,12 +77,6 @@
 #define GEN_LINE 600
 #define GEN_STALL_S 3            /* no progress this long: abandoned (RST) */
 #define GEN_MSS 1400
-
-#define TH_FIN 0x01
-#define TH_SYN 0x02
-#define TH_RST 0x04
-#define TH_PSH 0x08
-#define TH_ACK 0x10
 
 /* ---- the scripts ---------------------------------------------------- */
 

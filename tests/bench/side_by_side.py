@@ -34,6 +34,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -201,9 +202,9 @@ def run_smtpedge(args, concs):
     conf = f"{LAB_DIR}/bench-edge.conf"
     edge_conf(conf)
     logf = open(f"{LAB_DIR}/bench-edge.log", "w")
-    proc = subprocess.Popen(["ip", "netns", "exec", EDGE_NS, args.smtpedge, "-l", "0-1",
-                             "--no-huge", "-m", "512", "--no-pci", "--file-prefix", prefix,
-                             f"--vdev=net_af_packet0,iface={EDGE_IF}", "--", "--config", conf],
+    proc = subprocess.Popen(["ip", "netns", "exec", EDGE_NS, args.smtpedge,
+                             *shlex.split(E["LAB_EAL_ARGS"]), "--file-prefix", prefix,
+                             "--", "--config", conf],
                             stdout=logf, stderr=subprocess.STDOUT)
     points = []
     try:

@@ -32,28 +32,11 @@
 #include <unbound.h>
 
 #include "auth/dkim.h"
+#include "tests/check.h"
 
 #define MAX_RESULTS 8
 #define DNS_TIMEOUT_MS 3000u
 #define FAULT_TIMEOUT_MS 400u
-
-static int passed, failed;
-
-static void
-check(bool ok, const char *fmt, ...)
-{
-	va_list ap;
-
-	printf("%s - ", ok ? "ok" : "not ok");
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	printf("\n");
-	if (ok)
-		passed++;
-	else
-		failed++;
-}
 
 static void
 die(const char *what)
@@ -500,33 +483,33 @@ test_rfc8463(struct fixture *fx)
 	struct run rh = verify(fx->v, &hdr, 0);
 
 	show("rfc8463", &whole);
-	check(whole.n == 2, "rfc8463 A.3: two signatures reported (%u)",
+	CHECK(whole.n == 2, "rfc8463 A.3: two signatures reported (%u)",
 	      whole.n);
-	check(is(&whole, 0, DKIM_RES_PASS) &&
+	CHECK(is(&whole, 0, DKIM_RES_PASS) &&
 		      strcmp(whole.r[0].algorithm, "ed25519-sha256") == 0 &&
 		      strcmp(whole.r[0].selector, "brisbane") == 0 &&
 		      strcmp(whole.r[0].domain, "football.example.com") == 0 &&
 		      whole.r[0].key_bits == 256,
 	      "rfc8463 A.3: ed25519-sha256 signature passes (%s)",
 	      res_name(&whole, 0));
-	check(is(&whole, 1, DKIM_RES_PASS) &&
+	CHECK(is(&whole, 1, DKIM_RES_PASS) &&
 		      strcmp(whole.r[1].algorithm, "rsa-sha256") == 0 &&
 		      strcmp(whole.r[1].selector, "test") == 0 &&
 		      whole.r[1].key_bits == 1024,
 	      "rfc8463 A.3: rsa-sha256 signature passes (%s)",
 	      res_name(&whole, 1));
-	check(same_runs(&whole, &bytes),
+	CHECK(same_runs(&whole, &bytes),
 	      "rfc8463 A.3 fed one byte at a time: same results");
-	check(same_runs(&whole, &sevens),
+	CHECK(same_runs(&whole, &sevens),
 	      "rfc8463 A.3 fed in 7-byte chunks: same results");
 	show("rfc8463-body", &rb);
-	check(rb.n == 2 && is(&rb, 0, DKIM_RES_FAIL) &&
+	CHECK(rb.n == 2 && is(&rb, 0, DKIM_RES_FAIL) &&
 		      is(&rb, 1, DKIM_RES_FAIL) &&
 		      strstr(rb.r[0].reason, "body hash") != NULL,
 	      "rfc8463 A.3 with one body byte changed: both fail (%s, %s)",
 	      res_name(&rb, 0), res_name(&rb, 1));
 	show("rfc8463-hdr", &rh);
-	check(rh.n == 2 && is(&rh, 0, DKIM_RES_FAIL) &&
+	CHECK(rh.n == 2 && is(&rh, 0, DKIM_RES_FAIL) &&
 		      is(&rh, 1, DKIM_RES_FAIL),
 	      "rfc8463 A.3 with signed Subject changed: both fail (%s, %s)",
 	      res_name(&rh, 0), res_name(&rh, 1));
@@ -547,14 +530,14 @@ test_rfc6376(struct fixture *fx)
 
 	r1 = verify(fx->v, &m, 0);
 	show("rfc6376-errata", &r1);
-	check(r1.n == 1 && is(&r1, 0, DKIM_RES_PASS) &&
+	CHECK(r1.n == 1 && is(&r1, 0, DKIM_RES_PASS) &&
 		      r1.r[0].key_bits == 1024,
 	      "rfc6376 A.2 with errata 3192/4926 applied passes (%s)",
 	      res_name(&r1, 0));
 
 	r2 = verify(fx->v, &two, 0);
 	show("rfc6376-twospace", &r2);
-	check(r2.n == 1 && is(&r2, 0, DKIM_RES_FAIL) &&
+	CHECK(r2.n == 1 && is(&r2, 0, DKIM_RES_FAIL) &&
 		      strstr(r2.r[0].reason, "body hash") != NULL,
 	      "rfc6376 A.2 with the two-space body of errata 3192 fails on "
 	      "the body hash (%s)", res_name(&r2, 0));
@@ -569,7 +552,7 @@ test_rfc6376(struct fixture *fx)
 			     "example.com", DKIM_SIGN_RSASHA256,
 			     DKIM_CANON_SIMPLE, &unsigned_part);
 	r3 = verify(fx->v, &resigned, 0);
-	check(r3.n == 1 && is(&r3, 0, DKIM_RES_PASS) &&
+	CHECK(r3.n == 1 && is(&r3, 0, DKIM_RES_PASS) &&
 		      r3.r[0].key_bits == 2048,
 	      "rfc6376 A.2 message re-signed (simple/simple, 2048-bit key) "
 	      "passes (%s)", res_name(&r3, 0));
@@ -598,21 +581,21 @@ test_generated(struct fixture *fx)
 	struct run r;
 
 	r = verify(fx->v, &fx->good, 0);
-	check(r.n == 1 && is(&r, 0, DKIM_RES_PASS) && r.r[0].key_bits == 2048,
+	CHECK(r.n == 1 && is(&r, 0, DKIM_RES_PASS) && r.r[0].key_bits == 2048,
 	      "rsa-sha256 with a 2048-bit key passes (%s)", res_name(&r, 0));
 	r = verify(fx->v, &fx->bad, 0);
-	check(r.n == 1 && is(&r, 0, DKIM_RES_FAIL),
+	CHECK(r.n == 1 && is(&r, 0, DKIM_RES_FAIL),
 	      "the same with one body byte changed fails (%s)",
 	      res_name(&r, 0));
 
 	r = verify(fx->v, &m512, 0);
 	show("rsa512", &r);
-	check(r.n == 1 && is(&r, 0, DKIM_RES_FAIL) && r.r[0].key_bits == 512,
+	CHECK(r.n == 1 && is(&r, 0, DKIM_RES_FAIL) && r.r[0].key_bits == 512,
 	      "a 512-bit RSA key fails, RFC 8301 (%s, %u bits)",
 	      res_name(&r, 0), r.n ? r.r[0].key_bits : 0);
 
 	r = verify(fx->v, &med, 0);
-	check(r.n == 1 && is(&r, 0, DKIM_RES_PASS) &&
+	CHECK(r.n == 1 && is(&r, 0, DKIM_RES_PASS) &&
 		      strcmp(r.r[0].algorithm, "ed25519-sha256") == 0,
 	      "ed25519-sha256 with a generated key passes (%s)",
 	      res_name(&r, 0));
@@ -621,7 +604,7 @@ test_generated(struct fixture *fx)
 	 * permerror, so "fail" also shows that rsa-sha1 cost no DNS. */
 	r = verify(fx->v, &msha1, 0);
 	show("rsa-sha1", &r);
-	check(r.n == 1 && is(&r, 0, DKIM_RES_FAIL) &&
+	CHECK(r.n == 1 && is(&r, 0, DKIM_RES_FAIL) &&
 		      strcmp(r.r[0].algorithm, "rsa-sha1") == 0 &&
 		      strstr(r.r[0].reason, "8301") != NULL,
 	      "rsa-sha1 is not a pass and is not looked up, RFC 8301 (%s)",
@@ -629,11 +612,11 @@ test_generated(struct fixture *fx)
 
 	r = verify(fx->v, &mnokey, 0);
 	show("nokey", &r);
-	check(r.n == 1 && is(&r, 0, DKIM_RES_PERMERROR),
+	CHECK(r.n == 1 && is(&r, 0, DKIM_RES_PERMERROR),
 	      "no key in DNS (NXDOMAIN) is a permerror (%s)", res_name(&r, 0));
 
 	r = verify(fx->v, &fx->base, 0);
-	check(r.rc == 0 && r.n == 0, "an unsigned message has no results "
+	CHECK(r.rc == 0 && r.n == 0, "an unsigned message has no results "
 	      "(dkim=none) (%u)", r.n);
 
 	buf_str(&mbogus, "DKIM-Signature: v=1; a=rsa-sha256; d=gen.example; "
@@ -641,7 +624,7 @@ test_generated(struct fixture *fx)
 	buf_add(&mbogus, fx->base.p, fx->base.len);
 	r = verify(fx->v, &mbogus, 0);
 	show("syntax", &r);
-	check(r.n == 1 && is(&r, 0, DKIM_RES_PERMERROR),
+	CHECK(r.n == 1 && is(&r, 0, DKIM_RES_PERMERROR),
 	      "a signature with a syntax error is reported, as a permerror "
 	      "(%s)", res_name(&r, 0));
 
@@ -653,7 +636,7 @@ test_generated(struct fixture *fx)
 	buf_add(&mnod, fx->base.p, fx->base.len);
 	r = verify(fx->v, &mnod, 0);
 	show("no-d", &r);
-	check(r.n == 1 && is(&r, 0, DKIM_RES_PERMERROR) &&
+	CHECK(r.n == 1 && is(&r, 0, DKIM_RES_PERMERROR) &&
 		      strcmp(r.r[0].algorithm, "ed25519-sha256") == 0,
 	      "a signature without d= is a permerror, its a= kept (%s, %s)",
 	      res_name(&r, 0), r.n ? r.r[0].algorithm : "");
@@ -691,21 +674,21 @@ test_key_rules(struct fixture *fx)
 
 	r = verify(fx->v, &msub, 0);
 	show("t=s subdomain", &r);
-	check(r.n == 1 && r.rc == 0 && r.r[0].result != DKIM_RES_PASS &&
+	CHECK(r.n == 1 && r.rc == 0 && r.r[0].result != DKIM_RES_PASS &&
 		      is(&r, 0, DKIM_RES_PERMERROR),
 	      "a t=s key and i= in a subdomain of d= is not a pass, "
 	      "a permerror (%s: %s)", res_name(&r, 0),
 	      r.n ? r.r[0].reason : "");
 	r = verify(fx->v, &msame, 0);
-	check(r.n == 1 && is(&r, 0, DKIM_RES_PASS),
+	CHECK(r.n == 1 && is(&r, 0, DKIM_RES_PASS),
 	      "a t=s key and i= equal to d= passes (%s)", res_name(&r, 0));
 	r = verify(fx->v, &mloose, 0);
-	check(r.n == 1 && is(&r, 0, DKIM_RES_PASS),
+	CHECK(r.n == 1 && is(&r, 0, DKIM_RES_PASS),
 	      "a key without t=s and i= in a subdomain passes (%s)",
 	      res_name(&r, 0));
 	r = verify(fx->v, &mednokey, 0);
 	show("ed25519 nokey", &r);
-	check(r.n == 1 && is(&r, 0, DKIM_RES_PERMERROR) &&
+	CHECK(r.n == 1 && is(&r, 0, DKIM_RES_PERMERROR) &&
 		      r.r[0].key_bits == 0,
 	      "ed25519 whose key is not in DNS: permerror, key_bits 0 (%s, %u)",
 	      res_name(&r, 0), r.n ? r.r[0].key_bits : 99);
@@ -729,7 +712,7 @@ test_limits(struct fixture *fx)
 	struct run r;
 
 	r = verify(fx->v, &twice, 0);
-	check(r.n == 2 && is(&r, 0, DKIM_RES_PASS) && is(&r, 1, DKIM_RES_PASS),
+	CHECK(r.n == 2 && is(&r, 0, DKIM_RES_PASS) && is(&r, 1, DKIM_RES_PASS),
 	      "two signatures, both pass, in header order (%s, %s)",
 	      res_name(&r, 0), res_name(&r, 1));
 
@@ -741,7 +724,7 @@ test_limits(struct fixture *fx)
 	buf_add(&huge, fx->good.p, fx->good.len);
 	r = verify(fx->v, &huge, 4096);
 	show("huge", &r);
-	check(r.n == 1 && is(&r, 0, DKIM_RES_PERMERROR) &&
+	CHECK(r.n == 1 && is(&r, 0, DKIM_RES_PERMERROR) &&
 		      strstr(r.r[0].reason, "too long") != NULL,
 	      "a header field over %u bytes is a permerror (%s)",
 	      DKIM_HEADER_FIELD_MAX, res_name(&r, 0));
@@ -753,7 +736,7 @@ test_limits(struct fixture *fx)
 	job = dkim_job_begin(fx->v, "whole");
 	(void)dkim_job_feed(job, (const uint8_t *)fx->good.p, fx->good.len);
 	dkim_job_free(job);
-	check(true, "a job freed mid-message or before its end is released");
+	CHECK(true, "a job freed mid-message or before its end is released");
 
 	job = dkim_job_begin(fx->v, "twice");
 	{
@@ -765,7 +748,7 @@ test_limits(struct fixture *fx)
 				    fx->good.len);
 		rc1 = dkim_job_end(job, out, 1, &n);
 		rc2 = dkim_job_end(job, out, 1, &n);
-		check(rc1 == 0 && rc2 == -1 && errno == EINVAL &&
+		CHECK(rc1 == 0 && rc2 == -1 && errno == EINVAL &&
 			      dkim_job_feed(job, (const uint8_t *)"x", 1) == -1,
 		      "end twice, or feed after end, is refused (EINVAL)");
 	}
@@ -789,7 +772,7 @@ test_max_signatures(struct fixture *fx, struct ub_ctx *ub)
 	struct run r = verify(v, &twice, 0);
 
 	show("max1", &r);
-	check(r.n == 2 && is(&r, 0, DKIM_RES_PASS) &&
+	CHECK(r.n == 2 && is(&r, 0, DKIM_RES_PASS) &&
 		      is(&r, 1, DKIM_RES_POLICY),
 	      "max_signatures=1: the second signature is not evaluated "
 	      "(%s, %s)", res_name(&r, 0), res_name(&r, 1));
@@ -817,7 +800,7 @@ test_dns_faults(struct fixture *fx, int port)
 
 	r = verify(v1, &msf, 0);
 	show("servfail", &r);
-	check(r.n == 1 && is(&r, 0, DKIM_RES_TEMPERROR),
+	CHECK(r.n == 1 && is(&r, 0, DKIM_RES_TEMPERROR),
 	      "SERVFAIL for the key is a temperror (%s, %llu ms)",
 	      res_name(&r, 0), (unsigned long long)r.ms);
 
@@ -825,7 +808,7 @@ test_dns_faults(struct fixture *fx, int port)
 	 * so only the adapter's deadline can end the wait this early. */
 	r = verify(v2, &mdrop, 0);
 	show("timeout", &r);
-	check(r.n == 1 && is(&r, 0, DKIM_RES_TEMPERROR) &&
+	CHECK(r.n == 1 && is(&r, 0, DKIM_RES_TEMPERROR) &&
 		      r.ms >= FAULT_TIMEOUT_MS && r.ms < FAULT_TIMEOUT_MS + 500,
 	      "no answer within dns_timeout_ms (%u) is a temperror, in time "
 	      "(%s, %llu ms)", FAULT_TIMEOUT_MS, res_name(&r, 0),
@@ -888,7 +871,7 @@ test_threads(struct fixture *fx)
 		ok += w[i].ok;
 		bad += w[i].bad;
 	}
-	check(bad == 0 && ok == THREADS * ROUNDS * 2,
+	CHECK(bad == 0 && ok == THREADS * ROUNDS * 2,
 	      "%d threads verifying at once on one verifier: %d right, %d "
 	      "wrong", THREADS, ok, bad);
 }
@@ -906,7 +889,7 @@ create_refuses_null(void)
 static void
 test_names(void)
 {
-	check(strcmp(dkim_outcome_name(DKIM_RES_NONE), "none") == 0 &&
+	CHECK(strcmp(dkim_outcome_name(DKIM_RES_NONE), "none") == 0 &&
 		      strcmp(dkim_outcome_name(DKIM_RES_PASS), "pass") == 0 &&
 		      strcmp(dkim_outcome_name(DKIM_RES_FAIL), "fail") == 0 &&
 		      strcmp(dkim_outcome_name(DKIM_RES_NEUTRAL), "neutral") == 0 &&
@@ -985,6 +968,7 @@ main(int argc, char **argv)
 		return 2;
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	check_verbose = true;
 	fx.src = argv[1];
 	if (mkdtemp(dir) == NULL)
 		die("mkdtemp");
@@ -1013,7 +997,7 @@ main(int argc, char **argv)
 			    DKIM_SIGN_RSASHA256, DKIM_CANON_RELAXED, &fx.base);
 	fx.bad = edited(&fx.good, "We lost", "We Lost");
 
-	check(create_refuses_null(), "dkim_verifier_create without a "
+	CHECK(create_refuses_null(), "dkim_verifier_create without a "
 	      "libunbound context is refused (EINVAL)");
 	test_names();
 	test_rfc8463(&fx);
@@ -1040,6 +1024,5 @@ main(int argc, char **argv)
 	free(zone);
 	rmdir(dir);
 
-	printf("%d passed, %d failed\n", passed, failed);
-	return failed == 0 ? 0 : 1;
+	return check_done();
 }

@@ -32,7 +32,7 @@
 #include <unistd.h>
 #include <unbound.h>
 
-#include "tests/unit/check.h"
+#include "tests/check.h"
 
 #define BULK_N 10000
 #define BULK_PREFIX "2001:db8:60::"   /* a /112: the last 16 bits vary */

@@ -8,7 +8,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "tests/unit/check.h"
+#include "tests/check.h"
 
 static void
 addr6(uint8_t a[16], uint8_t last)

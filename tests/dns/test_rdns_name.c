@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "tests/unit/check.h"
+#include "tests/check.h"
 #include "tests/dns/rdns_name_check.h"
 
 struct name_case {

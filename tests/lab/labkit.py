@@ -7,6 +7,7 @@ interrupted run leaves no namespace, process or file behind.
 """
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -20,10 +21,10 @@ LAB_SH = os.path.join(ROOT, "scripts/lab.sh")
 
 def lab_env():
     """scripts/lab.env's values, as bash sees them (LAB_ID applied)."""
-    out = subprocess.run(["bash", "-c", f". {ROOT}/scripts/lab.env && set"],
+    out = subprocess.run(["bash", "-c", f". {ROOT}/scripts/lab.env && "
+                          'for v in ${!LAB_*}; do printf "%s=%s\\0" "$v" "${!v}"; done'],
                          capture_output=True, text=True, check=True).stdout
-    return {k: v for k, _, v in (l.partition("=") for l in out.splitlines())
-            if k.startswith("LAB_")}
+    return {k: v for k, _, v in (kv.partition("=") for kv in out.split("\0") if kv)}
 
 
 LAB = lab_env()
@@ -70,9 +71,7 @@ class Edge:
         with open(self.config, "w") as f:
             f.write(text)
         cmd = ["ip", "netns", "exec", LAB["LAB_EDGE_NS"], SMTPEDGE,
-               "-l", "0-1", "--no-huge", "-m", "512", "--no-pci",
-               "--file-prefix", self.prefix,
-               f"--vdev=net_af_packet0,iface={LAB['LAB_EDGE_IF']}",
+               *shlex.split(LAB["LAB_EAL_ARGS"]), "--file-prefix", self.prefix,
                *self.extra_eal, "--", "--config", self.config]
         self.log = open(self.log_path, "w")
         env = dict(os.environ)

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "dataplane/smtp.h"
+#include "tests/check.h"
 
 struct ctx {
 	unsigned char want[32];
@@ -212,7 +213,7 @@ static bool run(size_t size, bool bdat)
 	ok = x.delivered == 1 && x.good == 1 && x.chunks_out == 0 &&
 	     strncmp(x.last_reply, "250 2.0.0 Ok: queued", 20) == 0;
 	if (!ok)
-		printf("FAIL size %zu by %s: delivered %d good %d chunks %u last %s\n",
+		printf("  size %zu by %s: delivered %d good %d chunks %u last %s\n",
 		       size, bdat ? "BDAT" : "DATA", x.delivered, x.good,
 		       x.chunks_out, x.last_reply);
 	free(msg);
@@ -224,19 +225,11 @@ int main(void)
 {
 	static const size_t sizes[] = { 0, 2, 3, 1000, 1002, 4096, 65536,
 					1u << 20, (3u << 20) + 7 };
-	int passed = 0, failed = 0;
 	size_t i;
 
 	for (i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
-		if (run(sizes[i], false))
-			passed++;
-		else
-			failed++;
-		if (run(sizes[i], true))
-			passed++;
-		else
-			failed++;
+		CHECK(run(sizes[i], false), "%zu bytes by DATA", sizes[i]);
+		CHECK(run(sizes[i], true), "%zu bytes by BDAT", sizes[i]);
 	}
-	printf("%d passed, %d failed\n", passed, failed);
-	return failed ? 1 : 0;
+	return check_done();
 }

@@ -40,6 +40,7 @@
 #include <strings.h>
 
 #include "dataplane/smtp.h"
+#include "tests/check.h"
 
 enum ev_kind { EV_START, EV_ANSWER, EV_STALE, EV_IDLE, EV_EOF };
 
@@ -841,7 +842,7 @@ static char **expand(int argc, char **argv, int *out_n)
 int main(int argc, char **argv)
 {
 	static const char *const modes[] = { "whole", "bytes", "random" };
-	int passed = 0, failed = 0, i, nrandom = 20, nfiles = 0;
+	int i, nrandom = 20, nfiles = 0;
 	bool print = false;
 	char **files;
 
@@ -857,11 +858,12 @@ int main(int argc, char **argv)
 		char refpath[4096];
 		char *ref;
 		size_t reflen = 0;
-		bool ok = true;
+		bool ok;
 		int m, k;
 
-		if (tc == NULL || !load_case(tc, files[i])) {
-			failed++;
+		check_case_begin();
+		if (!CHECK(tc != NULL && load_case(tc, files[i]), "%s", files[i])) {
+			check_case_end();
 			free(tc);
 			continue;
 		}
@@ -873,33 +875,26 @@ int main(int argc, char **argv)
 			free(t.p);
 			free(tc->in);
 			free(tc);
+			check_case_end();
 			continue;
 		}
 		snprintf(refpath, sizeof(refpath), "%.*s.ref",
 			 (int)(strlen(files[i]) - 3), files[i]);
 		ref = read_file(refpath, &reflen);
-		if (ref == NULL) {
-			fprintf(stderr, "FAIL %s: no %s\n", tc->name, refpath);
-			ok = false;
-		}
+		ok = CHECK(ref != NULL, "%s: no %s", tc->name, refpath);
 		for (m = 0; ok && m < 3; m++) {
 			for (k = 0; ok && k < (m == 2 ? nrandom : 1); k++) {
 				struct buf t = { 0 };
 
 				run_once(tc, m, (uint64_t)k + 1, &t);
-				if (t.p == NULL || strcmp(t.p, ref) != 0) {
-					fprintf(stderr, "FAIL %s (%s, seed %d)\n",
-						tc->name, modes[m], k + 1);
+				ok = CHECK(t.p != NULL && strcmp(t.p, ref) == 0,
+					   "%s (%s, seed %d)", tc->name, modes[m], k + 1);
+				if (!ok)
 					show_diff(ref, t.p ? t.p : "");
-					ok = false;
-				}
 				free(t.p);
 			}
 		}
-		if (ok)
-			passed++;
-		else
-			failed++;
+		check_case_end();
 		free(ref);
 		free(tc->in);
 		free(tc);
@@ -908,6 +903,6 @@ int main(int argc, char **argv)
 		free(files[i]);
 	free(files);
 	if (!print)
-		printf("%d passed, %d failed\n", passed, failed);
-	return failed ? 1 : 0;
+		return check_done();
+	return check_failed ? 1 : 0;
 }

@@ -14,6 +14,8 @@
 #include "dataplane/smtp_addr.h"
 #include "dataplane/smtp_body.h"
 
+#include "tests/check.h"
+
 #define N  SMTP_ADDR_NULL_OK
 #define P  SMTP_ADDR_POSTMASTER
 #define U  SMTP_ADDR_UTF8
@@ -118,18 +120,6 @@ static const struct addr_row addr_rows[] = {
 	  0, SMTP_ADDR_TOO_LONG, NULL, NULL },
 };
 
-static int passed, failed;
-
-static void check(bool ok, const char *what, const char *detail)
-{
-	if (ok) {
-		passed++;
-	} else {
-		failed++;
-		printf("FAIL %s: %s\n", what, detail);
-	}
-}
-
 static void addr_tests(void)
 {
 	size_t i;
@@ -155,7 +145,7 @@ static void addr_tests(void)
 			 i, r->in, smtp_addr_result_name(got),
 			 got == SMTP_ADDR_OK ? (int)a.mbox_len : 0,
 			 got == SMTP_ADDR_OK ? r->in + a.mbox_off : "");
-		check(ok, "addr", detail);
+		CHECK(ok, "addr: %s", detail);
 	}
 }
 
@@ -192,8 +182,8 @@ static void routing_tests(void)
 		got = smtp_addr_parse(in, (uint32_t)strlen(in), P, &a);
 		snprintf(detail, sizeof(detail), "%s: got %s, routing %d",
 			 in, smtp_addr_result_name(got), a.routing);
-		check(got == SMTP_ADDR_OK && a.routing == routing_rows[i].routing,
-		      "routing", detail);
+		CHECK(got == SMTP_ADDR_OK && a.routing == routing_rows[i].routing,
+		      "routing: %s", detail);
 	}
 }
 
@@ -274,7 +264,7 @@ static void body_tests(void)
 				 "row %zu (%s): flags %u done %d consumed %zu out %zu",
 				 i, step ? "bytes" : "whole", b.flags, b.done, pos,
 				 sink_len);
-			check(ok, "body", detail);
+			CHECK(ok, "body: %s", detail);
 		}
 	}
 }
@@ -284,6 +274,5 @@ int main(void)
 	addr_tests();
 	routing_tests();
 	body_tests();
-	printf("%d passed, %d failed\n", passed, failed);
-	return failed ? 1 : 0;
+	return check_done();
 }

@@ -12,19 +12,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "tests/check.h"
+
 #define KEY "0123456789abcdef"   /* a check's /0 key */
-
-static int passed, failed;
-
-static void check(bool ok, const char *what, const char *detail)
-{
-	if (ok) {
-		passed++;
-	} else {
-		failed++;
-		printf("FAIL %s%s%s\n", what, detail[0] != '\0' ? ": " : "", detail);
-	}
-}
 
 struct good_row {
 	const char *record;
@@ -148,38 +138,38 @@ static void test_records(void)
 		st = spf_syntax_record(good[i].record, strlen(good[i].record),
 				KEY, out, sizeof(out), problem, sizeof(problem));
 		snprintf(what, sizeof(what), "good record \"%s\"", good[i].record);
-		check(st == SPF_SYNTAX_OK, what, problem);
+		CHECK(st == SPF_SYNTAX_OK, "%s: %s", what, problem);
 		if (st == SPF_SYNTAX_OK)
-			check(strcmp(out, good[i].rewrite) == 0, what, out);
+			CHECK(strcmp(out, good[i].rewrite) == 0, "%s: %s", what, out);
 	}
 	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		st = spf_syntax_record(bad[i], strlen(bad[i]), KEY, out, sizeof(out),
 				problem, sizeof(problem));
 		snprintf(what, sizeof(what), "bad record \"%s\" is a syntax error", bad[i]);
-		check(st == SPF_SYNTAX_BAD && problem[0] != '\0', what, "");
+		CHECK(st == SPF_SYNTAX_BAD && problem[0] != '\0', "%s", what);
 	}
 	/* a domain-spec may end in a macro; checking needs no out buffer */
 	{
 		const char *ok = "v=spf1 exists:%{d}";
 
-		check(spf_syntax_record(ok, strlen(ok), NULL, NULL, 0, NULL, 0) == SPF_SYNTAX_OK,
-				"check without rewrite buffer", "");
+		CHECK(spf_syntax_record(ok, strlen(ok), NULL, NULL, 0, NULL, 0) == SPF_SYNTAX_OK,
+				"check without rewrite buffer");
 	}
 	/* a NUL inside the TXT data is not the end of the record */
 	{
 		static const char nul[] = "v=spf1 a:foo.example.com\0";
 
-		check(spf_syntax_record(nul, sizeof(nul) - 1, KEY, out, sizeof(out),
+		CHECK(spf_syntax_record(nul, sizeof(nul) - 1, KEY, out, sizeof(out),
 				problem, sizeof(problem)) == SPF_SYNTAX_BAD,
-				"embedded NUL is a syntax error", "");
+				"embedded NUL is a syntax error");
 	}
 	/* a rewrite that does not fit is reported, never truncated */
 	{
 		const char *r = "v=spf1 a/0 mx/0 ip4:1.1.1.1/0 -all";
 
-		check(spf_syntax_record(r, strlen(r), KEY, out, 40, problem,
+		CHECK(spf_syntax_record(r, strlen(r), KEY, out, 40, problem,
 				sizeof(problem)) == SPF_SYNTAX_NOSPACE,
-				"rewrite overflow is SPF_SYNTAX_NOSPACE", "");
+				"rewrite overflow is SPF_SYNTAX_NOSPACE");
 	}
 }
 
@@ -198,40 +188,39 @@ static void test_names(void)
 	size_t i, base;
 
 	for (i = 0; i < sizeof(id_ok) / sizeof(id_ok[0]); i++)
-		check(spf_syntax_identity_domain_ok(id_ok[i]), "identity domain ok", id_ok[i]);
+		CHECK(spf_syntax_identity_domain_ok(id_ok[i]), "identity domain ok: %s", id_ok[i]);
 	for (i = 0; i < sizeof(id_bad) / sizeof(id_bad[0]); i++)
-		check(!spf_syntax_identity_domain_ok(id_bad[i]), "identity domain refused", id_bad[i]);
+		CHECK(!spf_syntax_identity_domain_ok(id_bad[i]), "identity domain refused: %s", id_bad[i]);
 	memset(long_name, 'a', sizeof(long_name));
 	for (i = 10; i < sizeof(long_name); i += 11)
 		long_name[i] = '.';
 	long_name[253] = '\0';
-	check(spf_syntax_query_name_ok(long_name), "253-octet name is a query name", "");
+	CHECK(spf_syntax_query_name_ok(long_name), "253-octet name is a query name");
 	long_name[253] = 'a';
 	long_name[254] = '\0';
-	check(!spf_syntax_query_name_ok(long_name), "254-octet name is not", "");
-	check(spf_syntax_query_name_ok("museum"), "one label is a query name", "");
+	CHECK(!spf_syntax_query_name_ok(long_name), "254-octet name is not");
+	CHECK(spf_syntax_query_name_ok("museum"), "one label is a query name");
 
-	check(spf_syntax_cidr0_tag("example.com._spf-cidr0-4-" KEY ".smtpedge.invalid",
-			KEY, &base) == 4 && base == 11, "cidr0 v4 tag", "");
-	check(spf_syntax_cidr0_tag("X._SPF-CIDR0-46-0123456789ABCDEF.smtpedge.invalid.",
+	CHECK(spf_syntax_cidr0_tag("example.com._spf-cidr0-4-" KEY ".smtpedge.invalid",
+			KEY, &base) == 4 && base == 11, "cidr0 v4 tag");
+	CHECK(spf_syntax_cidr0_tag("X._SPF-CIDR0-46-0123456789ABCDEF.smtpedge.invalid.",
 			KEY, &base) == 46 && base == 1,
-			"cidr0 both tag, any case, trailing dot", "");
-	check(spf_syntax_cidr0_tag("example.com", KEY, &base) == 0 && base == 11,
-			"no cidr0 tag", "");
+			"cidr0 both tag, any case, trailing dot");
+	CHECK(spf_syntax_cidr0_tag("example.com", KEY, &base) == 0 && base == 11,
+			"no cidr0 tag");
 	/* a name from outside (a record, a macro, a HELO) cannot ask for /0:
 	 * without the check's key the suffix is an ordinary name */
-	check(spf_syntax_cidr0_tag("example.com._spf-cidr0-4.smtpedge.invalid",
-			KEY, &base) == 0 && base == 41, "keyless suffix is no tag", "");
-	check(spf_syntax_cidr0_tag("example.com._spf-cidr0-4-fedcba9876543210.smtpedge.invalid",
-			KEY, &base) == 0, "another key is no tag", "");
-	check(spf_syntax_cidr0_tag("example.com._spf-cidr0-4-" KEY ".smtpedge.invalid",
-			NULL, &base) == 0, "no key, no tag", "");
+	CHECK(spf_syntax_cidr0_tag("example.com._spf-cidr0-4.smtpedge.invalid",
+			KEY, &base) == 0 && base == 41, "keyless suffix is no tag");
+	CHECK(spf_syntax_cidr0_tag("example.com._spf-cidr0-4-fedcba9876543210.smtpedge.invalid",
+			KEY, &base) == 0, "another key is no tag");
+	CHECK(spf_syntax_cidr0_tag("example.com._spf-cidr0-4-" KEY ".smtpedge.invalid",
+			NULL, &base) == 0, "no key, no tag");
 }
 
 int main(void)
 {
 	test_records();
 	test_names();
-	printf("%d passed, %d failed\n", passed, failed);
-	return failed == 0 ? 0 : 1;
+	return check_done();
 }

@@ -26,6 +26,8 @@
 #include <time.h>
 #include <unbound.h>
 
+#include "tests/check.h"
+
 #define THREADS 8
 #define ROUNDS 25
 #define TIMEOUT_MS 300
@@ -96,19 +98,11 @@ static const struct case_row failures[] = {
 
 static const char *port;
 static struct spf_checker *shared;
-static atomic_int passed, failed;
-
-static void fail(const char *fmt, const char *a, const char *b, const char *c)
-{
-	atomic_fetch_add(&failed, 1);
-	printf(fmt, a, b, c);
-	fflush(stdout);
-}
-
 static int run_one(struct spf_checker *ck, const struct case_row *row)
 {
 	struct spf_query q = { .helo = row->helo, .mail_from = row->from };
 	struct spf_answer a;
+	bool ok;
 
 	if (inet_pton(AF_INET, row->addr, q.addr) == 1)
 		q.family = AF_INET;
@@ -117,18 +111,11 @@ static int run_one(struct spf_checker *ck, const struct case_row *row)
 	else
 		return -1;
 	spf_check(ck, &q, &a);
-	if (a.result != row->want) {
-		fail("FAIL %s: got %s (%s)\n", row->name, spf_result_name(a.result),
-				a.mechanism);
-		return -1;
-	}
-	if (row->identity != NULL && strcmp(a.identity, row->identity) != 0) {
-		fail("FAIL %s: identity %s, want %s\n", row->name, a.identity,
-				row->identity);
-		return -1;
-	}
-	atomic_fetch_add(&passed, 1);
-	return 0;
+	ok = a.result == row->want &&
+	     (row->identity == NULL || strcmp(a.identity, row->identity) == 0);
+	return CHECK(ok, "%s: got %s (%s), identity %s, want %s", row->name,
+		     spf_result_name(a.result), a.mechanism, a.identity,
+		     row->identity != NULL ? row->identity : "any") ? 0 : -1;
 }
 
 static void *worker(void *arg)
@@ -189,26 +176,17 @@ static void test_api(void)
 		.identity_kind = SPF_ID_MAILFROM };
 	char buf[512];
 
-	if (spf_checker_create(&p) == NULL)
-		atomic_fetch_add(&passed, 1);
-	else
-		fail("FAIL %s%s%s\n", "create without ub must fail", "", "");
-	if (strcmp(spf_result_name(SPF_RES_SOFTFAIL), "softfail") == 0 &&
-	    strcmp(spf_result_name(SPF_RES_TEMPERROR), "temperror") == 0 &&
-	    strcmp(spf_result_name(SPF_RES_NONE), "none") == 0)
-		atomic_fetch_add(&passed, 1);
-	else
-		fail("FAIL %s%s%s\n", "result names", "", "");
+	CHECK(spf_checker_create(&p) == NULL, "create without ub must fail");
+	CHECK(strcmp(spf_result_name(SPF_RES_SOFTFAIL), "softfail") == 0 &&
+	      strcmp(spf_result_name(SPF_RES_TEMPERROR), "temperror") == 0 &&
+	      strcmp(spf_result_name(SPF_RES_NONE), "none") == 0, "result names");
 	/* a quote from the peer cannot end the quoted-string early */
 	inet_pton(AF_INET6, "2001:db8::1", q.addr);
 	snprintf(a.identity, sizeof(a.identity), "%s", q.mail_from);
 	spf_received_spf(shared, &q, &a, buf, sizeof(buf));
-	if (strstr(buf, "envelope-from=\"a\\\"b@pass.example.org\"") != NULL &&
-	    strncmp(buf, "pass (", 6) == 0 && strstr(buf, "client-ip=2001:db8::1;") != NULL &&
-	    strstr(buf, "identity=mailfrom") != NULL)
-		atomic_fetch_add(&passed, 1);
-	else
-		fail("FAIL %s: %s%s\n", "Received-SPF", buf, "");
+	CHECK(strstr(buf, "envelope-from=\"a\\\"b@pass.example.org\"") != NULL &&
+	      strncmp(buf, "pass (", 6) == 0 && strstr(buf, "client-ip=2001:db8::1;") != NULL &&
+	      strstr(buf, "identity=mailfrom") != NULL, "Received-SPF: %s", buf);
 }
 
 int main(int argc, char **argv)
@@ -218,7 +196,6 @@ int main(int argc, char **argv)
 	struct spf_checker *ck;
 	size_t i;
 	double t0, took;
-	char ms[32];
 
 	if (argc != 2) {
 		fprintf(stderr, "usage: %s PORT\n", argv[0]);
@@ -243,15 +220,10 @@ int main(int argc, char **argv)
 		run_one(ck, &failures[i]);
 		took = now_ms() - t0;
 		/* the deadline, not unbound's retries, bounds the wait */
-		snprintf(ms, sizeof(ms), "%.0f", took);
-		if (took > TIMEOUT_MS * 3)
-			fail("FAIL %s took %s ms%s\n", failures[i].name, ms, "");
-		else
-			atomic_fetch_add(&passed, 1);
+		CHECK(took <= TIMEOUT_MS * 3, "%s took %.0f ms", failures[i].name, took);
 	}
 	spf_checker_destroy(ck);
 	ub_ctx_delete(ub);
 
-	printf("%d passed, %d failed\n", atomic_load(&passed), atomic_load(&failed));
-	return atomic_load(&failed) == 0 ? 0 : 1;
+	return check_done();
 }

@@ -36,9 +36,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static int g_failed, g_passed;
-#define CHECK(c) do { if (!(c)) { fprintf(stderr, "  FAIL %s:%d: %s\n", __FILE__, __LINE__, #c); \
-	ok = false; } } while (0)
+#include "tests/check.h"
 
 static int tun_fd = -1;
 static struct tcp_engine *E;
@@ -420,15 +418,14 @@ static bool wait_idle_engine(int ms)
 	return false;
 }
 
-static bool dialogue(int fam, bool server_closes)
+static void dialogue(int fam, bool server_closes)
 {
-	bool ok = true;
 	int s = cli_connect(fam);
 	char b[16];
 
 	CHECK(s >= 0);
 	if (s < 0)
-		return false;
+		return;
 	CHECK(cli_says(s, NULL, "220 linux-peer"));
 	CHECK(cli_says(s, "EHLO client\r\n", "250 EHLO client"));
 	if (server_closes) {
@@ -440,25 +437,23 @@ static bool dialogue(int fam, bool server_closes)
 	}
 	close(s);
 	CHECK(wait_idle_engine(3000));
-	return ok;
 }
 
-static bool upload(int fam, uint64_t n, unsigned loss)
+static void upload(int fam, uint64_t n, unsigned loss)
 {
 	static uint8_t blk[65536];
-	bool ok = true;
 	int s = cli_connect(fam);
 	uint64_t sum = 0, sent = 0;
 	char cmd[64], want[64];
 
 	CHECK(s >= 0);
 	if (s < 0)
-		return false;
+		return;
 	CHECK(cli_says(s, NULL, "220"));
 	atomic_store(&g_loss_pct, loss);    /* once established: see the header of tcp.c on cookies */
 	snprintf(cmd, sizeof(cmd), "UP %llu\r\n", (unsigned long long)n);
 	CHECK(send(s, cmd, strlen(cmd), 0) > 0);
-	while (ok && sent < n) {
+	while (check_case_failures == 0 && sent < n) {
 		size_t k = n - sent > sizeof(blk) ? sizeof(blk) : (size_t)(n - sent);
 		ssize_t w;
 		for (size_t i = 0; i < k; i++) {
@@ -475,25 +470,23 @@ static bool upload(int fam, uint64_t n, unsigned loss)
 	close(s);
 	CHECK(wait_idle_engine(5000));
 	atomic_store(&g_loss_pct, 0);
-	return ok;
 }
 
-static bool download(int fam, uint64_t n, unsigned loss)
+static void download(int fam, uint64_t n, unsigned loss)
 {
 	static uint8_t blk[65536];
-	bool ok = true;
 	int s = cli_connect(fam);
 	uint64_t got = 0;
 	char cmd[64];
 
 	CHECK(s >= 0);
 	if (s < 0)
-		return false;
+		return;
 	CHECK(cli_says(s, NULL, "220"));
 	atomic_store(&g_loss_pct, loss);
 	snprintf(cmd, sizeof(cmd), "DOWN %llu\r\n", (unsigned long long)n);
 	CHECK(send(s, cmd, strlen(cmd), 0) > 0);
-	while (ok && got < n) {
+	while (check_case_failures == 0 && got < n) {
 		ssize_t r = recv(s, blk, n - got > sizeof(blk) ? sizeof(blk) : (size_t)(n - got), 0);
 		CHECK(r > 0);
 		if (r <= 0)
@@ -509,12 +502,10 @@ static bool download(int fam, uint64_t n, unsigned loss)
 	close(s);
 	CHECK(wait_idle_engine(5000));
 	atomic_store(&g_loss_pct, 0);
-	return ok;
 }
 
-static bool many_at_once(int fam, int n)
+static void many_at_once(int fam, int n)
 {
-	bool ok = true;
 	int s[32];
 
 	for (int i = 0; i < n; i++) {
@@ -528,18 +519,27 @@ static bool many_at_once(int fam, int n)
 			close(s[i]);
 		}
 	CHECK(wait_idle_engine(3000));
-	return ok;
 }
 
 static uint64_t g_t0;
 
-static void run(const char *name, bool ok)
+/* One scenario: its CHECKs count as one case, reported with its time. */
+static char g_name[96];
+
+static void run_begin(const char *fmt, ...)
 {
-	if (ok)
-		g_passed++;
-	else
-		g_failed++;
-	printf("%s %s (%.2f s)\n", ok ? "ok  " : "FAIL", name, (mono_us() - g_t0) / 1e6);
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(g_name, sizeof(g_name), fmt, ap);
+	va_end(ap);
+	check_case_begin();
+}
+
+static void run_end(void)
+{
+	printf("%s %s (%.2f s)\n", check_case_end() ? "ok  " : "FAIL", g_name,
+	       (mono_us() - g_t0) / 1e6);
 	fflush(stdout);
 	g_t0 = mono_us();
 }
@@ -568,48 +568,55 @@ int main(void)
 
 	if (setup_net() != 0) {
 		printf("skipped: needs root, a network namespace and /dev/net/tun\n");
-		printf("0 passed, 0 failed\n");
+		(void)check_done();
 		return 77;
 	}
 	g_t0 = mono_us();
 	for (int mode = 0; mode < 2; mode++) {
 		const char *m = mode ? "cookies" : "halfopen";
-		char name[96];
 
 		engine_start(mode ? 0 : 64);
 		atomic_store(&g_stop, 0);
 		atomic_store(&g_loss_pct, 0);
 		pthread_create(&th, NULL, engine_thread, NULL);
 		for (int fam = 4; fam <= 6; fam += 2) {
-			snprintf(name, sizeof(name), "%s v%d dialogue, server closes", m, fam);
-			run(name, dialogue(fam, true));
-			snprintf(name, sizeof(name), "%s v%d dialogue, client closes", m, fam);
-			run(name, dialogue(fam, false));
-			snprintf(name, sizeof(name), "%s v%d 20 sessions at once", m, fam);
-			run(name, many_at_once(fam, 20));
+			run_begin("%s v%d dialogue, server closes", m, fam);
+			dialogue(fam, true);
+			run_end();
+			run_begin("%s v%d dialogue, client closes", m, fam);
+			dialogue(fam, false);
+			run_end();
+			run_begin("%s v%d 20 sessions at once", m, fam);
+			many_at_once(fam, 20);
+			run_end();
 		}
-		snprintf(name, sizeof(name), "%s v6 upload 20 MB into a slow consumer", m);
-		run(name, upload(6, 20u << 20, 0));
-		snprintf(name, sizeof(name), "%s v4 download 4 MB", m);
-		run(name, download(4, 4u << 20, 0));
-		snprintf(name, sizeof(name), "%s v4 upload 2 MB, 3%% loss each way", m);
-		run(name, upload(4, 2u << 20, 3));
-		snprintf(name, sizeof(name), "%s v6 download 1 MB, 3%% loss each way", m);
-		run(name, download(6, 1u << 20, 3));
+		run_begin("%s v6 upload 20 MB into a slow consumer", m);
+		upload(6, 20u << 20, 0);
+		run_end();
+		run_begin("%s v4 download 4 MB", m);
+		download(4, 4u << 20, 0);
+		run_end();
+		run_begin("%s v4 upload 2 MB, 3%% loss each way", m);
+		upload(4, 2u << 20, 3);
+		run_end();
+		run_begin("%s v6 download 1 MB, 3%% loss each way", m);
+		download(6, 1u << 20, 3);
+		run_end();
 		atomic_store(&g_stop, 1);
 		pthread_join(th, NULL);
 		if (mode == 1) {
 			const struct tcp_counters *c = tcp_engine_counters(E);
-			run("cookie mode really used cookies",
-			    c->cookies_validated > 0 && c->halfopen_created == 0);
+			run_begin("cookie mode really used cookies");
+			CHECK(c->cookies_validated > 0 && c->halfopen_created == 0);
+			run_end();
 		}
 		printf("     (%u packets dropped by the shim, %llu retransmitted by the engine)\n",
 		       g_dropped, (unsigned long long)tcp_engine_counters(E)->retransmits);
-		run("lossy runs lost packets and retransmitted",
-		    g_dropped > 20 && tcp_engine_counters(E)->retransmits > 0);
+		run_begin("lossy runs lost packets and retransmitted");
+		CHECK(g_dropped > 20 && tcp_engine_counters(E)->retransmits > 0);
+		run_end();
 		g_dropped = 0;
 		tcp_engine_destroy(E);
 	}
-	printf("%d passed, %d failed\n", g_passed, g_failed);
-	return g_failed ? 1 : 0;
+	return check_done();
 }

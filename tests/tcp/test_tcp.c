@@ -7,26 +7,14 @@
  * fails without it.
  */
 #include "dataplane/tcp.h"
+#include "dataplane/tcp_wire.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* ------------------------------------------------------------ harness */
-
-static int g_checks_failed;
-#define CHECK(cond) do { if (!(cond)) { g_checks_failed++; \
-	fprintf(stderr, "  FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond); } } while (0)
-#define CHECK_EQ(a, b) do { long long _a = (long long)(a), _b = (long long)(b); if (_a != _b) { \
-	g_checks_failed++; fprintf(stderr, "  FAIL %s:%d: %s == %lld, expected %lld\n", \
-	__FILE__, __LINE__, #a, _a, _b); } } while (0)
-
-#define TH_FIN 0x01
-#define TH_SYN 0x02
-#define TH_RST 0x04
-#define TH_PSH 0x08
-#define TH_ACK 0x10
+#include "tests/check.h"
 
 struct oseg {
 	uint8_t family, saddr[16], daddr[16];
@@ -436,38 +424,38 @@ static void t_handshake_options(void)
 		cli_init(&k, rows[r].fam, 1);
 		k.ts = so->ts;
 		cli_raw(e, &k, TH_SYN, k.isn, 0, 1000, NULL, 0, so);
-		CHECK_EQ(g_nout, 1);
+		CHECK_EQ_INT(g_nout, 1);
 		sa = last_out();
-		CHECK_EQ(sa->flags, TH_SYN | TH_ACK);
-		CHECK_EQ(sa->ack, k.isn + 1);
-		CHECK_EQ(sa->mss, rows[r].fam == 4 ? 1460 : 1440);
-		CHECK_EQ(sa->ws, so->ws >= 0 ? 7 : -1);
-		CHECK_EQ(sa->sack, so->sack);
-		CHECK_EQ(sa->ts, so->ts);
+		CHECK_EQ_INT(sa->flags, TH_SYN | TH_ACK);
+		CHECK_EQ_INT(sa->ack, k.isn + 1);
+		CHECK_EQ_INT(sa->mss, rows[r].fam == 4 ? 1460 : 1440);
+		CHECK_EQ_INT(sa->ws, so->ws >= 0 ? 7 : -1);
+		CHECK_EQ_INT(sa->sack, so->sack);
+		CHECK_EQ_INT(sa->ts, so->ts);
 		if (so->ts)
-			CHECK_EQ(sa->tsecr, k.tsval);
+			CHECK_EQ_INT(sa->tsecr, k.tsval);
 		CHECK(!memcmp(sa->daddr, k.addr, 16) && !memcmp(sa->saddr, k.srv, 16));
-		CHECK_EQ(sa->dport, k.port);
-		CHECK_EQ(tcp_engine_active(e), 1);
+		CHECK_EQ_INT(sa->dport, k.port);
+		CHECK_EQ_INT(tcp_engine_active(e), 1);
 		/* ACK: established, app opened, greeting leaves at once */
 		k.nxt = k.isn + 1;
 		k.rnxt = sa->seq + 1;
 		k.tsecr = sa->tsval;
 		g_nout = 0;
 		cli_raw(e, &k, TH_ACK, k.nxt, k.rnxt, 1000, NULL, 0, NULL);
-		CHECK_EQ(g_opened, 1);
+		CHECK_EQ_INT(g_opened, 1);
 		a = &g_apps[0];
-		CHECK_EQ(a->info.family, rows[r].fam);
-		CHECK_EQ(a->info.peer_port, k.port);
-		CHECK_EQ(a->info.local_port, 25);
+		CHECK_EQ_INT(a->info.family, rows[r].fam);
+		CHECK_EQ_INT(a->info.peer_port, k.port);
+		CHECK_EQ_INT(a->info.local_port, 25);
 		CHECK(!memcmp(a->info.peer, k.addr, 16));
 		CHECK(!a->info.from_cookie);
-		CHECK_EQ(g_nout, 1);
-		CHECK_EQ(g_out[0].len, strlen(g_greeting));
-		CHECK_EQ(g_out[0].seq, k.rnxt);
-		CHECK_EQ(g_out[0].ts, so->ts);
+		CHECK_EQ_INT(g_nout, 1);
+		CHECK_EQ_INT(g_out[0].len, strlen(g_greeting));
+		CHECK_EQ_INT(g_out[0].seq, k.rnxt);
+		CHECK_EQ_INT(g_out[0].ts, so->ts);
 		/* window field: scaled by 2^7 when both offered window scaling */
-		CHECK_EQ(g_out[0].win, so->ws >= 0 ? 65536 / 128 : 65535);
+		CHECK_EQ_INT(g_out[0].win, so->ws >= 0 ? 65536 / 128 : 65535);
 		/* segment size: min(peer MSS, ours); the peer's window (scaled by its shift) bounds it */
 		peer_mss = so->mss ? (uint32_t)so->mss : (rows[r].fam == 4 ? 536u : 1220u);
 		if (peer_mss > (rows[r].fam == 4 ? 1460u : 1440u))
@@ -482,10 +470,10 @@ static void t_handshake_options(void)
 				CHECK(g_out[i].len <= peer_mss);
 				sum += g_out[i].len;
 			}
-			CHECK_EQ(sum, big < wnd ? big : wnd);
+			CHECK_EQ_INT(sum, big < wnd ? big : wnd);
 		}
 		app_abort(a);
-		CHECK_EQ(tcp_engine_active(e), 0);
+		CHECK_EQ_INT(tcp_engine_active(e), 0);
 		tcp_engine_destroy(e);
 	}
 }
@@ -500,7 +488,7 @@ static void t_mss_clamp_v6(void)
 	e = mk(&p);
 	cli_init(&k, 6, 1);
 	cli_raw(e, &k, TH_SYN, k.isn, 0, 1000, NULL, 0, &SO_ALL);
-	CHECK_EQ(last_out()->mss, 1220);
+	CHECK_EQ_INT(last_out()->mss, 1220);
 	tcp_engine_destroy(e);
 }
 
@@ -527,13 +515,13 @@ static void t_cookie_valid(void)
 	if (!a)
 		return;
 	CHECK(a->info.from_cookie);
-	CHECK_EQ(tcp_engine_counters(e)->cookies_sent, 1);
-	CHECK_EQ(tcp_engine_counters(e)->cookies_validated, 1);
-	CHECK_EQ(g_out[0].ws, 7);
-	CHECK_EQ(g_out[0].sack, 1);
+	CHECK_EQ_INT(tcp_engine_counters(e)->cookies_sent, 1);
+	CHECK_EQ_INT(tcp_engine_counters(e)->cookies_validated, 1);
+	CHECK_EQ_INT(g_out[0].ws, 7);
+	CHECK_EQ_INT(g_out[0].sack, 1);
 	/* greeting went out with the ACK's processing */
-	CHECK_EQ(g_nout, 2);
-	CHECK_EQ(g_out[1].len, strlen(g_greeting));
+	CHECK_EQ_INT(g_nout, 2);
+	CHECK_EQ_INT(g_out[1].len, strlen(g_greeting));
 	/* the peer's shift (2) was recovered: window 100 means 400 bytes */
 	g_nout = 0;
 	cli_send(e, &k, 0, NULL, 0);
@@ -542,7 +530,7 @@ static void t_cookie_valid(void)
 		uint32_t sum = 0;
 		for (int i = 0; i < g_nout; i++)
 			sum += g_out[i].len;
-		CHECK_EQ(sum, 400);
+		CHECK_EQ_INT(sum, 400);
 		CHECK(g_out[0].ts);
 	}
 	app_abort(a);
@@ -556,14 +544,14 @@ static void t_cookie_valid(void)
 		a = cli_connect(e, &k, &nots);
 	}
 	CHECK(a != NULL);
-	CHECK_EQ(g_out[0].ws, -1);
-	CHECK_EQ(g_out[0].sack, 0);
-	CHECK_EQ(g_out[0].ts, 0);
-	CHECK_EQ(g_out[0].mss, 1460);
-	CHECK_EQ(tcp_engine_active(e), 1);
+	CHECK_EQ_INT(g_out[0].ws, -1);
+	CHECK_EQ_INT(g_out[0].sack, 0);
+	CHECK_EQ_INT(g_out[0].ts, 0);
+	CHECK_EQ_INT(g_out[0].mss, 1460);
+	CHECK_EQ_INT(tcp_engine_active(e), 1);
 	if (a)
 		app_abort(a);
-	CHECK_EQ(tcp_engine_active(e), 0);
+	CHECK_EQ_INT(tcp_engine_active(e), 0);
 	tcp_engine_destroy(e);
 }
 
@@ -587,28 +575,28 @@ static void t_cookie_forged(void)
 
 	cli_init(&k, 4, 1);
 	ck = cookie_syn(e, &k, &SO_NONE);
-	CHECK_EQ(tcp_engine_active(e), 0);           /* a SYN takes no memory */
+	CHECK_EQ_INT(tcp_engine_active(e), 0);           /* a SYN takes no memory */
 	for (uint32_t bit = 0; bit < 32; bit++) {      /* any flipped bit fails */
 		g_nout = 0;
 		r = cli_raw(e, &k, TH_ACK, k.nxt, (ck ^ (1u << bit)) + 1, 1000, NULL, 0, NULL);
-		CHECK_EQ(r, TCP_IN_STRAY);
-		CHECK_EQ(g_nout, 1);
-		CHECK_EQ(last_out()->flags, TH_RST);
-		CHECK_EQ(last_out()->seq, (ck ^ (1u << bit)) + 1);
+		CHECK_EQ_INT(r, TCP_IN_STRAY);
+		CHECK_EQ_INT(g_nout, 1);
+		CHECK_EQ_INT(last_out()->flags, TH_RST);
+		CHECK_EQ_INT(last_out()->seq, (ck ^ (1u << bit)) + 1);
 	}
 	/* right cookie, wrong peer ISN or another source port */
 	r = cli_raw(e, &k, TH_ACK, k.nxt + 1, ck + 1, 1000, NULL, 0, NULL);
-	CHECK_EQ(r, TCP_IN_STRAY);
+	CHECK_EQ_INT(r, TCP_IN_STRAY);
 	other = k;
 	other.port++;
 	r = cli_raw(e, &other, TH_ACK, k.nxt, ck + 1, 1000, NULL, 0, NULL);
-	CHECK_EQ(r, TCP_IN_STRAY);
-	CHECK_EQ(g_opened, 0);
-	CHECK_EQ(tcp_engine_counters(e)->cookies_rejected, 34);
+	CHECK_EQ_INT(r, TCP_IN_STRAY);
+	CHECK_EQ_INT(g_opened, 0);
+	CHECK_EQ_INT(tcp_engine_counters(e)->cookies_rejected, 34);
 	/* and the genuine one still works */
 	r = cli_raw(e, &k, TH_ACK, k.nxt, ck + 1, 1000, NULL, 0, NULL);
-	CHECK_EQ(r, TCP_IN_COOKIE_OK);
-	CHECK_EQ(g_opened, 1);
+	CHECK_EQ_INT(r, TCP_IN_COOKIE_OK);
+	CHECK_EQ_INT(g_opened, 1);
 	app_abort(&g_apps[0]);
 	tcp_engine_destroy(e);
 }
@@ -626,16 +614,16 @@ static void t_ipv4_addr_tail_ignored(void)
 	memset(k.srv + 4, 0x11, 12);
 	ck = cookie_syn(e, &k, &SO_NONE);
 	CHECK(!memcmp(last_out()->daddr, k.addr, 4));
-	CHECK_EQ(last_out()->daddr[4], 0);
+	CHECK_EQ_INT(last_out()->daddr[4], 0);
 	memset(k.addr + 4, 0x55, 12);
 	memset(k.srv + 4, 0x22, 12);
 	d = cli_raw(e, &k, TH_ACK, k.nxt, ck + 1, 1000, NULL, 0, NULL);
-	CHECK_EQ(d, TCP_IN_COOKIE_OK);
+	CHECK_EQ_INT(d, TCP_IN_COOKIE_OK);
 	memset(k.addr + 4, 0x77, 12);
 	k.rnxt = ck + 1;
 	d = cli_send(e, &k, 0, "EHLO\r\n", 6);
-	CHECK_EQ(d, TCP_IN_CONN);
-	CHECK_EQ(g_apps[0].rxn, 6);
+	CHECK_EQ_INT(d, TCP_IN_CONN);
+	CHECK_EQ_INT(g_apps[0].rxn, 6);
 	app_abort(&g_apps[0]);
 	tcp_engine_destroy(e);
 }
@@ -669,11 +657,11 @@ static void t_cookie_age(void)
 		tcp_engine_tick(e, g_now);
 		k.tsval += 100;
 		d = cli_raw(e, &k, TH_ACK, k.nxt, ck + 1, 1000, NULL, 0, NULL);
-		CHECK_EQ(d, rows[r].ok ? TCP_IN_COOKIE_OK : TCP_IN_STRAY);
-		CHECK_EQ(g_opened, rows[r].ok ? 1 : 0);
+		CHECK_EQ_INT(d, rows[r].ok ? TCP_IN_COOKIE_OK : TCP_IN_STRAY);
+		CHECK_EQ_INT(g_opened, rows[r].ok ? 1 : 0);
 		if (rows[r].ok && g_apps[0].c)
 			app_abort(&g_apps[0]);
-		CHECK_EQ(tcp_engine_active(e), 0);
+		CHECK_EQ_INT(tcp_engine_active(e), 0);
 		tcp_engine_destroy(e);
 	}
 }
@@ -691,29 +679,29 @@ static void t_link_follows_peer(void)
 	cli_init(&k, 6, 1);
 	k.link = 0xa1;
 	cli_raw(e, &k, TH_SYN, k.isn, 0, 1000, NULL, 0, &SO_ALL);
-	CHECK_EQ(last_out()->link, 0xa1);                 /* half-open SYN-ACK */
+	CHECK_EQ_INT(last_out()->link, 0xa1);                 /* half-open SYN-ACK */
 	g_nout = 0;
 	advance(e, 1000);
-	CHECK_EQ(g_nout, 1);
-	CHECK_EQ(last_out()->link, 0xa1);                 /* retransmitted on a timer */
+	CHECK_EQ_INT(g_nout, 1);
+	CHECK_EQ_INT(last_out()->link, 0xa1);                 /* retransmitted on a timer */
 	tcp_engine_destroy(e);
 	e = mk(&p);
 	cli_init(&k, 6, 2);
 	k.link = 0xb2;
 	a = cli_connect(e, &k, &SO_ALL);
 	CHECK(a != NULL);
-	CHECK_EQ(last_out()->link, 0xb2);                 /* the greeting */
+	CHECK_EQ_INT(last_out()->link, 0xb2);                 /* the greeting */
 	k.link = 0xc3;                                    /* the router changed */
 	n0 = g_nout;
 	cli_send(e, &k, TH_PSH, "EHLO x\r\n", 8);
 	tcp_send(a->c, "250 ok\r\n", 8);
 	advance(e, 1);
 	CHECK(g_nout > n0);
-	CHECK_EQ(last_out()->link, 0xc3);
+	CHECK_EQ_INT(last_out()->link, 0xc3);
 	n0 = g_nout;
 	advance(e, 5000);                                 /* unacked: RTO resends */
 	CHECK(g_nout > n0);
-	CHECK_EQ(last_out()->link, 0xc3);
+	CHECK_EQ_INT(last_out()->link, 0xc3);
 	app_abort(a);
 	tcp_engine_destroy(e);
 
@@ -723,13 +711,13 @@ static void t_link_follows_peer(void)
 	cli_init(&k, 4, 3);
 	k.link = 0xd4;
 	cli_raw(e, &k, TH_SYN, k.isn, 0, 1000, NULL, 0, &SO_ALL);
-	CHECK_EQ(tcp_engine_counters(e)->cookies_sent, 1);
-	CHECK_EQ(last_out()->link, 0xd4);
+	CHECK_EQ_INT(tcp_engine_counters(e)->cookies_sent, 1);
+	CHECK_EQ_INT(last_out()->link, 0xd4);
 	k.sport = 9999;
 	k.link = 0xe5;
 	cli_raw(e, &k, TH_SYN, k.isn, 0, 1000, NULL, 0, &SO_NONE);
-	CHECK_EQ(last_out()->flags & TH_RST, TH_RST);
-	CHECK_EQ(last_out()->link, 0xe5);
+	CHECK_EQ_INT(last_out()->flags & TH_RST, TH_RST);
+	CHECK_EQ_INT(last_out()->link, 0xe5);
 	tcp_engine_destroy(e);
 }
 
@@ -743,17 +731,17 @@ static void t_halfopen_lost_ack(void)
 	cli_init(&k, 6, 1);
 	cli_raw(e, &k, TH_SYN, k.isn, 0, 1000, NULL, 0, &SO_ALL);
 	iss = last_out()->seq;
-	CHECK_EQ(tcp_engine_counters(e)->halfopen_created, 1);
-	CHECK_EQ(tcp_engine_counters(e)->cookies_sent, 0);
+	CHECK_EQ_INT(tcp_engine_counters(e)->halfopen_created, 1);
+	CHECK_EQ_INT(tcp_engine_counters(e)->cookies_sent, 0);
 	/* the final ACK is lost; the SYN-ACK comes again after the initial RTO */
 	g_nout = 0;
 	advance(e, 999);
-	CHECK_EQ(g_nout, 0);
+	CHECK_EQ_INT(g_nout, 0);
 	advance(e, 1);
-	CHECK_EQ(g_nout, 1);
-	CHECK_EQ(last_out()->flags, TH_SYN | TH_ACK);
-	CHECK_EQ(last_out()->seq, iss);
-	CHECK_EQ(tcp_engine_counters(e)->synack_retransmits, 1);
+	CHECK_EQ_INT(g_nout, 1);
+	CHECK_EQ_INT(last_out()->flags, TH_SYN | TH_ACK);
+	CHECK_EQ_INT(last_out()->seq, iss);
+	CHECK_EQ_INT(tcp_engine_counters(e)->synack_retransmits, 1);
 	/* the client answers the retransmission; the greeting follows at once */
 	k.nxt = k.isn + 1;
 	k.rnxt = iss + 1;
@@ -761,10 +749,10 @@ static void t_halfopen_lost_ack(void)
 	k.tsecr = last_out()->tsval;
 	g_nout = 0;
 	d = cli_send(e, &k, 0, NULL, 0);
-	CHECK_EQ(d, TCP_IN_CONN);
-	CHECK_EQ(g_opened, 1);
-	CHECK_EQ(g_nout, 1);
-	CHECK_EQ(g_out[0].len, strlen(g_greeting));
+	CHECK_EQ_INT(d, TCP_IN_CONN);
+	CHECK_EQ_INT(g_opened, 1);
+	CHECK_EQ_INT(g_nout, 1);
+	CHECK_EQ_INT(g_out[0].len, strlen(g_greeting));
 	/* a retransmitted SYN in SYN_RCVD is answered with the same SYN-ACK */
 	app_abort(&g_apps[0]);
 	cli_init(&k, 4, 2);
@@ -772,8 +760,8 @@ static void t_halfopen_lost_ack(void)
 	iss = last_out()->seq;
 	g_nout = 0;
 	cli_raw(e, &k, TH_SYN, k.isn, 0, 1000, NULL, 0, &SO_NONE);
-	CHECK_EQ(g_nout, 1);
-	CHECK_EQ(last_out()->seq, iss);
+	CHECK_EQ_INT(g_nout, 1);
+	CHECK_EQ_INT(last_out()->seq, iss);
 	tcp_engine_destroy(e);
 }
 
@@ -794,8 +782,8 @@ static void t_halfopen_synack_schedule(void)
 	iss = last_out()->seq;
 	g_nout = 0;
 	advance(e, 9900);
-	CHECK_EQ(tcp_engine_counters(e)->synack_retransmits, 5);
-	CHECK_EQ(count_flags(0, 0xff, TH_SYN | TH_ACK), 5);
+	CHECK_EQ_INT(tcp_engine_counters(e)->synack_retransmits, 5);
+	CHECK_EQ_INT(count_flags(0, 0xff, TH_SYN | TH_ACK), 5);
 	CHECK(g_out[0].seq == iss && g_out[4].seq == iss);
 	/* the ACK answering the fifth one gets through */
 	k.nxt = k.isn + 1;
@@ -803,9 +791,9 @@ static void t_halfopen_synack_schedule(void)
 	k.ts = true;
 	k.tsecr = last_out()->tsval;
 	d = cli_send(e, &k, 0, NULL, 0);
-	CHECK_EQ(d, TCP_IN_CONN);
-	CHECK_EQ(g_opened, 1);
-	CHECK_EQ(tcp_engine_counters(e)->timeout_handshake, 0);
+	CHECK_EQ_INT(d, TCP_IN_CONN);
+	CHECK_EQ_INT(g_opened, 1);
+	CHECK_EQ_INT(tcp_engine_counters(e)->timeout_handshake, 0);
 	app_abort(&g_apps[0]);
 	/* a longer handshake timeout keeps the plain doubling longer */
 	tcp_engine_destroy(e);
@@ -818,9 +806,9 @@ static void t_halfopen_synack_schedule(void)
 	cli_raw(e, &k, TH_SYN, k.isn, 0, 1000, NULL, 0, &SO_ALL);
 	g_nout = 0;
 	advance(e, 15000);                     /* 1, 3, 7, 15 s */
-	CHECK_EQ(g_nout, 4);
+	CHECK_EQ_INT(g_nout, 4);
 	advance(e, 12000);                     /* then every 12 s */
-	CHECK_EQ(g_nout, 5);
+	CHECK_EQ_INT(g_nout, 5);
 	tcp_engine_destroy(e);
 }
 
@@ -835,18 +823,18 @@ static void t_handshake_timeout(void)
 	e = mk(&p);
 	cli_init(&k, 4, 1);
 	cli_raw(e, &k, TH_SYN, k.isn, 0, 1000, NULL, 0, &SO_NONE);
-	CHECK_EQ(tcp_engine_active(e), 1);
+	CHECK_EQ_INT(tcp_engine_active(e), 1);
 	advance(e, 2999);
-	CHECK_EQ(tcp_engine_active(e), 1);
+	CHECK_EQ_INT(tcp_engine_active(e), 1);
 	advance(e, 1);
-	CHECK_EQ(tcp_engine_active(e), 0);
-	CHECK_EQ(tcp_engine_counters(e)->timeout_handshake, 1);
-	CHECK_EQ(g_opened, 0);
+	CHECK_EQ_INT(tcp_engine_active(e), 0);
+	CHECK_EQ_INT(tcp_engine_counters(e)->timeout_handshake, 1);
+	CHECK_EQ_INT(g_opened, 0);
 	/* the ACK arrives after all: the half-open ISN is not a cookie */
 	k.rnxt = g_out[0].seq + 1;
-	CHECK_EQ(cli_raw(e, &k, TH_ACK, k.isn + 1, k.rnxt, 1000, NULL, 0, NULL), TCP_IN_STRAY);
-	CHECK_EQ(last_out()->flags, TH_RST);
-	CHECK_EQ(g_opened, 0);
+	CHECK_EQ_INT(cli_raw(e, &k, TH_ACK, k.isn + 1, k.rnxt, 1000, NULL, 0, NULL), TCP_IN_STRAY);
+	CHECK_EQ_INT(last_out()->flags, TH_RST);
+	CHECK_EQ_INT(g_opened, 0);
 	tcp_engine_destroy(e);
 }
 
@@ -870,20 +858,20 @@ static void t_data_in_order_coalesced(void)
 	a = est(e, &k, 1, &SO_ALL);
 	g_nout = 0;
 	cli_send(e, &k, TH_PSH, "EHLO a\r\n", 8);
-	CHECK_EQ(a->rxn, 8);
+	CHECK_EQ_INT(a->rxn, 8);
 	CHECK(!memcmp(a->rx, "EHLO a\r\n", 8));
 	/* the echo and the ACK are one segment: no separate pure ACK */
-	CHECK_EQ(g_nout, 1);
-	CHECK_EQ(g_out[0].len, 8);
-	CHECK_EQ(g_out[0].ack, k.nxt);
+	CHECK_EQ_INT(g_nout, 1);
+	CHECK_EQ_INT(g_out[0].len, 8);
+	CHECK_EQ_INT(g_out[0].ack, k.nxt);
 	CHECK(g_out[0].flags & TH_ACK);
 	/* plain app: a pure ACK */
 	a->mode = APP_PLAIN;
 	g_nout = 0;
 	cli_send(e, &k, TH_PSH, "MAIL", 4);
-	CHECK_EQ(g_nout, 1);
-	CHECK_EQ(g_out[0].len, 0);
-	CHECK_EQ(g_out[0].ack, k.nxt);
+	CHECK_EQ_INT(g_nout, 1);
+	CHECK_EQ_INT(g_out[0].len, 0);
+	CHECK_EQ_INT(g_out[0].ack, k.nxt);
 	app_abort(a);
 	tcp_engine_destroy(e);
 }
@@ -898,39 +886,39 @@ static void t_reorder_and_duplicate(void)
 	g_nout = 0;
 	cli_raw(e, &k, TH_ACK, base + 5, k.rnxt, k.win, "BBBBB", 5, NULL);
 	cli_raw(e, &k, TH_ACK, base + 15, k.rnxt, k.win, "DDDDD", 5, NULL);
-	CHECK_EQ(a->rxn, 0);
-	CHECK_EQ(g_nout, 2);
-	CHECK_EQ(g_out[0].ack, base);        /* duplicate ACKs for the gap */
-	CHECK_EQ(g_out[1].ack, base);
+	CHECK_EQ_INT(a->rxn, 0);
+	CHECK_EQ_INT(g_nout, 2);
+	CHECK_EQ_INT(g_out[0].ack, base);        /* duplicate ACKs for the gap */
+	CHECK_EQ_INT(g_out[1].ack, base);
 	/* with SACK blocks, the latest block first (RFC 2018) */
-	CHECK_EQ(g_out[0].nsack, 1);
-	CHECK_EQ(g_out[0].sackb[0][0], base + 5);
-	CHECK_EQ(g_out[0].sackb[0][1], base + 10);
-	CHECK_EQ(g_out[1].nsack, 2);
-	CHECK_EQ(g_out[1].sackb[0][0], base + 15);
-	CHECK_EQ(g_out[1].sackb[0][1], base + 20);
-	CHECK_EQ(g_out[1].sackb[1][0], base + 5);
+	CHECK_EQ_INT(g_out[0].nsack, 1);
+	CHECK_EQ_INT(g_out[0].sackb[0][0], base + 5);
+	CHECK_EQ_INT(g_out[0].sackb[0][1], base + 10);
+	CHECK_EQ_INT(g_out[1].nsack, 2);
+	CHECK_EQ_INT(g_out[1].sackb[0][0], base + 15);
+	CHECK_EQ_INT(g_out[1].sackb[0][1], base + 20);
+	CHECK_EQ_INT(g_out[1].sackb[1][0], base + 5);
 	CHECK(g_out[1].ts);
 	cli_raw(e, &k, TH_ACK, base, k.rnxt, k.win, "AAAAA", 5, NULL);
-	CHECK_EQ(a->rxn, 10);
+	CHECK_EQ_INT(a->rxn, 10);
 	CHECK(!memcmp(a->rx, "AAAAABBBBB", 10));
-	CHECK_EQ(last_out()->ack, base + 10);
-	CHECK_EQ(last_out()->nsack, 1);      /* only the D block is left */
-	CHECK_EQ(last_out()->sackb[0][0], base + 15);
+	CHECK_EQ_INT(last_out()->ack, base + 10);
+	CHECK_EQ_INT(last_out()->nsack, 1);      /* only the D block is left */
+	CHECK_EQ_INT(last_out()->sackb[0][0], base + 15);
 	/* overlapping retransmission fills the second gap */
 	cli_raw(e, &k, TH_ACK, base + 8, k.rnxt, k.win, "BBCCCCCDD", 9, NULL);
-	CHECK_EQ(a->rxn, 20);
+	CHECK_EQ_INT(a->rxn, 20);
 	CHECK(!memcmp(a->rx, "AAAAABBBBBCCCCCDDDDD", 20));
-	CHECK_EQ(last_out()->ack, base + 20);
-	CHECK_EQ(last_out()->nsack, 0);
+	CHECK_EQ_INT(last_out()->ack, base + 20);
+	CHECK_EQ_INT(last_out()->nsack, 0);
 	/* a duplicate is ACKed, not delivered again */
 	g_nout = 0;
 	cli_raw(e, &k, TH_ACK, base, k.rnxt, k.win, "AAAAA", 5, NULL);
-	CHECK_EQ(a->rxn, 20);
-	CHECK_EQ(g_nout, 1);
-	CHECK_EQ(g_out[0].ack, base + 20);
+	CHECK_EQ_INT(a->rxn, 20);
+	CHECK_EQ_INT(g_nout, 1);
+	CHECK_EQ_INT(g_out[0].ack, base + 20);
 	app_abort(a);
-	CHECK_EQ(tcp_engine_active(e), 0);
+	CHECK_EQ_INT(tcp_engine_active(e), 0);
 	tcp_engine_destroy(e);
 }
 
@@ -949,10 +937,10 @@ static void t_ooo_limit(void)
 	cli_raw(e, &k, TH_ACK, base + 10, k.rnxt, k.win, "x", 1, NULL);
 	cli_raw(e, &k, TH_ACK, base + 20, k.rnxt, k.win, "y", 1, NULL);
 	cli_raw(e, &k, TH_ACK, base + 30, k.rnxt, k.win, "z", 1, NULL);
-	CHECK_EQ(tcp_engine_counters(e)->drop_ooo_limit, 1);
+	CHECK_EQ_INT(tcp_engine_counters(e)->drop_ooo_limit, 1);
 	cli_raw(e, &k, TH_ACK, base, k.rnxt, k.win, "0123456789", 10, NULL);
-	CHECK_EQ(a->rxn, 11);
-	CHECK_EQ(last_out()->ack, base + 11);
+	CHECK_EQ_INT(a->rxn, 11);
+	CHECK_EQ_INT(last_out()->ack, base + 11);
 	app_abort(a);
 	tcp_engine_destroy(e);
 }
@@ -972,7 +960,7 @@ static void t_retransmit_backoff_cap(void)
 	cli_send(e, &k, 0, NULL, 0);     /* ack the greeting */
 	g_nout = 0;
 	tcp_send(a->c, "250 ok\r\n", 8);
-	CHECK_EQ(g_nout, 1);
+	CHECK_EQ_INT(g_nout, 1);
 	seen = g_nout;
 	while (t < 10000 && !a->closed) {
 		advance(e, 1);
@@ -980,26 +968,26 @@ static void t_retransmit_backoff_cap(void)
 		if (g_nout > seen) {
 			if (g_out[seen].flags & TH_RST)
 				break;
-			CHECK_EQ(g_out[seen].len, 8);
-			CHECK_EQ(g_out[seen].seq, g_out[0].seq);
+			CHECK_EQ_INT(g_out[seen].len, 8);
+			CHECK_EQ_INT(g_out[seen].seq, g_out[0].seq);
 			if (ng < 8)
 				gaps[ng++] = t - last;
 			last = t;
 			seen = g_nout;
 		}
 	}
-	CHECK_EQ(ng, 5);
-	CHECK_EQ(gaps[0], 200);
-	CHECK_EQ(gaps[1], 400);
-	CHECK_EQ(gaps[2], 800);
-	CHECK_EQ(gaps[3], 1000);
-	CHECK_EQ(gaps[4], 1000);
-	CHECK_EQ(t - last, 1000);           /* the 6th expiry aborts */
+	CHECK_EQ_INT(ng, 5);
+	CHECK_EQ_INT(gaps[0], 200);
+	CHECK_EQ_INT(gaps[1], 400);
+	CHECK_EQ_INT(gaps[2], 800);
+	CHECK_EQ_INT(gaps[3], 1000);
+	CHECK_EQ_INT(gaps[4], 1000);
+	CHECK_EQ_INT(t - last, 1000);           /* the 6th expiry aborts */
 	CHECK(last_out()->flags & TH_RST);
-	CHECK_EQ(a->reason, TCP_CLOSE_TIMEOUT_RTO);
-	CHECK_EQ(tcp_engine_counters(e)->retransmits, 5);
-	CHECK_EQ(tcp_engine_counters(e)->timeout_rto, 1);
-	CHECK_EQ(tcp_engine_active(e), 0);
+	CHECK_EQ_INT(a->reason, TCP_CLOSE_TIMEOUT_RTO);
+	CHECK_EQ_INT(tcp_engine_counters(e)->retransmits, 5);
+	CHECK_EQ_INT(tcp_engine_counters(e)->timeout_rto, 1);
+	CHECK_EQ_INT(tcp_engine_active(e), 0);
 	tcp_engine_destroy(e);
 }
 
@@ -1017,19 +1005,19 @@ static void t_loss_recovery_and_rtt(void)
 	una = k.rnxt;
 	g_nout = 0;
 	tcp_send(a->c, blob, sizeof(blob));
-	CHECK_EQ(g_nout, 4);
+	CHECK_EQ_INT(g_nout, 4);
 	/* segment 1 lost; 2..4 arrive: three duplicate ACKs -> fast retransmit */
 	for (int i = 0; i < 3; i++)
 		cli_raw(e, &k, TH_ACK, k.nxt, una, k.win, NULL, 0, NULL);
-	CHECK_EQ(tcp_engine_counters(e)->fast_retransmits, 1);
-	CHECK_EQ(g_nout, 5);
-	CHECK_EQ(g_out[4].seq, una);
+	CHECK_EQ_INT(tcp_engine_counters(e)->fast_retransmits, 1);
+	CHECK_EQ_INT(g_nout, 5);
+	CHECK_EQ_INT(g_out[4].seq, una);
 	CHECK(!memcmp(g_out[4].data, blob, 1460));
 	/* all acked 30 ms later: RTT measured (Karn skips the resent one) */
 	advance(e, 30);
 	cli_raw(e, &k, TH_ACK, k.nxt, una + sizeof(blob), k.win, NULL, 0, NULL);
 	CHECK(a->sent >= 1);
-	CHECK_EQ(tcp_send_space(a->c), 65536);
+	CHECK_EQ_INT(tcp_send_space(a->c), 65536);
 	app_abort(a);
 	tcp_engine_destroy(e);
 }
@@ -1057,8 +1045,8 @@ static void t_rto_from_rtt(void)
 		advance(e, 1);
 		t++;
 	}
-	CHECK_EQ(t, 900);
-	CHECK_EQ(last_out()->len, 8);
+	CHECK_EQ_INT(t, 900);
+	CHECK_EQ_INT(last_out()->len, 8);
 	app_abort(a);
 	tcp_engine_destroy(e);
 }
@@ -1074,11 +1062,11 @@ static void t_persist_peer_gone(void)
 	tcp_send(a->c, "250 ok\r\n", 8);
 	advance(e, 200 + 400 + 800 + 1600 + 3200 + 6399);
 	CHECK(!a->closed);
-	CHECK_EQ(tcp_engine_counters(e)->persist_probes, 5);
+	CHECK_EQ_INT(tcp_engine_counters(e)->persist_probes, 5);
 	advance(e, 1);                   /* the 6th expiry: nobody answers */
 	CHECK(a->closed);
-	CHECK_EQ(a->reason, TCP_CLOSE_TIMEOUT_RTO);
-	CHECK_EQ(tcp_engine_active(e), 0);
+	CHECK_EQ_INT(a->reason, TCP_CLOSE_TIMEOUT_RTO);
+	CHECK_EQ_INT(tcp_engine_active(e), 0);
 	tcp_engine_destroy(e);
 }
 
@@ -1095,16 +1083,16 @@ static void t_ooo_pool_empty(void)
 	a2 = est(e, &k2, 2, &SO_NONE);
 	cli_raw(e, &k1, TH_ACK, k1.nxt + 10, k1.rnxt, k1.win, "later", 5, NULL);
 	cli_raw(e, &k2, TH_ACK, k2.nxt + 10, k2.rnxt, k2.win, "later", 5, NULL);
-	CHECK_EQ(tcp_engine_counters(e)->drop_ooo_pool, 1);
+	CHECK_EQ_INT(tcp_engine_counters(e)->drop_ooo_pool, 1);
 	/* in-order data still flows for both */
 	cli_send(e, &k2, 0, "0123456789", 10);
-	CHECK_EQ(a2->rxn, 10);
+	CHECK_EQ_INT(a2->rxn, 10);
 	cli_send(e, &k1, 0, "0123456789", 10);
-	CHECK_EQ(a1->rxn, 15);            /* the kept segment joined */
+	CHECK_EQ_INT(a1->rxn, 15);            /* the kept segment joined */
 	/* the chunk came back: conn 2's retransmission can be kept now */
 	cli_raw(e, &k2, TH_ACK, k2.nxt + 10, k2.rnxt, k2.win, "again", 5, NULL);
 	cli_send(e, &k2, 0, "abcdefghij", 10);
-	CHECK_EQ(a2->rxn, 25);
+	CHECK_EQ_INT(a2->rxn, 25);
 	app_abort(a1);
 	app_abort(a2);
 	tcp_engine_destroy(e);
@@ -1125,28 +1113,28 @@ static void t_cookie_ack_with_data_and_fin(void)
 	ck = cookie_syn(e, &k, &SO_NONE);
 	g_nout = 0;
 	cli_raw(e, &k, TH_ACK | TH_FIN, k.nxt, ck + 1, 1000, "HELO x\r\n", 8, NULL);
-	CHECK_EQ(g_opened, 1);
+	CHECK_EQ_INT(g_opened, 1);
 	a = &g_apps[0];
-	CHECK_EQ(a->recv_calls, 0);
-	CHECK_EQ(a->rxn, 0);
-	CHECK_EQ(a->peer_fin, 0);
-	CHECK_EQ(tcp_engine_counters(e)->cookie_data_dropped, 1);
-	CHECK_EQ(strcmp(tcp_conn_state_name(a->c), "ESTABLISHED"), 0);
+	CHECK_EQ_INT(a->recv_calls, 0);
+	CHECK_EQ_INT(a->rxn, 0);
+	CHECK_EQ_INT(a->peer_fin, 0);
+	CHECK_EQ_INT(tcp_engine_counters(e)->cookie_data_dropped, 1);
+	CHECK_EQ_INT(strcmp(tcp_conn_state_name(a->c), "ESTABLISHED"), 0);
 	tcp_send(a->c, "220 hi\r\n", 8);
 	CHECK(g_nout >= 1);
-	CHECK_EQ(last_out()->ack, k.nxt);            /* nothing of it ACKed */
+	CHECK_EQ_INT(last_out()->ack, k.nxt);            /* nothing of it ACKed */
 	/* the retransmission is taken */
 	cli_raw(e, &k, TH_ACK | TH_FIN, k.nxt, ck + 1, 1000, "HELO x\r\n", 8, NULL);
-	CHECK_EQ(a->rxn, 8);
-	CHECK_EQ(a->peer_fin, 1);
-	CHECK_EQ(last_out()->ack, k.nxt + 9);
-	CHECK_EQ(strcmp(tcp_conn_state_name(a->c), "CLOSE_WAIT"), 0);
+	CHECK_EQ_INT(a->rxn, 8);
+	CHECK_EQ_INT(a->peer_fin, 1);
+	CHECK_EQ_INT(last_out()->ack, k.nxt + 9);
+	CHECK_EQ_INT(strcmp(tcp_conn_state_name(a->c), "CLOSE_WAIT"), 0);
 	tcp_close(a->c);
 	CHECK(last_out()->flags & TH_FIN);
 	cli_raw(e, &k, TH_ACK, k.nxt + 9, ck + 1 + 8 + 1, 1000, NULL, 0, NULL);
 	CHECK(a->closed);
-	CHECK_EQ(a->reason, TCP_CLOSE_NORMAL);
-	CHECK_EQ(tcp_engine_active(e), 0);
+	CHECK_EQ_INT(a->reason, TCP_CLOSE_NORMAL);
+	CHECK_EQ_INT(tcp_engine_active(e), 0);
 	tcp_engine_destroy(e);
 }
 
@@ -1160,16 +1148,16 @@ static void t_zero_window_persist(void)
 	k.win = 0;
 	cli_send(e, &k, 0, NULL, 0);        /* ack the greeting, window 0 */
 	g_nout = 0;
-	CHECK_EQ(tcp_send(a->c, "250 ok\r\n", 8), 8);
-	CHECK_EQ(g_nout, 0);                /* the window is shut */
+	CHECK_EQ_INT(tcp_send(a->c, "250 ok\r\n", 8), 8);
+	CHECK_EQ_INT(g_nout, 0);                /* the window is shut */
 	advance(e, 200);
-	CHECK_EQ(g_nout, 1);                /* persist probe */
-	CHECK_EQ(g_out[0].len, 0);
-	CHECK_EQ(g_out[0].seq, k.rnxt - 1);
-	CHECK_EQ(tcp_engine_counters(e)->persist_probes, 1);
+	CHECK_EQ_INT(g_nout, 1);                /* persist probe */
+	CHECK_EQ_INT(g_out[0].len, 0);
+	CHECK_EQ_INT(g_out[0].seq, k.rnxt - 1);
+	CHECK_EQ_INT(tcp_engine_counters(e)->persist_probes, 1);
 	cli_send(e, &k, 0, NULL, 0);        /* still zero */
 	advance(e, 400);
-	CHECK_EQ(tcp_engine_counters(e)->persist_probes, 2);
+	CHECK_EQ_INT(tcp_engine_counters(e)->persist_probes, 2);
 	/* probes answered do not exhaust the retry cap (5) */
 	n0 = g_nout;
 	for (int t = 0; t < 240000; t++) {
@@ -1185,9 +1173,9 @@ static void t_zero_window_persist(void)
 	n0 = g_nout;
 	k.win = 1000;
 	cli_send(e, &k, 0, NULL, 0);
-	CHECK_EQ(g_nout, n0 + 1);
-	CHECK_EQ(g_out[n0].len, 8);
-	CHECK_EQ(g_out[n0].seq, k.rnxt);
+	CHECK_EQ_INT(g_nout, n0 + 1);
+	CHECK_EQ_INT(g_out[n0].len, 8);
+	CHECK_EQ_INT(g_out[n0].seq, k.rnxt);
 	app_abort(a);
 	tcp_engine_destroy(e);
 }
@@ -1207,41 +1195,41 @@ static void t_receive_window(void)
 	cli_send(e, &k, 0, "x", 1);
 	/* the window shown keeps the SYN-ACK's right edge (never shrinks) */
 	edge = g_out[0].ack + g_out[0].win;
-	CHECK_EQ(edge, k.isn + 1 + 14600);
+	CHECK_EQ_INT(edge, k.isn + 1 + 14600);
 	a->space = 0;                        /* a slow consumer */
 	while (k.nxt != edge) {
 		uint32_t n = edge - k.nxt > 1460 ? 1460 : edge - k.nxt;
 		cli_send(e, &k, 0, blob, n);
-		CHECK_EQ(last_out()->ack + last_out()->win, edge);
+		CHECK_EQ_INT(last_out()->ack + last_out()->win, edge);
 	}
-	CHECK_EQ(last_out()->win, 0);
-	CHECK_EQ(a->rxn, 14600);
+	CHECK_EQ_INT(last_out()->win, 0);
+	CHECK_EQ_INT(a->rxn, 14600);
 	/* beyond the window: not delivered, ACKed with window 0 */
 	g_nout = 0;
 	cli_raw(e, &k, TH_ACK, k.nxt, k.rnxt, k.win, "zz", 2, NULL);
-	CHECK_EQ(a->rxn, 14600);
-	CHECK_EQ(g_nout, 1);
-	CHECK_EQ(g_out[0].win, 0);
-	CHECK_EQ(g_out[0].ack, edge);
+	CHECK_EQ_INT(a->rxn, 14600);
+	CHECK_EQ_INT(g_nout, 1);
+	CHECK_EQ_INT(g_out[0].win, 0);
+	CHECK_EQ_INT(g_out[0].ack, edge);
 	/* the app drains: an update from zero */
 	a->space = 100;
 	n0 = g_nout;
 	tcp_rcv_window_update(a->c);
-	CHECK_EQ(g_nout, n0 + 1);
-	CHECK_EQ(g_out[n0].win, 100);
-	CHECK_EQ(g_out[n0].flags, TH_ACK);
+	CHECK_EQ_INT(g_nout, n0 + 1);
+	CHECK_EQ_INT(g_out[n0].win, 100);
+	CHECK_EQ_INT(g_out[n0].flags, TH_ACK);
 	n0 = g_nout;
 	a->space = 120;
 	tcp_rcv_window_update(a->c);          /* +20: less than an MSS or half: no */
-	CHECK_EQ(g_nout, n0);
+	CHECK_EQ_INT(g_nout, n0);
 	a->space = 20000;
 	tcp_rcv_window_update(a->c);          /* an MSS more: yes */
-	CHECK_EQ(g_nout, n0 + 1);
-	CHECK_EQ(last_out()->win, 20000);
-	CHECK_EQ(tcp_engine_counters(e)->window_updates, 2);
+	CHECK_EQ_INT(g_nout, n0 + 1);
+	CHECK_EQ_INT(last_out()->win, 20000);
+	CHECK_EQ_INT(tcp_engine_counters(e)->window_updates, 2);
 	/* and the peer's data flows again */
 	cli_send(e, &k, 0, "zz", 2);
-	CHECK_EQ(a->rxn, 14602);
+	CHECK_EQ_INT(a->rxn, 14602);
 	app_abort(a);
 	tcp_engine_destroy(e);
 }
@@ -1286,7 +1274,7 @@ static void t_big_transfer(void)
 		if (last_out()->ack != k.nxt)
 			break;
 	}
-	CHECK_EQ(a->rx_total, total);
+	CHECK_EQ_INT(a->rx_total, total);
 	CHECK(a->rx_sum == sum);
 	app_abort(a);
 	tcp_engine_destroy(e);
@@ -1303,31 +1291,31 @@ static void t_rst_rules(void)
 	g_nout = 0;
 	cli_raw(e, &k, TH_RST, k.nxt + 100, 0, 0, NULL, 0, NULL);
 	CHECK(!a->closed);
-	CHECK_EQ(g_nout, 1);
-	CHECK_EQ(g_out[0].flags, TH_ACK);
-	CHECK_EQ(g_out[0].ack, k.nxt);
-	CHECK_EQ(tcp_engine_counters(e)->challenge_acks, 1);
+	CHECK_EQ_INT(g_nout, 1);
+	CHECK_EQ_INT(g_out[0].flags, TH_ACK);
+	CHECK_EQ_INT(g_out[0].ack, k.nxt);
+	CHECK_EQ_INT(tcp_engine_counters(e)->challenge_acks, 1);
 	/* out of window: silently dropped */
 	g_nout = 0;
 	cli_raw(e, &k, TH_RST, k.nxt + 1000000, 0, 0, NULL, 0, NULL);
 	cli_raw(e, &k, TH_RST, k.nxt - 1, 0, 0, NULL, 0, NULL);
 	CHECK(!a->closed);
-	CHECK_EQ(g_nout, 0);
+	CHECK_EQ_INT(g_nout, 0);
 	/* challenge ACKs are rate-limited per connection */
 	for (int i = 0; i < 30; i++)
 		cli_raw(e, &k, TH_RST, k.nxt + 5, 0, 0, NULL, 0, NULL);
-	CHECK_EQ(g_nout, 9);
-	CHECK_EQ(tcp_engine_counters(e)->challenge_acks_limited, 21);
+	CHECK_EQ_INT(g_nout, 9);
+	CHECK_EQ_INT(tcp_engine_counters(e)->challenge_acks_limited, 21);
 	/* the session still works */
 	n0 = g_nout;
 	cli_send(e, &k, 0, "NOOP\r\n", 6);
-	CHECK_EQ(a->rxn, 6);
-	CHECK_EQ(g_nout, n0 + 1);
+	CHECK_EQ_INT(a->rxn, 6);
+	CHECK_EQ_INT(g_nout, n0 + 1);
 	/* exact: reset */
 	cli_raw(e, &k, TH_RST, k.nxt, 0, 0, NULL, 0, NULL);
 	CHECK(a->closed);
-	CHECK_EQ(a->reason, TCP_CLOSE_RESET);
-	CHECK_EQ(tcp_engine_active(e), 0);
+	CHECK_EQ_INT(a->reason, TCP_CLOSE_RESET);
+	CHECK_EQ_INT(tcp_engine_active(e), 0);
 	tcp_engine_destroy(e);
 }
 
@@ -1340,14 +1328,14 @@ static void t_syn_on_established(void)
 	g_nout = 0;
 	cli_raw(e, &k, TH_SYN, k.nxt + 10, 0, 1000, NULL, 0, &SO_NONE);
 	CHECK(!a->closed);
-	CHECK_EQ(g_nout, 1);
-	CHECK_EQ(g_out[0].flags, TH_ACK);
-	CHECK_EQ(g_out[0].ack, k.nxt);
+	CHECK_EQ_INT(g_nout, 1);
+	CHECK_EQ_INT(g_out[0].flags, TH_ACK);
+	CHECK_EQ_INT(g_out[0].ack, k.nxt);
 	/* a SYN far out of window also gets an ACK and nothing else */
 	cli_raw(e, &k, TH_SYN, k.isn - 5000000, 0, 1000, NULL, 0, &SO_NONE);
 	CHECK(!a->closed);
-	CHECK_EQ(last_out()->flags, TH_ACK);
-	CHECK_EQ(tcp_engine_active(e), 1);
+	CHECK_EQ_INT(last_out()->flags, TH_ACK);
+	CHECK_EQ_INT(tcp_engine_active(e), 1);
 	app_abort(a);
 	tcp_engine_destroy(e);
 }
@@ -1361,33 +1349,33 @@ static void t_injection(void)
 	/* ACK of data never sent: dropped with its payload */
 	g_nout = 0;
 	cli_raw(e, &k, TH_ACK, k.nxt, k.rnxt + 100000, k.win, "RSET\r\n", 6, NULL);
-	CHECK_EQ(a->rxn, 0);
-	CHECK_EQ(tcp_engine_counters(e)->drop_bad_ack, 1);
+	CHECK_EQ_INT(a->rxn, 0);
+	CHECK_EQ_INT(tcp_engine_counters(e)->drop_bad_ack, 1);
 	/* ACK far behind (older than the window): dropped */
 	cli_raw(e, &k, TH_ACK, k.nxt, k.rnxt - (1u << 30), k.win, "RSET\r\n", 6, NULL);
-	CHECK_EQ(a->rxn, 0);
-	CHECK_EQ(tcp_engine_counters(e)->drop_old_ack, 1);
+	CHECK_EQ_INT(a->rxn, 0);
+	CHECK_EQ_INT(tcp_engine_counters(e)->drop_old_ack, 1);
 	/* data far outside the receive window */
 	cli_raw(e, &k, TH_ACK, k.nxt + 3000000, k.rnxt, k.win, "QUIT\r\n", 6, NULL);
 	cli_raw(e, &k, TH_ACK, k.nxt - 3000000, k.rnxt, k.win, "QUIT\r\n", 6, NULL);
-	CHECK_EQ(a->rxn, 0);
+	CHECK_EQ_INT(a->rxn, 0);
 	/* answers to out-of-window segments are rate-limited per connection */
 	g_nout = 0;
 	for (int i = 0; i < 50; i++)
 		cli_raw(e, &k, TH_ACK, k.nxt + 3000000, k.rnxt, k.win, "QUIT\r\n", 6, NULL);
 	CHECK(g_nout <= 10);
 	CHECK(g_nout >= 5);
-	CHECK_EQ(a->rxn, 0);
+	CHECK_EQ_INT(a->rxn, 0);
 	advance(e, 1000);
 	/* PAWS: an old timestamp is refused */
 	k.tsval = 10;
 	cli_send(e, &k, 0, "DATA\r\n", 6);
-	CHECK_EQ(a->rxn, 0);
-	CHECK_EQ(tcp_engine_counters(e)->drop_paws, 1);
+	CHECK_EQ_INT(a->rxn, 0);
+	CHECK_EQ_INT(tcp_engine_counters(e)->drop_paws, 1);
 	k.nxt -= 6;
 	k.tsval = 9000;
 	cli_send(e, &k, 0, "HELO\r\n", 6);
-	CHECK_EQ(a->rxn, 6);
+	CHECK_EQ_INT(a->rxn, 6);
 	CHECK(!a->closed);
 	app_abort(a);
 	tcp_engine_destroy(e);
@@ -1407,25 +1395,25 @@ static void t_old_data_always_acked(void)
 	uint32_t base = k.nxt;
 
 	cli_send(e, &k, 0, "MAIL FROM:<a@b>\r\n", 17);
-	CHECK_EQ(a->rxn, 17);
+	CHECK_EQ_INT(a->rxn, 17);
 	g_nout = 0;
 	for (int i = 0; i < 30; i++) {
 		k.tsval++;
 		cli_raw(e, &k, TH_ACK | TH_PSH, base, k.rnxt, k.win, "MAIL FROM:<a@b>\r\n", 17, NULL);
 	}
-	CHECK_EQ(g_nout, 30);
-	CHECK_EQ(count_flags(0, 0xff, TH_ACK), 30);
-	CHECK_EQ(g_out[29].ack, base + 17);
-	CHECK_EQ(a->rxn, 17);                 /* never delivered twice */
-	CHECK_EQ(tcp_engine_counters(e)->challenge_acks_limited, 0);
+	CHECK_EQ_INT(g_nout, 30);
+	CHECK_EQ_INT(count_flags(0, 0xff, TH_ACK), 30);
+	CHECK_EQ_INT(g_out[29].ack, base + 17);
+	CHECK_EQ_INT(a->rxn, 17);                 /* never delivered twice */
+	CHECK_EQ_INT(tcp_engine_counters(e)->challenge_acks_limited, 0);
 	/* a retransmitted FIN is old too */
 	cli_send(e, &k, TH_FIN, NULL, 0);
-	CHECK_EQ(a->peer_fin, 1);
+	CHECK_EQ_INT(a->peer_fin, 1);
 	g_nout = 0;
 	for (int i = 0; i < 20; i++)
 		cli_raw(e, &k, TH_ACK | TH_FIN, base + 17, k.rnxt, k.win, NULL, 0, NULL);
-	CHECK_EQ(g_nout, 20);
-	CHECK_EQ(a->peer_fin, 1);
+	CHECK_EQ_INT(g_nout, 20);
+	CHECK_EQ_INT(a->peer_fin, 1);
 	/* segments ahead of the window keep their budget */
 	g_nout = 0;
 	for (int i = 0; i < 30; i++)
@@ -1454,24 +1442,24 @@ static void t_link_not_moved_by_forgery(void)
 	k.link = 0xee;                                     /* the forger */
 	n0 = g_nout;
 	cli_raw(e, &k, TH_RST, k.nxt + 100, 0, 0, NULL, 0, NULL);
-	CHECK_EQ(g_nout, n0 + 1);                          /* challenge ACK ... */
-	CHECK_EQ(last_out()->link, 0xb2);                  /* ... to the real peer */
+	CHECK_EQ_INT(g_nout, n0 + 1);                          /* challenge ACK ... */
+	CHECK_EQ_INT(last_out()->link, 0xb2);                  /* ... to the real peer */
 	cli_raw(e, &k, TH_ACK, k.nxt + 3000000, k.rnxt, k.win, "RSET\r\n", 6, NULL);
-	CHECK_EQ(last_out()->link, 0xb2);
+	CHECK_EQ_INT(last_out()->link, 0xb2);
 	cli_raw(e, &k, TH_ACK, k.nxt, k.rnxt + 100000, k.win, "RSET\r\n", 6, NULL);
-	CHECK_EQ(last_out()->link, 0xb2);
+	CHECK_EQ_INT(last_out()->link, 0xb2);
 	cli_raw(e, &k, TH_SYN, k.nxt + 5, 0, k.win, NULL, 0, NULL);
-	CHECK_EQ(last_out()->link, 0xb2);
-	CHECK_EQ(a->rxn, 0);
+	CHECK_EQ_INT(last_out()->link, 0xb2);
+	CHECK_EQ_INT(a->rxn, 0);
 	n0 = g_nout;
 	tcp_send(a->c, "250 ok\r\n", 8);
 	advance(e, 1);
 	CHECK(g_nout > n0);
-	CHECK_EQ(last_out()->link, 0xb2);
+	CHECK_EQ_INT(last_out()->link, 0xb2);
 	k.link = 0xc3;                                     /* the router changed */
 	cli_send(e, &k, TH_PSH, "NOOP\r\n", 6);
-	CHECK_EQ(a->rxn, 6);
-	CHECK_EQ(last_out()->link, 0xc3);
+	CHECK_EQ_INT(a->rxn, 6);
+	CHECK_EQ_INT(last_out()->link, 0xc3);
 	app_abort(a);
 	tcp_engine_destroy(e);
 }
@@ -1484,36 +1472,36 @@ static void t_fin_peer_first(void)
 	uint32_t fin;
 
 	cli_send(e, &k, TH_FIN, "QUIT\r\n", 6);
-	CHECK_EQ(a->rxn, 6);
-	CHECK_EQ(a->peer_fin, 1);
-	CHECK_EQ(last_out()->ack, k.nxt);          /* the FIN is acknowledged */
-	CHECK_EQ(strcmp(tcp_conn_state_name(a->c), "CLOSE_WAIT"), 0);
+	CHECK_EQ_INT(a->rxn, 6);
+	CHECK_EQ_INT(a->peer_fin, 1);
+	CHECK_EQ_INT(last_out()->ack, k.nxt);          /* the FIN is acknowledged */
+	CHECK_EQ_INT(strcmp(tcp_conn_state_name(a->c), "CLOSE_WAIT"), 0);
 	/* the peer did not hear our ACK: its FIN again is ACKed, not taken twice */
 	g_nout = 0;
 	cli_raw(e, &k, TH_FIN | TH_ACK, k.nxt - 1, k.rnxt, k.win, NULL, 0, NULL);
-	CHECK_EQ(g_nout, 1);
-	CHECK_EQ(g_out[0].ack, k.nxt);
-	CHECK_EQ(a->peer_fin, 1);
+	CHECK_EQ_INT(g_nout, 1);
+	CHECK_EQ_INT(g_out[0].ack, k.nxt);
+	CHECK_EQ_INT(a->peer_fin, 1);
 	g_nout = 0;
 	tcp_send(a->c, "221 bye\r\n", 9);
 	tcp_close(a->c);
-	CHECK_EQ(strcmp(tcp_conn_state_name(a->c), "LAST_ACK"), 0);
-	CHECK_EQ(count_flags(0, TH_FIN, TH_FIN), 1);
+	CHECK_EQ_INT(strcmp(tcp_conn_state_name(a->c), "LAST_ACK"), 0);
+	CHECK_EQ_INT(count_flags(0, TH_FIN, TH_FIN), 1);
 	fin = last_out()->seq + last_out()->len;
 	/* and once more in LAST_ACK */
 	cli_raw(e, &k, TH_FIN | TH_ACK, k.nxt - 1, k.rnxt, k.win, NULL, 0, NULL);
-	CHECK_EQ(last_out()->ack, k.nxt);
-	CHECK_EQ(last_out()->flags, TH_ACK);
-	CHECK_EQ(a->peer_fin, 1);
-	CHECK_EQ(strcmp(tcp_conn_state_name(a->c), "LAST_ACK"), 0);
+	CHECK_EQ_INT(last_out()->ack, k.nxt);
+	CHECK_EQ_INT(last_out()->flags, TH_ACK);
+	CHECK_EQ_INT(a->peer_fin, 1);
+	CHECK_EQ_INT(strcmp(tcp_conn_state_name(a->c), "LAST_ACK"), 0);
 	g_nout = 0;
 	/* our FIN is lost once: it comes again */
 	advance(e, 1000);
 	CHECK(count_flags(0, TH_FIN, TH_FIN) >= 2);
 	cli_raw(e, &k, TH_ACK, k.nxt, fin + 1, k.win, NULL, 0, NULL);
 	CHECK(a->closed);
-	CHECK_EQ(a->reason, TCP_CLOSE_NORMAL);
-	CHECK_EQ(tcp_engine_active(e), 0);
+	CHECK_EQ_INT(a->reason, TCP_CLOSE_NORMAL);
+	CHECK_EQ_INT(tcp_engine_active(e), 0);
 	tcp_engine_destroy(e);
 }
 
@@ -1529,31 +1517,31 @@ static void t_fin_server_first_no_time_wait(void)
 	n0 = g_nout;
 	cli_send(e, &k, 0, "QUIT\r\n", 6);
 	/* 221 and FIN leave together, ACKing QUIT */
-	CHECK_EQ(g_nout, n0 + 1);
-	CHECK_EQ(g_out[n0].flags & (TH_FIN | TH_ACK), TH_FIN | TH_ACK);
-	CHECK_EQ(g_out[n0].len, 9);
+	CHECK_EQ_INT(g_nout, n0 + 1);
+	CHECK_EQ_INT(g_out[n0].flags & (TH_FIN | TH_ACK), TH_FIN | TH_ACK);
+	CHECK_EQ_INT(g_out[n0].len, 9);
 	cli_absorb(&k, n0);
-	CHECK_EQ(strcmp(tcp_conn_state_name(a->c), "FIN_WAIT_1"), 0);
+	CHECK_EQ_INT(strcmp(tcp_conn_state_name(a->c), "FIN_WAIT_1"), 0);
 	cli_send(e, &k, 0, NULL, 0);                /* ACK of the FIN */
-	CHECK_EQ(strcmp(tcp_conn_state_name(a->c), "FIN_WAIT_2"), 0);
+	CHECK_EQ_INT(strcmp(tcp_conn_state_name(a->c), "FIN_WAIT_2"), 0);
 	n0 = g_nout;
 	cli_send(e, &k, TH_FIN, NULL, 0);
-	CHECK_EQ(g_nout, n0 + 1);                   /* final ACK */
-	CHECK_EQ(g_out[n0].flags, TH_ACK);
-	CHECK_EQ(g_out[n0].ack, k.nxt);
+	CHECK_EQ_INT(g_nout, n0 + 1);                   /* final ACK */
+	CHECK_EQ_INT(g_out[n0].flags, TH_ACK);
+	CHECK_EQ_INT(g_out[n0].ack, k.nxt);
 	CHECK(a->closed);
-	CHECK_EQ(a->reason, TCP_CLOSE_NORMAL);
-	CHECK_EQ(tcp_engine_active(e), 0);          /* no TIME_WAIT TCB */
+	CHECK_EQ_INT(a->reason, TCP_CLOSE_NORMAL);
+	CHECK_EQ_INT(tcp_engine_active(e), 0);          /* no TIME_WAIT TCB */
 	/* our final ACK was lost: the retransmitted FIN is ACKed statelessly */
 	n0 = g_nout;
 	d = cli_raw(e, &k, TH_FIN | TH_ACK, k.nxt - 1, k.rnxt, k.win, NULL, 0, NULL);
-	CHECK_EQ(d, TCP_IN_STRAY);
-	CHECK_EQ(g_nout, n0 + 1);
-	CHECK_EQ(g_out[n0].flags, TH_ACK);
-	CHECK_EQ(g_out[n0].ack, k.nxt);
-	CHECK_EQ(g_out[n0].seq, k.rnxt);
-	CHECK_EQ(tcp_engine_counters(e)->stray_fin_acked, 1);
-	CHECK_EQ(tcp_engine_active(e), 0);
+	CHECK_EQ_INT(d, TCP_IN_STRAY);
+	CHECK_EQ_INT(g_nout, n0 + 1);
+	CHECK_EQ_INT(g_out[n0].flags, TH_ACK);
+	CHECK_EQ_INT(g_out[n0].ack, k.nxt);
+	CHECK_EQ_INT(g_out[n0].seq, k.rnxt);
+	CHECK_EQ_INT(tcp_engine_counters(e)->stray_fin_acked, 1);
+	CHECK_EQ_INT(tcp_engine_active(e), 0);
 	tcp_engine_destroy(e);
 }
 
@@ -1567,18 +1555,18 @@ static void t_fin_simultaneous_and_combined(void)
 	/* CLOSING: both FINs cross */
 	cli_send(e, &k, 0, NULL, 0);
 	tcp_close(a->c);
-	CHECK_EQ(strcmp(tcp_conn_state_name(a->c), "FIN_WAIT_1"), 0);
+	CHECK_EQ_INT(strcmp(tcp_conn_state_name(a->c), "FIN_WAIT_1"), 0);
 	n0 = g_nout;
 	cli_raw(e, &k, TH_FIN | TH_ACK, k.nxt, k.rnxt, k.win, NULL, 0, NULL);  /* does not ack our FIN */
 	k.nxt++;
-	CHECK_EQ(strcmp(tcp_conn_state_name(a->c), "CLOSING"), 0);
-	CHECK_EQ(a->peer_fin, 1);
-	CHECK_EQ(last_out()->ack, k.nxt);
+	CHECK_EQ_INT(strcmp(tcp_conn_state_name(a->c), "CLOSING"), 0);
+	CHECK_EQ_INT(a->peer_fin, 1);
+	CHECK_EQ_INT(last_out()->ack, k.nxt);
 	CHECK(g_nout > n0);
 	cli_raw(e, &k, TH_ACK, k.nxt, k.rnxt + 1, k.win, NULL, 0, NULL);
 	CHECK(a->closed);
-	CHECK_EQ(a->reason, TCP_CLOSE_NORMAL);
-	CHECK_EQ(tcp_engine_active(e), 0);
+	CHECK_EQ_INT(a->reason, TCP_CLOSE_NORMAL);
+	CHECK_EQ_INT(tcp_engine_active(e), 0);
 
 	/* FIN_WAIT_1 + FIN that also acks ours: straight to closed */
 	a = est(e, &k, 2, &SO_NONE);
@@ -1586,20 +1574,20 @@ static void t_fin_simultaneous_and_combined(void)
 	tcp_close(a->c);
 	cli_raw(e, &k, TH_FIN | TH_ACK, k.nxt, k.rnxt + 1, k.win, NULL, 0, NULL);
 	CHECK(a->closed);
-	CHECK_EQ(last_out()->ack, k.nxt + 1);
-	CHECK_EQ(tcp_engine_active(e), 0);
+	CHECK_EQ_INT(last_out()->ack, k.nxt + 1);
+	CHECK_EQ_INT(tcp_engine_active(e), 0);
 
 	/* a FIN beyond a gap is not taken */
 	a = est(e, &k, 3, &SO_NONE);
 	cli_raw(e, &k, TH_FIN | TH_ACK, k.nxt + 5, k.rnxt, k.win, "abc", 3, NULL);
-	CHECK_EQ(a->peer_fin, 0);
-	CHECK_EQ(last_out()->ack, k.nxt);
+	CHECK_EQ_INT(a->peer_fin, 0);
+	CHECK_EQ_INT(last_out()->ack, k.nxt);
 	cli_raw(e, &k, TH_FIN | TH_ACK, k.nxt, k.rnxt, k.win, "01234abc", 8, NULL);
-	CHECK_EQ(a->peer_fin, 1);
-	CHECK_EQ(a->rxn, 8);
-	CHECK_EQ(last_out()->ack, k.nxt + 9);
+	CHECK_EQ_INT(a->peer_fin, 1);
+	CHECK_EQ_INT(a->rxn, 8);
+	CHECK_EQ_INT(last_out()->ack, k.nxt + 9);
 	app_abort(a);
-	CHECK_EQ(tcp_engine_active(e), 0);
+	CHECK_EQ_INT(tcp_engine_active(e), 0);
 	tcp_engine_destroy(e);
 }
 
@@ -1624,11 +1612,11 @@ static void t_timeouts(void)
 	cli_send(e, &k, 0, "NOOP\r\n", 6);       /* data restarts the idle clock */
 	n0 = g_nout;
 	advance(e, 4999);
-	CHECK_EQ(a->idle, 0);
+	CHECK_EQ_INT(a->idle, 0);
 	advance(e, 1);
-	CHECK_EQ(a->idle, 1);
-	CHECK_EQ(g_nout, n0 + 1);
-	CHECK_EQ(g_out[n0].len, 16);
+	CHECK_EQ_INT(a->idle, 1);
+	CHECK_EQ_INT(g_nout, n0 + 1);
+	CHECK_EQ_INT(g_out[n0].len, 16);
 	CHECK(g_out[n0].flags & TH_FIN);
 	CHECK(!a->closed);
 	app_abort(a);
@@ -1636,9 +1624,9 @@ static void t_timeouts(void)
 	/* idle: the app does nothing, the engine aborts */
 	a = est(e, &k, 2, &SO_NONE);
 	advance(e, 5000);
-	CHECK_EQ(a->idle, 1);
+	CHECK_EQ_INT(a->idle, 1);
 	CHECK(a->closed);
-	CHECK_EQ(a->reason, TCP_CLOSE_TIMEOUT_IDLE);
+	CHECK_EQ_INT(a->reason, TCP_CLOSE_TIMEOUT_IDLE);
 	CHECK(last_out()->flags & TH_RST);
 
 	/* FIN_WAIT_2 bound */
@@ -1646,10 +1634,10 @@ static void t_timeouts(void)
 	tcp_close(a->c);
 	cli_send(e, &k, 0, NULL, 0);
 	cli_raw(e, &k, TH_ACK, k.nxt, k.rnxt + 1, k.win, NULL, 0, NULL);
-	CHECK_EQ(strcmp(tcp_conn_state_name(a->c), "FIN_WAIT_2"), 0);
+	CHECK_EQ_INT(strcmp(tcp_conn_state_name(a->c), "FIN_WAIT_2"), 0);
 	advance(e, 3000);
 	CHECK(a->closed);
-	CHECK_EQ(a->reason, TCP_CLOSE_TIMEOUT_FIN_WAIT2);
+	CHECK_EQ_INT(a->reason, TCP_CLOSE_TIMEOUT_FIN_WAIT2);
 
 	/* lifetime: a busy session still ends */
 	a = est(e, &k, 4, &SO_NONE);
@@ -1663,11 +1651,11 @@ static void t_timeouts(void)
 	CHECK(!a->closed);
 	advance(e, 1);
 	CHECK(a->closed);
-	CHECK_EQ(a->reason, TCP_CLOSE_TIMEOUT_LIFETIME);
-	CHECK_EQ(tcp_engine_counters(e)->timeout_idle, 1);
-	CHECK_EQ(tcp_engine_counters(e)->timeout_fin_wait2, 1);
-	CHECK_EQ(tcp_engine_counters(e)->timeout_lifetime, 1);
-	CHECK_EQ(tcp_engine_active(e), 0);
+	CHECK_EQ_INT(a->reason, TCP_CLOSE_TIMEOUT_LIFETIME);
+	CHECK_EQ_INT(tcp_engine_counters(e)->timeout_idle, 1);
+	CHECK_EQ_INT(tcp_engine_counters(e)->timeout_fin_wait2, 1);
+	CHECK_EQ_INT(tcp_engine_counters(e)->timeout_lifetime, 1);
+	CHECK_EQ_INT(tcp_engine_active(e), 0);
 	tcp_engine_destroy(e);
 }
 
@@ -1686,23 +1674,23 @@ static void t_flow_table_full(void)
 	a2 = est(e, &k2, 2, &SO_NONE);
 	cli_init(&k3, 4, 3);
 	d = cli_raw(e, &k3, TH_SYN, k3.isn, 0, 1000, NULL, 0, &SO_NONE);
-	CHECK_EQ(d, TCP_IN_SYN_COOKIE);                 /* still answered */
-	CHECK_EQ(tcp_engine_counters(e)->tcb_exhausted, 1);
+	CHECK_EQ_INT(d, TCP_IN_SYN_COOKIE);                 /* still answered */
+	CHECK_EQ_INT(tcp_engine_counters(e)->tcb_exhausted, 1);
 	ck = last_out()->seq;
 	d = cli_raw(e, &k3, TH_ACK, k3.isn + 1, ck + 1, 1000, NULL, 0, NULL);
-	CHECK_EQ(d, TCP_IN_COOKIE_NO_TCB);
-	CHECK_EQ(last_out()->flags, TH_RST);
-	CHECK_EQ(tcp_engine_counters(e)->cookie_no_tcb, 1);
+	CHECK_EQ_INT(d, TCP_IN_COOKIE_NO_TCB);
+	CHECK_EQ_INT(last_out()->flags, TH_RST);
+	CHECK_EQ_INT(tcp_engine_counters(e)->cookie_no_tcb, 1);
 	/* established sessions keep going */
 	cli_send(e, &k1, 0, "a", 1);
 	cli_send(e, &k2, 0, "b", 1);
-	CHECK_EQ(a1->rxn, 1);
-	CHECK_EQ(a2->rxn, 1);
+	CHECK_EQ_INT(a1->rxn, 1);
+	CHECK_EQ_INT(a2->rxn, 1);
 	app_abort(a1);
 	/* a slot is free again: the next cookie handshake gets a TCB */
 	cli_init(&k3, 4, 4);
 	d = cli_raw(e, &k3, TH_SYN, k3.isn, 0, 1000, NULL, 0, &SO_NONE);
-	CHECK_EQ(d, TCP_IN_SYN_HALFOPEN);
+	CHECK_EQ_INT(d, TCP_IN_SYN_HALFOPEN);
 	app_abort(a2);
 	tcp_engine_destroy(e);
 }
@@ -1719,11 +1707,11 @@ static void t_halfopen_full_uses_cookies(void)
 		cli_init(&k, 6, i);
 		cli_raw(e, &k, TH_SYN, k.isn, 0, 1000, NULL, 0, &SO_ALL);
 	}
-	CHECK_EQ(tcp_engine_active(e), 3);
-	CHECK_EQ(tcp_engine_counters(e)->cookies_sent, 47);
-	CHECK_EQ(tcp_engine_counters(e)->halfopen_full, 47);
+	CHECK_EQ_INT(tcp_engine_active(e), 3);
+	CHECK_EQ_INT(tcp_engine_counters(e)->cookies_sent, 47);
+	CHECK_EQ_INT(tcp_engine_counters(e)->halfopen_full, 47);
 	advance(e, 10000);
-	CHECK_EQ(tcp_engine_active(e), 0);
+	CHECK_EQ_INT(tcp_engine_active(e), 0);
 	tcp_engine_destroy(e);
 }
 
@@ -1741,22 +1729,22 @@ static void t_send_pool_empty(void)
 	g_greeting = NULL;
 	a1 = est(e, &k1, 1, &SO_NONE);
 	a2 = est(e, &k2, 2, &SO_NONE);
-	CHECK_EQ(tcp_send(a1->c, blob, 4096), 4096);
+	CHECK_EQ_INT(tcp_send(a1->c, blob, 4096), 4096);
 	n = tcp_send(a2->c, blob, 4096);
-	CHECK_EQ(n, 2048);
-	CHECK_EQ(tcp_send_space(a2->c), 0);
-	CHECK_EQ(tcp_engine_counters(e)->sndbuf_pool_empty, 1);
+	CHECK_EQ_INT(n, 2048);
+	CHECK_EQ_INT(tcp_send_space(a2->c), 0);
+	CHECK_EQ_INT(tcp_engine_counters(e)->sndbuf_pool_empty, 1);
 	/* conn 1's data is acknowledged: chunks return, conn 2 is told */
 	cli_absorb(&k1, 0);
 	cli_send(e, &k1, 0, NULL, 0);
-	CHECK_EQ(a1->sent, 1);
+	CHECK_EQ_INT(a1->sent, 1);
 	advance(e, 10);
 	CHECK(a2->sent >= 1);
 	CHECK(tcp_send_space(a2->c) >= 2048);
-	CHECK_EQ(tcp_send(a2->c, blob, 2048), 2048);
+	CHECK_EQ_INT(tcp_send(a2->c, blob, 2048), 2048);
 	/* session 1 keeps working */
 	cli_send(e, &k1, 0, "x", 1);
-	CHECK_EQ(a1->rxn, 1);
+	CHECK_EQ_INT(a1->rxn, 1);
 	app_abort(a1);
 	app_abort(a2);
 	tcp_engine_destroy(e);
@@ -1772,24 +1760,24 @@ static void t_closed_port_and_rate_limit(void)
 	k.sport = 80;
 	for (int i = 0; i < 150; i++) {
 		d = cli_raw(e, &k, TH_SYN, k.isn, 0, 1000, NULL, 0, &SO_NONE);
-		CHECK_EQ(d, TCP_IN_CLOSED_PORT);
+		CHECK_EQ_INT(d, TCP_IN_CLOSED_PORT);
 	}
 	rst = count_flags(0, TH_RST, TH_RST);
-	CHECK_EQ(rst, 100);
-	CHECK_EQ(last_out()->ack, k.isn + 1);
-	CHECK_EQ(tcp_engine_counters(e)->rst_rate_limited, 50);
+	CHECK_EQ_INT(rst, 100);
+	CHECK_EQ_INT(last_out()->ack, k.isn + 1);
+	CHECK_EQ_INT(tcp_engine_counters(e)->rst_rate_limited, 50);
 	advance(e, 100);                         /* 10 more tokens */
 	for (int i = 0; i < 20; i++)
 		cli_raw(e, &k, TH_SYN, k.isn, 0, 1000, NULL, 0, &SO_NONE);
-	CHECK_EQ(count_flags(0, TH_RST, TH_RST), 110);
+	CHECK_EQ_INT(count_flags(0, TH_RST, TH_RST), 110);
 	/* a RST is never answered */
 	g_nout = 0;
 	advance(e, 1000);
 	cli_raw(e, &k, TH_RST, 1, 0, 0, NULL, 0, NULL);
 	k.sport = 25;
 	cli_raw(e, &k, TH_RST, 1, 0, 0, NULL, 0, NULL);
-	CHECK_EQ(g_nout, 0);
-	CHECK_EQ(tcp_engine_active(e), 0);
+	CHECK_EQ_INT(g_nout, 0);
+	CHECK_EQ_INT(tcp_engine_active(e), 0);
 	tcp_engine_destroy(e);
 }
 
@@ -1806,10 +1794,10 @@ static void t_callbacks_reentrancy(void)
 	n0 = g_nout;
 	cli_send(e, &k, 0, "EHLO\r\n", 6);
 	CHECK(a->closed);
-	CHECK_EQ(a->reason, TCP_CLOSE_ABORT);
-	CHECK_EQ(g_nout, n0 + 1);
+	CHECK_EQ_INT(a->reason, TCP_CLOSE_ABORT);
+	CHECK_EQ_INT(g_nout, n0 + 1);
 	CHECK(last_out()->flags & TH_RST);
-	CHECK_EQ(tcp_engine_active(e), 0);
+	CHECK_EQ_INT(tcp_engine_active(e), 0);
 	/* the app refuses the connection: RST, no closed() */
 	g_app_mode = APP_PLAIN;
 	g_refuse = true;
@@ -1818,8 +1806,8 @@ static void t_callbacks_reentrancy(void)
 	k.rnxt = last_out()->seq + 1;
 	cli_raw(e, &k, TH_ACK, k.isn + 1, k.rnxt, 1000, NULL, 0, NULL);
 	CHECK(last_out()->flags & TH_RST);
-	CHECK_EQ(tcp_engine_counters(e)->refused, 1);
-	CHECK_EQ(tcp_engine_active(e), 0);
+	CHECK_EQ_INT(tcp_engine_counters(e)->refused, 1);
+	CHECK_EQ_INT(tcp_engine_active(e), 0);
 	/* the app aborts from inside open(): it still gets its closed() */
 	g_refuse = false;
 	g_abort_in_open = true;
@@ -1828,10 +1816,10 @@ static void t_callbacks_reentrancy(void)
 	k.rnxt = last_out()->seq + 1;
 	cli_raw(e, &k, TH_ACK, k.isn + 1, k.rnxt, 1000, NULL, 0, NULL);
 	g_abort_in_open = false;
-	CHECK_EQ(g_opened, 2);
-	CHECK_EQ(g_closed, 2);
+	CHECK_EQ_INT(g_opened, 2);
+	CHECK_EQ_INT(g_closed, 2);
 	CHECK(last_out()->flags & TH_RST);
-	CHECK_EQ(tcp_engine_active(e), 0);
+	CHECK_EQ_INT(tcp_engine_active(e), 0);
 	/* output refused by the port: counted and recovered by the RTO */
 	g_refuse = false;
 	a = est(e, &k, 3, &SO_NONE);
@@ -1839,13 +1827,13 @@ static void t_callbacks_reentrancy(void)
 	g_output_fail = true;
 	tcp_send(a->c, "250 x\r\n", 7);
 	g_output_fail = false;
-	CHECK_EQ(tcp_engine_counters(e)->output_failed, 1);
+	CHECK_EQ_INT(tcp_engine_counters(e)->output_failed, 1);
 	n0 = g_nout;
 	advance(e, 200);
-	CHECK_EQ(g_nout, n0 + 1);
-	CHECK_EQ(g_out[n0].len, 7);
+	CHECK_EQ_INT(g_nout, n0 + 1);
+	CHECK_EQ_INT(g_out[n0].len, 7);
 	app_abort(a);
-	CHECK_EQ(tcp_engine_active(e), 0);
+	CHECK_EQ_INT(tcp_engine_active(e), 0);
 	tcp_engine_destroy(e);
 }
 
@@ -1862,8 +1850,8 @@ static void t_create_and_destroy(void)
 	p.n_ports = 0;
 	CHECK(tcp_engine_create(&p, &g_ops, NULL, 0) == NULL);
 	CHECK(tcp_conn_size() <= 256);
-	CHECK_EQ(tcp_counter_count * sizeof(uint64_t), sizeof(struct tcp_counters));
-	CHECK_EQ(strcmp(tcp_counter_names[0], "opened"), 0);
+	CHECK_EQ_INT(tcp_counter_count * sizeof(uint64_t), sizeof(struct tcp_counters));
+	CHECK_EQ_INT(strcmp(tcp_counter_names[0], "opened"), 0);
 }
 
 /* Cookie ACKs are honoured only while the edge hands out cookies. */
@@ -1881,13 +1869,13 @@ static void t_cookie_inactive(void)
 	advance(e, 9000);
 	g_nout = 0;
 	d = cli_raw(e, &k, TH_ACK, k.nxt, ck + 1, 1000, NULL, 0, NULL);
-	CHECK_EQ(d, TCP_IN_STRAY);
-	CHECK_EQ(g_opened, 0);
-	CHECK_EQ(tcp_engine_counters(e)->cookies_inactive, 1);
-	CHECK_EQ(tcp_engine_counters(e)->cookies_validated, 0);
-	CHECK_EQ(g_nout, 1);
-	CHECK_EQ(last_out()->flags, TH_RST);
-	CHECK_EQ(tcp_engine_active(e), 0);
+	CHECK_EQ_INT(d, TCP_IN_STRAY);
+	CHECK_EQ_INT(g_opened, 0);
+	CHECK_EQ_INT(tcp_engine_counters(e)->cookies_inactive, 1);
+	CHECK_EQ_INT(tcp_engine_counters(e)->cookies_validated, 0);
+	CHECK_EQ_INT(g_nout, 1);
+	CHECK_EQ_INT(last_out()->flags, TH_RST);
+	CHECK_EQ_INT(tcp_engine_active(e), 0);
 	tcp_engine_destroy(e);
 
 	/* within the bound it is honoured */
@@ -1896,9 +1884,9 @@ static void t_cookie_inactive(void)
 	ck = cookie_syn(e, &k, &SO_NONE);
 	advance(e, 7000);
 	d = cli_raw(e, &k, TH_ACK, k.nxt, ck + 1, 1000, NULL, 0, NULL);
-	CHECK_EQ(d, TCP_IN_COOKIE_OK);
-	CHECK_EQ(g_opened, 1);
-	CHECK_EQ(tcp_engine_counters(e)->cookies_inactive, 0);
+	CHECK_EQ_INT(d, TCP_IN_COOKIE_OK);
+	CHECK_EQ_INT(g_opened, 1);
+	CHECK_EQ_INT(tcp_engine_counters(e)->cookies_inactive, 0);
 	app_abort(&g_apps[0]);
 	tcp_engine_destroy(e);
 
@@ -1911,11 +1899,11 @@ static void t_cookie_inactive(void)
 	e = mk_default();
 	g_nout = 0;
 	d = cli_raw(e, &k, TH_ACK, k.nxt, ck + 1, 1000, "MAIL FROM:<a@b>\r\n", 17, NULL);
-	CHECK_EQ(d, TCP_IN_STRAY);
-	CHECK_EQ(g_opened, 0);
-	CHECK_EQ(tcp_engine_counters(e)->cookies_inactive, 1);
-	CHECK_EQ(g_nout, 1);
-	CHECK_EQ(last_out()->flags, TH_RST);
+	CHECK_EQ_INT(d, TCP_IN_STRAY);
+	CHECK_EQ_INT(g_opened, 0);
+	CHECK_EQ_INT(tcp_engine_counters(e)->cookies_inactive, 1);
+	CHECK_EQ_INT(g_nout, 1);
+	CHECK_EQ_INT(last_out()->flags, TH_RST);
 	tcp_engine_destroy(e);
 }
 
@@ -1936,12 +1924,12 @@ static void t_cookie_bits(void)
 			first = ck;
 		ones |= ck;
 		zeros |= ~ck;
-		CHECK_EQ(ck & 7, first & 7);
+		CHECK_EQ_INT(ck & 7, first & 7);
 	}
-	CHECK_EQ(ones & ~7u, ~7u);
-	CHECK_EQ(zeros & ~7u, ~7u);
-	CHECK_EQ(first & 7, 7);            /* 1460: the last MSS of the table */
-	CHECK_EQ(tcp_engine_active(e), 0);
+	CHECK_EQ_INT(ones & ~7u, ~7u);
+	CHECK_EQ_INT(zeros & ~7u, ~7u);
+	CHECK_EQ_INT(first & 7, 7);            /* 1460: the last MSS of the table */
+	CHECK_EQ_INT(tcp_engine_active(e), 0);
 	tcp_engine_destroy(e);
 }
 
@@ -1958,41 +1946,41 @@ static void t_app_takes_part(void)
 	a->take = 5;
 	g_nout = 0;
 	cli_raw(e, &k, TH_ACK, base, k.rnxt, k.win, "0123456789", 10, NULL);
-	CHECK_EQ(a->rxn, 5);
-	CHECK_EQ(g_nout, 1);
-	CHECK_EQ(last_out()->ack, base + 5);
-	CHECK_EQ(tcp_engine_counters(e)->drop_app_full, 1);
+	CHECK_EQ_INT(a->rxn, 5);
+	CHECK_EQ_INT(g_nout, 1);
+	CHECK_EQ_INT(last_out()->ack, base + 5);
+	CHECK_EQ_INT(tcp_engine_counters(e)->drop_app_full, 1);
 	/* a later segment is held out of order and not ACKed */
 	cli_raw(e, &k, TH_ACK, base + 10, k.rnxt, k.win, "abcdefghij", 10, NULL);
-	CHECK_EQ(a->rxn, 5);
-	CHECK_EQ(last_out()->ack, base + 5);
+	CHECK_EQ_INT(a->rxn, 5);
+	CHECK_EQ_INT(last_out()->ack, base + 5);
 	/* the retransmission from the ACK: 3 of 5 taken, the held data waits */
 	a->take = 3;
 	cli_raw(e, &k, TH_ACK, base + 5, k.rnxt, k.win, "56789", 5, NULL);
-	CHECK_EQ(a->rxn, 8);
-	CHECK_EQ(last_out()->ack, base + 8);
+	CHECK_EQ_INT(a->rxn, 8);
+	CHECK_EQ_INT(last_out()->ack, base + 8);
 	/* the gap filled; the held chunk is taken only in part */
 	a->take = 4;
 	cli_raw(e, &k, TH_ACK, base + 8, k.rnxt, k.win, "89", 2, NULL);
-	CHECK_EQ(a->rxn, 14);
-	CHECK_EQ(last_out()->ack, base + 14);
+	CHECK_EQ_INT(a->rxn, 14);
+	CHECK_EQ_INT(last_out()->ack, base + 14);
 	/* one byte more and the drain resumes inside the held chunk */
 	a->take = UINT32_MAX;
 	cli_raw(e, &k, TH_ACK, base + 14, k.rnxt, k.win, "e", 1, NULL);
-	CHECK_EQ(a->rxn, 20);
-	CHECK_EQ(last_out()->ack, base + 20);
+	CHECK_EQ_INT(a->rxn, 20);
+	CHECK_EQ_INT(last_out()->ack, base + 20);
 	CHECK(!memcmp(a->rx, "0123456789abcdefghij", 20));
 	/* a FIN behind bytes not taken waits for them */
 	a->take = 1;
 	cli_raw(e, &k, TH_ACK | TH_FIN, base + 20, k.rnxt, k.win, "xy", 2, NULL);
-	CHECK_EQ(a->rxn, 21);
-	CHECK_EQ(a->peer_fin, 0);
-	CHECK_EQ(last_out()->ack, base + 21);
+	CHECK_EQ_INT(a->rxn, 21);
+	CHECK_EQ_INT(a->peer_fin, 0);
+	CHECK_EQ_INT(last_out()->ack, base + 21);
 	a->take = UINT32_MAX;
 	cli_raw(e, &k, TH_ACK | TH_FIN, base + 21, k.rnxt, k.win, "y", 1, NULL);
-	CHECK_EQ(a->rxn, 22);
-	CHECK_EQ(a->peer_fin, 1);
-	CHECK_EQ(last_out()->ack, base + 23);
+	CHECK_EQ_INT(a->rxn, 22);
+	CHECK_EQ_INT(a->peer_fin, 1);
+	CHECK_EQ_INT(last_out()->ack, base + 23);
 	CHECK(!memcmp(a->rx + 20, "xy", 2));
 	app_abort(a);
 	tcp_engine_destroy(e);
@@ -2017,15 +2005,15 @@ static void t_window_not_beyond_app(void)
 	CHECK(a != NULL);
 	if (!a)
 		return;
-	CHECK_EQ(g_out[0].flags, TH_SYN | TH_ACK);
-	CHECK_EQ(g_out[0].win, 512);
+	CHECK_EQ_INT(g_out[0].flags, TH_SYN | TH_ACK);
+	CHECK_EQ_INT(g_out[0].win, 512);
 	/* 1,000 bytes at 2^7: 7 units (896 bytes), not 8 (1,024) */
-	CHECK_EQ(last_out()->win, 7);
+	CHECK_EQ_INT(last_out()->win, 7);
 	edge = last_out()->ack + (7u << 7);
 	a->space = 100;
 	cli_send(e, &k, 0, "abc", 3);
 	CHECK((int32_t)(last_out()->ack + ((uint32_t)last_out()->win << 7) - edge) >= 0);
-	CHECK_EQ(a->rxn, 3);
+	CHECK_EQ_INT(a->rxn, 3);
 	app_abort(a);
 	tcp_engine_destroy(e);
 
@@ -2033,7 +2021,7 @@ static void t_window_not_beyond_app(void)
 	e = mk_default();
 	cli_init(&k, 4, 1);
 	cli_raw(e, &k, TH_SYN, k.isn, 0, 1000, NULL, 0, &SO_ALL);
-	CHECK_EQ(last_out()->win, 14600);
+	CHECK_EQ_INT(last_out()->win, 14600);
 	tcp_engine_destroy(e);
 }
 
@@ -2071,11 +2059,11 @@ static void t_segments_fit_mtu(void)
 		cli_send(e, &k, 0, NULL, 0);
 		/* timestamps alone: 12 bytes of options */
 		n0 = g_nout;
-		CHECK_EQ(tcp_send(a->c, blob, 20000), 20000);
+		CHECK_EQ_INT(tcp_send(a->c, blob, 20000), 20000);
 		CHECK(g_nout > n0 + 1);
 		CHECK(g_out[n0].ts);
-		CHECK_EQ(oversize_from(n0, iph, &maxlen), 0);
-		CHECK_EQ(maxlen, 1500 - iph - 20 - 12);
+		CHECK_EQ_INT(oversize_from(n0, iph, &maxlen), 0);
+		CHECK_EQ_INT(maxlen, 1500 - iph - 20 - 12);
 		cli_absorb(&k, n0);
 		cli_send(e, &k, 0, NULL, 0);
 		/* SACK blocks too: three out-of-order pieces, 40 bytes of options */
@@ -2087,18 +2075,18 @@ static void t_segments_fit_mtu(void)
 		maxlen = 0;
 		tcp_send(a->c, blob, 20000);
 		CHECK(g_nout > n0 + 1);
-		CHECK_EQ(g_out[n0].nsack, 3);
-		CHECK_EQ(oversize_from(n0, iph, &maxlen), 0);
-		CHECK_EQ(maxlen, 1500 - iph - 20 - 40);
+		CHECK_EQ_INT(g_out[n0].nsack, 3);
+		CHECK_EQ_INT(oversize_from(n0, iph, &maxlen), 0);
+		CHECK_EQ_INT(maxlen, 1500 - iph - 20 - 40);
 		/* resends: the retransmission timer and three duplicate ACKs */
 		n0 = g_nout;
 		advance(e, 3000);
 		CHECK(g_nout > n0);
-		CHECK_EQ(oversize_from(n0, iph, &maxlen), 0);
+		CHECK_EQ_INT(oversize_from(n0, iph, &maxlen), 0);
 		n0 = g_nout;
 		for (int i = 0; i < 3; i++)
 			cli_raw(e, &k, TH_ACK, k.nxt, k.rnxt, k.win, NULL, 0, NULL);
-		CHECK_EQ(oversize_from(n0, iph, &maxlen), 0);
+		CHECK_EQ_INT(oversize_from(n0, iph, &maxlen), 0);
 		app_abort(a);
 		tcp_engine_destroy(e);
 	}
@@ -2153,22 +2141,13 @@ static const struct { const char *name; void (*fn)(void); } tests[] = {
 
 int main(int argc, char **argv)
 {
-	int passed = 0, failed = 0;
-
 	for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
-		int before = g_checks_failed;
 		if (argc > 1 && strcmp(argv[1], tests[i].name))
 			continue;
+		check_case_begin();
 		tests[i].fn();
-		if (g_checks_failed == before) {
-			passed++;
-			printf("ok   %s\n", tests[i].name);
-		} else {
-			failed++;
-			printf("FAIL %s\n", tests[i].name);
-		}
+		printf("%s %s\n", check_case_end() ? "ok  " : "FAIL", tests[i].name);
 	}
 	printf("TCB size %u bytes\n", tcp_conn_size());
-	printf("%d passed, %d failed\n", passed, failed);
-	return failed ? 1 : 0;
+	return check_done();
 }

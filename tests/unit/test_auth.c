@@ -12,7 +12,7 @@
 #include "control/auth.h"
 #include "control/spool.h"
 #include "control/txrec.h"
-#include "tests/unit/check.h"
+#include "tests/check.h"
 
 /* msg cut into chunks of at most `cut` bytes. */
 static struct smtp_chunk *

@@ -17,7 +17,7 @@
 #include "control/spool.h"
 #include "control/txlog.h"
 #include "control/txrec.h"
-#include "tests/unit/check.h"
+#include "tests/check.h"
 
 static uint8_t peer6[16], peer4[16];
 

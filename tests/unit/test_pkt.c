@@ -14,7 +14,7 @@
 #include "dataplane/clock.h"
 #include "dataplane/l23.h"
 #include "dataplane/pkt.h"
-#include "tests/unit/check.h"
+#include "tests/check.h"
 
 static const uint8_t our_mac[6] = { 0x02, 0, 0, 0, 0, 0x01 };
 static const uint8_t peer_mac[6] = { 0x02, 0, 0, 0, 0, 0x10 };
