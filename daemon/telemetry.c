@@ -21,15 +21,17 @@
 #include <rte_ring.h>
 #include <rte_telemetry.h>
 
-#include "control/config.h"
-#include "control/policy.h"
-#include "control/pool.h"
-#include "control/telemetry.h"
 #include "dataplane/port.h"
 #include "dataplane/session.h"
 #include "dataplane/stats.h"
 #include "dataplane/tcp.h"
 #include "dataplane/worker.h"
+
+#include "control/config.h"
+#include "control/ctlplane.h"
+#include "control/policy.h"
+
+#include "daemon/telemetry.h"
 #include "smtpedge_version.h"
 
 static struct telemetry_sources src;
