@@ -192,7 +192,8 @@ cmd_policy(const char *cmd, const char *params, struct rte_tel_data *d)
 
 		rte_tel_data_start_dict(r);
 		policy_rule_each(i, &p.rule[i], put_setting, r);
-		/* Telemetry keys allow no '-': ipv6-ptr is ipv6_ptr here. */
+		/* Telemetry keys allow no '-': ipv6-ptr is ipv6_ptr here, and
+		 * smtpedgectl spells it ipv6-ptr again. */
 		snprintf(key, sizeof(key), "%s", policy_rule_name(i));
 		for (c = key; *c; c++)
 			if (*c == '-')
