@@ -380,7 +380,7 @@ hdr_scan(const struct chunk *msg, struct hdr_scan *hs)
 	size_t name = 0, i;
 
 	memset(hs, 0, sizeof(*hs));
-	for (c = msg; c; c = c->next) {
+	CHUNK_FOREACH(c, msg) {
 		hs->last = c;
 		for (i = 0; i < c->len; i++) {
 			unsigned char b = c->data[i];

@@ -521,7 +521,7 @@ hand_on(struct ctlplane *pl, struct txrec *r, const struct auth_verdict *v,
 			.body_8bit = r->body_8bit, .smtputf8 = r->smtputf8,
 		};
 
-		for (c = r->rcpts; c; c = c->next)
+		CHUNK_FOREACH(c, r->rcpts)
 			for (off = 0; off < c->len && n < TXREC_MAX_RCPTS;
 			     off += (uint32_t)strlen((const char *)c->data + off) + 1)
 				rcpts[n++] = (const char *)c->data + off;
