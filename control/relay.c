@@ -70,9 +70,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "control/msg.h"
+#include "common/chunk.h"
+#include "common/msg.h"
+
 #include "control/relay.h"
-#include "dataplane/smtp.h"
 
 #define RELAY_LINE_MAX    2048u   /* a reply line; RFC 5321 4.5.3.1.5 says 512 */
 #define RELAY_REPLY_LINES 100u    /* lines of one (multiline) reply */
@@ -876,7 +877,7 @@ send_envelope(struct txn *t)
 static enum relay_io
 send_body(struct txn *t)
 {
-	const struct smtp_chunk *ch;
+	const struct chunk *ch;
 	enum relay_io io;
 
 	t->bol = true;

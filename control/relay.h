@@ -15,7 +15,7 @@
 #include <stdint.h>
 
 struct relay;
-struct smtp_chunk;
+struct chunk;
 
 struct relay_params {
 	const char *target;        /* "[v6addr]:port", "v4addr:port" or "host:port" */
@@ -41,7 +41,7 @@ struct relay_msg {
 						* when forward-confirmed (PTR_PASS) */
 	const char *prefix;                    /* our headers, CRLF wire form */
 	size_t prefix_len;
-	const struct smtp_chunk *body;         /* dot-unstuffed, CRLF; may be NULL */
+	const struct chunk *body;         /* dot-unstuffed, CRLF; may be NULL */
 	bool body_8bit;                        /* BODY=8BITMIME when the downstream offers it */
 	bool smtputf8;                         /* SMTPUTF8 on MAIL when the downstream offers it */
 };

@@ -27,8 +27,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/chunk.h"
+#include "common/txrec.h"
+
 #include "control/spool.h"
-#include "control/txrec.h"
 
 #define IOV_BATCH 64
 
@@ -178,7 +180,7 @@ spool_received(const struct txrec *rec, const char *hostname, char *out,
 	gmtime_r(&t, &tm);
 	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
 	rcpt[0] = '\0';
-	if (rec->rcpt[0] && rec->nrcpts == 1) {
+	if (rec->rcpt[0] && rec->smtp.nrcpts == 1) {
 		char r[260];
 
 		clean(r, sizeof(r), rec->rcpt);
@@ -218,7 +220,7 @@ write_all(int fd, struct iovec *iov, int cnt)
 }
 
 static int
-write_message(int fd, const char *hdr, size_t hlen, const struct smtp_chunk *c)
+write_message(int fd, const char *hdr, size_t hlen, const struct chunk *c)
 {
 	struct iovec iov[IOV_BATCH];
 	int cnt = 0;
@@ -241,7 +243,7 @@ write_message(int fd, const char *hdr, size_t hlen, const struct smtp_chunk *c)
 
 int
 spool_write(struct spool *s, const char *prefix, size_t prefix_len,
-	    const struct smtp_chunk *msg)
+	    const struct chunk *msg)
 {
 	char name[400];
 	unsigned n = atomic_fetch_add(&s->counter, 1);

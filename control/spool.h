@@ -7,7 +7,7 @@
 
 #include <stddef.h>
 
-struct smtp_chunk;
+struct chunk;
 struct spool;
 struct txrec;
 
@@ -21,7 +21,7 @@ void spool_close(struct spool *s);
  * into new/, the directory fsync'd. Safe from several threads at once. 0 on
  * success; -1 with errno, and nothing left in new/, on failure. */
 int spool_write(struct spool *s, const char *prefix, size_t prefix_len,
-		const struct smtp_chunk *msg);
+		const struct chunk *msg);
 
 /* A new queue id (17 hex digits, unique in this process and over time),
  * for our Received: header, the 250 and the log. Thread-safe. */

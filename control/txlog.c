@@ -25,9 +25,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "control/policy.h"
+#include "common/rules.h"
+#include "common/txrec.h"
+
 #include "control/txlog.h"
-#include "control/txrec.h"
 
 #define VALUE_MAX 256   /* a value as written: quotes and escapes included */
 
@@ -153,11 +154,11 @@ txlog_format(const struct txrec *r, char *out, size_t n)
 	inet_ntop(r->family == 6 ? AF_INET6 : AF_INET, r->addr, addr, sizeof(addr));
 	put(&o, "time=%s.%03uZ session=%016llx event=%s peer=%s port=%u", ts,
 	    (unsigned)(r->time_us / 1000 % 1000), (unsigned long long)r->session_id,
-	    r->kind == TXREC_SESSION ? "session" : "transaction", addr, r->port);
-	if (r->nreplies)
-		put(&o, " reply=%u replies=", r->replies[r->nreplies - 1]);
-	for (i = 0; i < r->nreplies && i < TXREC_REPLIES; i++)
-		put(&o, "%s%u", i ? "," : "", r->replies[i]);
+	    r->smtp.kind == TXREC_SESSION ? "session" : "transaction", addr, r->port);
+	if (r->smtp.nreplies)
+		put(&o, " reply=%u replies=", r->smtp.replies[r->smtp.nreplies - 1]);
+	for (i = 0; i < r->smtp.nreplies && i < TXREC_REPLIES; i++)
+		put(&o, "%s%u", i ? "," : "", r->smtp.replies[i]);
 	put(&o, " ptr=%s", ptr_result_name(r->ptr));
 	put(&o, " %s=%s", policy_rule_name(r->family == 6 ? POLICY_IPV6_PTR : POLICY_IPV4_PTR),
 	    policy_outcome_name(r->ptr_outcome));
@@ -167,10 +168,10 @@ txlog_format(const struct txrec *r, char *out, size_t n)
 		    policy_outcome_name(r->auth_outcome));
 	if (r->queue_id[0])
 		put(&o, " queue_id=%s", r->queue_id);
-	if (r->kind == TXREC_TRANSACTION)
-		put(&o, " rcpts=%u size=%llu", r->nrcpts, (unsigned long long)r->size);
+	if (r->smtp.kind == TXREC_TRANSACTION)
+		put(&o, " rcpts=%u size=%llu", r->smtp.nrcpts, (unsigned long long)r->smtp.size);
 	for (i = 0; i < sizeof(flag_names) / sizeof(flag_names[0]); i++)
-		if (r->flags & (1u << i)) {
+		if (r->smtp.flags & (1u << i)) {
 			put(&o, "%s%s", first ? " flags=" : ",", flag_names[i]);
 			first = false;
 		}
@@ -178,7 +179,7 @@ txlog_format(const struct txrec *r, char *out, size_t n)
 		cut[ncut++] = "ptr_name";
 	if (r->helo[0] && !put_value(&o, "helo", r->helo))
 		cut[ncut++] = "helo";
-	if (r->kind == TXREC_TRANSACTION) {
+	if (r->smtp.kind == TXREC_TRANSACTION) {
 		if (!put_value(&o, "mail_from", r->mail_from[0] ? r->mail_from : "<>"))
 			cut[ncut++] = "mail_from";
 		if (r->rcpt[0] && !put_value(&o, "rcpt", r->rcpt))

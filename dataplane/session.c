@@ -38,15 +38,15 @@
 #include <rte_ring.h>
 #include <rte_ring_elem.h>
 
-#include "control/config.h"
-#include "control/msg.h"
-#include "control/policy.h"
-#include "control/txrec.h"
-#include "dataplane/clock.h"
+#include "common/chunk.h"
+#include "common/clock.h"
+#include "common/msg.h"
+#include "common/rules.h"
+#include "common/txrec.h"
+
 #include "dataplane/session.h"
 #include "dataplane/smtp.h"
 #include "dataplane/stats.h"
-#include "dataplane/worker.h"
 
 #define VERDICT_BURST 32
 #define CHUNK_BYTES 8192
@@ -82,8 +82,9 @@ struct sess {
 };
 
 struct sess_layer {
-	const struct edge_config *cfg;
-	struct worker *w;
+	const struct sess_params *p;
+	sess_emit_fn emit;
+	void *emit_arg;
 	struct dp_stats *st;
 	struct tcp_engine *tcp;
 	struct rte_ring *req, *ver;
@@ -175,7 +176,7 @@ txrec_get(struct sess_layer *sl)
 
 static void
 txrec_fill(struct sess *s, struct txrec *r, const char *helo,
-	   const char *mail_from, const struct smtp_chunk *rcpts, uint32_t nrcpts)
+	   const char *mail_from, const struct chunk *rcpts, uint32_t nrcpts)
 {
 	r->session_id = s->id;
 	r->time_us = wall_us(s->sl);
@@ -186,7 +187,7 @@ txrec_fill(struct sess *s, struct txrec *r, const char *helo,
 	r->txn = s->txn;
 	r->ptr = s->ptr;
 	r->ptr_outcome = s->ptr_outcome;
-	r->nrcpts = nrcpts;
+	r->smtp = (struct txrec_smtp){ .kind = TXREC_TRANSACTION, .nrcpts = nrcpts };
 	r->queue_id[0] = '\0';
 	r->ptr_name[0] = '\0';
 	r->spool_errno = 0;
@@ -196,7 +197,6 @@ txrec_fill(struct sess *s, struct txrec *r, const char *helo,
 	r->spf[0] = r->dkim[0] = '\0';
 	r->auth_checked = false;
 	r->auth_outcome = 0;
-	r->flags = 0;
 	snprintf(r->helo, sizeof(r->helo), "%s", helo ? helo : "");
 	snprintf(r->mail_from, sizeof(r->mail_from), "%s", mail_from ? mail_from : "");
 	snprintf(r->rcpt, sizeof(r->rcpt), "%s",
@@ -213,7 +213,7 @@ static void
 spf_send(struct sess *s)
 {
 	struct ctl_msg m = { .kind = MSG_SPF, .idx = s->idx, .gen = s->gen };
-	uint32_t lost_from = s->sl->cfg->fault_spf_lost_from;
+	uint32_t lost_from = s->sl->p->fault_spf_lost_from;
 
 	if (!s->spf_rec)
 		return;
@@ -255,7 +255,7 @@ deadline_add(struct sess *s)
 	struct sess_layer *sl = s->sl;
 
 	s->spool_deadline_us = sess_layer_now_us(sl, rte_rdtsc()) +
-			       (uint64_t)sl->cfg->delivery_timeout_s * 1000000u;
+			       (uint64_t)sl->p->delivery_timeout_s * 1000000u;
 	s->dl_next = DL_NONE;
 	s->dl_prev = sl->dl_tail;
 	if (sl->dl_tail != DL_NONE)
@@ -322,8 +322,7 @@ check_data_end(struct sess *s, const struct smtp_check *chk,
 
 	if (r) {
 		txrec_fill(s, r, chk->helo, chk->mail_from, chk->rcpts, chk->nrcpts);
-		r->kind = TXREC_TRANSACTION;
-		r->size = chk->body_size;
+		r->smtp.size = chk->body_size;
 		r->body = chk->body;
 		r->rcpts = chk->rcpts;
 		r->auth_rule = s->auth_rule;
@@ -421,29 +420,24 @@ smtp_record(void *ctx, const struct smtp_record *rec)
 	struct sess_layer *sl = s->sl;
 	struct txrec *r = txrec_get(sl);
 	struct ctl_msg m = { .kind = MSG_LOG, .idx = s->idx, .gen = s->gen };
-	uint32_t n = rec->nreplies < TXREC_REPLIES ? rec->nreplies : TXREC_REPLIES;
 
 	if (!r) {
 		sl->st->c[DP_LOG_DROPPED]++;
 		return;
 	}
-	txrec_fill(s, r, rec->helo, rec->mail_from, rec->rcpts, rec->nrcpts);
-	r->kind = rec->kind == SMTP_REC_SESSION ? TXREC_SESSION : TXREC_TRANSACTION;
-	if (r->kind == TXREC_TRANSACTION && s->queue_id[0]) {
+	txrec_fill(s, r, rec->helo, rec->mail_from, rec->rcpts, rec->smtp.nrcpts);
+	r->smtp = rec->smtp;
+	if (r->smtp.kind == TXREC_TRANSACTION && s->queue_id[0]) {
 		memcpy(r->queue_id, s->queue_id, sizeof(r->queue_id));
 		s->queue_id[0] = '\0';
 	}
-	if (r->kind == TXREC_TRANSACTION && s->auth_checked) {
+	if (r->smtp.kind == TXREC_TRANSACTION && s->auth_checked) {
 		memcpy(r->spf, s->spf, sizeof(r->spf));
 		memcpy(r->dkim, s->dkim, sizeof(r->dkim));
 		r->auth_outcome = s->auth_outcome;
 		r->auth_checked = true;
 		s->auth_checked = false;
 	}
-	r->size = rec->size;
-	r->flags = rec->flags;
-	r->nreplies = n;
-	memcpy(r->replies, rec->replies, n * sizeof(r->replies[0]));
 	m.u.rec = r;
 	if (!send_msg(sl, &m)) {
 		rte_mempool_put(sl->txrecs, r);
@@ -496,7 +490,7 @@ tcp_open(void *ctx, struct tcp_conn *c, const struct tcp_conn_info *info)
 	s->peer.port = info->peer_port;
 	s->ptr = PTR_UNKNOWN;
 	s->ptr_outcome = POLICY_PASS;
-	policy_live_get(&p);
+	sl->p->rules_get(&p);
 	s->rule = p.rule[info->family == 6 ? POLICY_IPV6_PTR : POLICY_IPV4_PTR];
 	s->auth_rule = p.rule[info->family == 6 ? POLICY_IPV6_AUTH : POLICY_IPV4_AUTH];
 	s->auth_checked = false;
@@ -575,7 +569,7 @@ tcp_output(void *ctx, const struct tcp_out *o)
 {
 	struct sess_layer *sl = ctx;
 
-	return worker_emit_tcp(sl->w, o);
+	return sl->emit(sl->emit_arg, o);
 }
 
 static const struct tcp_ops tcp_ops = {
@@ -693,12 +687,6 @@ sess_layer_input(struct sess_layer *sl, const struct tcp_pkt *pkt,
 	tcp_input(sl->tcp, pkt, now_us);
 }
 
-static bool
-domain_accepted(const void *arg, const char *domain, size_t len)
-{
-	return config_domain_accepted(arg, domain, len);
-}
-
 size_t
 sess_layer_slot_bytes(void)
 {
@@ -728,7 +716,7 @@ sess_layer_chunks(const struct sess_layer *sl, uint32_t *free_n, uint32_t *total
 static struct tcp_engine *
 make_tcp(struct sess_layer *sl, const struct sess_layer_params *p)
 {
-	const struct edge_config *c = p->cfg;
+	const struct sess_params *c = p->sess;
 	struct tcp_params tp = {
 		.max_flows = c->flows,
 		.ports = c->smtp_ports,
@@ -762,7 +750,7 @@ make_tcp(struct sess_layer *sl, const struct sess_layer_params *p)
 struct sess_layer *
 sess_layer_create(const struct sess_layer_params *p)
 {
-	const struct edge_config *c = p->cfg;
+	const struct sess_params *c = p->sess;
 	struct sess_layer *sl;
 	char name[RTE_MEMPOOL_NAMESIZE];
 	uint32_t i, n_chunks;
@@ -770,8 +758,9 @@ sess_layer_create(const struct sess_layer_params *p)
 	sl = rte_zmalloc("sess_layer", sizeof(*sl), RTE_CACHE_LINE_SIZE);
 	if (!sl)
 		goto nomem;
-	sl->cfg = c;
-	sl->w = p->worker;
+	sl->p = c;
+	sl->emit = p->emit;
+	sl->emit_arg = p->emit_arg;
 	sl->st = &dp_stats[p->lcore];
 	sl->req = p->req;
 	sl->ver = p->ver;
@@ -783,17 +772,7 @@ sess_layer_create(const struct sess_layer_params *p)
 	sl->tsc0 = p->tsc0;
 	sl->tsc_hz = p->tsc_hz;
 	sl->us_mult = clock_mult(p->tsc_hz);
-	sl->smtp_params = (struct smtp_params){
-		.hostname = c->hostname,
-		.max_cmd_line = c->max_cmd_line,
-		.max_text_line = c->max_text_line,
-		.max_rcpts = c->max_rcpts,
-		.max_msg_size = c->max_message_size,
-		.max_errors = c->max_errors,
-		.pregreet_reject = c->pregreet_reject,
-		.domain_accepted = domain_accepted,
-		.domain_arg = c,
-	};
+	sl->smtp_params = c->smtp;
 	sl->smtp_size = RTE_ALIGN_CEIL(smtp_session_size(), RTE_CACHE_LINE_SIZE);
 	sl->sess = rte_zmalloc("sessions", sizeof(*sl->sess) * c->flows, RTE_CACHE_LINE_SIZE);
 	sl->smtp_mem = rte_malloc("smtp_sessions", sl->smtp_size * c->flows, RTE_CACHE_LINE_SIZE);

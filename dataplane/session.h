@@ -11,20 +11,40 @@
 #ifndef SMTPEDGE_SESSION_H
 #define SMTPEDGE_SESSION_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
+#include "common/rules.h"
+#include "dataplane/smtp.h"
 #include "dataplane/tcp.h"
 
-struct edge_config;
 struct rte_mempool;
 struct rte_ring;
-struct worker;
-struct ctl_msg;
 struct sess_layer;
 
+/* What the sessions take from the configuration, built by whoever reads it;
+ * shared by every worker, read-only. */
+struct sess_params {
+	uint32_t flows;                  /* session slots per worker */
+	const uint16_t *smtp_ports;
+	uint32_t n_smtp_ports;
+	uint32_t mtu;
+	uint32_t idle_timeout_s, lifetime_s;
+	uint32_t delivery_timeout_s;     /* the end of DATA waits this long */
+	uint32_t body_budget_mb;         /* per worker */
+	uint32_t fault_spf_lost_from;    /* test shim: 0, or the Nth MAIL on */
+	struct smtp_params smtp;         /* hostname, limits, our domains */
+	/* A snapshot of the live rules, taken as a session opens. */
+	void (*rules_get)(struct policy *out);
+};
+
+/* A TCP segment out; false when it could not be sent (counted by emit). */
+typedef bool (*sess_emit_fn)(void *arg, const struct tcp_out *o);
+
 struct sess_layer_params {
-	const struct edge_config *cfg;
-	struct worker *worker;           /* where TCP output goes */
+	const struct sess_params *sess;
+	sess_emit_fn emit;               /* where TCP output goes */
+	void *emit_arg;
 	uint32_t worker_id;              /* index of this worker's rings */
 	unsigned lcore;
 	struct rte_ring *req, *ver;      /* to and from the control plane */

@@ -45,12 +45,12 @@ struct txn {
 	bool active;
 	bool smtputf8;
 	enum smtp_body_type body_type;
-	uint32_t flags;                /* SMTP_RF_* */
+	uint32_t flags;                /* TXREC_F_* */
 	uint32_t nrcpts;
 	uint64_t size_param;
 	uint64_t body_size;
-	struct smtp_chunk *rcpt_head, *rcpt_tail;
-	struct smtp_chunk *body_head, *body_tail;
+	struct chunk *rcpt_head, *rcpt_tail;
+	struct chunk *body_head, *body_tail;
 	char mail_from[SMTP_PATH_MAX + 1];
 };
 
@@ -101,7 +101,7 @@ struct smtp_session {
 	uint32_t stale;
 	uint32_t chunks_held;
 
-	uint16_t replies[SMTP_REC_REPLIES];
+	uint16_t replies[TXREC_REPLIES];
 	uint32_t nreplies, replies_dropped;
 
 	struct txn txn;
@@ -210,7 +210,7 @@ static void out_line(struct smtp_session *s, uint16_t code, char sep,
 
 static void log_reply(struct smtp_session *s, uint16_t code)
 {
-	if (s->nreplies < SMTP_REC_REPLIES)
+	if (s->nreplies < TXREC_REPLIES)
 		s->replies[s->nreplies++] = code;
 	else
 		s->replies_dropped++;
@@ -289,9 +289,9 @@ static void flush(struct smtp_session *s)
 
 /* ---------------------------------------------------------------- chunks */
 
-static struct smtp_chunk *chunk_new(struct smtp_session *s)
+static struct chunk *chunk_new(struct smtp_session *s)
 {
-	struct smtp_chunk *c;
+	struct chunk *c;
 	uint32_t cap = 0;
 	void *m = s->ops->chunk_get(s->ctx, &cap);
 
@@ -309,10 +309,10 @@ static struct smtp_chunk *chunk_new(struct smtp_session *s)
 	return c;
 }
 
-static void chain_put(struct smtp_session *s, struct smtp_chunk **head,
-		      struct smtp_chunk **tail)
+static void chain_put(struct smtp_session *s, struct chunk **head,
+		      struct chunk **tail)
 {
-	struct smtp_chunk *c = *head, *next;
+	struct chunk *c = *head, *next;
 
 	for (; c != NULL; c = next) {
 		next = c->next;
@@ -323,10 +323,10 @@ static void chain_put(struct smtp_session *s, struct smtp_chunk **head,
 }
 
 /* Ensures n contiguous bytes at the tail of a chain. */
-static bool chain_room(struct smtp_session *s, struct smtp_chunk **head,
-		       struct smtp_chunk **tail, uint32_t n)
+static bool chain_room(struct smtp_session *s, struct chunk **head,
+		       struct chunk **tail, uint32_t n)
 {
-	struct smtp_chunk *c;
+	struct chunk *c;
 
 	if (*tail != NULL && (*tail)->cap - (*tail)->len >= n)
 		return true;
@@ -343,28 +343,30 @@ static bool chain_room(struct smtp_session *s, struct smtp_chunk **head,
 
 /* ----------------------------------------------------------- transaction */
 
-static void emit_record(struct smtp_session *s, enum smtp_record_kind kind,
+static void emit_record(struct smtp_session *s, enum txrec_kind kind,
 			uint32_t flags)
 {
 	struct smtp_record r = {
-		.kind = kind,
+		.smtp = {
+			.kind = (uint8_t)kind,
+			.nreplies = s->nreplies,
+			.replies_dropped = s->replies_dropped,
+			.flags = flags | (s->pregreet ? TXREC_F_PREGREET : 0),
+			.errors = s->errors,
+			.stale_verdicts = s->stale,
+		},
 		.peer = s->peer,
 		.helo = s->helo,
-		.replies = s->replies,
-		.nreplies = s->nreplies,
-		.replies_dropped = s->replies_dropped,
-		.flags = flags | (s->pregreet ? SMTP_RF_PREGREET : 0),
-		.errors = s->errors,
-		.stale_verdicts = s->stale,
 	};
 
-	if (kind == SMTP_REC_TRANSACTION) {
+	memcpy(r.smtp.replies, s->replies, s->nreplies * sizeof(s->replies[0]));
+	if (kind == TXREC_TRANSACTION) {
 		r.mail_from = s->txn.mail_from;
 		r.rcpts = s->txn.rcpt_head;
-		r.nrcpts = s->txn.nrcpts;
-		r.size = s->txn.body_size;
+		r.smtp.nrcpts = s->txn.nrcpts;
+		r.smtp.size = s->txn.body_size;
 		r.body = s->txn.body_head;
-		r.flags |= s->txn.flags;
+		r.smtp.flags |= s->txn.flags;
 	}
 	if (s->ops->record != NULL)
 		s->ops->record(s->ctx, &r);
@@ -383,7 +385,7 @@ static void txn_clear(struct smtp_session *s)
 static void txn_end(struct smtp_session *s, uint32_t flags)
 {
 	if (s->txn.active)
-		emit_record(s, SMTP_REC_TRANSACTION, flags);
+		emit_record(s, TXREC_TRANSACTION, flags);
 	txn_clear(s);
 	enter_state(s, s->helo_seen ? SMTP_ST_READY : SMTP_ST_GREETED);
 }
@@ -398,12 +400,12 @@ static void session_end(struct smtp_session *s, bool keep_chains)
 	if (s->recorded)
 		return;
 	if (s->txn.active)
-		emit_record(s, SMTP_REC_TRANSACTION, SMTP_RF_ABORTED);
+		emit_record(s, TXREC_TRANSACTION, TXREC_F_ABORTED);
 	if (keep_chains)
 		s->txn.active = false;
 	else
 		txn_clear(s);
-	emit_record(s, SMTP_REC_SESSION, 0);
+	emit_record(s, TXREC_SESSION, 0);
 	s->recorded = true;
 }
 
@@ -425,7 +427,7 @@ static void body_sink(void *arg, const uint8_t *p, uint32_t n)
 	struct txn *t = &s->txn;
 
 	t->body_size += n;
-	if (t->flags & (SMTP_RF_TOO_BIG | SMTP_RF_NO_MEM))
+	if (t->flags & (TXREC_F_TOO_BIG | TXREC_F_NO_MEM))
 		return;
 	if (s->body.flags != 0) {
 		/* Doomed (bare CR/LF, long line): give the budget back now
@@ -435,7 +437,7 @@ static void body_sink(void *arg, const uint8_t *p, uint32_t n)
 	}
 	if (t->body_size > s->max_msg) {
 		/* Never buffer past the limit: drop what we have now. */
-		t->flags |= SMTP_RF_TOO_BIG;
+		t->flags |= TXREC_F_TOO_BIG;
 		chain_put(s, &t->body_head, &t->body_tail);
 		return;
 	}
@@ -443,7 +445,7 @@ static void body_sink(void *arg, const uint8_t *p, uint32_t n)
 		uint32_t k;
 
 		if (!chain_room(s, &t->body_head, &t->body_tail, 1)) {
-			t->flags |= SMTP_RF_NO_MEM;
+			t->flags |= TXREC_F_NO_MEM;
 			chain_put(s, &t->body_head, &t->body_tail);
 			return;
 		}
@@ -463,19 +465,19 @@ static bool body_refusal(struct smtp_session *s, struct late_reply *r)
 	struct txn *t = &s->txn;
 
 	if (s->body.flags & SMTP_BODY_BARE_LF) {
-		t->flags |= SMTP_RF_BARE_NL;
+		t->flags |= TXREC_F_BARE_NL;
 		*r = (struct late_reply){ 550, "5.5.2", "Message contains bare LF" };
 	} else if (s->body.flags & SMTP_BODY_BARE_CR) {
-		t->flags |= SMTP_RF_BARE_NL;
+		t->flags |= TXREC_F_BARE_NL;
 		*r = (struct late_reply){ 550, "5.5.2", "Message contains bare CR" };
 	} else if (s->body.flags & SMTP_BODY_LONG_LINE) {
-		t->flags |= SMTP_RF_LONG_LINE;
+		t->flags |= TXREC_F_LONG_LINE;
 		*r = (struct late_reply){ 500, "5.5.6",
 					  "Error: message line too long" };
-	} else if (t->flags & SMTP_RF_TOO_BIG) {
+	} else if (t->flags & TXREC_F_TOO_BIG) {
 		*r = (struct late_reply){ 552, "5.3.4",
 					  "Error: message file too big" };
-	} else if (t->flags & SMTP_RF_NO_MEM) {
+	} else if (t->flags & TXREC_F_NO_MEM) {
 		*r = (struct late_reply){ 452, "4.3.1",
 					  "Insufficient system storage" };
 	} else {
@@ -665,7 +667,7 @@ static void verdict_data_end(struct smtp_session *s, uint16_t code,
 	} else {
 		reply_text(s, code, enh, text, tlen);
 	}
-	txn_end(s, code < 400 ? SMTP_RF_DELIVERED : 0);
+	txn_end(s, code < 400 ? TXREC_F_DELIVERED : 0);
 	if (code == 421)
 		go_closing(s);
 }
@@ -836,7 +838,7 @@ static void do_helo(struct smtp_session *s, const struct smtp_cmd *cmd,
 	}
 	/* RFC 5321 4.1.4: HELO/EHLO within a transaction acts as RSET. */
 	if (s->txn.active)
-		txn_end(s, SMTP_RF_ABORTED);
+		txn_end(s, TXREC_F_ABORTED);
 	txn_clear(s);
 	memcpy(s->helo, arg, len);
 	s->helo[len] = '\0';
@@ -1157,7 +1159,7 @@ static void do_rset(struct smtp_session *s, const struct smtp_cmd *cmd,
 		    char *arg, uint32_t len)
 {
 	(void)cmd, (void)arg, (void)len;
-	txn_end(s, SMTP_RF_ABORTED);
+	txn_end(s, TXREC_F_ABORTED);
 	reply(s, 250, "2.0.0", "Ok");
 }
 

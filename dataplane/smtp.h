@@ -20,13 +20,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/chunk.h"
+#include "common/txrec.h"
+
 /* Compile-time ceilings of the fixed-size session; params are clamped. */
 #define SMTP_CMD_LINE_CAP   2048u  /* largest max_cmd_line honoured */
 #define SMTP_PENDING_CAP    4096u  /* largest max_pending_in honoured */
 #define SMTP_PATH_MAX       256u   /* RFC 5321 4.5.3.1.3, with the <> */
 #define SMTP_DOMAIN_MAX     255u   /* RFC 5321 4.5.3.1.2 */
 #define SMTP_LOCAL_MAX      64u    /* RFC 5321 4.5.3.1.1 */
-#define SMTP_REC_REPLIES    32u    /* reply codes kept per record */
 
 struct smtp_session;               /* opaque: smtp_session_size() bytes */
 
@@ -37,18 +39,11 @@ struct smtp_peer {
 };
 
 /*
- * A chunk of caller memory lent to the engine. chunk_get returns raw memory
- * of *cap bytes; the engine lays this header at its start and uses the rest.
- * chunk_put receives the same pointer back. Chains hold bodies (the
- * dot-unstuffed message in CRLF wire form) and recipient lists (each address
- * NUL-terminated, one after another).
+ * Bodies and recipient lists live in chains of struct chunk (common/chunk.h)
+ * of caller memory: chunk_get returns raw memory of *cap bytes, the engine
+ * lays the chunk header at its start and uses the rest; chunk_put receives
+ * the same pointer back.
  */
-struct smtp_chunk {
-	struct smtp_chunk *next;
-	uint32_t len;                  /* bytes used in data[] */
-	uint32_t cap;                  /* bytes available in data[] */
-	uint8_t data[];
-};
 
 struct smtp_params {               /* shared by a worker's sessions; read-only */
 	const char *hostname;          /* greeting, EHLO, 421 texts */
@@ -86,9 +81,9 @@ struct smtp_check {
 	const char *helo;              /* "" before HELO/EHLO */
 	const char *mail_from;         /* "" for <>; NULL before MAIL */
 	const char *rcpt;              /* RCPT: the address asked about */
-	const struct smtp_chunk *rcpts;/* accepted so far (DATA_END: all) */
+	const struct chunk *rcpts;/* accepted so far (DATA_END: all) */
 	uint32_t nrcpts;
-	const struct smtp_chunk *body; /* DATA_END: the message */
+	const struct chunk *body; /* DATA_END: the message */
 	uint64_t body_size;
 	uint64_t size_param;           /* MAIL SIZE=, 0 when absent */
 	enum smtp_body_type body_type;
@@ -106,37 +101,19 @@ enum smtp_check_result {
 	SMTP_CHECK_PENDING = 1,        /* smtp_session_verdict() comes later */
 };
 
-enum smtp_record_kind { SMTP_REC_TRANSACTION, SMTP_REC_SESSION };
-
-/* Record flags. */
-#define SMTP_RF_PREGREET   0x01u   /* the peer talked before the greeting */
-#define SMTP_RF_DELIVERED  0x02u   /* DATA_END answered 2xx */
-#define SMTP_RF_ABORTED    0x04u   /* ended by RSET, EHLO, close, timeout */
-#define SMTP_RF_BARE_NL    0x08u   /* bare CR or LF in the body */
-#define SMTP_RF_TOO_BIG    0x10u   /* SIZE exceeded */
-#define SMTP_RF_NO_MEM     0x20u   /* chunk_get failed */
-#define SMTP_RF_LONG_LINE  0x40u   /* a text line over max_text_line */
-
 /*
  * What happened: once per transaction (MAIL to its end) and once at session
- * end. replies[] holds every reply code given since the previous record, so
- * the records of a session together list all its replies in order.
+ * end. The engine's account (kind, flags, sizes, the reply codes given since
+ * the previous record) is the transaction record's own part, given whole;
+ * the pointers are valid during the record call only.
  */
 struct smtp_record {
-	enum smtp_record_kind kind;
+	struct txrec_smtp smtp;
 	const struct smtp_peer *peer;
 	const char *helo;
 	const char *mail_from;         /* NULL outside a transaction */
-	const struct smtp_chunk *rcpts;
-	uint32_t nrcpts;
-	uint64_t size;                 /* body bytes received, unstuffed */
-	const struct smtp_chunk *body; /* NULL when discarded */
-	const uint16_t *replies;
-	uint32_t nreplies;
-	uint32_t replies_dropped;      /* beyond SMTP_REC_REPLIES */
-	uint32_t flags;                /* SMTP_RF_* */
-	uint32_t errors;               /* session error count so far */
-	uint32_t stale_verdicts;
+	const struct chunk *rcpts;
+	const struct chunk *body;      /* NULL when discarded */
 };
 
 struct smtp_ops {                  /* ctx is the glue's, one per session */

@@ -17,7 +17,6 @@
 #include <rte_malloc.h>
 #include <rte_mbuf.h>
 
-#include "control/config.h"
 #include "dataplane/faults.h"
 #include "dataplane/l23.h"
 #include "dataplane/session.h"
@@ -44,6 +43,8 @@ struct worker {
 
 static atomic_bool quit;
 
+static bool emit_tcp(void *arg, const struct tcp_out *o);
+
 void
 worker_stop_all(void)
 {
@@ -53,9 +54,9 @@ worker_stop_all(void)
 struct worker *
 worker_create(const struct worker_params *p)
 {
-	const struct edge_config *c = p->cfg;
+	const struct worker_faults *f = &p->faults;
 	struct sess_layer_params sp = {
-		.cfg = c, .worker_id = p->queue, .lcore = p->lcore,
+		.sess = p->sess, .emit = emit_tcp, .worker_id = p->queue, .lcore = p->lcore,
 		.req = p->req, .ver = p->ver, .txrecs = p->txrecs,
 		.wall0_us = p->wall0_us, .tsc0 = p->tsc0, .tsc_hz = p->tsc_hz,
 		.secret_seed = p->secret_seed,
@@ -77,11 +78,11 @@ worker_create(const struct worker_params *p)
 		w->rx_trust |= PKT_RX_L4_CKSUM_GOOD;
 	w->tx_ip_cksum = p->port->tx_ip_cksum;
 	w->tx_tcp_cksum = p->port->tx_tcp_cksum;
-	faults_init(&w->rx_faults, c->fault_rx_drop, c->fault_rx_dup,
-		    c->fault_rx_reorder, (uint64_t)c->fault_seed * 2 + p->queue, w->pool);
-	faults_init(&w->tx_faults, c->fault_tx_drop, c->fault_tx_dup,
-		    c->fault_tx_reorder, (uint64_t)c->fault_seed * 2 + 1 + p->queue, w->pool);
-	sp.worker = w;
+	faults_init(&w->rx_faults, f->rx_drop, f->rx_dup, f->rx_reorder,
+		    (uint64_t)f->seed * 2 + p->queue, w->pool);
+	faults_init(&w->tx_faults, f->tx_drop, f->tx_dup, f->tx_reorder,
+		    (uint64_t)f->seed * 2 + 1 + p->queue, w->pool);
+	sp.emit_arg = w;
 	w->sl = sess_layer_create(&sp);
 	if (!w->sl) {
 		rte_free(w);
@@ -159,9 +160,12 @@ mac_to_link(const uint8_t *mac)
 	return v;
 }
 
-bool
-worker_emit_tcp(struct worker *w, const struct tcp_out *o)
+/* A TCP segment out: Ethernet and IP around it, checksums, onto the TX
+ * burst. false when no mbuf was free (counted). The sessions' emit. */
+static bool
+emit_tcp(void *arg, const struct tcp_out *o)
 {
+	struct worker *w = arg;
 	uint32_t l3 = o->family == 6 ? 40 : 20;
 	uint32_t l4 = o->hdr_len + o->data_len[0] + o->data_len[1];
 	struct rte_mbuf *m = rte_pktmbuf_alloc(w->pool);

@@ -14,12 +14,21 @@
 #include "dataplane/port.h"
 #include "dataplane/tcp.h"
 
-struct edge_config;
 struct rte_mempool;
 struct rte_ring;
+struct sess_params;
+
+/* The seeded fault shim around RX and TX, for tests: per mille of frames
+ * dropped, duplicated, reordered; all 0 in production. */
+struct worker_faults {
+	uint32_t rx_drop, rx_dup, rx_reorder;
+	uint32_t tx_drop, tx_dup, tx_reorder;
+	uint32_t seed;
+};
 
 struct worker_params {
-	const struct edge_config *cfg;
+	const struct sess_params *sess;
+	struct worker_faults faults;
 	const struct port_state *port;
 	uint16_t queue;          /* also the worker's index */
 	unsigned lcore;
@@ -39,9 +48,6 @@ void worker_destroy(struct worker *w);
 int worker_main(void *w);
 /* Ask every worker to leave its loop. */
 void worker_stop_all(void);
-/* A TCP segment out: Ethernet and IP around it, checksums, onto the TX
- * burst. false when no mbuf was free (counted). */
-bool worker_emit_tcp(struct worker *w, const struct tcp_out *o);
 /* For telemetry. */
 const struct tcp_engine *worker_tcp(const struct worker *w);
 uint32_t worker_sessions(const struct worker *w);

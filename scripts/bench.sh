@@ -87,7 +87,7 @@ tsc_hz=$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1])
 # ---- 2. side by side -----------------------------------------------------------
 echo "bench: side by side with Postfix ($msgs sessions per point) ..." >&2
 /usr/bin/python3 "$root/tests/bench/side_by_side.py" \
-	--smtpedge "$build/control/smtpedge" --ctl "$build/control/smtpedgectl" \
+	--smtpedge "$build/daemon/smtpedge" --ctl "$build/daemon/smtpedgectl" \
 	--tsc-hz "$tsc_hz" --conc 1,5,10,20 --ratio-conc 10 --msgs $msgs \
 	> "$build/bench-side.json"
 

@@ -31,11 +31,11 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # shellcheck disable=SC2086 # LAB_EAL_ARGS is a list of words
-ip netns exec "$LAB_EDGE_NS" build/control/smtpedge $LAB_EAL_ARGS --file-prefix "$PREFIX" \
+ip netns exec "$LAB_EDGE_NS" build/daemon/smtpedge $LAB_EAL_ARGS --file-prefix "$PREFIX" \
 	-- --config "$CONF" > "$LOG" 2>&1 &
 pid=$!
 for _ in $(seq 100); do
-	grep -q "smtpedge: started" "$LOG" && build/control/smtpedgectl --file-prefix "$PREFIX" version >/dev/null 2>&1 && break
+	grep -q "smtpedge: started" "$LOG" && build/daemon/smtpedgectl --file-prefix "$PREFIX" version >/dev/null 2>&1 && break
 	kill -0 "$pid" 2>/dev/null || { cat "$LOG"; exit 1; }
 	sleep 0.1
 done
@@ -73,11 +73,11 @@ echo "== the transaction log"
 grep 'event=transaction' "$LOG" || true
 echo
 echo "== smtpedgectl --file-prefix $PREFIX stats (non-zero counters)"
-build/control/smtpedgectl --file-prefix "$PREFIX" stats | awk '$2 != "0"'
+build/daemon/smtpedgectl --file-prefix "$PREFIX" stats | awk '$2 != "0"'
 
 if [ $once = 1 ]; then
 	# The demonstration must have been answered by smtpedge itself.
-	build/control/smtpedgectl --file-prefix "$PREFIX" stats --json |
+	build/daemon/smtpedgectl --file-prefix "$PREFIX" stats --json |
 		/usr/bin/python3 -c 'import json,sys; s=json.load(sys.stdin)["/smtpedge/stats"]; sys.exit(0 if s["echo6_replies"] >= 3 and s["echo4_replies"] >= 3 else 1)'
 	echo "$ok" | grep -q '<-  250 2.0.0 Ok: queued as'
 	echo "$refused" | grep -q '550 5.7.25 Service unavailable, sending IPv6 address \[2001:db8:1::20\] must have a reverse DNS record'
@@ -87,6 +87,6 @@ fi
 echo
 echo "smtpedge is running in netns $LAB_EDGE_NS (log: $LOG)."
 echo "Try: ip netns exec $LAB_PEER_NS ping -6 $LAB_EDGE6"
-echo "     build/control/smtpedgectl --file-prefix $PREFIX stats"
+echo "     build/daemon/smtpedgectl --file-prefix $PREFIX stats"
 echo "Ctrl-C stops smtpedge and takes the lab down."
 wait "$pid"

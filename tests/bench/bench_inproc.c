@@ -4,7 +4,7 @@
  *
  * A net_ring ethdev (rte_eth_from_rings) stands where the NIC would be. The
  * worker polls it on lcore 1 exactly as it polls a NIC; the main lcore runs
- * the control plane's dispatcher (pool_run) as smtpedge's main() does; a
+ * the control plane's dispatcher (ctlplane_run) as smtpedge's main() does; a
  * generator thread plays thousands of concurrent scripted IPv6 SMTP clients
  * with a tiny client TCP of its own (SYN, ACK, commands, FIN) and answers
  * whatever the worker sends. So the figures cover frame validation, TCP,
@@ -56,17 +56,20 @@
 #include <rte_ring.h>
 #include <rte_ring_elem.h>
 
-#include "control/config.h"
-#include "control/msg.h"
-#include "control/policy.h"
-#include "control/planes.h"
-#include "control/pool.h"
-#include "control/txrec.h"
+#include "common/msg.h"
+#include "common/txrec.h"
+
 #include "dataplane/port.h"
 #include "dataplane/session.h"
 #include "dataplane/stats.h"
 #include "dataplane/tcp_wire.h"
 #include "dataplane/worker.h"
+
+#include "control/config.h"
+#include "control/ctlplane.h"
+#include "control/policy.h"
+
+#include "daemon/planes.h"
 
 #define GEN_RING 16384           /* each direction of the fake NIC */
 #define GEN_MBUFS (GEN_RING * 2 - 1)
@@ -973,8 +976,8 @@ main(int argc, char **argv)
 	struct rte_ring *to_w = NULL, *from_w = NULL;
 	struct worker_params wp = { 0 };
 	struct port_params pp = { 0 };
-	struct pool_params cp = { 0 };
-	struct pool *pool = NULL;
+	struct ctlplane_params cp = { 0 };
+	struct ctlplane *pool = NULL;
 	struct worker *w = NULL;
 	char err[512];
 	pthread_t gt;
@@ -1024,7 +1027,7 @@ main(int argc, char **argv)
 	cp.ver = planes.ver;
 	cp.txrec_pool = planes.txrecs;
 	cp.max_flows = cfg.flows;
-	pool = pool_create(&cp, err, sizeof(err));
+	pool = ctlplane_create(&cp, err, sizeof(err));
 	if (!pool) {
 		fprintf(stderr, "bench: %s\n", err);
 		goto out;
@@ -1033,7 +1036,8 @@ main(int argc, char **argv)
 	wp.local.mtu = cfg.mtu;
 	wp.local.has_ip6 = true;
 	memcpy(wp.local.ip6, cfg.addr6, 16);
-	wp.cfg = &cfg;
+	wp.sess = &planes.sess;
+	wp.faults = planes.faults;
 	wp.port = &port;
 	wp.lcore = g_env.wlcore;
 	wp.req = planes.req[0];
@@ -1070,14 +1074,14 @@ main(int argc, char **argv)
 		rte_eal_mp_wait_lcore();
 		goto out;
 	}
-	pool_run(pool, &g_stop);
+	ctlplane_run(pool, &g_stop);
 	pthread_join(gt, NULL);
 	worker_stop_all();
 	rte_eal_mp_wait_lcore();
 	report(heap_per_flow, cfg.flows);
 	status = 0;
 out:
-	pool_destroy(pool);
+	ctlplane_destroy(pool);
 	worker_destroy(w);
 	gen_destroy(&gen);
 	planes_free(&planes);

@@ -28,8 +28,8 @@ def lab_env():
 
 
 LAB = lab_env()
-SMTPEDGE = os.environ.get("SMTPEDGE", os.path.join(ROOT, "build/control/smtpedge"))
-SMTPEDGECTL = os.environ.get("SMTPEDGECTL", os.path.join(ROOT, "build/control/smtpedgectl"))
+SMTPEDGE = os.environ.get("SMTPEDGE", os.path.join(ROOT, "build/daemon/smtpedge"))
+SMTPEDGECTL = os.environ.get("SMTPEDGECTL", os.path.join(ROOT, "build/daemon/smtpedgectl"))
 
 
 def sh(*cmd, check=True, timeout=60, **kw):

@@ -138,7 +138,7 @@ def all_changes_in(policy):
     missing = []
     for rule, kv in CHANGES:
         k, v = kv.split("=")
-        if str(policy[rule.replace("-", "_")][k]) != v:
+        if str(policy[rule][k]) != v:
             missing.append(f"{rule} {kv}")
     return missing
 

@@ -243,7 +243,7 @@ def test_policy_set_reply_450_and_log_live():
         expect('policy rule=ipv6-ptr was="action=enforce reply=450' in log, "the change was not logged")
         expect(re.search(r"peer=2001:db8:1::20 .*ptr=none ipv6-ptr=logged", log), "no logged verdict line")
         show = json.loads(edge.ctl("policy", "show", "--json").stdout)["/smtpedge/policy"]
-        expect(show["ipv6_ptr"] == {"action": "log", "reply": "450", "stage": "mail", "fcrdns": "no"}, show)
+        expect(show["ipv6-ptr"] == {"action": "log", "reply": "450", "stage": "mail", "fcrdns": "no"}, show)
 
 
 def test_policy_set_refuses_bad_values_and_changes_nothing():
@@ -254,7 +254,7 @@ def test_policy_set_refuses_bad_values_and_changes_nothing():
         r = edge.ctl("policy", "set", "ipv6-ptr", "stage=mail", "reply=999", check=False)
         expect(r.returncode == 1, "a half-bad set was accepted")
         show = json.loads(edge.ctl("policy", "show", "--json").stdout)["/smtpedge/policy"]
-        expect(show["ipv6_ptr"]["reply"] == "550", f"a refused set changed the rule: {show}")
+        expect(show["ipv6-ptr"]["reply"] == "550", f"a refused set changed the rule: {show}")
         r = edge.ctl("policy", "set", "ipv9-ptr", "reply=450", check=False)
         expect(r.returncode == 1 and "no such rule" in r.stderr, r.stderr)
 

@@ -22,8 +22,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "common/chunk.h"
+
 #include "control/relay.h"
-#include "dataplane/smtp.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -101,8 +102,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static const char *const rcpts[] = { "a@example.net", "b@example.net",
 					     "c@example.net", "d@example.net" };
 	static const uint8_t addr[16] = { 0x20, 0x01, 0x0d, 0xb8, [15] = 0x10 };
-	static _Alignas(struct smtp_chunk) uint8_t mem[sizeof(struct smtp_chunk) + 32];
-	struct smtp_chunk *body = (struct smtp_chunk *)mem;
+	static _Alignas(struct chunk) uint8_t mem[sizeof(struct chunk) + 32];
+	struct chunk *body = (struct chunk *)mem;
 	struct relay_msg m = { .mail_from = "alice@example.org",
 			       .rcpts = rcpts, .helo = "client.example",
 			       .ptr_name = "", .prefix = ".X: y\r\n",

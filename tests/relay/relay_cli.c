@@ -24,9 +24,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "control/msg.h"
+#include "common/chunk.h"
+#include "common/rules.h"
+
 #include "control/relay.h"
-#include "dataplane/smtp.h"
 
 #define MAX_RCPTS 1000
 
@@ -72,15 +73,15 @@ slurp(const char *path, size_t *len)
 }
 
 /* The body as the engine hands it over: a chain of chunks. */
-static struct smtp_chunk *
+static struct chunk *
 make_chain(void)
 {
-	struct smtp_chunk *head = NULL, **tail = &head;
+	struct chunk *head = NULL, **tail = &head;
 	size_t off;
 
 	for (off = 0; off < g.body_len; off += g.chunk) {
 		size_t n = g.body_len - off < g.chunk ? g.body_len - off : g.chunk;
-		struct smtp_chunk *c = malloc(sizeof(*c) + n);
+		struct chunk *c = malloc(sizeof(*c) + n);
 
 		if (!c)
 			exit(2);
@@ -107,7 +108,7 @@ static void *
 run(void *arg)
 {
 	unsigned t = (unsigned)(uintptr_t)arg, i;
-	struct smtp_chunk *chain = make_chain(), *c;
+	struct chunk *chain = make_chain(), *c;
 	char *prefix = malloc(g.prefix_len + 64);
 
 	if (!prefix)

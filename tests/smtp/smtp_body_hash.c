@@ -73,13 +73,13 @@ static void w_put(void *c, void *chunk)
 static void w_record(void *c, const struct smtp_record *r)
 {
 	struct ctx *x = c;
-	const struct smtp_chunk *ch;
+	const struct chunk *ch;
 	unsigned char got[32];
 	unsigned int glen = 0;
 	uint64_t sum = 0;
 	EVP_MD_CTX *md;
 
-	if (r->kind != SMTP_REC_TRANSACTION || !(r->flags & SMTP_RF_DELIVERED))
+	if (r->smtp.kind != TXREC_TRANSACTION || !(r->smtp.flags & TXREC_F_DELIVERED))
 		return;
 	x->delivered++;
 	md = EVP_MD_CTX_new();
@@ -90,7 +90,7 @@ static void w_record(void *c, const struct smtp_record *r)
 	}
 	EVP_DigestFinal_ex(md, got, &glen);
 	EVP_MD_CTX_free(md);
-	if (sum == x->want_size && r->size == x->want_size &&
+	if (sum == x->want_size && r->smtp.size == x->want_size &&
 	    memcmp(got, x->want, 32) == 0)
 		x->good++;
 }

@@ -147,7 +147,7 @@ struct run {
 	int session_records;
 	uint32_t chunks_out;
 	uint32_t chunk_size;
-	const struct smtp_chunk *pend_rcpts, *pend_body;  /* lent to the check */
+	const struct chunk *pend_rcpts, *pend_body;  /* lent to the check */
 	char problem[256];
 };
 
@@ -201,7 +201,7 @@ static const struct smtp_verdict *verdict_for(struct run *r, int stage)
 	return sc != NULL ? &sc->v : &none;
 }
 
-static void chain_text(struct buf *b, const struct smtp_chunk *c, uint32_t n)
+static void chain_text(struct buf *b, const struct chunk *c, uint32_t n)
 {
 	uint32_t i = 0, off;
 
@@ -283,18 +283,18 @@ static void d_record(void *ctx, const struct smtp_record *rec)
 					  "long-line" };
 	struct run *r = ctx;
 	struct buf *b = &r->events;
-	const struct smtp_chunk *c;
+	const struct chunk *c;
 	uint64_t sum = 0;
 	uint32_t i;
 
-	if (rec->kind == SMTP_REC_SESSION) {
+	if (rec->smtp.kind == TXREC_SESSION) {
 		r->session_records++;
 		buf_printf(b, "#record session helo=%s", rec->helo);
 	} else {
 		buf_printf(b, "#record txn helo=%s from=<%s> rcpts=", rec->helo,
 			   rec->mail_from);
-		chain_text(b, rec->rcpts, rec->nrcpts);
-		buf_printf(b, " size=%llu", (unsigned long long)rec->size);
+		chain_text(b, rec->rcpts, rec->smtp.nrcpts);
+		buf_printf(b, " size=%llu", (unsigned long long)rec->smtp.size);
 		if (rec->body != NULL) {
 			buf_printf(b, " body=\"");
 			for (c = rec->body; c != NULL; c = c->next) {
@@ -304,23 +304,23 @@ static void d_record(void *ctx, const struct smtp_record *rec)
 				sum += c->len;
 			}
 			buf_printf(b, sum <= 300 ? "\"" : "...\"");
-			if (sum != rec->size)
+			if (sum != rec->smtp.size)
 				snprintf(r->problem, sizeof(r->problem),
 					 "body chain %llu bytes, size %llu",
 					 (unsigned long long)sum,
-					 (unsigned long long)rec->size);
+					 (unsigned long long)rec->smtp.size);
 		}
 	}
 	buf_printf(b, " replies=");
-	for (i = 0; i < rec->nreplies; i++)
-		buf_printf(b, "%s%u", i ? "," : "", rec->replies[i]);
-	if (rec->replies_dropped)
-		buf_printf(b, "+%u", rec->replies_dropped);
+	for (i = 0; i < rec->smtp.nreplies; i++)
+		buf_printf(b, "%s%u", i ? "," : "", rec->smtp.replies[i]);
+	if (rec->smtp.replies_dropped)
+		buf_printf(b, "+%u", rec->smtp.replies_dropped);
 	buf_printf(b, " flags=");
 	for (i = 0; i < 7; i++)
-		if (rec->flags & (1u << i))
+		if (rec->smtp.flags & (1u << i))
 			buf_printf(b, "%s,", fl[i]);
-	buf_printf(b, " errors=%u stale=%u\n", rec->errors, rec->stale_verdicts);
+	buf_printf(b, " errors=%u stale=%u\n", rec->smtp.errors, rec->smtp.stale_verdicts);
 }
 
 static bool d_domain(const void *arg, const char *d, size_t len)
@@ -620,7 +620,7 @@ static void answer_all(struct run *r)
 
 static void touch_chains(struct run *r)
 {
-	const struct smtp_chunk *c;
+	const struct chunk *c;
 	volatile uint8_t sum = 0;
 	uint32_t i;
 

@@ -165,13 +165,13 @@ static void z_put(void *ctx, void *chunk)
 
 static void z_record(void *ctx, const struct smtp_record *r)
 {
-	const struct smtp_chunk *c;
+	const struct chunk *c;
 	uint64_t sum = 0;
 
 	(void)ctx;
 	for (c = r->body; c != NULL; c = c->next)
 		sum += c->len;
-	if (r->body != NULL && sum != r->size)
+	if (r->body != NULL && sum != r->smtp.size)
 		fail("body chain length differs from size");
 }
 

@@ -25,8 +25,9 @@
 #include <string.h>
 #include <strings.h>
 
-#include "control/auth.h"
-#include "dataplane/smtp.h"
+#include "common/chunk.h"
+
+#include "control/checks.h"
 
 #define ID "mx.lab.example"
 #define MAX_CUTS 7
@@ -181,10 +182,10 @@ ref_strip(const uint8_t *m, size_t len, uint8_t *out, unsigned *stripped)
 
 /* ---- the target ----------------------------------------------------------- */
 
-static struct smtp_chunk *
+static struct chunk *
 chunk_new(const uint8_t *p, size_t n)
 {
-	struct smtp_chunk *c = malloc(sizeof(*c) + n);
+	struct chunk *c = malloc(sizeof(*c) + n);
 
 	if (!c)
 		abort();
@@ -194,10 +195,10 @@ chunk_new(const uint8_t *p, size_t n)
 	return c;
 }
 
-static struct smtp_chunk *
+static struct chunk *
 cut(const uint8_t *m, size_t len, const uint8_t *cuts, unsigned ncuts)
 {
-	struct smtp_chunk *head = NULL, **tail = &head;
+	struct chunk *head = NULL, **tail = &head;
 	size_t off = 0;
 	unsigned i = 0, idle = 0;
 
@@ -219,7 +220,7 @@ cut(const uint8_t *m, size_t len, const uint8_t *cuts, unsigned ncuts)
 }
 
 static size_t
-flatten(const struct smtp_chunk *c, uint8_t *out)
+flatten(const struct chunk *c, uint8_t *out)
 {
 	size_t n = 0;
 
@@ -235,7 +236,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct smtp_chunk *in, *out, *c;
+	struct chunk *in, *out, *c;
 	unsigned ncuts, stripped;
 	const uint8_t *m;
 	uint8_t *want, *got;

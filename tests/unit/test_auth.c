@@ -9,21 +9,23 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "control/auth.h"
+#include "common/chunk.h"
+#include "common/txrec.h"
+
+#include "control/checks.h"
 #include "control/spool.h"
-#include "control/txrec.h"
 #include "tests/check.h"
 
 /* msg cut into chunks of at most `cut` bytes. */
-static struct smtp_chunk *
+static struct chunk *
 chain(const char *msg, size_t cut)
 {
-	struct smtp_chunk *head = NULL, **tail = &head;
+	struct chunk *head = NULL, **tail = &head;
 	size_t len = strlen(msg), off;
 
 	for (off = 0; off < len; off += cut) {
 		size_t n = len - off < cut ? len - off : cut;
-		struct smtp_chunk *c = malloc(sizeof(*c) + n);
+		struct chunk *c = malloc(sizeof(*c) + n);
 
 		c->next = NULL;
 		c->len = c->cap = (uint32_t)n;
@@ -35,10 +37,10 @@ chain(const char *msg, size_t cut)
 }
 
 static void
-chain_free(struct smtp_chunk *c)
+chain_free(struct chunk *c)
 {
 	while (c) {
-		struct smtp_chunk *n = c->next;
+		struct chunk *n = c->next;
 
 		free(c);
 		c = n;
@@ -46,10 +48,10 @@ chain_free(struct smtp_chunk *c)
 }
 
 static char *
-flatten(const struct smtp_chunk *c)
+flatten(const struct chunk *c)
 {
 	size_t len = 0, off = 0;
-	const struct smtp_chunk *k;
+	const struct chunk *k;
 	char *out;
 
 	for (k = c; k; k = k->next)
@@ -137,8 +139,8 @@ test_strip(void)
 		unsigned bad = 0;
 
 		for (cut = 1; cut <= strlen(c->in); cut++) {
-			struct smtp_chunk *in = chain(c->in, cut);
-			struct smtp_chunk *out = auth_strip_forged("mx.lab.example", in);
+			struct chunk *in = chain(c->in, cut);
+			struct chunk *out = auth_strip_forged("mx.lab.example", in);
 			char *flat;
 
 			if (!c->want) {

@@ -13,10 +13,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/txrec.h"
+
 #include "control/policy.h"
 #include "control/spool.h"
 #include "control/txlog.h"
-#include "control/txrec.h"
 #include "tests/check.h"
 
 static uint8_t peer6[16], peer4[16];
@@ -167,22 +168,22 @@ fill_rec(struct txrec *r)
 	memset(r, 0, sizeof(*r));
 	r->session_id = 0x0001000000000007ull;
 	r->time_us = 1795900575123456ull;   /* 2026-11-28T21:16:15.123Z */
-	r->kind = TXREC_TRANSACTION;
+	r->smtp.kind = TXREC_TRANSACTION;
 	r->family = 6;
 	memcpy(r->addr, peer6, 16);
 	r->port = 40000;
 	r->ptr = PTR_NONE;
 	r->ptr_outcome = POLICY_REJECT;
-	r->nrcpts = 1;
-	r->size = 0;
+	r->smtp.nrcpts = 1;
+	r->smtp.size = 0;
 	snprintf(r->helo, sizeof(r->helo), "client.example");
 	snprintf(r->mail_from, sizeof(r->mail_from), "alice@example.org");
 	snprintf(r->rcpt, sizeof(r->rcpt), "bob@example.net");
-	r->replies[0] = 220;
-	r->replies[1] = 250;
-	r->replies[2] = 550;
-	r->nreplies = 3;
-	r->flags = SMTP_RF_PREGREET;
+	r->smtp.replies[0] = 220;
+	r->smtp.replies[1] = 250;
+	r->smtp.replies[2] = 550;
+	r->smtp.nreplies = 3;
+	r->smtp.flags = TXREC_F_PREGREET;
 }
 
 /* The value of key in line, as written (quotes included); "" if absent. */
@@ -224,11 +225,11 @@ test_txlog_bounds(void)
 	snprintf(r.dkim, sizeof(r.dkim), "none");
 	r.auth_outcome = POLICY_REJECT;
 	snprintf(r.queue_id, sizeof(r.queue_id), "6923AB3D7A1C20003");
-	r.nreplies = TXREC_REPLIES;
+	r.smtp.nreplies = TXREC_REPLIES;
 	for (i = 0; i < TXREC_REPLIES; i++)
-		r.replies[i] = 250;
-	r.replies[TXREC_REPLIES - 1] = 450;
-	r.flags = 0x7f;
+		r.smtp.replies[i] = 250;
+	r.smtp.replies[TXREC_REPLIES - 1] = 450;
+	r.smtp.flags = 0x7f;
 	for (i = 0; i + 1 < sizeof(r.helo); i++)
 		r.helo[i] = i % 3 ? '\x01' : '"';
 	r.helo[i] = '\0';
@@ -392,7 +393,7 @@ read_only_file(const char *dir, size_t *len)
 }
 
 /* Two body chunks as the SMTP engine lays them in caller memory. */
-static _Alignas(16) uint8_t chunk_mem[2][sizeof(struct smtp_chunk) + 16];
+static _Alignas(16) uint8_t chunk_mem[2][sizeof(struct chunk) + 16];
 
 static struct spool *shared_spool;
 
@@ -424,8 +425,8 @@ static void
 test_spool(void)
 {
 	char dir[] = "/tmp/smtpedge-spool-XXXXXX", sub[256], err[256];
-	struct smtp_chunk *ca = (struct smtp_chunk *)chunk_mem[0];
-	struct smtp_chunk *cb = (struct smtp_chunk *)chunk_mem[1];
+	struct chunk *ca = (struct chunk *)chunk_mem[0];
+	struct chunk *cb = (struct chunk *)chunk_mem[1];
 	static struct txrec recs[4][25];
 	struct spool *s;
 	struct txrec r;

@@ -11,7 +11,8 @@
 #include <rte_byteorder.h>
 #include <rte_ip.h>
 
-#include "dataplane/clock.h"
+#include "common/clock.h"
+
 #include "dataplane/l23.h"
 #include "dataplane/pkt.h"
 #include "tests/check.h"

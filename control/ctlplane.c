@@ -1,5 +1,6 @@
 /*
- * pool.c - the dispatcher and the work threads (see pool.h).
+ * ctlplane.c - the control plane: the dispatcher and the work threads
+ * (see ctlplane.h).
  *
  * Waking: the workers never make a system call for the control plane. The
  * dispatcher polls the request rings and libunbound's fd: while it finds
@@ -34,20 +35,24 @@
 #include <rte_ring.h>
 #include <rte_ring_elem.h>
 
-#include "control/auth.h"
+#include "dns/rdns.h"
+#include "dns/resolver.h"
+
+#include "common/chunk.h"
+#include "common/msg.h"
+#include "common/txrec.h"
+
+#include "control/checks.h"
 #include "control/config.h"
-#include "control/pool.h"
+#include "control/ctlplane.h"
 #include "control/relay.h"
 #include "control/spool.h"
 #include "control/txlog.h"
-#include "control/txrec.h"
-#include "dns/rdns.h"
-#include "dns/resolver.h"
 
 #define BURST 32
 #define JOB_RING_SIZE 65536
 
-struct ctl_stats ctl_stats[POOL_MAX_THREADS];
+struct ctl_stats ctl_stats[CTLPLANE_MAX_THREADS];
 
 static const char *const counter_names[CTL__COUNT] = {
 #define CTL_NAME(id, name) [CTL_##id] = name,
@@ -81,7 +86,7 @@ ctl_stats_total(struct ctl_stats *out)
 	unsigned t, i;
 
 	memset(out, 0, sizeof(*out));
-	for (t = 0; t < POOL_MAX_THREADS; t++) {
+	for (t = 0; t < CTLPLANE_MAX_THREADS; t++) {
 		const volatile struct ctl_stats *s = &ctl_stats[t];
 
 		for (i = 0; i < CTL__COUNT; i++)
@@ -114,7 +119,21 @@ struct ctl_sess {
 	struct spf_job *spf;       /* the current transaction's, or NULL */
 };
 
-struct pool {
+#define RDNS_INFLIGHT 16384   /* lookups the resolver holds at once */
+
+/* Who asked for a lookup: the argument of its callback. */
+struct rdns_req {
+	struct ctlplane *pl;
+	uint32_t worker, idx, gen;
+};
+
+/* What a work thread is given. */
+struct work_arg {
+	struct ctlplane *pl;
+	unsigned idx;                    /* its block of ctl_stats */
+};
+
+struct ctlplane {
 	const struct edge_config *cfg;
 	unsigned n_workers;
 	uint32_t max_flows;
@@ -124,6 +143,9 @@ struct pool {
 	struct ctl_sess *sess;           /* n_workers * max_flows */
 	struct ub_ctx *ub;
 	struct rdns *rdns;
+	struct rdns_req *reqs;           /* RDNS_INFLIGHT */
+	struct rdns_req **req_free;
+	uint32_t n_req_free;
 	struct auth *auth;
 	struct spool *spool;
 	struct relay *relay;
@@ -132,7 +154,8 @@ struct pool {
 	struct rte_ring *jobs;           /* dispatcher -> work threads */
 	atomic_bool stop;
 	unsigned n_threads;
-	pthread_t threads[POOL_MAX_THREADS - 1];
+	pthread_t threads[CTLPLANE_MAX_THREADS - 1];
+	struct work_arg thread_args[CTLPLANE_MAX_THREADS - 1];
 	struct ctl_stats *st;            /* the dispatcher's block */
 };
 
@@ -154,7 +177,7 @@ spf_unref(struct spf_job *j)
 
 /* Run it here unless another thread has; wait only for a running one. */
 static void
-spf_finish(struct pool *pl, struct spf_job *j)
+spf_finish(struct ctlplane *pl, struct spf_job *j)
 {
 	int expect = SPF_QUEUED;
 
@@ -177,7 +200,7 @@ now_us(void)
 }
 
 static struct ctl_sess *
-sess_at(struct pool *pl, uint32_t worker, uint32_t idx)
+sess_at(struct ctlplane *pl, uint32_t worker, uint32_t idx)
 {
 	if (worker >= pl->n_workers || idx >= pl->max_flows)
 		return NULL;
@@ -187,7 +210,7 @@ sess_at(struct pool *pl, uint32_t worker, uint32_t idx)
 /* The verdict ring holds two messages per session slot, and a session has
  * at most one of each kind outstanding, so this cannot fail. */
 static void
-send_verdict(struct pool *pl, uint32_t worker, const struct ctl_msg *m,
+send_verdict(struct ctlplane *pl, uint32_t worker, const struct ctl_msg *m,
 	     struct ctl_stats *st)
 {
 	while (rte_ring_enqueue_elem(pl->ver[worker], (void *)(uintptr_t)m, sizeof(*m)) != 0)
@@ -217,27 +240,37 @@ count_latency(struct ctl_stats *st, uint32_t us)
 	st->dns_latency[i]++;
 }
 
-/* The lookup's argument packs worker, slot and generation into a pointer. */
-static void *
-pack(uint32_t worker, uint32_t idx, uint32_t gen)
+/* A lookup's argument: who asked, taken from a fixed free list (one entry
+ * per lookup the resolver can hold) and given back with the answer. */
+static struct rdns_req *
+rdns_req_get(struct ctlplane *pl, uint32_t worker, uint32_t idx, uint32_t gen)
 {
-	return (void *)(uintptr_t)(((uint64_t)worker << 56) |
-				   ((uint64_t)(idx & 0xffffff) << 32) | gen);
+	struct rdns_req *q;
+
+	if (pl->n_req_free == 0)
+		return NULL;
+	q = pl->req_free[--pl->n_req_free];
+	*q = (struct rdns_req){ .pl = pl, .worker = worker, .idx = idx, .gen = gen };
+	return q;
 }
 
-static struct pool *the_pool;   /* for the rdns callback */
+static void
+rdns_req_put(struct rdns_req *q)
+{
+	q->pl->req_free[q->pl->n_req_free++] = q;
+}
 
 static void
 rdns_done(void *arg, const struct rdns_answer *a)
 {
-	struct pool *pl = the_pool;
-	uint64_t v = (uint64_t)(uintptr_t)arg;
-	uint32_t worker = (uint32_t)(v >> 56), idx = (uint32_t)(v >> 32) & 0xffffff;
-	uint32_t gen = (uint32_t)v;
+	struct rdns_req *q = arg;
+	struct ctlplane *pl = q->pl;
+	uint32_t worker = q->worker, idx = q->idx, gen = q->gen;
 	struct ctl_sess *cs = sess_at(pl, worker, idx);
 	struct ctl_msg m = { .kind = MSG_RDNS_DONE, .idx = idx, .gen = gen };
 	enum ptr_result r = ptr_from_rdns(a->result);
 
+	rdns_req_put(q);
 	pl->st->c[CTL_RDNS_PASS + (r - PTR_PASS)]++;
 	if (a->cached)
 		pl->st->c[CTL_RDNS_CACHED]++;
@@ -252,9 +285,10 @@ rdns_done(void *arg, const struct rdns_answer *a)
 }
 
 static void
-on_rdns(struct pool *pl, uint32_t worker, const struct ctl_msg *m)
+on_rdns(struct ctlplane *pl, uint32_t worker, const struct ctl_msg *m)
 {
 	struct ctl_sess *cs = sess_at(pl, worker, m->idx);
+	struct rdns_req *q;
 
 	pl->st->c[CTL_RDNS_REQUESTS]++;
 	if (!cs)
@@ -265,11 +299,14 @@ on_rdns(struct pool *pl, uint32_t worker, const struct ctl_msg *m)
 	cs->ptr_name[0] = '\0';
 	spf_unref(cs->spf);
 	cs->spf = NULL;
-	if (rdns_lookup(pl->rdns, m->family, m->u.addr, rdns_done,
-			pack(worker, m->idx, m->gen), now_us()) < 0) {
+	q = rdns_req_get(pl, worker, m->idx, m->gen);
+	if (!q || rdns_lookup(pl->rdns, m->family, m->u.addr, rdns_done, q,
+			      now_us()) < 0) {
 		struct ctl_msg v = { .kind = MSG_RDNS_DONE, .idx = m->idx,
 				     .gen = m->gen, .result = PTR_TEMPERROR };
 
+		if (q)
+			rdns_req_put(q);
 		pl->st->c[CTL_RDNS_BUSY]++;
 		cs->ptr = PTR_TEMPERROR;
 		send_verdict(pl, worker, &v, pl->st);
@@ -277,7 +314,7 @@ on_rdns(struct pool *pl, uint32_t worker, const struct ctl_msg *m)
 }
 
 static void
-fill_ptr_name(struct pool *pl, uint32_t worker, const struct ctl_msg *m)
+fill_ptr_name(struct ctlplane *pl, uint32_t worker, const struct ctl_msg *m)
 {
 	struct ctl_sess *cs = sess_at(pl, worker, m->idx);
 
@@ -288,7 +325,7 @@ fill_ptr_name(struct pool *pl, uint32_t worker, const struct ctl_msg *m)
 }
 
 static bool
-queue_job(struct pool *pl, const struct job *j)
+queue_job(struct ctlplane *pl, const struct job *j)
 {
 	struct job *jp = malloc(sizeof(*jp));
 
@@ -302,7 +339,7 @@ queue_job(struct pool *pl, const struct job *j)
 }
 
 static void
-on_spf(struct pool *pl, uint32_t worker, const struct ctl_msg *m)
+on_spf(struct ctlplane *pl, uint32_t worker, const struct ctl_msg *m)
 {
 	struct ctl_sess *cs = sess_at(pl, worker, m->idx);
 	struct txrec *r = m->u.rec;
@@ -326,7 +363,7 @@ on_spf(struct pool *pl, uint32_t worker, const struct ctl_msg *m)
 }
 
 static void
-on_spool(struct pool *pl, uint32_t worker, const struct ctl_msg *m)
+on_spool(struct ctlplane *pl, uint32_t worker, const struct ctl_msg *m)
 {
 	struct job j = { .rec = m->u.rec, .worker = worker, .idx = m->idx, .gen = m->gen };
 	struct ctl_sess *cs = sess_at(pl, worker, m->idx);
@@ -368,7 +405,7 @@ on_spool(struct pool *pl, uint32_t worker, const struct ctl_msg *m)
 }
 
 static void
-on_log(struct pool *pl, uint32_t worker, const struct ctl_msg *m)
+on_log(struct ctlplane *pl, uint32_t worker, const struct ctl_msg *m)
 {
 	char line[TXLOG_LINE_MAX];
 	size_t n;
@@ -383,7 +420,7 @@ on_log(struct pool *pl, uint32_t worker, const struct ctl_msg *m)
 }
 
 static unsigned
-drain_requests(struct pool *pl)
+drain_requests(struct ctlplane *pl)
 {
 	struct ctl_msg msgs[BURST];
 	unsigned w, n, i, total = 0;
@@ -415,7 +452,7 @@ drain_requests(struct pool *pl)
 }
 
 void
-pool_run(struct pool *pl, volatile sig_atomic_t *stop)
+ctlplane_run(struct ctlplane *pl, volatile sig_atomic_t *stop)
 {
 	struct pollfd pfd = { .fd = rdns_fd(pl->rdns), .events = POLLIN };
 	unsigned did;
@@ -445,13 +482,13 @@ set_reply(struct txrec *r, uint16_t code, const char *enh, const char *text)
 /* Our headers, then the message (without forged Authentication-Results),
  * to the spool or the downstream. */
 static void
-hand_on(struct pool *pl, struct txrec *r, const struct auth_verdict *v,
+hand_on(struct ctlplane *pl, struct txrec *r, const struct auth_verdict *v,
 	struct ctl_stats *st)
 {
 	char prefix[4096], text[200];
 	const char *rcpts[TXREC_MAX_RCPTS];
-	struct smtp_chunk *stripped;
-	const struct smtp_chunk *msg, *c;
+	struct chunk *stripped;
+	const struct chunk *msg, *c;
 	size_t plen;
 	uint32_t n = 0, off;
 
@@ -484,7 +521,7 @@ hand_on(struct pool *pl, struct txrec *r, const struct auth_verdict *v,
 			.body_8bit = r->body_8bit, .smtputf8 = r->smtputf8,
 		};
 
-		for (c = r->rcpts; c; c = c->next)
+		CHUNK_FOREACH(c, r->rcpts)
 			for (off = 0; off < c->len && n < TXREC_MAX_RCPTS;
 			     off += (uint32_t)strlen((const char *)c->data + off) + 1)
 				rcpts[n++] = (const char *)c->data + off;
@@ -503,7 +540,7 @@ hand_on(struct pool *pl, struct txrec *r, const struct auth_verdict *v,
 }
 
 static void
-deliver_job(struct pool *pl, struct job *j, struct ctl_stats *st)
+deliver_job(struct ctlplane *pl, struct job *j, struct ctl_stats *st)
 {
 	struct txrec *r = j->rec;
 	struct auth_verdict v;
@@ -536,8 +573,9 @@ deliver_job(struct pool *pl, struct job *j, struct ctl_stats *st)
 static void *
 work_thread(void *arg)
 {
-	struct pool *pl = the_pool;
-	struct ctl_stats *st = &ctl_stats[(uintptr_t)arg];
+	struct work_arg *wa = arg;
+	struct ctlplane *pl = wa->pl;
+	struct ctl_stats *st = &ctl_stats[wa->idx];
 	unsigned backoff_us = 20;
 	void *jp;
 
@@ -565,7 +603,7 @@ work_thread(void *arg)
 }
 
 static int
-open_log(struct pool *pl, char *err, size_t errlen)
+open_log(struct ctlplane *pl, char *err, size_t errlen)
 {
 	const struct edge_config *c = pl->cfg;
 
@@ -583,11 +621,11 @@ open_log(struct pool *pl, char *err, size_t errlen)
 	return 0;
 }
 
-struct pool *
-pool_create(const struct pool_params *p, char *err, size_t errlen)
+struct ctlplane *
+ctlplane_create(const struct ctlplane_params *p, char *err, size_t errlen)
 {
 	const struct edge_config *c = p->cfg;
-	struct pool *pl = calloc(1, sizeof(*pl));
+	struct ctlplane *pl = calloc(1, sizeof(*pl));
 	const char *servers[CONFIG_MAX_DNS];
 	struct dns_resolver_params rp = { 0 };
 	struct rdns_params dp = { 0 };
@@ -597,7 +635,6 @@ pool_create(const struct pool_params *p, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
-	the_pool = pl;
 	pl->cfg = c;
 	pl->n_workers = p->n_workers;
 	pl->max_flows = p->max_flows;
@@ -610,6 +647,14 @@ pool_create(const struct pool_params *p, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory for %u sessions", p->n_workers * p->max_flows);
 		goto fail;
 	}
+	pl->reqs = calloc(RDNS_INFLIGHT, sizeof(*pl->reqs));
+	pl->req_free = calloc(RDNS_INFLIGHT, sizeof(*pl->req_free));
+	if (!pl->reqs || !pl->req_free) {
+		snprintf(err, errlen, "out of memory for %u lookups", RDNS_INFLIGHT);
+		goto fail;
+	}
+	for (i = 0; i < RDNS_INFLIGHT; i++)
+		pl->req_free[pl->n_req_free++] = &pl->reqs[i];
 	if (open_log(pl, err, errlen) < 0)
 		goto fail;
 
@@ -626,7 +671,7 @@ pool_create(const struct pool_params *p, char *err, size_t errlen)
 	dp.max_names = 10;
 	dp.cache_entries = 65536;
 	dp.cache_ttl_s = 300;
-	dp.max_inflight = 16384;
+	dp.max_inflight = RDNS_INFLIGHT;
 	pl->rdns = rdns_create(&dp);
 	if (!pl->rdns) {
 		snprintf(err, errlen, "reverse DNS: %s", strerror(errno));
@@ -655,12 +700,13 @@ pool_create(const struct pool_params *p, char *err, size_t errlen)
 		snprintf(err, errlen, "job ring: %s", rte_strerror(rte_errno));
 		goto fail;
 	}
-	for (i = 0; i < c->control_threads && i < POOL_MAX_THREADS - 1; i++) {
+	for (i = 0; i < c->control_threads && i < CTLPLANE_MAX_THREADS - 1; i++) {
 		char name[16];
 
 		snprintf(name, sizeof(name), "se-work-%u", i);
+		pl->thread_args[i] = (struct work_arg){ .pl = pl, .idx = i + 1 };
 		if (rte_ctrl_thread_create(&pl->threads[i], name, NULL, work_thread,
-					   (void *)(uintptr_t)(i + 1)) != 0) {
+					   &pl->thread_args[i]) != 0) {
 			snprintf(err, errlen, "cannot start control thread %u", i);
 			goto fail;
 		}
@@ -668,12 +714,12 @@ pool_create(const struct pool_params *p, char *err, size_t errlen)
 	}
 	return pl;
 fail:
-	pool_destroy(pl);
+	ctlplane_destroy(pl);
 	return NULL;
 }
 
 void
-pool_destroy(struct pool *pl)
+ctlplane_destroy(struct ctlplane *pl)
 {
 	unsigned i;
 	void *jp;
@@ -702,7 +748,7 @@ pool_destroy(struct pool *pl)
 	if (pl->log_owned)
 		fclose(pl->log);
 	free(pl->sess);
-	if (the_pool == pl)
-		the_pool = NULL;
+	free(pl->req_free);
+	free(pl->reqs);
 	free(pl);
 }

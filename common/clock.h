@@ -5,8 +5,8 @@
  * cycles * 1000000 overflows 64 bits after about two hours at 2.6 GHz and
  * would send the TCP timers' clock backwards).
  */
-#ifndef SMTPEDGE_CLOCK_H
-#define SMTPEDGE_CLOCK_H
+#ifndef SMTPEDGE_COMMON_CLOCK_H
+#define SMTPEDGE_COMMON_CLOCK_H
 
 #include <stdint.h>
 

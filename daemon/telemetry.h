@@ -8,8 +8,8 @@
  * socket is its owner's alone (mode 0600): the EAL creates it under a umask
  * of 077 and telemetry_secure_socket() sets the mode whatever the EAL did.
  */
-#ifndef SMTPEDGE_TELEMETRY_H
-#define SMTPEDGE_TELEMETRY_H
+#ifndef SMTPEDGE_DAEMON_TELEMETRY_H
+#define SMTPEDGE_DAEMON_TELEMETRY_H
 
 struct edge_config;
 struct port_state;

@@ -1,5 +1,5 @@
 /*
- * pool.h - the control plane: the dispatcher (the main lcore's thread)
+ * ctlplane.h - the control plane: the dispatcher (the main lcore's thread)
  * and a pool of work threads, off the worker cores.
  *
  * The dispatcher drains every worker's request ring, runs the asynchronous
@@ -8,20 +8,20 @@
  * later) to the work threads. Verdicts go back on each worker's verdict
  * ring. Neither side ever waits for the other.
  */
-#ifndef SMTPEDGE_POOL_H
-#define SMTPEDGE_POOL_H
+#ifndef SMTPEDGE_CTLPLANE_H
+#define SMTPEDGE_CTLPLANE_H
 
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include "control/msg.h"
+#include "common/msg.h"
 
 struct edge_config;
 struct rte_mempool;
 struct rte_ring;
 
-#define POOL_MAX_THREADS 65   /* the dispatcher and up to 64 work threads */
+#define CTLPLANE_MAX_THREADS 65   /* the dispatcher and up to 64 work threads */
 #define DNS_LATENCY_BUCKETS 11
 
 /* Counters, one block per control thread (block 0: the dispatcher). */
@@ -61,13 +61,13 @@ struct ctl_stats {
 	uint64_t dns_latency[DNS_LATENCY_BUCKETS];
 } __attribute__((aligned(64)));
 
-extern struct ctl_stats ctl_stats[POOL_MAX_THREADS];
+extern struct ctl_stats ctl_stats[CTLPLANE_MAX_THREADS];
 const char *ctl_counter_name(enum ctl_counter c);
 /* "lt1ms", "lt2ms", ... "ge1000ms" */
 const char *dns_latency_bucket_name(unsigned i);
 void ctl_stats_total(struct ctl_stats *out);
 
-struct pool_params {
+struct ctlplane_params {
 	const struct edge_config *cfg;
 	unsigned n_workers;
 	struct rte_ring *const *req;     /* per worker: worker -> dispatcher */
@@ -76,13 +76,13 @@ struct pool_params {
 	uint32_t max_flows;              /* per worker: the session slots */
 };
 
-struct pool;
+struct ctlplane;
 
 /* Resolver, lookups, spool, log, work threads. NULL with one line in err. */
-struct pool *pool_create(const struct pool_params *p, char *err, size_t errlen);
+struct ctlplane *ctlplane_create(const struct ctlplane_params *p, char *err, size_t errlen);
 /* The dispatcher's loop, on the calling thread, until *stop. */
-void pool_run(struct pool *pl, volatile sig_atomic_t *stop);
+void ctlplane_run(struct ctlplane *pl, volatile sig_atomic_t *stop);
 /* Stops the work threads; tolerates NULL and half-built pools. */
-void pool_destroy(struct pool *pl);
+void ctlplane_destroy(struct ctlplane *pl);
 
 #endif

@@ -1,11 +1,11 @@
 /*
- * auth.h - the authentication step of the control plane: SPF and DKIM on
+ * checks.h - the authentication step of the control plane: SPF and DKIM on
  * a work thread, the ipv6-auth rule's verdict, and the headers we add
  * (Authentication-Results, RFC 8601) and remove (forged ones that claim our
  * authserv-id).
  */
-#ifndef SMTPEDGE_AUTH_H
-#define SMTPEDGE_AUTH_H
+#ifndef SMTPEDGE_CONTROL_CHECKS_H
+#define SMTPEDGE_CONTROL_CHECKS_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -13,10 +13,10 @@
 
 #include "auth/dkim.h"
 #include "auth/spf.h"
-#include "control/policy.h"
+#include "common/rules.h"
 
 struct ub_ctx;
-struct smtp_chunk;
+struct chunk;
 struct txrec;
 
 #define AUTH_MAX_SIGS 8
@@ -49,7 +49,7 @@ void auth_destroy(struct auth *a);
 void auth_spf(struct auth *a, uint8_t family, const uint8_t *addr,
 	      const char *helo, const char *mail_from, struct auth_spf *out);
 /* DKIM of the message (blocks on DNS), then the rule's verdict. */
-void auth_verify(struct auth *a, const struct smtp_chunk *msg,
+void auth_verify(struct auth *a, const struct chunk *msg,
 		 const struct policy_rule *rule, uint8_t family,
 		 struct auth_verdict *v);
 
@@ -64,8 +64,8 @@ size_t auth_results_header(const char *authserv_id, const struct txrec *rec,
  * claim our authserv-id. NULL when there are none (use msg as it is);
  * otherwise a new chain whose first chunk is malloc'd (free it with
  * free(*head)) and whose rest is msg's own chunks. */
-struct smtp_chunk *auth_strip_forged(const char *authserv_id,
-				     const struct smtp_chunk *msg);
+struct chunk *auth_strip_forged(const char *authserv_id,
+				     const struct chunk *msg);
 
 /* "pass", "fail", ...: the best DKIM result, for the log. */
 const char *auth_dkim_summary(const struct auth_verdict *v);

@@ -1,5 +1,5 @@
 /*
- * ctl.c - smtpedgectl, the operator's CLI.
+ * smtpedgectl.c - smtpedgectl, the operator's CLI.
  *
  * It speaks DPDK's telemetry protocol (v2) directly: a SOCK_SEQPACKET unix
  * socket under the EAL runtime directory, a JSON greeting from the server,
@@ -291,6 +291,25 @@ run_command(const char *prefix, const char *cmd, bool json, char **reply_out)
 	return rc;
 }
 
+/*
+ * Telemetry keys allow no '-', so the daemon names the rules ipv6_ptr,
+ * ipv4_auth...; people see them as the config file, `policy set` and the
+ * log spell them: ipv6-ptr. Rewrites each "ipvN_..." key of the reply.
+ */
+static void
+rule_names_dashed(char *json)
+{
+	char *p;
+
+	for (p = strstr(json, "\"ipv"); p; p = strstr(p + 1, "\"ipv")) {
+		char *end = strchr(p + 1, '"');
+
+		if ((p[4] == '4' || p[4] == '6') && p[5] == '_' && end &&
+		    end[1] == ':')
+			p[5] = '-';
+	}
+}
+
 /* policy show | policy set RULE KEY=VALUE... */
 static int
 policy_command(const char *prefix, const char *sub, const char *const *rest,
@@ -301,8 +320,20 @@ policy_command(const char *prefix, const char *sub, const char *const *rest,
 	size_t off;
 	unsigned i;
 
-	if (sub && strcmp(sub, "show") == 0 && n_rest == 0)
-		return run_command(prefix, "/smtpedge/policy", json, NULL) == 0 ? 0 : 1;
+	if (sub && strcmp(sub, "show") == 0 && n_rest == 0) {
+		if (run_command(prefix, "/smtpedge/policy", json, &reply) != 0)
+			return 1;
+		rule_names_dashed(reply);
+		if (json)
+			printf("%s\n", reply);
+		else if (print_reply(reply) < 0) {
+			fprintf(stderr, "smtpedgectl: unexpected reply: %.200s\n", reply);
+			free(reply);
+			return 1;
+		}
+		free(reply);
+		return 0;
+	}
 	if (!sub || strcmp(sub, "set") != 0 || n_rest < 2) {
 		fprintf(stderr, "smtpedgectl: usage: policy show | policy set RULE KEY=VALUE...\n");
 		return 2;

@@ -24,15 +24,17 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 
-#include "control/config.h"
-#include "control/planes.h"
-#include "control/policy.h"
-#include "control/pool.h"
-#include "control/telemetry.h"
-#include "control/txlog.h"
 #include "dataplane/port.h"
 #include "dataplane/stats.h"
 #include "dataplane/worker.h"
+
+#include "control/config.h"
+#include "control/ctlplane.h"
+#include "control/policy.h"
+#include "control/txlog.h"
+
+#include "daemon/planes.h"
+#include "daemon/telemetry.h"
 #include "smtpedge_version.h"
 
 RTE_LOG_REGISTER_DEFAULT(smtpedge_logtype, INFO);
@@ -162,7 +164,8 @@ static int
 start_workers(const struct edge_config *cfg, struct port_state *port,
 	      struct planes *pl, struct worker **workers)
 {
-	struct worker_params wp = { .cfg = cfg, .port = port, .txrecs = pl->txrecs };
+	struct worker_params wp = { .sess = &pl->sess, .faults = pl->faults,
+				    .port = port, .txrecs = pl->txrecs };
 	struct timeval tv;
 	unsigned lcore;
 	uint16_t q = 0;
@@ -204,8 +207,8 @@ main(int argc, char **argv)
 	static struct port_state port;
 	static struct planes planes;
 	static struct worker *workers[RTE_MAX_LCORE];
-	struct pool_params cp = { 0 };
-	struct pool *pool = NULL;
+	struct ctlplane_params cp = { 0 };
+	struct ctlplane *pool = NULL;
 	char err[512];
 	struct port_params pp = { 0 };
 	struct app_args args = { 0 };
@@ -273,7 +276,7 @@ main(int argc, char **argv)
 	cp.ver = planes.ver;
 	cp.txrec_pool = planes.txrecs;
 	cp.max_flows = cfg.flows;
-	pool = pool_create(&cp, err, sizeof(err));
+	pool = ctlplane_create(&cp, err, sizeof(err));
 	if (!pool) {
 		fprintf(stderr, "smtpedge: %s\n", err);
 		goto fail;
@@ -296,12 +299,12 @@ main(int argc, char **argv)
 	    port.rss ? "yes" : "no");
 
 	/* The main lcore is the control plane's dispatcher from here on. */
-	pool_run(pool, &stop_signal);
+	ctlplane_run(pool, &stop_signal);
 
 	LOG(INFO, "signal=%d stopping", (int)stop_signal);
 	worker_stop_all();
 	rte_eal_mp_wait_lcore();
-	pool_destroy(pool);
+	ctlplane_destroy(pool);
 	log_final_counters();
 	for (i = 0; i < n_workers; i++)
 		worker_destroy(workers[i]);
@@ -310,7 +313,7 @@ main(int argc, char **argv)
 	rte_eal_cleanup();
 	return 0;
 fail:
-	pool_destroy(pool);
+	ctlplane_destroy(pool);
 	for (i = 0; i < n_workers && i < RTE_MAX_LCORE; i++)
 		worker_destroy(workers[i]);
 	planes_free(&planes);

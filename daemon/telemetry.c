@@ -21,15 +21,17 @@
 #include <rte_ring.h>
 #include <rte_telemetry.h>
 
-#include "control/config.h"
-#include "control/policy.h"
-#include "control/pool.h"
-#include "control/telemetry.h"
 #include "dataplane/port.h"
 #include "dataplane/session.h"
 #include "dataplane/stats.h"
 #include "dataplane/tcp.h"
 #include "dataplane/worker.h"
+
+#include "control/config.h"
+#include "control/ctlplane.h"
+#include "control/policy.h"
+
+#include "daemon/telemetry.h"
 #include "smtpedge_version.h"
 
 static struct telemetry_sources src;
@@ -190,7 +192,8 @@ cmd_policy(const char *cmd, const char *params, struct rte_tel_data *d)
 
 		rte_tel_data_start_dict(r);
 		policy_rule_each(i, &p.rule[i], put_setting, r);
-		/* Telemetry keys allow no '-': ipv6-ptr is ipv6_ptr here. */
+		/* Telemetry keys allow no '-': ipv6-ptr is ipv6_ptr here, and
+		 * smtpedgectl spells it ipv6-ptr again. */
 		snprintf(key, sizeof(key), "%s", policy_rule_name(i));
 		for (c = key; *c; c++)
 			if (*c == '-')

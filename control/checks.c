@@ -1,5 +1,5 @@
 /*
- * auth.c - SPF, DKIM, the authentication rule and our headers (auth.h).
+ * checks.c - SPF, DKIM, the authentication rule and our headers (checks.h).
  *
  * Temporary failures: the rule never answers 5xx when a check failed
  * temporarily, because the failure may have hidden a pass; with neither
@@ -29,9 +29,13 @@
 #include <string.h>
 #include <strings.h>
 
-#include "control/auth.h"
-#include "control/txrec.h"
-#include "dataplane/smtp.h"
+#include "auth/dkim.h"
+#include "auth/spf.h"
+
+#include "common/chunk.h"
+#include "common/txrec.h"
+
+#include "control/checks.h"
 
 struct auth {
 	struct spf_checker *spf;
@@ -88,7 +92,7 @@ auth_spf(struct auth *a, uint8_t family, const uint8_t *addr, const char *helo,
 }
 
 static void
-dkim_run(struct auth *a, const struct smtp_chunk *msg, struct auth_verdict *v)
+dkim_run(struct auth *a, const struct chunk *msg, struct auth_verdict *v)
 {
 	struct dkim_job *job = dkim_job_begin(a->dkim, "smtpedge");
 	unsigned i;
@@ -112,7 +116,7 @@ dkim_run(struct auth *a, const struct smtp_chunk *msg, struct auth_verdict *v)
 }
 
 void
-auth_verify(struct auth *a, const struct smtp_chunk *msg,
+auth_verify(struct auth *a, const struct chunk *msg,
 	    const struct policy_rule *rule, uint8_t family, struct auth_verdict *v)
 {
 	v->dkim_pass = false;
@@ -358,7 +362,7 @@ ar_claims(const char *f, size_t len, const char *id)
  * message without a body). */
 struct hdr_scan {
 	size_t len;                       /* bytes of the section */
-	const struct smtp_chunk *last;    /* the chunk it ends in */
+	const struct chunk *last;    /* the chunk it ends in */
 	size_t last_off;                  /* where in that chunk */
 	bool candidate;                   /* a field starts "Authentication-Results" */
 };
@@ -369,14 +373,14 @@ enum { HS_BOL, HS_CR_AT_BOL, HS_NAME, HS_TEXT };
  * line is empty when it is CRLF (or a bare LF, which the engine never
  * passes). A field starts on a line that does not start with SP or HT. */
 static void
-hdr_scan(const struct smtp_chunk *msg, struct hdr_scan *hs)
+hdr_scan(const struct chunk *msg, struct hdr_scan *hs)
 {
-	const struct smtp_chunk *c;
+	const struct chunk *c;
 	unsigned st = HS_BOL;
 	size_t name = 0, i;
 
 	memset(hs, 0, sizeof(*hs));
-	for (c = msg; c; c = c->next) {
+	CHUNK_FOREACH(c, msg) {
 		hs->last = c;
 		for (i = 0; i < c->len; i++) {
 			unsigned char b = c->data[i];
@@ -436,12 +440,12 @@ field_end(const char *h, size_t len, size_t start)
 	return end;
 }
 
-struct smtp_chunk *
-auth_strip_forged(const char *id, const struct smtp_chunk *msg)
+struct chunk *
+auth_strip_forged(const char *id, const struct chunk *msg)
 {
-	const struct smtp_chunk *c;
+	const struct chunk *c;
 	struct hdr_scan hs;
-	struct smtp_chunk *out;
+	struct chunk *out;
 	size_t copied = 0, kept = 0, start, end, tail;
 	bool any = false;
 	char *h;

@@ -1,5 +1,5 @@
 /*
- * msg.h - the messages between the planes.
+ * msg.h - the messages between the planes, on their rings.
  *
  * Each worker has two rte_rings of these fixed-size 32-byte messages: a
  * request ring (the worker enqueues, the dispatcher thread dequeues) and a
@@ -9,22 +9,12 @@
  * counted. Anything larger than a message (a transaction record, a message
  * body) travels by pointer to an object the worker owns and gets back.
  */
-#ifndef SMTPEDGE_MSG_H
-#define SMTPEDGE_MSG_H
+#ifndef SMTPEDGE_COMMON_MSG_H
+#define SMTPEDGE_COMMON_MSG_H
 
 #include <stdint.h>
 
-/* The reverse-DNS result as the planes exchange it. */
-enum ptr_result {
-	PTR_UNKNOWN = 0,     /* not known yet */
-	PTR_PASS,            /* PTR found and forward-confirmed */
-	PTR_NONE,            /* NXDOMAIN or no PTR record */
-	PTR_MISMATCH,        /* PTR names, none resolves back to the peer */
-	PTR_TEMPERROR,       /* SERVFAIL, timeout: try later, never a 5xx */
-	PTR__RESULTS
-};
-
-const char *ptr_result_name(enum ptr_result r);
+#include "common/rules.h"
 
 enum msg_kind {
 	/* worker -> control */
