@@ -79,6 +79,10 @@ struct txrec {
 	char spf[12], dkim[12];      /* results' names, "" when not checked */
 	uint8_t auth_outcome;        /* enum policy_outcome of the auth rule */
 	bool auth_checked;
+	/* The session's TLS after STARTTLS; tls_version "" without. */
+	char tls_version[16];        /* "TLSv1.3" */
+	char tls_cipher[64];         /* "TLS_AES_256_GCM_SHA384" */
+	uint16_t tls_bits, tls_alg_bits;
 };
 
 #endif

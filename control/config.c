@@ -21,6 +21,7 @@
 #include <rte_cfgfile.h>
 
 #include "control/config.h"
+#include "common/tls.h"
 
 #define WHY_LEN 256
 
@@ -302,6 +303,35 @@ parse_file(const struct cfg_key *k, const char *val, struct edge_config *cfg,
 }
 
 static int
+parse_tls_version(const struct cfg_key *k, const char *val,
+		  struct edge_config *cfg, char *why)
+{
+	(void)k;
+	if (strcmp(val, "1.2") == 0)
+		cfg->tls_min_version = 12;
+	else if (strcmp(val, "1.3") == 0)
+		cfg->tls_min_version = 13;
+	else
+		return why_set(why, "\"%s\" is neither 1.2 nor 1.3", val);
+	return 0;
+}
+
+static int
+parse_yes_no(const struct cfg_key *k, const char *val, struct edge_config *cfg,
+	     char *why)
+{
+	bool *b = FIELD(cfg, k, bool);
+
+	if (strcasecmp(val, "yes") == 0)
+		*b = true;
+	else if (strcasecmp(val, "no") == 0)
+		*b = false;
+	else
+		return why_set(why, "\"%s\" is neither yes nor no", val);
+	return 0;
+}
+
+static int
 parse_protocol(const struct cfg_key *k, const char *val,
 	       struct edge_config *cfg, char *why)
 {
@@ -420,6 +450,15 @@ static const struct cfg_key keys[] = {
 	{ "faults", "seed", parse_u32, OFF(fault_seed), 0, 4294967295u, NULL, false },
 	FAULT_KEY("spf_lost_from_mail", fault_spf_lost_from),
 	FAULT_KEY("spool_stall_s", fault_spool_stall_s),
+	{ "tls", "cert", parse_file, OFF(tls_cert), 0, 0, NULL, false },
+	{ "tls", "key", parse_file, OFF(tls_key), 0, 0, NULL, false },
+	{ "tls", "rsa_cert", parse_file, OFF(tls_rsa_cert), 0, 0, NULL, false },
+	{ "tls", "rsa_key", parse_file, OFF(tls_rsa_key), 0, 0, NULL, false },
+	{ "tls", "chain", parse_file, OFF(tls_chain), 0, 0, NULL, false },
+	{ "tls", "min_version", parse_tls_version, 0, 0, 0, "1.2", false },
+	{ "tls", "max_sessions", parse_u32, OFF(tls_max_sessions), 1, 16777216, "4096", false },
+	{ "tls", "ticket_rotate_s", parse_u32, OFF(tls_ticket_rotate_s), 60, 604800, "3600", false },
+	{ "tls", "refuse_before_handshake", parse_yes_no, OFF(tls_refuse_early), 0, 0, "no", false },
 	{ "log", "file", parse_dir, OFF(log_file), 0, 0, NULL, false },
 	{ "log", "level", parse_level, 0, 0, 0, "info", false },
 };
@@ -535,6 +574,60 @@ apply(const char *path, const char *section, const struct cfg_key *k,
 	return 0;
 }
 
+/* A [tls] key given without its partner. */
+static int
+tls_pair(const char *path, const char *a, const char *va, const char *b,
+	 const char *vb, FILE *err)
+{
+	if (va[0] && !vb[0]) {
+		fprintf(err, "smtpedge: %s: [tls] %s: missing (%s is given)\n",
+			path, b, a);
+		return -1;
+	}
+	return 0;
+}
+
+/* The certificates and keys are loaded once here, as the workers will
+ * load them, so that a bad one stops the start with one line. */
+static int
+check_tls(const char *path, const struct edge_config *cfg, FILE *err)
+{
+	struct tls_ctx_params p;
+	struct tls_ctx *ctx;
+	const char *key = "cert";
+	char why[WHY_LEN];
+
+	if (tls_pair(path, "cert", cfg->tls_cert, "key", cfg->tls_key, err) < 0 ||
+	    tls_pair(path, "key", cfg->tls_key, "cert", cfg->tls_cert, err) < 0 ||
+	    tls_pair(path, "rsa_cert", cfg->tls_rsa_cert, "rsa_key", cfg->tls_rsa_key, err) < 0 ||
+	    tls_pair(path, "rsa_key", cfg->tls_rsa_key, "rsa_cert", cfg->tls_rsa_cert, err) < 0 ||
+	    tls_pair(path, "rsa_cert", cfg->tls_rsa_cert, "cert", cfg->tls_cert, err) < 0 ||
+	    tls_pair(path, "chain", cfg->tls_chain, "cert", cfg->tls_cert, err) < 0)
+		return -1;
+	if (!cfg->tls_cert[0])
+		return 0;
+	config_tls_params(cfg, &p);
+	ctx = tls_ctx_create(&p, &key, why, sizeof(why));
+	if (!ctx) {
+		fprintf(err, "smtpedge: %s: [tls] %s: %s\n", path, key, why);
+		return -1;
+	}
+	tls_ctx_put(ctx);
+	return 0;
+}
+
+void
+config_tls_params(const struct edge_config *cfg, struct tls_ctx_params *p)
+{
+	memset(p, 0, sizeof(*p));
+	p->cert = cfg->tls_cert;
+	p->key = cfg->tls_key;
+	p->rsa_cert = cfg->tls_rsa_cert;
+	p->rsa_key = cfg->tls_rsa_key;
+	p->chain = cfg->tls_chain;
+	p->min_version = (int)cfg->tls_min_version;
+}
+
 /* Cross-key rules, after every key has its value. */
 static int
 check_whole(const char *path, struct edge_config *cfg, FILE *err)
@@ -562,7 +655,7 @@ check_whole(const char *path, struct edge_config *cfg, FILE *err)
 		fprintf(err, "smtpedge: %s: [relay] target: missing (give target, or spool for a local Maildir)\n", path);
 		return -1;
 	}
-	return 0;
+	return check_tls(path, cfg, err);
 }
 
 static int

@@ -80,6 +80,15 @@ struct edge_config {
 					  early SPF request is lost (0: never) */
 	uint32_t fault_spool_stall_s;  /* a delivery waits this long first */
 
+	/* [tls]: STARTTLS when cert is set */
+	char tls_cert[CONFIG_PATH_LEN], tls_key[CONFIG_PATH_LEN];
+	char tls_rsa_cert[CONFIG_PATH_LEN], tls_rsa_key[CONFIG_PATH_LEN];
+	char tls_chain[CONFIG_PATH_LEN];
+	uint32_t tls_min_version;        /* 12 or 13 */
+	uint32_t tls_max_sessions;       /* per worker */
+	uint32_t tls_ticket_rotate_s;
+	bool tls_refuse_early;           /* refuse_before_handshake */
+
 	/* [log] */
 	char log_file[CONFIG_PATH_LEN];
 	uint32_t log_level;      /* rte_log levels: 1 emergency .. 8 debug */
@@ -88,6 +97,11 @@ struct edge_config {
 /* Fill cfg from the file at path. On failure, writes one line to err and
  * returns -1. */
 int config_load(const char *path, struct edge_config *cfg, FILE *err);
+
+struct tls_ctx_params;
+/* The [tls] files and versions as tls_ctx_create() takes them (the ticket
+ * keys are the caller's). */
+void config_tls_params(const struct edge_config *cfg, struct tls_ctx_params *p);
 
 /* Is domain (any case, no trailing dot) one we accept mail for? */
 bool config_domain_accepted(const struct edge_config *cfg, const char *domain,

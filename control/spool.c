@@ -166,6 +166,7 @@ spool_received(const struct txrec *rec, const char *hostname, char *out,
 	       size_t n)
 {
 	char addr[INET6_ADDRSTRLEN], helo[256], ptr[512], rcpt[300], date[64];
+	char tls[160];
 	time_t t = (time_t)(rec->time_us / 1000000);
 	struct tm tm;
 	int len;
@@ -186,12 +187,22 @@ spool_received(const struct txrec *rec, const char *hostname, char *out,
 		clean(r, sizeof(r), rec->rcpt);
 		snprintf(rcpt, sizeof(rcpt), "\r\n\tfor <%s>", r);
 	}
+	/* After STARTTLS: ESMTPS (RFC 3848) and, as Postfix writes it, the
+	 * protocol and cipher in a comment. */
+	tls[0] = '\0';
+	if (rec->tls_version[0])
+		snprintf(tls, sizeof(tls),
+			 "\t(using %s with cipher %s (%u/%u bits))\r\n",
+			 rec->tls_version, rec->tls_cipher, rec->tls_bits,
+			 rec->tls_alg_bits);
 	len = snprintf(out, n,
 		       "Received: from %s (%s [%s%s])\r\n"
-		       "\tby %s (smtpedge) with ESMTP id %s%s;\r\n"
+		       "%s"
+		       "\tby %s (smtpedge) with ESMTP%s id %s%s;\r\n"
 		       "\t%s\r\n",
-		       helo, ptr, rec->family == 6 ? "IPv6:" : "", addr,
-		       hostname, rec->queue_id, rcpt, date);
+		       helo, ptr, rec->family == 6 ? "IPv6:" : "", addr, tls,
+		       hostname, rec->tls_version[0] ? "S" : "", rec->queue_id,
+		       rcpt, date);
 	return len < 0 ? 0 : ((size_t)len < n ? (size_t)len : n - 1);
 }
 

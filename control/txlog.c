@@ -166,6 +166,8 @@ txlog_format(const struct txrec *r, char *out, size_t n)
 		put(&o, " spf=%s dkim=%s %s=%s", r->spf, r->dkim,
 		    policy_rule_name(r->family == 6 ? POLICY_IPV6_AUTH : POLICY_IPV4_AUTH),
 		    policy_outcome_name(r->auth_outcome));
+	if (r->tls_version[0])
+		put(&o, " tls=%s cipher=%s", r->tls_version, r->tls_cipher);
 	if (r->queue_id[0])
 		put(&o, " queue_id=%s", r->queue_id);
 	if (r->smtp.kind == TXREC_TRANSACTION)

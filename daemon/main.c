@@ -31,6 +31,7 @@
 #include "control/config.h"
 #include "control/ctlplane.h"
 #include "control/policy.h"
+#include "control/tlsctl.h"
 #include "control/txlog.h"
 
 #include "daemon/planes.h"
@@ -183,6 +184,7 @@ start_workers(const struct edge_config *cfg, struct port_state *port,
 	wp.secret_seed = rte_rand();
 	RTE_LCORE_FOREACH_WORKER(lcore) {
 		wp.queue = q;
+		wp.tls_slot = tlsctl_slot(q);
 		wp.lcore = lcore;
 		wp.req = pl->req[q];
 		wp.ver = pl->ver[q];
@@ -282,6 +284,11 @@ main(int argc, char **argv)
 		goto fail;
 	}
 
+	if (tlsctl_init(&cfg, n_workers, err, sizeof(err)) < 0) {
+		fprintf(stderr, "smtpedge: %s: %s\n", cfg.path, err);
+		goto fail;
+	}
+
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
 	if (start_workers(&cfg, &port, &planes, workers) < 0) {
@@ -308,6 +315,7 @@ main(int argc, char **argv)
 	log_final_counters();
 	for (i = 0; i < n_workers; i++)
 		worker_destroy(workers[i]);
+	tlsctl_fini();
 	planes_free(&planes);
 	port_shutdown(&port);
 	rte_eal_cleanup();
@@ -316,6 +324,7 @@ fail:
 	ctlplane_destroy(pool);
 	for (i = 0; i < n_workers && i < RTE_MAX_LCORE; i++)
 		worker_destroy(workers[i]);
+	tlsctl_fini();
 	planes_free(&planes);
 	port_shutdown(&port);
 	rte_eal_cleanup();

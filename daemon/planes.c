@@ -34,6 +34,8 @@ sess_params_fill(const struct edge_config *c, struct sess_params *sp)
 		.delivery_timeout_s = c->delivery_timeout_s,
 		.body_budget_mb = c->body_budget_mb,
 		.fault_spf_lost_from = c->fault_spf_lost_from,
+		.tls_max_sessions = c->tls_max_sessions,
+		.tls_refuse_early = c->tls_refuse_early,
 		.smtp = {
 			.hostname = c->hostname,
 			.max_cmd_line = c->max_cmd_line,

@@ -37,6 +37,8 @@ usage(FILE *f)
 		"  policy set RULE KEY=VALUE...\n"
 		"                 change a rule for new sessions, e.g.\n"
 		"                 policy set ipv6-ptr reply=450\n"
+		"  tls reload     load the [tls] certificates again (new sessions\n"
+		"                 get them; sessions in TLS keep theirs)\n"
 		"  raw CMD        any telemetry command, e.g. raw /ethdev/stats,0\n"
 		"options:\n"
 		"  --file-prefix P  the EAL --file-prefix smtpedge was started with\n"
@@ -310,6 +312,27 @@ rule_names_dashed(char *json)
 	}
 }
 
+/* tls reload: its error is the daemon's one line, and exit 1. */
+static int
+tls_reload(const char *prefix, bool json)
+{
+	char *reply = NULL, msg[400];
+
+	if (run_command(prefix, "/smtpedge/tls/reload", json, &reply) != 0)
+		return 1;
+	if (json)
+		printf("%s\n", reply);
+	if (json_string(reply, "error", msg, sizeof(msg))) {
+		fprintf(stderr, "smtpedgectl: tls reload: %s\n", msg);
+		free(reply);
+		return 1;
+	}
+	if (!json)
+		printf("tls: reloaded\n");
+	free(reply);
+	return 0;
+}
+
 /* policy show | policy set RULE KEY=VALUE... */
 static int
 policy_command(const char *prefix, const char *sub, const char *const *rest,
@@ -411,6 +434,12 @@ main(int argc, char **argv)
 			return 2;
 		}
 		snprintf(cmd, sizeof(cmd), "/smtpedge/%s", verb);
+	} else if (strcmp(verb, "tls") == 0) {
+		if (!arg || strcmp(arg, "reload") != 0 || n_rest) {
+			fprintf(stderr, "smtpedgectl: usage: tls reload\n");
+			return 2;
+		}
+		return tls_reload(prefix, json);
 	} else if (strcmp(verb, "raw") == 0 && arg && !n_rest) {
 		snprintf(cmd, sizeof(cmd), "%s", arg);
 		json = true;

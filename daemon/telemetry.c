@@ -30,6 +30,7 @@
 #include "control/config.h"
 #include "control/ctlplane.h"
 #include "control/policy.h"
+#include "control/tlsctl.h"
 
 #include "daemon/telemetry.h"
 #include "smtpedge_version.h"
@@ -258,6 +259,22 @@ cmd_policy_set(const char *cmd, const char *params, struct rte_tel_data *d)
 	return 0;
 }
 
+/* New certificates for new STARTTLS sessions; those in TLS keep theirs. */
+static int
+cmd_tls_reload(const char *cmd, const char *params, struct rte_tel_data *d)
+{
+	char why[384];
+
+	(void)cmd, (void)params;
+	rte_tel_data_start_dict(d);
+	if (tlsctl_reload(why, sizeof(why)) < 0) {
+		rte_tel_data_add_dict_string(d, "error", why);
+		return 0;
+	}
+	rte_tel_data_add_dict_string(d, "tls", "reloaded");
+	return 0;
+}
+
 static int
 cmd_config(const char *cmd, const char *params, struct rte_tel_data *d)
 {
@@ -320,6 +337,8 @@ telemetry_register(const struct telemetry_sources *s)
 			"smtpedge's version. No parameters") ||
 	    rte_telemetry_register_cmd("/smtpedge/policy", cmd_policy,
 			"The rules and their settings. No parameters") ||
+	    rte_telemetry_register_cmd("/smtpedge/tls/reload", cmd_tls_reload,
+				       "Load the [tls] certificates again") < 0 ||
 	    rte_telemetry_register_cmd("/smtpedge/policy/set", cmd_policy_set,
 			"Change a rule for new sessions. Parameters: RULE KEY=VALUE..."))
 		return -1;

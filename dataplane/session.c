@@ -23,6 +23,18 @@
  * back; a control-plane answer carrying an older generation is for a session
  * that has gone, and is dropped and counted.
  *
+ * TLS. After STARTTLS's 220 a session's TCP bytes go to its TLS layer
+ * (tls.c) and the plaintext that comes out goes to the SMTP engine; its
+ * replies go back through the TLS layer. The TLS state exists from the
+ * STARTTLS accepted to the slot's release, at most tls_max per worker.
+ * The handshake runs on the worker, in steps: ciphertext that arrives
+ * before the handshake is done is only buffered, and the session joins a
+ * FIFO; sess_layer_handshakes() runs the steps after the burst's replies
+ * have gone out, within a CPU budget per loop, so a plain session's reply
+ * never waits for more than about one handshake step (the private-key
+ * work of one ClientHello). A close waits until the TLS records ahead of
+ * it have all gone to TCP.
+ *
  * The PTR rule. A session snapshots the rule of its peer's family when it
  * opens, so a live change applies to new sessions and never half-way
  * through one. The lookup starts at open; the SMTP reply at the rule's
@@ -42,6 +54,7 @@
 #include "common/clock.h"
 #include "common/msg.h"
 #include "common/rules.h"
+#include "common/tls.h"
 #include "common/txrec.h"
 
 #include "dataplane/session.h"
@@ -79,6 +92,13 @@ struct sess {
 	char spf[12], dkim[12];        /* its checks, for the log */
 	uint8_t auth_outcome;
 	bool auth_checked;
+	struct tls_conn *tls;          /* from STARTTLS accepted to release */
+	bool tls_on;                   /* TCP bytes are TLS now */
+	bool close_pending;            /* close once the records have gone */
+	uint64_t tls_t0_us;            /* the 220 to STARTTLS */
+	uint64_t tls_cpu_cycles;       /* spent in the handshake so far */
+	struct sess *hs_next, *hs_prev;/* the handshake FIFO */
+	bool hs_queued;
 };
 
 struct sess_layer {
@@ -104,6 +124,11 @@ struct sess_layer {
 	uint32_t dl_head, dl_tail;     /* sessions waiting, oldest first */
 	struct policy_reply reply;     /* the text of the verdict being given */
 	char queued[256];
+	struct tls_slot *tls_slot;     /* NULL: no certificate, no STARTTLS */
+	struct tls_conn_stats tls_st;  /* alerts, folded into st on ticks */
+	uint32_t tls_active, tls_max;
+	bool tls_refuse_early;         /* refused peers get no handshake */
+	struct sess *hs_head, *hs_tail;/* handshake steps waiting */
 };
 
 static const struct smtp_ops smtp_ops;
@@ -197,6 +222,18 @@ txrec_fill(struct sess *s, struct txrec *r, const char *helo,
 	r->spf[0] = r->dkim[0] = '\0';
 	r->auth_checked = false;
 	r->auth_outcome = 0;
+	r->tls_version[0] = r->tls_cipher[0] = '\0';
+	r->tls_bits = r->tls_alg_bits = 0;
+	if (s->tls_on && s->tls) {
+		struct tls_conn_info ti;
+
+		if (tls_conn_info(s->tls, &ti)) {
+			memcpy(r->tls_version, ti.version, sizeof(r->tls_version));
+			memcpy(r->tls_cipher, ti.cipher, sizeof(r->tls_cipher));
+			r->tls_bits = (uint16_t)ti.bits;
+			r->tls_alg_bits = (uint16_t)ti.alg_bits;
+		}
+	}
 	snprintf(r->helo, sizeof(r->helo), "%s", helo ? helo : "");
 	snprintf(r->mail_from, sizeof(r->mail_from), "%s", mail_from ? mail_from : "");
 	snprintf(r->rcpt, sizeof(r->rcpt), "%s",
@@ -379,7 +416,25 @@ smtp_write(void *ctx, const void *p, uint32_t n)
 {
 	struct sess *s = ctx;
 
-	return s->tcp ? tcp_send(s->tcp, p, n) : n;
+	if (!s->tcp)
+		return n;
+	if (s->tls_on)
+		return tls_conn_write(s->tls, p, n);
+	return tcp_send(s->tcp, p, n);
+}
+
+/* TCP's FIN follows the last TLS record, never overtakes it. */
+static void
+close_when_sent(struct sess *s)
+{
+	if (!s->tcp)
+		return;
+	if (s->tls_on && tls_conn_unsent(s->tls) > 0) {
+		s->close_pending = true;
+		return;
+	}
+	s->close_pending = false;
+	tcp_close(s->tcp);
 }
 
 static void
@@ -387,8 +442,181 @@ smtp_close(void *ctx)
 {
 	struct sess *s = ctx;
 
+	if (s->tls_on)
+		tls_conn_shutdown(s->tls);   /* close_notify */
+	close_when_sent(s);
+}
+
+/* The PTR rule's refusal, when it is already known, answers STARTTLS if
+ * [tls] refuse_before_handshake says so: no handshake for a peer that will
+ * be refused anyway. */
+static bool
+refused_early(struct sess *s, struct smtp_verdict *v)
+{
+	struct sess_layer *sl = s->sl;
+	struct policy_reply r;
+	enum policy_outcome o;
+
+	if (!sl->tls_refuse_early || s->rule.action == POLICY_OFF ||
+	    s->ptr == PTR_UNKNOWN)
+		return false;
+	o = policy_ptr(&s->rule, s->ptr, s->peer.family, s->peer.addr, &r);
+	if (o != POLICY_REJECT && o != POLICY_DEFER)
+		return false;
+	sl->reply = r;
+	v->code = sl->reply.code;
+	memcpy(v->enh, sl->reply.enh, sizeof(v->enh));
+	v->text = sl->reply.text;
+	return true;
+}
+
+static const struct tls_conn_ops tls_ops;
+
+static bool
+smtp_starttls(void *ctx, struct smtp_verdict *v)
+{
+	struct sess *s = ctx;
+	struct sess_layer *sl = s->sl;
+	struct tls_ctx *tc;
+
+	if (refused_early(s, v)) {
+		sl->st->c[DP_TLS_REFUSED_RULE]++;
+		return false;
+	}
+	if (sl->tls_active >= sl->tls_max) {
+		sl->st->c[DP_TLS_REFUSED_FULL]++;
+		return false;
+	}
+	tc = sl->tls_slot ? tls_slot_current(sl->tls_slot) : NULL;
+	s->tls = tc ? tls_conn_new(tc, &tls_ops, s, &sl->tls_st) : NULL;
+	if (!s->tls) {
+		sl->st->c[DP_TLS_REFUSED_NOMEM]++;
+		return false;
+	}
+	sl->tls_active++;
+	sl->st->c[DP_TLS_SESSIONS] = sl->tls_active;
+	return true;
+}
+
+static void
+smtp_tls_begin(void *ctx)
+{
+	struct sess *s = ctx;
+
+	s->tls_on = true;
+	s->tls_t0_us = wall_us(s->sl);
+	s->tls_cpu_cycles = 0;
+	s->sl->st->c[DP_TLS_STARTTLS]++;
+}
+
+/* ---------------------------------------------------------------- TLS */
+
+static uint32_t
+tls_plain(void *arg, const uint8_t *p, uint32_t n)
+{
+	struct sess *s = arg;
+
+	return smtp_session_feed(s->smtp, p, n);
+}
+
+static uint32_t
+tls_cipher(void *arg, const uint8_t *p, uint32_t n)
+{
+	struct sess *s = arg;
+
+	return s->tcp ? tcp_send(s->tcp, p, n) : n;
+}
+
+static void
+tls_handshake_done(void *arg)
+{
+	static const uint32_t bound_ms[] = { 1, 5, 20, 100, 500 };
+	struct sess *s = arg;
+	struct dp_stats *st = s->sl->st;
+	struct tls_conn_info info;
+	uint64_t us = wall_us(s->sl) - s->tls_t0_us;
+	unsigned i;
+
+	tls_conn_info(s->tls, &info);
+	st->c[info.resumed ? DP_TLS_HANDSHAKES_RESUMED : DP_TLS_HANDSHAKES_FULL]++;
+	for (i = 0; i < RTE_DIM(bound_ms) && us > bound_ms[i] * 1000u; i++)
+		;
+	st->c[DP_TLS_HS_LE_1MS + i]++;
+}
+
+static void
+tls_failed(void *arg, enum tls_fail why)
+{
+	struct sess *s = arg;
+
+	s->sl->st->c[DP_TLS_FAIL_PROTOCOL + why]++;
+	close_when_sent(s);
+}
+
+static void
+tls_peer_closed(void *arg)
+{
+	struct sess *s = arg;
+
+	smtp_session_peer_closed(s->smtp);
+}
+
+static const struct tls_conn_ops tls_ops = {
+	.plain = tls_plain,
+	.cipher = tls_cipher,
+	.handshake_done = tls_handshake_done,
+	.failed = tls_failed,
+	.peer_closed = tls_peer_closed,
+};
+
+static void
+hs_enqueue(struct sess *s)
+{
+	struct sess_layer *sl = s->sl;
+
+	if (s->hs_queued)
+		return;
+	s->hs_queued = true;
+	s->hs_next = NULL;
+	s->hs_prev = sl->hs_tail;
+	if (sl->hs_tail)
+		sl->hs_tail->hs_next = s;
+	else
+		sl->hs_head = s;
+	sl->hs_tail = s;
+}
+
+static void
+hs_remove(struct sess *s)
+{
+	struct sess_layer *sl = s->sl;
+
+	if (!s->hs_queued)
+		return;
+	if (s->hs_prev)
+		s->hs_prev->hs_next = s->hs_next;
+	else
+		sl->hs_head = s->hs_next;
+	if (s->hs_next)
+		s->hs_next->hs_prev = s->hs_prev;
+	else
+		sl->hs_tail = s->hs_prev;
+	s->hs_queued = false;
+	s->hs_next = s->hs_prev = NULL;
+}
+
+/* Held plaintext may go on once the SMTP engine has moved (a verdict, room
+ * for output); the window may open with it. */
+static void
+tls_resume(struct sess *s)
+{
+	if (!s->tls_on || !s->tcp)
+		return;
+	tls_conn_pump(s->tls);
+	if (s->close_pending)
+		close_when_sent(s);
 	if (s->tcp)
-		tcp_close(s->tcp);
+		tcp_rcv_window_update(s->tcp);
 }
 
 static void *
@@ -452,14 +680,27 @@ static const struct smtp_ops smtp_ops = {
 	.chunk_get = chunk_get,
 	.chunk_put = chunk_put,
 	.record = smtp_record,
+	.starttls = smtp_starttls,
+	.tls_begin = smtp_tls_begin,
 };
 
 static void
 slot_release(struct sess *s)
 {
 	struct sess_layer *sl = s->sl;
+	struct smtp_session_stats ss;
 
+	smtp_session_stats(s->smtp, &ss);
+	sl->st->c[DP_TLS_DISCARDED_BYTES] += ss.tls_discarded;
 	smtp_session_fini(s->smtp);
+	hs_remove(s);
+	if (s->tls) {
+		tls_conn_free(s->tls);
+		s->tls = NULL;
+		sl->tls_active--;
+		sl->st->c[DP_TLS_SESSIONS] = sl->tls_active;
+	}
+	s->tls_on = s->close_pending = false;
 	spf_drop(s);
 	s->in_use = false;
 	s->gen++;
@@ -518,8 +759,51 @@ static uint32_t
 tcp_recv(void *app, const uint8_t *p, uint32_t n)
 {
 	struct sess *s = app;
+	uint32_t k;
 
-	return smtp_session_feed(s->smtp, p, n);
+	if (!s->tls_on)
+		return smtp_session_feed(s->smtp, p, n);
+	if (tls_conn_established(s->tls))
+		return tls_conn_input(s->tls, p, n);
+	/* Mid-handshake: kept for sess_layer_handshakes(). */
+	k = tls_conn_buffer(s->tls, p, n);
+	if (k > 0)
+		hs_enqueue(s);
+	return k;
+}
+
+/* One handshake step, timed: the handshake's CPU is a reported figure. */
+static void
+hs_step(struct sess *s)
+{
+	uint64_t t0 = rte_rdtsc();
+
+	tls_conn_pump(s->tls);
+	if (!s->tls)
+		return;   /* the step ended the session */
+	s->tls_cpu_cycles += rte_rdtsc() - t0;
+	if (tls_conn_established(s->tls)) {
+		s->sl->st->c[DP_TLS_HS_CPU_US] +=
+			clock_us(s->tls_cpu_cycles, s->sl->us_mult);
+		s->tls_cpu_cycles = 0;
+	}
+	tls_resume(s);
+}
+
+unsigned
+sess_layer_handshakes(struct sess_layer *sl, uint32_t budget_us)
+{
+	uint64_t t0 = rte_rdtsc(), budget = sl->tsc_hz / 1000000u * budget_us;
+	unsigned n = 0;
+	struct sess *s;
+
+	while ((s = sl->hs_head) != NULL && (n == 0 || rte_rdtsc() - t0 < budget)) {
+		hs_remove(s);
+		if (s->in_use && s->tls && s->tcp)
+			hs_step(s);
+		n++;
+	}
+	return n;
 }
 
 static uint32_t
@@ -527,13 +811,23 @@ tcp_rcv_space(void *app)
 {
 	struct sess *s = app;
 
+	if (s->tls_on)
+		return tls_conn_room(s->tls);
 	return smtp_session_rcv_space(s->smtp);
 }
 
 static void
 tcp_sent(void *app)
 {
-	smtp_session_writable(((struct sess *)app)->smtp);
+	struct sess *s = app;
+
+	if (s->tls_on) {
+		tls_conn_pump(s->tls);
+		if (s->close_pending)
+			close_when_sent(s);
+	}
+	smtp_session_writable(s->smtp);
+	tls_resume(s);
 }
 
 /* A FIN (CLOSE_WAIT: we may still send) ends the peer's input only; the
@@ -547,7 +841,16 @@ tcp_peer_fin(void *app)
 static void
 tcp_idle(void *app)
 {
-	smtp_session_idle(((struct sess *)app)->smtp);
+	struct sess *s = app;
+
+	/* Mid-handshake there is no channel for a 421: the TLS state and
+	 * the connection go at once. */
+	if (s->tls_on && !tls_conn_established(s->tls)) {
+		s->sl->st->c[DP_TLS_FAIL_TIMEOUT]++;
+		tcp_abort(s->tcp);
+		return;
+	}
+	smtp_session_idle(s->smtp);
 }
 
 static void
@@ -615,6 +918,7 @@ on_rdns_done(struct sess_layer *sl, const struct ctl_msg *m)
 		else
 			spf_drop(s);
 		smtp_session_verdict(s->smtp, s->wait_token, &v);
+		tls_resume(s);
 	}
 }
 
@@ -656,6 +960,7 @@ on_spool_done(struct sess_layer *sl, const struct ctl_msg *m)
 		return;
 	}
 	smtp_session_verdict(s->smtp, s->spool_token, &v);
+	tls_resume(s);
 }
 
 unsigned
@@ -676,8 +981,11 @@ sess_layer_poll(struct sess_layer *sl, uint64_t now_us)
 		sl->last_tick_us = now_us;
 		tcp_engine_tick(sl->tcp, now_us);
 		deadline_check(sl, now_us);
+		sl->st->c[DP_TLS_ALERTS_SENT] = sl->tls_st.alerts_sent;
+		sl->st->c[DP_TLS_ALERTS_RECEIVED] = sl->tls_st.alerts_received;
 	}
-	return n;
+	/* Handshake steps waiting count as work: the loop must not idle. */
+	return n + (sl->hs_head != NULL);
 }
 
 void
@@ -773,6 +1081,10 @@ sess_layer_create(const struct sess_layer_params *p)
 	sl->tsc_hz = p->tsc_hz;
 	sl->us_mult = clock_mult(p->tsc_hz);
 	sl->smtp_params = c->smtp;
+	sl->smtp_params.tls_offer = p->tls_slot != NULL;
+	sl->tls_slot = p->tls_slot;
+	sl->tls_max = c->tls_max_sessions;
+	sl->tls_refuse_early = c->tls_refuse_early;
 	sl->smtp_size = RTE_ALIGN_CEIL(smtp_session_size(), RTE_CACHE_LINE_SIZE);
 	sl->sess = rte_zmalloc("sessions", sizeof(*sl->sess) * c->flows, RTE_CACHE_LINE_SIZE);
 	sl->smtp_mem = rte_malloc("smtp_sessions", sl->smtp_size * c->flows, RTE_CACHE_LINE_SIZE);
@@ -816,8 +1128,10 @@ sess_layer_destroy(struct sess_layer *sl)
 	tcp_engine_destroy(sl->tcp);
 	if (sl->sess && sl->smtp_mem)
 		for (i = 0; i < sl->max_flows; i++)
-			if (sl->sess[i].in_use)
+			if (sl->sess[i].in_use) {
 				smtp_session_fini(sl->sess[i].smtp);
+				tls_conn_free(sl->sess[i].tls);
+			}
 	rte_mempool_free(sl->chunks);
 	rte_free(sl->free_stack);
 	rte_free(sl->smtp_mem);

@@ -21,6 +21,7 @@
 struct rte_mempool;
 struct rte_ring;
 struct sess_layer;
+struct tls_slot;
 
 /* What the sessions take from the configuration, built by whoever reads it;
  * shared by every worker, read-only. */
@@ -34,6 +35,8 @@ struct sess_params {
 	uint32_t body_budget_mb;         /* per worker */
 	uint32_t fault_spf_lost_from;    /* test shim: 0, or the Nth MAIL on */
 	struct smtp_params smtp;         /* hostname, limits, our domains */
+	uint32_t tls_max_sessions;       /* sessions in TLS per worker */
+	bool tls_refuse_early;           /* a known refusal answers STARTTLS */
 	/* A snapshot of the live rules, taken as a session opens. */
 	void (*rules_get)(struct policy *out);
 };
@@ -52,6 +55,7 @@ struct sess_layer_params {
 	uint64_t wall0_us;               /* wall clock at tsc0 */
 	uint64_t tsc0, tsc_hz;
 	uint64_t secret_seed;
+	struct tls_slot *tls_slot;       /* NULL: STARTTLS is not offered */
 };
 
 struct sess_layer *sess_layer_create(const struct sess_layer_params *p);
@@ -63,6 +67,11 @@ void sess_layer_input(struct sess_layer *sl, const struct tcp_pkt *pkt,
 /* Verdicts from the control plane, and timers. Returns work done. */
 unsigned sess_layer_poll(struct sess_layer *sl, uint64_t now_us);
 uint64_t sess_layer_now_us(const struct sess_layer *sl, uint64_t tsc);
+/* TLS handshake steps waiting for the CPU, oldest first, until about
+ * budget_us of it is spent (one step at least). Called after the replies
+ * of the burst have gone out, so a handshake never holds them back.
+ * Returns the steps run. */
+unsigned sess_layer_handshakes(struct sess_layer *sl, uint32_t budget_us);
 
 /* For telemetry (read from another thread; counters only). */
 const struct tcp_engine *sess_layer_tcp(const struct sess_layer *sl);

@@ -97,6 +97,9 @@ struct smtp_session {
 	bool peer_eof;                 /* the peer's FIN: no more input */
 	bool recorded;                 /* the session record went out */
 	bool helo_seen;
+	bool tls;                      /* STARTTLS done: not offered again */
+	bool tls_switch;               /* the 220 to STARTTLS is queued */
+	uint64_t tls_discarded;
 	uint32_t errors;
 	uint32_t stale;
 	uint32_t chunks_held;
@@ -271,6 +274,21 @@ static void reply(struct smtp_session *s, uint16_t code, const char *enh,
 	reply_text(s, code, enh, text, (size_t)n);
 }
 
+/*
+ * The 220 to STARTTLS is all written: from here every byte is TLS. RFC 3207
+ * 4.2: the session starts over, forgetting what the client said before
+ * (its EHLO); STARTTLS is not offered again.
+ */
+static void tls_start_over(struct smtp_session *s)
+{
+	s->tls_switch = false;
+	s->tls = true;
+	s->helo_seen = false;
+	s->helo[0] = '\0';
+	enter_state(s, SMTP_ST_GREETED);
+	s->ops->tls_begin(s->ctx);
+}
+
 static void flush(struct smtp_session *s)
 {
 	uint32_t left = s->out_len - s->out_off, w;
@@ -281,6 +299,8 @@ static void flush(struct smtp_session *s)
 	}
 	if (s->out_off == s->out_len)
 		s->out_off = s->out_len = 0;
+	if (s->tls_switch && s->out_len == 0 && s->state < SMTP_ST_CLOSING)
+		tls_start_over(s);
 	if (s->state == SMTP_ST_CLOSING && s->out_len == 0) {
 		enter_state(s, SMTP_ST_CLOSED);
 		s->ops->close(s->ctx);
@@ -703,6 +723,7 @@ static void do_noop(struct smtp_session *, const struct smtp_cmd *, char *, uint
 static void do_quit(struct smtp_session *, const struct smtp_cmd *, char *, uint32_t);
 static void do_vrfy(struct smtp_session *, const struct smtp_cmd *, char *, uint32_t);
 static void do_help(struct smtp_session *, const struct smtp_cmd *, char *, uint32_t);
+static void do_starttls(struct smtp_session *, const struct smtp_cmd *, char *, uint32_t);
 
 static const struct smtp_cmd smtp_cmds[] = {
 	{ "EHLO", ST_SESSION, CMD_NEED_ARG, do_helo, "EHLO hostname", NULL, NULL },
@@ -727,7 +748,8 @@ static const struct smtp_cmd smtp_cmds[] = {
 	{ "ETRN", ST_SESSION, CMD_NOT_IMPL, NULL, NULL, NULL, NULL },
 	{ "ATRN", ST_SESSION, CMD_NOT_IMPL, NULL, NULL, NULL, NULL },
 	{ "AUTH", ST_SESSION, CMD_NOT_IMPL, NULL, NULL, NULL, NULL },
-	{ "STARTTLS", ST_SESSION, CMD_NOT_IMPL, NULL, NULL, NULL, NULL },
+	{ "STARTTLS", ST(READY), CMD_NO_ARG, do_starttls, "STARTTLS", NULL,
+	  "Error: MAIL transaction in progress" },
 	{ "BURL", ST_SESSION, CMD_NOT_IMPL, NULL, NULL, NULL, NULL },
 };
 
@@ -794,15 +816,17 @@ static void dispatch(struct smtp_session *s, char *line, uint32_t len)
 	cmd->fn(s, cmd, line + a, len - a);
 }
 
-/* RFC 5321 4.1.1.1: the hostname, then one extension per line; no
- * STARTTLS (TLS is not terminated here), no AUTH (an MX takes no logins). */
+/* RFC 5321 4.1.1.1: the hostname, then one extension per line; STARTTLS
+ * while the session is not in TLS and a certificate is configured; no AUTH
+ * (an MX takes no logins). */
 static void ehlo_reply(struct smtp_session *s)
 {
 	static const char *const extensions[] = {
 		"PIPELINING", "SIZE", "8BITMIME", "ENHANCEDSTATUSCODES",
-		"SMTPUTF8", "CHUNKING",
+		"SMTPUTF8", "CHUNKING", "STARTTLS",
 	};
-	const size_t n = sizeof(extensions) / sizeof(extensions[0]);
+	const size_t n = sizeof(extensions) / sizeof(extensions[0]) -
+			 (s->params->tls_offer && !s->tls ? 0 : 1);
 	char line[64];
 	size_t i;
 
@@ -1187,6 +1211,40 @@ static void do_vrfy(struct smtp_session *s, const struct smtp_cmd *cmd,
 	      "Cannot VRFY user, but will accept message and attempt delivery");
 }
 
+/*
+ * RFC 3207. The 220 goes out alone: whatever the client sent after the
+ * command line, pipelined or injected, is dropped and counted, never read
+ * as a command inside TLS (blocked() stops the parser; feed() and run()
+ * drop the rest).
+ */
+static void do_starttls(struct smtp_session *s, const struct smtp_cmd *cmd,
+			char *arg, uint32_t len)
+{
+	struct smtp_verdict v;
+
+	(void)cmd, (void)arg, (void)len;
+	if (!s->params->tls_offer || s->ops->starttls == NULL) {
+		reply(s, 502, "5.5.1", "Error: command not implemented");
+		return;
+	}
+	if (s->tls) {
+		reply(s, 503, "5.5.1", "Error: TLS already active");
+		return;
+	}
+	memset(&v, 0, sizeof(v));
+	if (!s->ops->starttls(s->ctx, &v)) {
+		uint16_t code = v.code >= 400 && v.code < 600 ? v.code : 454;
+		const char *enh = enh_valid(v.enh, code) ? v.enh :
+				  code / 100 == 5 ? "5.7.1" : "4.7.0";
+		const char *text = v.text ? v.text : "TLS not available due to local problem";
+
+		reply_text(s, code, enh, text, strnlen(text, SMTP_VERDICT_TEXT));
+		return;
+	}
+	reply(s, 220, "2.0.0", "Ready to start TLS");
+	s->tls_switch = true;
+}
+
 static void do_help(struct smtp_session *s, const struct smtp_cmd *cmd,
 		    char *arg, uint32_t len)
 {
@@ -1264,7 +1322,7 @@ static uint32_t bdat_bytes(struct smtp_session *s, const uint8_t *p, uint32_t n)
 
 static bool blocked(const struct smtp_session *s)
 {
-	return s->waiting || s->state <= SMTP_ST_CONNECT ||
+	return s->waiting || s->tls_switch || s->state <= SMTP_ST_CONNECT ||
 	       s->state >= SMTP_ST_CLOSING || out_free(s) < SMTP_REPLY_ROOM;
 }
 
@@ -1310,6 +1368,10 @@ static void run(struct smtp_session *s)
 
 		if (s->pend_len > 0 && !blocked(s)) {
 			k = consume(s, s->pend, s->pend_len);
+			if (s->tls_switch) {
+				s->tls_discarded += s->pend_len - k;
+				s->pend_len = 0;
+			}
 			/* Closing drops held input (go_closing zeroed it). */
 			if (s->state < SMTP_ST_CLOSING) {
 				memmove(s->pend, s->pend + k, s->pend_len - k);
@@ -1377,15 +1439,24 @@ void smtp_session_start(struct smtp_session *s)
 uint32_t smtp_session_feed(struct smtp_session *s, const uint8_t *p, uint32_t n)
 {
 	uint32_t taken = 0, k;
+	bool tls = s->tls;
 
 	if (s->state >= SMTP_ST_CLOSING || s->peer_eof)
 		return n;
 	if (s->state <= SMTP_ST_CONNECT && n > 0)
 		s->pregreet = true;
+	if (s->tls_switch) {
+		/* Sent before the 220 to STARTTLS could be read. */
+		s->tls_discarded += n;
+		flush(s);
+		return n;
+	}
 	run(s);
 	/* Straight from the caller's buffer while nothing is held. */
-	while (taken < n && s->pend_len == 0 && !blocked(s)) {
+	while (taken < n && s->pend_len == 0 && !blocked(s) && s->tls == tls) {
 		taken += consume(s, p + taken, n - taken);
+		if (s->tls_switch)
+			break;
 		if (taken < n && !s->waiting && s->state < SMTP_ST_CLOSING) {
 			uint32_t before = s->out_len - s->out_off;
 
@@ -1395,6 +1466,12 @@ uint32_t smtp_session_feed(struct smtp_session *s, const uint8_t *p, uint32_t n)
 		}
 	}
 	if (s->state >= SMTP_ST_CLOSING) {
+		flush(s);
+		return n;
+	}
+	if (s->tls_switch || s->tls != tls) {
+		/* Plaintext after STARTTLS: never a command. */
+		s->tls_discarded += n - taken;
 		flush(s);
 		return n;
 	}
@@ -1410,7 +1487,7 @@ uint32_t smtp_session_feed(struct smtp_session *s, const uint8_t *p, uint32_t n)
 
 uint32_t smtp_session_rcv_space(const struct smtp_session *s)
 {
-	if (s->state >= SMTP_ST_CLOSING)
+	if (s->state >= SMTP_ST_CLOSING || s->tls_switch)
 		return s->max_pending;  /* read and dropped */
 	return s->max_pending - s->pend_len;
 }
@@ -1481,5 +1558,7 @@ void smtp_session_stats(const struct smtp_session *s,
 	st->errors = s->errors;
 	st->stale_verdicts = s->stale;
 	st->chunks_held = s->chunks_held;
+	st->tls_discarded = s->tls_discarded;
 	st->pregreet = s->pregreet;
+	st->tls = s->tls;
 }

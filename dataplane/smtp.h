@@ -54,6 +54,8 @@ struct smtp_params {               /* shared by a worker's sessions; read-only *
 	uint32_t max_errors;           /* then 421 4.7.0; 0 = 20 */
 	uint32_t max_pending_in;       /* input held behind a verdict; 0 = 4096 */
 	bool pregreet_reject;          /* talking before the greeting: reject */
+	bool tls_offer;                /* STARTTLS in EHLO (a certificate is
+					  configured and ops->starttls set) */
 	/* Recipient domains we are MX for; NULL accepts none (never a relay). */
 	bool (*domain_accepted)(const void *arg, const char *domain, size_t len);
 	const void *domain_arg;
@@ -134,6 +136,14 @@ struct smtp_ops {                  /* ctx is the glue's, one per session */
 	void *(*chunk_get)(void *ctx, uint32_t *cap);
 	void (*chunk_put)(void *ctx, void *chunk);
 	void (*record)(void *ctx, const struct smtp_record *rec); /* may be NULL */
+	/* STARTTLS (RFC 3207), with params->tls_offer only. starttls() asks
+	 * whether the handshake may start: true, or false with *v (zeroed on
+	 * entry) filled with the refusal (454 4.7.0 when code is 0).
+	 * tls_begin() comes once the 220 is all written: every byte the
+	 * caller receives from then on is TLS, and the plaintext it decrypts
+	 * comes back through smtp_session_feed(). */
+	bool (*starttls)(void *ctx, struct smtp_verdict *v);
+	void (*tls_begin)(void *ctx);
 };
 
 enum smtp_state {
@@ -162,7 +172,9 @@ struct smtp_session *smtp_session_init(void *mem, size_t memlen,
 void smtp_session_start(struct smtp_session *s);
 /* Takes client bytes; returns how many it took: all of them unless the
  * held-input bound (max_pending_in) is reached while a verdict or the
- * output is awaited. Bytes after 221/421 are taken and dropped. */
+ * output is awaited. Bytes after 221/421 are taken and dropped, and so are
+ * bytes after a STARTTLS command until tls_begin() (counted: they would be
+ * plaintext injected ahead of the handshake). */
 uint32_t smtp_session_feed(struct smtp_session *s, const uint8_t *p, uint32_t n);
 /* Bytes feed() is sure to take now: the receive window to advertise. */
 uint32_t smtp_session_rcv_space(const struct smtp_session *s);
@@ -192,7 +204,9 @@ struct smtp_session_stats {
 	uint32_t errors;
 	uint32_t stale_verdicts;
 	uint32_t chunks_held;
+	uint64_t tls_discarded;        /* bytes after STARTTLS, before TLS */
 	bool pregreet;
+	bool tls;                      /* STARTTLS done */
 };
 void smtp_session_stats(const struct smtp_session *s,
 			struct smtp_session_stats *st);

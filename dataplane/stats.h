@@ -49,6 +49,29 @@
 	X(IPV4_PTR_REJECT, "ipv4_ptr_reject")                                 \
 	X(IPV4_PTR_DEFER, "ipv4_ptr_defer")                                   \
 	X(IPV4_PTR_LOGGED, "ipv4_ptr_logged")                                 \
+	X(TLS_STARTTLS, "tls_starttls")     /* 220 to STARTTLS */             \
+	X(TLS_HANDSHAKES_FULL, "tls_handshakes_full")                         \
+	X(TLS_HANDSHAKES_RESUMED, "tls_handshakes_resumed")                   \
+	X(TLS_FAIL_PROTOCOL, "tls_failed_protocol") /* by enum tls_fail */    \
+	X(TLS_FAIL_VERSION, "tls_failed_version")                             \
+	X(TLS_FAIL_CIPHER, "tls_failed_no_shared_cipher")                     \
+	X(TLS_FAIL_ALERT, "tls_failed_peer_alert")                            \
+	X(TLS_FAIL_OTHER, "tls_failed_other")                                 \
+	X(TLS_FAIL_TIMEOUT, "tls_failed_timeout") /* idle mid-handshake */    \
+	X(TLS_ALERTS_SENT, "tls_alerts_sent")                                 \
+	X(TLS_ALERTS_RECEIVED, "tls_alerts_received")                         \
+	X(TLS_DISCARDED_BYTES, "tls_discarded_bytes") /* after STARTTLS */    \
+	X(TLS_REFUSED_FULL, "tls_refused_full") /* 454: max_sessions */       \
+	X(TLS_REFUSED_NOMEM, "tls_refused_nomem")                             \
+	X(TLS_REFUSED_RULE, "tls_refused_rule") /* the PTR rule's refusal */  \
+	X(TLS_SESSIONS, "tls_sessions")     /* gauge: sessions in TLS now */  \
+	X(TLS_HS_CPU_US, "tls_handshake_cpu_us") /* worker CPU, summed */     \
+	X(TLS_HS_LE_1MS, "tls_handshake_le_1ms") /* STARTTLS to finished */  \
+	X(TLS_HS_LE_5MS, "tls_handshake_le_5ms")                              \
+	X(TLS_HS_LE_20MS, "tls_handshake_le_20ms")                            \
+	X(TLS_HS_LE_100MS, "tls_handshake_le_100ms")                          \
+	X(TLS_HS_LE_500MS, "tls_handshake_le_500ms")                          \
+	X(TLS_HS_GT_500MS, "tls_handshake_gt_500ms")                          \
 	X(FAULT_DROPPED, "fault_dropped")   /* test fault shim only */        \
 	X(FAULT_DUPLICATED, "fault_duplicated")                               \
 	X(FAULT_REORDERED, "fault_reordered")

@@ -25,6 +25,7 @@
 
 #define BURST 32
 #define TX_MAX (BURST * 8)
+#define HANDSHAKE_BUDGET_US 200   /* TLS handshake CPU per loop, about */
 
 struct worker {
 	uint16_t port_id, queue;
@@ -59,7 +60,7 @@ worker_create(const struct worker_params *p)
 		.sess = p->sess, .emit = emit_tcp, .worker_id = p->queue, .lcore = p->lcore,
 		.req = p->req, .ver = p->ver, .txrecs = p->txrecs,
 		.wall0_us = p->wall0_us, .tsc0 = p->tsc0, .tsc_hz = p->tsc_hz,
-		.secret_seed = p->secret_seed,
+		.secret_seed = p->secret_seed, .tls_slot = p->tls_slot,
 	};
 	struct worker *w = rte_zmalloc("worker", sizeof(*w), RTE_CACHE_LINE_SIZE);
 
@@ -341,6 +342,9 @@ worker_main(void *arg)
 		    !faults_holding(&w->tx_faults))
 			continue;
 		tx_flush(w);
+		/* After the burst's replies are out: TLS handshakes, within a
+		 * budget, so that none holds a plain session's reply back. */
+		sess_layer_handshakes(w->sl, HANDSHAKE_BUDGET_US);
 		w->st->c[DP_BUSY_POLLS]++;
 		w->st->c[DP_BUSY_CYCLES] += rte_rdtsc() - t0;
 	}

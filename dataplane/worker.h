@@ -25,6 +25,7 @@ struct worker_faults {
 	uint32_t tx_drop, tx_dup, tx_reorder;
 	uint32_t seed;
 };
+struct tls_slot;
 
 struct worker_params {
 	const struct sess_params *sess;
@@ -37,6 +38,7 @@ struct worker_params {
 	struct rte_mempool *txrecs;
 	uint64_t wall0_us, tsc0, tsc_hz;
 	uint64_t secret_seed;
+	struct tls_slot *tls_slot;   /* NULL: no STARTTLS */
 };
 
 struct worker;

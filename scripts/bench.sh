@@ -84,6 +84,34 @@ printf '%s\n' "$inproc_json" > "$build/bench-inproc.json"
 tsc_hz=$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["tsc_hz"])' \
 	"$build/bench-inproc.json")
 
+# ---- 1b. TLS handshakes -------------------------------------------------------
+# What a STARTTLS handshake costs the worker's code (bench_tls, server side
+# only), against what openssl speed says the signature and the key exchange
+# alone allow on this machine, measured in the same run.
+echo "bench: TLS handshakes ..." >&2
+tlsdir=$build/tls
+mkdir -p "$tlsdir"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=mx.bench.example \
+	-days 2 -keyout "$tlsdir/ec.key" -out "$tlsdir/ec.crt" 2>/dev/null
+openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=mx.bench.example \
+	-days 2 -keyout "$tlsdir/rsa.key" -out "$tlsdir/rsa.crt" 2>/dev/null
+tls_out=$(taskset -c 1 "$build/tests/bench/bench_tls" "$tlsdir/ec.crt" "$tlsdir/ec.key" \
+	"$tlsdir/rsa.crt" "$tlsdir/rsa.key" "$secs")
+speed_out=$(taskset -c 1 openssl speed -seconds "$secs" ecdsap256 ecdhx25519 2>/dev/null)
+/usr/bin/python3 - "$tls_out" "$speed_out" > "$build/bench-tls.json" <<'PY'
+import json, re, sys
+tls = json.loads(sys.argv[1].split("BENCH_TLS_JSON ", 1)[1])
+sign = float(re.search(r"ecdsa \(nistp256\)\s+\S+\s+\S+\s+([\d.]+)", sys.argv[2]).group(1))
+x25519 = float(re.search(r"ecdh \(X25519\)\s+\S+\s+([\d.]+)", sys.argv[2]).group(1))
+# A full handshake's private-key work is one signature and one X25519
+# (key generation and derivation counted as one op, as openssl speed does).
+ideal = 1 / (1 / sign + 1 / x25519)
+tls.update({"openssl_speed_ecdsap256_sign_per_s": sign, "openssl_speed_x25519_per_s": x25519,
+            "tls_speed_handshakes_per_s": round(ideal),
+            "tls_handshake_efficiency": round(tls["tls_full_handshakes_per_s_per_core"] / ideal, 3)})
+print(json.dumps(tls))
+PY
+
 # ---- 2. side by side -----------------------------------------------------------
 echo "bench: side by side with Postfix ($msgs sessions per point) ..." >&2
 /usr/bin/python3 "$root/tests/bench/side_by_side.py" \
@@ -94,6 +122,7 @@ echo "bench: side by side with Postfix ($msgs sessions per point) ..." >&2
 # ---- 3. the figures, the table, the chart --------------------------------------
 /usr/bin/python3 "$root/tests/bench/report.py" \
 	--inproc "$build/bench-inproc.json" --side "$build/bench-side.json" \
+	--tls "$build/bench-tls.json" \
 	--out "$build/bench.json" --dat "$build/bench-chart.dat" \
 	--command "scripts/bench.sh${1:+ $1}"
 gnuplot <<GP

@@ -12,7 +12,7 @@ PKGS=(
   # the lab: namespaces, veth, offloads, the test DNS server
   iproute2 iputils-ping ethtool unbound dnsutils procps psmisc
   # real clients, hostile packets, the downstream and the test harnesses
-  python3 python3-scapy python3-yaml python3-dnspython python3-dkim openssl swaks libio-socket-inet6-perl postfix
+  python3 python3-scapy python3-yaml python3-dnspython python3-dkim openssl swaks libio-socket-inet6-perl libnet-ssleay-perl postfix
   # Exim's one library the above lacks; Exim itself conflicts with postfix,
   # so scripts/exim.sh unpacks it instead of installing it
   libidn12

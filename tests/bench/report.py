@@ -35,8 +35,10 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--dat", required=True)
     ap.add_argument("--command", default="scripts/bench.sh")
+    ap.add_argument("--tls", help="bench-tls.json (bench_tls and openssl speed)")
     a = ap.parse_args()
     ip = json.load(open(a.inproc))
+    tls = json.load(open(a.tls)) if a.tls else {}
     sd = json.load(open(a.side))
     rej, acc, idle = ip.get("reject", {}), ip.get("accept", {}), ip.get("idle", {})
     inproc_cpu = round((rej["busy_s"] + rej["control_cpu_s"]) * 1000 / rej["sessions"], 5) \
@@ -69,6 +71,7 @@ def main():
         "inproc": ip,
         "side_by_side": sd,
     }
+    out.update(tls)   # tls_* figures, when measured
     with open(a.out, "w") as f:
         json.dump(out, f, indent=1)
         f.write("\n")

@@ -49,8 +49,51 @@ def drop(key_line):
     return "\n".join(l for l in GOOD.splitlines() if not l.startswith(key_line)) + "\n"
 
 
+# Certificates for the [tls] cases: ECDSA P-256, a second P-256 key, RSA.
+TLS = tempfile.mkdtemp(prefix="test_config_tls.")
+
+
+def openssl(*args):
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-subj", "/CN=mx.example.net", "-days", "2", "-keyout", TLS + "/ec.key", "-out", TLS + "/ec.crt")
+openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", TLS + "/ec2.key")
+openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384", "-out", TLS + "/p384.key")
+openssl("req", "-x509", "-key", TLS + "/p384.key", "-subj", "/CN=mx.example.net", "-days", "2",
+        "-out", TLS + "/p384.crt")
+openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=mx.example.net", "-days", "2",
+        "-keyout", TLS + "/rsa.key", "-out", TLS + "/rsa.crt")
+with open(TLS + "/garbage.pem", "w") as f:
+    f.write("not a certificate\n")
+
+
+def tls(*lines):
+    return GOOD + "[tls]\n" + "".join(l.format(d=TLS) + "\n" for l in lines)
+
+
 # (name, file text or None for a missing file, regex the one line must match)
 CASES = [
+    ("tls key without cert", tls("key = {d}/ec.key"), r"^smtpedge: {f}: \[tls\] cert: missing \(key is given\)"),
+    ("tls cert without key", tls("cert = {d}/ec.crt"), r"^smtpedge: {f}: \[tls\] key: missing \(cert is given\)"),
+    ("tls cert missing", tls("cert = {d}/none.crt", "key = {d}/ec.key"), r"^smtpedge: {f}: \[tls\] cert: \".*/none.crt\" cannot be read"),
+    ("tls cert not PEM", tls("cert = {d}/garbage.pem", "key = {d}/ec.key"), r"^smtpedge: {f}: \[tls\] cert: \".*/garbage.pem\" is not a readable PEM certificate"),
+    ("tls key mismatch", tls("cert = {d}/ec.crt", "key = {d}/ec2.key"), r"^smtpedge: {f}: \[tls\] key: \".*/ec2.key\" does not match the certificate"),
+    ("tls key not P-256", tls("cert = {d}/p384.crt", "key = {d}/p384.key"), r"^smtpedge: {f}: \[tls\] key: \".*/p384.key\" is not an ECDSA P-256 key"),
+    ("tls RSA as the ECDSA pair", tls("cert = {d}/rsa.crt", "key = {d}/rsa.key"), r"^smtpedge: {f}: \[tls\] key: .* is not an ECDSA P-256 key"),
+    ("tls rsa_key mismatch", tls("cert = {d}/ec.crt", "key = {d}/ec.key", "rsa_cert = {d}/rsa.crt", "rsa_key = {d}/ec2.key"),
+     r"^smtpedge: {f}: \[tls\] rsa_key: .* does not match the certificate"),
+    ("tls rsa_cert without rsa_key", tls("cert = {d}/ec.crt", "key = {d}/ec.key", "rsa_cert = {d}/rsa.crt"),
+     r"^smtpedge: {f}: \[tls\] rsa_key: missing \(rsa_cert is given\)"),
+    ("tls bad min_version", tls("cert = {d}/ec.crt", "key = {d}/ec.key", "min_version = 1.1"),
+     r"^smtpedge: {f}: \[tls\] min_version: \"1.1\" is neither 1.2 nor 1.3"),
+    ("tls max_sessions 0", tls("cert = {d}/ec.crt", "key = {d}/ec.key", "max_sessions = 0"),
+     r"^smtpedge: {f}: \[tls\] max_sessions: 0 is out of range"),
+    ("tls rotate too often", tls("cert = {d}/ec.crt", "key = {d}/ec.key", "ticket_rotate_s = 1"),
+     r"^smtpedge: {f}: \[tls\] ticket_rotate_s: 1 is out of range"),
+    ("tls refuse yes/no", tls("cert = {d}/ec.crt", "key = {d}/ec.key", "refuse_before_handshake = maybe"),
+     r"^smtpedge: {f}: \[tls\] refuse_before_handshake: \"maybe\" is neither yes nor no"),
     ("missing file", None, r"^smtpedge: {f}: cannot open: No such file"),
     ("line without =", GOOD + "hostname mx\n", r"^smtpedge: {f}:16: expected \"\[section\]\" or \"key = value\""),
     ("key before section", "x = 1\n" + GOOD, r"^smtpedge: {f}:1: key \"x\" before any \[section\]"),
@@ -147,7 +190,11 @@ with tempfile.TemporaryDirectory() as d:
     with open(good, "w") as f:
         f.write(GOOD)
     here = os.path.dirname(os.path.abspath(__file__))
-    for path in (good, os.path.join(here, "../../conf/smtpedge.conf"),
+    with open(good + ".tls", "w") as f:
+        f.write(tls("cert = {d}/ec.crt", "key = {d}/ec.key", "rsa_cert = {d}/rsa.crt",
+                    "rsa_key = {d}/rsa.key", "chain = {d}/ec.crt", "min_version = 1.3",
+                    "max_sessions = 10", "ticket_rotate_s = 600", "refuse_before_handshake = yes"))
+    for path in (good, good + ".tls", os.path.join(here, "../../conf/smtpedge.conf"),
                  os.path.join(here, "../../conf/lab.conf")):
         r = run(["--", "--config", path, "--check"])
         check(f"good {path}", r.returncode == 0 and r.stdout.startswith("config ok"),
@@ -168,5 +215,6 @@ with tempfile.TemporaryDirectory() as d:
     r = run(["--config", good])
     check("no EAL options", r.returncode == 2 and 'no EAL options' in r.stderr, r.stderr)
 
+subprocess.run(["rm", "-rf", TLS], check=False)
 print(f"{passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)

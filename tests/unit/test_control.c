@@ -337,6 +337,14 @@ test_txlog(void)
 	r.auth_checked = false;
 	r.queue_id[0] = '\0';
 
+	/* The session's TLS, after STARTTLS. */
+	snprintf(r.tls_version, sizeof(r.tls_version), "TLSv1.2");
+	snprintf(r.tls_cipher, sizeof(r.tls_cipher), "ECDHE-ECDSA-AES256-GCM-SHA384");
+	txlog_format(&r, line, sizeof(line));
+	CHECK(strstr(line, " ipv6-ptr=reject tls=TLSv1.2 cipher=ECDHE-ECDSA-AES256-GCM-SHA384 rcpts=1 ") != NULL,
+	      "tls fields: %s", line);
+	r.tls_version[0] = r.tls_cipher[0] = '\0';
+
 	/* What the peer chose cannot break the line or forge a field. */
 	snprintf(r.helo, sizeof(r.helo), "evil\r\nreply=250 \"x\\");
 	r.mail_from[0] = '\0';
@@ -476,6 +484,15 @@ test_spool(void)
 	CHECK(strncmp(hdr, "Received: from x??bank.example?[IPv6:2001:db8::1]?? (peer-ok.lab.example [IPv6:", 79) == 0,
 	      "HELO as one word: %s", hdr);
 	free(file);
+	/* After STARTTLS: ESMTPS (RFC 3848) and the cipher in a comment. */
+	snprintf(r.tls_version, sizeof(r.tls_version), "TLSv1.3");
+	snprintf(r.tls_cipher, sizeof(r.tls_cipher), "TLS_AES_256_GCM_SHA384");
+	r.tls_bits = r.tls_alg_bits = 256;
+	spool_received(&r, "mx.lab.example", hdr, sizeof(hdr));
+	CHECK(strstr(hdr, "[IPv6:2001:db8:1::20])\r\n"
+		      "\t(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits))\r\n"
+		      "\tby mx.lab.example (smtpedge) with ESMTPS id ") != NULL, "TLS header: %s", hdr);
+	r.tls_version[0] = '\0';
 
 	/* Four threads at once: every message lands, every id differs. */
 	shared_spool = s;
