@@ -113,6 +113,13 @@ def main():
         f"vs Postfix: {out['inproc_cpu_ratio_vs_postfix']} (no af_packet/veth on the path)")
     row("in-process reject per core vs target", f"{out['reject_sessions_per_s_per_core']:,.0f}",
         "target >= 500,000")
+    if tls:
+        row("TLS full handshakes/s per core (ECDSA P-256, X25519)",
+            f"{tls['tls_full_handshakes_per_s_per_core']:,.0f}",
+            f"RSA {tls['tls_full_handshakes_per_s_per_core_rsa']:,.0f}, resumed "
+            f"{tls['tls_resumed_handshakes_per_s_per_core']:,.0f}")
+        row("TLS handshake efficiency vs openssl speed", f"{tls['tls_handshake_efficiency']}",
+            f"speed allows {tls['tls_speed_handshakes_per_s']:,}/s; target >= 0.7")
 
 
 if __name__ == "__main__":
