@@ -32,6 +32,7 @@ enum txrec_kind { TXREC_TRANSACTION, TXREC_SESSION };
 #define TXREC_F_TOO_BIG    0x10u   /* SIZE exceeded */
 #define TXREC_F_NO_MEM     0x20u   /* chunk_get failed */
 #define TXREC_F_LONG_LINE  0x40u   /* a text line over max_text_line */
+#define TXREC_F_LATE_WRITE 0x80u   /* written after the sender was told 451 */
 
 /*
  * What the SMTP engine says happened. replies[] holds every reply code

@@ -134,7 +134,7 @@ fail:
 
 static const char *const flag_names[] = {
 	"pregreet", "delivered", "aborted", "bare_newline", "too_big",
-	"no_memory", "long_line",
+	"no_memory", "long_line", "late_write",
 };
 
 size_t

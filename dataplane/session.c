@@ -12,11 +12,15 @@
  * The delivery deadline. A session whose message the control plane has
  * not answered within [control] delivery_timeout_s (300 s by default, under
  * the 10 minutes RFC 5321 §4.5.3.2.6 gives a client waiting for the reply
- * to the end of DATA) is answered 451 4.3.0 and its TCP closed, without a
- * word to the SMTP engine: the engine would hand the body back to the
- * budget, and the spool still reads it. The slot stays until the answer
- * comes, as for a zombie. A message written after the 451 may arrive
- * twice, never not at all. Sessions waiting for an answer are listed in the
+ * to the end of DATA) is answered 451 4.3.0 through the SMTP engine, like
+ * any verdict (so in order, and inside TLS when the session is), with
+ * keep_message: the spool still reads the body and recipients, so the
+ * engine forgets those chunks instead of giving them back. The session
+ * goes on; the record out there is an orphan, and the slot stays (as for a
+ * zombie) until every orphan's answer has come and its chunks are back in
+ * the budget. A message written after the 451 may arrive twice, never not
+ * at all; its late answer is logged as a transaction line with its queue id
+ * and flags=late_write. Sessions waiting for an answer are listed in the
  * order they began to wait, which is the order of their deadlines.
  *
  * Stale answers. Each slot has a generation, bumped when the slot is given
@@ -85,7 +89,9 @@ struct sess {
 	bool spool_pending;            /* the spool reads our body */
 	uint8_t wait_stage;
 	uint32_t wait_token, spool_token;
-	bool spool_answered;           /* the deadline passed: 451 given */
+	struct txrec *spool_rec;       /* the record the pending answer is for */
+	uint32_t orphans;              /* records answered 451 at the deadline,
+					  still read by the spool */
 	uint64_t spool_deadline_us;
 	uint32_t dl_prev, dl_next;     /* the list of sessions waiting */
 	char queue_id[24];             /* the last message handed on, for the log */
@@ -284,6 +290,9 @@ spf_prepare(struct sess *s, const struct smtp_check *chk)
 		txrec_fill(s, s->spf_rec, chk->helo, chk->mail_from, NULL, 0);
 }
 
+static void tls_resume(struct sess *s);
+static void slot_release(struct sess *s);
+
 #define DL_NONE UINT32_MAX
 
 static void
@@ -318,26 +327,65 @@ deadline_remove(struct sess *s)
 	s->dl_prev = s->dl_next = DL_NONE;
 }
 
-/* The deadline passed: the sender hears 451 and the connection closes; the
- * slot (and the body) wait for the control plane's answer. */
+/* The deadline passed: the sender hears 451 now; the message's chunks stay
+ * with the record the spool still reads (an orphan), and so does the slot. */
 static void
 deadline_expire(struct sess *s)
 {
-	static const char reply[] =
-		"451 4.3.0 Requested action aborted: local problem in processing, message not queued in time, try again later\r\n";
-	struct tcp_conn *c = s->tcp;
+	struct smtp_verdict v = {
+		.code = 451, .enh = "4.3.0", .keep_message = true,
+		.text = "Requested action aborted: local problem in processing, message not queued in time, try again later",
+	};
 
 	deadline_remove(s);
-	s->spool_answered = true;
+	s->spool_pending = false;
+	s->spool_rec = NULL;
+	s->orphans++;
 	s->sl->st->c[DP_SPOOL_TIMEOUTS]++;
-	if (!c)
-		return;
-	/* Replies the engine could not write yet would follow ours: the
-	 * sender gets a reset instead, which it also takes as temporary. */
-	if (tcp_send(c, reply, sizeof(reply) - 1) == sizeof(reply) - 1)
-		tcp_close(c);
-	else
-		tcp_abort(c);
+	if (s->tcp) {
+		smtp_session_verdict(s->smtp, s->spool_token, &v);
+		tls_resume(s);
+	}
+}
+
+/* A chain the engine forgot at the deadline goes back to the budget. */
+static void
+chain_return(struct sess_layer *sl, const struct chunk *c)
+{
+	while (c != NULL) {
+		const struct chunk *next = c->next;
+
+		rte_mempool_put(sl->chunks, (void *)(uintptr_t)c);
+		c = next;
+	}
+}
+
+/* The answer for a record answered 451 at its deadline: its chunks go back,
+ * its outcome is logged (flags=late_write, with the queue id of a copy the
+ * spool wrote after all), and the slot goes once nothing else holds it. */
+static void
+orphan_done(struct sess *s, struct txrec *r)
+{
+	struct sess_layer *sl = s->sl;
+	struct ctl_msg m = { .kind = MSG_LOG, .idx = s->idx, .gen = s->gen };
+
+	chain_return(sl, r->body);
+	chain_return(sl, r->rcpts);
+	r->body = r->rcpts = NULL;
+	s->orphans--;
+	r->smtp.kind = TXREC_TRANSACTION;
+	r->smtp.flags |= TXREC_F_LATE_WRITE;
+	r->smtp.replies[0] = 451;
+	r->smtp.nreplies = 1;
+	if (r->reply_code / 100 != 2)
+		r->queue_id[0] = '\0';
+	m.u.rec = r;
+	if (!send_msg(sl, &m)) {
+		rte_mempool_put(sl->txrecs, r);
+		sl->st->c[DP_LOG_DROPPED]++;
+	}
+	if (!s->tcp && !s->spool_pending && s->orphans == 0)
+		slot_release(s);
 }
 
 static void
@@ -368,7 +416,7 @@ check_data_end(struct sess *s, const struct smtp_check *chk,
 		m.u.rec = r;
 		if (send_msg(sl, &m)) {
 			s->spool_pending = true;
-			s->spool_answered = false;
+			s->spool_rec = r;
 			s->spool_token = chk->token;
 			deadline_add(s);
 			return SMTP_CHECK_PENDING;
@@ -724,6 +772,8 @@ tcp_open(void *ctx, struct tcp_conn *c, const struct tcp_conn_info *info)
 	s->tcp = c;
 	s->in_use = true;
 	s->waiting_ptr = s->spool_pending = false;
+	s->spool_rec = NULL;
+	s->orphans = 0;
 	s->queue_id[0] = '\0';
 	s->id = ((uint64_t)sl->lcore << 48) | (sl->next_id++ & 0xffffffffffffull);
 	s->peer.family = info->family;
@@ -860,7 +910,7 @@ tcp_closed(void *app, int reason)
 
 	(void)reason;
 	s->tcp = NULL;
-	if (s->spool_pending) {
+	if (s->spool_pending || s->orphans) {
 		s->sl->st->c[DP_SPOOL_ZOMBIES]++;
 		return;   /* the spool's answer releases the slot */
 	}
@@ -929,17 +979,20 @@ on_spool_done(struct sess_layer *sl, const struct ctl_msg *m)
 	struct txrec *r = m->u.rec;
 	struct smtp_verdict v = { 0 };
 
-	if (!s || !s->spool_pending) {
+	if (!s) {
 		rte_mempool_put(sl->txrecs, r);
 		return;
 	}
+	if (!s->spool_pending || r != s->spool_rec) {
+		orphan_done(s, r);
+		return;
+	}
 	s->spool_pending = false;
+	s->spool_rec = NULL;
 	v.code = r->reply_code ? r->reply_code : 451;
 	memcpy(v.enh, r->reply_enh, sizeof(v.enh));
 	snprintf(sl->queued, sizeof(sl->queued), "%s", r->reply_text);
 	v.text = sl->queued;
-	/* for the log line, even when the sender was told 451 in the meantime
-	 * (then the queue id finds the copy it will send again) */
 	if (v.code / 100 == 2)
 		memcpy(s->queue_id, r->queue_id, sizeof(s->queue_id));
 	memcpy(s->spf, r->spf, sizeof(s->spf));
@@ -947,16 +1000,10 @@ on_spool_done(struct sess_layer *sl, const struct ctl_msg *m)
 	s->auth_outcome = r->auth_outcome;
 	s->auth_checked = r->auth_checked;
 	rte_mempool_put(sl->txrecs, r);
-	if (s->spool_answered) {
-		/* The sender had its 451 and its TCP is closing: the slot goes
-		 * when the TCP has gone (now, if it has). */
-		if (!s->tcp)
-			slot_release(s);
-		return;
-	}
 	deadline_remove(s);
 	if (!s->tcp) {
-		slot_release(s);   /* the zombie: its TCP went while we wrote */
+		if (s->orphans == 0)
+			slot_release(s);   /* the zombie: its TCP went while we wrote */
 		return;
 	}
 	smtp_session_verdict(s->smtp, s->spool_token, &v);

@@ -51,6 +51,7 @@ struct txn {
 	uint64_t body_size;
 	struct chunk *rcpt_head, *rcpt_tail;
 	struct chunk *body_head, *body_tail;
+	bool chains_kept;              /* the glue keeps them (keep_message) */
 	char mail_from[SMTP_PATH_MAX + 1];
 };
 
@@ -394,8 +395,23 @@ static void emit_record(struct smtp_session *s, enum txrec_kind kind,
 	s->replies_dropped = 0;
 }
 
+/* Forgets a chain the glue keeps: no longer ours, not given back. */
+static void chain_forget(struct smtp_session *s, struct chunk **head,
+			 struct chunk **tail)
+{
+	const struct chunk *c;
+
+	for (c = *head; c != NULL; c = c->next)
+		s->chunks_held--;
+	*head = *tail = NULL;
+}
+
 static void txn_clear(struct smtp_session *s)
 {
+	if (s->txn.chains_kept) {
+		chain_forget(s, &s->txn.rcpt_head, &s->txn.rcpt_tail);
+		chain_forget(s, &s->txn.body_head, &s->txn.body_tail);
+	}
 	chain_put(s, &s->txn.rcpt_head, &s->txn.rcpt_tail);
 	chain_put(s, &s->txn.body_head, &s->txn.body_tail);
 	memset(&s->txn, 0, sizeof(s->txn));
@@ -575,6 +591,8 @@ static void apply_verdict(struct smtp_session *s, enum smtp_stage stage,
 			"Error: try again later" : "Error: rejected";
 		tlen = strlen(text);
 	}
+	if (stage == SMTP_STAGE_DATA_END && v != NULL && v->keep_message)
+		s->txn.chains_kept = true;
 	verdict_handlers[stage](s, code, enh, text, tlen);
 }
 

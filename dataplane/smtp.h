@@ -96,6 +96,10 @@ struct smtp_verdict {
 	uint16_t code;                 /* 0: no objection, the engine's own reply */
 	char enh[8];                   /* "5.7.25"; "" picks a default by class */
 	const char *text;              /* may be NULL; one line, clipped */
+	/* DATA_END only: the caller keeps the message's body and recipient
+	 * chains (a reader still has them) and gives them back itself with
+	 * chunk_put; the engine forgets them without returning them. */
+	bool keep_message;
 };
 
 enum smtp_check_result {

@@ -90,11 +90,16 @@ def test_stalled_spool_gets_451_and_the_slot_waits():
                f"the slot did not come back: {edge.stats()}")
         end = edge.stats()
         expect(delta(end, before, "sessions_closed") == 1, f"{end}")
-        # The log line names the copy that was written after the 451.
+        # The 451 went through the SMTP engine (in order, logged as the
+        # transaction's reply), and the late answer names the copy that was
+        # written after it.
+        expect(re.search(r"event=transaction .*reply=451 replies=[0-9,]*354,451 ", edge.read_log()),
+               f"no transaction line with the 451: {edge.read_log()[-1500:]}")
         path = (spool_files() - before_files).pop()
         qid = re.search(rb"with ESMTP id ([0-9A-F]+)", open(path, "rb").read(600)).group(1).decode()
-        expect(wait_for(lambda: re.search(r"event=transaction .*queue_id=" + qid, edge.read_log())),
-               f"no log line with queue_id={qid}: {edge.read_log()[-1500:]}")
+        expect(wait_for(lambda: re.search(r"event=transaction .*reply=451 .*queue_id=" + qid +
+                                          r" .*flags=late_write", edge.read_log())),
+               f"no late_write line with queue_id={qid}: {edge.read_log()[-1500:]}")
 
 
 

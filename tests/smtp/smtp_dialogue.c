@@ -16,6 +16,8 @@
  *                         max_msg_size, max_errors, max_pending_in,
  *                         pregreet_reject, domains (comma list)
  *   !verdict STAGE CODE [ENH [TEXT]]   next check at STAGE gets this answer
+ *   !keep                 the verdict above keeps the message (keep_message):
+ *                         the test, not the engine, gives its chunks back
  *   !pending STAGE|ALL    checks at STAGE are answered later, not at once
  *   !start                where smtp_session_start() happens (default: first)
  *   !answer               answer every pending check here
@@ -489,6 +491,12 @@ static bool directive(struct tcase *tc, char *l)
 		return true;
 	}
 	if (strcmp(l, "stale") == 0) return add_event(tc, EV_STALE);
+	if (strcmp(l, "keep") == 0) {
+		if (tc->nscript == 0)
+			return false;
+		tc->script[tc->nscript - 1].v.keep_message = true;
+		return true;
+	}
 	if (strcmp(l, "idle") == 0) return add_event(tc, EV_IDLE);
 	if (strcmp(l, "eof") == 0) return add_event(tc, EV_EOF);
 	if (arg == NULL)
@@ -604,10 +612,30 @@ static bool load_case(struct tcase *tc, const char *path)
 
 /* --------------------------------------------------------------- running */
 
+/* A chain the engine left to us (keep_message): still whole, then freed. */
+static void chain_free(struct run *r, const struct chunk *c)
+{
+	while (c != NULL) {
+		const struct chunk *next = c->next;
+
+		d_chunk_put(r, (void *)(uintptr_t)c);
+		c = next;
+	}
+}
+
 static void answer(struct run *r)
 {
+	const struct smtp_verdict *v = verdict_for(r, r->pend_stage);
+	/* The verdict may let the engine parse on and lend new chains. */
+	const struct chunk *rcpts = r->pend_rcpts, *body = r->pend_body;
+	bool kept = v->keep_message && r->pend_stage == SMTP_STAGE_DATA_END;
+
 	r->pend = false;
-	smtp_session_verdict(r->s, r->pend_token, verdict_for(r, r->pend_stage));
+	smtp_session_verdict(r->s, r->pend_token, v);
+	if (kept) {
+		chain_free(r, rcpts);
+		chain_free(r, body);
+	}
 }
 
 static void answer_all(struct run *r)
