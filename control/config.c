@@ -21,7 +21,7 @@
 #include <rte_cfgfile.h>
 
 #include "control/config.h"
-#include "common/tls.h"
+#include "tls/tls.h"
 
 #define WHY_LEN 256
 

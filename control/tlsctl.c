@@ -14,7 +14,7 @@
 #include <rte_log.h>
 
 #include "control/config.h"
-#include "common/tls.h"
+#include "tls/tls.h"
 
 extern int smtpedge_logtype;
 

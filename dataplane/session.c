@@ -58,7 +58,7 @@
 #include "common/clock.h"
 #include "common/msg.h"
 #include "common/rules.h"
-#include "common/tls.h"
+#include "tls/tls.h"
 #include "common/txrec.h"
 
 #include "dataplane/session.h"

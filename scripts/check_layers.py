@@ -12,7 +12,7 @@ are not ours and pass.
 import re
 import sys
 
-OURS = {"common", "dataplane", "dns", "auth", "control", "daemon"}
+OURS = {"common", "tls", "dataplane", "dns", "auth", "control", "daemon"}
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"/]+)/[^"]*"', re.M)
 
 

@@ -16,7 +16,7 @@
 
 #include <openssl/ssl.h>
 
-#include "common/tls.h"
+#include "tls/tls.h"
 
 struct srv {
 	struct tls_conn *c;

@@ -27,7 +27,7 @@
 #include <openssl/x509.h>
 
 #include "dataplane/smtp.h"
-#include "common/tls.h"
+#include "tls/tls.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);

@@ -18,7 +18,7 @@
 #include <openssl/x509.h>
 
 #include "dataplane/smtp.h"
-#include "common/tls.h"
+#include "tls/tls.h"
 #include "tests/check.h"
 
 static char dir[64];

@@ -1,5 +1,5 @@
 /*
- * common/tls.h — the TLS layer of a worker's sessions (RFC 3207 STARTTLS): the
+ * tls/tls.h — the TLS layer of a worker's sessions (RFC 3207 STARTTLS): the
  * interface.
  *
  * OpenSSL runs over two memory BIOs per connection: ciphertext the TCP
@@ -19,8 +19,8 @@
  * already in TLS keep theirs; the last connection of an old context frees
  * it. A worker learns of a new context through its struct tls_slot.
  */
-#ifndef SMTPEDGE_COMMON_TLS_H
-#define SMTPEDGE_COMMON_TLS_H
+#ifndef SMTPEDGE_TLS_TLS_H
+#define SMTPEDGE_TLS_TLS_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -1,5 +1,5 @@
 /*
- * common/tls.c — the TLS layer: OpenSSL over memory BIOs (see tls.h).
+ * tls/tls.c — the TLS layer: OpenSSL over memory BIOs (see tls.h).
  *
  * Choices:
  * - TLS 1.2 and 1.3 only; a lower hello is answered with a
@@ -20,7 +20,7 @@
  *   when the outermost call into this file returns (c->depth), never under
  *   OpenSSL's feet.
  */
-#include "common/tls.h"
+#include "tls/tls.h"
 
 #include <stdatomic.h>
 #include <stdio.h>
