@@ -1,5 +1,5 @@
 /*
- * rules.h - the policy as both planes read it: the rules, the results they
+ * common/rules.h — the policy as both planes read it: the rules, the results they
  * judge and their outcomes, and what a rule says for a result.
  *
  * Workers take a snapshot of the live rules (struct policy) when a session

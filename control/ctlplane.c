@@ -1,5 +1,5 @@
 /*
- * ctlplane.c - the control plane: the dispatcher and the work threads
+ * control/ctlplane.c — the control plane: the dispatcher and the work threads
  * (see ctlplane.h).
  *
  * Waking: the workers never make a system call for the control plane. The

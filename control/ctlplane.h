@@ -1,5 +1,5 @@
 /*
- * ctlplane.h - the control plane: the dispatcher (the main lcore's thread)
+ * control/ctlplane.h — the control plane: the dispatcher (the main lcore's thread)
  * and a pool of work threads, off the worker cores.
  *
  * The dispatcher drains every worker's request ring, runs the asynchronous

@@ -1,4 +1,4 @@
-/* planes.c - the rings and the record pool between the planes, and the
+/* daemon/planes.c — the rings and the record pool between the planes, and the
  * dataplane's parameters from the configuration (planes.h). */
 #include <stdio.h>
 

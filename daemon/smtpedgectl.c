@@ -1,5 +1,5 @@
 /*
- * smtpedgectl.c - smtpedgectl, the operator's CLI.
+ * daemon/smtpedgectl.c — smtpedgectl, the operator's CLI.
  *
  * It speaks DPDK's telemetry protocol (v2) directly: a SOCK_SEQPACKET unix
  * socket under the EAL runtime directory, a JSON greeting from the server,

@@ -1,5 +1,5 @@
 /*
- * telemetry.c - /smtpedge/stats, /smtpedge/config, /smtpedge/version.
+ * daemon/telemetry.c — /smtpedge/stats, /smtpedge/config, /smtpedge/version.
  *
  * /smtpedge/stats gives the totals of every counter at the top level
  * (dataplane, TCP engine as tcp_*, control plane), the DNS latency

@@ -1,5 +1,5 @@
 /*
- * session.c - a worker's sessions (see session.h).
+ * dataplane/session.c — a worker's sessions (see session.h).
  *
  * Lifetime. A slot is taken when TCP completes a handshake and given back
  * when TCP says the connection is gone, with one exception: while the spool

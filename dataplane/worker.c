@@ -1,5 +1,5 @@
 /*
- * worker.c - a worker lcore's loop (DPDK's l2fwd shape): burst RX, classify
+ * dataplane/worker.c — a worker lcore's loop (DPDK's l2fwd shape): burst RX, classify
  * each frame, answer ARP/ND/echo in place, hand TCP to the session layer,
  * apply the control plane's verdicts, run the timers, burst TX. No system
  * calls, no locks, no allocation on this path; counters go to the lcore's
