@@ -542,7 +542,7 @@ bool spf_syntax_query_name_ok(const char *name)
 
 	if (n > 0 && name[n - 1] == '.')
 		n--;
-	if (n == 0 || n > 253)
+	if (n == 0 || n > SPF_SYNTAX_NAME_MAX)
 		return false;
 	for (i = 0; i < n; i++) {
 		if (name[i] == '.') {

@@ -27,6 +27,10 @@
  * SPF_SYNTAX_CIDR0_KEY_LEN lowercase hex digits. */
 #define SPF_SYNTAX_CIDR0_KEY_LEN 16
 
+/* The longest domain name as text, without the final dot: 255 octets on the
+ * wire (RFC 1035 §2.3.4) less the first label's length octet and the root's. */
+#define SPF_SYNTAX_NAME_MAX 253
+
 enum spf_syntax_status {
 	SPF_SYNTAX_OK = 0,
 	SPF_SYNTAX_BAD = -1,      /* the record breaks RFC 7208: permerror */
@@ -45,7 +49,7 @@ enum spf_syntax_status spf_syntax_record(const char *rec, size_t len,
 		size_t problem_len);
 
 /* True when name (no trailing dot needed) can be put in a DNS query:
- * labels of 1..63 octets, at most 253 octets in all (RFC 1035). */
+ * labels of 1..63 octets, at most SPF_SYNTAX_NAME_MAX in all (RFC 1035). */
 bool spf_syntax_query_name_ok(const char *name);
 
 /* True when name is a usable check_host() <domain> (RFC 7208 §4.3): a

@@ -346,7 +346,7 @@ static void spf_ub_fill_txt(SPF_dns_rr_t *rr, const struct ub_result *r)
 	rr->num_rr = k;
 }
 
-/* §7.3: an expanded name longer than 253 octets loses labels on the left
+/* §7.3: an expanded name longer than SPF_SYNTAX_NAME_MAX loses labels on the left
  * until it fits.  Returns a pointer into name. */
 static const char *spf_ub_fit(const char *name)
 {
@@ -355,7 +355,7 @@ static const char *spf_ub_fit(const char *name)
 
 	if (n > 0 && name[n - 1] == '.')
 		n--;
-	while (n > 253 && (dot = strchr(name, '.')) != NULL) {
+	while (n > SPF_SYNTAX_NAME_MAX && (dot = strchr(name, '.')) != NULL) {
 		n -= (size_t)(dot + 1 - name);
 		name = dot + 1;
 	}

@@ -1,5 +1,5 @@
 /*
- * chunk.h - a piece of a message body or of a recipient list, as the
+ * common/chunk.h — a piece of a message body or of a recipient list, as the
  * planes pass them: chains of fixed-size chunks from the worker's body
  * budget. The SMTP engine fills them; the control plane reads them while the
  * worker waits for its answer, and never changes them.

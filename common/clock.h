@@ -1,5 +1,5 @@
 /*
- * clock.h - TSC cycles to microseconds for the worker's timers, with a
+ * common/clock.h — TSC cycles to microseconds for the worker's timers, with a
  * multiply and a shift instead of a division on every poll, and in 128 bits
  * so that it does not overflow however long the edge runs (the naive
  * cycles * 1000000 overflows 64 bits after about two hours at 2.6 GHz and

@@ -1,5 +1,5 @@
 /*
- * msg.h - the messages between the planes, on their rings.
+ * common/msg.h — the messages between the planes, on their rings.
  *
  * Each worker has two rte_rings of these fixed-size 32-byte messages: a
  * request ring (the worker enqueues, the dispatcher thread dequeues) and a

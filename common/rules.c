@@ -1,5 +1,5 @@
 /*
- * rules.c - the names of the rules, results and outcomes, and what a rule
+ * common/rules.c — the names of the rules, results and outcomes, and what a rule
  * says for a result (see rules.h).
  *
  * The reply texts follow what Microsoft's Exchange Online Protection sends

@@ -1,5 +1,5 @@
 /*
- * rules.h - the policy as both planes read it: the rules, the results they
+ * common/rules.h — the policy as both planes read it: the rules, the results they
  * judge and their outcomes, and what a rule says for a result.
  *
  * Workers take a snapshot of the live rules (struct policy) when a session
@@ -28,7 +28,7 @@ const char *ptr_result_name(enum ptr_result r);
 enum policy_rule_id {
 	POLICY_IPV6_PTR,
 	POLICY_IPV4_PTR,
-	POLICY_IPV6_AUTH,    /* SPF or DKIM must pass (issue 6) */
+	POLICY_IPV6_AUTH,    /* SPF or DKIM must pass */
 	POLICY_IPV4_AUTH,
 	POLICY__RULES
 };

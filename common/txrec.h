@@ -1,5 +1,5 @@
 /*
- * txrec.h - the one record of an SMTP transaction, as the planes pass it:
+ * common/txrec.h — the one record of an SMTP transaction, as the planes pass it:
  * for the spool (with the body) and for the transaction log.
  *
  * The SMTP engine fills its part (struct txrec_smtp) and hands it to the

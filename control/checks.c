@@ -1,5 +1,5 @@
 /*
- * checks.c - SPF, DKIM, the authentication rule and our headers (checks.h).
+ * control/checks.c — SPF, DKIM, the authentication rule and our headers (checks.h).
  *
  * Temporary failures: the rule never answers 5xx when a check failed
  * temporarily, because the failure may have hidden a pass; with neither

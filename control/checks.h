@@ -1,5 +1,5 @@
 /*
- * checks.h - the authentication step of the control plane: SPF and DKIM on
+ * control/checks.h — the authentication step of the control plane: SPF and DKIM on
  * a work thread, the ipv6-auth rule's verdict, and the headers we add
  * (Authentication-Results, RFC 8601) and remove (forged ones that claim our
  * authserv-id).

@@ -24,6 +24,10 @@
 #include "tls/tls.h"
 
 #define WHY_LEN 256
+/* The longest domain name as text, without the final dot: 255 octets on the
+ * wire (RFC 1035 §2.3.4) less the first label's length octet and the root's.
+ * auth/spf_syntax.h has the same bound for SPF; config does not use SPF's. */
+#define DOMAIN_TEXT_MAX 253
 
 struct cfg_key;
 typedef int (*cfg_parse_fn)(const struct cfg_key *k, const char *val,
@@ -55,8 +59,8 @@ why_set(char *why, const char *fmt, const char *val)
 	return -1;
 }
 
-/* RFC 1035/1123 host name: LDH labels of 1..63, 255 in all; a final dot
- * is dropped. Stored lower-case. */
+/* RFC 1035/1123 host name: LDH labels of 1..63, DOMAIN_TEXT_MAX in all; a
+ * final dot is dropped. Stored lower-case. */
 static int
 parse_domain_into(const char *val, char *out, char *why)
 {
@@ -64,7 +68,7 @@ parse_domain_into(const char *val, char *out, char *why)
 
 	if (n > 0 && val[n - 1] == '.')
 		n--;
-	if (n == 0 || n > 253)
+	if (n == 0 || n > DOMAIN_TEXT_MAX)
 		return why_set(why, "\"%s\" is not a domain name (length)", val);
 	for (i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)val[i];

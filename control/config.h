@@ -1,5 +1,5 @@
 /*
- * config.h - smtpedge's configuration: an INI file read with rte_cfgfile.
+ * control/config.h — smtpedge's configuration: an INI file read with rte_cfgfile.
  *
  * Every key is declared once, in the table in config.c, with its type, its
  * bounds and its default. A missing file, a section or key the table does

@@ -1,5 +1,5 @@
 /*
- * ctlplane.c - the control plane: the dispatcher and the work threads
+ * control/ctlplane.c — the control plane: the dispatcher and the work threads
  * (see ctlplane.h).
  *
  * Waking: the workers never make a system call for the control plane. The
@@ -49,8 +49,27 @@
 #include "control/spool.h"
 #include "control/txlog.h"
 
+/* Requests taken from one worker's ring at once: enough to amortize the
+ * dequeue, few enough that every worker's ring is visited often. */
 #define BURST 32
+/* Jobs waiting for a work thread (rte_ring wants a power of two). When it is
+ * full a delivery is answered 451 and an SPF job is left to its delivery, so
+ * the size only bounds the backlog that memory holds, one malloc'd job each. */
 #define JOB_RING_SIZE 65536
+/* A work thread with nothing to do sleeps, from the first, doubling while
+ * below the last (so 1280 us at most): a job waits about 1 ms at worst, and
+ * an idle thread costs under 1000 wakeups a second. */
+#define WORK_BACKOFF_MIN_US 20
+#define WORK_BACKOFF_MAX_US 1000
+/* Polling a running SPF job that a delivery waits for: much shorter than a
+ * DNS round trip, long enough to leave the core to the thread running it. */
+#define SPF_WAIT_US 200
+/* The reverse-DNS result cache: results kept (a set-associative table of
+ * 288-byte entries, about 19 MB) and for how long at most, so that a client
+ * that reconnects is not looked up again, and a PTR record fixed by its owner
+ * is seen within 5 minutes whatever its TTL. */
+#define PTR_CACHE_ENTRIES 65536
+#define PTR_CACHE_TTL_S 300
 
 struct ctl_stats ctl_stats[CTLPLANE_MAX_THREADS];
 
@@ -187,7 +206,7 @@ spf_finish(struct ctlplane *pl, struct spf_job *j)
 		return;
 	}
 	while (atomic_load(&j->state) != SPF_DONE)
-		usleep(200);
+		usleep(SPF_WAIT_US);
 }
 
 static uint64_t
@@ -576,7 +595,7 @@ work_thread(void *arg)
 	struct work_arg *wa = arg;
 	struct ctlplane *pl = wa->pl;
 	struct ctl_stats *st = &ctl_stats[wa->idx];
-	unsigned backoff_us = 20;
+	unsigned backoff_us = WORK_BACKOFF_MIN_US;
 	void *jp;
 
 	while (!atomic_load(&pl->stop)) {
@@ -584,11 +603,11 @@ work_thread(void *arg)
 
 		if (rte_ring_dequeue(pl->jobs, &jp) != 0) {
 			usleep(backoff_us);
-			if (backoff_us < 1000)
+			if (backoff_us < WORK_BACKOFF_MAX_US)
 				backoff_us *= 2;
 			continue;
 		}
-		backoff_us = 20;
+		backoff_us = WORK_BACKOFF_MIN_US;
 		j = *(struct job *)jp;
 		free(jp);
 		if (j.is_spf) {
@@ -668,9 +687,9 @@ ctlplane_create(const struct ctlplane_params *p, char *err, size_t errlen)
 		goto fail;
 	dp.ub = pl->ub;
 	dp.timeout_ms = c->dns_timeout_ms;
-	dp.max_names = 10;
-	dp.cache_entries = 65536;
-	dp.cache_ttl_s = 300;
+	dp.max_names = RDNS_MAX_NAMES;
+	dp.cache_entries = PTR_CACHE_ENTRIES;
+	dp.cache_ttl_s = PTR_CACHE_TTL_S;
 	dp.max_inflight = RDNS_INFLIGHT;
 	pl->rdns = rdns_create(&dp);
 	if (!pl->rdns) {

@@ -1,11 +1,11 @@
 /*
- * ctlplane.h - the control plane: the dispatcher (the main lcore's thread)
+ * control/ctlplane.h — the control plane: the dispatcher (the main lcore's thread)
  * and a pool of work threads, off the worker cores.
  *
  * The dispatcher drains every worker's request ring, runs the asynchronous
  * reverse-DNS lookups (thousands in flight on one thread), writes the
- * transaction log, and hands blocking work (the spool's fsync; SPF and DKIM
- * later) to the work threads. Verdicts go back on each worker's verdict
+ * transaction log, and hands blocking work (the spool's fsync, SPF and
+ * DKIM) to the work threads. Verdicts go back on each worker's verdict
  * ring. Neither side ever waits for the other.
  */
 #ifndef SMTPEDGE_CTLPLANE_H

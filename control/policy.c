@@ -1,5 +1,5 @@
 /*
- * policy.c - the rules' settings, their parser, and the live copy that the
+ * control/policy.c — the rules' settings, their parser, and the live copy that the
  * CLI changes and the workers read (see policy.h). What a rule says for a
  * result is in common/rules.c.
  */

@@ -1,5 +1,5 @@
 /*
- * policy.h - the rules that turn check results into SMTP replies.
+ * control/policy.h — the rules that turn check results into SMTP replies.
  *
  * A rule has a few settings (action, reply, stage, fcrdns), set from its
  * config section ([ipv6-ptr]) and changeable live from the CLI. One parser

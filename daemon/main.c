@@ -1,5 +1,5 @@
 /*
- * main.c - smtpedge's start and stop.
+ * daemon/main.c — smtpedge's start and stop.
  *
  * The command line follows DPDK's convention: EAL options, then "--", then
  * ours. Our options and the configuration file are checked before EAL

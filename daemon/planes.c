@@ -1,4 +1,4 @@
-/* planes.c - the rings and the record pool between the planes, and the
+/* daemon/planes.c — the rings and the record pool between the planes, and the
  * dataplane's parameters from the configuration (planes.h). */
 #include <stdio.h>
 
@@ -51,6 +51,17 @@ sess_params_fill(const struct edge_config *c, struct sess_params *sp)
 	};
 }
 
+/* Transaction records a session holds at once: its early SPF request's and
+ * its transaction's. */
+#define TXRECS_PER_SESSION 2
+/* Records each lcore keeps to itself, so that a worker's get and put rarely
+ * touch the pool's shared ring. */
+#define TXREC_CACHE 64
+/* Slack for the records that sit in the lcores' caches (up to 1.5 times
+ * TXREC_CACHE each), so that sessions within their share never find the pool
+ * empty. */
+#define TXRECS_CACHED 1023
+
 int
 planes_create(const struct edge_config *cfg, unsigned n, struct planes *pl)
 {
@@ -79,8 +90,9 @@ planes_create(const struct edge_config *cfg, unsigned n, struct planes *pl)
 			return -1;
 		}
 	}
-	pl->txrecs = rte_mempool_create("txrecs", n * cfg->flows * 2 + 1023,
-		sizeof(struct txrec), 64, 0, NULL, NULL, NULL, NULL,
+	pl->txrecs = rte_mempool_create("txrecs",
+		n * cfg->flows * TXRECS_PER_SESSION + TXRECS_CACHED,
+		sizeof(struct txrec), TXREC_CACHE, 0, NULL, NULL, NULL, NULL,
 		(int)rte_socket_id(), 0);
 	if (!pl->txrecs) {
 		fprintf(stderr, "smtpedge: transaction records: %s (more memory with -m, or fewer [dataplane] flows)\n",

@@ -1,5 +1,5 @@
 /*
- * planes.h - where the planes meet: per worker a request ring (the worker is
+ * daemon/planes.h — where the planes meet: per worker a request ring (the worker is
  * the only producer, the dispatcher the only consumer) and a verdict ring
  * (control threads produce, preemptible, so HTS; the worker consumes), and
  * the pool of transaction records. A verdict ring has room for every

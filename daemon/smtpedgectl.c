@@ -1,5 +1,5 @@
 /*
- * smtpedgectl.c - smtpedgectl, the operator's CLI.
+ * daemon/smtpedgectl.c — smtpedgectl, the operator's CLI.
  *
  * It speaks DPDK's telemetry protocol (v2) directly: a SOCK_SEQPACKET unix
  * socket under the EAL runtime directory, a JSON greeting from the server,
@@ -23,6 +23,9 @@
 #include "smtpedge_version.h"
 
 #define REPLY_MAX (1 << 20)
+/* EAL's option in its one-word form; the prefix names the runtime directory
+ * where the daemon's telemetry socket is. */
+#define FILE_PREFIX_EQ "--file-prefix="
 
 static void
 usage(FILE *f)
@@ -397,8 +400,8 @@ main(int argc, char **argv)
 	for (i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--file-prefix") == 0 && i + 1 < argc)
 			prefix = argv[++i];
-		else if (strncmp(argv[i], "--file-prefix=", 14) == 0)
-			prefix = argv[i] + 14;
+		else if (strncmp(argv[i], FILE_PREFIX_EQ, strlen(FILE_PREFIX_EQ)) == 0)
+			prefix = argv[i] + strlen(FILE_PREFIX_EQ);
 		else if (strcmp(argv[i], "--json") == 0)
 			json = true;
 		else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {

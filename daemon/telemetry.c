@@ -1,5 +1,5 @@
 /*
- * telemetry.c - /smtpedge/stats, /smtpedge/config, /smtpedge/version.
+ * daemon/telemetry.c — /smtpedge/stats, /smtpedge/config, /smtpedge/version.
  *
  * /smtpedge/stats gives the totals of every counter at the top level
  * (dataplane, TCP engine as tcp_*, control plane), the DNS latency
@@ -43,6 +43,11 @@ static struct telemetry_sources src;
 static unsigned worker_lcore[RTE_MAX_LCORE];
 
 extern int smtpedge_logtype;
+
+/* Room for the TCP engine's counters when they are summed over the workers:
+ * the engine has fewer (tcp_counter_count), and /smtpedge/stats fails rather
+ * than overrun if it ever has more. */
+#define TCP_COUNTERS_MAX 64
 
 static void
 put_block(struct rte_tel_data *d, const struct dp_stats *s, bool skip_zero)
@@ -127,13 +132,13 @@ cmd_stats(const char *cmd, const char *params, struct rte_tel_data *d)
 {
 	struct dp_stats total;
 	struct rte_tel_data *lcores = rte_tel_data_alloc();
-	uint64_t tcp_total[64] = { 0 };
+	uint64_t tcp_total[TCP_COUNTERS_MAX] = { 0 };
 	uint64_t active = 0;
 	unsigned q, i;
 
 	(void)cmd;
 	(void)params;
-	if (!lcores || tcp_counter_count > 64)
+	if (!lcores || tcp_counter_count > TCP_COUNTERS_MAX)
 		return -1;
 	rte_tel_data_start_dict(d);
 	dp_stats_total(&total);

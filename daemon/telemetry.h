@@ -1,5 +1,5 @@
 /*
- * telemetry.h - smtpedge's commands on DPDK's telemetry socket
+ * daemon/telemetry.h — smtpedge's commands on DPDK's telemetry socket
  * (/smtpedge/...). Handlers run on telemetry's threads (one per client):
  * they read the per-lcore counters and immutable configuration, never a
  * worker's state, and change the rules only through policy_live_change.

@@ -1,5 +1,5 @@
 /*
- * session.c - a worker's sessions (see session.h).
+ * dataplane/session.c — a worker's sessions (see session.h).
  *
  * Lifetime. A slot is taken when TCP completes a handshake and given back
  * when TCP says the connection is gone, with one exception: while the spool
@@ -66,6 +66,9 @@
 #include "dataplane/stats.h"
 
 #define VERDICT_BURST 32
+/* A session's id: the lcore in the top 16 bits and that lcore's count in the
+ * rest, so ids are unique across workers without a shared counter. */
+#define SESS_ID_SEQ_BITS 48
 #define CHUNK_BYTES 8192
 #define TICK_US 100
 
@@ -775,7 +778,8 @@ tcp_open(void *ctx, struct tcp_conn *c, const struct tcp_conn_info *info)
 	s->spool_rec = NULL;
 	s->orphans = 0;
 	s->queue_id[0] = '\0';
-	s->id = ((uint64_t)sl->lcore << 48) | (sl->next_id++ & 0xffffffffffffull);
+	s->id = ((uint64_t)sl->lcore << SESS_ID_SEQ_BITS) |
+		(sl->next_id++ & ((1ull << SESS_ID_SEQ_BITS) - 1));
 	s->peer.family = info->family;
 	memcpy(s->peer.addr, info->peer, 16);
 	s->peer.port = info->peer_port;
@@ -1068,6 +1072,21 @@ sess_layer_chunks(const struct sess_layer *sl, uint32_t *free_n, uint32_t *total
 	*total = sl->chunks->size;
 }
 
+/* The TCP engine's settings that the configuration does not give. */
+#define SESS_TCP4_HDRS 40          /* IPv4 and TCP headers, no options: MTU - MSS */
+#define SESS_TCP6_HDRS 60          /* IPv6 and TCP headers, no options */
+#define SESS_TCP_SNDBUF_BYTES 16384 /* unacked replies: SMTP's are small, even pipelined */
+#define SESS_TCP_SNDBUF_AVG_BYTES 4096u /* the shared send pool per flow */
+#define SESS_TCP_OOO_MAX_BYTES 65536 /* a connection's out-of-order data: one window */
+#define SESS_TCP_OOO_POOL_BYTES (16u << 20) /* all connections' out-of-order data */
+#define SESS_TCP_HANDSHAKE_MS 10000 /* SYN-ACK to ACK, SYN-ACK resends included */
+#define SESS_TCP_RTO_MIN_MS 200    /* Linux's; RFC 6298 §2.4's 1 s is long for SMTP */
+#define SESS_TCP_RTO_MAX_MS 60000  /* RFC 6298 §2.5: at least 60 s */
+#define SESS_TCP_MAX_RETRIES 8     /* resends before the connection is aborted */
+#define SESS_TCP_HALFOPEN_SHARE 4  /* half-open connections: a quarter of the flows */
+#define SESS_TCP_HALFOPEN_MIN 16   /* and a few more, so that tiny configs accept */
+#define SESS_TCP_RST_RATE_PER_S 1000 /* RSTs and ACKs to strays: bounds what a flood reflects */
+
 static struct tcp_engine *
 make_tcp(struct sess_layer *sl, const struct sess_layer_params *p)
 {
@@ -1076,20 +1095,20 @@ make_tcp(struct sess_layer *sl, const struct sess_layer_params *p)
 		.max_flows = c->flows,
 		.ports = c->smtp_ports,
 		.n_ports = c->n_smtp_ports,
-		.mss4 = (uint16_t)(c->mtu - 40),
-		.mss6 = (uint16_t)(c->mtu - 60),
-		.sndbuf_bytes = 16384,
-		.sndbuf_pool_bytes = c->flows * 4096u,
-		.ooo_max_bytes = 65536,
-		.ooo_pool_bytes = 16u << 20,
-		.handshake_timeout_ms = 10000,
+		.mss4 = (uint16_t)(c->mtu - SESS_TCP4_HDRS),
+		.mss6 = (uint16_t)(c->mtu - SESS_TCP6_HDRS),
+		.sndbuf_bytes = SESS_TCP_SNDBUF_BYTES,
+		.sndbuf_pool_bytes = c->flows * SESS_TCP_SNDBUF_AVG_BYTES,
+		.ooo_max_bytes = SESS_TCP_OOO_MAX_BYTES,
+		.ooo_pool_bytes = SESS_TCP_OOO_POOL_BYTES,
+		.handshake_timeout_ms = SESS_TCP_HANDSHAKE_MS,
 		.idle_timeout_ms = c->idle_timeout_s * 1000u,
 		.lifetime_ms = c->lifetime_s * 1000u,
-		.rto_min_ms = 200,
-		.rto_max_ms = 60000,
-		.max_retries = 8,
-		.halfopen_max = c->flows / 4 + 16,
-		.rst_rate_per_s = 1000,
+		.rto_min_ms = SESS_TCP_RTO_MIN_MS,
+		.rto_max_ms = SESS_TCP_RTO_MAX_MS,
+		.max_retries = SESS_TCP_MAX_RETRIES,
+		.halfopen_max = c->flows / SESS_TCP_HALFOPEN_SHARE + SESS_TCP_HALFOPEN_MIN,
+		.rst_rate_per_s = SESS_TCP_RST_RATE_PER_S,
 		.secret_seed = p->secret_seed,
 	};
 

@@ -1,5 +1,5 @@
 /*
- * session.h - a worker's sessions: the glue between its TCP engine, the
+ * dataplane/session.h — a worker's sessions: the glue between its TCP engine, the
  * SMTP engine of each connection, the policy, and the rings to the control
  * plane.
  *

@@ -1,5 +1,5 @@
 /*
- * smtp.h — the SMTP protocol engine of smtpedge: the interface.
+ * dataplane/smtp.h — the SMTP protocol engine of smtpedge: the interface.
  *
  * The engine is pure C over byte buffers. The worker feeds it the bytes its
  * TCP engine delivers; it produces reply bytes through ops->write and asks

@@ -120,12 +120,13 @@
  *   that touches it unwinds (busy count), and output the app asked for inside
  *   callbacks is flushed at that same point.
  */
-#include "dataplane/tcp.h"
-
 #include <errno.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "dataplane/tcp.h"
+#include "dataplane/tcp_wire.h"
 
 #define NIL UINT32_MAX
 #define TCP_CHUNK 2048u             /* pool chunk; an MSS never exceeds it */
@@ -141,8 +142,6 @@
 #define COOKIE_SLOT_MS 64000u
 #define COOKIE_ACTIVE_MS 8000u      /* cookie ACKs honoured this long after a cookie SYN-ACK */
 #define COOKIE_HASH_BITS 29
-
-#include "dataplane/tcp_wire.h"
 
 #define SEQ_LT(a, b) ((int32_t)((uint32_t)(a) - (uint32_t)(b)) < 0)
 #define SEQ_LEQ(a, b) ((int32_t)((uint32_t)(a) - (uint32_t)(b)) <= 0)

@@ -1,5 +1,5 @@
 /*
- * worker.c - a worker lcore's loop (DPDK's l2fwd shape): burst RX, classify
+ * dataplane/worker.c — a worker lcore's loop (DPDK's l2fwd shape): burst RX, classify
  * each frame, answer ARP/ND/echo in place, hand TCP to the session layer,
  * apply the control plane's verdicts, run the timers, burst TX. No system
  * calls, no locks, no allocation on this path; counters go to the lcore's
@@ -167,7 +167,7 @@ static bool
 emit_tcp(void *arg, const struct tcp_out *o)
 {
 	struct worker *w = arg;
-	uint32_t l3 = o->family == 6 ? 40 : 20;
+	uint32_t l3 = o->family == 6 ? sizeof(struct rte_ipv6_hdr) : sizeof(struct rte_ipv4_hdr);
 	uint32_t l4 = o->hdr_len + o->data_len[0] + o->data_len[1];
 	struct rte_mbuf *m = rte_pktmbuf_alloc(w->pool);
 	uint8_t *p, *ip, *tcp;
@@ -177,7 +177,7 @@ emit_tcp(void *arg, const struct tcp_out *o)
 		w->st->c[DP_TX_NOMBUF]++;
 		return false;
 	}
-	p = (uint8_t *)rte_pktmbuf_append(m, (uint16_t)(14 + l3 + l4));
+	p = (uint8_t *)rte_pktmbuf_append(m, (uint16_t)(RTE_ETHER_HDR_LEN + l3 + l4));
 	if (!p) {
 		rte_pktmbuf_free(m);
 		w->st->c[DP_TX_NOMBUF]++;
@@ -186,7 +186,7 @@ emit_tcp(void *arg, const struct tcp_out *o)
 	/* To the MAC the peer's frames came from (l23.h says why). */
 	memcpy(p, &o->link, 6);
 	memcpy(p + 6, w->local.mac, 6);
-	ip = p + 14;
+	ip = p + RTE_ETHER_HDR_LEN;
 	tcp = ip + l3;
 	memcpy(tcp, o->hdr, o->hdr_len);
 	if (o->data_len[0])
@@ -213,7 +213,7 @@ emit_tcp(void *arg, const struct tcp_out *o)
 		p[13] = 0x00;
 		h->version_ihl = 0x45;
 		h->type_of_service = 0;
-		h->total_length = rte_cpu_to_be_16((uint16_t)(20 + l4));
+		h->total_length = rte_cpu_to_be_16((uint16_t)(l3 + l4));
 		h->packet_id = rte_cpu_to_be_16(w->ip4_id++);
 		h->fragment_offset = RTE_BE16(RTE_IPV4_HDR_DF_FLAG);
 		h->time_to_live = 64;

@@ -1,5 +1,5 @@
 /*
- * worker.h - the run-to-completion loop of a worker lcore: burst RX,
+ * dataplane/worker.h — the run-to-completion loop of a worker lcore: burst RX,
  * classify, answer or hand to TCP, verdicts from the control plane, timers,
  * burst TX. Each worker owns its queue pair and everything behind it;
  * nothing is shared with other workers.

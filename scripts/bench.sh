@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# smtpedge's benchmarks (issue 7): not part of the test run.
+# smtpedge's benchmarks: not part of the test run.
 #
 #   scripts/bench.sh [--quick]
 #

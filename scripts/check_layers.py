@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""check_layers.py - fails when a file of one layer includes another layer's
+"""scripts/check_layers.py — fails when a file of one layer includes another layer's
 header that the layer may not use.
 
 Run by the build (the layer_check targets in the top meson.build), once per

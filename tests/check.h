@@ -1,5 +1,5 @@
 /*
- * tests/check.h - the harness every C test shares.
+ * tests/check.h — the harness every C test shares.
  *
  * CHECK(cond, fmt, ...) counts one check: a failure prints where it is,
  * the condition and the message (fmt may be left out); it evaluates to

@@ -1,5 +1,5 @@
 /*
- * tests/bench/bench_inproc.c - smtpedge's in-process benchmark: the real
+ * tests/bench/bench_inproc.c — smtpedge's in-process benchmark: the real
  * worker loop and the real control plane, no kernel on the packet path.
  *
  * A net_ring ethdev (rte_eth_from_rings) stands where the NIC would be. The

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
-"""tests/bench/report.py - the benchmark's figures in one place, for
+"""tests/bench/report.py — the benchmark's figures in one place, for
 scripts/bench.sh: merges bench_inproc's and side_by_side.py's results with
-the machine's description into one JSON file (the keys issue 7 names at the
+the machine's description into one JSON file (the headline figures at the
 top, the details below them), prints the table, and writes the chart's data
 (concurrency, smtpedge sessions/s, Postfix sessions/s).
 """

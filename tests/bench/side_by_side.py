@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""tests/bench/side_by_side.py - smtpedge and Postfix on the same machine,
+"""tests/bench/side_by_side.py — smtpedge and Postfix on the same machine,
 the same load and the same DNS, for scripts/bench.sh.
 
 Both run in the lab's edge namespace and are driven, one after the other,

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""tests/dkim/dns_server.py -- the DKIM tests' authoritative DNS on loopback.
+"""tests/dkim/dns_server.py — the DKIM tests' authoritative DNS on loopback.
 
 Why not unbound: the tests also need a server that answers SERVFAIL, and
 one that never answers, for chosen names. This one serves a small zone file

@@ -1,4 +1,4 @@
-"""labkit - what the lab tests share: the lab, a running smtpedge, the peer.
+"""tests/lab/labkit.py — what the lab tests share: the lab, a running smtpedge, the peer.
 
 A test script imports this, writes functions named test_*, and calls
 labkit.main(globals()). The lab comes up before the first test and goes

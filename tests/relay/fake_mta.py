@@ -1,4 +1,4 @@
-"""fake_mta.py - a scriptable downstream MTA for the relay tests.
+"""tests/relay/fake_mta.py — a scriptable downstream MTA for the relay tests.
 
 An asyncio SMTP/LMTP server on 127.0.0.1 and ::1 (one port of its own, from
 the kernel), run in a thread of the test process. Each test gives it a

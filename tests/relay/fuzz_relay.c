@@ -1,5 +1,5 @@
 /*
- * fuzz_relay.c - libFuzzer target: control/relay.c against a downstream
+ * tests/relay/fuzz_relay.c — libFuzzer target: control/relay.c against a downstream
  * that answers with arbitrary bytes.
  *
  * The downstream is a thread of this process on 127.0.0.1: for each input

@@ -1,5 +1,5 @@
 /*
- * relay_cli.c - a small command line around control/relay.c, so that the
+ * tests/relay/relay_cli.c — a small command line around control/relay.c, so that the
  * Python harness (test_relay.py) can drive real deliveries against its fake
  * downstream and against Postfix's smtp-sink, and check what arrived.
  *

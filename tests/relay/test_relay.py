@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""test_relay.py - the 'relay' suite: control/relay.c against a scripted
+"""tests/relay/test_relay.py — the 'relay' suite: control/relay.c against a scripted
 fake downstream (fake_mta.py) and against Postfix's smtp-sink.
 
 Each case runs relay_cli (a thin C wrapper around the library) against a

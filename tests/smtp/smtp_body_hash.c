@@ -1,5 +1,5 @@
 /*
- * smtp_body_hash.c — the body chain holds exactly the message.
+ * tests/smtp/smtp_body_hash.c — the body chain holds exactly the message.
  *
  * For messages from 0 bytes to a few MB (random lines, 8-bit bytes, many
  * lines that start with dots), the test sends each once by DATA

@@ -1,5 +1,5 @@
 /*
- * smtp_dialogue.c — golden dialogues for the SMTP engine.
+ * tests/smtp/smtp_dialogue.c — golden dialogues for the SMTP engine.
  *
  * Each case is NAME.in (client bytes and directives for the verdict double)
  * and NAME.ref (the exact server output, then the checks asked, the

@@ -1,5 +1,5 @@
 /*
- * smtp_fuzz.c — libFuzzer target for the SMTP engine.
+ * tests/smtp/smtp_fuzz.c — libFuzzer target for the SMTP engine.
  *
  * The input is a small header (limits and modes) and then a stream of
  * operations: feed the next bytes, answer the pending verdict with a code

@@ -1,5 +1,5 @@
 /*
- * smtp_unit.c — table-driven unit tests of the SMTP path parser
+ * tests/smtp/smtp_unit.c — table-driven unit tests of the SMTP path parser
  * (smtp_addr.c) and the body scanner (smtp_body.c).
  *
  * Each row names an input, the flags it is parsed with, and what must come

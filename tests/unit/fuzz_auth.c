@@ -1,6 +1,6 @@
 /*
- * fuzz_auth.c - libFuzzer target for the header scan and the forged
- * Authentication-Results filter of control/auth.c (auth_strip_forged).
+ * tests/unit/fuzz_auth.c — libFuzzer target for the header scan and the forged
+ * Authentication-Results filter of control/checks.c (auth_strip_forged).
  *
  * Input: data[0] % 8 is how many chunk sizes follow (one byte each, 0 for
  * an empty chunk); the rest is the message, cut into chunks of those sizes

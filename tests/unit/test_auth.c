@@ -1,9 +1,9 @@
 /*
- * test_auth.c - the headers of control/auth.c: forged Authentication-Results
- * removed wherever the message's chunks happen to split it, others kept,
- * nothing else touched; and the headers we write (Authentication-Results,
- * Received): what goes in a comment, and the client's name only when it
- * is forward-confirmed.
+ * tests/unit/test_auth.c — the headers of control/checks.c: forged
+ * Authentication-Results removed wherever the message's chunks happen to
+ * split it, others kept, nothing else touched; and the headers we write
+ * (Authentication-Results, Received): what goes in a comment, and the
+ * client's name only when it is forward-confirmed.
  */
 #include <arpa/inet.h>
 #include <stdlib.h>

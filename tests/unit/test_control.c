@@ -1,5 +1,5 @@
 /*
- * test_control.c - the policy rules and their replies, the transaction log
+ * tests/unit/test_control.c — the policy rules and their replies, the transaction log
  * line (bounded whatever the peer sent) and the log file's mode, and the
  * Maildir spool (through the directories it opened), each against its
  * module alone.

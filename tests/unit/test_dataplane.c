@@ -1,5 +1,5 @@
 /*
- * test_dataplane.c - the dataplane library links with common/ alone: the
+ * tests/unit/test_dataplane.c — the dataplane library links with common/ alone: the
  * worker loop and the session layer, with the TCP and SMTP engines behind
  * them, and no control plane. A call into control/ from dataplane/ fails
  * to link this test. Run without EAL: it only checks what is known before

@@ -1,5 +1,5 @@
 /*
- * test_pkt.c - the frame classifier and the L2/L3 replies, on crafted
+ * tests/unit/test_pkt.c — the frame classifier and the L2/L3 replies, on crafted
  * frames: each case builds a valid frame, optionally breaks one thing, and
  * names what pkt_classify() must say. Then the replies built from the good
  * frames are checked field by field, checksums included.
