@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * auth/dkim.c — DKIM verification of one message at a time, on libopendkim.
  *
@@ -33,8 +34,8 @@
 #include "auth/dkim_ub.h"
 
 /* RFC 8301 §3.2: verifiers MUST NOT consider smaller RSA keys valid. */
-#define DKIM_RSA_MIN_BITS 1024u
-#define DKIM_ED25519_BITS 256u
+#define DKIM_RSA_MIN_BITS  1024u
+#define DKIM_ED25519_BITS  256u
 #define DKIM_FIELD_INITIAL 1024u
 
 struct dkim_verifier {
@@ -45,14 +46,14 @@ struct dkim_verifier {
 
 /* Where the splitter stands. HDR_* are inside the header block. */
 enum dkim_job_state {
-	DKIM_JOB_HDR_LINE,	/* at the start of a header line */
-	DKIM_JOB_HDR_TEXT,	/* inside a header line */
-	DKIM_JOB_HDR_CR,	/* CR seen inside a header line */
-	DKIM_JOB_EOH_CR,	/* CR seen at the start of a line */
-	DKIM_JOB_BODY,		/* body goes to dkim_body() */
-	DKIM_JOB_SKIP,		/* nothing to verify: body ignored */
-	DKIM_JOB_BROKEN,	/* the library gave up on the message */
-	DKIM_JOB_DONE,		/* dkim_job_end() ran */
+	DKIM_JOB_HDR_LINE, /* at the start of a header line */
+	DKIM_JOB_HDR_TEXT, /* inside a header line */
+	DKIM_JOB_HDR_CR,   /* CR seen inside a header line */
+	DKIM_JOB_EOH_CR,   /* CR seen at the start of a line */
+	DKIM_JOB_BODY,     /* body goes to dkim_body() */
+	DKIM_JOB_SKIP,     /* nothing to verify: body ignored */
+	DKIM_JOB_BROKEN,   /* the library gave up on the message */
+	DKIM_JOB_DONE,     /* dkim_job_end() ran */
 	DKIM_JOB_NSTATES
 };
 
@@ -67,26 +68,22 @@ struct dkim_job {
 	unsigned char *field;
 	size_t field_len;
 	size_t field_cap;
-	char id[64];		/* libopendkim keeps a pointer to it */
+	char id[64]; /* libopendkim keeps a pointer to it */
 };
 
 /* ---- outcomes ---------------------------------------------------------- */
 
 static const char *const dkim_outcome_names[] = {
-	[DKIM_RES_NONE] = "none",
-	[DKIM_RES_PASS] = "pass",
-	[DKIM_RES_FAIL] = "fail",
-	[DKIM_RES_NEUTRAL] = "neutral",
-	[DKIM_RES_POLICY] = "policy",
-	[DKIM_RES_TEMPERROR] = "temperror",
+	[DKIM_RES_NONE] = "none",           [DKIM_RES_PASS] = "pass",
+	[DKIM_RES_FAIL] = "fail",           [DKIM_RES_NEUTRAL] = "neutral",
+	[DKIM_RES_POLICY] = "policy",       [DKIM_RES_TEMPERROR] = "temperror",
 	[DKIM_RES_PERMERROR] = "permerror",
 };
 
 const char *
 dkim_outcome_name(enum dkim_outcome outcome)
 {
-	if ((size_t)outcome >= sizeof(dkim_outcome_names) /
-			       sizeof(dkim_outcome_names[0]))
+	if ((size_t)outcome >= sizeof(dkim_outcome_names) / sizeof(dkim_outcome_names[0]))
 		return "unknown";
 	return dkim_outcome_names[outcome];
 }
@@ -109,8 +106,7 @@ static const struct dkim_alg_row {
 static const char *
 dkim_alg_text(DKIM_SIGINFO *sig)
 {
-	return (const char *)dkim_sig_gettagvalue(sig, 0,
-						  (unsigned char *)"a");
+	return (const char *)dkim_sig_gettagvalue(sig, 0, (unsigned char *)"a");
 }
 
 static const struct dkim_alg_row *
@@ -135,10 +131,8 @@ static const struct dkim_err_row {
 	DKIM_SIGERROR err;
 	enum dkim_outcome outcome;
 } dkim_errs[] = {
-	{ DKIM_SIGERROR_KEYFAIL, DKIM_RES_TEMPERROR },
-	{ DKIM_SIGERROR_BADSIG, DKIM_RES_FAIL },
-	{ DKIM_SIGERROR_KEYTOOSMALL, DKIM_RES_FAIL },
-	{ DKIM_SIGERROR_OK, DKIM_RES_FAIL },
+	{ DKIM_SIGERROR_KEYFAIL, DKIM_RES_TEMPERROR }, { DKIM_SIGERROR_BADSIG, DKIM_RES_FAIL },
+	{ DKIM_SIGERROR_KEYTOOSMALL, DKIM_RES_FAIL },  { DKIM_SIGERROR_OK, DKIM_RES_FAIL },
 	{ DKIM_SIGERROR_UNKNOWN, DKIM_RES_FAIL },
 };
 
@@ -167,8 +161,7 @@ dkim_prescreen(DKIM *dkim, DKIM_SIGINFO **sigs, int nsigs)
 		const struct dkim_alg_row *row = dkim_alg_find(sigs[i]);
 
 		/* A signature with a syntax error keeps its own verdict. */
-		bool sound = dkim_sig_geterror(sigs[i]) ==
-			     DKIM_SIGERROR_UNKNOWN;
+		bool sound = dkim_sig_geterror(sigs[i]) == DKIM_SIGERROR_UNKNOWN;
 
 		if ((uint32_t)i >= job->v->max_signatures ||
 		    (sound && row != NULL && !row->acceptable))
@@ -180,8 +173,7 @@ dkim_prescreen(DKIM *dkim, DKIM_SIGINFO **sigs, int nsigs)
 static int
 dkim_lib_setopt(DKIM_LIB *lib, int opt, void *data, size_t len)
 {
-	return dkim_options(lib, DKIM_OP_SETOPT, opt, data, len) ==
-	       DKIM_STAT_OK ? 0 : -1;
+	return dkim_options(lib, DKIM_OP_SETOPT, opt, data, len) == DKIM_STAT_OK ? 0 : -1;
 }
 
 struct dkim_verifier *
@@ -189,8 +181,7 @@ dkim_verifier_create(const struct dkim_params *params)
 {
 	struct dkim_verifier *v;
 	uint32_t timeout_ms;
-	unsigned int flags = DKIM_LIBFLAGS_BADSIGHANDLES |
-			     DKIM_LIBFLAGS_DELAYSIGPROC;
+	unsigned int flags = DKIM_LIBFLAGS_BADSIGHANDLES | DKIM_LIBFLAGS_DELAYSIGPROC;
 	unsigned int minbits = DKIM_RSA_MIN_BITS;
 	unsigned int timeout_s;
 	int err = EINVAL;
@@ -202,10 +193,9 @@ dkim_verifier_create(const struct dkim_params *params)
 	v = calloc(1, sizeof(*v));
 	if (v == NULL)
 		return NULL;
-	timeout_ms = params->dns_timeout_ms ? params->dns_timeout_ms :
-					      DKIM_DEFAULT_DNS_TIMEOUT_MS;
+	timeout_ms = params->dns_timeout_ms ? params->dns_timeout_ms : DKIM_DEFAULT_DNS_TIMEOUT_MS;
 	v->max_signatures = params->max_signatures ? params->max_signatures :
-						    DKIM_DEFAULT_MAX_SIGNATURES;
+						     DKIM_DEFAULT_MAX_SIGNATURES;
 
 	v->dns = dkim_ub_create(params->ub, timeout_ms);
 	if (v->dns == NULL) {
@@ -220,12 +210,9 @@ dkim_verifier_create(const struct dkim_params *params)
 	/* The library's own timeout is whole seconds; ours (in the adapter)
 	 * is the real bound, so give the library at least as much. */
 	timeout_s = (timeout_ms + 999u) / 1000u;
-	if (dkim_lib_setopt(v->lib, DKIM_OPTS_FLAGS, &flags,
-			    sizeof(flags)) != 0 ||
-	    dkim_lib_setopt(v->lib, DKIM_OPTS_MINKEYBITS, &minbits,
-			    sizeof(minbits)) != 0 ||
-	    dkim_lib_setopt(v->lib, DKIM_OPTS_TIMEOUT, &timeout_s,
-			    sizeof(timeout_s)) != 0 ||
+	if (dkim_lib_setopt(v->lib, DKIM_OPTS_FLAGS, &flags, sizeof(flags)) != 0 ||
+	    dkim_lib_setopt(v->lib, DKIM_OPTS_MINKEYBITS, &minbits, sizeof(minbits)) != 0 ||
+	    dkim_lib_setopt(v->lib, DKIM_OPTS_TIMEOUT, &timeout_s, sizeof(timeout_s)) != 0 ||
 	    dkim_set_prescreen(v->lib, dkim_prescreen) != DKIM_STAT_OK)
 		goto fail;
 	dkim_ub_attach(v->lib, v->dns);
@@ -251,14 +238,10 @@ dkim_verifier_destroy(struct dkim_verifier *v)
 /* ---- job: the one place that changes state ------------------------------ */
 
 static const char *const dkim_job_state_names[DKIM_JOB_NSTATES] = {
-	[DKIM_JOB_HDR_LINE] = "hdr-line",
-	[DKIM_JOB_HDR_TEXT] = "hdr-text",
-	[DKIM_JOB_HDR_CR] = "hdr-cr",
-	[DKIM_JOB_EOH_CR] = "eoh-cr",
-	[DKIM_JOB_BODY] = "body",
-	[DKIM_JOB_SKIP] = "skip",
-	[DKIM_JOB_BROKEN] = "broken",
-	[DKIM_JOB_DONE] = "done",
+	[DKIM_JOB_HDR_LINE] = "hdr-line", [DKIM_JOB_HDR_TEXT] = "hdr-text",
+	[DKIM_JOB_HDR_CR] = "hdr-cr",     [DKIM_JOB_EOH_CR] = "eoh-cr",
+	[DKIM_JOB_BODY] = "body",         [DKIM_JOB_SKIP] = "skip",
+	[DKIM_JOB_BROKEN] = "broken",     [DKIM_JOB_DONE] = "done",
 };
 
 const char *
@@ -274,8 +257,7 @@ dkim_job_enter(struct dkim_job *job, enum dkim_job_state state)
 }
 
 static void
-dkim_job_break(struct dkim_job *job, enum dkim_outcome outcome,
-	       const char *reason)
+dkim_job_break(struct dkim_job *job, enum dkim_outcome outcome, const char *reason)
 {
 	job->broken_outcome = outcome;
 	if (reason == NULL || reason[0] == '\0')
@@ -310,10 +292,8 @@ dkim_job_begin(struct dkim_verifier *v, const char *id)
 		goto fail;
 	job->field_cap = DKIM_FIELD_INITIAL;
 
-	job->dkim = dkim_verify(v->lib, (const unsigned char *)job->id, NULL,
-				&stat);
-	if (job->dkim == NULL ||
-	    dkim_set_user_context(job->dkim, job) != DKIM_STAT_OK)
+	job->dkim = dkim_verify(v->lib, (const unsigned char *)job->id, NULL, &stat);
+	if (job->dkim == NULL || dkim_set_user_context(job->dkim, job) != DKIM_STAT_OK)
 		goto fail;
 	dkim_job_enter(job, DKIM_JOB_HDR_LINE);
 	return job;
@@ -342,8 +322,7 @@ static bool
 dkim_field_append(struct dkim_job *job, const uint8_t *p, size_t n)
 {
 	if (n > DKIM_HEADER_FIELD_MAX - job->field_len) {
-		dkim_job_break(job, DKIM_RES_PERMERROR,
-			       "header field too long");
+		dkim_job_break(job, DKIM_RES_PERMERROR, "header field too long");
 		return false;
 	}
 	if (job->field_len + n > job->field_cap) {
@@ -356,8 +335,7 @@ dkim_field_append(struct dkim_job *job, const uint8_t *p, size_t n)
 			cap = DKIM_HEADER_FIELD_MAX;
 		field = realloc(job->field, cap);
 		if (field == NULL) {
-			dkim_job_break(job, DKIM_RES_TEMPERROR,
-				       "out of memory");
+			dkim_job_break(job, DKIM_RES_TEMPERROR, "out of memory");
 			return false;
 		}
 		job->field = field;
@@ -377,16 +355,14 @@ dkim_field_flush(struct dkim_job *job)
 
 	if (len == 0)
 		return true;
-	if (len >= 2 && job->field[len - 2] == '\r' &&
-	    job->field[len - 1] == '\n')
+	if (len >= 2 && job->field[len - 2] == '\r' && job->field[len - 1] == '\n')
 		len -= 2;
 	job->field_len = 0;
 	stat = dkim_header(job->dkim, job->field, len);
 	/* SYNTAX: a field the library cannot use (no colon, say). It is left
 	 * out; a signature that covered it will not verify. */
 	if (stat != DKIM_STAT_OK && stat != DKIM_STAT_SYNTAX) {
-		dkim_job_break(job, DKIM_RES_TEMPERROR,
-			       dkim_geterror(job->dkim));
+		dkim_job_break(job, DKIM_RES_TEMPERROR, dkim_geterror(job->dkim));
 		return false;
 	}
 	return true;
@@ -405,9 +381,10 @@ dkim_job_eoh(struct dkim_job *job)
 	else if (stat == DKIM_STAT_NOSIG)
 		dkim_job_enter(job, DKIM_JOB_SKIP);
 	else
-		dkim_job_break(job, stat == DKIM_STAT_NORESOURCE ||
-				    stat == DKIM_STAT_INTERNAL ?
-				    DKIM_RES_TEMPERROR : DKIM_RES_PERMERROR,
+		dkim_job_break(job,
+			       stat == DKIM_STAT_NORESOURCE || stat == DKIM_STAT_INTERNAL ?
+				       DKIM_RES_TEMPERROR :
+				       DKIM_RES_PERMERROR,
 			       dkim_geterror(job->dkim));
 }
 
@@ -478,8 +455,7 @@ dkim_feed_body(struct dkim_job *job, const uint8_t *p, size_t n)
 	DKIM_STAT stat = dkim_body(job->dkim, (unsigned char *)p, n);
 
 	if (stat != DKIM_STAT_OK)
-		dkim_job_break(job, DKIM_RES_TEMPERROR,
-			       dkim_geterror(job->dkim));
+		dkim_job_break(job, DKIM_RES_TEMPERROR, dkim_geterror(job->dkim));
 	return n;
 }
 
@@ -491,24 +467,18 @@ dkim_feed_ignore(struct dkim_job *job, const uint8_t *p, size_t n)
 	return n;
 }
 
-static size_t (*const dkim_feeders[DKIM_JOB_NSTATES])(struct dkim_job *,
-							const uint8_t *,
-							size_t) = {
-	[DKIM_JOB_HDR_LINE] = dkim_feed_hdr_line,
-	[DKIM_JOB_HDR_TEXT] = dkim_feed_hdr_text,
-	[DKIM_JOB_HDR_CR] = dkim_feed_hdr_cr,
-	[DKIM_JOB_EOH_CR] = dkim_feed_eoh_cr,
-	[DKIM_JOB_BODY] = dkim_feed_body,
-	[DKIM_JOB_SKIP] = dkim_feed_ignore,
-	[DKIM_JOB_BROKEN] = dkim_feed_ignore,
-	[DKIM_JOB_DONE] = dkim_feed_ignore,
+static size_t (*const dkim_feeders[DKIM_JOB_NSTATES])(struct dkim_job *, const uint8_t *,
+						      size_t) = {
+	[DKIM_JOB_HDR_LINE] = dkim_feed_hdr_line, [DKIM_JOB_HDR_TEXT] = dkim_feed_hdr_text,
+	[DKIM_JOB_HDR_CR] = dkim_feed_hdr_cr,     [DKIM_JOB_EOH_CR] = dkim_feed_eoh_cr,
+	[DKIM_JOB_BODY] = dkim_feed_body,         [DKIM_JOB_SKIP] = dkim_feed_ignore,
+	[DKIM_JOB_BROKEN] = dkim_feed_ignore,     [DKIM_JOB_DONE] = dkim_feed_ignore,
 };
 
 int
 dkim_job_feed(struct dkim_job *job, const uint8_t *p, size_t n)
 {
-	if (job == NULL || (p == NULL && n != 0) ||
-	    job->state == DKIM_JOB_DONE) {
+	if (job == NULL || (p == NULL && n != 0) || job->state == DKIM_JOB_DONE) {
 		errno = EINVAL;
 		return -1;
 	}
@@ -536,16 +506,14 @@ static bool
 dkim_key_used(unsigned int flags, DKIM_SIGERROR err)
 {
 	return (flags & DKIM_SIGFLAG_PROCESSED) != 0 &&
-	       ((flags & DKIM_SIGFLAG_PASSED) != 0 ||
-		err == DKIM_SIGERROR_BADSIG);
+	       ((flags & DKIM_SIGFLAG_PASSED) != 0 || err == DKIM_SIGERROR_BADSIG);
 }
 
 /* The verdict for one signature, from the library's flags and error and
  * our own RFC 8301 rules: a pass needs the signature verified, its body
  * hash matched, and no error for it. */
 static void
-dkim_judge(const struct dkim_job *job, DKIM_SIGINFO *sig, unsigned index,
-	   struct dkim_sig_result *r)
+dkim_judge(const struct dkim_job *job, DKIM_SIGINFO *sig, unsigned index, struct dkim_sig_result *r)
 {
 	const struct dkim_alg_row *alg = dkim_alg_find(sig);
 	unsigned int flags = dkim_sig_getflags(sig);
@@ -557,8 +525,7 @@ dkim_judge(const struct dkim_job *job, DKIM_SIGINFO *sig, unsigned index,
 	dkim_copy(r->domain, sizeof(r->domain), dkim_sig_getdomain(sig));
 	dkim_copy(r->selector, sizeof(r->selector), dkim_sig_getselector(sig));
 	dkim_copy(r->algorithm, sizeof(r->algorithm),
-		  (const unsigned char *)(alg != NULL ? alg->name :
-							dkim_alg_text(sig)));
+		  (const unsigned char *)(alg != NULL ? alg->name : dkim_alg_text(sig)));
 	/* The library sizes RSA keys only, and only those it loaded; an
 	 * ed25519 key was loaded when the signature was checked with it. */
 	if ((flags & DKIM_SIGFLAG_PROCESSED) != 0 &&
@@ -570,13 +537,13 @@ dkim_judge(const struct dkim_job *job, DKIM_SIGINFO *sig, unsigned index,
 	if ((flags & DKIM_SIGFLAG_IGNORE) != 0) {
 		if (alg != NULL && !alg->acceptable) {
 			r->result = DKIM_RES_FAIL;
-			snprintf(r->reason, sizeof(r->reason),
-				 "%s not acceptable (RFC 8301)", alg->name);
+			snprintf(r->reason, sizeof(r->reason), "%s not acceptable (RFC 8301)",
+				 alg->name);
 		} else {
 			r->result = DKIM_RES_POLICY;
 			snprintf(r->reason, sizeof(r->reason),
-				 "not evaluated: signature %u over limit %u",
-				 index + 1, (unsigned)job->v->max_signatures);
+				 "not evaluated: signature %u over limit %u", index + 1,
+				 (unsigned)job->v->max_signatures);
 		}
 		return;
 	}
@@ -584,24 +551,21 @@ dkim_judge(const struct dkim_job *job, DKIM_SIGINFO *sig, unsigned index,
 	 * cryptography even where the key forbids the signature (t=s and an
 	 * i= below d=), sets PASSED, and says why in the error. */
 	if (err == DKIM_SIGERROR_OK && DKIM_SIG_CHECK(sig)) {
-		if (alg != NULL && alg->rsa &&
-		    r->key_bits < DKIM_RSA_MIN_BITS) {
+		if (alg != NULL && alg->rsa && r->key_bits < DKIM_RSA_MIN_BITS) {
 			r->result = DKIM_RES_FAIL;
 			snprintf(r->reason, sizeof(r->reason),
-				 "RSA key of %u bits, under %u (RFC 8301)",
-				 r->key_bits, DKIM_RSA_MIN_BITS);
+				 "RSA key of %u bits, under %u (RFC 8301)", r->key_bits,
+				 DKIM_RSA_MIN_BITS);
 			return;
 		}
 		r->result = DKIM_RES_PASS;
 		return;
 	}
-	if ((flags & DKIM_SIGFLAG_PROCESSED) == 0 &&
-	    err == DKIM_SIGERROR_UNKNOWN) {
+	if ((flags & DKIM_SIGFLAG_PROCESSED) == 0 && err == DKIM_SIGERROR_UNKNOWN) {
 		/* Never reached verification. */
 		if (job->broken_reason[0] != '\0') {
 			r->result = job->broken_outcome;
-			snprintf(r->reason, sizeof(r->reason), "%s",
-				 job->broken_reason);
+			snprintf(r->reason, sizeof(r->reason), "%s", job->broken_reason);
 		} else {
 			r->result = DKIM_RES_NEUTRAL;
 			snprintf(r->reason, sizeof(r->reason), "not evaluated");
@@ -615,13 +579,11 @@ dkim_judge(const struct dkim_job *job, DKIM_SIGINFO *sig, unsigned index,
 		why = "signature did not verify";
 	else
 		why = dkim_sig_geterrorstr(err);
-	snprintf(r->reason, sizeof(r->reason), "%s",
-		 why != NULL ? why : "unknown error");
+	snprintf(r->reason, sizeof(r->reason), "%s", why != NULL ? why : "unknown error");
 }
 
 int
-dkim_job_end(struct dkim_job *job, struct dkim_sig_result *out, unsigned max,
-	     unsigned *n)
+dkim_job_end(struct dkim_job *job, struct dkim_sig_result *out, unsigned max, unsigned *n)
 {
 	DKIM_SIGINFO **sigs = NULL;
 	int nsigs = 0;
@@ -630,8 +592,7 @@ dkim_job_end(struct dkim_job *job, struct dkim_sig_result *out, unsigned max,
 
 	if (n != NULL)
 		*n = 0;
-	if (job == NULL || n == NULL || (out == NULL && max != 0) ||
-	    job->state == DKIM_JOB_DONE) {
+	if (job == NULL || n == NULL || (out == NULL && max != 0) || job->state == DKIM_JOB_DONE) {
 		errno = EINVAL;
 		return -1;
 	}
@@ -645,10 +606,8 @@ dkim_job_end(struct dkim_job *job, struct dkim_sig_result *out, unsigned max,
 
 		/* Verdict statuses (BADSIG, NOKEY, CANTVRFY...) are read
 		 * per signature below; only a library failure matters here. */
-		if (stat == DKIM_STAT_NORESOURCE ||
-		    stat == DKIM_STAT_INTERNAL) {
-			dkim_job_break(job, DKIM_RES_TEMPERROR,
-				       dkim_geterror(job->dkim));
+		if (stat == DKIM_STAT_NORESOURCE || stat == DKIM_STAT_INTERNAL) {
+			dkim_job_break(job, DKIM_RES_TEMPERROR, dkim_geterror(job->dkim));
 			err = stat == DKIM_STAT_NORESOURCE ? ENOMEM : EIO;
 		}
 	}
@@ -665,8 +624,7 @@ dkim_job_end(struct dkim_job *job, struct dkim_sig_result *out, unsigned max,
 	if (*n == 0 && nsigs == 0 && job->state == DKIM_JOB_BROKEN && max > 0) {
 		memset(&out[0], 0, sizeof(out[0]));
 		out[0].result = job->broken_outcome;
-		snprintf(out[0].reason, sizeof(out[0].reason), "%s",
-			 job->broken_reason);
+		snprintf(out[0].reason, sizeof(out[0].reason), "%s", job->broken_reason);
 		*n = 1;
 	}
 	dkim_job_enter(job, DKIM_JOB_DONE);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * auth/dkim.h — DKIM verification (RFC 6376, 8301, 8463) for the control
  * plane, on libopendkim with its DNS answered by the shared libunbound
@@ -57,11 +58,11 @@ enum dkim_outcome {
 
 struct dkim_sig_result {
 	enum dkim_outcome result;
-	char domain[256];	/* d=, "" if the signature had none */
-	char selector[64];	/* s= (truncated if longer) */
-	char algorithm[32];	/* a=, e.g. "rsa-sha256" */
-	char reason[96];	/* why not pass, for logs and A-R comments */
-	unsigned key_bits;	/* 0 when no key was loaded */
+	char domain[256];   /* d=, "" if the signature had none */
+	char selector[64];  /* s= (truncated if longer) */
+	char algorithm[32]; /* a=, e.g. "rsa-sha256" */
+	char reason[96];    /* why not pass, for logs and A-R comments */
+	unsigned key_bits;  /* 0 when no key was loaded */
 };
 
 /* Initialises libopendkim. NULL + errno (EINVAL, ENOMEM, ...). */
@@ -89,8 +90,7 @@ int dkim_job_feed(struct dkim_job *job, const uint8_t *p, size_t n);
  * errno for misuse (EINVAL) or when the library failed (ENOMEM, EIO); *n
  * is valid in every case. Once only per job.
  */
-int dkim_job_end(struct dkim_job *job, struct dkim_sig_result *out,
-		 unsigned max, unsigned *n);
+int dkim_job_end(struct dkim_job *job, struct dkim_sig_result *out, unsigned max, unsigned *n);
 
 /* Safe at any point, also without dkim_job_end. Returns NULL. */
 struct dkim_job *dkim_job_free(struct dkim_job *job);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * auth/dkim_ub.c — libopendkim's DNS hooks answered by libunbound.
  *
@@ -21,6 +22,7 @@
  * (temperror). So SERVFAIL, REFUSED, a DNSSEC-bogus answer and our timeout
  * must all surface as DKIM_DNS_ERROR / DKIM_DNS_EXPIRED, never as a reply.
  */
+#include <arpa/nameser.h>
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -29,7 +31,6 @@
 #include <string.h>
 #include <time.h>
 
-#include <arpa/nameser.h>
 #include <unbound.h>
 
 #include "auth/dkim_ub.h"
@@ -42,8 +43,8 @@ struct dkim_ub {
 	struct ub_ctx *ub;
 	uint32_t timeout_ms;
 	pthread_mutex_t lock;
-	pthread_cond_t answered;	/* an answer came, or the poller left */
-	bool polling;			/* a thread is in poll(ub_fd) */
+	pthread_cond_t answered; /* an answer came, or the poller left */
+	bool polling;            /* a thread is in poll(ub_fd) */
 	bool lock_made;
 	bool cond_made;
 };
@@ -52,12 +53,12 @@ struct dkim_ub {
 struct dkim_ubq {
 	struct dkim_ub *dns;
 	int async_id;
-	bool done;			/* under dns->lock */
-	int status;			/* DKIM_DNS_SUCCESS or _ERROR */
-	unsigned char *buf;		/* the library's answer buffer */
+	bool done;          /* under dns->lock */
+	int status;         /* DKIM_DNS_SUCCESS or _ERROR */
+	unsigned char *buf; /* the library's answer buffer */
 	size_t buflen;
 	size_t anslen;
-	uint64_t deadline_ms;		/* CLOCK_MONOTONIC */
+	uint64_t deadline_ms; /* CLOCK_MONOTONIC */
 };
 
 static uint64_t
@@ -153,9 +154,8 @@ dkim_ub_answer(void *arg, int err, struct ub_result *res)
 	int status = DKIM_DNS_ERROR;
 	size_t len = 0;
 
-	if (err == 0 && res != NULL && dkim_ub_answer_usable(res) &&
-	    res->answer_packet != NULL && res->answer_len > 0 &&
-	    (size_t)res->answer_len <= q->buflen) {
+	if (err == 0 && res != NULL && dkim_ub_answer_usable(res) && res->answer_packet != NULL &&
+	    res->answer_len > 0 && (size_t)res->answer_len <= q->buflen) {
 		len = (size_t)res->answer_len;
 		memcpy(q->buf, res->answer_packet, len);
 		status = DKIM_DNS_SUCCESS;
@@ -171,8 +171,8 @@ dkim_ub_answer(void *arg, int err, struct ub_result *res)
 }
 
 static int
-dkim_ub_start(void *srv, int type, unsigned char *name, unsigned char *buf,
-	      size_t buflen, void **qh)
+dkim_ub_start(void *srv, int type, unsigned char *name, unsigned char *buf, size_t buflen,
+	      void **qh)
 {
 	struct dkim_ub *dns = srv;
 	struct dkim_ubq *q;
@@ -186,8 +186,7 @@ dkim_ub_start(void *srv, int type, unsigned char *name, unsigned char *buf,
 	q->buflen = buflen;
 	q->deadline_ms = dkim_ub_now_ms() + dns->timeout_ms;
 
-	rc = ub_resolve_async(dns->ub, (const char *)name, type,
-			      ns_c_in, q, dkim_ub_answer,
+	rc = ub_resolve_async(dns->ub, (const char *)name, type, ns_c_in, q, dkim_ub_answer,
 			      &q->async_id);
 	if (rc != 0) {
 		free(q);
@@ -221,8 +220,7 @@ dkim_ub_poll_turn(struct dkim_ub *dns, uint64_t wait_ms)
 }
 
 static int
-dkim_ub_wait(void *srv, void *qh, struct timeval *timeout, size_t *bytes,
-	     int *error, int *dnssec)
+dkim_ub_wait(void *srv, void *qh, struct timeval *timeout, size_t *bytes, int *error, int *dnssec)
 {
 	struct dkim_ub *dns = srv;
 	struct dkim_ubq *q = qh;
@@ -250,8 +248,7 @@ dkim_ub_wait(void *srv, void *qh, struct timeval *timeout, size_t *bytes,
 		} else {
 			struct timespec until = dkim_ub_abstime(now + wait_ms);
 
-			(void)pthread_cond_timedwait(&dns->answered,
-						     &dns->lock, &until);
+			(void)pthread_cond_timedwait(&dns->answered, &dns->lock, &until);
 		}
 	}
 	done = q->done;

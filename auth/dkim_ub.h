@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * auth/dkim_ub.h — libopendkim's DNS hooks over smtpedge's one libunbound
  * context. Private to auth/dkim*.c: the control plane only sees auth/dkim.h.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * auth/spf.c — SPF checks for smtpedge: libspf2 driven by our own DNS layer.
  *
@@ -14,10 +15,6 @@
  * builds its own libspf2 server, request and DNS layer, so pool threads
  * share nothing but the ub_ctx, which libunbound makes thread-safe.
  */
-#include "auth/spf.h"
-#include "auth/spf_syntax.h"
-#include "auth/spf_ub.h"
-
 #include <arpa/inet.h>
 #include <errno.h>
 #include <pthread.h>
@@ -25,7 +22,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
 #include <spf2/spf.h>
+
+#include "auth/spf.h"
+#include "auth/spf_syntax.h"
+#include "auth/spf_ub.h"
 
 #define SPF_DEFAULT_TIMEOUT_MS 5000
 
@@ -36,30 +38,30 @@ struct spf_checker {
 };
 
 static const char *const spf_result_names[] = {
-	[SPF_RES_NONE] = "none",
-	[SPF_RES_NEUTRAL] = "neutral",
-	[SPF_RES_PASS] = "pass",
-	[SPF_RES_FAIL] = "fail",
-	[SPF_RES_SOFTFAIL] = "softfail",
-	[SPF_RES_TEMPERROR] = "temperror",
+	[SPF_RES_NONE] = "none",           [SPF_RES_NEUTRAL] = "neutral",
+	[SPF_RES_PASS] = "pass",           [SPF_RES_FAIL] = "fail",
+	[SPF_RES_SOFTFAIL] = "softfail",   [SPF_RES_TEMPERROR] = "temperror",
 	[SPF_RES_PERMERROR] = "permerror",
 };
 
-const char *spf_result_name(enum spf_result result)
+const char *
+spf_result_name(enum spf_result result)
 {
 	if ((unsigned)result >= sizeof(spf_result_names) / sizeof(spf_result_names[0]))
 		return "permerror";
 	return spf_result_names[result];
 }
 
-const char *spf_identity_kind_name(enum spf_identity_kind kind)
+const char *
+spf_identity_kind_name(enum spf_identity_kind kind)
 {
 	return kind == SPF_ID_HELO ? "helo" : "mailfrom";
 }
 
 /* libspf2 logs to stdout/stderr by default; a library inside a server must
  * not.  Errors stay fatal (libspf2 calls them only for internal bugs). */
-static void spf_log_quiet(const char *file, int line, const char *msg)
+static void
+spf_log_quiet(const char *file, int line, const char *msg)
 {
 	(void)file;
 	(void)line;
@@ -68,14 +70,16 @@ static void spf_log_quiet(const char *file, int line, const char *msg)
 
 static pthread_once_t spf_log_once = PTHREAD_ONCE_INIT;
 
-static void spf_log_setup(void)
+static void
+spf_log_setup(void)
 {
 	SPF_warning_handler = spf_log_quiet;
 	SPF_info_handler = spf_log_quiet;
 	SPF_debug_handler = spf_log_quiet;
 }
 
-struct spf_checker *spf_checker_create(const struct spf_params *params)
+struct spf_checker *
+spf_checker_create(const struct spf_params *params)
 {
 	struct spf_checker *ck;
 
@@ -90,7 +94,7 @@ struct spf_checker *spf_checker_create(const struct spf_params *params)
 		goto fail;
 	ck->ub = params->ub;
 	ck->timeout_ms = params->dns_timeout_ms != 0 ? params->dns_timeout_ms :
-			SPF_DEFAULT_TIMEOUT_MS;
+						       SPF_DEFAULT_TIMEOUT_MS;
 	ck->receiver = strdup(params->receiver);
 	if (ck->receiver == NULL)
 		goto fail;
@@ -101,7 +105,8 @@ fail:
 	return NULL;
 }
 
-void spf_checker_destroy(struct spf_checker *checker)
+void
+spf_checker_destroy(struct spf_checker *checker)
 {
 	if (checker == NULL)
 		return;
@@ -111,13 +116,15 @@ void spf_checker_destroy(struct spf_checker *checker)
 
 /* --- one check --- */
 
-static void spf_copy(char *dst, size_t len, const char *src)
+static void
+spf_copy(char *dst, size_t len, const char *src)
 {
 	snprintf(dst, len, "%s", src != NULL ? src : "");
 }
 
 /* Identity and <domain> from the query (§2.3, §2.4, §4.3). */
-static void spf_identity(const struct spf_query *q, struct spf_answer *a)
+static void
+spf_identity(const struct spf_query *q, struct spf_answer *a)
 {
 	const char *from = q->mail_from != NULL ? q->mail_from : "";
 	const char *helo = q->helo != NULL ? q->helo : "";
@@ -132,7 +139,7 @@ static void spf_identity(const struct spf_query *q, struct spf_answer *a)
 		} else {
 			/* "@domain" or a bare domain: postmaster (§4.3) */
 			snprintf(a->identity, sizeof(a->identity), "postmaster@%s",
-					at != NULL ? at + 1 : from);
+				 at != NULL ? at + 1 : from);
 		}
 		spf_copy(a->domain, sizeof(a->domain), at != NULL ? at + 1 : from);
 	} else {
@@ -146,7 +153,8 @@ static void spf_identity(const struct spf_query *q, struct spf_answer *a)
 }
 
 /* The client address as libspf2 should see it: ::ffff:a.b.c.d is IPv4. */
-static bool spf_address(const struct spf_query *q, struct spf_ub_params *p)
+static bool
+spf_address(const struct spf_query *q, struct spf_ub_params *p)
 {
 	static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
 
@@ -167,7 +175,8 @@ static bool spf_address(const struct spf_query *q, struct spf_ub_params *p)
 	return true;
 }
 
-static enum spf_result spf_map(SPF_result_t r, SPF_errcode_t err)
+static enum spf_result
+spf_map(SPF_result_t r, SPF_errcode_t err)
 {
 	switch (r) {
 	case SPF_RESULT_PASS: return SPF_RES_PASS;
@@ -182,12 +191,13 @@ static enum spf_result spf_map(SPF_result_t r, SPF_errcode_t err)
 		/* no result: a resource or DNS problem is temporary, anything
 		 * else is a record libspf2 could not use */
 		return err == SPF_E_DNS_ERROR || err == SPF_E_NO_MEMORY ?
-				SPF_RES_TEMPERROR : SPF_RES_PERMERROR;
+			       SPF_RES_TEMPERROR :
+			       SPF_RES_PERMERROR;
 	}
 }
 
-static void spf_describe(struct spf_answer *a, const struct spf_ub_check *c,
-		SPF_response_t *resp)
+static void
+spf_describe(struct spf_answer *a, const struct spf_ub_check *c, SPF_response_t *resp)
 {
 	const char *s;
 
@@ -197,34 +207,30 @@ static void spf_describe(struct spf_answer *a, const struct spf_ub_check *c,
 	case SPF_RES_SOFTFAIL:
 	case SPF_RES_NEUTRAL:
 		spf_copy(a->mechanism, sizeof(a->mechanism),
-				SPF_response_reason(resp) == SPF_REASON_DEFAULT ?
-				"default" : "mechanism");
+			 SPF_response_reason(resp) == SPF_REASON_DEFAULT ? "default" : "mechanism");
 		break;
 	case SPF_RES_TEMPERROR:
 		s = spf_ub_check_dns_problem(c);
-		spf_copy(a->mechanism, sizeof(a->mechanism), s != NULL ? s :
-				SPF_strerror(SPF_response_errcode(resp)));
+		spf_copy(a->mechanism, sizeof(a->mechanism),
+			 s != NULL ? s : SPF_strerror(SPF_response_errcode(resp)));
 		break;
 	case SPF_RES_PERMERROR:
 		spf_copy(a->mechanism, sizeof(a->mechanism),
-				SPF_strerror(SPF_response_errcode(resp)));
+			 SPF_strerror(SPF_response_errcode(resp)));
 		break;
-	case SPF_RES_NONE:
-		spf_copy(a->mechanism, sizeof(a->mechanism), "no SPF record");
-		break;
+	case SPF_RES_NONE: spf_copy(a->mechanism, sizeof(a->mechanism), "no SPF record"); break;
 	}
 	if (a->result == SPF_RES_FAIL || a->result == SPF_RES_SOFTFAIL ||
 	    a->result == SPF_RES_NEUTRAL)
 		spf_copy(a->explanation, sizeof(a->explanation),
-				SPF_response_get_explanation(resp));
-	spf_copy(a->comment, sizeof(a->comment),
-			SPF_response_get_header_comment(resp));
+			 SPF_response_get_explanation(resp));
+	spf_copy(a->comment, sizeof(a->comment), SPF_response_get_header_comment(resp));
 }
 
 /* Run libspf2 on a prepared check; fills a->result and the texts. */
-static void spf_evaluate(const struct spf_checker *ck, const struct spf_query *q,
-		struct spf_ub_check *c, const struct spf_ub_params *p,
-		struct spf_answer *a)
+static void
+spf_evaluate(const struct spf_checker *ck, const struct spf_query *q, struct spf_ub_check *c,
+	     const struct spf_ub_params *p, struct spf_answer *a)
 {
 	SPF_server_t *server = NULL;
 	SPF_request_t *req = NULL;
@@ -248,8 +254,7 @@ static void spf_evaluate(const struct spf_checker *ck, const struct spf_query *q
 		err = SPF_request_set_helo_dom(req, q->helo != NULL ? q->helo : "");
 	/* with "" libspf2 takes postmaster@<helo>, the HELO identity */
 	if (err == SPF_E_SUCCESS)
-		err = SPF_request_set_env_from(req,
-				q->mail_from != NULL ? q->mail_from : "");
+		err = SPF_request_set_env_from(req, q->mail_from != NULL ? q->mail_from : "");
 	if (err != SPF_E_SUCCESS)
 		goto out;
 	spf_ub_check_set_request(c, req);
@@ -273,8 +278,8 @@ out:
 		SPF_server_free(server);
 }
 
-enum spf_result spf_check(struct spf_checker *checker,
-		const struct spf_query *query, struct spf_answer *answer)
+enum spf_result
+spf_check(struct spf_checker *checker, const struct spf_query *query, struct spf_answer *answer)
 {
 	struct spf_ub_params p = { 0 };
 	struct spf_ub_check *c;
@@ -285,13 +290,12 @@ enum spf_result spf_check(struct spf_checker *checker,
 	if (!spf_syntax_identity_domain_ok(answer->domain)) {
 		answer->result = SPF_RES_NONE;
 		spf_copy(answer->mechanism, sizeof(answer->mechanism),
-				"no usable domain in the identity");
+			 "no usable domain in the identity");
 		return answer->result;
 	}
 	if (!spf_address(query, &p)) {
 		answer->result = SPF_RES_PERMERROR;
-		spf_copy(answer->mechanism, sizeof(answer->mechanism),
-				"unknown address family");
+		spf_copy(answer->mechanism, sizeof(answer->mechanism), "unknown address family");
 		return answer->result;
 	}
 	p.ub = checker->ub;
@@ -299,8 +303,7 @@ enum spf_result spf_check(struct spf_checker *checker,
 	c = spf_ub_check_create(&p);
 	if (c == NULL) {
 		answer->result = SPF_RES_TEMPERROR;
-		spf_copy(answer->mechanism, sizeof(answer->mechanism),
-				"out of memory");
+		spf_copy(answer->mechanism, sizeof(answer->mechanism), "out of memory");
 		return answer->result;
 	}
 	spf_evaluate(checker, query, c, &p, answer);
@@ -310,7 +313,8 @@ enum spf_result spf_check(struct spf_checker *checker,
 
 /* A quoted-string body from text the peer chose: no CR/LF, no quote or
  * backslash left bare (RFC 5322 §3.2.4), so it cannot break the header. */
-static void spf_quote(char *dst, size_t len, const char *src)
+static void
+spf_quote(char *dst, size_t len, const char *src)
 {
 	size_t o = 0;
 
@@ -326,20 +330,20 @@ static void spf_quote(char *dst, size_t len, const char *src)
 	dst[o] = '\0';
 }
 
-int spf_received_spf(const struct spf_checker *checker,
-		const struct spf_query *query, const struct spf_answer *answer,
-		char *buf, size_t len)
+int
+spf_received_spf(const struct spf_checker *checker, const struct spf_query *query,
+		 const struct spf_answer *answer, char *buf, size_t len)
 {
 	char ip[INET6_ADDRSTRLEN];
 	char from[2 * SPF_IDENTITY_MAX], helo[512], comment[512];
 
-	if (inet_ntop(query->family == AF_INET ? AF_INET : AF_INET6,
-			query->addr, ip, sizeof(ip)) == NULL)
+	if (inet_ntop(query->family == AF_INET ? AF_INET : AF_INET6, query->addr, ip, sizeof(ip)) ==
+	    NULL)
 		snprintf(ip, sizeof(ip), "unknown");
 	spf_quote(from, sizeof(from), answer->identity);
 	spf_quote(helo, sizeof(helo), query->helo);
-	spf_quote(comment, sizeof(comment), answer->comment[0] != '\0' ?
-			answer->comment : answer->mechanism);
+	spf_quote(comment, sizeof(comment),
+		  answer->comment[0] != '\0' ? answer->comment : answer->mechanism);
 	/* the comment may not hold parentheses of its own */
 	for (char *x = comment; *x != '\0'; x++)
 		if (*x == '(' || *x == ')')
@@ -348,7 +352,6 @@ int spf_received_spf(const struct spf_checker *checker,
 	return snprintf(buf, len,
 			"%s (%s) client-ip=%s; envelope-from=\"%s\"; helo=\"%s\"; "
 			"receiver=%s; identity=%s",
-			spf_result_name(answer->result), comment, ip, from, helo,
-			checker->receiver,
+			spf_result_name(answer->result), comment, ip, from, helo, checker->receiver,
 			spf_identity_kind_name(answer->identity_kind));
 }

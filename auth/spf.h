@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * auth/spf.h — SPF (RFC 7208) checks for the control plane.
  *
@@ -15,8 +16,8 @@
 #ifndef SMTPEDGE_AUTH_SPF_H
 #define SMTPEDGE_AUTH_SPF_H
 
-#include <stdint.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct ub_ctx;
 
@@ -31,8 +32,8 @@ enum spf_result {
 };
 
 enum spf_identity_kind {
-	SPF_ID_MAILFROM,  /* smtp.mailfrom in Authentication-Results */
-	SPF_ID_HELO,      /* smtp.helo: the null sender */
+	SPF_ID_MAILFROM, /* smtp.mailfrom in Authentication-Results */
+	SPF_ID_HELO,     /* smtp.helo: the null sender */
 };
 
 struct spf_params {
@@ -52,13 +53,13 @@ struct spf_checker *spf_checker_create(const struct spf_params *params);
 void spf_checker_destroy(struct spf_checker *checker);
 
 struct spf_query {
-	uint8_t family;       /* AF_INET or AF_INET6; ::ffff:a.b.c.d is IPv4 */
-	uint8_t addr[16];     /* network order; the first 4 bytes for AF_INET */
-	const char *helo;     /* EHLO/HELO argument, may be "" */
-	const char *mail_from;/* reverse-path without <>, "" for the null sender */
+	uint8_t family;        /* AF_INET or AF_INET6; ::ffff:a.b.c.d is IPv4 */
+	uint8_t addr[16];      /* network order; the first 4 bytes for AF_INET */
+	const char *helo;      /* EHLO/HELO argument, may be "" */
+	const char *mail_from; /* reverse-path without <>, "" for the null sender */
 };
 
-#define SPF_IDENTITY_MAX 320   /* local-part 64 + "@" + domain 255 */
+#define SPF_IDENTITY_MAX 320 /* local-part 64 + "@" + domain 255 */
 
 struct spf_answer {
 	enum spf_result result;
@@ -80,8 +81,8 @@ struct spf_answer {
 
 /* Never fails: a problem is one of the results (temperror on resource
  * trouble).  Returns answer->result. */
-enum spf_result spf_check(struct spf_checker *checker,
-		const struct spf_query *query, struct spf_answer *answer);
+enum spf_result spf_check(struct spf_checker *checker, const struct spf_query *query,
+			  struct spf_answer *answer);
 
 /* "none", "neutral", "pass", "fail", "softfail", "temperror",
  * "permerror" as RFC 8601 spells them. */
@@ -96,8 +97,7 @@ const char *spf_identity_kind_name(enum spf_identity_kind kind);
  * helo=...; receiver=...; identity=mailfrom`.  Returns the length that
  * was needed (like snprintf).
  */
-int spf_received_spf(const struct spf_checker *checker,
-		const struct spf_query *query, const struct spf_answer *answer,
-		char *buf, size_t len);
+int spf_received_spf(const struct spf_checker *checker, const struct spf_query *query,
+		     const struct spf_answer *answer, char *buf, size_t len);
 
 #endif

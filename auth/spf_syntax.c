@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * auth/spf_syntax.c — RFC 7208 record syntax check and rewrite for libspf2.
  *
@@ -10,8 +11,6 @@
  * The parser is a loop over space-separated terms; mechanisms dispatch
  * through one table that says what argument each one takes.
  */
-#include "auth/spf_syntax.h"
-
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <stdarg.h>
@@ -19,6 +18,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+
+#include "auth/spf_syntax.h"
 
 enum spf_arg {
 	ARG_NONE,        /* all */
@@ -35,14 +36,9 @@ struct spf_mech_row {
 };
 
 static const struct spf_mech_row spf_mechs[] = {
-	{ "all", ARG_NONE },
-	{ "include", ARG_DOMAIN_REQ },
-	{ "a", ARG_DOMAIN_CIDR },
-	{ "mx", ARG_DOMAIN_CIDR },
-	{ "ptr", ARG_DOMAIN_OPT },
-	{ "ip4", ARG_IP4 },
-	{ "ip6", ARG_IP6 },
-	{ "exists", ARG_DOMAIN_REQ },
+	{ "all", ARG_NONE },       { "include", ARG_DOMAIN_REQ }, { "a", ARG_DOMAIN_CIDR },
+	{ "mx", ARG_DOMAIN_CIDR }, { "ptr", ARG_DOMAIN_OPT },     { "ip4", ARG_IP4 },
+	{ "ip6", ARG_IP6 },        { "exists", ARG_DOMAIN_REQ },
 };
 
 /* One parse: the input, the rewrite being written, the first fault. */
@@ -56,7 +52,7 @@ struct spf_parse {
 	bool seen_redirect;
 	bool seen_exp;
 	bool seen_all;
-	const char *redirect;     /* its domain-spec, emitted last */
+	const char *redirect; /* its domain-spec, emitted last */
 	size_t redirect_len;
 	const char *cidr0_key;
 };
@@ -64,7 +60,8 @@ struct spf_parse {
 static int spf_fault(struct spf_parse *p, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
-static int spf_fault(struct spf_parse *p, const char *fmt, ...)
+static int
+spf_fault(struct spf_parse *p, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -76,7 +73,8 @@ static int spf_fault(struct spf_parse *p, const char *fmt, ...)
 	return SPF_SYNTAX_BAD;
 }
 
-static void spf_emit(struct spf_parse *p, const char *s, size_t n)
+static void
+spf_emit(struct spf_parse *p, const char *s, size_t n)
 {
 	if (p->out == NULL || p->out_full)
 		return;
@@ -89,14 +87,16 @@ static void spf_emit(struct spf_parse *p, const char *s, size_t n)
 	p->out[p->out_used] = '\0';
 }
 
-static void spf_emit_str(struct spf_parse *p, const char *s)
+static void
+spf_emit_str(struct spf_parse *p, const char *s)
 {
 	spf_emit(p, s, strlen(s));
 }
 
 /* --- macro-string and domain-spec (§7.1, §12) --- */
 
-static bool spf_is_delimiter(char c)
+static bool
+spf_is_delimiter(char c)
 {
 	return c != '\0' && strchr(".-+,/_=", c) != NULL;
 }
@@ -105,7 +105,8 @@ static bool spf_is_delimiter(char c)
  * Check the macro-expand starting at s[0] == '%'.  Returns its length, or
  * 0 if it is malformed.  letters: the macro letters allowed here.
  */
-static size_t spf_macro_len(const char *s, size_t n, const char *letters)
+static size_t
+spf_macro_len(const char *s, size_t n, const char *letters)
 {
 	size_t i;
 	unsigned digits = 0;
@@ -144,8 +145,9 @@ static size_t spf_macro_len(const char *s, size_t n, const char *letters)
  * just after the last macro-expand (0 if none), *ends_in_macro whether the
  * string ends with one.
  */
-static bool spf_macro_string_ok(const char *s, size_t n, const char *letters,
-		size_t *tail_start, bool *ends_in_macro)
+static bool
+spf_macro_string_ok(const char *s, size_t n, const char *letters, size_t *tail_start,
+		    bool *ends_in_macro)
 {
 	size_t i = 0, m;
 
@@ -171,13 +173,13 @@ static bool spf_macro_string_ok(const char *s, size_t n, const char *letters,
 
 /* toplabel = ( *alphanum ALPHA *alphanum ) /
  *            ( 1*alphanum "-" *( alphanum / "-" ) alphanum ) */
-static bool spf_toplabel_ok(const char *s, size_t n)
+static bool
+spf_toplabel_ok(const char *s, size_t n)
 {
 	size_t i;
 	bool alpha = false, dash = false;
 
-	if (n == 0 || !isalnum((unsigned char)s[0]) ||
-	    !isalnum((unsigned char)s[n - 1]))
+	if (n == 0 || !isalnum((unsigned char)s[0]) || !isalnum((unsigned char)s[n - 1]))
 		return false;
 	for (i = 0; i < n; i++) {
 		if (isalpha((unsigned char)s[i]))
@@ -192,7 +194,8 @@ static bool spf_toplabel_ok(const char *s, size_t n)
 
 /* domain-spec = macro-string domain-end;
  * domain-end = ( "." toplabel [ "." ] ) / macro-expand */
-static bool spf_domain_spec_ok(const char *s, size_t n)
+static bool
+spf_domain_spec_ok(const char *s, size_t n)
 {
 	size_t tail, end, dot;
 	bool macro_end;
@@ -218,7 +221,8 @@ static bool spf_domain_spec_ok(const char *s, size_t n)
 /* --- numbers, addresses, prefix lengths --- */
 
 /* A decimal with no leading zero, at most max.  -1 if malformed. */
-static int spf_number(const char *s, size_t n, int max)
+static int
+spf_number(const char *s, size_t n, int max)
 {
 	size_t i;
 	int v = 0;
@@ -234,7 +238,8 @@ static int spf_number(const char *s, size_t n, int max)
 }
 
 /* ip4-network = qnum "." qnum "." qnum "." qnum */
-static bool spf_ip4_network_ok(const char *s, size_t n)
+static bool
+spf_ip4_network_ok(const char *s, size_t n)
 {
 	size_t i, start = 0;
 	int parts = 0;
@@ -250,7 +255,8 @@ static bool spf_ip4_network_ok(const char *s, size_t n)
 	return parts == 4;
 }
 
-static bool spf_ip6_network_ok(const char *s, size_t n)
+static bool
+spf_ip6_network_ok(const char *s, size_t n)
 {
 	char buf[INET6_ADDRSTRLEN + 1];
 	struct in6_addr a;
@@ -267,7 +273,8 @@ static bool spf_ip6_network_ok(const char *s, size_t n)
  * (-1 when absent) and shortens *n.  Returns false on a malformed or out
  * of range length.
  */
-static bool spf_dual_cidr(const char *s, size_t *n, int *c4, int *c6)
+static bool
+spf_dual_cidr(const char *s, size_t *n, int *c4, int *c6)
 {
 	size_t i = *n;
 
@@ -295,14 +302,15 @@ static bool spf_dual_cidr(const char *s, size_t *n, int *c4, int *c6)
 
 /* --- terms --- */
 
-static void spf_emit_qual(struct spf_parse *p, char qual)
+static void
+spf_emit_qual(struct spf_parse *p, char qual)
 {
 	if (qual != '\0')
 		spf_emit(p, &qual, 1);
 }
 
-static int spf_mech_ip(struct spf_parse *p, char qual, const char *name,
-		const char *arg, size_t n, bool v6)
+static int
+spf_mech_ip(struct spf_parse *p, char qual, const char *name, const char *arg, size_t n, bool v6)
 {
 	size_t slash;
 	int cidr = -1;
@@ -337,8 +345,8 @@ static int spf_mech_ip(struct spf_parse *p, char qual, const char *name,
 }
 
 /* a and mx: a /0 length goes to the DNS layer through a reserved suffix */
-static int spf_mech_domain_cidr(struct spf_parse *p, char qual,
-		const char *name, const char *arg, size_t n)
+static int
+spf_mech_domain_cidr(struct spf_parse *p, char qual, const char *name, const char *arg, size_t n)
 {
 	size_t dn = n;
 	int c4, c6;
@@ -371,7 +379,8 @@ static int spf_mech_domain_cidr(struct spf_parse *p, char qual,
 			spf_emit(p, dom, dn);
 		}
 		spf_emit_str(p, c4 == 0 && c6 == 0 ? "._spf-cidr0-46-" :
-				c4 == 0 ? "._spf-cidr0-4-" : "._spf-cidr0-6-");
+				c4 == 0            ? "._spf-cidr0-4-" :
+						     "._spf-cidr0-6-");
 		spf_emit_str(p, p->cidr0_key != NULL ? p->cidr0_key : "");
 		spf_emit_str(p, ".smtpedge.invalid");
 	}
@@ -386,7 +395,8 @@ static int spf_mech_domain_cidr(struct spf_parse *p, char qual,
 	return SPF_SYNTAX_OK;
 }
 
-static int spf_mechanism(struct spf_parse *p, const char *t, size_t n)
+static int
+spf_mechanism(struct spf_parse *p, const char *t, size_t n)
 {
 	char qual = '\0';
 	size_t i, nl;
@@ -402,8 +412,7 @@ static int spf_mechanism(struct spf_parse *p, const char *t, size_t n)
 	for (nl = 0; nl < n && t[nl] != ':' && t[nl] != '/'; nl++)
 		;
 	for (i = 0; i < sizeof(spf_mechs) / sizeof(spf_mechs[0]); i++) {
-		if (strlen(spf_mechs[i].name) == nl &&
-		    strncasecmp(spf_mechs[i].name, t, nl) == 0) {
+		if (strlen(spf_mechs[i].name) == nl && strncasecmp(spf_mechs[i].name, t, nl) == 0) {
 			row = &spf_mechs[i];
 			break;
 		}
@@ -426,12 +435,9 @@ static int spf_mechanism(struct spf_parse *p, const char *t, size_t n)
 		if (an < 1 || arg[0] != ':' || !spf_domain_spec_ok(arg + 1, an - 1))
 			return spf_fault(p, "bad %s domain-spec", row->name);
 		break;
-	case ARG_DOMAIN_CIDR:
-		return spf_mech_domain_cidr(p, qual, row->name, arg, an);
-	case ARG_IP4:
-		return spf_mech_ip(p, qual, row->name, arg, an, false);
-	case ARG_IP6:
-		return spf_mech_ip(p, qual, row->name, arg, an, true);
+	case ARG_DOMAIN_CIDR: return spf_mech_domain_cidr(p, qual, row->name, arg, an);
+	case ARG_IP4: return spf_mech_ip(p, qual, row->name, arg, an, false);
+	case ARG_IP6: return spf_mech_ip(p, qual, row->name, arg, an, true);
 	}
 	spf_emit(p, " ", 1);
 	spf_emit_qual(p, qual);
@@ -441,8 +447,8 @@ static int spf_mechanism(struct spf_parse *p, const char *t, size_t n)
 }
 
 /* modifier = redirect / explanation / unknown-modifier */
-static int spf_modifier(struct spf_parse *p, const char *t, size_t nl,
-		const char *val, size_t vn)
+static int
+spf_modifier(struct spf_parse *p, const char *t, size_t nl, const char *val, size_t vn)
 {
 	size_t tail;
 	bool macro_end;
@@ -474,15 +480,16 @@ static int spf_modifier(struct spf_parse *p, const char *t, size_t nl,
 	return SPF_SYNTAX_OK;
 }
 
-static int spf_term(struct spf_parse *p, const char *t, size_t n)
+static int
+spf_term(struct spf_parse *p, const char *t, size_t n)
 {
 	size_t i = 0;
 
 	/* name = ALPHA *( ALPHA / DIGIT / "-" / "_" / "." ) followed by "=" */
 	if (isalpha((unsigned char)t[0])) {
 		i = 1;
-		while (i < n && (isalnum((unsigned char)t[i]) || t[i] == '-' ||
-				t[i] == '_' || t[i] == '.'))
+		while (i < n &&
+		       (isalnum((unsigned char)t[i]) || t[i] == '-' || t[i] == '_' || t[i] == '.'))
 			i++;
 		if (i < n && t[i] == '=')
 			return spf_modifier(p, t, i, t + i + 1, n - i - 1);
@@ -490,13 +497,15 @@ static int spf_term(struct spf_parse *p, const char *t, size_t n)
 	return spf_mechanism(p, t, n);
 }
 
-enum spf_syntax_status spf_syntax_record(const char *rec, size_t len,
-		const char *cidr0_key, char *out, size_t out_len, char *problem,
-		size_t problem_len)
+enum spf_syntax_status
+spf_syntax_record(const char *rec, size_t len, const char *cidr0_key, char *out, size_t out_len,
+		  char *problem, size_t problem_len)
 {
 	struct spf_parse p = {
-		.out = out, .out_len = out_len,
-		.problem = problem, .problem_len = problem_len,
+		.out = out,
+		.out_len = out_len,
+		.problem = problem,
+		.problem_len = problem_len,
 		.cidr0_key = cidr0_key,
 	};
 	size_t i, start;
@@ -506,13 +515,12 @@ enum spf_syntax_status spf_syntax_record(const char *rec, size_t len,
 		problem[0] = '\0';
 	if (out != NULL && out_len > 0)
 		out[0] = '\0';
-	if (len < 6 || strncasecmp(rec, "v=spf1", 6) != 0 ||
-	    (len > 6 && rec[6] != ' '))
+	if (len < 6 || strncasecmp(rec, "v=spf1", 6) != 0 || (len > 6 && rec[6] != ' '))
 		return spf_fault(&p, "not a v=spf1 record");
 	for (i = 0; i < len; i++)
 		if ((unsigned char)rec[i] < 0x20 || (unsigned char)rec[i] > 0x7e)
 			return spf_fault(&p, "byte 0x%02x at %zu is not visible ASCII",
-					(unsigned char)rec[i], i);
+					 (unsigned char)rec[i], i);
 	spf_emit_str(&p, "v=spf1");
 	i = 6;
 	while (i < len) {
@@ -536,7 +544,8 @@ enum spf_syntax_status spf_syntax_record(const char *rec, size_t len,
 	return SPF_SYNTAX_OK;
 }
 
-bool spf_syntax_query_name_ok(const char *name)
+bool
+spf_syntax_query_name_ok(const char *name)
 {
 	size_t n = strlen(name), label = 0, i;
 
@@ -556,7 +565,8 @@ bool spf_syntax_query_name_ok(const char *name)
 	return label > 0;
 }
 
-bool spf_syntax_identity_domain_ok(const char *name)
+bool
+spf_syntax_identity_domain_ok(const char *name)
 {
 	const char *dot = strchr(name, '.');
 
@@ -566,10 +576,13 @@ bool spf_syntax_identity_domain_ok(const char *name)
 	return dot != NULL && dot[1] != '\0';
 }
 
-int spf_syntax_cidr0_tag(const char *name, const char *cidr0_key,
-		size_t *base_len)
+int
+spf_syntax_cidr0_tag(const char *name, const char *cidr0_key, size_t *base_len)
 {
-	static const struct { const char *tag; int which; } tags[] = {
+	static const struct {
+		const char *tag;
+		int which;
+	} tags[] = {
 		{ "._spf-cidr0-46-", 46 },
 		{ "._spf-cidr0-4-", 4 },
 		{ "._spf-cidr0-6-", 6 },
@@ -588,8 +601,7 @@ int spf_syntax_cidr0_tag(const char *name, const char *cidr0_key,
 		return 0;
 	for (i = 0; i < sizeof(tags) / sizeof(tags[0]); i++) {
 		t = strlen(tags[i].tag);
-		if (n >= t + k + tl &&
-		    strncasecmp(name + n - tl - k - t, tags[i].tag, t) == 0) {
+		if (n >= t + k + tl && strncasecmp(name + n - tl - k - t, tags[i].tag, t) == 0) {
 			*base_len = n - tl - k - t;
 			return tags[i].which;
 		}

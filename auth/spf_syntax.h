@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * auth/spf_syntax.h — the RFC 7208 record checker in front of libspf2.
  *
@@ -33,8 +34,8 @@
 
 enum spf_syntax_status {
 	SPF_SYNTAX_OK = 0,
-	SPF_SYNTAX_BAD = -1,      /* the record breaks RFC 7208: permerror */
-	SPF_SYNTAX_NOSPACE = -2,  /* the rewrite does not fit the buffer */
+	SPF_SYNTAX_BAD = -1,     /* the record breaks RFC 7208: permerror */
+	SPF_SYNTAX_NOSPACE = -2, /* the rewrite does not fit the buffer */
 };
 
 /*
@@ -44,9 +45,9 @@ enum spf_syntax_status {
  * suffixes keyed with cidr0_key (needed only with out).  On
  * SPF_SYNTAX_BAD, problem (if not NULL) names the first fault.
  */
-enum spf_syntax_status spf_syntax_record(const char *rec, size_t len,
-		const char *cidr0_key, char *out, size_t out_len, char *problem,
-		size_t problem_len);
+enum spf_syntax_status spf_syntax_record(const char *rec, size_t len, const char *cidr0_key,
+					 char *out, size_t out_len, char *problem,
+					 size_t problem_len);
 
 /* True when name (no trailing dot needed) can be put in a DNS query:
  * labels of 1..63 octets, at most SPF_SYNTAX_NAME_MAX in all (RFC 1035). */
@@ -58,7 +59,6 @@ bool spf_syntax_identity_domain_ok(const char *name);
 
 /* Which /0 suffix with cidr0_key (if any) ends name; *base_len gets the
  * length of the name before it.  Returns 0 (none), 4, 6 or 46. */
-int spf_syntax_cidr0_tag(const char *name, const char *cidr0_key,
-		size_t *base_len);
+int spf_syntax_cidr0_tag(const char *name, const char *cidr0_key, size_t *base_len);
 
 #endif

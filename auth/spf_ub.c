@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * auth/spf_ub.c — libspf2's DNS layer over the shared libunbound context.
  *
@@ -19,10 +20,9 @@
  * ub_fd() and calls ub_process(), which may deliver other threads'
  * answers too; a callback only sets that query's own flag.
  */
-#include "auth/spf_ub.h"
-#include "auth/spf_syntax.h"
-
+#include <arpa/nameser.h>
 #include <errno.h>
+#include <netdb.h>
 #include <poll.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -31,12 +31,14 @@
 #include <strings.h>
 #include <sys/random.h>
 #include <time.h>
-#include <arpa/nameser.h>
-#include <netdb.h>
+
 #include <unbound.h>
 
-#define SPF_UB_NAME_MAX 1025   /* a presentation name, escapes included */
-#define SPF_UB_POLL_SLICE_MS 10
+#include "auth/spf_syntax.h"
+#include "auth/spf_ub.h"
+
+#define SPF_UB_NAME_MAX        1025 /* a presentation name, escapes included */
+#define SPF_UB_POLL_SLICE_MS   10
 /* §4.6.4 asks for a bound on the whole of check_host(), of at least 20 s;
  * past it every lookup fails, which makes the result temperror. */
 #define SPF_UB_CHECK_BUDGET_MS 20000
@@ -45,31 +47,31 @@ enum spf_ub_outcome {
 	SPF_UB_DATA,
 	SPF_UB_NODATA,
 	SPF_UB_NXDOMAIN,
-	SPF_UB_FAIL,     /* timeout, SERVFAIL, REFUSED, resolver error */
+	SPF_UB_FAIL, /* timeout, SERVFAIL, REFUSED, resolver error */
 };
 
 struct spf_ub_check {
-	SPF_dns_server_t layer;     /* layer.hook points back here */
+	SPF_dns_server_t layer; /* layer.hook points back here */
 	struct ub_ctx *ub;
 	uint32_t timeout_ms;
-	int64_t check_deadline;     /* monotonic ms: the whole evaluation */
+	int64_t check_deadline; /* monotonic ms: the whole evaluation */
 	int family;
 	struct in_addr v4;
 	struct in6_addr v6;
 	SPF_request_t *req;
-	int records;                /* SPF records fetched so far */
+	int records; /* SPF records fetched so far */
 	int terms;
 	int voids;
-	bool permerror;             /* a limit or a syntax fault */
-	bool exp_phase;             /* inside get_exp: lookups count for nothing */
+	bool permerror; /* a limit or a syntax fault */
+	bool exp_phase; /* inside get_exp: lookups count for nothing */
 	const char *dns_problem;
 	char why[160];
-	char cidr0_key[SPF_SYNTAX_CIDR0_KEY_LEN + 1];   /* see spf_syntax.h */
+	char cidr0_key[SPF_SYNTAX_CIDR0_KEY_LEN + 1]; /* see spf_syntax.h */
 	/* the names an mx or ptr term will look up next, in order */
 	struct {
 		char names[SPF_UB_MAX_NAMES][256];
 		int n, next;
-		int cidr0;              /* the mx term's /0 lengths (4, 6, 46) */
+		int cidr0; /* the mx term's /0 lengths (4, 6, 46) */
 		bool from_ptr;
 	} follow;
 };
@@ -83,7 +85,8 @@ struct spf_ub_pending {
 	atomic_int done;
 };
 
-static void spf_ub_callback(void *arg, int err, struct ub_result *res)
+static void
+spf_ub_callback(void *arg, int err, struct ub_result *res)
 {
 	struct spf_ub_pending *p = arg;
 
@@ -92,7 +95,8 @@ static void spf_ub_callback(void *arg, int err, struct ub_result *res)
 	atomic_store_explicit(&p->done, 1, memory_order_release);
 }
 
-static int64_t spf_ub_now_ms(void)
+static int64_t
+spf_ub_now_ms(void)
 {
 	struct timespec ts;
 
@@ -100,14 +104,15 @@ static int64_t spf_ub_now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static bool spf_ub_is_done(struct spf_ub_pending *p)
+static bool
+spf_ub_is_done(struct spf_ub_pending *p)
 {
 	return atomic_load_explicit(&p->done, memory_order_acquire) != 0;
 }
 
 /* Resolve name/type with the check's deadline; *res is ours to free. */
-static enum spf_ub_outcome spf_ub_resolve(struct spf_ub_check *c,
-		const char *name, int type, struct ub_result **res)
+static enum spf_ub_outcome
+spf_ub_resolve(struct spf_ub_check *c, const char *name, int type, struct ub_result **res)
 {
 	struct spf_ub_pending p = { .res = NULL, .err = 0 };
 	struct pollfd pfd;
@@ -120,8 +125,7 @@ static enum spf_ub_outcome spf_ub_resolve(struct spf_ub_check *c,
 		c->dns_problem = "SPF check took too long";
 		return SPF_UB_FAIL;
 	}
-	rc = ub_resolve_async(c->ub, name, type, ns_c_in, &p,
-			spf_ub_callback, &id);
+	rc = ub_resolve_async(c->ub, name, type, ns_c_in, &p, spf_ub_callback, &id);
 	if (rc != 0) {
 		c->dns_problem = "resolver error";
 		return SPF_UB_FAIL;
@@ -142,8 +146,7 @@ static enum spf_ub_outcome spf_ub_resolve(struct spf_ub_check *c,
 		pfd.fd = ub_fd(c->ub);
 		pfd.events = POLLIN;
 		pfd.revents = 0;
-		poll(&pfd, 1, (int)(left < SPF_UB_POLL_SLICE_MS ? left :
-				SPF_UB_POLL_SLICE_MS));
+		poll(&pfd, 1, (int)(left < SPF_UB_POLL_SLICE_MS ? left : SPF_UB_POLL_SLICE_MS));
 		ub_process(c->ub);
 	}
 	*res = p.res;
@@ -162,8 +165,8 @@ static enum spf_ub_outcome spf_ub_resolve(struct spf_ub_check *c,
 
 /* --- answers in libspf2's form --- */
 
-static SPF_dns_rr_t *spf_ub_rr(struct spf_ub_check *c, const char *domain,
-		ns_type type, SPF_dns_stat_t herrno)
+static SPF_dns_rr_t *
+spf_ub_rr(struct spf_ub_check *c, const char *domain, ns_type type, SPF_dns_stat_t herrno)
 {
 	/* libspf2 itself aborts when a layer returns NULL: there is no
 	 * way to report ENOMEM through this interface. */
@@ -171,8 +174,8 @@ static SPF_dns_rr_t *spf_ub_rr(struct spf_ub_check *c, const char *domain,
 }
 
 /* An uncompressed wire name at rdata[*off] into presentation text. */
-static bool spf_ub_wire_name(const uint8_t *d, size_t n, size_t off,
-		char *out, size_t out_len)
+static bool
+spf_ub_wire_name(const uint8_t *d, size_t n, size_t off, char *out, size_t out_len)
 {
 	size_t o = 0, l, i;
 	char esc[6];
@@ -210,7 +213,8 @@ static bool spf_ub_wire_name(const uint8_t *d, size_t n, size_t off,
 
 /* TXT rdata: its character-strings glued together (§3.3).  Returns the
  * length, or -1 if the rdata is malformed.  out may be NULL to measure. */
-static long spf_ub_txt_join(const uint8_t *d, size_t n, char *out)
+static long
+spf_ub_txt_join(const uint8_t *d, size_t n, char *out)
 {
 	size_t off = 0, total = 0, l;
 
@@ -228,7 +232,8 @@ static long spf_ub_txt_join(const uint8_t *d, size_t n, char *out)
 	return (long)total;
 }
 
-static bool spf_ub_same_name(const char *a, const char *b)
+static bool
+spf_ub_same_name(const char *a, const char *b)
 {
 	size_t la = strlen(a), lb = strlen(b);
 
@@ -239,7 +244,8 @@ static bool spf_ub_same_name(const char *a, const char *b)
 	return la == lb && strncasecmp(a, b, la) == 0;
 }
 
-static void spf_ub_force_permerror(struct spf_ub_check *c, const char *why)
+static void
+spf_ub_force_permerror(struct spf_ub_check *c, const char *why)
 {
 	if (c->permerror)
 		return;
@@ -248,7 +254,8 @@ static void spf_ub_force_permerror(struct spf_ub_check *c, const char *why)
 }
 
 /* A new DNS-querying term begins.  False when it is one too many. */
-static bool spf_ub_new_term(struct spf_ub_check *c)
+static bool
+spf_ub_new_term(struct spf_ub_check *c)
 {
 	c->follow.n = 0;
 	c->follow.next = 0;
@@ -262,7 +269,8 @@ static bool spf_ub_new_term(struct spf_ub_check *c)
 }
 
 /* A term's lookup came back empty.  False when it is one too many. */
-static bool spf_ub_void(struct spf_ub_check *c)
+static bool
+spf_ub_void(struct spf_ub_check *c)
 {
 	if (++c->voids > SPF_UB_MAX_VOIDS) {
 		spf_ub_force_permerror(c, "more than 2 void lookups");
@@ -271,14 +279,13 @@ static bool spf_ub_void(struct spf_ub_check *c)
 	return true;
 }
 
-static void spf_ub_fill_addresses(struct spf_ub_check *c, SPF_dns_rr_t *rr,
-		const struct ub_result *r, ns_type type, int cidr0)
+static void
+spf_ub_fill_addresses(struct spf_ub_check *c, SPF_dns_rr_t *rr, const struct ub_result *r,
+		      ns_type type, int cidr0)
 {
 	size_t want = type == ns_t_a ? 4 : 16;
-	bool any_v4 = type == ns_t_a && (cidr0 == 4 || cidr0 == 46) &&
-			c->family == AF_INET;
-	bool any_v6 = type == ns_t_aaaa && (cidr0 == 6 || cidr0 == 46) &&
-			c->family == AF_INET6;
+	bool any_v4 = type == ns_t_a && (cidr0 == 4 || cidr0 == 46) && c->family == AF_INET;
+	bool any_v6 = type == ns_t_aaaa && (cidr0 == 6 || cidr0 == 46) && c->family == AF_INET6;
 	int i, k = 0;
 
 	for (i = 0; r->data[i] != NULL; i++) {
@@ -293,15 +300,16 @@ static void spf_ub_fill_addresses(struct spf_ub_check *c, SPF_dns_rr_t *rr,
 		else if (any_v6)
 			memcpy(&rr->rr[k]->aaaa, &c->v6, 16);
 		else
-			memcpy(type == ns_t_a ? (void *)&rr->rr[k]->a :
-					(void *)&rr->rr[k]->aaaa, r->data[i], want);
+			memcpy(type == ns_t_a ? (void *)&rr->rr[k]->a : (void *)&rr->rr[k]->aaaa,
+			       r->data[i], want);
 		k++;
 	}
 	rr->num_rr = k;
 }
 
-static void spf_ub_fill_names(struct spf_ub_check *c, SPF_dns_rr_t *rr,
-		const struct ub_result *r, ns_type type, bool track, int cidr0)
+static void
+spf_ub_fill_names(struct spf_ub_check *c, SPF_dns_rr_t *rr, const struct ub_result *r, ns_type type,
+		  bool track, int cidr0)
 {
 	char name[SPF_UB_NAME_MAX];
 	size_t skip = type == ns_t_mx ? 2 : 0;
@@ -313,8 +321,8 @@ static void spf_ub_fill_names(struct spf_ub_check *c, SPF_dns_rr_t *rr,
 		if (type == ns_t_ptr && k == SPF_UB_MAX_NAMES)
 			break;
 		if ((size_t)r->len[i] <= skip ||
-		    !spf_ub_wire_name((const uint8_t *)r->data[i],
-				(size_t)r->len[i], skip, name, sizeof(name)))
+		    !spf_ub_wire_name((const uint8_t *)r->data[i], (size_t)r->len[i], skip, name,
+				      sizeof(name)))
 			continue;
 		if (SPF_dns_rr_buf_realloc(rr, k, strlen(name) + 1) != SPF_E_SUCCESS)
 			break;
@@ -330,7 +338,8 @@ static void spf_ub_fill_names(struct spf_ub_check *c, SPF_dns_rr_t *rr,
 	}
 }
 
-static void spf_ub_fill_txt(SPF_dns_rr_t *rr, const struct ub_result *r)
+static void
+spf_ub_fill_txt(SPF_dns_rr_t *rr, const struct ub_result *r)
 {
 	int i, k = 0;
 	long l;
@@ -339,8 +348,7 @@ static void spf_ub_fill_txt(SPF_dns_rr_t *rr, const struct ub_result *r)
 		l = spf_ub_txt_join((const uint8_t *)r->data[i], (size_t)r->len[i], NULL);
 		if (l < 0 || SPF_dns_rr_buf_realloc(rr, k, (size_t)l + 1) != SPF_E_SUCCESS)
 			continue;
-		spf_ub_txt_join((const uint8_t *)r->data[i], (size_t)r->len[i],
-				rr->rr[k]->txt);
+		spf_ub_txt_join((const uint8_t *)r->data[i], (size_t)r->len[i], rr->rr[k]->txt);
 		k++;
 	}
 	rr->num_rr = k;
@@ -348,7 +356,8 @@ static void spf_ub_fill_txt(SPF_dns_rr_t *rr, const struct ub_result *r)
 
 /* §7.3: an expanded name longer than SPF_SYNTAX_NAME_MAX loses labels on the left
  * until it fits.  Returns a pointer into name. */
-static const char *spf_ub_fit(const char *name)
+static const char *
+spf_ub_fit(const char *name)
 {
 	size_t n = strlen(name);
 	const char *dot;
@@ -362,7 +371,8 @@ static const char *spf_ub_fit(const char *name)
 	return name;
 }
 
-static int spf_ub_count(const struct ub_result *r)
+static int
+spf_ub_count(const struct ub_result *r)
 {
 	int n = 0;
 
@@ -372,8 +382,8 @@ static int spf_ub_count(const struct ub_result *r)
 }
 
 /* SPF_dns_lookup_t: every lookup libspf2 makes, bar SPF records and exp. */
-static SPF_dns_rr_t *spf_ub_lookup(SPF_dns_server_t *layer,
-		const char *domain, ns_type type, int should_cache)
+static SPF_dns_rr_t *
+spf_ub_lookup(SPF_dns_server_t *layer, const char *domain, ns_type type, int should_cache)
 {
 	struct spf_ub_check *c = layer->hook;
 	char name[SPF_UB_NAME_MAX];
@@ -385,7 +395,7 @@ static SPF_dns_rr_t *spf_ub_lookup(SPF_dns_server_t *layer,
 	enum spf_ub_outcome out;
 	SPF_dns_rr_t *rr;
 
-	(void)should_cache;   /* unbound's cache is the cache */
+	(void)should_cache; /* unbound's cache is the cache */
 	if (base >= sizeof(name))
 		base = sizeof(name) - 1;
 	memcpy(name, domain, base);
@@ -394,8 +404,7 @@ static SPF_dns_rr_t *spf_ub_lookup(SPF_dns_server_t *layer,
 	if (fitted != name)
 		memmove(name, fitted, strlen(fitted) + 1);
 
-	if ((type == ns_t_a || type == ns_t_aaaa) &&
-	    c->follow.next < c->follow.n &&
+	if ((type == ns_t_a || type == ns_t_aaaa) && c->follow.next < c->follow.n &&
 	    spf_ub_same_name(name, c->follow.names[c->follow.next])) {
 		follows = true;
 		cidr0 = c->follow.cidr0;
@@ -403,7 +412,7 @@ static SPF_dns_rr_t *spf_ub_lookup(SPF_dns_server_t *layer,
 	}
 	primary = !follows && !c->exp_phase;
 	if (primary && !spf_ub_new_term(c))
-		return spf_ub_rr(c, domain, type, TRY_AGAIN);  /* stop libspf2 */
+		return spf_ub_rr(c, domain, type, TRY_AGAIN); /* stop libspf2 */
 
 	/* §4.8, §5: a target that cannot be queried does not exist */
 	if (!spf_syntax_query_name_ok(name))
@@ -424,9 +433,8 @@ static SPF_dns_rr_t *spf_ub_lookup(SPF_dns_server_t *layer,
 		if (primary && !spf_ub_void(c))
 			return spf_ub_rr(c, domain, type, TRY_AGAIN);
 		return spf_ub_rr(c, domain, type,
-				out == SPF_UB_NXDOMAIN ? HOST_NOT_FOUND : NO_DATA);
-	case SPF_UB_DATA:
-		break;
+				 out == SPF_UB_NXDOMAIN ? HOST_NOT_FOUND : NO_DATA);
+	case SPF_UB_DATA: break;
 	}
 	/* §4.6.4: an mx term whose name has more than 10 MX records is a
 	 * permerror, whichever 10 the resolver happens to list first */
@@ -442,18 +450,11 @@ static SPF_dns_rr_t *spf_ub_lookup(SPF_dns_server_t *layer,
 	}
 	switch (type) {
 	case ns_t_a:
-	case ns_t_aaaa:
-		spf_ub_fill_addresses(c, rr, r, type, cidr0);
-		break;
+	case ns_t_aaaa: spf_ub_fill_addresses(c, rr, r, type, cidr0); break;
 	case ns_t_mx:
-	case ns_t_ptr:
-		spf_ub_fill_names(c, rr, r, type, primary, cidr0);
-		break;
-	case ns_t_txt:
-		spf_ub_fill_txt(rr, r);
-		break;
-	default:
-		break;
+	case ns_t_ptr: spf_ub_fill_names(c, rr, r, type, primary, cidr0); break;
+	case ns_t_txt: spf_ub_fill_txt(rr, r); break;
+	default: break;
 	}
 	ub_resolve_free(r);
 	if (rr->num_rr == 0)
@@ -463,19 +464,21 @@ static SPF_dns_rr_t *spf_ub_lookup(SPF_dns_server_t *layer,
 
 /* --- SPF records: fetch, select (§4.5), check, compile --- */
 
-static SPF_errcode_t spf_ub_record_error(SPF_response_t *resp,
-		SPF_result_t result, SPF_errcode_t code, const char *domain)
+static SPF_errcode_t
+spf_ub_record_error(SPF_response_t *resp, SPF_result_t result, SPF_errcode_t code,
+		    const char *domain)
 {
 	resp->result = result;
 	resp->reason = SPF_REASON_FAILURE;
 	resp->err = code;
-	return SPF_response_add_error(resp, code, "SPF record of '%s': %s",
-			domain, SPF_strresult(result));
+	return SPF_response_add_error(
+		resp, code, "SPF record of '%s': %s", domain, SPF_strresult(result));
 }
 
 /* Pick the one v=spf1 record out of a TXT answer.  Returns the number of
  * candidates; the text of the last one is malloc'ed into *text. */
-static int spf_ub_select(const struct ub_result *r, char **text, size_t *len)
+static int
+spf_ub_select(const struct ub_result *r, char **text, size_t *len)
 {
 	int i, found = 0;
 	long l;
@@ -505,8 +508,9 @@ static int spf_ub_select(const struct ub_result *r, char **text, size_t *len)
 	return found;
 }
 
-static SPF_errcode_t spf_ub_get_spf(SPF_server_t *server, SPF_request_t *req,
-		SPF_response_t *resp, SPF_record_t **recordp)
+static SPF_errcode_t
+spf_ub_get_spf(SPF_server_t *server, SPF_request_t *req, SPF_response_t *resp,
+	       SPF_record_t **recordp)
 {
 	struct spf_ub_check *c = server->resolver->hook;
 	const char *domain = spf_ub_fit(req->cur_dom);
@@ -524,60 +528,52 @@ static SPF_errcode_t spf_ub_get_spf(SPF_server_t *server, SPF_request_t *req,
 	/* include and redirect are DNS-querying terms; the first fetch is
 	 * the check itself */
 	if (!top && !spf_ub_new_term(c))
-		return spf_ub_record_error(resp, SPF_RESULT_PERMERROR,
-				SPF_E_BIG_DNS, domain);
+		return spf_ub_record_error(resp, SPF_RESULT_PERMERROR, SPF_E_BIG_DNS, domain);
 	if (!spf_syntax_query_name_ok(domain))
 		out = SPF_UB_NXDOMAIN;
 	else
 		out = spf_ub_resolve(c, domain, ns_t_txt, &r);
 	if (out == SPF_UB_FAIL) {
 		ub_resolve_free(r);
-		return spf_ub_record_error(resp, SPF_RESULT_TEMPERROR,
-				SPF_E_DNS_ERROR, domain);
+		return spf_ub_record_error(resp, SPF_RESULT_TEMPERROR, SPF_E_DNS_ERROR, domain);
 	}
 	if (out != SPF_UB_DATA) {
 		ub_resolve_free(r);
 		if (!top && !spf_ub_void(c))
-			return spf_ub_record_error(resp, SPF_RESULT_PERMERROR,
-					SPF_E_BIG_DNS, domain);
-		return spf_ub_record_error(resp, SPF_RESULT_NONE,
-				SPF_E_NOT_SPF, domain);
+			return spf_ub_record_error(
+				resp, SPF_RESULT_PERMERROR, SPF_E_BIG_DNS, domain);
+		return spf_ub_record_error(resp, SPF_RESULT_NONE, SPF_E_NOT_SPF, domain);
 	}
 	n = spf_ub_select(r, &text, &len);
 	ub_resolve_free(r);
 	/* out of memory is temporary; libspf2 makes any include error but
 	 * SPF_E_DNS_ERROR a permerror, so that is the code to give */
 	if (n < 0)
-		return spf_ub_record_error(resp, SPF_RESULT_TEMPERROR,
-				SPF_E_DNS_ERROR, domain);
+		return spf_ub_record_error(resp, SPF_RESULT_TEMPERROR, SPF_E_DNS_ERROR, domain);
 	if (n == 0)
-		return spf_ub_record_error(resp, SPF_RESULT_NONE,
-				SPF_E_NOT_SPF, domain);
+		return spf_ub_record_error(resp, SPF_RESULT_NONE, SPF_E_NOT_SPF, domain);
 	if (n > 1) {
 		free(text);
 		spf_ub_force_permerror(c, "more than one SPF record");
-		return spf_ub_record_error(resp, SPF_RESULT_PERMERROR,
-				SPF_E_MULTIPLE_RECORDS, domain);
+		return spf_ub_record_error(
+			resp, SPF_RESULT_PERMERROR, SPF_E_MULTIPLE_RECORDS, domain);
 	}
 	rlen = len * 4 + 512;
 	rewrite = malloc(rlen);
 	if (rewrite == NULL) {
 		free(text);
-		return spf_ub_record_error(resp, SPF_RESULT_TEMPERROR,
-				SPF_E_DNS_ERROR, domain);
+		return spf_ub_record_error(resp, SPF_RESULT_TEMPERROR, SPF_E_DNS_ERROR, domain);
 	}
-	st = spf_syntax_record(text, len, c->cidr0_key, rewrite, rlen, problem,
-			sizeof(problem));
+	st = spf_syntax_record(text, len, c->cidr0_key, rewrite, rlen, problem, sizeof(problem));
 	free(text);
 	if (st != SPF_SYNTAX_OK) {
 		char why[160];
 
 		free(rewrite);
 		snprintf(why, sizeof(why), "record syntax: %s",
-				st == SPF_SYNTAX_BAD ? problem : "too long");
+			 st == SPF_SYNTAX_BAD ? problem : "too long");
 		spf_ub_force_permerror(c, why);
-		return spf_ub_record_error(resp, SPF_RESULT_PERMERROR,
-				SPF_E_SYNTAX, domain);
+		return spf_ub_record_error(resp, SPF_RESULT_PERMERROR, SPF_E_SYNTAX, domain);
 	}
 	err = SPF_record_compile(server, resp, recordp, rewrite);
 	free(rewrite);
@@ -593,23 +589,24 @@ static SPF_errcode_t spf_ub_get_spf(SPF_server_t *server, SPF_request_t *req,
 
 /* --- explanations (§6.2) --- */
 
-static SPF_errcode_t spf_ub_expand(SPF_server_t *server, SPF_request_t *req,
-		SPF_macro_t *mac, char **bufp, size_t *buflenp)
+static SPF_errcode_t
+spf_ub_expand(SPF_server_t *server, SPF_request_t *req, SPF_macro_t *mac, char **bufp,
+	      size_t *buflenp)
 {
 	SPF_response_t *scratch = SPF_response_new(req);
 	SPF_errcode_t err;
 
 	if (scratch == NULL)
 		return SPF_E_NO_MEMORY;
-	err = SPF_record_expand_data(server, req, scratch,
-			(SPF_data_t *)((char *)mac + sizeof(*mac)), mac->macro_len,
-			bufp, buflenp);
+	err = SPF_record_expand_data(
+		server, req, scratch, (SPF_data_t *)((char *)mac + sizeof(*mac)), mac->macro_len,
+		bufp, buflenp);
 	SPF_response_free(scratch);
 	return err;
 }
 
-static bool spf_ub_exp_text(struct spf_ub_check *c, const char *domain,
-		char **text)
+static bool
+spf_ub_exp_text(struct spf_ub_check *c, const char *domain, char **text)
 {
 	struct ub_result *r = NULL;
 	long l;
@@ -643,7 +640,8 @@ fail:
 /* libspf2's macro compiler reads a space in explanation text as the end of
  * a %-escape (it was written for terms); "%_" is the same space, spelt the
  * way it understands.  Takes text, returns the new string (NULL: ENOMEM). */
-static char *spf_ub_exp_spaces(char *text)
+static char *
+spf_ub_exp_spaces(char *text)
 {
 	size_t n = 0, o = 0, i;
 	char *out;
@@ -666,8 +664,9 @@ static char *spf_ub_exp_spaces(char *text)
 	return out;
 }
 
-static SPF_errcode_t spf_ub_explain(struct spf_ub_check *c,
-		SPF_server_t *server, const char *domain, char **bufp, size_t *buflenp)
+static SPF_errcode_t
+spf_ub_explain(struct spf_ub_check *c, SPF_server_t *server, const char *domain, char **bufp,
+	       size_t *buflenp)
 {
 	SPF_response_t *scratch;
 	SPF_macro_t *mac = NULL;
@@ -702,8 +701,8 @@ static SPF_errcode_t spf_ub_explain(struct spf_ub_check *c,
  * also those of an include in the middle of the evaluation: so the
  * explanation's own lookups are exempt from the limits only while it is
  * being made (§6.2, §4.6.4). */
-static SPF_errcode_t spf_ub_get_exp(SPF_server_t *server, const char *domain,
-		char **bufp, size_t *buflenp)
+static SPF_errcode_t
+spf_ub_get_exp(SPF_server_t *server, const char *domain, char **bufp, size_t *buflenp)
 {
 	struct spf_ub_check *c = server->resolver->hook;
 	bool was = c->exp_phase;
@@ -718,7 +717,8 @@ static SPF_errcode_t spf_ub_get_exp(SPF_server_t *server, const char *domain,
 /* --- the check --- */
 
 /* The check's /0 key: 64 random bits, so no name from outside ends in it. */
-static void spf_ub_new_key(char key[SPF_SYNTAX_CIDR0_KEY_LEN + 1])
+static void
+spf_ub_new_key(char key[SPF_SYNTAX_CIDR0_KEY_LEN + 1])
 {
 	static atomic_uint_fast64_t fallback;
 	uint64_t v;
@@ -728,14 +728,14 @@ static void spf_ub_new_key(char key[SPF_SYNTAX_CIDR0_KEY_LEN + 1])
 		/* no entropy yet (early boot): unpredictable enough, and the
 		 * counter keeps two checks apart */
 		clock_gettime(CLOCK_MONOTONIC, &ts);
-		v = ((uint64_t)ts.tv_nsec << 32) ^ (uint64_t)ts.tv_sec ^
-			(uint64_t)(uintptr_t)key ^
-			(atomic_fetch_add(&fallback, 1) * 0x9e3779b97f4a7c15ull);
+		v = ((uint64_t)ts.tv_nsec << 32) ^ (uint64_t)ts.tv_sec ^ (uint64_t)(uintptr_t)key ^
+		    (atomic_fetch_add(&fallback, 1) * 0x9e3779b97f4a7c15ull);
 	}
 	snprintf(key, SPF_SYNTAX_CIDR0_KEY_LEN + 1, "%016llx", (unsigned long long)v);
 }
 
-struct spf_ub_check *spf_ub_check_create(const struct spf_ub_params *params)
+struct spf_ub_check *
+spf_ub_check_create(const struct spf_ub_params *params)
 {
 	struct spf_ub_check *c = calloc(1, sizeof(*c));
 
@@ -761,30 +761,34 @@ struct spf_ub_check *spf_ub_check_create(const struct spf_ub_params *params)
 	return c;
 }
 
-void spf_ub_check_destroy(struct spf_ub_check *check)
+void
+spf_ub_check_destroy(struct spf_ub_check *check)
 {
 	free(check);
 }
 
-SPF_dns_server_t *spf_ub_check_layer(struct spf_ub_check *check)
+SPF_dns_server_t *
+spf_ub_check_layer(struct spf_ub_check *check)
 {
 	return &check->layer;
 }
 
-void spf_ub_check_set_request(struct spf_ub_check *check, SPF_request_t *req)
+void
+spf_ub_check_set_request(struct spf_ub_check *check, SPF_request_t *req)
 {
 	check->req = req;
 }
 
-bool spf_ub_check_forced_permerror(const struct spf_ub_check *check,
-		const char **why)
+bool
+spf_ub_check_forced_permerror(const struct spf_ub_check *check, const char **why)
 {
 	if (why != NULL)
 		*why = check->why;
 	return check->permerror;
 }
 
-const char *spf_ub_check_dns_problem(const struct spf_ub_check *check)
+const char *
+spf_ub_check_dns_problem(const struct spf_ub_check *check)
 {
 	return check->dns_problem;
 }

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * auth/spf_ub.h — the libspf2 DNS layer over libunbound, one per check.
  *
@@ -11,9 +12,10 @@
 #ifndef SMTPEDGE_AUTH_SPF_UB_H
 #define SMTPEDGE_AUTH_SPF_UB_H
 
+#include <netinet/in.h>
 #include <stdbool.h>
 #include <stdint.h>
-#include <netinet/in.h>
+
 #include <spf2/spf.h>
 
 struct ub_ctx;
@@ -21,15 +23,15 @@ struct spf_ub_check;
 
 struct spf_ub_params {
 	struct ub_ctx *ub;
-	uint32_t timeout_ms;     /* per query */
-	int family;              /* AF_INET or AF_INET6: the client address */
+	uint32_t timeout_ms; /* per query */
+	int family;          /* AF_INET or AF_INET6: the client address */
 	struct in_addr v4;
 	struct in6_addr v6;
 };
 
 #define SPF_UB_MAX_TERMS 10
 #define SPF_UB_MAX_VOIDS 2
-#define SPF_UB_MAX_NAMES 10  /* PTR names looked at; MX names allowed */
+#define SPF_UB_MAX_NAMES 10 /* PTR names looked at; MX names allowed */
 
 /* NULL on ENOMEM. */
 struct spf_ub_check *spf_ub_check_create(const struct spf_ub_params *params);
@@ -43,8 +45,7 @@ void spf_ub_check_set_request(struct spf_ub_check *check, SPF_request_t *req);
 
 /* True when a limit or a record syntax fault made the check permerror;
  * *why then says which. */
-bool spf_ub_check_forced_permerror(const struct spf_ub_check *check,
-		const char **why);
+bool spf_ub_check_forced_permerror(const struct spf_ub_check *check, const char **why);
 
 /* Last DNS failure of the check ("DNS timeout", "SERVFAIL"), or NULL. */
 const char *spf_ub_check_dns_problem(const struct spf_ub_check *check);

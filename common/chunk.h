@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * common/chunk.h — a piece of a message body or of a recipient list, as the
  * planes pass them: chains of fixed-size chunks from the worker's body
@@ -14,8 +15,8 @@
 
 struct chunk {
 	struct chunk *next;
-	uint32_t len;                  /* bytes used in data[] */
-	uint32_t cap;                  /* bytes available in data[] */
+	uint32_t len; /* bytes used in data[] */
+	uint32_t cap; /* bytes available in data[] */
 	uint8_t data[];
 };
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * common/clock.h — TSC cycles to microseconds for the worker's timers, with a
  * multiply and a shift instead of a division on every poll, and in 128 bits

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * common/msg.h — the messages between the planes, on their rings.
  *
@@ -18,24 +19,24 @@
 
 enum msg_kind {
 	/* worker -> control */
-	MSG_RDNS = 1,        /* look up the peer: addr */
-	MSG_SPOOL,           /* hand a message on: rec (a struct txrec) */
-	MSG_LOG,             /* write a transaction log line: rec */
-	MSG_SPF,             /* MAIL accepted: start SPF (rec: helo, mail_from, addr) */
+	MSG_RDNS = 1, /* look up the peer: addr */
+	MSG_SPOOL,    /* hand a message on: rec (a struct txrec) */
+	MSG_LOG,      /* write a transaction log line: rec */
+	MSG_SPF,      /* MAIL accepted: start SPF (rec: helo, mail_from, addr) */
 	/* control -> worker */
-	MSG_RDNS_DONE,       /* result: enum ptr_result */
-	MSG_SPOOL_DONE,      /* rec comes back with reply_code/enh/text set */
+	MSG_RDNS_DONE,  /* result: enum ptr_result */
+	MSG_SPOOL_DONE, /* rec comes back with reply_code/enh/text set */
 };
 
 struct txrec;
 
 struct ctl_msg {
-	uint8_t kind;        /* enum msg_kind */
-	uint8_t family;      /* 4 or 6 */
+	uint8_t kind;   /* enum msg_kind */
+	uint8_t family; /* 4 or 6 */
 	uint8_t result;
 	uint8_t pad;
-	uint32_t idx;        /* the session's slot in its worker */
-	uint32_t gen;        /* the slot's generation when the message was made */
+	uint32_t idx; /* the session's slot in its worker */
+	uint32_t gen; /* the slot's generation when the message was made */
 	uint32_t pad2;
 	union {
 		uint8_t addr[16];

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * common/rules.c — the names of the rules, results and outcomes, and what a rule
  * says for a result (see rules.h).
@@ -28,11 +29,8 @@ static const char *const outcome_names[POLICY__OUTCOMES] = {
 };
 
 static const char *const ptr_names[PTR__RESULTS] = {
-	[PTR_UNKNOWN] = "unknown",
-	[PTR_PASS] = "pass",
-	[PTR_NONE] = "none",
-	[PTR_MISMATCH] = "mismatch",
-	[PTR_TEMPERROR] = "temperror",
+	[PTR_UNKNOWN] = "unknown",   [PTR_PASS] = "pass",           [PTR_NONE] = "none",
+	[PTR_MISMATCH] = "mismatch", [PTR_TEMPERROR] = "temperror",
 };
 
 const char *
@@ -65,8 +63,8 @@ policy_rule_find(const char *name)
 }
 
 enum policy_outcome
-policy_ptr(const struct policy_rule *r, enum ptr_result res, uint8_t family,
-	   const uint8_t *addr, struct policy_reply *reply)
+policy_ptr(const struct policy_rule *r, enum ptr_result res, uint8_t family, const uint8_t *addr,
+	   struct policy_reply *reply)
 {
 	char a[INET6_ADDRSTRLEN];
 	const char *fam = family == 6 ? "IPv6" : "IPv4";
@@ -81,22 +79,23 @@ policy_ptr(const struct policy_rule *r, enum ptr_result res, uint8_t family,
 	if (res == PTR_TEMPERROR) {
 		reply->code = 451;
 		snprintf(reply->enh, sizeof(reply->enh), "4.7.25");
-		snprintf(reply->text, sizeof(reply->text),
-			 "Service temporarily unavailable, the reverse DNS lookup of sending %s address [%s] failed, try again later",
-			 fam, a);
+		snprintf(
+			reply->text, sizeof(reply->text),
+			"Service temporarily unavailable, the reverse DNS lookup of sending %s address [%s] failed, try again later",
+			fam, a);
 		return POLICY_DEFER;
 	}
 	reply->code = r->reply;
 	snprintf(reply->enh, sizeof(reply->enh), r->reply == 550 ? "5.7.25" : "4.7.25");
 	snprintf(reply->text, sizeof(reply->text),
-		 "Service unavailable, sending %s address [%s] must have a reverse DNS record",
-		 fam, a);
+		 "Service unavailable, sending %s address [%s] must have a reverse DNS record", fam,
+		 a);
 	return POLICY_REJECT;
 }
 
 enum policy_outcome
-policy_auth(const struct policy_rule *r, bool spf_pass, bool dkim_pass,
-	    bool temp, uint8_t family, struct policy_reply *reply)
+policy_auth(const struct policy_rule *r, bool spf_pass, bool dkim_pass, bool temp, uint8_t family,
+	    struct policy_reply *reply)
 {
 	const char *fam = family == 6 ? "IPv6" : "IPv4";
 
@@ -104,18 +103,20 @@ policy_auth(const struct policy_rule *r, bool spf_pass, bool dkim_pass,
 		return POLICY_PASS;
 	if (r->action == POLICY_LOG)
 		return POLICY_LOGGED;
-	if (temp) {   /* a pass may have hidden behind the failure */
+	if (temp) { /* a pass may have hidden behind the failure */
 		reply->code = 451;
 		snprintf(reply->enh, sizeof(reply->enh), "4.7.26");
-		snprintf(reply->text, sizeof(reply->text),
-			 "Service temporarily unavailable, SPF and DKIM could not be checked for a message sent over %s, try again later",
-			 fam);
+		snprintf(
+			reply->text, sizeof(reply->text),
+			"Service temporarily unavailable, SPF and DKIM could not be checked for a message sent over %s, try again later",
+			fam);
 		return POLICY_DEFER;
 	}
 	reply->code = r->reply;
 	snprintf(reply->enh, sizeof(reply->enh), r->reply == 554 ? "5.7.26" : "4.7.26");
-	snprintf(reply->text, sizeof(reply->text),
-		 "Service unavailable, message sent over %s must pass either SPF or DKIM validation",
-		 fam);
+	snprintf(
+		reply->text, sizeof(reply->text),
+		"Service unavailable, message sent over %s must pass either SPF or DKIM validation",
+		fam);
 	return POLICY_REJECT;
 }

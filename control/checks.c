@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * control/checks.c — SPF, DKIM, the authentication rule and our headers (checks.h).
  *
@@ -43,14 +44,14 @@ struct auth {
 };
 
 struct auth *
-auth_create(struct ub_ctx *ub, const char *hostname, uint32_t dns_timeout_ms,
-	    char *err, size_t errlen)
+auth_create(struct ub_ctx *ub, const char *hostname, uint32_t dns_timeout_ms, char *err,
+	    size_t errlen)
 {
 	struct auth *a = calloc(1, sizeof(*a));
-	struct spf_params sp = { .ub = ub, .receiver = hostname,
-				 .dns_timeout_ms = dns_timeout_ms };
-	struct dkim_params dp = { .ub = ub, .dns_timeout_ms = dns_timeout_ms,
-				  .max_signatures = AUTH_MAX_SIGS };
+	struct spf_params sp = { .ub = ub, .receiver = hostname, .dns_timeout_ms = dns_timeout_ms };
+	struct dkim_params dp = {
+		.ub = ub, .dns_timeout_ms = dns_timeout_ms, .max_signatures = AUTH_MAX_SIGS
+	};
 
 	if (!a) {
 		snprintf(err, errlen, "out of memory");
@@ -81,8 +82,9 @@ void
 auth_spf(struct auth *a, uint8_t family, const uint8_t *addr, const char *helo,
 	 const char *mail_from, struct auth_spf *out)
 {
-	struct spf_query q = { .family = family == 6 ? AF_INET6 : AF_INET,
-			       .helo = helo, .mail_from = mail_from };
+	struct spf_query q = {
+		.family = family == 6 ? AF_INET6 : AF_INET, .helo = helo, .mail_from = mail_from
+	};
 	struct spf_answer ans;
 
 	memcpy(q.addr, addr, 16);
@@ -116,23 +118,23 @@ dkim_run(struct auth *a, const struct chunk *msg, struct auth_verdict *v)
 }
 
 void
-auth_verify(struct auth *a, const struct chunk *msg,
-	    const struct policy_rule *rule, uint8_t family, struct auth_verdict *v)
+auth_verify(struct auth *a, const struct chunk *msg, const struct policy_rule *rule, uint8_t family,
+	    struct auth_verdict *v)
 {
 	v->dkim_pass = false;
 	v->temp = v->spf.result == SPF_RES_TEMPERROR;
 	dkim_run(a, msg, v);
 	memset(&v->reply, 0, sizeof(v->reply));
-	v->outcome = policy_auth(rule, v->spf.result == SPF_RES_PASS, v->dkim_pass,
-				 v->temp, family, &v->reply);
+	v->outcome = policy_auth(rule, v->spf.result == SPF_RES_PASS, v->dkim_pass, v->temp, family,
+				 &v->reply);
 }
 
 const char *
 auth_dkim_summary(const struct auth_verdict *v)
 {
 	static const enum dkim_outcome order[] = {
-		DKIM_RES_PASS, DKIM_RES_TEMPERROR, DKIM_RES_FAIL, DKIM_RES_PERMERROR,
-		DKIM_RES_NEUTRAL, DKIM_RES_POLICY,
+		DKIM_RES_PASS,      DKIM_RES_TEMPERROR, DKIM_RES_FAIL,
+		DKIM_RES_PERMERROR, DKIM_RES_NEUTRAL,   DKIM_RES_POLICY,
 	};
 	unsigned i, k;
 
@@ -207,14 +209,18 @@ iprev_result(uint8_t ptr)
 }
 
 size_t
-auth_results_header(const char *authserv_id, const struct txrec *rec,
-		    const struct auth_verdict *v, char *out, size_t n)
+auth_results_header(const char *authserv_id, const struct txrec *rec, const struct auth_verdict *v,
+		    char *out, size_t n)
 {
 	char addr[INET6_ADDRSTRLEN], val[700];
 	size_t off;
 	unsigned i;
 
-#define PUT(...) do { if (off < n) off += (size_t)snprintf(out + off, n - off, __VA_ARGS__); } while (0)
+#define PUT(...)                                                                  \
+	do {                                                                      \
+		if (off < n)                                                      \
+			off += (size_t)snprintf(out + off, n - off, __VA_ARGS__); \
+	} while (0)
 	off = 0;
 	inet_ntop(rec->family == 6 ? AF_INET6 : AF_INET, rec->addr, addr, sizeof(addr));
 	PUT("Authentication-Results: %s;\r\n\tiprev=%s policy.iprev=%s", authserv_id,
@@ -324,17 +330,15 @@ value_is(const char *f, size_t len, size_t i, const char *id)
 		for (i++; (i = next_byte(f, len, i)) < len && f[i] != '"'; i++) {
 			if (f[i] == '\\' && (i = next_byte(f, len, i + 1)) == len)
 				return false;
-			if (k >= idlen || tolower((unsigned char)f[i]) !=
-					  tolower((unsigned char)id[k]))
+			if (k >= idlen ||
+			    tolower((unsigned char)f[i]) != tolower((unsigned char)id[k]))
 				return false;
 			k++;
 		}
 		return i < len && k == idlen;
 	}
-	for (; (i = next_byte(f, len, i)) < len &&
-	       is_token((unsigned char)f[i]); i++, k++)
-		if (k >= idlen || tolower((unsigned char)f[i]) !=
-				  tolower((unsigned char)id[k]))
+	for (; (i = next_byte(f, len, i)) < len && is_token((unsigned char)f[i]); i++, k++)
+		if (k >= idlen || tolower((unsigned char)f[i]) != tolower((unsigned char)id[k]))
 			return false;
 	return k > 0 && k == idlen;
 }
@@ -350,7 +354,7 @@ ar_claims(const char *f, size_t len, const char *id)
 
 	if (len < i || strncasecmp(f, ar_name, i) != 0)
 		return false;
-	while (i < len && is_wsp((unsigned char)f[i]))   /* obs-optional */
+	while (i < len && is_wsp((unsigned char)f[i])) /* obs-optional */
 		i++;
 	if (i >= len || f[i] != ':')
 		return false;
@@ -361,10 +365,10 @@ ar_claims(const char *f, size_t len, const char *id)
  * empty line, or the whole message when it has none (RFC 5322 allows a
  * message without a body). */
 struct hdr_scan {
-	size_t len;                       /* bytes of the section */
-	const struct chunk *last;    /* the chunk it ends in */
-	size_t last_off;                  /* where in that chunk */
-	bool candidate;                   /* a field starts "Authentication-Results" */
+	size_t len;               /* bytes of the section */
+	const struct chunk *last; /* the chunk it ends in */
+	size_t last_off;          /* where in that chunk */
+	bool candidate;           /* a field starts "Authentication-Results" */
 };
 
 enum { HS_BOL, HS_CR_AT_BOL, HS_NAME, HS_TEXT };
@@ -380,7 +384,8 @@ hdr_scan(const struct chunk *msg, struct hdr_scan *hs)
 	size_t name = 0, i;
 
 	memset(hs, 0, sizeof(*hs));
-	CHUNK_FOREACH(c, msg) {
+	CHUNK_FOREACH(c, msg)
+	{
 		hs->last = c;
 		for (i = 0; i < c->len; i++) {
 			unsigned char b = c->data[i];
@@ -415,9 +420,7 @@ hdr_scan(const struct chunk *msg, struct hdr_scan *hs)
 					st = HS_TEXT;
 				}
 				break;
-			default:
-				st = HS_TEXT;
-				break;
+			default: st = HS_TEXT; break;
 			}
 		}
 		hs->len += c->len;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * control/checks.h — the authentication step of the control plane: SPF and DKIM on
  * a work thread, the ipv6-auth rule's verdict, and the headers we add
@@ -13,6 +14,7 @@
 
 #include "auth/dkim.h"
 #include "auth/spf.h"
+
 #include "common/rules.h"
 
 struct ub_ctx;
@@ -31,8 +33,8 @@ struct auth_verdict {
 	struct auth_spf spf;
 	struct dkim_sig_result dkim[AUTH_MAX_SIGS];
 	unsigned ndkim;
-	bool dkim_pass;          /* at least one signature verified */
-	bool temp;               /* a check failed temporarily */
+	bool dkim_pass; /* at least one signature verified */
+	bool temp;      /* a check failed temporarily */
 	enum policy_outcome outcome;
 	struct policy_reply reply;
 };
@@ -41,17 +43,16 @@ struct auth;
 
 /* SPF checker and DKIM verifier over the shared resolver. NULL with one
  * line in err. */
-struct auth *auth_create(struct ub_ctx *ub, const char *hostname,
-			 uint32_t dns_timeout_ms, char *err, size_t errlen);
+struct auth *auth_create(struct ub_ctx *ub, const char *hostname, uint32_t dns_timeout_ms,
+			 char *err, size_t errlen);
 void auth_destroy(struct auth *a);
 
 /* SPF of the transaction (blocks on DNS; any work thread). */
-void auth_spf(struct auth *a, uint8_t family, const uint8_t *addr,
-	      const char *helo, const char *mail_from, struct auth_spf *out);
+void auth_spf(struct auth *a, uint8_t family, const uint8_t *addr, const char *helo,
+	      const char *mail_from, struct auth_spf *out);
 /* DKIM of the message (blocks on DNS), then the rule's verdict. */
-void auth_verify(struct auth *a, const struct chunk *msg,
-		 const struct policy_rule *rule, uint8_t family,
-		 struct auth_verdict *v);
+void auth_verify(struct auth *a, const struct chunk *msg, const struct policy_rule *rule,
+		 uint8_t family, struct auth_verdict *v);
 
 /* The Authentication-Results header of authserv_id for rec and v (iprev,
  * spf, dkim), CRLF-terminated, folded. The client's PTR name appears, in a
@@ -64,8 +65,7 @@ size_t auth_results_header(const char *authserv_id, const struct txrec *rec,
  * claim our authserv-id. NULL when there are none (use msg as it is);
  * otherwise a new chain whose first chunk is malloc'd (free it with
  * free(*head)) and whose rest is msg's own chunks. */
-struct chunk *auth_strip_forged(const char *authserv_id,
-				     const struct chunk *msg);
+struct chunk *auth_strip_forged(const char *authserv_id, const struct chunk *msg);
 
 /* "pass", "fail", ...: the best DKIM result, for the log. */
 const char *auth_dkim_summary(const struct auth_verdict *v);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * control/config.c — the configuration file, checked before anything starts.
  *
@@ -20,30 +21,31 @@
 
 #include <rte_cfgfile.h>
 
-#include "control/config.h"
 #include "tls/tls.h"
 
-#define WHY_LEN 256
+#include "control/config.h"
+
+#define WHY_LEN         256
 /* The longest domain name as text, without the final dot: 255 octets on the
  * wire (RFC 1035 §2.3.4) less the first label's length octet and the root's.
  * auth/spf_syntax.h has the same bound for SPF; config does not use SPF's. */
 #define DOMAIN_TEXT_MAX 253
 
 struct cfg_key;
-typedef int (*cfg_parse_fn)(const struct cfg_key *k, const char *val,
-			    struct edge_config *cfg, char *why);
+typedef int (*cfg_parse_fn)(const struct cfg_key *k, const char *val, struct edge_config *cfg,
+			    char *why);
 
 struct cfg_key {
 	const char *section;
 	const char *name;
 	cfg_parse_fn parse;
-	size_t off;              /* into struct edge_config */
-	uint32_t min, max;       /* for numbers */
-	const char *def;         /* NULL: no default */
-	bool list;               /* may be given more than once: each adds */
+	size_t off;        /* into struct edge_config */
+	uint32_t min, max; /* for numbers */
+	const char *def;   /* NULL: no default */
+	bool list;         /* may be given more than once: each adds */
 };
 
-#define OFF(f) offsetof(struct edge_config, f)
+#define OFF(f)              offsetof(struct edge_config, f)
 #define FIELD(cfg, k, type) ((type *)((char *)(cfg) + (k)->off))
 
 /* The value in a message is cut at 120 characters: enough to recognise. */
@@ -75,7 +77,10 @@ parse_domain_into(const char *val, char *out, char *why)
 
 		if (c == '.') {
 			if (label == 0 || val[i - 1] == '-')
-				return why_set(why, "\"%s\" is not a domain name (empty label or label ends with '-')", val);
+				return why_set(
+					why,
+					"\"%s\" is not a domain name (empty label or label ends with '-')",
+					val);
 			out[i] = '.';
 			label = 0;
 			continue;
@@ -93,15 +98,13 @@ parse_domain_into(const char *val, char *out, char *why)
 }
 
 static int
-parse_domain(const struct cfg_key *k, const char *val, struct edge_config *cfg,
-	     char *why)
+parse_domain(const struct cfg_key *k, const char *val, struct edge_config *cfg, char *why)
 {
 	return parse_domain_into(val, FIELD(cfg, k, char), why);
 }
 
 static int
-parse_ip6(const struct cfg_key *k, const char *val, struct edge_config *cfg,
-	  char *why)
+parse_ip6(const struct cfg_key *k, const char *val, struct edge_config *cfg, char *why)
 {
 	uint8_t *a = FIELD(cfg, k, uint8_t);
 
@@ -114,8 +117,7 @@ parse_ip6(const struct cfg_key *k, const char *val, struct edge_config *cfg,
 }
 
 static int
-parse_ip4(const struct cfg_key *k, const char *val, struct edge_config *cfg,
-	  char *why)
+parse_ip4(const struct cfg_key *k, const char *val, struct edge_config *cfg, char *why)
 {
 	uint8_t *a = FIELD(cfg, k, uint8_t);
 
@@ -128,8 +130,7 @@ parse_ip4(const struct cfg_key *k, const char *val, struct edge_config *cfg,
 }
 
 static int
-parse_number(const char *val, uint32_t min, uint32_t max, uint32_t *out,
-	     char *why)
+parse_number(const char *val, uint32_t min, uint32_t max, uint32_t *out, char *why)
 {
 	char *end;
 	unsigned long v;
@@ -139,8 +140,7 @@ parse_number(const char *val, uint32_t min, uint32_t max, uint32_t *out,
 	if (errno || end == val || *end != '\0' || !isdigit((unsigned char)*val))
 		return why_set(why, "\"%s\" is not a number", val);
 	if (v < min || v > max) {
-		snprintf(why, WHY_LEN, "%s is out of range (%u..%u)", val, min,
-			 max);
+		snprintf(why, WHY_LEN, "%s is out of range (%u..%u)", val, min, max);
 		return -1;
 	}
 	*out = (uint32_t)v;
@@ -148,8 +148,7 @@ parse_number(const char *val, uint32_t min, uint32_t max, uint32_t *out,
 }
 
 static int
-parse_u32(const struct cfg_key *k, const char *val, struct edge_config *cfg,
-	  char *why)
+parse_u32(const struct cfg_key *k, const char *val, struct edge_config *cfg, char *why)
 {
 	return parse_number(val, k->min, k->max, FIELD(cfg, k, uint32_t), why);
 }
@@ -157,14 +156,12 @@ parse_u32(const struct cfg_key *k, const char *val, struct edge_config *cfg,
 /* Calls each() on each space-separated word of val. */
 static int
 for_words(const char *val, char *why,
-	  int (*each)(const char *w, struct edge_config *cfg, char *why),
-	  struct edge_config *cfg)
+	  int (*each)(const char *w, struct edge_config *cfg, char *why), struct edge_config *cfg)
 {
 	char buf[CFG_VALUE_LEN], *save = NULL, *w;
 
 	snprintf(buf, sizeof(buf), "%s", val);
-	for (w = strtok_r(buf, " \t,", &save); w;
-	     w = strtok_r(NULL, " \t,", &save))
+	for (w = strtok_r(buf, " \t,", &save); w; w = strtok_r(NULL, " \t,", &save))
 		if (each(w, cfg, why) < 0)
 			return -1;
 	return 0;
@@ -187,8 +184,7 @@ add_port(const char *w, struct edge_config *cfg, char *why)
 }
 
 static int
-parse_ports(const struct cfg_key *k, const char *val, struct edge_config *cfg,
-	    char *why)
+parse_ports(const struct cfg_key *k, const char *val, struct edge_config *cfg, char *why)
 {
 	(void)k;
 	return for_words(val, why, add_port, cfg);
@@ -208,21 +204,18 @@ add_dns(const char *w, struct edge_config *cfg, char *why)
 		return why_set(why, "\"%s\" is not address[@port]", w);
 	memcpy(addr, w, n);
 	addr[n] = '\0';
-	if (inet_pton(AF_INET, addr, tmp) != 1 &&
-	    inet_pton(AF_INET6, addr, tmp) != 1)
+	if (inet_pton(AF_INET, addr, tmp) != 1 && inet_pton(AF_INET6, addr, tmp) != 1)
 		return why_set(why, "\"%s\" is not an IP address[@port]", w);
 	if (at && parse_number(at + 1, 1, 65535, &port, why) < 0)
 		return -1;
 	if (cfg->n_dns_servers == CONFIG_MAX_DNS)
 		return why_set(why, "too many servers (at most 4): %s", w);
-	snprintf(cfg->dns_servers[cfg->n_dns_servers++],
-		 sizeof(cfg->dns_servers[0]), "%s", w);
+	snprintf(cfg->dns_servers[cfg->n_dns_servers++], sizeof(cfg->dns_servers[0]), "%s", w);
 	return 0;
 }
 
 static int
-parse_dns(const struct cfg_key *k, const char *val, struct edge_config *cfg,
-	  char *why)
+parse_dns(const struct cfg_key *k, const char *val, struct edge_config *cfg, char *why)
 {
 	(void)k;
 	return for_words(val, why, add_dns, cfg);
@@ -240,8 +233,7 @@ add_domain(const char *w, struct edge_config *cfg, char *why)
 }
 
 static int
-parse_domains(const struct cfg_key *k, const char *val,
-	      struct edge_config *cfg, char *why)
+parse_domains(const struct cfg_key *k, const char *val, struct edge_config *cfg, char *why)
 {
 	(void)k;
 	return for_words(val, why, add_domain, cfg);
@@ -249,8 +241,7 @@ parse_domains(const struct cfg_key *k, const char *val,
 
 /* "[v6addr]:port", "v4addr:port" or "host:port". */
 static int
-parse_target(const struct cfg_key *k, const char *val, struct edge_config *cfg,
-	     char *why)
+parse_target(const struct cfg_key *k, const char *val, struct edge_config *cfg, char *why)
 {
 	const char *colon = strrchr(val, ':');
 	char host[CONFIG_NAME_LEN], tmp[CONFIG_NAME_LEN];
@@ -275,8 +266,7 @@ parse_target(const struct cfg_key *k, const char *val, struct edge_config *cfg,
 			return why_set(why, "\"%s\": not an IPv6 address in []", val);
 	} else if (strchr(host, ':')) {
 		return why_set(why, "\"%s\": write an IPv6 address as [addr]:port", val);
-	} else if (inet_pton(AF_INET, host, a) != 1 &&
-		   parse_domain_into(host, tmp, why) < 0) {
+	} else if (inet_pton(AF_INET, host, a) != 1 && parse_domain_into(host, tmp, why) < 0) {
 		return -1;
 	}
 	snprintf(FIELD(cfg, k, char), CONFIG_NAME_LEN, "%s", val);
@@ -284,8 +274,7 @@ parse_target(const struct cfg_key *k, const char *val, struct edge_config *cfg,
 }
 
 static int
-parse_dir(const struct cfg_key *k, const char *val, struct edge_config *cfg,
-	  char *why)
+parse_dir(const struct cfg_key *k, const char *val, struct edge_config *cfg, char *why)
 {
 	if (val[0] != '/')
 		return why_set(why, "\"%s\" must be an absolute path", val);
@@ -296,8 +285,7 @@ parse_dir(const struct cfg_key *k, const char *val, struct edge_config *cfg,
 }
 
 static int
-parse_file(const struct cfg_key *k, const char *val, struct edge_config *cfg,
-	   char *why)
+parse_file(const struct cfg_key *k, const char *val, struct edge_config *cfg, char *why)
 {
 	if (parse_dir(k, val, cfg, why) < 0)
 		return -1;
@@ -307,8 +295,7 @@ parse_file(const struct cfg_key *k, const char *val, struct edge_config *cfg,
 }
 
 static int
-parse_tls_version(const struct cfg_key *k, const char *val,
-		  struct edge_config *cfg, char *why)
+parse_tls_version(const struct cfg_key *k, const char *val, struct edge_config *cfg, char *why)
 {
 	(void)k;
 	if (strcmp(val, "1.2") == 0)
@@ -321,8 +308,7 @@ parse_tls_version(const struct cfg_key *k, const char *val,
 }
 
 static int
-parse_yes_no(const struct cfg_key *k, const char *val, struct edge_config *cfg,
-	     char *why)
+parse_yes_no(const struct cfg_key *k, const char *val, struct edge_config *cfg, char *why)
 {
 	bool *b = FIELD(cfg, k, bool);
 
@@ -336,8 +322,7 @@ parse_yes_no(const struct cfg_key *k, const char *val, struct edge_config *cfg,
 }
 
 static int
-parse_protocol(const struct cfg_key *k, const char *val,
-	       struct edge_config *cfg, char *why)
+parse_protocol(const struct cfg_key *k, const char *val, struct edge_config *cfg, char *why)
 {
 	(void)k;
 	if (strcasecmp(val, "smtp") == 0)
@@ -350,11 +335,10 @@ parse_protocol(const struct cfg_key *k, const char *val,
 }
 
 static int
-parse_level(const struct cfg_key *k, const char *val, struct edge_config *cfg,
-	    char *why)
+parse_level(const struct cfg_key *k, const char *val, struct edge_config *cfg, char *why)
 {
-	static const char *const names[] = { "emergency", "alert", "critical",
-		"error", "warning", "notice", "info", "debug" };
+	static const char *const names[] = { "emergency", "alert",  "critical", "error",
+					     "warning",   "notice", "info",     "debug" };
 	uint32_t i;
 
 	(void)k;
@@ -363,19 +347,20 @@ parse_level(const struct cfg_key *k, const char *val, struct edge_config *cfg,
 			cfg->log_level = i + 1;
 			return 0;
 		}
-	return why_set(why, "\"%s\" is not one of emergency alert critical error warning notice info debug", val);
+	return why_set(
+		why,
+		"\"%s\" is not one of emergency alert critical error warning notice info debug",
+		val);
 }
 
 static int
-parse_rule(const struct cfg_key *k, const char *val, struct edge_config *cfg,
-	   char *why)
+parse_rule(const struct cfg_key *k, const char *val, struct edge_config *cfg, char *why)
 {
 	return policy_set(&cfg->policy, k->section, k->name, val, why, WHY_LEN);
 }
 
 static int
-parse_pregreet(const struct cfg_key *k, const char *val,
-	       struct edge_config *cfg, char *why)
+parse_pregreet(const struct cfg_key *k, const char *val, struct edge_config *cfg, char *why)
 {
 	(void)k;
 	if (strcasecmp(val, "record") == 0)
@@ -388,8 +373,7 @@ parse_pregreet(const struct cfg_key *k, const char *val,
 }
 
 static int
-parse_size(const struct cfg_key *k, const char *val, struct edge_config *cfg,
-	   char *why)
+parse_size(const struct cfg_key *k, const char *val, struct edge_config *cfg, char *why)
 {
 	uint32_t mb;
 
@@ -400,14 +384,18 @@ parse_size(const struct cfg_key *k, const char *val, struct edge_config *cfg,
 	return 0;
 }
 
-#define RULE_KEYS(rule, def_action)                                           \
-	{ rule, "action", parse_rule, 0, 0, 0, def_action, false },            \
-	{ rule, "reply", parse_rule, 0, 0, 0, NULL, false },                   \
-	{ rule, "stage", parse_rule, 0, 0, 0, NULL, false },                   \
-	{ rule, "fcrdns", parse_rule, 0, 0, 0, NULL, false }
+#define RULE_KEYS(rule, def_action)                                  \
+	{ rule, "action", parse_rule, 0, 0, 0, def_action, false },  \
+		{ rule, "reply", parse_rule, 0, 0, 0, NULL, false }, \
+		{ rule, "stage", parse_rule, 0, 0, 0, NULL, false }, \
+	{                                                            \
+		rule, "fcrdns", parse_rule, 0, 0, 0, NULL, false     \
+	}
 
-#define FAULT_KEY(name, field)                                                \
-	{ "faults", name, parse_u32, OFF(field), 0, 50, NULL, false }
+#define FAULT_KEY(name, field)                                            \
+	{                                                                 \
+		"faults", name, parse_u32, OFF(field), 0, 50, NULL, false \
+	}
 
 /* The whole vocabulary of the file. The README documents each row. */
 static const struct cfg_key keys[] = {
@@ -438,7 +426,8 @@ static const struct cfg_key keys[] = {
 	{ "smtp", "idle_timeout_s", parse_u32, OFF(idle_timeout_s), 10, 3600, "300", false },
 	{ "smtp", "lifetime_s", parse_u32, OFF(lifetime_s), 30, 86400, "3600", false },
 	{ "control", "threads", parse_u32, OFF(control_threads), 1, 64, "2", false },
-	{ "control", "delivery_timeout_s", parse_u32, OFF(delivery_timeout_s), 1, 540, "300", false },
+	{ "control", "delivery_timeout_s", parse_u32, OFF(delivery_timeout_s), 1, 540, "300",
+	  false },
 	RULE_KEYS("ipv6-ptr", "enforce"),
 	RULE_KEYS("ipv4-ptr", "off"),
 	{ "ipv6-auth", "action", parse_rule, 0, 0, 0, NULL, false },
@@ -461,8 +450,10 @@ static const struct cfg_key keys[] = {
 	{ "tls", "chain", parse_file, OFF(tls_chain), 0, 0, NULL, false },
 	{ "tls", "min_version", parse_tls_version, 0, 0, 0, "1.2", false },
 	{ "tls", "max_sessions", parse_u32, OFF(tls_max_sessions), 1, 16777216, "4096", false },
-	{ "tls", "ticket_rotate_s", parse_u32, OFF(tls_ticket_rotate_s), 60, 604800, "3600", false },
-	{ "tls", "refuse_before_handshake", parse_yes_no, OFF(tls_refuse_early), 0, 0, "no", false },
+	{ "tls", "ticket_rotate_s", parse_u32, OFF(tls_ticket_rotate_s), 60, 604800, "3600",
+	  false },
+	{ "tls", "refuse_before_handshake", parse_yes_no, OFF(tls_refuse_early), 0, 0, "no",
+	  false },
 	{ "log", "file", parse_dir, OFF(log_file), 0, 0, NULL, false },
 	{ "log", "level", parse_level, 0, 0, 0, "info", false },
 };
@@ -474,8 +465,7 @@ key_find(const char *section, const char *name)
 	size_t i;
 
 	for (i = 0; i < N_KEYS; i++)
-		if (strcmp(keys[i].section, section) == 0 &&
-		    strcmp(keys[i].name, name) == 0)
+		if (strcmp(keys[i].section, section) == 0 && strcmp(keys[i].name, name) == 0)
 			return &keys[i];
 	return NULL;
 }
@@ -536,14 +526,15 @@ syntax_check(const char *path, FILE *f, FILE *err)
 		}
 		eq = strchr(s, '=');
 		if (!eq) {
-			fprintf(err, "smtpedge: %s:%u: expected \"[section]\" or \"key = value\", got \"%s\"\n",
+			fprintf(err,
+				"smtpedge: %s:%u: expected \"[section]\" or \"key = value\", got \"%s\"\n",
 				path, lineno, s);
 			return -1;
 		}
 		*eq = '\0';
 		if (!section[0]) {
-			fprintf(err, "smtpedge: %s:%u: key \"%s\" before any [section]\n",
-				path, lineno, trim(s));
+			fprintf(err, "smtpedge: %s:%u: key \"%s\" before any [section]\n", path,
+				lineno, trim(s));
 			return -1;
 		}
 		if (*trim(s) == '\0' || strlen(trim(s)) >= CFG_NAME_LEN) {
@@ -551,12 +542,13 @@ syntax_check(const char *path, FILE *f, FILE *err)
 			return -1;
 		}
 		if (*trim(eq + 1) == '\0') {
-			fprintf(err, "smtpedge: %s:%u: [%s] %s: empty value\n", path,
-				lineno, section, trim(s));
+			fprintf(err, "smtpedge: %s:%u: [%s] %s: empty value\n", path, lineno,
+				section, trim(s));
 			return -1;
 		}
 		if (strlen(trim(eq + 1)) >= CFG_VALUE_LEN) {
-			fprintf(err, "smtpedge: %s:%u: [%s] %s: value longer than %d characters (list keys may be repeated instead)\n",
+			fprintf(err,
+				"smtpedge: %s:%u: [%s] %s: value longer than %d characters (list keys may be repeated instead)\n",
 				path, lineno, section, trim(s), CFG_VALUE_LEN - 1);
 			return -1;
 		}
@@ -565,14 +557,13 @@ syntax_check(const char *path, FILE *f, FILE *err)
 }
 
 static int
-apply(const char *path, const char *section, const struct cfg_key *k,
-      const char *val, struct edge_config *cfg, FILE *err)
+apply(const char *path, const char *section, const struct cfg_key *k, const char *val,
+      struct edge_config *cfg, FILE *err)
 {
 	char why[WHY_LEN];
 
 	if (k->parse(k, val, cfg, why) < 0) {
-		fprintf(err, "smtpedge: %s: [%s] %s: %s\n", path, section,
-			k->name, why);
+		fprintf(err, "smtpedge: %s: [%s] %s: %s\n", path, section, k->name, why);
 		return -1;
 	}
 	return 0;
@@ -580,12 +571,10 @@ apply(const char *path, const char *section, const struct cfg_key *k,
 
 /* A [tls] key given without its partner. */
 static int
-tls_pair(const char *path, const char *a, const char *va, const char *b,
-	 const char *vb, FILE *err)
+tls_pair(const char *path, const char *a, const char *va, const char *b, const char *vb, FILE *err)
 {
 	if (va[0] && !vb[0]) {
-		fprintf(err, "smtpedge: %s: [tls] %s: missing (%s is given)\n",
-			path, b, a);
+		fprintf(err, "smtpedge: %s: [tls] %s: missing (%s is given)\n", path, b, a);
 		return -1;
 	}
 	return 0;
@@ -637,18 +626,23 @@ static int
 check_whole(const char *path, struct edge_config *cfg, FILE *err)
 {
 	if (cfg->hostname[0] == '\0') {
-		fprintf(err, "smtpedge: %s: [edge] hostname: missing (the name in the greeting and headers)\n", path);
+		fprintf(err,
+			"smtpedge: %s: [edge] hostname: missing (the name in the greeting and headers)\n",
+			path);
 		return -1;
 	}
 	if (cfg->authserv_id[0] == '\0')
-		snprintf(cfg->authserv_id, sizeof(cfg->authserv_id), "%s",
-			 cfg->hostname);
+		snprintf(cfg->authserv_id, sizeof(cfg->authserv_id), "%s", cfg->hostname);
 	if (!cfg->has_addr6 && !cfg->has_addr4) {
-		fprintf(err, "smtpedge: %s: [edge] address6: missing (give address6, address4 or both)\n", path);
+		fprintf(err,
+			"smtpedge: %s: [edge] address6: missing (give address6, address4 or both)\n",
+			path);
 		return -1;
 	}
 	if (cfg->n_domains == 0) {
-		fprintf(err, "smtpedge: %s: [domains] accept: missing (with no domain every recipient is refused)\n", path);
+		fprintf(err,
+			"smtpedge: %s: [domains] accept: missing (with no domain every recipient is refused)\n",
+			path);
 		return -1;
 	}
 	if (cfg->relay_target[0] && cfg->spool_dir[0]) {
@@ -656,15 +650,16 @@ check_whole(const char *path, struct edge_config *cfg, FILE *err)
 		return -1;
 	}
 	if (!cfg->relay_target[0] && !cfg->spool_dir[0]) {
-		fprintf(err, "smtpedge: %s: [relay] target: missing (give target, or spool for a local Maildir)\n", path);
+		fprintf(err,
+			"smtpedge: %s: [relay] target: missing (give target, or spool for a local Maildir)\n",
+			path);
 		return -1;
 	}
 	return check_tls(path, cfg, err);
 }
 
 static int
-apply_file(const char *path, struct rte_cfgfile *file, struct edge_config *cfg,
-	   FILE *err)
+apply_file(const char *path, struct rte_cfgfile *file, struct edge_config *cfg, FILE *err)
 {
 	int ns = rte_cfgfile_num_sections(file, NULL, 0), i, j;
 	bool seen[N_KEYS] = { false };
@@ -692,7 +687,8 @@ apply_file(const char *path, struct rte_cfgfile *file, struct edge_config *cfg,
 		}
 		for (j = 0; j < i; j++)
 			if (strcmp(names[j], sec) == 0) {
-				fprintf(err, "smtpedge: %s: [%s]: section given twice\n", path, sec);
+				fprintf(err, "smtpedge: %s: [%s]: section given twice\n", path,
+					sec);
 				return -1;
 			}
 		if (ne <= 0)
@@ -707,14 +703,14 @@ apply_file(const char *path, struct rte_cfgfile *file, struct edge_config *cfg,
 			const struct cfg_key *k = key_find(sec, ents[j].name);
 
 			if (!k) {
-				fprintf(err, "smtpedge: %s: [%s] %s: unknown key\n",
-					path, sec, ents[j].name);
+				fprintf(err, "smtpedge: %s: [%s] %s: unknown key\n", path, sec,
+					ents[j].name);
 				free(ents);
 				return -1;
 			}
 			if (seen[k - keys] && !k->list) {
-				fprintf(err, "smtpedge: %s: [%s] %s: given twice\n",
-					path, sec, k->name);
+				fprintf(err, "smtpedge: %s: [%s] %s: given twice\n", path, sec,
+					k->name);
 				free(ents);
 				return -1;
 			}
@@ -765,8 +761,7 @@ config_load(const char *path, struct edge_config *cfg, FILE *err)
 }
 
 bool
-config_domain_accepted(const struct edge_config *cfg, const char *domain,
-		       size_t len)
+config_domain_accepted(const struct edge_config *cfg, const char *domain, size_t len)
 {
 	uint32_t i;
 

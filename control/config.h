@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * control/config.h — smtpedge's configuration: an INI file read with rte_cfgfile.
  *
@@ -6,8 +7,8 @@
  * not know, a key given twice, or a value that does not parse stops the
  * start with one line naming the file, the section, the key and the fault.
  */
-#ifndef SMTPEDGE_CONFIG_H
-#define SMTPEDGE_CONFIG_H
+#ifndef SMTPEDGE_CONTROL_CONFIG_H
+#define SMTPEDGE_CONTROL_CONFIG_H
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -15,11 +16,11 @@
 
 #include "control/policy.h"
 
-#define CONFIG_MAX_PORTS 8
+#define CONFIG_MAX_PORTS   8
 #define CONFIG_MAX_DOMAINS 256
-#define CONFIG_MAX_DNS 4
-#define CONFIG_NAME_LEN 256
-#define CONFIG_PATH_LEN 512
+#define CONFIG_MAX_DNS     4
+#define CONFIG_NAME_LEN    256
+#define CONFIG_PATH_LEN    512
 
 enum relay_protocol { RELAY_SMTP, RELAY_LMTP };
 
@@ -36,8 +37,8 @@ struct edge_config {
 	uint32_t n_smtp_ports;
 
 	/* [dns] */
-	char dns_servers[CONFIG_MAX_DNS][64];   /* "addr@port" for libunbound */
-	uint32_t n_dns_servers;                 /* 0: full recursion */
+	char dns_servers[CONFIG_MAX_DNS][64]; /* "addr@port" for libunbound */
+	uint32_t n_dns_servers;               /* 0: full recursion */
 	uint32_t dns_timeout_ms;
 	char dns_trust_anchor[CONFIG_PATH_LEN];
 
@@ -46,15 +47,15 @@ struct edge_config {
 	uint32_t n_domains;
 
 	/* [relay] */
-	char relay_target[CONFIG_NAME_LEN];     /* "[host]:port" or "" */
+	char relay_target[CONFIG_NAME_LEN]; /* "[host]:port" or "" */
 	char spool_dir[CONFIG_PATH_LEN];
 	enum relay_protocol relay_protocol;
 
 	/* [dataplane] */
-	uint32_t mbufs;          /* per port, shared by its queues */
+	uint32_t mbufs; /* per port, shared by its queues */
 	uint32_t rx_desc, tx_desc;
 	uint32_t mtu;
-	uint32_t flows;          /* per worker */
+	uint32_t flows; /* per worker */
 
 	/* [smtp] */
 	uint32_t max_cmd_line, max_text_line, max_rcpts, max_errors;
@@ -64,7 +65,7 @@ struct edge_config {
 
 	/* [control] */
 	uint32_t control_threads;
-	uint32_t delivery_timeout_s;   /* the end of DATA waits this long at most */
+	uint32_t delivery_timeout_s; /* the end of DATA waits this long at most */
 
 	/* [dataplane] body memory, per worker */
 	uint32_t body_budget_mb;
@@ -76,22 +77,22 @@ struct edge_config {
 	uint32_t fault_rx_drop, fault_rx_dup, fault_rx_reorder;
 	uint32_t fault_tx_drop, fault_tx_dup, fault_tx_reorder;
 	uint32_t fault_seed;
-	uint32_t fault_spf_lost_from;  /* the Nth MAIL of a session on: its
+	uint32_t fault_spf_lost_from; /* the Nth MAIL of a session on: its
 					  early SPF request is lost (0: never) */
-	uint32_t fault_spool_stall_s;  /* a delivery waits this long first */
+	uint32_t fault_spool_stall_s; /* a delivery waits this long first */
 
 	/* [tls]: STARTTLS when cert is set */
 	char tls_cert[CONFIG_PATH_LEN], tls_key[CONFIG_PATH_LEN];
 	char tls_rsa_cert[CONFIG_PATH_LEN], tls_rsa_key[CONFIG_PATH_LEN];
 	char tls_chain[CONFIG_PATH_LEN];
-	uint32_t tls_min_version;        /* 12 or 13 */
-	uint32_t tls_max_sessions;       /* per worker */
+	uint32_t tls_min_version;  /* 12 or 13 */
+	uint32_t tls_max_sessions; /* per worker */
 	uint32_t tls_ticket_rotate_s;
-	bool tls_refuse_early;           /* refuse_before_handshake */
+	bool tls_refuse_early; /* refuse_before_handshake */
 
 	/* [log] */
 	char log_file[CONFIG_PATH_LEN];
-	uint32_t log_level;      /* rte_log levels: 1 emergency .. 8 debug */
+	uint32_t log_level; /* rte_log levels: 1 emergency .. 8 debug */
 };
 
 /* Fill cfg from the file at path. On failure, writes one line to err and
@@ -104,7 +105,6 @@ struct tls_ctx_params;
 void config_tls_params(const struct edge_config *cfg, struct tls_ctx_params *p);
 
 /* Is domain (any case, no trailing dot) one we accept mail for? */
-bool config_domain_accepted(const struct edge_config *cfg, const char *domain,
-			    size_t len);
+bool config_domain_accepted(const struct edge_config *cfg, const char *domain, size_t len);
 
 #endif

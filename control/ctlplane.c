@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * control/ctlplane.c — the control plane: the dispatcher and the work threads
  * (see ctlplane.h).
@@ -51,11 +52,11 @@
 
 /* Requests taken from one worker's ring at once: enough to amortize the
  * dequeue, few enough that every worker's ring is visited often. */
-#define BURST 32
+#define BURST               32
 /* Jobs waiting for a work thread (rte_ring wants a power of two). When it is
  * full a delivery is answered 451 and an SPF job is left to its delivery, so
  * the size only bounds the backlog that memory holds, one malloc'd job each. */
-#define JOB_RING_SIZE 65536
+#define JOB_RING_SIZE       65536
 /* A work thread with nothing to do sleeps, from the first, doubling while
  * below the last (so 1280 us at most): a job waits about 1 ms at worst, and
  * an idle thread costs under 1000 wakeups a second. */
@@ -63,13 +64,13 @@
 #define WORK_BACKOFF_MAX_US 1000
 /* Polling a running SPF job that a delivery waits for: much shorter than a
  * DNS round trip, long enough to leave the core to the thread running it. */
-#define SPF_WAIT_US 200
+#define SPF_WAIT_US         200
 /* The reverse-DNS result cache: results kept (a set-associative table of
  * 288-byte entries, about 19 MB) and for how long at most, so that a client
  * that reconnects is not looked up again, and a PTR record fixed by its owner
  * is seen within 5 minutes whatever its TTL. */
-#define PTR_CACHE_ENTRIES 65536
-#define PTR_CACHE_TTL_S 300
+#define PTR_CACHE_ENTRIES   65536
+#define PTR_CACHE_TTL_S     300
 
 struct ctl_stats ctl_stats[CTLPLANE_MAX_THREADS];
 
@@ -83,8 +84,8 @@ static const uint32_t latency_limits_ms[DNS_LATENCY_BUCKETS - 1] = {
 	1, 2, 5, 10, 20, 50, 100, 200, 500, 1000
 };
 static const char *const latency_names[DNS_LATENCY_BUCKETS] = {
-	"lt1ms", "lt2ms", "lt5ms", "lt10ms", "lt20ms", "lt50ms", "lt100ms",
-	"lt200ms", "lt500ms", "lt1000ms", "ge1000ms"
+	"lt1ms",   "lt2ms",   "lt5ms",   "lt10ms",   "lt20ms",  "lt50ms",
+	"lt100ms", "lt200ms", "lt500ms", "lt1000ms", "ge1000ms"
 };
 
 const char *
@@ -135,10 +136,10 @@ struct ctl_sess {
 	uint32_t gen;
 	uint8_t ptr;
 	char ptr_name[256];
-	struct spf_job *spf;       /* the current transaction's, or NULL */
+	struct spf_job *spf; /* the current transaction's, or NULL */
 };
 
-#define RDNS_INFLIGHT 16384   /* lookups the resolver holds at once */
+#define RDNS_INFLIGHT 16384 /* lookups the resolver holds at once */
 
 /* Who asked for a lookup: the argument of its callback. */
 struct rdns_req {
@@ -149,7 +150,7 @@ struct rdns_req {
 /* What a work thread is given. */
 struct work_arg {
 	struct ctlplane *pl;
-	unsigned idx;                    /* its block of ctl_stats */
+	unsigned idx; /* its block of ctl_stats */
 };
 
 struct ctlplane {
@@ -159,10 +160,10 @@ struct ctlplane {
 	struct rte_ring *const *req;
 	struct rte_ring *const *ver;
 	struct rte_mempool *txrec_pool;
-	struct ctl_sess *sess;           /* n_workers * max_flows */
+	struct ctl_sess *sess; /* n_workers * max_flows */
 	struct ub_ctx *ub;
 	struct rdns *rdns;
-	struct rdns_req *reqs;           /* RDNS_INFLIGHT */
+	struct rdns_req *reqs; /* RDNS_INFLIGHT */
 	struct rdns_req **req_free;
 	uint32_t n_req_free;
 	struct auth *auth;
@@ -170,12 +171,12 @@ struct ctlplane {
 	struct relay *relay;
 	FILE *log;
 	bool log_owned;
-	struct rte_ring *jobs;           /* dispatcher -> work threads */
+	struct rte_ring *jobs; /* dispatcher -> work threads */
 	atomic_bool stop;
 	unsigned n_threads;
 	pthread_t threads[CTLPLANE_MAX_THREADS - 1];
 	struct work_arg thread_args[CTLPLANE_MAX_THREADS - 1];
-	struct ctl_stats *st;            /* the dispatcher's block */
+	struct ctl_stats *st; /* the dispatcher's block */
 };
 
 /* A job for a work thread: an SPF check, or a message to check and hand
@@ -229,8 +230,7 @@ sess_at(struct ctlplane *pl, uint32_t worker, uint32_t idx)
 /* The verdict ring holds two messages per session slot, and a session has
  * at most one of each kind outstanding, so this cannot fail. */
 static void
-send_verdict(struct ctlplane *pl, uint32_t worker, const struct ctl_msg *m,
-	     struct ctl_stats *st)
+send_verdict(struct ctlplane *pl, uint32_t worker, const struct ctl_msg *m, struct ctl_stats *st)
 {
 	while (rte_ring_enqueue_elem(pl->ver[worker], (void *)(uintptr_t)m, sizeof(*m)) != 0)
 		rte_pause();
@@ -319,10 +319,10 @@ on_rdns(struct ctlplane *pl, uint32_t worker, const struct ctl_msg *m)
 	spf_unref(cs->spf);
 	cs->spf = NULL;
 	q = rdns_req_get(pl, worker, m->idx, m->gen);
-	if (!q || rdns_lookup(pl->rdns, m->family, m->u.addr, rdns_done, q,
-			      now_us()) < 0) {
-		struct ctl_msg v = { .kind = MSG_RDNS_DONE, .idx = m->idx,
-				     .gen = m->gen, .result = PTR_TEMPERROR };
+	if (!q || rdns_lookup(pl->rdns, m->family, m->u.addr, rdns_done, q, now_us()) < 0) {
+		struct ctl_msg v = {
+			.kind = MSG_RDNS_DONE, .idx = m->idx, .gen = m->gen, .result = PTR_TEMPERROR
+		};
 
 		if (q)
 			rdns_req_put(q);
@@ -339,8 +339,7 @@ fill_ptr_name(struct ctlplane *pl, uint32_t worker, const struct ctl_msg *m)
 
 	m->u.rec->ptr_name[0] = '\0';
 	if (cs && cs->gen == m->gen)
-		snprintf(m->u.rec->ptr_name, sizeof(m->u.rec->ptr_name), "%s",
-			 cs->ptr_name);
+		snprintf(m->u.rec->ptr_name, sizeof(m->u.rec->ptr_name), "%s", cs->ptr_name);
 }
 
 static bool
@@ -372,11 +371,11 @@ on_spf(struct ctlplane *pl, uint32_t worker, const struct ctl_msg *m)
 		memcpy(j->addr, r->addr, 16);
 		memcpy(j->helo, r->helo, sizeof(j->helo));
 		memcpy(j->mail_from, r->mail_from, sizeof(j->mail_from));
-		spf_unref(cs->spf);   /* a new MAIL: the old transaction's is done */
+		spf_unref(cs->spf); /* a new MAIL: the old transaction's is done */
 		cs->spf = j;
 		atomic_fetch_add(&j->refs, 1);
 		if (!queue_job(pl, &(struct job){ .is_spf = true, .spf = j }))
-			spf_unref(j);   /* the delivery job will run it */
+			spf_unref(j); /* the delivery job will run it */
 	}
 	rte_mempool_put(pl->txrec_pool, r);
 }
@@ -390,7 +389,7 @@ on_spool(struct ctlplane *pl, uint32_t worker, const struct ctl_msg *m)
 	pl->st->c[CTL_SPOOL_REQUESTS]++;
 	fill_ptr_name(pl, worker, m);
 	if (cs && cs->gen == m->gen) {
-		j.spf = cs->spf;      /* the delivery job takes the slot's reference */
+		j.spf = cs->spf; /* the delivery job takes the slot's reference */
 		cs->spf = NULL;
 	}
 	/* Only this transaction's own check will do: when its request was
@@ -408,8 +407,9 @@ on_spool(struct ctlplane *pl, uint32_t worker, const struct ctl_msg *m)
 		return;
 	/* No room for the job: the sender gets a 451, not a 250. */
 	{
-		struct ctl_msg v = { .kind = MSG_SPOOL_DONE, .idx = m->idx,
-				     .gen = m->gen, .result = 1 };
+		struct ctl_msg v = {
+			.kind = MSG_SPOOL_DONE, .idx = m->idx, .gen = m->gen, .result = 1
+		};
 		struct txrec *r = m->u.rec;
 
 		spf_unref(j.spf);
@@ -445,24 +445,14 @@ drain_requests(struct ctlplane *pl)
 	unsigned w, n, i, total = 0;
 
 	for (w = 0; w < pl->n_workers; w++) {
-		n = rte_ring_dequeue_burst_elem(pl->req[w], msgs, sizeof(msgs[0]),
-						BURST, NULL);
+		n = rte_ring_dequeue_burst_elem(pl->req[w], msgs, sizeof(msgs[0]), BURST, NULL);
 		for (i = 0; i < n; i++) {
 			switch (msgs[i].kind) {
-			case MSG_RDNS:
-				on_rdns(pl, w, &msgs[i]);
-				break;
-			case MSG_SPOOL:
-				on_spool(pl, w, &msgs[i]);
-				break;
-			case MSG_LOG:
-				on_log(pl, w, &msgs[i]);
-				break;
-			case MSG_SPF:
-				on_spf(pl, w, &msgs[i]);
-				break;
-			default:
-				pl->st->c[CTL_UNKNOWN_MSG]++;
+			case MSG_RDNS: on_rdns(pl, w, &msgs[i]); break;
+			case MSG_SPOOL: on_spool(pl, w, &msgs[i]); break;
+			case MSG_LOG: on_log(pl, w, &msgs[i]); break;
+			case MSG_SPF: on_spf(pl, w, &msgs[i]); break;
+			default: pl->st->c[CTL_UNKNOWN_MSG]++;
 			}
 		}
 		total += n;
@@ -501,8 +491,7 @@ set_reply(struct txrec *r, uint16_t code, const char *enh, const char *text)
 /* Our headers, then the message (without forged Authentication-Results),
  * to the spool or the downstream. */
 static void
-hand_on(struct ctlplane *pl, struct txrec *r, const struct auth_verdict *v,
-	struct ctl_stats *st)
+hand_on(struct ctlplane *pl, struct txrec *r, const struct auth_verdict *v, struct ctl_stats *st)
 {
 	char prefix[4096], text[200];
 	const char *rcpts[TXREC_MAX_RCPTS];
@@ -513,11 +502,11 @@ hand_on(struct ctlplane *pl, struct txrec *r, const struct auth_verdict *v,
 
 	queue_id_new(r->queue_id);
 	plen = spool_received(r, pl->cfg->hostname, prefix, sizeof(prefix));
-	plen += auth_results_header(pl->cfg->authserv_id, r, v, prefix + plen,
-				    sizeof(prefix) - plen);
+	plen += auth_results_header(
+		pl->cfg->authserv_id, r, v, prefix + plen, sizeof(prefix) - plen);
 	stripped = auth_strip_forged(pl->cfg->authserv_id, r->body);
 	msg = stripped ? stripped : r->body;
-	if (pl->cfg->fault_spool_stall_s)   /* the test shim: a slow disk */
+	if (pl->cfg->fault_spool_stall_s) /* the test shim: a slow disk */
 		sleep(pl->cfg->fault_spool_stall_s);
 	if (pl->spool) {
 		if (spool_write(pl->spool, prefix, plen, msg) == 0) {
@@ -526,24 +515,32 @@ hand_on(struct ctlplane *pl, struct txrec *r, const struct auth_verdict *v,
 			st->c[CTL_SPOOL_WRITTEN]++;
 		} else {
 			r->spool_errno = errno ? errno : EIO;
-			set_reply(r, 451, "4.3.0",
-				  "Requested action aborted: local problem in processing, message not queued");
+			set_reply(
+				r, 451, "4.3.0",
+				"Requested action aborted: local problem in processing, message not queued");
 			st->c[CTL_SPOOL_FAILED]++;
 		}
 	} else {
 		struct relay_result res;
 		struct relay_msg rm = {
-			.mail_from = r->mail_from, .rcpts = rcpts, .family = r->family,
-			.addr = r->addr, .helo = r->helo, .ptr = r->ptr,
+			.mail_from = r->mail_from,
+			.rcpts = rcpts,
+			.family = r->family,
+			.addr = r->addr,
+			.helo = r->helo,
+			.ptr = r->ptr,
 			.ptr_name = r->ptr_name,
-			.prefix = prefix, .prefix_len = plen, .body = msg,
-			.body_8bit = r->body_8bit, .smtputf8 = r->smtputf8,
+			.prefix = prefix,
+			.prefix_len = plen,
+			.body = msg,
+			.body_8bit = r->body_8bit,
+			.smtputf8 = r->smtputf8,
 		};
 
 		CHUNK_FOREACH(c, r->rcpts)
-			for (off = 0; off < c->len && n < TXREC_MAX_RCPTS;
-			     off += (uint32_t)strlen((const char *)c->data + off) + 1)
-				rcpts[n++] = (const char *)c->data + off;
+		for (off = 0; off < c->len && n < TXREC_MAX_RCPTS;
+		     off += (uint32_t)strlen((const char *)c->data + off) + 1)
+			rcpts[n++] = (const char *)c->data + off;
 		rm.nrcpts = n;
 		relay_deliver(pl->relay, &rm, &res);
 		if (res.code / 100 == 2) {
@@ -632,8 +629,8 @@ open_log(struct ctlplane *pl, char *err, size_t errlen)
 	}
 	pl->log = txlog_open(c->log_file);
 	if (!pl->log) {
-		snprintf(err, errlen, "%s: [log] file: cannot open %s: %s", c->path,
-			 c->log_file, strerror(errno));
+		snprintf(err, errlen, "%s: [log] file: cannot open %s: %s", c->path, c->log_file,
+			 strerror(errno));
 		return -1;
 	}
 	pl->log_owned = true;
@@ -705,16 +702,18 @@ ctlplane_create(const struct ctlplane_params *p, char *err, size_t errlen)
 			goto fail;
 	} else {
 		struct relay_params rp2 = {
-			.target = c->relay_target, .lmtp = c->relay_protocol == RELAY_LMTP,
-			.helo = c->hostname, .pool_size = c->control_threads,
+			.target = c->relay_target,
+			.lmtp = c->relay_protocol == RELAY_LMTP,
+			.helo = c->hostname,
+			.pool_size = c->control_threads,
 		};
 
 		pl->relay = relay_create(&rp2, err, errlen);
 		if (!pl->relay)
 			goto fail;
 	}
-	pl->jobs = rte_ring_create("ctl_jobs", JOB_RING_SIZE, rte_socket_id(),
-				   RING_F_SP_ENQ | RING_F_MC_HTS_DEQ);
+	pl->jobs = rte_ring_create(
+		"ctl_jobs", JOB_RING_SIZE, rte_socket_id(), RING_F_SP_ENQ | RING_F_MC_HTS_DEQ);
 	if (!pl->jobs) {
 		snprintf(err, errlen, "job ring: %s", rte_strerror(rte_errno));
 		goto fail;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * control/ctlplane.h — the control plane: the dispatcher (the main lcore's thread)
  * and a pool of work threads, off the worker cores.
@@ -8,8 +9,8 @@
  * DKIM) to the work threads. Verdicts go back on each worker's verdict
  * ring. Neither side ever waits for the other.
  */
-#ifndef SMTPEDGE_CTLPLANE_H
-#define SMTPEDGE_CTLPLANE_H
+#ifndef SMTPEDGE_CONTROL_CTLPLANE_H
+#define SMTPEDGE_CONTROL_CTLPLANE_H
 
 #include <signal.h>
 #include <stddef.h>
@@ -21,39 +22,39 @@ struct edge_config;
 struct rte_mempool;
 struct rte_ring;
 
-#define CTLPLANE_MAX_THREADS 65   /* the dispatcher and up to 64 work threads */
-#define DNS_LATENCY_BUCKETS 11
+#define CTLPLANE_MAX_THREADS 65 /* the dispatcher and up to 64 work threads */
+#define DNS_LATENCY_BUCKETS  11
 
 /* Counters, one block per control thread (block 0: the dispatcher). */
-#define CTL_COUNTERS(X)                                                      \
-	X(RDNS_REQUESTS, "rdns_requests")                                    \
-	X(RDNS_PASS, "rdns_pass")                                            \
-	X(RDNS_NONE, "rdns_none")                                            \
-	X(RDNS_MISMATCH, "rdns_mismatch")                                    \
-	X(RDNS_TEMPERROR, "rdns_temperror")                                  \
-	X(RDNS_CACHED, "rdns_cached")                                        \
-	X(RDNS_BUSY, "rdns_busy")          /* too many in flight: temperror */ \
-	X(SPOOL_REQUESTS, "spool_requests")                                  \
-	X(SPOOL_WRITTEN, "spool_written")                                    \
-	X(SPOOL_FAILED, "spool_failed")                                      \
-	X(RELAY_DELIVERED, "relay_delivered")                                \
-	X(RELAY_FAILED, "relay_failed")                                      \
-	X(SPF_CHECKS, "spf_checks_early") /* SPF run ahead, from MAIL */      \
-	X(SPF_LATE, "spf_checks_late")    /* no early check for the MAIL */  \
-	X(AUTH_PASS, "auth_pass")          /* the auth rule's outcomes */     \
-	X(AUTH_REJECT, "auth_reject")                                        \
-	X(AUTH_DEFER, "auth_defer")                                          \
-	X(AUTH_LOGGED, "auth_logged")                                        \
-	X(LOG_LINES, "log_lines")                                            \
-	X(LOG_FAILED, "log_failed")                                          \
-	X(VERDICTS_SENT, "verdicts_sent")                                    \
+#define CTL_COUNTERS(X)                                                     \
+	X(RDNS_REQUESTS, "rdns_requests")                                   \
+	X(RDNS_PASS, "rdns_pass")                                           \
+	X(RDNS_NONE, "rdns_none")                                           \
+	X(RDNS_MISMATCH, "rdns_mismatch")                                   \
+	X(RDNS_TEMPERROR, "rdns_temperror")                                 \
+	X(RDNS_CACHED, "rdns_cached")                                       \
+	X(RDNS_BUSY, "rdns_busy") /* too many in flight: temperror */       \
+	X(SPOOL_REQUESTS, "spool_requests")                                 \
+	X(SPOOL_WRITTEN, "spool_written")                                   \
+	X(SPOOL_FAILED, "spool_failed")                                     \
+	X(RELAY_DELIVERED, "relay_delivered")                               \
+	X(RELAY_FAILED, "relay_failed")                                     \
+	X(SPF_CHECKS, "spf_checks_early") /* SPF run ahead, from MAIL */    \
+	X(SPF_LATE, "spf_checks_late")    /* no early check for the MAIL */ \
+	X(AUTH_PASS, "auth_pass")         /* the auth rule's outcomes */    \
+	X(AUTH_REJECT, "auth_reject")                                       \
+	X(AUTH_DEFER, "auth_defer")                                         \
+	X(AUTH_LOGGED, "auth_logged")                                       \
+	X(LOG_LINES, "log_lines")                                           \
+	X(LOG_FAILED, "log_failed")                                         \
+	X(VERDICTS_SENT, "verdicts_sent")                                   \
 	X(UNKNOWN_MSG, "unknown_messages")
 
 enum ctl_counter {
 #define CTL_ENUM(id, name) CTL_##id,
 	CTL_COUNTERS(CTL_ENUM)
 #undef CTL_ENUM
-	CTL__COUNT
+		CTL__COUNT
 };
 
 struct ctl_stats {
@@ -70,10 +71,10 @@ void ctl_stats_total(struct ctl_stats *out);
 struct ctlplane_params {
 	const struct edge_config *cfg;
 	unsigned n_workers;
-	struct rte_ring *const *req;     /* per worker: worker -> dispatcher */
-	struct rte_ring *const *ver;     /* per worker: control -> worker */
-	struct rte_mempool *txrec_pool;  /* where MSG_LOG records go back */
-	uint32_t max_flows;              /* per worker: the session slots */
+	struct rte_ring *const *req;    /* per worker: worker -> dispatcher */
+	struct rte_ring *const *ver;    /* per worker: control -> worker */
+	struct rte_mempool *txrec_pool; /* where MSG_LOG records go back */
+	uint32_t max_flows;             /* per worker: the session slots */
 };
 
 struct ctlplane;

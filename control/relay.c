@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * control/relay.c — SMTP/LMTP delivery to the downstream MTA (see relay.h).
  *
@@ -75,12 +76,13 @@
 
 #include "control/relay.h"
 
-#define RELAY_LINE_MAX    2048u   /* a reply line; RFC 5321 4.5.3.1.5 says 512 */
-#define RELAY_REPLY_LINES 100u    /* lines of one (multiline) reply */
+#define RELAY_LINE_MAX    2048u /* a reply line; RFC 5321 4.5.3.1.5 says 512 */
+#define RELAY_REPLY_LINES 100u  /* lines of one (multiline) reply */
 #define RELAY_RBUF        4096u
 #define RELAY_WBUF        65536u
-#define RELAY_CMD_MAX     512u    /* RFC 5321 4.5.3.1.4, with CRLF */
-#define RELAY_PIPE_BATCH  64u     /* RCPTs in flight: the replies must not
+#define RELAY_CMD_MAX     512u /* RFC 5321 4.5.3.1.4, with CRLF */
+#define RELAY_PIPE_BATCH \
+	64u /* RCPTs in flight: the replies must not
 				   * fill both socket buffers while we write */
 #define RELAY_TIMEOUT_DEF 30000u
 #define RELAY_IDLE_DEF    30000u
@@ -88,13 +90,13 @@
 /* What the EHLO/LHLO reply offered. */
 enum {
 	CAP_PIPELINING = 1u << 0,
-	CAP_XCLIENT    = 1u << 1,
-	CAP_8BITMIME   = 1u << 2,
-	CAP_SMTPUTF8   = 1u << 3,
-	XA_NAME        = 1u << 8,  /* XCLIENT attributes offered */
-	XA_ADDR        = 1u << 9,
-	XA_PROTO       = 1u << 10,
-	XA_HELO        = 1u << 11,
+	CAP_XCLIENT = 1u << 1,
+	CAP_8BITMIME = 1u << 2,
+	CAP_SMTPUTF8 = 1u << 3,
+	XA_NAME = 1u << 8, /* XCLIENT attributes offered */
+	XA_ADDR = 1u << 9,
+	XA_PROTO = 1u << 10,
+	XA_HELO = 1u << 11,
 };
 
 /* How an exchange with the downstream ended, when it did not end with a
@@ -105,7 +107,7 @@ enum relay_io {
 	IO_TIMEOUT,
 	IO_CLOSED,
 	IO_GARBLED,
-	IO_LOCAL,                   /* our side: out of memory, bad input */
+	IO_LOCAL, /* our side: out of memory, bad input */
 };
 
 /* Each I/O failure's answer to the sender, in one table. */
@@ -114,18 +116,18 @@ static const struct {
 	const char *what;
 } io_answer[] = {
 	[IO_UNREACHABLE] = { "4.4.1", "unreachable" },
-	[IO_TIMEOUT]     = { "4.4.1", "did not answer in time" },
-	[IO_CLOSED]      = { "4.4.2", "dropped the connection" },
-	[IO_GARBLED]     = { "4.5.0", "sent an invalid reply" },
-	[IO_LOCAL]       = { "4.3.0", "could not be given the message" },
+	[IO_TIMEOUT] = { "4.4.1", "did not answer in time" },
+	[IO_CLOSED] = { "4.4.2", "dropped the connection" },
+	[IO_GARBLED] = { "4.5.0", "sent an invalid reply" },
+	[IO_LOCAL] = { "4.3.0", "could not be given the message" },
 };
 
 struct relay_conn {
 	struct relay_conn *next;
 	int fd;
-	uint32_t caps;              /* the latest EHLO's */
-	uint32_t xclient;           /* CAP_XCLIENT and XA_*: the first EHLO's */
-	uint64_t idle_since;        /* now_ms() when put in the pool */
+	uint32_t caps;       /* the latest EHLO's */
+	uint32_t xclient;    /* CAP_XCLIENT and XA_*: the first EHLO's */
+	uint64_t idle_since; /* now_ms() when put in the pool */
 	size_t rpos, rlen;
 	size_t wlen;
 	char rbuf[RELAY_RBUF];
@@ -135,7 +137,7 @@ struct relay_conn {
 struct relay {
 	char host[256];
 	char port[8];
-	char target[300];           /* as configured, for texts */
+	char target[300]; /* as configured, for texts */
 	char helo[256];
 	bool lmtp;
 	bool lock_ok;
@@ -144,8 +146,8 @@ struct relay {
 	uint32_t final_timeout_ms;
 	uint32_t idle_max_ms;
 	pthread_mutex_t lock;
-	struct relay_conn *idle;    /* guarded by lock */
-	uint32_t nidle;             /* guarded by lock */
+	struct relay_conn *idle; /* guarded by lock */
+	uint32_t nidle;          /* guarded by lock */
 };
 
 /* One reply: its code, enhanced code and first line's text. */
@@ -161,10 +163,10 @@ struct txn {
 	struct relay_conn *c;
 	const struct relay_msg *m;
 	struct relay_result *res;
-	const char *step;           /* for texts: the command waiting */
-	uint32_t n2, n4, n5;        /* recipients' outcomes so far */
+	const char *step;    /* for texts: the command waiting */
+	uint32_t n2, n4, n5; /* recipients' outcomes so far */
 	struct reply first2, first4, first5;
-	bool bol;                   /* the body stream is at a line start */
+	bool bol; /* the body stream is at a line start */
 };
 
 /* --- time, results ------------------------------------------------------ */
@@ -187,8 +189,7 @@ left_ms(uint64_t deadline)
 }
 
 static void
-set_result(struct relay_result *res, uint16_t code, const char *enh,
-	   const char *fmt, ...)
+set_result(struct relay_result *res, uint16_t code, const char *enh, const char *fmt, ...)
 {
 	va_list ap;
 	char *p;
@@ -207,15 +208,16 @@ static void
 fail_io(struct txn *t, enum relay_io io)
 {
 	const char *why = t->step && strcmp(t->step, "end of data") == 0 &&
-		(io == IO_TIMEOUT || io == IO_CLOSED || io == IO_GARBLED) ?
-		"; the message may have been delivered and may arrive twice" : "";
+					  (io == IO_TIMEOUT || io == IO_CLOSED ||
+					   io == IO_GARBLED) ?
+				  "; the message may have been delivered and may arrive twice" :
+				  "";
 
 	/* After the final dot the downstream may have stored the message
 	 * already: a 451 makes the sender retry, so it may arrive twice, which
 	 * is the safe direction (a 250 here could lose it). */
-	set_result(t->res, 451, io_answer[io].enh,
-		   "downstream %s %s at %s%s", t->r->target, io_answer[io].what,
-		   t->step ? t->step : "connect", why);
+	set_result(t->res, 451, io_answer[io].enh, "downstream %s %s at %s%s", t->r->target,
+		   io_answer[io].what, t->step ? t->step : "connect", why);
 }
 
 /* A refusal that is about the session, not the message: never a bounce. */
@@ -224,15 +226,15 @@ fail_session(struct txn *t, const struct reply *rep)
 {
 	char enh[8];
 
-	if (rep->code < 400) {          /* a 2xx or 3xx where none belongs */
+	if (rep->code < 400) { /* a 2xx or 3xx where none belongs */
 		fail_io(t, IO_GARBLED);
 		return;
 	}
 
 	snprintf(enh, sizeof(enh), "%s", rep->enh[0] ? rep->enh : "4.3.0");
 	enh[0] = '4';
-	set_result(t->res, 451, enh, "downstream %s refused %s: %u %s",
-		   t->r->target, t->step, rep->code, rep->text);
+	set_result(t->res, 451, enh, "downstream %s refused %s: %u %s", t->r->target, t->step,
+		   rep->code, rep->text);
 }
 
 /* A refusal of the message (MAIL, RCPT, DATA, the dot). */
@@ -242,17 +244,16 @@ fail_message(struct txn *t, const struct reply *rep)
 	if (rep->code < 400) {
 		fail_io(t, IO_GARBLED);
 	} else if (rep->code >= 500) {
-		set_result(t->res, rep->code, rep->enh[0] ? rep->enh : "5.0.0",
-			   "%s", rep->text);
+		set_result(t->res, rep->code, rep->enh[0] ? rep->enh : "5.0.0", "%s", rep->text);
 		if (t->res->delivered)
 			snprintf(t->res->text + strlen(t->res->text),
 				 sizeof(t->res->text) - strlen(t->res->text),
-				 " (delivered to %u of %u recipients)",
-				 t->res->delivered, t->m->nrcpts);
+				 " (delivered to %u of %u recipients)", t->res->delivered,
+				 t->m->nrcpts);
 	} else {
 		set_result(t->res, 451, rep->enh[0] ? rep->enh : "4.0.0",
-			   "downstream %s deferred %s: %u %s", t->r->target,
-			   t->step, rep->code, rep->text);
+			   "downstream %s deferred %s: %u %s", t->r->target, t->step, rep->code,
+			   rep->text);
 	}
 }
 
@@ -327,9 +328,14 @@ word_is(const char *s, size_t n, const char *w)
 static void
 parse_cap(const char *s, size_t len, uint32_t *caps)
 {
-	static const struct { const char *word; uint32_t bit; } attrs[] = {
-		{ "NAME", XA_NAME }, { "ADDR", XA_ADDR },
-		{ "PROTO", XA_PROTO }, { "HELO", XA_HELO },
+	static const struct {
+		const char *word;
+		uint32_t bit;
+	} attrs[] = {
+		{ "NAME", XA_NAME },
+		{ "ADDR", XA_ADDR },
+		{ "PROTO", XA_PROTO },
+		{ "HELO", XA_HELO },
 	};
 	size_t i = 0, w;
 
@@ -378,8 +384,7 @@ parse_enh(const char *s, size_t len, uint16_t code, char enh[8])
 }
 
 static enum relay_io
-read_reply(struct txn *t, uint32_t timeout_ms, struct reply *rep,
-	   uint32_t *caps)
+read_reply(struct txn *t, uint32_t timeout_ms, struct reply *rep, uint32_t *caps)
 {
 	uint64_t deadline = now_ms() + timeout_ms;
 	uint32_t nlines;
@@ -396,12 +401,10 @@ read_reply(struct txn *t, uint32_t timeout_ms, struct reply *rep,
 		io = read_line(t->c, deadline, &l, &len);
 		if (io != IO_OK)
 			return io;
-		if (len < 3 || l[0] < '2' || l[0] > '5' || l[1] < '0' ||
-		    l[1] > '9' || l[2] < '0' || l[2] > '9' ||
-		    (len > 3 && l[3] != ' ' && l[3] != '-'))
+		if (len < 3 || l[0] < '2' || l[0] > '5' || l[1] < '0' || l[1] > '9' || l[2] < '0' ||
+		    l[2] > '9' || (len > 3 && l[3] != ' ' && l[3] != '-'))
 			return IO_GARBLED;
-		code = (uint16_t)((l[0] - '0') * 100 + (l[1] - '0') * 10 +
-				  (l[2] - '0'));
+		code = (uint16_t)((l[0] - '0') * 100 + (l[1] - '0') * 10 + (l[2] - '0'));
 		if (nlines > 1 && code != rep->code)
 			return IO_GARBLED;
 		l += len > 3 ? 4 : 3;
@@ -409,8 +412,7 @@ read_reply(struct txn *t, uint32_t timeout_ms, struct reply *rep,
 		if (nlines == 1) {
 			rep->code = code;
 			skip = parse_enh(l, len, code, rep->enh);
-			snprintf(rep->text, sizeof(rep->text), "%.*s",
-				 (int)(len - skip), l + skip);
+			snprintf(rep->text, sizeof(rep->text), "%.*s", (int)(len - skip), l + skip);
 		} else if (caps) {
 			parse_cap(l, len, caps);
 		}
@@ -429,8 +431,7 @@ flush(struct txn *t)
 	size_t off = 0;
 
 	while (off < c->wlen) {
-		ssize_t n = send(c->fd, c->wbuf + off, c->wlen - off,
-				 MSG_NOSIGNAL);
+		ssize_t n = send(c->fd, c->wbuf + off, c->wlen - off, MSG_NOSIGNAL);
 
 		if (n > 0) {
 			off += (size_t)n;
@@ -441,8 +442,7 @@ flush(struct txn *t)
 		if (n < 0 && errno == EAGAIN) {
 			/* Each wait for room is bounded: a downstream that
 			 * stops reading is cut off after one timeout. */
-			enum relay_io io = wait_fd(c->fd, POLLOUT,
-						   now_ms() + t->r->timeout_ms);
+			enum relay_io io = wait_fd(c->fd, POLLOUT, now_ms() + t->r->timeout_ms);
 			if (io != IO_OK)
 				return io;
 			continue;
@@ -527,8 +527,7 @@ conn_close(struct relay_conn *c, bool quit)
 		/* Best effort, never waited for: the downstream logs a clean
 		 * end instead of a lost connection. */
 		if (quit)
-			(void)send(c->fd, "QUIT\r\n", 6,
-				   MSG_NOSIGNAL | MSG_DONTWAIT);
+			(void)send(c->fd, "QUIT\r\n", 6, MSG_NOSIGNAL | MSG_DONTWAIT);
 		close(c->fd);
 	}
 	free(c);
@@ -541,8 +540,7 @@ connect_one(const struct addrinfo *ai, uint64_t deadline, int *fdp, int *err)
 	socklen_t sl = sizeof(soerr);
 	enum relay_io io;
 
-	fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-		    ai->ai_protocol);
+	fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
 	if (fd < 0) {
 		*err = errno;
 		return IO_UNREACHABLE;
@@ -554,8 +552,7 @@ connect_one(const struct addrinfo *ai, uint64_t deadline, int *fdp, int *err)
 			return IO_UNREACHABLE;
 		}
 		io = wait_fd(fd, POLLOUT, deadline);
-		if (io == IO_OK &&
-		    getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 &&
+		if (io == IO_OK && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 &&
 		    soerr != 0) {
 			*err = soerr;
 			io = IO_UNREACHABLE;
@@ -576,8 +573,7 @@ hello(struct txn *t, const char *name, struct reply *rep)
 	enum relay_io io;
 
 	t->step = t->r->lmtp ? "LHLO" : "EHLO";
-	if ((io = put_cmd(t, "%s %s", t->step, name)) != IO_OK ||
-	    (io = flush(t)) != IO_OK)
+	if ((io = put_cmd(t, "%s %s", t->step, name)) != IO_OK || (io = flush(t)) != IO_OK)
 		return io;
 	return read_reply(t, t->r->timeout_ms, rep, &t->c->caps);
 }
@@ -588,8 +584,7 @@ static int
 conn_open(struct txn *t)
 {
 	struct relay *r = t->r;
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
-				  .ai_flags = AI_NUMERICSERV }, *ai, *a;
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV }, *ai, *a;
 	uint64_t deadline = now_ms() + r->timeout_ms;
 	enum relay_io io = IO_UNREACHABLE;
 	struct reply rep;
@@ -599,8 +594,7 @@ conn_open(struct txn *t)
 	t->step = "connect";
 	gai = getaddrinfo(r->host, r->port, &hints, &ai);
 	if (gai != 0) {
-		set_result(t->res, 451, "4.4.1",
-			   "downstream %s unreachable: %s", r->target,
+		set_result(t->res, 451, "4.4.1", "downstream %s unreachable: %s", r->target,
 			   gai_strerror(gai));
 		return -1;
 	}
@@ -611,8 +605,8 @@ conn_open(struct txn *t)
 	}
 	freeaddrinfo(ai);
 	if (io == IO_UNREACHABLE) {
-		set_result(t->res, 451, "4.4.1", "downstream %s unreachable: %s",
-			   r->target, strerror_r(err, eb, sizeof(eb)));
+		set_result(t->res, 451, "4.4.1", "downstream %s unreachable: %s", r->target,
+			   strerror_r(err, eb, sizeof(eb)));
 		return -1;
 	}
 	if (io != IO_OK) {
@@ -643,8 +637,7 @@ conn_open(struct txn *t)
 		fail_session(t, &rep);
 		return -1;
 	}
-	t->c->xclient = t->c->caps & (CAP_XCLIENT | XA_NAME | XA_ADDR |
-				      XA_PROTO | XA_HELO);
+	t->c->xclient = t->c->caps & (CAP_XCLIENT | XA_NAME | XA_ADDR | XA_PROTO | XA_HELO);
 	return 0;
 }
 
@@ -741,21 +734,19 @@ send_xclient(struct txn *t)
 	struct reply rep;
 	enum relay_io io;
 	size_t na = 0, len, i;
-	bool helo_ok = m->helo && m->helo[0] && strlen(m->helo) < 256 &&
-		safe_arg(m->helo, false);
+	bool helo_ok = m->helo && m->helo[0] && strlen(m->helo) < 256 && safe_arg(m->helo, false);
 
 	if (m->addr && (m->family == 4 || m->family == 6) &&
-	    inet_ntop(m->family == 6 ? AF_INET6 : AF_INET, m->addr, ntop,
-		      sizeof(ntop)))
-		snprintf(addr, sizeof(addr), "%s%s",
-			 m->family == 6 ? "IPV6:" : "", ntop);
+	    inet_ntop(m->family == 6 ? AF_INET6 : AF_INET, m->addr, ntop, sizeof(ntop)))
+		snprintf(addr, sizeof(addr), "%s%s", m->family == 6 ? "IPV6:" : "", ntop);
 	if (caps & XA_NAME) {
 		val[0] = '\0';
 		if (m->ptr == PTR_PASS && m->ptr_name)
 			xtext(val, sizeof(val), m->ptr_name);
 		snprintf(attr[na++], sizeof(attr[0]), "NAME=%.255s",
-			 val[0] ? val : m->ptr == PTR_TEMPERROR ||
-			 m->ptr == PTR_UNKNOWN ? "[TEMPUNAVAIL]" : "[UNAVAILABLE]");
+			 val[0]                                           ? val :
+			 m->ptr == PTR_TEMPERROR || m->ptr == PTR_UNKNOWN ? "[TEMPUNAVAIL]" :
+									    "[UNAVAILABLE]");
 	}
 	if (caps & XA_ADDR)
 		snprintf(attr[na++], sizeof(attr[0]), "ADDR=%s", addr);
@@ -772,10 +763,8 @@ send_xclient(struct txn *t)
 	for (i = 0; i < na;) {
 		len = (size_t)snprintf(line, sizeof(line), "XCLIENT");
 		while (i < na && len + 1 + strlen(attr[i]) + 2 <= RELAY_CMD_MAX)
-			len += (size_t)snprintf(line + len, sizeof(line) - len,
-						" %s", attr[i++]);
-		if ((io = put_cmd(t, "%s", line)) != IO_OK ||
-		    (io = flush(t)) != IO_OK ||
+			len += (size_t)snprintf(line + len, sizeof(line) - len, " %s", attr[i++]);
+		if ((io = put_cmd(t, "%s", line)) != IO_OK || (io = flush(t)) != IO_OK ||
 		    (io = read_reply(t, t->r->timeout_ms, &rep, NULL)) != IO_OK) {
 			fail_io(t, io);
 			return -1;
@@ -828,16 +817,16 @@ send_envelope(struct txn *t)
 		uint32_t first = sent;
 
 		if (mail_pending)
-			io = put_cmd(t, "MAIL FROM:<%s>%s%s", m->mail_from,
-				     m->body_8bit && (t->c->caps & CAP_8BITMIME) ?
-				     " BODY=8BITMIME" : "",
-				     m->smtputf8 && (t->c->caps & CAP_SMTPUTF8) ?
-				     " SMTPUTF8" : "");
+			io = put_cmd(
+				t, "MAIL FROM:<%s>%s%s", m->mail_from,
+				m->body_8bit && (t->c->caps & CAP_8BITMIME) ? " BODY=8BITMIME" : "",
+				m->smtputf8 && (t->c->caps & CAP_SMTPUTF8) ? " SMTPUTF8" : "");
 		else
 			io = IO_OK;
 		/* Without PIPELINING, MAIL's reply comes before any RCPT. */
-		for (i = 0; io == IO_OK && i < batch && sent < m->nrcpts &&
-		     !(mail_pending && batch == 1); i++)
+		for (i = 0;
+		     io == IO_OK && i < batch && sent < m->nrcpts && !(mail_pending && batch == 1);
+		     i++)
 			io = put_cmd(t, "RCPT TO:<%s>", m->rcpts[sent++]);
 		if (io == IO_OK)
 			io = flush(t);
@@ -904,7 +893,7 @@ read_final(struct txn *t)
 	enum relay_io io;
 
 	t->step = "end of data";
-	t->n2 = t->n4 = 0;          /* RCPT's 5xx stay counted */
+	t->n2 = t->n4 = 0; /* RCPT's 5xx stay counted */
 	for (i = 0; i < n; i++) {
 		io = read_reply(t, t->r->final_timeout_ms, &rep, NULL);
 		if (io != IO_OK) {
@@ -935,8 +924,7 @@ read_final(struct txn *t)
 		fail_message(t, &t->first4);
 		return -1;
 	}
-	set_result(t->res, 250, t->first2.enh[0] ? t->first2.enh : "2.0.0",
-		   "%s", t->first2.text);
+	set_result(t->res, 250, t->first2.enh[0] ? t->first2.enh : "2.0.0", "%s", t->first2.text);
 	return 0;
 }
 
@@ -952,8 +940,7 @@ transact(struct txn *t, bool reused)
 	t->n2 = t->n4 = t->n5 = 0;
 	if (reused) {
 		t->step = "RSET";
-		if ((io = put_cmd(t, "RSET")) != IO_OK ||
-		    (io = flush(t)) != IO_OK ||
+		if ((io = put_cmd(t, "RSET")) != IO_OK || (io = flush(t)) != IO_OK ||
 		    (io = read_reply(t, t->r->timeout_ms, &rep, NULL)) != IO_OK ||
 		    rep.code / 100 != 2)
 			return 1;
@@ -987,20 +974,17 @@ msg_ok(const struct relay_msg *m)
 {
 	uint32_t i;
 
-	if (!m->mail_from || !safe_arg(m->mail_from, true) ||
-	    strlen(m->mail_from) > 300 || m->nrcpts == 0 || !m->rcpts ||
-	    (m->prefix_len && !m->prefix))
+	if (!m->mail_from || !safe_arg(m->mail_from, true) || strlen(m->mail_from) > 300 ||
+	    m->nrcpts == 0 || !m->rcpts || (m->prefix_len && !m->prefix))
 		return false;
 	for (i = 0; i < m->nrcpts; i++)
-		if (!m->rcpts[i] || !safe_arg(m->rcpts[i], true) ||
-		    strlen(m->rcpts[i]) > 300)
+		if (!m->rcpts[i] || !safe_arg(m->rcpts[i], true) || strlen(m->rcpts[i]) > 300)
 			return false;
 	return true;
 }
 
 int
-relay_deliver(struct relay *r, const struct relay_msg *m,
-	      struct relay_result *res)
+relay_deliver(struct relay *r, const struct relay_msg *m, struct relay_result *res)
 {
 	struct txn t = { .r = r, .m = m, .res = res };
 	int rc, attempt;
@@ -1065,16 +1049,17 @@ parse_target(struct relay *r, const char *target, char *err, size_t errlen)
 		goto bad;
 	errno = 0;
 	port = strtoul(colon + 1, &end, 10);
-	if (colon[1] < '0' || colon[1] > '9' || *end || errno || port == 0 ||
-	    port > 65535)
+	if (colon[1] < '0' || colon[1] > '9' || *end || errno || port == 0 || port > 65535)
 		goto bad;
 	memcpy(r->host, host, hlen);
 	r->host[hlen] = '\0';
 	snprintf(r->port, sizeof(r->port), "%lu", port);
 	return 0;
 bad:
-	snprintf(err, errlen, "relay target \"%s\": want host:port, "
-		 "v4addr:port or [v6addr]:port", target);
+	snprintf(err, errlen,
+		 "relay target \"%s\": want host:port, "
+		 "v4addr:port or [v6addr]:port",
+		 target);
 	return -1;
 }
 
@@ -1087,8 +1072,8 @@ relay_create(const struct relay_params *p, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
-	if (!p->target || !p->helo || !p->helo[0] ||
-	    strlen(p->helo) >= sizeof(r->helo) || !safe_arg(p->helo, false)) {
+	if (!p->target || !p->helo || !p->helo[0] || strlen(p->helo) >= sizeof(r->helo) ||
+	    !safe_arg(p->helo, false)) {
 		snprintf(err, errlen, "relay: a target and a hostname are needed");
 		goto fail;
 	}
@@ -1099,8 +1084,7 @@ relay_create(const struct relay_params *p, char *err, size_t errlen)
 	r->lmtp = p->lmtp;
 	r->pool_size = p->pool_size;
 	r->timeout_ms = p->timeout_ms ? p->timeout_ms : RELAY_TIMEOUT_DEF;
-	r->final_timeout_ms = p->final_timeout_ms ? p->final_timeout_ms :
-		r->timeout_ms;
+	r->final_timeout_ms = p->final_timeout_ms ? p->final_timeout_ms : r->timeout_ms;
 	r->idle_max_ms = p->idle_max_ms ? p->idle_max_ms : RELAY_IDLE_DEF;
 	if (pthread_mutex_init(&r->lock, NULL) != 0) {
 		snprintf(err, errlen, "relay: cannot create a mutex");

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * control/relay.h — the second handoff of accepted mail: an SMTP or LMTP
  * client to the downstream MTA, so that the sender's 250 means "the next hop
@@ -30,20 +31,20 @@ struct relay_params {
 };
 
 struct relay_msg {
-	const char *mail_from;                 /* without <>; "" = null sender */
-	const char *const *rcpts;              /* without <> */
+	const char *mail_from;    /* without <>; "" = null sender */
+	const char *const *rcpts; /* without <> */
 	uint32_t nrcpts;
-	uint8_t family;                        /* the real client: 4, 6 or 0 (unknown) */
-	const uint8_t *addr;                   /* network order, 4 or 16 bytes */
-	const char *helo;                      /* the client's HELO/EHLO argument or "" */
-	uint8_t ptr;                           /* enum ptr_result of the client's PTR */
-	const char *ptr_name;                  /* its PTR name or ""; passed on only
+	uint8_t family;       /* the real client: 4, 6 or 0 (unknown) */
+	const uint8_t *addr;  /* network order, 4 or 16 bytes */
+	const char *helo;     /* the client's HELO/EHLO argument or "" */
+	uint8_t ptr;          /* enum ptr_result of the client's PTR */
+	const char *ptr_name; /* its PTR name or ""; passed on only
 						* when forward-confirmed (PTR_PASS) */
-	const char *prefix;                    /* our headers, CRLF wire form */
+	const char *prefix;   /* our headers, CRLF wire form */
 	size_t prefix_len;
-	const struct chunk *body;         /* dot-unstuffed, CRLF; may be NULL */
-	bool body_8bit;                        /* BODY=8BITMIME when the downstream offers it */
-	bool smtputf8;                         /* SMTPUTF8 on MAIL when the downstream offers it */
+	const struct chunk *body; /* dot-unstuffed, CRLF; may be NULL */
+	bool body_8bit;           /* BODY=8BITMIME when the downstream offers it */
+	bool smtputf8;            /* SMTPUTF8 on MAIL when the downstream offers it */
 };
 
 /*
@@ -54,19 +55,17 @@ struct relay_msg {
  */
 struct relay_result {
 	uint16_t code;
-	char enh[8];                           /* "x.y.z" */
+	char enh[8]; /* "x.y.z" */
 	char text[256];
-	uint32_t delivered;                    /* recipients that have the message */
+	uint32_t delivered; /* recipients that have the message */
 };
 
 /* Parses the target; does not connect. NULL with one line in err. */
-struct relay *relay_create(const struct relay_params *p, char *err,
-			   size_t errlen);
+struct relay *relay_create(const struct relay_params *p, char *err, size_t errlen);
 void relay_destroy(struct relay *r);
 
 /* Hands one message over. Always fills res; returns 0 when res->code is
  * 2xx, -1 otherwise. */
-int relay_deliver(struct relay *r, const struct relay_msg *m,
-		  struct relay_result *res);
+int relay_deliver(struct relay *r, const struct relay_msg *m, struct relay_result *res);
 
 #endif

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * control/spool.c — Maildir delivery of accepted mail (see spool.h).
  *
@@ -36,7 +37,7 @@
 
 struct spool {
 	char hostname[256];
-	int tmp_fd, new_fd;        /* the directories: every file goes through them */
+	int tmp_fd, new_fd; /* the directories: every file goes through them */
 	atomic_uint counter;
 };
 
@@ -86,8 +87,8 @@ spool_open(const char *dir, const char *hostname, char *err, size_t errlen)
 	for (i = 0; i < 3; i++) {
 		snprintf(path, sizeof(path), "%s/%s", dir, subs[i]);
 		if (mkdir_p(path) < 0) {
-			snprintf(err, errlen, "spool %s: cannot create %s: %s", dir,
-				 path, strerror(errno));
+			snprintf(err, errlen, "spool %s: cannot create %s: %s", dir, path,
+				 strerror(errno));
 			spool_close(s);
 			return NULL;
 		}
@@ -162,8 +163,7 @@ clean_comment(char *out, size_t n, const char *in)
 }
 
 size_t
-spool_received(const struct txrec *rec, const char *hostname, char *out,
-	       size_t n)
+spool_received(const struct txrec *rec, const char *hostname, char *out, size_t n)
 {
 	char addr[INET6_ADDRSTRLEN], helo[256], ptr[512], rcpt[300], date[64];
 	char tls[160];
@@ -176,8 +176,8 @@ spool_received(const struct txrec *rec, const char *hostname, char *out,
 	/* Only a forward-confirmed name is the client's: a PTR anyone can
 	 * write, the forward zone only its owner (Postfix says "unknown"
 	 * alike). */
-	clean_comment(ptr, sizeof(ptr), rec->ptr == PTR_PASS && rec->ptr_name[0] ?
-		      rec->ptr_name : "unknown");
+	clean_comment(ptr, sizeof(ptr),
+		      rec->ptr == PTR_PASS && rec->ptr_name[0] ? rec->ptr_name : "unknown");
 	gmtime_r(&t, &tm);
 	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
 	rcpt[0] = '\0';
@@ -191,18 +191,15 @@ spool_received(const struct txrec *rec, const char *hostname, char *out,
 	 * protocol and cipher in a comment. */
 	tls[0] = '\0';
 	if (rec->tls_version[0])
-		snprintf(tls, sizeof(tls),
-			 "\t(using %s with cipher %s (%u/%u bits))\r\n",
-			 rec->tls_version, rec->tls_cipher, rec->tls_bits,
-			 rec->tls_alg_bits);
+		snprintf(tls, sizeof(tls), "\t(using %s with cipher %s (%u/%u bits))\r\n",
+			 rec->tls_version, rec->tls_cipher, rec->tls_bits, rec->tls_alg_bits);
 	len = snprintf(out, n,
 		       "Received: from %s (%s [%s%s])\r\n"
 		       "%s"
 		       "\tby %s (smtpedge) with ESMTP%s id %s%s;\r\n"
 		       "\t%s\r\n",
-		       helo, ptr, rec->family == 6 ? "IPv6:" : "", addr, tls,
-		       hostname, rec->tls_version[0] ? "S" : "", rec->queue_id,
-		       rcpt, date);
+		       helo, ptr, rec->family == 6 ? "IPv6:" : "", addr, tls, hostname,
+		       rec->tls_version[0] ? "S" : "", rec->queue_id, rcpt, date);
 	return len < 0 ? 0 : ((size_t)len < n ? (size_t)len : n - 1);
 }
 
@@ -253,8 +250,7 @@ write_message(int fd, const char *hdr, size_t hlen, const struct chunk *c)
 }
 
 int
-spool_write(struct spool *s, const char *prefix, size_t prefix_len,
-	    const struct chunk *msg)
+spool_write(struct spool *s, const char *prefix, size_t prefix_len, const struct chunk *msg)
 {
 	char name[400];
 	unsigned n = atomic_fetch_add(&s->counter, 1);
@@ -265,8 +261,7 @@ spool_write(struct spool *s, const char *prefix, size_t prefix_len,
 	snprintf(name, sizeof(name), "%lu.M%luP%dQ%u.%s", (unsigned long)ts.tv_sec,
 		 (unsigned long)(ts.tv_nsec / 1000), (int)getpid(), n, s->hostname);
 
-	fd = openat(s->tmp_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
-		    0640);
+	fd = openat(s->tmp_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0640);
 	if (fd < 0)
 		return -1;
 	if (write_message(fd, prefix, prefix_len, msg) < 0 || fsync(fd) < 0)

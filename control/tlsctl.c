@@ -1,8 +1,7 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * control/tlsctl.c — TLS contexts and ticket keys for the workers (see tlsctl.h).
  */
-#include "control/tlsctl.h"
-
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -13,8 +12,10 @@
 #include <rte_lcore.h>
 #include <rte_log.h>
 
-#include "control/config.h"
 #include "tls/tls.h"
+
+#include "control/config.h"
+#include "control/tlsctl.h"
 
 extern int smtpedge_logtype;
 
@@ -75,8 +76,7 @@ rotate_loop(void *arg)
 }
 
 int
-tlsctl_init(const struct edge_config *cfg, unsigned n_workers, char *err,
-	    size_t errlen)
+tlsctl_init(const struct edge_config *cfg, unsigned n_workers, char *err, size_t errlen)
 {
 	struct tls_ctx *c;
 
@@ -120,9 +120,8 @@ tlsctl_reload(char *why, size_t len)
 	if (!c)
 		return -1;
 	offer(c);
-	rte_log(RTE_LOG_NOTICE, smtpedge_logtype,
-		"smtpedge: tls reload cert=%s rsa_cert=%s\n", tc_cfg->tls_cert,
-		tc_cfg->tls_rsa_cert[0] ? tc_cfg->tls_rsa_cert : "-");
+	rte_log(RTE_LOG_NOTICE, smtpedge_logtype, "smtpedge: tls reload cert=%s rsa_cert=%s\n",
+		tc_cfg->tls_cert, tc_cfg->tls_rsa_cert[0] ? tc_cfg->tls_rsa_cert : "-");
 	return 0;
 }
 

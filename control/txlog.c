@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * control/txlog.c — formats transaction records as key=value lines.
  *
@@ -30,15 +31,14 @@
 
 #include "control/txlog.h"
 
-#define VALUE_MAX 256   /* a value as written: quotes and escapes included */
+#define VALUE_MAX 256 /* a value as written: quotes and escapes included */
 
 struct out {
 	char *p;
 	size_t n, off;
 };
 
-static void
-put(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static void
 put(struct out *o, const char *fmt, ...)
@@ -63,8 +63,8 @@ safe(const char *s)
 	if (!*s)
 		return false;
 	for (; *s; s++)
-		if ((unsigned char)*s <= ' ' || (unsigned char)*s >= 0x7f ||
-		    *s == '"' || *s == '\\' || *s == '=')
+		if ((unsigned char)*s <= ' ' || (unsigned char)*s >= 0x7f || *s == '"' ||
+		    *s == '\\' || *s == '=')
 			return false;
 	return true;
 }
@@ -75,7 +75,7 @@ static bool
 put_value(struct out *o, const char *key, const char *v)
 {
 	char esc[8];
-	size_t used = 2;   /* the quotes */
+	size_t used = 2; /* the quotes */
 	int w;
 
 	put(o, " %s=", key);
@@ -133,8 +133,8 @@ fail:
 }
 
 static const char *const flag_names[] = {
-	"pregreet", "delivered", "aborted", "bare_newline", "too_big",
-	"no_memory", "long_line", "late_write",
+	"pregreet", "delivered", "aborted",   "bare_newline",
+	"too_big",  "no_memory", "long_line", "late_write",
 };
 
 size_t
@@ -190,7 +190,7 @@ txlog_format(const struct txrec *r, char *out, size_t n)
 	for (i = 0; i < ncut; i++)
 		put(&o, "%s%s", i ? "," : " cut=", cut[i]);
 	put(&o, "\n");
-	if (o.p[o.off - 1] != '\n') {   /* cut short: still one line */
+	if (o.p[o.off - 1] != '\n') { /* cut short: still one line */
 		o.p[o.off - 1] = '\n';
 	}
 	return o.off;

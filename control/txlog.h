@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * control/txlog.h — the transaction log: one key=value line per SMTP
  * transaction (and one per session end), written by the control plane, never

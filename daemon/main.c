@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * daemon/main.c — smtpedge's start and stop.
  *
@@ -13,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <rte_eal.h>
@@ -21,21 +24,17 @@
 #include <rte_lcore.h>
 #include <rte_log.h>
 #include <rte_random.h>
-#include <sys/stat.h>
-#include <sys/time.h>
-
-#include "dataplane/port.h"
-#include "dataplane/stats.h"
-#include "dataplane/worker.h"
 
 #include "control/config.h"
 #include "control/ctlplane.h"
 #include "control/policy.h"
 #include "control/tlsctl.h"
 #include "control/txlog.h"
-
 #include "daemon/planes.h"
 #include "daemon/telemetry.h"
+#include "dataplane/port.h"
+#include "dataplane/stats.h"
+#include "dataplane/worker.h"
 #include "smtpedge_version.h"
 
 RTE_LOG_REGISTER_DEFAULT(smtpedge_logtype, INFO);
@@ -53,17 +52,16 @@ on_signal(int sig)
 static void
 usage(FILE *f)
 {
-	fprintf(f,
-		"usage: smtpedge [EAL options] -- --config FILE [--check]\n"
-		"       smtpedge --help | --version\n"
-		"\n"
-		"An SMTP edge filter for IPv6 (and IPv4) senders on a DPDK port.\n"
-		"  --config FILE  the configuration (INI; see the README)\n"
-		"  --check        check the configuration, print \"config ok\", exit\n"
-		"  --help         this text\n"
-		"  --version      the version\n"
-		"EAL options: see DPDK's documentation; e.g. in the lab\n"
-		"  -l 0-1 --no-huge -m 256 --no-pci --vdev=net_af_packet0,iface=se-edge0\n");
+	fprintf(f, "usage: smtpedge [EAL options] -- --config FILE [--check]\n"
+		   "       smtpedge --help | --version\n"
+		   "\n"
+		   "An SMTP edge filter for IPv6 (and IPv4) senders on a DPDK port.\n"
+		   "  --config FILE  the configuration (INI; see the README)\n"
+		   "  --check        check the configuration, print \"config ok\", exit\n"
+		   "  --help         this text\n"
+		   "  --version      the version\n"
+		   "EAL options: see DPDK's documentation; e.g. in the lab\n"
+		   "  -l 0-1 --no-huge -m 256 --no-pci --vdev=net_af_packet0,iface=se-edge0\n");
 }
 
 struct app_args {
@@ -88,18 +86,10 @@ parse_app_args(int argc, char **argv, struct app_args *a)
 	opterr = 0;
 	while ((o = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
 		switch (o) {
-		case 'c':
-			a->config = optarg;
-			break;
-		case 'k':
-			a->check = true;
-			break;
-		case 'h':
-			usage(stdout);
-			return 1;
-		case 'V':
-			printf("smtpedge %s\n", SMTPEDGE_VERSION);
-			return 1;
+		case 'c': a->config = optarg; break;
+		case 'k': a->check = true; break;
+		case 'h': usage(stdout); return 1;
+		case 'V': printf("smtpedge %s\n", SMTPEDGE_VERSION); return 1;
 		default:
 			fprintf(stderr, "smtpedge: unknown option \"%s\" (try --help)\n",
 				argv[optind - 1]);
@@ -136,8 +126,8 @@ log_setup(const struct edge_config *cfg)
 		FILE *f = txlog_open(cfg->log_file);
 
 		if (!f) {
-			fprintf(stderr, "smtpedge: %s: [log] file: cannot open %s: %s\n",
-				cfg->path, cfg->log_file, strerror(errno));
+			fprintf(stderr, "smtpedge: %s: [log] file: cannot open %s: %s\n", cfg->path,
+				cfg->log_file, strerror(errno));
 			return -1;
 		}
 		setvbuf(f, NULL, _IOLBF, 0);
@@ -153,20 +143,22 @@ log_final_counters(void)
 	struct dp_stats t;
 
 	dp_stats_total(&t);
-	LOG(INFO, "stopped rx_packets=%" PRIu64 " tx_packets=%" PRIu64
-	    " rx_dropped=%" PRIu64 " tx_dropped=%" PRIu64 " arp_replies=%" PRIu64
-	    " nd_adverts=%" PRIu64 " echo_replies=%" PRIu64 " tcp_segments=%" PRIu64,
-	    t.c[DP_RX_PACKETS], t.c[DP_TX_PACKETS], t.c[DP_RX_DROPPED],
-	    t.c[DP_TX_DROPPED], t.c[DP_ARP_REPLIES], t.c[DP_ND_ADVERTS],
-	    t.c[DP_ECHO4_REPLIES] + t.c[DP_ECHO6_REPLIES], t.c[DP_TCP_SEGMENTS]);
+	LOG(INFO,
+	    "stopped rx_packets=%" PRIu64 " tx_packets=%" PRIu64 " rx_dropped=%" PRIu64
+	    " tx_dropped=%" PRIu64 " arp_replies=%" PRIu64 " nd_adverts=%" PRIu64
+	    " echo_replies=%" PRIu64 " tcp_segments=%" PRIu64,
+	    t.c[DP_RX_PACKETS], t.c[DP_TX_PACKETS], t.c[DP_RX_DROPPED], t.c[DP_TX_DROPPED],
+	    t.c[DP_ARP_REPLIES], t.c[DP_ND_ADVERTS], t.c[DP_ECHO4_REPLIES] + t.c[DP_ECHO6_REPLIES],
+	    t.c[DP_TCP_SEGMENTS]);
 }
 
 static int
-start_workers(const struct edge_config *cfg, struct port_state *port,
-	      struct planes *pl, struct worker **workers)
+start_workers(const struct edge_config *cfg, struct port_state *port, struct planes *pl,
+	      struct worker **workers)
 {
-	struct worker_params wp = { .sess = &pl->sess, .faults = pl->faults,
-				    .port = port, .txrecs = pl->txrecs };
+	struct worker_params wp = {
+		.sess = &pl->sess, .faults = pl->faults, .port = port, .txrecs = pl->txrecs
+	};
 	struct timeval tv;
 	unsigned lcore;
 	uint16_t q = 0;
@@ -182,7 +174,7 @@ start_workers(const struct edge_config *cfg, struct port_state *port,
 	wp.tsc_hz = rte_get_tsc_hz();
 	wp.wall0_us = (uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec;
 	wp.secret_seed = rte_rand();
-	RTE_LCORE_FOREACH_WORKER(lcore) {
+	RTE_LCORE_FOREACH_WORKER (lcore) {
 		wp.queue = q;
 		wp.tls_slot = tlsctl_slot(q);
 		wp.lcore = lcore;
@@ -190,14 +182,15 @@ start_workers(const struct edge_config *cfg, struct port_state *port,
 		wp.ver = pl->ver[q];
 		workers[q] = worker_create(&wp);
 		if (!workers[q]) {
-			fprintf(stderr, "smtpedge: worker %u: %s (more memory with -m, or fewer [dataplane] flows or body_budget_mb)\n",
+			fprintf(stderr,
+				"smtpedge: worker %u: %s (more memory with -m, or fewer [dataplane] flows or body_budget_mb)\n",
 				lcore, rte_strerror(rte_errno));
 			return -1;
 		}
 		q++;
 	}
 	q = 0;
-	RTE_LCORE_FOREACH_WORKER(lcore)
+	RTE_LCORE_FOREACH_WORKER (lcore)
 		rte_eal_remote_launch(worker_main, workers[q++], lcore);
 	return 0;
 }
@@ -219,8 +212,8 @@ main(int argc, char **argv)
 	unsigned n_workers = 0, i;
 
 	/* Without "--", everything is ours (smtpedge --help). */
-	rc = sep < 0 ? parse_app_args(argc, argv, &args)
-		     : parse_app_args(argc - sep, argv + sep, &args);
+	rc = sep < 0 ? parse_app_args(argc, argv, &args) :
+		       parse_app_args(argc - sep, argv + sep, &args);
 	if (rc != 0)
 		return rc > 0 ? 0 : 2;
 	if (config_load(args.config, &cfg, stderr) < 0)
@@ -244,19 +237,21 @@ main(int argc, char **argv)
 		return 1;
 	}
 	if (telemetry_secure_socket() < 0) {
-		fprintf(stderr, "smtpedge: telemetry socket in %s: %s\n",
-			rte_eal_get_runtime_dir(), strerror(errno));
+		fprintf(stderr, "smtpedge: telemetry socket in %s: %s\n", rte_eal_get_runtime_dir(),
+			strerror(errno));
 		goto fail;
 	}
 	if (log_setup(&cfg) < 0)
 		goto fail;
 	n_workers = rte_lcore_count() - 1;
 	if (n_workers == 0) {
-		fprintf(stderr, "smtpedge: no worker lcore: give at least two lcores (e.g. -l 0-1)\n");
+		fprintf(stderr,
+			"smtpedge: no worker lcore: give at least two lcores (e.g. -l 0-1)\n");
 		goto fail;
 	}
 	if (rte_eth_dev_count_avail() == 0) {
-		fprintf(stderr, "smtpedge: no DPDK port: bind a NIC or give --vdev=net_af_packet0,iface=IF\n");
+		fprintf(stderr,
+			"smtpedge: no DPDK port: bind a NIC or give --vdev=net_af_packet0,iface=IF\n");
 		goto fail;
 	}
 
@@ -297,9 +292,13 @@ main(int argc, char **argv)
 		goto fail;
 	}
 	if (telemetry_register(&(struct telemetry_sources){
-			.cfg = &cfg, .port = &port, .workers = workers,
-			.n_workers = n_workers, .txrecs = planes.txrecs,
-			.req = planes.req, .ver = planes.ver }) < 0)
+		    .cfg = &cfg,
+		    .port = &port,
+		    .workers = workers,
+		    .n_workers = n_workers,
+		    .txrecs = planes.txrecs,
+		    .req = planes.req,
+		    .ver = planes.ver }) < 0)
 		LOG(WARNING, "telemetry commands not registered");
 	LOG(INFO, "started version=%s hostname=%s port=%u driver=%s workers=%u rss=%s",
 	    SMTPEDGE_VERSION, cfg.hostname, port.port_id, port.driver, n_workers,

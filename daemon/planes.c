@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* daemon/planes.c — the rings and the record pool between the planes, and the
  * dataplane's parameters from the configuration (planes.h). */
 #include <stdio.h>
@@ -12,7 +13,6 @@
 
 #include "control/config.h"
 #include "control/policy.h"
-
 #include "daemon/planes.h"
 
 static bool
@@ -56,11 +56,11 @@ sess_params_fill(const struct edge_config *c, struct sess_params *sp)
 #define TXRECS_PER_SESSION 2
 /* Records each lcore keeps to itself, so that a worker's get and put rarely
  * touch the pool's shared ring. */
-#define TXREC_CACHE 64
+#define TXREC_CACHE        64
 /* Slack for the records that sit in the lcores' caches (up to 1.5 times
  * TXREC_CACHE each), so that sessions within their share never find the pool
  * empty. */
-#define TXRECS_CACHED 1023
+#define TXRECS_CACHED      1023
 
 int
 planes_create(const struct edge_config *cfg, unsigned n, struct planes *pl)
@@ -72,30 +72,35 @@ planes_create(const struct edge_config *cfg, unsigned n, struct planes *pl)
 	pl->n = n;
 	sess_params_fill(cfg, &pl->sess);
 	pl->faults = (struct worker_faults){
-		.rx_drop = cfg->fault_rx_drop, .rx_dup = cfg->fault_rx_dup,
+		.rx_drop = cfg->fault_rx_drop,
+		.rx_dup = cfg->fault_rx_dup,
 		.rx_reorder = cfg->fault_rx_reorder,
-		.tx_drop = cfg->fault_tx_drop, .tx_dup = cfg->fault_tx_dup,
-		.tx_reorder = cfg->fault_tx_reorder, .seed = cfg->fault_seed,
+		.tx_drop = cfg->fault_tx_drop,
+		.tx_dup = cfg->fault_tx_dup,
+		.tx_reorder = cfg->fault_tx_reorder,
+		.seed = cfg->fault_seed,
 	};
 	for (i = 0; i < n; i++) {
 		snprintf(name, sizeof(name), "req_%u", i);
-		pl->req[i] = rte_ring_create_elem(name, sizeof(struct ctl_msg), size,
-			(int)rte_socket_id(), RING_F_SP_ENQ | RING_F_SC_DEQ);
+		pl->req[i] = rte_ring_create_elem(
+			name, sizeof(struct ctl_msg), size, (int)rte_socket_id(),
+			RING_F_SP_ENQ | RING_F_SC_DEQ);
 		snprintf(name, sizeof(name), "ver_%u", i);
-		pl->ver[i] = rte_ring_create_elem(name, sizeof(struct ctl_msg), size,
-			(int)rte_socket_id(), RING_F_MP_HTS_ENQ | RING_F_SC_DEQ);
+		pl->ver[i] = rte_ring_create_elem(
+			name, sizeof(struct ctl_msg), size, (int)rte_socket_id(),
+			RING_F_MP_HTS_ENQ | RING_F_SC_DEQ);
 		if (!pl->req[i] || !pl->ver[i]) {
 			fprintf(stderr, "smtpedge: rings for worker %u: %s\n", i,
 				rte_strerror(rte_errno));
 			return -1;
 		}
 	}
-	pl->txrecs = rte_mempool_create("txrecs",
-		n * cfg->flows * TXRECS_PER_SESSION + TXRECS_CACHED,
-		sizeof(struct txrec), TXREC_CACHE, 0, NULL, NULL, NULL, NULL,
-		(int)rte_socket_id(), 0);
+	pl->txrecs = rte_mempool_create(
+		"txrecs", n * cfg->flows * TXRECS_PER_SESSION + TXRECS_CACHED, sizeof(struct txrec),
+		TXREC_CACHE, 0, NULL, NULL, NULL, NULL, (int)rte_socket_id(), 0);
 	if (!pl->txrecs) {
-		fprintf(stderr, "smtpedge: transaction records: %s (more memory with -m, or fewer [dataplane] flows)\n",
+		fprintf(stderr,
+			"smtpedge: transaction records: %s (more memory with -m, or fewer [dataplane] flows)\n",
 			rte_strerror(rte_errno));
 		return -1;
 	}

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * daemon/planes.h — where the planes meet: per worker a request ring (the worker is
  * the only producer, the dispatcher the only consumer) and a verdict ring
@@ -25,7 +26,7 @@ struct planes {
 	struct rte_ring *req[RTE_MAX_LCORE];
 	struct rte_ring *ver[RTE_MAX_LCORE];
 	struct rte_mempool *txrecs;
-	struct sess_params sess;         /* every worker's sessions read it */
+	struct sess_params sess; /* every worker's sessions read it */
 	struct worker_faults faults;
 };
 

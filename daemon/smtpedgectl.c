@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * daemon/smtpedgectl.c — smtpedgectl, the operator's CLI.
  *
@@ -22,7 +23,7 @@
 
 #include "smtpedge_version.h"
 
-#define REPLY_MAX (1 << 20)
+#define REPLY_MAX      (1 << 20)
 /* EAL's option in its one-word form; the prefix names the runtime directory
  * where the daemon's telemetry socket is. */
 #define FILE_PREFIX_EQ "--file-prefix="
@@ -30,22 +31,21 @@
 static void
 usage(FILE *f)
 {
-	fprintf(f,
-		"usage: smtpedgectl [--file-prefix P] COMMAND [--json]\n"
-		"commands:\n"
-		"  stats          counters: totals, then per worker lcore\n"
-		"  config         the configuration in effect\n"
-		"  version        the daemon's version\n"
-		"  policy show    the rules and their settings\n"
-		"  policy set RULE KEY=VALUE...\n"
-		"                 change a rule for new sessions, e.g.\n"
-		"                 policy set ipv6-ptr reply=450\n"
-		"  tls reload     load the [tls] certificates again (new sessions\n"
-		"                 get them; sessions in TLS keep theirs)\n"
-		"  raw CMD        any telemetry command, e.g. raw /ethdev/stats,0\n"
-		"options:\n"
-		"  --file-prefix P  the EAL --file-prefix smtpedge was started with\n"
-		"  --json           print the server's JSON as it is\n");
+	fprintf(f, "usage: smtpedgectl [--file-prefix P] COMMAND [--json]\n"
+		   "commands:\n"
+		   "  stats          counters: totals, then per worker lcore\n"
+		   "  config         the configuration in effect\n"
+		   "  version        the daemon's version\n"
+		   "  policy show    the rules and their settings\n"
+		   "  policy set RULE KEY=VALUE...\n"
+		   "                 change a rule for new sessions, e.g.\n"
+		   "                 policy set ipv6-ptr reply=450\n"
+		   "  tls reload     load the [tls] certificates again (new sessions\n"
+		   "                 get them; sessions in TLS keep theirs)\n"
+		   "  raw CMD        any telemetry command, e.g. raw /ethdev/stats,0\n"
+		   "options:\n"
+		   "  --file-prefix P  the EAL --file-prefix smtpedge was started with\n"
+		   "  --json           print the server's JSON as it is\n");
 }
 
 static void
@@ -79,15 +79,15 @@ ask(const char *path, const char *cmd, char *reply, size_t cap)
 	}
 	memcpy(sun.sun_path, path, strlen(path) + 1);
 	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
-		fprintf(stderr, "smtpedgectl: cannot connect to %s: %s (is smtpedge running, with this --file-prefix?)\n",
+		fprintf(stderr,
+			"smtpedgectl: cannot connect to %s: %s (is smtpedge running, with this --file-prefix?)\n",
 			path, strerror(errno));
 		close(fd);
 		return -1;
 	}
 	/* The server's greeting comes first: version, pid, output limit. */
 	n = read(fd, reply, cap - 1);
-	if (n <= 0 || write(fd, cmd, strlen(cmd)) < 0 ||
-	    (n = read(fd, reply, cap - 1)) <= 0) {
+	if (n <= 0 || write(fd, cmd, strlen(cmd)) < 0 || (n = read(fd, reply, cap - 1)) <= 0) {
 		fprintf(stderr, "smtpedgectl: %s: no reply\n", path);
 		close(fd);
 		return -1;
@@ -309,8 +309,7 @@ rule_names_dashed(char *json)
 	for (p = strstr(json, "\"ipv"); p; p = strstr(p + 1, "\"ipv")) {
 		char *end = strchr(p + 1, '"');
 
-		if ((p[4] == '4' || p[4] == '6') && p[5] == '_' && end &&
-		    end[1] == ':')
+		if ((p[4] == '4' || p[4] == '6') && p[5] == '_' && end && end[1] == ':')
 			p[5] = '-';
 	}
 }
@@ -338,8 +337,8 @@ tls_reload(const char *prefix, bool json)
 
 /* policy show | policy set RULE KEY=VALUE... */
 static int
-policy_command(const char *prefix, const char *sub, const char *const *rest,
-	       unsigned n_rest, bool json)
+policy_command(const char *prefix, const char *sub, const char *const *rest, unsigned n_rest,
+	       bool json)
 {
 	char cmd[512], msg[256];
 	char *reply = NULL;
@@ -367,7 +366,8 @@ policy_command(const char *prefix, const char *sub, const char *const *rest,
 	off = (size_t)snprintf(cmd, sizeof(cmd), "/smtpedge/policy/set,%s", rest[0]);
 	for (i = 1; i < n_rest && off < sizeof(cmd); i++) {
 		if (!strchr(rest[i], '=')) {
-			fprintf(stderr, "smtpedgectl: policy set: \"%s\" is not KEY=VALUE\n", rest[i]);
+			fprintf(stderr, "smtpedgectl: policy set: \"%s\" is not KEY=VALUE\n",
+				rest[i]);
 			return 2;
 		}
 		off += (size_t)snprintf(cmd + off, sizeof(cmd) - off, " %s", rest[i]);
@@ -411,7 +411,8 @@ main(int argc, char **argv)
 			printf("smtpedgectl %s\n", SMTPEDGE_VERSION);
 			return 0;
 		} else if (argv[i][0] == '-') {
-			fprintf(stderr, "smtpedgectl: unknown option \"%s\" (try --help)\n", argv[i]);
+			fprintf(stderr, "smtpedgectl: unknown option \"%s\" (try --help)\n",
+				argv[i]);
 			return 2;
 		} else if (!verb) {
 			verb = argv[i];
@@ -420,7 +421,8 @@ main(int argc, char **argv)
 		} else if (n_rest < 16) {
 			rest[n_rest++] = argv[i];
 		} else {
-			fprintf(stderr, "smtpedgectl: unexpected argument \"%s\" (try --help)\n", argv[i]);
+			fprintf(stderr, "smtpedgectl: unexpected argument \"%s\" (try --help)\n",
+				argv[i]);
 			return 2;
 		}
 	}

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * daemon/telemetry.c — /smtpedge/stats, /smtpedge/config, /smtpedge/version.
  *
@@ -14,31 +15,28 @@
 #include <sys/stat.h>
 
 #include <rte_eal.h>
-
 #include <rte_lcore.h>
 #include <rte_log.h>
 #include <rte_mempool.h>
 #include <rte_ring.h>
 #include <rte_telemetry.h>
 
+#include "control/config.h"
+#include "control/ctlplane.h"
+#include "control/policy.h"
+#include "control/tlsctl.h"
+#include "daemon/telemetry.h"
 #include "dataplane/port.h"
 #include "dataplane/session.h"
 #include "dataplane/stats.h"
 #include "dataplane/tcp.h"
 #include "dataplane/worker.h"
-
-#include "control/config.h"
-#include "control/ctlplane.h"
-#include "control/policy.h"
-#include "control/tlsctl.h"
-
-#include "daemon/telemetry.h"
 #include "smtpedge_version.h"
 
 static struct telemetry_sources src;
-#define the_cfg (src.cfg)
-#define the_port (src.port)
-#define the_workers (src.workers)
+#define the_cfg       (src.cfg)
+#define the_port      (src.port)
+#define the_workers   (src.workers)
 #define n_the_workers (src.n_workers)
 static unsigned worker_lcore[RTE_MAX_LCORE];
 
@@ -144,7 +142,8 @@ cmd_stats(const char *cmd, const char *params, struct rte_tel_data *d)
 	dp_stats_total(&total);
 	put_block(d, &total, false);
 	for (q = 0; q < n_the_workers; q++) {
-		const uint64_t *c = (const uint64_t *)tcp_engine_counters(worker_tcp(the_workers[q]));
+		const uint64_t *c = (const uint64_t *)tcp_engine_counters(
+			worker_tcp(the_workers[q]));
 
 		for (i = 0; i < tcp_counter_count; i++)
 			tcp_total[i] += c[i];
@@ -163,9 +162,9 @@ cmd_stats(const char *cmd, const char *params, struct rte_tel_data *d)
 			break;
 		rte_tel_data_start_dict(one);
 		put_block(one, &dp_stats[worker_lcore[q]], true);
-		rte_tel_data_add_dict_u64(one, "sessions_active",
-					  worker_sessions(the_workers[q]));
-		put_tcp(one, (const uint64_t *)tcp_engine_counters(worker_tcp(the_workers[q])), true);
+		rte_tel_data_add_dict_u64(one, "sessions_active", worker_sessions(the_workers[q]));
+		put_tcp(one, (const uint64_t *)tcp_engine_counters(worker_tcp(the_workers[q])),
+			true);
 		snprintf(key, sizeof(key), "%u", worker_lcore[q]);
 		rte_tel_data_add_dict_container(lcores, key, one, 0);
 	}
@@ -226,7 +225,8 @@ cmd_policy_set(const char *cmd, const char *params, struct rte_tel_data *d)
 	snprintf(buf, sizeof(buf), "%s", params ? params : "");
 	rule = strtok_r(buf, " ", &save);
 	if (!rule || (id = policy_rule_find(rule)) < 0) {
-		snprintf(why, sizeof(why), "%s: no such rule (rules: ipv6-ptr ipv4-ptr ipv6-auth ipv4-auth)",
+		snprintf(why, sizeof(why),
+			 "%s: no such rule (rules: ipv6-ptr ipv4-ptr ipv6-auth ipv4-auth)",
 			 rule ? rule : "(none)");
 		rte_tel_data_add_dict_string(d, "error", why);
 		return 0;
@@ -250,8 +250,7 @@ cmd_policy_set(const char *cmd, const char *params, struct rte_tel_data *d)
 		rte_tel_data_add_dict_string(d, "error", "give KEY=VALUE");
 		return 0;
 	}
-	if (policy_live_change(rule, keys, values, n, why, sizeof(why), &before,
-			       &after) < 0) {
+	if (policy_live_change(rule, keys, values, n, why, sizeof(why), &before, &after) < 0) {
 		rte_tel_data_add_dict_string(d, "error", why);
 		return 0;
 	}
@@ -297,11 +296,11 @@ cmd_config(const char *cmd, const char *params, struct rte_tel_data *d)
 	rte_tel_data_add_dict_string(d, "file", c->path);
 	rte_tel_data_add_dict_string(d, "hostname", c->hostname);
 	if (c->has_addr6)
-		rte_tel_data_add_dict_string(d, "address6",
-			inet_ntop(AF_INET6, c->addr6, buf, sizeof(buf)));
+		rte_tel_data_add_dict_string(
+			d, "address6", inet_ntop(AF_INET6, c->addr6, buf, sizeof(buf)));
 	if (c->has_addr4)
-		rte_tel_data_add_dict_string(d, "address4",
-			inet_ntop(AF_INET, c->addr4, buf, sizeof(buf)));
+		rte_tel_data_add_dict_string(
+			d, "address4", inet_ntop(AF_INET, c->addr4, buf, sizeof(buf)));
 	rte_tel_data_start_array(ports, RTE_TEL_INT_VAL);
 	for (i = 0; i < c->n_smtp_ports; i++)
 		rte_tel_data_add_array_int(ports, c->smtp_ports[i]);
@@ -309,8 +308,8 @@ cmd_config(const char *cmd, const char *params, struct rte_tel_data *d)
 	rte_tel_data_add_dict_int(d, "domains", (int)c->n_domains);
 	rte_tel_data_add_dict_int(d, "workers", (int)rte_lcore_count() - 1);
 	rte_tel_data_add_dict_string(d, "driver", the_port->driver);
-	snprintf(mac, sizeof(mac), "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1],
-		 m[2], m[3], m[4], m[5]);
+	snprintf(mac, sizeof(mac), "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4],
+		 m[5]);
 	rte_tel_data_add_dict_string(d, "mac", mac);
 	rte_tel_data_add_dict_string(d, "rss", the_port->rss ? "yes" : "no");
 	return 0;
@@ -331,21 +330,22 @@ telemetry_register(const struct telemetry_sources *s)
 	unsigned l, q = 0;
 
 	src = *s;
-	RTE_LCORE_FOREACH_WORKER(l)
+	RTE_LCORE_FOREACH_WORKER (l)
 		if (q < src.n_workers)
 			worker_lcore[q++] = l;
 	if (rte_telemetry_register_cmd("/smtpedge/stats", cmd_stats,
-			"Counters: totals, then per worker lcore. No parameters") ||
-	    rte_telemetry_register_cmd("/smtpedge/config", cmd_config,
-			"The configuration in effect. No parameters") ||
-	    rte_telemetry_register_cmd("/smtpedge/version", cmd_version,
-			"smtpedge's version. No parameters") ||
+				       "Counters: totals, then per worker lcore. No parameters") ||
+	    rte_telemetry_register_cmd(
+		    "/smtpedge/config", cmd_config, "The configuration in effect. No parameters") ||
+	    rte_telemetry_register_cmd(
+		    "/smtpedge/version", cmd_version, "smtpedge's version. No parameters") ||
 	    rte_telemetry_register_cmd("/smtpedge/policy", cmd_policy,
-			"The rules and their settings. No parameters") ||
+				       "The rules and their settings. No parameters") ||
 	    rte_telemetry_register_cmd("/smtpedge/tls/reload", cmd_tls_reload,
 				       "Load the [tls] certificates again") < 0 ||
-	    rte_telemetry_register_cmd("/smtpedge/policy/set", cmd_policy_set,
-			"Change a rule for new sessions. Parameters: RULE KEY=VALUE..."))
+	    rte_telemetry_register_cmd(
+		    "/smtpedge/policy/set", cmd_policy_set,
+		    "Change a rule for new sessions. Parameters: RULE KEY=VALUE..."))
 		return -1;
 	return 0;
 }

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * daemon/telemetry.h — smtpedge's commands on DPDK's telemetry socket
  * (/smtpedge/...). Handlers run on telemetry's threads (one per client):

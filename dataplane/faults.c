@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * dataplane/faults.c — the test fault shim (see faults.h). Deterministic for
  * a seed: a failing run can be replayed. Every frame it loses, on purpose or
@@ -10,8 +11,8 @@
 #include "dataplane/stats.h"
 
 void
-faults_init(struct faults *f, uint32_t drop, uint32_t dup, uint32_t reorder,
-	    uint64_t seed, struct rte_mempool *pool)
+faults_init(struct faults *f, uint32_t drop, uint32_t dup, uint32_t reorder, uint64_t seed,
+	    struct rte_mempool *pool)
 {
 	f->drop_pct = drop;
 	f->dup_pct = dup;
@@ -28,7 +29,7 @@ faults_enabled(const struct faults *f)
 }
 
 static uint32_t
-roll(struct faults *f)   /* xorshift64*: 0..99 */
+roll(struct faults *f) /* xorshift64*: 0..99 */
 {
 	f->rng ^= f->rng >> 12;
 	f->rng ^= f->rng << 25;
@@ -57,7 +58,7 @@ faults_apply(struct faults *f, struct rte_mbuf **pkts, uint16_t n, uint16_t cap,
 			st->c[DP_FAULT_REORDERED]++;
 			continue;
 		}
-		if (n_out == cap) {       /* no room: a loss, and counted as one */
+		if (n_out == cap) { /* no room: a loss, and counted as one */
 			rte_pktmbuf_free(m);
 			st->c[DP_FAULT_DROPPED]++;
 			continue;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * dataplane/l23.c — in-place replies to ARP, neighbour solicitations and echo
  * requests (see l23.h for why replies go to the frame's source MAC).
@@ -12,15 +13,15 @@
 
 #include "dataplane/l23.h"
 
-#define ETH_HLEN 14
-#define ICMP6_ECHO_REPLY 129
-#define ICMP6_ND_ADVERT 136
-#define ND_NA_LEN 24
+#define ETH_HLEN             14
+#define ICMP6_ECHO_REPLY     129
+#define ICMP6_ND_ADVERT      136
+#define ND_NA_LEN            24
 #define ND_OPT_TARGET_LLADDR 2
 #define ND_NA_FLAG_SOLICITED 0x40
-#define ND_NA_FLAG_OVERRIDE 0x20
-#define ND_HOP_LIMIT 255          /* RFC 4861: ND packets are never routed */
-#define ECHO_HOP_LIMIT 64         /* TTL and hop limit of echo replies, as hosts use */
+#define ND_NA_FLAG_OVERRIDE  0x20
+#define ND_HOP_LIMIT         255 /* RFC 4861: ND packets are never routed */
+#define ECHO_HOP_LIMIT       64  /* TTL and hop limit of echo replies, as hosts use */
 
 static void
 eth_return(uint8_t *frame, const struct pkt_local *l)
@@ -30,8 +31,7 @@ eth_return(uint8_t *frame, const struct pkt_local *l)
 }
 
 static uint32_t
-reply_arp(uint8_t *frame, const struct pkt_info *info,
-	  const struct pkt_local *l)
+reply_arp(uint8_t *frame, const struct pkt_info *info, const struct pkt_local *l)
 {
 	struct rte_arp_hdr *arp = (struct rte_arp_hdr *)(frame + info->l3_off);
 	struct rte_arp_ipv4 *d = &arp->arp_data;
@@ -46,8 +46,7 @@ reply_arp(uint8_t *frame, const struct pkt_info *info,
 }
 
 static uint32_t
-reply_echo4(uint8_t *frame, const struct pkt_info *info,
-	    const struct pkt_local *l)
+reply_echo4(uint8_t *frame, const struct pkt_info *info, const struct pkt_local *l)
 {
 	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(frame + info->l3_off);
 	struct rte_icmp_hdr *icmp = (struct rte_icmp_hdr *)(frame + info->l4_off);
@@ -86,8 +85,7 @@ icmp6_cksum(struct rte_ipv6_hdr *ip, uint8_t *icmp)
 }
 
 static uint32_t
-reply_echo6(uint8_t *frame, const struct pkt_info *info,
-	    const struct pkt_local *l)
+reply_echo6(uint8_t *frame, const struct pkt_info *info, const struct pkt_local *l)
 {
 	struct rte_ipv6_hdr *ip = (struct rte_ipv6_hdr *)(frame + info->l3_off);
 	uint8_t *icmp = frame + info->l4_off;
@@ -105,8 +103,7 @@ reply_echo6(uint8_t *frame, const struct pkt_info *info,
 
 /* RFC 4861 7.2.4: a solicited advertisement with our link-layer address. */
 static uint32_t
-reply_ns(uint8_t *frame, uint32_t room, const struct pkt_info *info,
-	 const struct pkt_local *l)
+reply_ns(uint8_t *frame, uint32_t room, const struct pkt_info *info, const struct pkt_local *l)
 {
 	static const uint8_t unspec[16];
 	static const uint8_t all_nodes[16] = { 0xff, 0x02, [15] = 0x01 };
@@ -120,7 +117,7 @@ reply_ns(uint8_t *frame, uint32_t room, const struct pkt_info *info,
 		return 0;
 	memcpy(target, na + 8, 16);
 	eth_return(frame, l);
-	if (to_all) {   /* DAD probe: answer all nodes, not solicited */
+	if (to_all) { /* DAD probe: answer all nodes, not solicited */
 		memcpy(ip->dst_addr, all_nodes, 16);
 		memcpy(frame, "\x33\x33\x00\x00\x00\x01", 6);
 		memcpy(ip->src_addr, target, 16);
@@ -131,8 +128,7 @@ reply_ns(uint8_t *frame, uint32_t room, const struct pkt_info *info,
 	ip->payload_len = rte_cpu_to_be_16(ND_NA_LEN + 8);
 	memset(na, 0, ND_NA_LEN + 8);
 	na[0] = ICMP6_ND_ADVERT;
-	na[4] = (uint8_t)((to_all ? 0 : ND_NA_FLAG_SOLICITED) |
-			  ND_NA_FLAG_OVERRIDE);
+	na[4] = (uint8_t)((to_all ? 0 : ND_NA_FLAG_SOLICITED) | ND_NA_FLAG_OVERRIDE);
 	memcpy(na + 8, target, 16);
 	na[ND_NA_LEN] = ND_OPT_TARGET_LLADDR;
 	na[ND_NA_LEN + 1] = 1;
@@ -142,20 +138,15 @@ reply_ns(uint8_t *frame, uint32_t room, const struct pkt_info *info,
 }
 
 uint32_t
-l23_reply(uint8_t *frame, uint32_t len, uint32_t room,
-	  const struct pkt_info *info, const struct pkt_local *l)
+l23_reply(uint8_t *frame, uint32_t len, uint32_t room, const struct pkt_info *info,
+	  const struct pkt_local *l)
 {
 	(void)len;
 	switch (info->kind) {
-	case PKT_KIND_ARP_REQUEST:
-		return reply_arp(frame, info, l);
-	case PKT_KIND_ICMP4_ECHO:
-		return reply_echo4(frame, info, l);
-	case PKT_KIND_ICMP6_ECHO:
-		return reply_echo6(frame, info, l);
-	case PKT_KIND_ND_SOLICIT:
-		return reply_ns(frame, room, info, l);
-	default:
-		return 0;
+	case PKT_KIND_ARP_REQUEST: return reply_arp(frame, info, l);
+	case PKT_KIND_ICMP4_ECHO: return reply_echo4(frame, info, l);
+	case PKT_KIND_ICMP6_ECHO: return reply_echo6(frame, info, l);
+	case PKT_KIND_ND_SOLICIT: return reply_ns(frame, room, info, l);
+	default: return 0;
 	}
 }

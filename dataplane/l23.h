@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * dataplane/l23.h — answers the worker gives by itself below TCP: ARP
  * replies, IPv6 neighbour advertisements, ICMP and ICMPv6 echo replies.
@@ -19,7 +20,7 @@
 
 /* Turn a classified frame into its reply, in place. room is the buffer's
  * size from frame on. Returns the reply's length, 0 when there is none. */
-uint32_t l23_reply(uint8_t *frame, uint32_t len, uint32_t room,
-		   const struct pkt_info *info, const struct pkt_local *l);
+uint32_t l23_reply(uint8_t *frame, uint32_t len, uint32_t room, const struct pkt_info *info,
+		   const struct pkt_local *l);
 
 #endif

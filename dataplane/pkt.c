@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * dataplane/pkt.c — strict validation and classification of received frames.
  *
@@ -37,19 +38,18 @@
 
 #include "dataplane/pkt.h"
 
-#define ETH_HLEN 14
-#define ICMP6_ECHO_REQUEST 128
-#define ICMP6_ND_SOLICIT 135
-#define ND_NS_LEN 24              /* type, code, cksum, reserved, target */
+#define ETH_HLEN             14
+#define ICMP6_ECHO_REQUEST   128
+#define ICMP6_ND_SOLICIT     135
+#define ND_NS_LEN            24 /* type, code, cksum, reserved, target */
 #define ND_OPT_SOURCE_LLADDR 1
-#define ND_HOP_LIMIT 255          /* RFC 4861: ND packets are never routed */
-#define IP6_NH_HIP 139            /* RFC 7401 Host Identity Protocol */
-#define IP6_NH_SHIM6 140          /* RFC 5533 shim6 */
+#define ND_HOP_LIMIT         255 /* RFC 4861: ND packets are never routed */
+#define IP6_NH_HIP           139 /* RFC 7401 Host Identity Protocol */
+#define IP6_NH_SHIM6         140 /* RFC 5533 shim6 */
 
-static const char *const drop_names[PKT_DROP__COUNT] = {
-	[PKT_DROP_NONE] = "none",
+static const char *const drop_names[PKT_DROP__COUNT] = { [PKT_DROP_NONE] = "none",
 #define PKT_DROP_NAME(id, name) [PKT_DROP_##id] = name,
-	PKT_DROP_REASONS(PKT_DROP_NAME)
+							 PKT_DROP_REASONS(PKT_DROP_NAME)
 #undef PKT_DROP_NAME
 };
 
@@ -62,8 +62,7 @@ pkt_drop_name(enum pkt_drop d)
 void
 pkt_solicited_node(const uint8_t addr[16], uint8_t out[16])
 {
-	static const uint8_t prefix[13] = { 0xff, 0x02, 0, 0, 0, 0, 0, 0,
-					    0, 0, 0, 0x01, 0xff };
+	static const uint8_t prefix[13] = { 0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0xff };
 	memcpy(out, prefix, sizeof(prefix));
 	memcpy(out + 13, addr + 13, 3);
 }
@@ -98,8 +97,7 @@ drop(struct pkt_info *info, enum pkt_drop why)
 static bool
 is_ours6(const struct pkt_local *l, const uint8_t *a)
 {
-	return (l->has_ip6 && memcmp(a, l->ip6, 16) == 0) ||
-	       memcmp(a, l->ip6_ll, 16) == 0;
+	return (l->has_ip6 && memcmp(a, l->ip6, 16) == 0) || memcmp(a, l->ip6_ll, 16) == 0;
 }
 
 /* 0/8, 127/8, 224/4 and 240/4: never the source of a real packet. */
@@ -118,7 +116,7 @@ is_martian6(const uint8_t *a)
 
 	if (memcmp(a, zero, 8) != 0)
 		return false;
-	if (a[8] == 0 && a[9] == 0)          /* ::/96 (with ::1), ::ffff:0:0/96 */
+	if (a[8] == 0 && a[9] == 0) /* ::/96 (with ::1), ::ffff:0:0/96 */
 		return (a[10] == 0 && a[11] == 0) || (a[10] == 0xff && a[11] == 0xff);
 	return a[8] == 0xff && a[9] == 0xff && a[10] == 0 && a[11] == 0;
 }
@@ -144,24 +142,22 @@ load_be16(const uint8_t *p)
 }
 
 static enum pkt_kind
-classify_arp(const uint8_t *p, uint32_t len, const struct pkt_local *l,
-	     struct pkt_info *info)
+classify_arp(const uint8_t *p, uint32_t len, const struct pkt_local *l, struct pkt_info *info)
 {
 	const struct rte_arp_hdr *arp = (const struct rte_arp_hdr *)p;
 
 	if (len < sizeof(*arp))
 		return drop(info, PKT_DROP_ARP_INVALID);
 	if (arp->arp_hardware != RTE_BE16(RTE_ARP_HRD_ETHER) ||
-	    arp->arp_protocol != RTE_BE16(RTE_ETHER_TYPE_IPV4) ||
-	    arp->arp_hlen != 6 || arp->arp_plen != 4)
+	    arp->arp_protocol != RTE_BE16(RTE_ETHER_TYPE_IPV4) || arp->arp_hlen != 6 ||
+	    arp->arp_plen != 4)
 		return drop(info, PKT_DROP_ARP_INVALID);
 	if (arp->arp_opcode != RTE_BE16(RTE_ARP_OP_REQUEST) || !l->has_ip4 ||
 	    memcmp(&arp->arp_data.arp_tip, l->ip4, 4) != 0)
 		return drop(info, PKT_DROP_ARP_NOT_OURS);
 	if (memcmp(&arp->arp_data.arp_sip, l->ip4, 4) == 0)
 		return drop(info, PKT_DROP_SRC_OURS);
-	if (arp->arp_data.arp_sip != 0 &&
-	    is_martian4((const uint8_t *)&arp->arp_data.arp_sip))
+	if (arp->arp_data.arp_sip != 0 && is_martian4((const uint8_t *)&arp->arp_data.arp_sip))
 		return drop(info, PKT_DROP_IP4_MARTIAN);
 	info->l4_off = info->l3_off;
 	info->l3_len = info->l4_len = sizeof(*arp);
@@ -170,15 +166,13 @@ classify_arp(const uint8_t *p, uint32_t len, const struct pkt_local *l,
 }
 
 static enum pkt_kind
-classify_icmp4(const uint8_t *p, uint32_t len, uint32_t rx_flags,
-	       struct pkt_info *info)
+classify_icmp4(const uint8_t *p, uint32_t len, uint32_t rx_flags, struct pkt_info *info)
 {
 	const struct rte_icmp_hdr *icmp = (const struct rte_icmp_hdr *)p;
 
 	if (len < sizeof(*icmp))
 		return drop(info, PKT_DROP_ICMP_HDR);
-	if (!(rx_flags & PKT_RX_L4_CKSUM_GOOD) &&
-	    rte_raw_cksum(p, len) != 0xffff)
+	if (!(rx_flags & PKT_RX_L4_CKSUM_GOOD) && rte_raw_cksum(p, len) != 0xffff)
 		return drop(info, PKT_DROP_ICMP_CKSUM);
 	if (icmp->icmp_type != RTE_IP_ICMP_ECHO_REQUEST || icmp->icmp_code != 0)
 		return drop(info, PKT_DROP_ICMP_TYPE);
@@ -187,8 +181,8 @@ classify_icmp4(const uint8_t *p, uint32_t len, uint32_t rx_flags,
 }
 
 static enum pkt_kind
-classify_tcp(const uint8_t *l3, const uint8_t *p, uint32_t len, bool v6,
-	     uint32_t rx_flags, struct pkt_info *info)
+classify_tcp(const uint8_t *l3, const uint8_t *p, uint32_t len, bool v6, uint32_t rx_flags,
+	     struct pkt_info *info)
 {
 	const struct rte_tcp_hdr *tcp = (const struct rte_tcp_hdr *)p;
 	uint32_t doff;
@@ -200,10 +194,8 @@ classify_tcp(const uint8_t *l3, const uint8_t *p, uint32_t len, bool v6,
 	if (doff < sizeof(*tcp) || doff > len)
 		return drop(info, PKT_DROP_TCP_HDR);
 	if (!(rx_flags & PKT_RX_L4_CKSUM_GOOD)) {
-		bad = v6 ? rte_ipv6_udptcp_cksum_verify(
-				   (const struct rte_ipv6_hdr *)l3, p)
-			 : rte_ipv4_udptcp_cksum_verify(
-				   (const struct rte_ipv4_hdr *)l3, p);
+		bad = v6 ? rte_ipv6_udptcp_cksum_verify((const struct rte_ipv6_hdr *)l3, p) :
+			   rte_ipv4_udptcp_cksum_verify((const struct rte_ipv4_hdr *)l3, p);
 		if (bad)
 			return drop(info, PKT_DROP_TCP_CKSUM);
 	}
@@ -212,8 +204,8 @@ classify_tcp(const uint8_t *l3, const uint8_t *p, uint32_t len, bool v6,
 }
 
 static enum pkt_kind
-classify_ip4(const uint8_t *p, uint32_t len, uint32_t rx_flags,
-	     const struct pkt_local *l, struct pkt_info *info)
+classify_ip4(const uint8_t *p, uint32_t len, uint32_t rx_flags, const struct pkt_local *l,
+	     struct pkt_info *info)
 {
 	const struct rte_ipv4_hdr *ip = (const struct rte_ipv4_hdr *)p;
 	uint32_t hlen, tlen;
@@ -237,21 +229,16 @@ classify_ip4(const uint8_t *p, uint32_t len, uint32_t rx_flags,
 	if (memcmp(&ip->src_addr, l->ip4, 4) == 0)
 		return drop(info, PKT_DROP_SRC_OURS);
 	/* MF set or a non-zero offset: a fragment. DF alone is fine. */
-	if (ip->fragment_offset & RTE_BE16(RTE_IPV4_HDR_MF_FLAG |
-					  RTE_IPV4_HDR_OFFSET_MASK))
+	if (ip->fragment_offset & RTE_BE16(RTE_IPV4_HDR_MF_FLAG | RTE_IPV4_HDR_OFFSET_MASK))
 		return drop(info, PKT_DROP_IP4_FRAG);
 
 	info->l4_off = (uint16_t)(info->l3_off + hlen);
 	info->l3_len = tlen;
 	info->l4_len = tlen - hlen;
 	switch (ip->next_proto_id) {
-	case IPPROTO_ICMP:
-		return classify_icmp4(p + hlen, info->l4_len, rx_flags, info);
-	case IPPROTO_TCP:
-		return classify_tcp(p, p + hlen, info->l4_len, false, rx_flags,
-				    info);
-	default:
-		return drop(info, PKT_DROP_L4_PROTO);
+	case IPPROTO_ICMP: return classify_icmp4(p + hlen, info->l4_len, rx_flags, info);
+	case IPPROTO_TCP: return classify_tcp(p, p + hlen, info->l4_len, false, rx_flags, info);
+	default: return drop(info, PKT_DROP_L4_PROTO);
 	}
 }
 
@@ -265,13 +252,12 @@ classify_ns(const struct rte_ipv6_hdr *ip, const uint8_t *p, uint32_t len,
 	uint32_t off;
 
 	if (ip->hop_limits != ND_HOP_LIMIT || p[1] != 0 || len < ND_NS_LEN ||
-	    (p[8] == 0xff))  /* target must not be multicast */
+	    (p[8] == 0xff)) /* target must not be multicast */
 		return drop(info, PKT_DROP_ND_INVALID);
 	/* Options: each has a non-zero length; from ::, the destination is a
 	 * solicited-node address and no source link-layer option is allowed. */
 	for (off = ND_NS_LEN; off < len;) {
-		if (len - off < 2 || p[off + 1] == 0 ||
-		    (uint32_t)p[off + 1] * 8 > len - off)
+		if (len - off < 2 || p[off + 1] == 0 || (uint32_t)p[off + 1] * 8 > len - off)
 			return drop(info, PKT_DROP_ND_INVALID);
 		if (from_unspec && p[off] == ND_OPT_SOURCE_LLADDR)
 			return drop(info, PKT_DROP_ND_INVALID);
@@ -286,33 +272,29 @@ classify_ns(const struct rte_ipv6_hdr *ip, const uint8_t *p, uint32_t len,
 }
 
 static enum pkt_kind
-classify_icmp6(const struct rte_ipv6_hdr *ip, const uint8_t *p, uint32_t len,
-	       uint32_t rx_flags, const struct pkt_local *l,
-	       struct pkt_info *info)
+classify_icmp6(const struct rte_ipv6_hdr *ip, const uint8_t *p, uint32_t len, uint32_t rx_flags,
+	       const struct pkt_local *l, struct pkt_info *info)
 {
 	if (len < 4)
 		return drop(info, PKT_DROP_ICMP_HDR);
-	if (!(rx_flags & PKT_RX_L4_CKSUM_GOOD) &&
-	    rte_ipv6_udptcp_cksum_verify(ip, p) != 0)
+	if (!(rx_flags & PKT_RX_L4_CKSUM_GOOD) && rte_ipv6_udptcp_cksum_verify(ip, p) != 0)
 		return drop(info, PKT_DROP_ICMP6_CKSUM);
 	switch (p[0]) {
-	case ICMP6_ND_SOLICIT:
-		return classify_ns(ip, p, len, l, info);
+	case ICMP6_ND_SOLICIT: return classify_ns(ip, p, len, l, info);
 	case ICMP6_ECHO_REQUEST:
 		if (p[1] != 0 || len < 8)
 			return drop(info, PKT_DROP_ICMP_HDR);
-		if (ip->dst_addr[0] == 0xff)   /* no echo to multicast */
+		if (ip->dst_addr[0] == 0xff) /* no echo to multicast */
 			return drop(info, PKT_DROP_ICMP6_TYPE);
 		info->kind = PKT_KIND_ICMP6_ECHO;
 		return info->kind;
-	default:
-		return drop(info, PKT_DROP_ICMP6_TYPE);
+	default: return drop(info, PKT_DROP_ICMP6_TYPE);
 	}
 }
 
 static enum pkt_kind
-classify_ip6(const uint8_t *p, uint32_t len, uint32_t rx_flags,
-	     const struct pkt_local *l, struct pkt_info *info)
+classify_ip6(const uint8_t *p, uint32_t len, uint32_t rx_flags, const struct pkt_local *l,
+	     struct pkt_info *info)
 {
 	static const uint8_t unspec[16];
 	const struct rte_ipv6_hdr *ip = (const struct rte_ipv6_hdr *)p;
@@ -341,27 +323,28 @@ classify_ip6(const uint8_t *p, uint32_t len, uint32_t rx_flags,
 	info->l3_len = (uint32_t)sizeof(*ip) + plen;
 	info->l4_len = plen;
 	switch (ip->proto) {
-	case IPPROTO_ICMPV6:
-		return classify_icmp6(ip, p + sizeof(*ip), plen, rx_flags, l,
-				      info);
+	case IPPROTO_ICMPV6: return classify_icmp6(ip, p + sizeof(*ip), plen, rx_flags, l, info);
 	case IPPROTO_TCP:
-		if (nd_dst)   /* TCP to a multicast group */
+		if (nd_dst) /* TCP to a multicast group */
 			return drop(info, PKT_DROP_IP6_NOT_OURS);
-		return classify_tcp(p, p + sizeof(*ip), plen, true, rx_flags,
-				    info);
-	case IPPROTO_HOPOPTS: case IPPROTO_ROUTING: case IPPROTO_FRAGMENT:
-	case IPPROTO_DSTOPTS: case IPPROTO_AH: case IPPROTO_ESP:
-	case IPPROTO_MH: case IP6_NH_HIP: case IP6_NH_SHIM6:
-	case IPPROTO_NONE:
-		return drop(info, PKT_DROP_IP6_EXTHDR);
-	default:
-		return drop(info, PKT_DROP_L4_PROTO);
+		return classify_tcp(p, p + sizeof(*ip), plen, true, rx_flags, info);
+	case IPPROTO_HOPOPTS:
+	case IPPROTO_ROUTING:
+	case IPPROTO_FRAGMENT:
+	case IPPROTO_DSTOPTS:
+	case IPPROTO_AH:
+	case IPPROTO_ESP:
+	case IPPROTO_MH:
+	case IP6_NH_HIP:
+	case IP6_NH_SHIM6:
+	case IPPROTO_NONE: return drop(info, PKT_DROP_IP6_EXTHDR);
+	default: return drop(info, PKT_DROP_L4_PROTO);
 	}
 }
 
 enum pkt_kind
-pkt_classify(const uint8_t *frame, uint32_t len, uint32_t rx_flags,
-	     const struct pkt_local *l, struct pkt_info *info)
+pkt_classify(const uint8_t *frame, uint32_t len, uint32_t rx_flags, const struct pkt_local *l,
+	     struct pkt_info *info)
 {
 	static const uint8_t bcast[6] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff };
 	const uint8_t *dst = frame;
@@ -374,21 +357,16 @@ pkt_classify(const uint8_t *frame, uint32_t len, uint32_t rx_flags,
 	if (len > ETH_HLEN + l->mtu)
 		return drop(info, PKT_DROP_OVERSIZE);
 	/* Ours, broadcast, or multicast (group bit): the IP layer decides. */
-	if (memcmp(dst, l->mac, 6) != 0 && memcmp(dst, bcast, 6) != 0 &&
-	    !(dst[0] & 1))
+	if (memcmp(dst, l->mac, 6) != 0 && memcmp(dst, bcast, 6) != 0 && !(dst[0] & 1))
 		return drop(info, PKT_DROP_L2_NOT_OURS);
 
 	type = load_be16(frame + 12);
 	frame += ETH_HLEN;
 	len -= ETH_HLEN;
 	switch (type) {
-	case RTE_ETHER_TYPE_IPV6:
-		return classify_ip6(frame, len, rx_flags, l, info);
-	case RTE_ETHER_TYPE_IPV4:
-		return classify_ip4(frame, len, rx_flags, l, info);
-	case RTE_ETHER_TYPE_ARP:
-		return classify_arp(frame, len, l, info);
-	default:
-		return drop(info, PKT_DROP_ETHERTYPE);
+	case RTE_ETHER_TYPE_IPV6: return classify_ip6(frame, len, rx_flags, l, info);
+	case RTE_ETHER_TYPE_IPV4: return classify_ip4(frame, len, rx_flags, l, info);
+	case RTE_ETHER_TYPE_ARP: return classify_arp(frame, len, l, info);
+	default: return drop(info, PKT_DROP_ETHERTYPE);
 	}
 }

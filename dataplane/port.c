@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * dataplane/port.c — device configuration for any ethdev: af_packet on a veth
  * in the lab, a real PMD on an appliance. Offloads and RSS are taken when the
@@ -69,17 +70,19 @@ port_setup(const struct port_params *p, struct port_state *ps)
 	}
 	snprintf(ps->driver, sizeof(ps->driver), "%s", info.driver_name);
 	if (p->n_queues > info.max_rx_queues || p->n_queues > info.max_tx_queues) {
-		fprintf(stderr, "smtpedge: port %u (%s): %u workers need %u queue pairs, the device has %u/%u\n",
-			p->port_id, info.driver_name, p->n_queues, p->n_queues,
-			info.max_rx_queues, info.max_tx_queues);
+		fprintf(stderr,
+			"smtpedge: port %u (%s): %u workers need %u queue pairs, the device has %u/%u\n",
+			p->port_id, info.driver_name, p->n_queues, p->n_queues, info.max_rx_queues,
+			info.max_tx_queues);
 		return -1;
 	}
 
 	snprintf(name, sizeof(name), "mbuf_p%u", p->port_id);
-	ps->pool = rte_pktmbuf_pool_create(name, p->mbufs, MBUF_CACHE, 0,
-					   RTE_MBUF_DEFAULT_BUF_SIZE, socket);
+	ps->pool = rte_pktmbuf_pool_create(
+		name, p->mbufs, MBUF_CACHE, 0, RTE_MBUF_DEFAULT_BUF_SIZE, socket);
 	if (!ps->pool) {
-		fprintf(stderr, "smtpedge: port %u: mempool of %u mbufs: %s (more memory with -m, or fewer [dataplane] mbufs)\n",
+		fprintf(stderr,
+			"smtpedge: port %u: mempool of %u mbufs: %s (more memory with -m, or fewer [dataplane] mbufs)\n",
 			p->port_id, p->mbufs, rte_strerror(rte_errno));
 		return -1;
 	}
@@ -87,13 +90,13 @@ port_setup(const struct port_params *p, struct port_state *ps)
 	if (p->n_queues > 1 && info.flow_type_rss_offloads) {
 		conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
 		conf.rx_adv_conf.rss_conf.rss_hf = info.flow_type_rss_offloads &
-			(RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP);
+						   (RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP);
 		ps->rss = true;
 	}
-	conf.rxmode.offloads = want_offloads(info.rx_offload_capa,
-		RTE_ETH_RX_OFFLOAD_IPV4_CKSUM | RTE_ETH_RX_OFFLOAD_TCP_CKSUM);
-	conf.txmode.offloads = want_offloads(info.tx_offload_capa,
-		RTE_ETH_TX_OFFLOAD_IPV4_CKSUM | RTE_ETH_TX_OFFLOAD_TCP_CKSUM);
+	conf.rxmode.offloads = want_offloads(
+		info.rx_offload_capa, RTE_ETH_RX_OFFLOAD_IPV4_CKSUM | RTE_ETH_RX_OFFLOAD_TCP_CKSUM);
+	conf.txmode.offloads = want_offloads(
+		info.tx_offload_capa, RTE_ETH_TX_OFFLOAD_IPV4_CKSUM | RTE_ETH_TX_OFFLOAD_TCP_CKSUM);
 	ps->rx_ip_cksum = conf.rxmode.offloads & RTE_ETH_RX_OFFLOAD_IPV4_CKSUM;
 	ps->rx_l4_cksum = conf.rxmode.offloads & RTE_ETH_RX_OFFLOAD_TCP_CKSUM;
 	ps->tx_ip_cksum = conf.txmode.offloads & RTE_ETH_TX_OFFLOAD_IPV4_CKSUM;
@@ -111,19 +114,17 @@ port_setup(const struct port_params *p, struct port_state *ps)
 
 		rxc.offloads = conf.rxmode.offloads;
 		txc.offloads = conf.txmode.offloads;
-		rc = rte_eth_rx_queue_setup(p->port_id, q, rxd, (unsigned)socket,
-					    &rxc, ps->pool);
+		rc = rte_eth_rx_queue_setup(p->port_id, q, rxd, (unsigned)socket, &rxc, ps->pool);
 		if (rc == 0)
-			rc = rte_eth_tx_queue_setup(p->port_id, q, txd,
-						    (unsigned)socket, &txc);
+			rc = rte_eth_tx_queue_setup(p->port_id, q, txd, (unsigned)socket, &txc);
 	}
 	if (rc == 0 && p->mtu != 1500)
 		rc = rte_eth_dev_set_mtu(p->port_id, (uint16_t)p->mtu);
 	if (rc == 0)
 		rc = rte_eth_dev_start(p->port_id);
 	if (rc != 0) {
-		fprintf(stderr, "smtpedge: port %u (%s): setup failed: %s\n",
-			p->port_id, info.driver_name, rte_strerror(-rc));
+		fprintf(stderr, "smtpedge: port %u (%s): setup failed: %s\n", p->port_id,
+			info.driver_name, rte_strerror(-rc));
 		return -1;
 	}
 	rte_eth_macaddr_get(p->port_id, &mac);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * dataplane/port.h — bring up the one DPDK port smtpedge serves: a queue pair
  * per worker lcore, RSS across them where the device has it, checksum
@@ -13,18 +14,18 @@ struct rte_mempool;
 
 struct port_params {
 	uint16_t port_id;
-	uint16_t n_queues;       /* one RX/TX pair per worker */
+	uint16_t n_queues; /* one RX/TX pair per worker */
 	uint32_t mbufs;
 	uint32_t rx_desc, tx_desc;
 	uint32_t mtu;
-	const uint8_t *ip6;      /* our global address, or NULL */
+	const uint8_t *ip6; /* our global address, or NULL */
 };
 
 struct port_state {
 	uint16_t port_id;
 	uint8_t mac[6];
 	bool rss;
-	bool rx_ip_cksum, rx_l4_cksum;   /* the NIC verifies, we trust its flags */
+	bool rx_ip_cksum, rx_l4_cksum; /* the NIC verifies, we trust its flags */
 	bool tx_ip_cksum, tx_tcp_cksum;
 	struct rte_mempool *pool;
 	char driver[32];

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * dataplane/session.c — a worker's sessions (see session.h).
  *
@@ -54,59 +55,60 @@
 #include <rte_ring.h>
 #include <rte_ring_elem.h>
 
+#include "tls/tls.h"
+
 #include "common/chunk.h"
 #include "common/clock.h"
 #include "common/msg.h"
 #include "common/rules.h"
-#include "tls/tls.h"
 #include "common/txrec.h"
 
 #include "dataplane/session.h"
 #include "dataplane/smtp.h"
 #include "dataplane/stats.h"
 
-#define VERDICT_BURST 32
+#define VERDICT_BURST    32
 /* A session's id: the lcore in the top 16 bits and that lcore's count in the
  * rest, so ids are unique across workers without a shared counter. */
 #define SESS_ID_SEQ_BITS 48
-#define CHUNK_BYTES 8192
-#define TICK_US 100
+#define CHUNK_BYTES      8192
+#define TICK_US          100
 
 struct sess {
 	struct sess_layer *sl;
-	struct tcp_conn *tcp;          /* NULL once TCP is gone */
+	struct tcp_conn *tcp; /* NULL once TCP is gone */
 	struct smtp_session *smtp;
 	uint64_t id;
 	uint32_t idx, gen;
 	struct smtp_peer peer;
-	struct policy_rule rule;       /* the PTR rule, as of the open */
-	struct policy_rule auth_rule;  /* the auth rule, as of the open */
-	struct txrec *spf_rec;         /* MAIL's SPF request, held while the
+	struct policy_rule rule;      /* the PTR rule, as of the open */
+	struct policy_rule auth_rule; /* the auth rule, as of the open */
+	struct txrec *spf_rec;        /* MAIL's SPF request, held while the
 					  PTR verdict is pending */
-	uint32_t txn;                  /* the session's MAILs so far: names the
+	uint32_t txn;                 /* the session's MAILs so far: names the
 					  transaction its SPF result is for */
-	uint8_t ptr;                   /* enum ptr_result */
-	uint8_t ptr_outcome;           /* enum policy_outcome, the latest */
+	uint8_t ptr;                  /* enum ptr_result */
+	uint8_t ptr_outcome;          /* enum policy_outcome, the latest */
 	bool in_use;
-	bool waiting_ptr;              /* an SMTP reply waits for the PTR */
-	bool spool_pending;            /* the spool reads our body */
+	bool waiting_ptr;   /* an SMTP reply waits for the PTR */
+	bool spool_pending; /* the spool reads our body */
 	uint8_t wait_stage;
 	uint32_t wait_token, spool_token;
-	struct txrec *spool_rec;       /* the record the pending answer is for */
-	uint32_t orphans;              /* records answered 451 at the deadline,
+	struct txrec *spool_rec; /* the record the pending answer is for */
+	uint32_t orphans;        /* records answered 451 at the deadline,
 					  still read by the spool */
 	uint64_t spool_deadline_us;
-	uint32_t dl_prev, dl_next;     /* the list of sessions waiting */
-	char queue_id[24];             /* the last message handed on, for the log */
-	char spf[12], dkim[12];        /* its checks, for the log */
+	uint32_t dl_prev, dl_next; /* the list of sessions waiting */
+	char queue_id[24];         /* the last message handed on, for the log */
+	char spf[12], dkim[12];    /* its checks, for the log */
 	uint8_t auth_outcome;
 	bool auth_checked;
-	struct tls_conn *tls;          /* from STARTTLS accepted to release */
-	bool tls_on;                   /* TCP bytes are TLS now */
-	bool close_pending;            /* close once the records have gone */
-	uint64_t tls_t0_us;            /* the 220 to STARTTLS */
-	uint64_t tls_cpu_cycles;       /* spent in the handshake so far */
-	struct sess *hs_next, *hs_prev;/* the handshake FIFO */
+	struct tls_conn *tls;           /* from STARTTLS accepted to release */
+	bool tls_on;                    /* TCP bytes are TLS now */
+	bool close_pending;             /* close once the records have gone */
+	uint64_t tls_t0_us;             /* the 220 to STARTTLS */
+	uint64_t tls_cpu_cycles;        /* spent in the handshake so far */
+	struct sess *hs_next, *hs_prev; /* the handshake FIFO */
 	bool hs_queued;
 };
 
@@ -130,14 +132,14 @@ struct sess_layer {
 	uint64_t wall0_us, tsc0, tsc_hz, us_mult;
 	uint64_t last_tick_us;
 	struct smtp_params smtp_params;
-	uint32_t dl_head, dl_tail;     /* sessions waiting, oldest first */
-	struct policy_reply reply;     /* the text of the verdict being given */
+	uint32_t dl_head, dl_tail; /* sessions waiting, oldest first */
+	struct policy_reply reply; /* the text of the verdict being given */
 	char queued[256];
-	struct tls_slot *tls_slot;     /* NULL: no certificate, no STARTTLS */
-	struct tls_conn_stats tls_st;  /* alerts, folded into st on ticks */
+	struct tls_slot *tls_slot;    /* NULL: no certificate, no STARTTLS */
+	struct tls_conn_stats tls_st; /* alerts, folded into st on ticks */
 	uint32_t tls_active, tls_max;
-	bool tls_refuse_early;         /* refused peers get no handshake */
-	struct sess *hs_head, *hs_tail;/* handshake steps waiting */
+	bool tls_refuse_early;          /* refused peers get no handshake */
+	struct sess *hs_head, *hs_tail; /* handshake steps waiting */
 };
 
 static const struct smtp_ops smtp_ops;
@@ -209,8 +211,8 @@ txrec_get(struct sess_layer *sl)
 }
 
 static void
-txrec_fill(struct sess *s, struct txrec *r, const char *helo,
-	   const char *mail_from, const struct chunk *rcpts, uint32_t nrcpts)
+txrec_fill(struct sess *s, struct txrec *r, const char *helo, const char *mail_from,
+	   const struct chunk *rcpts, uint32_t nrcpts)
 {
 	r->session_id = s->id;
 	r->time_us = wall_us(s->sl);
@@ -265,13 +267,13 @@ spf_send(struct sess *s)
 		return;
 	m.u.rec = s->spf_rec;
 	s->spf_rec = NULL;
-	if (lost_from && s->txn >= lost_from) {   /* the test shim: as if full */
+	if (lost_from && s->txn >= lost_from) { /* the test shim: as if full */
 		s->sl->st->c[DP_REQ_RING_FULL]++;
 		rte_mempool_put(s->sl->txrecs, m.u.rec);
 		return;
 	}
 	if (!send_msg(s->sl, &m))
-		rte_mempool_put(s->sl->txrecs, m.u.rec);   /* it runs at DATA end */
+		rte_mempool_put(s->sl->txrecs, m.u.rec); /* it runs at DATA end */
 }
 
 static void
@@ -336,7 +338,9 @@ static void
 deadline_expire(struct sess *s)
 {
 	struct smtp_verdict v = {
-		.code = 451, .enh = "4.3.0", .keep_message = true,
+		.code = 451,
+		.enh = "4.3.0",
+		.keep_message = true,
 		.text = "Requested action aborted: local problem in processing, message not queued in time, try again later",
 	};
 
@@ -394,15 +398,13 @@ orphan_done(struct sess *s, struct txrec *r)
 static void
 deadline_check(struct sess_layer *sl, uint64_t now_us)
 {
-	while (sl->dl_head != DL_NONE &&
-	       sl->sess[sl->dl_head].spool_deadline_us <= now_us)
+	while (sl->dl_head != DL_NONE && sl->sess[sl->dl_head].spool_deadline_us <= now_us)
 		deadline_expire(&sl->sess[sl->dl_head]);
 }
 
 /* The end of DATA: the message goes to the control plane, the reply waits. */
 static int
-check_data_end(struct sess *s, const struct smtp_check *chk,
-	       struct smtp_verdict *v)
+check_data_end(struct sess *s, const struct smtp_check *chk, struct smtp_verdict *v)
 {
 	struct sess_layer *sl = s->sl;
 	struct txrec *r = txrec_get(sl);
@@ -494,7 +496,7 @@ smtp_close(void *ctx)
 	struct sess *s = ctx;
 
 	if (s->tls_on)
-		tls_conn_shutdown(s->tls);   /* close_notify */
+		tls_conn_shutdown(s->tls); /* close_notify */
 	close_when_sent(s);
 }
 
@@ -508,8 +510,7 @@ refused_early(struct sess *s, struct smtp_verdict *v)
 	struct policy_reply r;
 	enum policy_outcome o;
 
-	if (!sl->tls_refuse_early || s->rule.action == POLICY_OFF ||
-	    s->ptr == PTR_UNKNOWN)
+	if (!sl->tls_refuse_early || s->rule.action == POLICY_OFF || s->ptr == PTR_UNKNOWN)
 		return false;
 	o = policy_ptr(&s->rule, s->ptr, s->peer.family, s->peer.addr, &r);
 	if (o != POLICY_REJECT && o != POLICY_DEFER)
@@ -791,9 +792,8 @@ tcp_open(void *ctx, struct tcp_conn *c, const struct tcp_conn_info *info)
 	s->auth_checked = false;
 	s->spf_rec = NULL;
 	s->txn = 0;
-	s->smtp = smtp_session_init(sl->smtp_mem + (size_t)s->idx * sl->smtp_size,
-				    sl->smtp_size, &sl->smtp_params, &smtp_ops, s,
-				    &s->peer);
+	s->smtp = smtp_session_init(sl->smtp_mem + (size_t)s->idx * sl->smtp_size, sl->smtp_size,
+				    &sl->smtp_params, &smtp_ops, s, &s->peer);
 	sl->st->c[DP_SESSIONS_OPENED]++;
 
 	/* The lookup starts before the first command, so it is usually done
@@ -834,11 +834,10 @@ hs_step(struct sess *s)
 
 	tls_conn_pump(s->tls);
 	if (!s->tls)
-		return;   /* the step ended the session */
+		return; /* the step ended the session */
 	s->tls_cpu_cycles += rte_rdtsc() - t0;
 	if (tls_conn_established(s->tls)) {
-		s->sl->st->c[DP_TLS_HS_CPU_US] +=
-			clock_us(s->tls_cpu_cycles, s->sl->us_mult);
+		s->sl->st->c[DP_TLS_HS_CPU_US] += clock_us(s->tls_cpu_cycles, s->sl->us_mult);
 		s->tls_cpu_cycles = 0;
 	}
 	tls_resume(s);
@@ -916,7 +915,7 @@ tcp_closed(void *app, int reason)
 	s->tcp = NULL;
 	if (s->spool_pending || s->orphans) {
 		s->sl->st->c[DP_SPOOL_ZOMBIES]++;
-		return;   /* the spool's answer releases the slot */
+		return; /* the spool's answer releases the slot */
 	}
 	slot_release(s);
 }
@@ -1007,7 +1006,7 @@ on_spool_done(struct sess_layer *sl, const struct ctl_msg *m)
 	deadline_remove(s);
 	if (!s->tcp) {
 		if (s->orphans == 0)
-			slot_release(s);   /* the zombie: its TCP went while we wrote */
+			slot_release(s); /* the zombie: its TCP went while we wrote */
 		return;
 	}
 	smtp_session_verdict(s->smtp, s->spool_token, &v);
@@ -1020,8 +1019,7 @@ sess_layer_poll(struct sess_layer *sl, uint64_t now_us)
 	struct ctl_msg msgs[VERDICT_BURST];
 	unsigned n, i;
 
-	n = rte_ring_sc_dequeue_burst_elem(sl->ver, msgs, sizeof(msgs[0]),
-					   VERDICT_BURST, NULL);
+	n = rte_ring_sc_dequeue_burst_elem(sl->ver, msgs, sizeof(msgs[0]), VERDICT_BURST, NULL);
 	for (i = 0; i < n; i++) {
 		if (msgs[i].kind == MSG_RDNS_DONE)
 			on_rdns_done(sl, &msgs[i]);
@@ -1040,8 +1038,7 @@ sess_layer_poll(struct sess_layer *sl, uint64_t now_us)
 }
 
 void
-sess_layer_input(struct sess_layer *sl, const struct tcp_pkt *pkt,
-		 uint64_t now_us)
+sess_layer_input(struct sess_layer *sl, const struct tcp_pkt *pkt, uint64_t now_us)
 {
 	tcp_input(sl->tcp, pkt, now_us);
 }
@@ -1049,8 +1046,7 @@ sess_layer_input(struct sess_layer *sl, const struct tcp_pkt *pkt,
 size_t
 sess_layer_slot_bytes(void)
 {
-	return sizeof(struct sess) + smtp_session_size() + tcp_conn_size() +
-	       sizeof(uint32_t);
+	return sizeof(struct sess) + smtp_session_size() + tcp_conn_size() + sizeof(uint32_t);
 }
 
 const struct tcp_engine *
@@ -1073,19 +1069,19 @@ sess_layer_chunks(const struct sess_layer *sl, uint32_t *free_n, uint32_t *total
 }
 
 /* The TCP engine's settings that the configuration does not give. */
-#define SESS_TCP4_HDRS 40          /* IPv4 and TCP headers, no options: MTU - MSS */
-#define SESS_TCP6_HDRS 60          /* IPv6 and TCP headers, no options */
-#define SESS_TCP_SNDBUF_BYTES 16384 /* unacked replies: SMTP's are small, even pipelined */
+#define SESS_TCP4_HDRS            40    /* IPv4 and TCP headers, no options: MTU - MSS */
+#define SESS_TCP6_HDRS            60    /* IPv6 and TCP headers, no options */
+#define SESS_TCP_SNDBUF_BYTES     16384 /* unacked replies: SMTP's are small, even pipelined */
 #define SESS_TCP_SNDBUF_AVG_BYTES 4096u /* the shared send pool per flow */
-#define SESS_TCP_OOO_MAX_BYTES 65536 /* a connection's out-of-order data: one window */
-#define SESS_TCP_OOO_POOL_BYTES (16u << 20) /* all connections' out-of-order data */
-#define SESS_TCP_HANDSHAKE_MS 10000 /* SYN-ACK to ACK, SYN-ACK resends included */
-#define SESS_TCP_RTO_MIN_MS 200    /* Linux's; RFC 6298 §2.4's 1 s is long for SMTP */
-#define SESS_TCP_RTO_MAX_MS 60000  /* RFC 6298 §2.5: at least 60 s */
-#define SESS_TCP_MAX_RETRIES 8     /* resends before the connection is aborted */
-#define SESS_TCP_HALFOPEN_SHARE 4  /* half-open connections: a quarter of the flows */
-#define SESS_TCP_HALFOPEN_MIN 16   /* and a few more, so that tiny configs accept */
-#define SESS_TCP_RST_RATE_PER_S 1000 /* RSTs and ACKs to strays: bounds what a flood reflects */
+#define SESS_TCP_OOO_MAX_BYTES    65536 /* a connection's out-of-order data: one window */
+#define SESS_TCP_OOO_POOL_BYTES   (16u << 20) /* all connections' out-of-order data */
+#define SESS_TCP_HANDSHAKE_MS     10000       /* SYN-ACK to ACK, SYN-ACK resends included */
+#define SESS_TCP_RTO_MIN_MS       200         /* Linux's; RFC 6298 §2.4's 1 s is long for SMTP */
+#define SESS_TCP_RTO_MAX_MS       60000       /* RFC 6298 §2.5: at least 60 s */
+#define SESS_TCP_MAX_RETRIES      8           /* resends before the connection is aborted */
+#define SESS_TCP_HALFOPEN_SHARE   4           /* half-open connections: a quarter of the flows */
+#define SESS_TCP_HALFOPEN_MIN     16          /* and a few more, so that tiny configs accept */
+#define SESS_TCP_RST_RATE_PER_S   1000 /* RSTs and ACKs to strays: bounds what a flood reflects */
 
 static struct tcp_engine *
 make_tcp(struct sess_layer *sl, const struct sess_layer_params *p)
@@ -1116,8 +1112,9 @@ make_tcp(struct sess_layer *sl, const struct sess_layer_params *p)
 	 * held-input bound, which is what feed() keeps while a verdict is
 	 * awaited. Later windows come from smtp_session_rcv_space(). */
 	tp.synack_window = sl->smtp_params.max_pending_in &&
-			   sl->smtp_params.max_pending_in < SMTP_PENDING_CAP ?
-			   sl->smtp_params.max_pending_in : SMTP_PENDING_CAP;
+					   sl->smtp_params.max_pending_in < SMTP_PENDING_CAP ?
+				   sl->smtp_params.max_pending_in :
+				   SMTP_PENDING_CAP;
 	return tcp_engine_create(&tp, &tcp_ops, sl, 0);
 }
 
@@ -1169,9 +1166,9 @@ sess_layer_create(const struct sess_layer_params *p)
 	 * 452 comes when the budget, not the machine, runs out. */
 	n_chunks = (uint32_t)(((uint64_t)c->body_budget_mb << 20) / CHUNK_BYTES);
 	snprintf(name, sizeof(name), "body_%u", p->worker_id);
-	sl->chunks = rte_mempool_create(name, n_chunks, CHUNK_BYTES, 0, 0, NULL,
-					NULL, NULL, NULL, (int)rte_socket_id(),
-					RTE_MEMPOOL_F_SP_PUT | RTE_MEMPOOL_F_SC_GET);
+	sl->chunks = rte_mempool_create(
+		name, n_chunks, CHUNK_BYTES, 0, 0, NULL, NULL, NULL, NULL, (int)rte_socket_id(),
+		RTE_MEMPOOL_F_SP_PUT | RTE_MEMPOOL_F_SC_GET);
 	if (!sl->chunks)
 		goto nomem;
 	sl->tcp = make_tcp(sl, p);

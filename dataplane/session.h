@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * dataplane/session.h — a worker's sessions: the glue between its TCP engine, the
  * SMTP engine of each connection, the policy, and the rings to the control
@@ -8,13 +9,14 @@
  * start). A session waits for the control plane by parking its pending SMTP
  * reply under a token, never by blocking.
  */
-#ifndef SMTPEDGE_SESSION_H
-#define SMTPEDGE_SESSION_H
+#ifndef SMTPEDGE_DATAPLANE_SESSION_H
+#define SMTPEDGE_DATAPLANE_SESSION_H
 
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "common/rules.h"
+
 #include "dataplane/smtp.h"
 #include "dataplane/tcp.h"
 
@@ -26,17 +28,17 @@ struct tls_slot;
 /* What the sessions take from the configuration, built by whoever reads it;
  * shared by every worker, read-only. */
 struct sess_params {
-	uint32_t flows;                  /* session slots per worker */
+	uint32_t flows; /* session slots per worker */
 	const uint16_t *smtp_ports;
 	uint32_t n_smtp_ports;
 	uint32_t mtu;
 	uint32_t idle_timeout_s, lifetime_s;
-	uint32_t delivery_timeout_s;     /* the end of DATA waits this long */
-	uint32_t body_budget_mb;         /* per worker */
-	uint32_t fault_spf_lost_from;    /* test shim: 0, or the Nth MAIL on */
-	struct smtp_params smtp;         /* hostname, limits, our domains */
-	uint32_t tls_max_sessions;       /* sessions in TLS per worker */
-	bool tls_refuse_early;           /* a known refusal answers STARTTLS */
+	uint32_t delivery_timeout_s;  /* the end of DATA waits this long */
+	uint32_t body_budget_mb;      /* per worker */
+	uint32_t fault_spf_lost_from; /* test shim: 0, or the Nth MAIL on */
+	struct smtp_params smtp;      /* hostname, limits, our domains */
+	uint32_t tls_max_sessions;    /* sessions in TLS per worker */
+	bool tls_refuse_early;        /* a known refusal answers STARTTLS */
 	/* A snapshot of the live rules, taken as a session opens. */
 	void (*rules_get)(struct policy *out);
 };
@@ -46,24 +48,23 @@ typedef bool (*sess_emit_fn)(void *arg, const struct tcp_out *o);
 
 struct sess_layer_params {
 	const struct sess_params *sess;
-	sess_emit_fn emit;               /* where TCP output goes */
+	sess_emit_fn emit; /* where TCP output goes */
 	void *emit_arg;
-	uint32_t worker_id;              /* index of this worker's rings */
+	uint32_t worker_id; /* index of this worker's rings */
 	unsigned lcore;
-	struct rte_ring *req, *ver;      /* to and from the control plane */
-	struct rte_mempool *txrecs;      /* shared with the control plane */
-	uint64_t wall0_us;               /* wall clock at tsc0 */
+	struct rte_ring *req, *ver; /* to and from the control plane */
+	struct rte_mempool *txrecs; /* shared with the control plane */
+	uint64_t wall0_us;          /* wall clock at tsc0 */
 	uint64_t tsc0, tsc_hz;
 	uint64_t secret_seed;
-	struct tls_slot *tls_slot;       /* NULL: STARTTLS is not offered */
+	struct tls_slot *tls_slot; /* NULL: STARTTLS is not offered */
 };
 
 struct sess_layer *sess_layer_create(const struct sess_layer_params *p);
 void sess_layer_destroy(struct sess_layer *sl);
 
 /* A TCP segment for us, already validated. */
-void sess_layer_input(struct sess_layer *sl, const struct tcp_pkt *pkt,
-		      uint64_t now_us);
+void sess_layer_input(struct sess_layer *sl, const struct tcp_pkt *pkt, uint64_t now_us);
 /* Verdicts from the control plane, and timers. Returns work done. */
 unsigned sess_layer_poll(struct sess_layer *sl, uint64_t now_us);
 uint64_t sess_layer_now_us(const struct sess_layer *sl, uint64_t tsc);
@@ -77,8 +78,7 @@ unsigned sess_layer_handshakes(struct sess_layer *sl, uint32_t budget_us);
 const struct tcp_engine *sess_layer_tcp(const struct sess_layer *sl);
 uint32_t sess_layer_active(const struct sess_layer *sl);
 /* Body chunks free and in all. */
-void sess_layer_chunks(const struct sess_layer *sl, uint32_t *free_n,
-		       uint32_t *total);
+void sess_layer_chunks(const struct sess_layer *sl, uint32_t *free_n, uint32_t *total);
 /* Bytes of memory one session slot takes (TCB, SMTP session, glue). */
 size_t sess_layer_slot_bytes(void);
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * dataplane/smtp.c — the SMTP protocol engine: bytes in, replies and verdict
  * requests out.
@@ -23,21 +24,20 @@
  *   their last command and read on, so everything received is answered
  *   before the session closes (input_ended()).
  */
-#include "dataplane/smtp.h"
-
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
+#include "dataplane/smtp.h"
 #include "dataplane/smtp_addr.h"
 #include "dataplane/smtp_body.h"
 
-#define SMTP_OUT_CAP      4096u  /* queued reply bytes */
-#define SMTP_REPLY_ROOM   1024u  /* free output needed to run one command */
-#define SMTP_LINE_MAX     512u   /* one reply line, with CRLF (4.5.3.1.5) */
-#define SMTP_VERDICT_TEXT 400u   /* verdict text clipped to this */
-#define SMTP_CHUNK_MIN    (SMTP_PATH_MAX + 1)  /* any recipient fits one */
+#define SMTP_OUT_CAP      4096u               /* queued reply bytes */
+#define SMTP_REPLY_ROOM   1024u               /* free output needed to run one command */
+#define SMTP_LINE_MAX     512u                /* one reply line, with CRLF (4.5.3.1.5) */
+#define SMTP_VERDICT_TEXT 400u                /* verdict text clipped to this */
+#define SMTP_CHUNK_MIN    (SMTP_PATH_MAX + 1) /* any recipient fits one */
 #define SMTP_MAGIC        0x534d5450u
 
 /* The open transaction: MAIL accepted until its end. */
@@ -45,13 +45,13 @@ struct txn {
 	bool active;
 	bool smtputf8;
 	enum smtp_body_type body_type;
-	uint32_t flags;                /* TXREC_F_* */
+	uint32_t flags; /* TXREC_F_* */
 	uint32_t nrcpts;
 	uint64_t size_param;
 	uint64_t body_size;
 	struct chunk *rcpt_head, *rcpt_tail;
 	struct chunk *body_head, *body_tail;
-	bool chains_kept;              /* the glue keeps them (keep_message) */
+	bool chains_kept; /* the glue keeps them (keep_message) */
 	char mail_from[SMTP_PATH_MAX + 1];
 };
 
@@ -64,7 +64,7 @@ struct late_reply {
 
 struct smtp_session {
 	uint32_t magic;
-	uint8_t state;                 /* enum smtp_state, via enter_state() */
+	uint8_t state; /* enum smtp_state, via enter_state() */
 	const struct smtp_params *params;
 	const struct smtp_ops *ops;
 	void *ctx;
@@ -76,16 +76,16 @@ struct smtp_session {
 
 	/* Command line reader. */
 	uint32_t line_len;
-	bool line_cr;                  /* a CR waits for its LF */
-	bool line_bare;                /* a bare CR inside the line */
+	bool line_cr;   /* a CR waits for its LF */
+	bool line_bare; /* a bare CR inside the line */
 	bool line_long;
 
 	/* Body readers. */
 	struct smtp_body body;
-	uint64_t bdat_left;            /* chunk bytes still to read */
+	uint64_t bdat_left; /* chunk bytes still to read */
 	uint64_t bdat_size;
 	bool bdat_last;
-	bool bdat_discard;             /* read and drop, then bdat_refusal */
+	bool bdat_discard; /* read and drop, then bdat_refusal */
 	struct late_reply bdat_refusal;
 
 	/* The verdict being waited for. */
@@ -95,11 +95,11 @@ struct smtp_session {
 	uint32_t next_token;
 
 	bool pregreet;
-	bool peer_eof;                 /* the peer's FIN: no more input */
-	bool recorded;                 /* the session record went out */
+	bool peer_eof; /* the peer's FIN: no more input */
+	bool recorded; /* the session record went out */
 	bool helo_seen;
-	bool tls;                      /* STARTTLS done: not offered again */
-	bool tls_switch;               /* the 220 to STARTTLS is queued */
+	bool tls;        /* STARTTLS done: not offered again */
+	bool tls_switch; /* the 220 to STARTTLS is queued */
 	uint64_t tls_discarded;
 	uint32_t errors;
 	uint32_t stale;
@@ -120,40 +120,47 @@ struct smtp_session {
 };
 
 static const char *const state_names[SMTP_ST_COUNT] = {
-	[SMTP_ST_NEW] = "new",         [SMTP_ST_CONNECT] = "connect",
+	[SMTP_ST_NEW] = "new",           [SMTP_ST_CONNECT] = "connect",
 	[SMTP_ST_REJECTED] = "rejected", [SMTP_ST_GREETED] = "greeted",
-	[SMTP_ST_READY] = "ready",     [SMTP_ST_MAIL] = "mail",
-	[SMTP_ST_RCPT] = "rcpt",       [SMTP_ST_DATA] = "data",
-	[SMTP_ST_BDAT] = "bdat",       [SMTP_ST_CLOSING] = "closing",
+	[SMTP_ST_READY] = "ready",       [SMTP_ST_MAIL] = "mail",
+	[SMTP_ST_RCPT] = "rcpt",         [SMTP_ST_DATA] = "data",
+	[SMTP_ST_BDAT] = "bdat",         [SMTP_ST_CLOSING] = "closing",
 	[SMTP_ST_CLOSED] = "closed",
 };
 
-const char *smtp_state_name(int state)
+const char *
+smtp_state_name(int state)
 {
 	return state >= 0 && state < SMTP_ST_COUNT ? state_names[state] : "?";
 }
 
-const char *smtp_stage_name(int stage)
+const char *
+smtp_stage_name(int stage)
 {
 	static const char *const names[SMTP_STAGE_COUNT] = {
-		[SMTP_STAGE_CONNECT] = "CONNECT", [SMTP_STAGE_MAIL] = "MAIL",
-		[SMTP_STAGE_RCPT] = "RCPT", [SMTP_STAGE_DATA_END] = "DATA_END",
+		[SMTP_STAGE_CONNECT] = "CONNECT",
+		[SMTP_STAGE_MAIL] = "MAIL",
+		[SMTP_STAGE_RCPT] = "RCPT",
+		[SMTP_STAGE_DATA_END] = "DATA_END",
 	};
 
 	return stage >= 0 && stage < SMTP_STAGE_COUNT ? names[stage] : "?";
 }
 
-size_t smtp_session_size(void)
+size_t
+smtp_session_size(void)
 {
 	return sizeof(struct smtp_session);
 }
 
-int smtp_session_state(const struct smtp_session *s)
+int
+smtp_session_state(const struct smtp_session *s)
 {
 	return s->state;
 }
 
-static void enter_state(struct smtp_session *s, enum smtp_state st)
+static void
+enter_state(struct smtp_session *s, enum smtp_state st)
 {
 	/* Once closing, only closed may follow: a handler that finishes after
 	 * a 421 must not revive the session. */
@@ -167,14 +174,16 @@ static void enter_state(struct smtp_session *s, enum smtp_state st)
 static void flush(struct smtp_session *s);
 static void go_closing(struct smtp_session *s);
 
-static uint32_t out_free(const struct smtp_session *s)
+static uint32_t
+out_free(const struct smtp_session *s)
 {
 	return SMTP_OUT_CAP - (s->out_len - s->out_off);
 }
 
 /* Appends one reply line; clipped to SMTP_LINE_MAX, never overflowing. */
-static void out_line(struct smtp_session *s, uint16_t code, char sep,
-		     const char *enh, const char *text, size_t tlen)
+static void
+out_line(struct smtp_session *s, uint16_t code, char sep, const char *enh, const char *text,
+	 size_t tlen)
 {
 	char *d;
 	size_t room, k, i;
@@ -197,7 +206,7 @@ static void out_line(struct smtp_session *s, uint16_t code, char sep,
 	d[3] = sep;
 	k = 4;
 	if (enh) {
-		for (i = 0; enh[i] && i < 9; i++)   /* x.yyy.zzz at most */
+		for (i = 0; enh[i] && i < 9; i++) /* x.yyy.zzz at most */
 			d[k++] = enh[i];
 		d[k++] = ' ';
 	}
@@ -212,7 +221,8 @@ static void out_line(struct smtp_session *s, uint16_t code, char sep,
 	s->out_len += (uint32_t)k;
 }
 
-static void log_reply(struct smtp_session *s, uint16_t code)
+static void
+log_reply(struct smtp_session *s, uint16_t code)
 {
 	if (s->nreplies < TXREC_REPLIES)
 		s->replies[s->nreplies++] = code;
@@ -221,7 +231,8 @@ static void log_reply(struct smtp_session *s, uint16_t code)
 }
 
 /* Counts errors: every 4xx/5xx but 421, which closes anyway. */
-static void count_error(struct smtp_session *s, uint16_t code)
+static void
+count_error(struct smtp_session *s, uint16_t code)
 {
 	if (code >= 400 && code != 421 && s->state < SMTP_ST_CLOSING)
 		s->errors++;
@@ -232,34 +243,33 @@ static void count_error(struct smtp_session *s, uint16_t code)
  * (or a verdict) has been fully handled, so that its own reply and record
  * come first.
  */
-static void error_limit(struct smtp_session *s)
+static void
+error_limit(struct smtp_session *s)
 {
 	char text[SMTP_DOMAIN_MAX + 64];
 	int n;
 
-	if (s->errors < s->max_errors || s->state >= SMTP_ST_CLOSING ||
-	    s->waiting)
+	if (s->errors < s->max_errors || s->state >= SMTP_ST_CLOSING || s->waiting)
 		return;
-	n = snprintf(text, sizeof(text), "%s Error: too many errors",
-		     s->params->hostname);
+	n = snprintf(text, sizeof(text), "%s Error: too many errors", s->params->hostname);
 	out_line(s, 421, ' ', "4.7.0", text, (size_t)n);
 	log_reply(s, 421);
 	go_closing(s);
 }
 
-static void reply_text(struct smtp_session *s, uint16_t code, const char *enh,
-		       const char *text, size_t tlen)
+static void
+reply_text(struct smtp_session *s, uint16_t code, const char *enh, const char *text, size_t tlen)
 {
 	out_line(s, code, ' ', enh, text, tlen);
 	log_reply(s, code);
 	count_error(s, code);
 }
 
-static void reply(struct smtp_session *s, uint16_t code, const char *enh,
-		  const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void reply(struct smtp_session *s, uint16_t code, const char *enh, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
 
-static void reply(struct smtp_session *s, uint16_t code, const char *enh,
-		  const char *fmt, ...)
+static void
+reply(struct smtp_session *s, uint16_t code, const char *enh, const char *fmt, ...)
 {
 	char text[SMTP_LINE_MAX];
 	va_list ap;
@@ -280,7 +290,8 @@ static void reply(struct smtp_session *s, uint16_t code, const char *enh,
  * 4.2: the session starts over, forgetting what the client said before
  * (its EHLO); STARTTLS is not offered again.
  */
-static void tls_start_over(struct smtp_session *s)
+static void
+tls_start_over(struct smtp_session *s)
 {
 	s->tls_switch = false;
 	s->tls = true;
@@ -290,7 +301,8 @@ static void tls_start_over(struct smtp_session *s)
 	s->ops->tls_begin(s->ctx);
 }
 
-static void flush(struct smtp_session *s)
+static void
+flush(struct smtp_session *s)
 {
 	uint32_t left = s->out_len - s->out_off, w;
 
@@ -310,7 +322,8 @@ static void flush(struct smtp_session *s)
 
 /* ---------------------------------------------------------------- chunks */
 
-static struct chunk *chunk_new(struct smtp_session *s)
+static struct chunk *
+chunk_new(struct smtp_session *s)
 {
 	struct chunk *c;
 	uint32_t cap = 0;
@@ -330,8 +343,8 @@ static struct chunk *chunk_new(struct smtp_session *s)
 	return c;
 }
 
-static void chain_put(struct smtp_session *s, struct chunk **head,
-		      struct chunk **tail)
+static void
+chain_put(struct smtp_session *s, struct chunk **head, struct chunk **tail)
 {
 	struct chunk *c = *head, *next;
 
@@ -344,8 +357,8 @@ static void chain_put(struct smtp_session *s, struct chunk **head,
 }
 
 /* Ensures n contiguous bytes at the tail of a chain. */
-static bool chain_room(struct smtp_session *s, struct chunk **head,
-		       struct chunk **tail, uint32_t n)
+static bool
+chain_room(struct smtp_session *s, struct chunk **head, struct chunk **tail, uint32_t n)
 {
 	struct chunk *c;
 
@@ -364,8 +377,8 @@ static bool chain_room(struct smtp_session *s, struct chunk **head,
 
 /* ----------------------------------------------------------- transaction */
 
-static void emit_record(struct smtp_session *s, enum txrec_kind kind,
-			uint32_t flags)
+static void
+emit_record(struct smtp_session *s, enum txrec_kind kind, uint32_t flags)
 {
 	struct smtp_record r = {
 		.smtp = {
@@ -396,8 +409,8 @@ static void emit_record(struct smtp_session *s, enum txrec_kind kind,
 }
 
 /* Forgets a chain the glue keeps: no longer ours, not given back. */
-static void chain_forget(struct smtp_session *s, struct chunk **head,
-			 struct chunk **tail)
+static void
+chain_forget(struct smtp_session *s, struct chunk **head, struct chunk **tail)
 {
 	const struct chunk *c;
 
@@ -406,7 +419,8 @@ static void chain_forget(struct smtp_session *s, struct chunk **head,
 	*head = *tail = NULL;
 }
 
-static void txn_clear(struct smtp_session *s)
+static void
+txn_clear(struct smtp_session *s)
 {
 	if (s->txn.chains_kept) {
 		chain_forget(s, &s->txn.rcpt_head, &s->txn.rcpt_tail);
@@ -418,7 +432,8 @@ static void txn_clear(struct smtp_session *s)
 }
 
 /* Ends the open transaction, if any: record it, give its memory back. */
-static void txn_end(struct smtp_session *s, uint32_t flags)
+static void
+txn_end(struct smtp_session *s, uint32_t flags)
 {
 	if (s->txn.active)
 		emit_record(s, TXREC_TRANSACTION, flags);
@@ -431,7 +446,8 @@ static void txn_end(struct smtp_session *s, uint32_t flags)
  * keep_chains: a check is still out, and the control plane may be reading
  * the recipient and body chains it was given; they stay until fini.
  */
-static void session_end(struct smtp_session *s, bool keep_chains)
+static void
+session_end(struct smtp_session *s, bool keep_chains)
 {
 	if (s->recorded)
 		return;
@@ -445,7 +461,8 @@ static void session_end(struct smtp_session *s, bool keep_chains)
 	s->recorded = true;
 }
 
-static void go_closing(struct smtp_session *s)
+static void
+go_closing(struct smtp_session *s)
 {
 	bool asked = s->waiting;
 
@@ -457,7 +474,8 @@ static void go_closing(struct smtp_session *s)
 }
 
 /* Body bytes from the scanners; kept until a limit or an error. */
-static void body_sink(void *arg, const uint8_t *p, uint32_t n)
+static void
+body_sink(void *arg, const uint8_t *p, uint32_t n)
 {
 	struct smtp_session *s = arg;
 	struct txn *t = &s->txn;
@@ -496,7 +514,8 @@ static void body_sink(void *arg, const uint8_t *p, uint32_t n)
 }
 
 /* The reply owed for a body that broke a rule; false when it is clean. */
-static bool body_refusal(struct smtp_session *s, struct late_reply *r)
+static bool
+body_refusal(struct smtp_session *s, struct late_reply *r)
 {
 	struct txn *t = &s->txn;
 
@@ -508,14 +527,11 @@ static bool body_refusal(struct smtp_session *s, struct late_reply *r)
 		*r = (struct late_reply){ 550, "5.5.2", "Message contains bare CR" };
 	} else if (s->body.flags & SMTP_BODY_LONG_LINE) {
 		t->flags |= TXREC_F_LONG_LINE;
-		*r = (struct late_reply){ 500, "5.5.6",
-					  "Error: message line too long" };
+		*r = (struct late_reply){ 500, "5.5.6", "Error: message line too long" };
 	} else if (t->flags & TXREC_F_TOO_BIG) {
-		*r = (struct late_reply){ 552, "5.3.4",
-					  "Error: message file too big" };
+		*r = (struct late_reply){ 552, "5.3.4", "Error: message file too big" };
 	} else if (t->flags & TXREC_F_NO_MEM) {
-		*r = (struct late_reply){ 452, "4.3.1",
-					  "Insufficient system storage" };
+		*r = (struct late_reply){ 452, "4.3.1", "Insufficient system storage" };
 	} else {
 		return false;
 	}
@@ -524,18 +540,18 @@ static bool body_refusal(struct smtp_session *s, struct late_reply *r)
 
 /* -------------------------------------------------------------- verdicts */
 
-static void verdict_connect(struct smtp_session *s, uint16_t code,
-			    const char *enh, const char *text, size_t tlen);
-static void verdict_mail(struct smtp_session *s, uint16_t code,
-			 const char *enh, const char *text, size_t tlen);
-static void verdict_rcpt(struct smtp_session *s, uint16_t code,
-			 const char *enh, const char *text, size_t tlen);
-static void verdict_data_end(struct smtp_session *s, uint16_t code,
-			     const char *enh, const char *text, size_t tlen);
+static void verdict_connect(struct smtp_session *s, uint16_t code, const char *enh,
+			    const char *text, size_t tlen);
+static void verdict_mail(struct smtp_session *s, uint16_t code, const char *enh, const char *text,
+			 size_t tlen);
+static void verdict_rcpt(struct smtp_session *s, uint16_t code, const char *enh, const char *text,
+			 size_t tlen);
+static void verdict_data_end(struct smtp_session *s, uint16_t code, const char *enh,
+			     const char *text, size_t tlen);
 
 /* One handler per stage; code 0 means "give your own reply". */
-static void (*const verdict_handlers[SMTP_STAGE_COUNT])(
-	struct smtp_session *, uint16_t, const char *, const char *, size_t) = {
+static void (*const verdict_handlers[SMTP_STAGE_COUNT])(struct smtp_session *, uint16_t,
+							const char *, const char *, size_t) = {
 	[SMTP_STAGE_CONNECT] = verdict_connect,
 	[SMTP_STAGE_MAIL] = verdict_mail,
 	[SMTP_STAGE_RCPT] = verdict_rcpt,
@@ -543,7 +559,8 @@ static void (*const verdict_handlers[SMTP_STAGE_COUNT])(
 };
 
 /* RFC 3463: class "." 1*3digit "." 1*3digit, class matching the code. */
-static bool enh_valid(const char *e, uint16_t code)
+static bool
+enh_valid(const char *e, uint16_t code)
 {
 	uint32_t i = 0, part, digits;
 
@@ -564,11 +581,10 @@ static bool enh_valid(const char *e, uint16_t code)
 /* Applies a verdict: sanitises what the control plane sent, then the stage
  * handler replies. A code outside 2xx-5xx becomes a temporary failure, so a
  * bug of ours never bounces mail. */
-static void apply_verdict(struct smtp_session *s, enum smtp_stage stage,
-			  const struct smtp_verdict *v)
+static void
+apply_verdict(struct smtp_session *s, enum smtp_stage stage, const struct smtp_verdict *v)
 {
-	static const char *const class_enh[6] = { "", "", "2.0.0", "4.0.0",
-						  "4.0.0", "5.0.0" };
+	static const char *const class_enh[6] = { "", "", "2.0.0", "4.0.0", "4.0.0", "5.0.0" };
 	uint16_t code = v != NULL ? v->code : 0;
 	const char *enh, *text = v != NULL ? v->text : NULL;
 	char e[sizeof(v->enh)] = "";
@@ -587,8 +603,9 @@ static void apply_verdict(struct smtp_session *s, enum smtp_stage stage,
 	enh = e;
 	tlen = text != NULL ? strnlen(text, SMTP_VERDICT_TEXT) : 0;
 	if (code != 0 && tlen == 0) {
-		text = code < 400 ? "Ok" : code < 500 ?
-			"Error: try again later" : "Error: rejected";
+		text = code < 400 ? "Ok" :
+		       code < 500 ? "Error: try again later" :
+				    "Error: rejected";
 		tlen = strlen(text);
 	}
 	if (stage == SMTP_STAGE_DATA_END && v != NULL && v->keep_message)
@@ -598,7 +615,8 @@ static void apply_verdict(struct smtp_session *s, enum smtp_stage stage,
 
 /* Asks the control plane; the reply comes from apply_verdict now or later.
  * The parser stops while s->waiting, which is what keeps replies in order. */
-static void ask(struct smtp_session *s, enum smtp_stage stage)
+static void
+ask(struct smtp_session *s, enum smtp_stage stage)
 {
 	struct smtp_verdict v = { 0 };
 	struct smtp_check chk = {
@@ -632,8 +650,9 @@ static void ask(struct smtp_session *s, enum smtp_stage stage)
 	apply_verdict(s, stage, &v);
 }
 
-static void verdict_connect(struct smtp_session *s, uint16_t code,
-			    const char *enh, const char *text, size_t tlen)
+static void
+verdict_connect(struct smtp_session *s, uint16_t code, const char *enh, const char *text,
+		size_t tlen)
 {
 	if (code == 421) {
 		reply_text(s, code, enh, text, tlen);
@@ -643,8 +662,7 @@ static void verdict_connect(struct smtp_session *s, uint16_t code,
 		reply_text(s, code, enh, text, tlen);
 		enter_state(s, SMTP_ST_REJECTED);
 	} else if (s->pregreet && s->params->pregreet_reject) {
-		reply(s, 554, "5.7.1", "%s Error: talked before greeting",
-		      s->params->hostname);
+		reply(s, 554, "5.7.1", "%s Error: talked before greeting", s->params->hostname);
 		enter_state(s, SMTP_ST_REJECTED);
 	} else {
 		/* RFC 2034: no enhanced code in the greeting. */
@@ -654,9 +672,9 @@ static void verdict_connect(struct smtp_session *s, uint16_t code,
 }
 
 /* Common shape of MAIL and RCPT verdicts; true when accepted. */
-static bool verdict_reply(struct smtp_session *s, uint16_t code,
-			  const char *enh, const char *text, size_t tlen,
-			  uint16_t ok_code, const char *ok_enh)
+static bool
+verdict_reply(struct smtp_session *s, uint16_t code, const char *enh, const char *text, size_t tlen,
+	      uint16_t ok_code, const char *ok_enh)
 {
 	if (code == 0) {
 		reply(s, ok_code, ok_enh, "Ok");
@@ -668,11 +686,10 @@ static bool verdict_reply(struct smtp_session *s, uint16_t code,
 	return code < 400;
 }
 
-static void verdict_mail(struct smtp_session *s, uint16_t code,
-			 const char *enh, const char *text, size_t tlen)
+static void
+verdict_mail(struct smtp_session *s, uint16_t code, const char *enh, const char *text, size_t tlen)
 {
-	if (verdict_reply(s, code, enh, text, tlen, 250, "2.1.0") &&
-	    s->state == SMTP_ST_READY) {
+	if (verdict_reply(s, code, enh, text, tlen, 250, "2.1.0") && s->state == SMTP_ST_READY) {
 		s->txn.active = true;
 		enter_state(s, SMTP_ST_MAIL);
 	} else if (!s->txn.active) {
@@ -680,14 +697,13 @@ static void verdict_mail(struct smtp_session *s, uint16_t code,
 	}
 }
 
-static void verdict_rcpt(struct smtp_session *s, uint16_t code,
-			 const char *enh, const char *text, size_t tlen)
+static void
+verdict_rcpt(struct smtp_session *s, uint16_t code, const char *enh, const char *text, size_t tlen)
 {
 	struct txn *t = &s->txn;
 	uint32_t n = (uint32_t)strlen(s->cur_rcpt) + 1;
 
-	if (!verdict_reply(s, code, enh, text, tlen, 250, "2.1.5") ||
-	    s->state >= SMTP_ST_CLOSING)
+	if (!verdict_reply(s, code, enh, text, tlen, 250, "2.1.5") || s->state >= SMTP_ST_CLOSING)
 		return;
 	/* do_rcpt reserved the room before asking. */
 	memcpy(t->rcpt_tail->data + t->rcpt_tail->len, s->cur_rcpt, n);
@@ -696,8 +712,9 @@ static void verdict_rcpt(struct smtp_session *s, uint16_t code,
 	enter_state(s, SMTP_ST_RCPT);
 }
 
-static void verdict_data_end(struct smtp_session *s, uint16_t code,
-			     const char *enh, const char *text, size_t tlen)
+static void
+verdict_data_end(struct smtp_session *s, uint16_t code, const char *enh, const char *text,
+		 size_t tlen)
 {
 	if (code == 0) {
 		reply(s, 250, "2.0.0", "Ok: queued");
@@ -714,21 +731,20 @@ static void verdict_data_end(struct smtp_session *s, uint16_t code,
 
 struct smtp_cmd {
 	const char *verb;
-	uint16_t states;               /* bit per enum smtp_state allowed */
+	uint16_t states; /* bit per enum smtp_state allowed */
 	uint8_t flags;
-	void (*fn)(struct smtp_session *s, const struct smtp_cmd *cmd,
-		   char *arg, uint32_t len);
-	const char *syntax;            /* for 501 5.5.4 */
-	const char *seq_idle;          /* 503 text outside a transaction */
-	const char *seq_txn;           /* 503 text inside one */
+	void (*fn)(struct smtp_session *s, const struct smtp_cmd *cmd, char *arg, uint32_t len);
+	const char *syntax;   /* for 501 5.5.4 */
+	const char *seq_idle; /* 503 text outside a transaction */
+	const char *seq_txn;  /* 503 text inside one */
 };
 
-#define CMD_NEED_ARG   0x01u
-#define CMD_NO_ARG     0x02u
-#define CMD_NOT_IMPL   0x04u  /* known verb, not offered: 502 5.5.1 */
-#define CMD_LATE_SEQ   0x08u  /* handler reports bad sequence (BDAT) */
+#define CMD_NEED_ARG 0x01u
+#define CMD_NO_ARG   0x02u
+#define CMD_NOT_IMPL 0x04u /* known verb, not offered: 502 5.5.1 */
+#define CMD_LATE_SEQ 0x08u /* handler reports bad sequence (BDAT) */
 
-#define ST(x) (1u << SMTP_ST_##x)
+#define ST(x)      (1u << SMTP_ST_##x)
 #define ST_SESSION (ST(GREETED) | ST(READY) | ST(MAIL) | ST(RCPT) | ST(BDAT))
 
 static void do_helo(struct smtp_session *, const struct smtp_cmd *, char *, uint32_t);
@@ -746,19 +762,17 @@ static void do_starttls(struct smtp_session *, const struct smtp_cmd *, char *, 
 static const struct smtp_cmd smtp_cmds[] = {
 	{ "EHLO", ST_SESSION, CMD_NEED_ARG, do_helo, "EHLO hostname", NULL, NULL },
 	{ "HELO", ST_SESSION, CMD_NEED_ARG, do_helo, "HELO hostname", NULL, NULL },
-	{ "MAIL", ST(READY), CMD_NEED_ARG, do_mail, "MAIL FROM:<address>",
-	  NULL, "Error: nested MAIL command" },
-	{ "RCPT", ST(MAIL) | ST(RCPT), CMD_NEED_ARG, do_rcpt,
-	  "RCPT TO:<address>", "Error: need MAIL command",
-	  "Error: RCPT after BDAT" },
-	{ "DATA", ST(MAIL) | ST(RCPT), CMD_NO_ARG, do_data, "DATA",
-	  "Error: need MAIL command", "Error: DATA after BDAT" },
-	{ "BDAT", ST(MAIL) | ST(RCPT) | ST(BDAT), CMD_NEED_ARG | CMD_LATE_SEQ,
-	  do_bdat, "BDAT size [LAST]", "Error: need MAIL command", NULL },
+	{ "MAIL", ST(READY), CMD_NEED_ARG, do_mail, "MAIL FROM:<address>", NULL,
+	  "Error: nested MAIL command" },
+	{ "RCPT", ST(MAIL) | ST(RCPT), CMD_NEED_ARG, do_rcpt, "RCPT TO:<address>",
+	  "Error: need MAIL command", "Error: RCPT after BDAT" },
+	{ "DATA", ST(MAIL) | ST(RCPT), CMD_NO_ARG, do_data, "DATA", "Error: need MAIL command",
+	  "Error: DATA after BDAT" },
+	{ "BDAT", ST(MAIL) | ST(RCPT) | ST(BDAT), CMD_NEED_ARG | CMD_LATE_SEQ, do_bdat,
+	  "BDAT size [LAST]", "Error: need MAIL command", NULL },
 	{ "RSET", ST_SESSION, CMD_NO_ARG, do_rset, "RSET", NULL, NULL },
 	{ "NOOP", ST_SESSION, 0, do_noop, "NOOP", NULL, NULL },
-	{ "QUIT", ST_SESSION | ST(REJECTED), CMD_NO_ARG, do_quit, "QUIT",
-	  NULL, NULL },
+	{ "QUIT", ST_SESSION | ST(REJECTED), CMD_NO_ARG, do_quit, "QUIT", NULL, NULL },
 	{ "VRFY", ST_SESSION, CMD_NEED_ARG, do_vrfy, "VRFY address", NULL, NULL },
 	{ "HELP", ST_SESSION, 0, do_help, "HELP", NULL, NULL },
 	{ "EXPN", ST_SESSION, CMD_NOT_IMPL, NULL, NULL, NULL, NULL },
@@ -772,8 +786,8 @@ static const struct smtp_cmd smtp_cmds[] = {
 };
 
 /* Why cmd may not run now, or NULL when it may. */
-static const char *seq_refusal(const struct smtp_session *s,
-			       const struct smtp_cmd *cmd)
+static const char *
+seq_refusal(const struct smtp_session *s, const struct smtp_cmd *cmd)
 {
 	if (cmd->states & (1u << s->state))
 		return NULL;
@@ -786,7 +800,8 @@ static const char *seq_refusal(const struct smtp_session *s,
 	return cmd->seq_idle != NULL ? cmd->seq_idle : "Error: bad sequence";
 }
 
-static void dispatch(struct smtp_session *s, char *line, uint32_t len)
+static void
+dispatch(struct smtp_session *s, char *line, uint32_t len)
 {
 	const struct smtp_cmd *cmd = NULL;
 	uint32_t vlen = 0, a, i;
@@ -809,8 +824,7 @@ static void dispatch(struct smtp_session *s, char *line, uint32_t len)
 	/* Refused at connect: only QUIT, and BDAT (whose bytes must still be
 	 * read), get past this; everything else, even unknown verbs, is 503. */
 	if (s->state == SMTP_ST_REJECTED &&
-	    (cmd == NULL || !((cmd->states & ST(REJECTED)) ||
-			      (cmd->flags & CMD_LATE_SEQ)))) {
+	    (cmd == NULL || !((cmd->states & ST(REJECTED)) || (cmd->flags & CMD_LATE_SEQ)))) {
 		reply(s, 503, "5.5.1", "Error: access denied");
 		return;
 	}
@@ -826,8 +840,7 @@ static void dispatch(struct smtp_session *s, char *line, uint32_t len)
 		reply(s, 502, "5.5.1", "Error: command not implemented");
 		return;
 	}
-	if (((cmd->flags & CMD_NEED_ARG) && a == len) ||
-	    ((cmd->flags & CMD_NO_ARG) && a < len)) {
+	if (((cmd->flags & CMD_NEED_ARG) && a == len) || ((cmd->flags & CMD_NO_ARG) && a < len)) {
 		reply(s, 501, "5.5.4", "Syntax: %s", cmd->syntax);
 		return;
 	}
@@ -837,19 +850,19 @@ static void dispatch(struct smtp_session *s, char *line, uint32_t len)
 /* RFC 5321 4.1.1.1: the hostname, then one extension per line; STARTTLS
  * while the session is not in TLS and a certificate is configured; no AUTH
  * (an MX takes no logins). */
-static void ehlo_reply(struct smtp_session *s)
+static void
+ehlo_reply(struct smtp_session *s)
 {
 	static const char *const extensions[] = {
-		"PIPELINING", "SIZE", "8BITMIME", "ENHANCEDSTATUSCODES",
-		"SMTPUTF8", "CHUNKING", "STARTTLS",
+		"PIPELINING", "SIZE",     "8BITMIME", "ENHANCEDSTATUSCODES",
+		"SMTPUTF8",   "CHUNKING", "STARTTLS",
 	};
 	const size_t n = sizeof(extensions) / sizeof(extensions[0]) -
 			 (s->params->tls_offer && !s->tls ? 0 : 1);
 	char line[64];
 	size_t i;
 
-	out_line(s, 250, '-', NULL, s->params->hostname,
-		 strlen(s->params->hostname));
+	out_line(s, 250, '-', NULL, s->params->hostname, strlen(s->params->hostname));
 	for (i = 0; i < n; i++) {
 		int k = snprintf(line, sizeof(line), "%s", extensions[i]);
 
@@ -861,8 +874,8 @@ static void ehlo_reply(struct smtp_session *s)
 	log_reply(s, 250);
 }
 
-static void do_helo(struct smtp_session *s, const struct smtp_cmd *cmd,
-		    char *arg, uint32_t len)
+static void
+do_helo(struct smtp_session *s, const struct smtp_cmd *cmd, char *arg, uint32_t len)
 {
 	uint32_t i;
 
@@ -894,7 +907,8 @@ static void do_helo(struct smtp_session *s, const struct smtp_cmd *cmd,
 }
 
 /* Matches "KEYWORD" case-insensitively at the start of arg. */
-static bool has_prefix(const char *arg, uint32_t len, const char *kw)
+static bool
+has_prefix(const char *arg, uint32_t len, const char *kw)
 {
 	size_t k = strlen(kw);
 
@@ -902,7 +916,8 @@ static bool has_prefix(const char *arg, uint32_t len, const char *kw)
 }
 
 /* esmtp-value = 1*(%d33-60 / %d62-126); RFC 6531 allows UTF-8 too. */
-static bool esmtp_value_ok(const char *v, uint32_t n)
+static bool
+esmtp_value_ok(const char *v, uint32_t n)
 {
 	uint32_t i;
 
@@ -916,7 +931,8 @@ static bool esmtp_value_ok(const char *v, uint32_t n)
 }
 
 /* Parses a decimal of at most 20 digits; saturates instead of wrapping. */
-static bool parse_u64(const char *p, uint32_t n, uint64_t *out)
+static bool
+parse_u64(const char *p, uint32_t n, uint64_t *out)
 {
 	uint64_t v = 0;
 	uint32_t i;
@@ -939,7 +955,8 @@ static bool parse_u64(const char *p, uint32_t n, uint64_t *out)
  * MAIL parameters: SIZE (RFC 1870), BODY (RFC 6152), SMTPUTF8 (RFC 6531).
  * Returns false after replying.
  */
-static bool mail_params(struct smtp_session *s, const char *p, uint32_t n)
+static bool
+mail_params(struct smtp_session *s, const char *p, uint32_t n)
 {
 	struct txn *t = &s->txn;
 	bool seen_size = false;
@@ -982,8 +999,7 @@ static bool mail_params(struct smtp_session *s, const char *p, uint32_t n)
 				return false;
 			}
 			t->body_type = bt;
-		} else if (klen == 8 && has_prefix(p + k0, klen, "SMTPUTF8") &&
-			   !v0) {
+		} else if (klen == 8 && has_prefix(p + k0, klen, "SMTPUTF8") && !v0) {
 			if (t->smtputf8) {
 				reply(s, 501, "5.5.4", "Duplicate SMTPUTF8");
 				return false;
@@ -1006,10 +1022,10 @@ static bool mail_params(struct smtp_session *s, const char *p, uint32_t n)
  * Parses "FROM:" or "TO:" and the path; on success *a describes it and
  * *rest points at what follows. Replies and returns false otherwise.
  */
-static bool parse_path_arg(struct smtp_session *s, const struct smtp_cmd *cmd,
-			   char *arg, uint32_t len, const char *kw,
-			   unsigned flags, const char *enh, const char *who,
-			   struct smtp_addr *a, uint32_t *rest)
+static bool
+parse_path_arg(struct smtp_session *s, const struct smtp_cmd *cmd, char *arg, uint32_t len,
+	       const char *kw, unsigned flags, const char *enh, const char *who,
+	       struct smtp_addr *a, uint32_t *rest)
 {
 	uint32_t i = (uint32_t)strlen(kw);
 	enum smtp_addr_result r;
@@ -1018,11 +1034,10 @@ static bool parse_path_arg(struct smtp_session *s, const struct smtp_cmd *cmd,
 		reply(s, 501, "5.5.4", "Syntax: %s", cmd->syntax);
 		return false;
 	}
-	while (i < len && arg[i] == ' ')  /* common, though not RFC 5321 */
+	while (i < len && arg[i] == ' ') /* common, though not RFC 5321 */
 		i++;
 	r = smtp_addr_parse(arg + i, len - i, flags | SMTP_ADDR_UTF8, a);
-	if (r == SMTP_ADDR_OK && i + a->path_len < len &&
-	    arg[i + a->path_len] != ' ')
+	if (r == SMTP_ADDR_OK && i + a->path_len < len && arg[i + a->path_len] != ' ')
 		r = SMTP_ADDR_SYNTAX;
 	if (r == SMTP_ADDR_TOO_LONG) {
 		reply(s, 501, enh, "Error: %s address too long", who);
@@ -1038,14 +1053,14 @@ static bool parse_path_arg(struct smtp_session *s, const struct smtp_cmd *cmd,
 	return true;
 }
 
-static void do_mail(struct smtp_session *s, const struct smtp_cmd *cmd,
-		    char *arg, uint32_t len)
+static void
+do_mail(struct smtp_session *s, const struct smtp_cmd *cmd, char *arg, uint32_t len)
 {
 	struct smtp_addr a;
 	uint32_t rest;
 
-	if (!parse_path_arg(s, cmd, arg, len, "FROM:", SMTP_ADDR_NULL_OK,
-			    "5.1.7", "sender", &a, &rest))
+	if (!parse_path_arg(s, cmd, arg, len, "FROM:", SMTP_ADDR_NULL_OK, "5.1.7", "sender", &a,
+			    &rest))
 		return;
 	txn_clear(s);
 	if (!mail_params(s, arg + rest, len - rest)) {
@@ -1062,16 +1077,16 @@ static void do_mail(struct smtp_session *s, const struct smtp_cmd *cmd,
 	ask(s, SMTP_STAGE_MAIL);
 }
 
-static void do_rcpt(struct smtp_session *s, const struct smtp_cmd *cmd,
-		    char *arg, uint32_t len)
+static void
+do_rcpt(struct smtp_session *s, const struct smtp_cmd *cmd, char *arg, uint32_t len)
 {
 	struct txn *t = &s->txn;
 	const struct smtp_params *pp = s->params;
 	struct smtp_addr a;
 	uint32_t rest;
 
-	if (!parse_path_arg(s, cmd, arg, len, "TO:", SMTP_ADDR_POSTMASTER,
-			    "5.1.3", "recipient", &a, &rest))
+	if (!parse_path_arg(s, cmd, arg, len, "TO:", SMTP_ADDR_POSTMASTER, "5.1.3", "recipient", &a,
+			    &rest))
 		return;
 	while (rest < len && arg[rest] == ' ')
 		rest++;
@@ -1093,9 +1108,9 @@ static void do_rcpt(struct smtp_session *s, const struct smtp_cmd *cmd,
 	 * before the control plane is even asked; so is a local part that
 	 * names a further route ("a%b@", "a!b@", "\"a@b\"@"), which a
 	 * downstream with the percent hack or bang paths would relay. */
-	if (!a.is_postmaster && (a.routing || pp->domain_accepted == NULL ||
-	    !pp->domain_accepted(pp->domain_arg, arg + a.domain_off,
-				 a.domain_len))) {
+	if (!a.is_postmaster &&
+	    (a.routing || pp->domain_accepted == NULL ||
+	     !pp->domain_accepted(pp->domain_arg, arg + a.domain_off, a.domain_len))) {
 		reply(s, 550, "5.7.1", "Relaying denied");
 		return;
 	}
@@ -1108,8 +1123,8 @@ static void do_rcpt(struct smtp_session *s, const struct smtp_cmd *cmd,
 	ask(s, SMTP_STAGE_RCPT);
 }
 
-static void do_data(struct smtp_session *s, const struct smtp_cmd *cmd,
-		    char *arg, uint32_t len)
+static void
+do_data(struct smtp_session *s, const struct smtp_cmd *cmd, char *arg, uint32_t len)
 {
 	(void)cmd, (void)arg, (void)len;
 	if (s->txn.nrcpts == 0) {
@@ -1123,7 +1138,8 @@ static void do_data(struct smtp_session *s, const struct smtp_cmd *cmd,
 }
 
 /* The end of a DATA body or of a BDAT chunk. */
-static void body_done(struct smtp_session *s, bool last)
+static void
+body_done(struct smtp_session *s, bool last)
 {
 	struct late_reply r;
 
@@ -1135,17 +1151,16 @@ static void body_done(struct smtp_session *s, bool last)
 	} else if (last) {
 		ask(s, SMTP_STAGE_DATA_END);
 	} else {
-		reply(s, 250, "2.0.0", "Ok: %llu bytes",
-		      (unsigned long long)s->bdat_size);
+		reply(s, 250, "2.0.0", "Ok: %llu bytes", (unsigned long long)s->bdat_size);
 	}
 }
 
-static void bdat_chunk_done(struct smtp_session *s)
+static void
+bdat_chunk_done(struct smtp_session *s)
 {
 	if (s->bdat_discard) {
 		s->bdat_discard = false;
-		reply(s, s->bdat_refusal.code, s->bdat_refusal.enh, "%s",
-		      s->bdat_refusal.text);
+		reply(s, s->bdat_refusal.code, s->bdat_refusal.enh, "%s", s->bdat_refusal.text);
 		return;
 	}
 	if (s->bdat_last)
@@ -1153,8 +1168,8 @@ static void bdat_chunk_done(struct smtp_session *s)
 	body_done(s, s->bdat_last);
 }
 
-static void do_bdat(struct smtp_session *s, const struct smtp_cmd *cmd,
-		    char *arg, uint32_t len)
+static void
+do_bdat(struct smtp_session *s, const struct smtp_cmd *cmd, char *arg, uint32_t len)
 {
 	uint32_t n = 0;
 	uint64_t size;
@@ -1170,7 +1185,7 @@ static void do_bdat(struct smtp_session *s, const struct smtp_cmd *cmd,
 			k++;
 		last = len - k == 4 && has_prefix(arg + k, 4, "LAST");
 		if (!last)
-			n = 0;  /* force the syntax error below */
+			n = 0; /* force the syntax error below */
 	}
 	if (!parse_u64(arg, n, &size)) {
 		/* No size, no framing: the bytes that follow are read as
@@ -1185,10 +1200,9 @@ static void do_bdat(struct smtp_session *s, const struct smtp_cmd *cmd,
 	if (why != NULL || s->txn.nrcpts == 0) {
 		/* The chunk is on its way whatever we say: read and drop it. */
 		s->bdat_discard = true;
-		s->bdat_refusal = why != NULL ?
-			(struct late_reply){ 503, "5.5.1", why } :
-			(struct late_reply){ 554, "5.5.1",
-					     "Error: no valid recipients" };
+		s->bdat_refusal = why != NULL ? (struct late_reply){ 503, "5.5.1", why } :
+						(struct late_reply){ 554, "5.5.1",
+								     "Error: no valid recipients" };
 	} else if (s->state != SMTP_ST_BDAT) {
 		smtp_body_begin(&s->body, false, s->max_text_line);
 		enter_state(s, SMTP_ST_BDAT);
@@ -1197,36 +1211,35 @@ static void do_bdat(struct smtp_session *s, const struct smtp_cmd *cmd,
 		bdat_chunk_done(s);
 }
 
-static void do_rset(struct smtp_session *s, const struct smtp_cmd *cmd,
-		    char *arg, uint32_t len)
+static void
+do_rset(struct smtp_session *s, const struct smtp_cmd *cmd, char *arg, uint32_t len)
 {
 	(void)cmd, (void)arg, (void)len;
 	txn_end(s, TXREC_F_ABORTED);
 	reply(s, 250, "2.0.0", "Ok");
 }
 
-static void do_noop(struct smtp_session *s, const struct smtp_cmd *cmd,
-		    char *arg, uint32_t len)
+static void
+do_noop(struct smtp_session *s, const struct smtp_cmd *cmd, char *arg, uint32_t len)
 {
 	(void)cmd, (void)arg, (void)len;
 	reply(s, 250, "2.0.0", "Ok");
 }
 
-static void do_quit(struct smtp_session *s, const struct smtp_cmd *cmd,
-		    char *arg, uint32_t len)
+static void
+do_quit(struct smtp_session *s, const struct smtp_cmd *cmd, char *arg, uint32_t len)
 {
 	(void)cmd, (void)arg, (void)len;
 	reply(s, 221, "2.0.0", "Bye");
 	go_closing(s);
 }
 
-static void do_vrfy(struct smtp_session *s, const struct smtp_cmd *cmd,
-		    char *arg, uint32_t len)
+static void
+do_vrfy(struct smtp_session *s, const struct smtp_cmd *cmd, char *arg, uint32_t len)
 {
 	(void)cmd, (void)arg, (void)len;
 	/* RFC 5321 3.5.3: we cannot verify, and say so without lying. */
-	reply(s, 252, "2.0.0",
-	      "Cannot VRFY user, but will accept message and attempt delivery");
+	reply(s, 252, "2.0.0", "Cannot VRFY user, but will accept message and attempt delivery");
 }
 
 /*
@@ -1235,8 +1248,8 @@ static void do_vrfy(struct smtp_session *s, const struct smtp_cmd *cmd,
  * as a command inside TLS (blocked() stops the parser; feed() and run()
  * drop the rest).
  */
-static void do_starttls(struct smtp_session *s, const struct smtp_cmd *cmd,
-			char *arg, uint32_t len)
+static void
+do_starttls(struct smtp_session *s, const struct smtp_cmd *cmd, char *arg, uint32_t len)
 {
 	struct smtp_verdict v;
 
@@ -1253,7 +1266,8 @@ static void do_starttls(struct smtp_session *s, const struct smtp_cmd *cmd,
 	if (!s->ops->starttls(s->ctx, &v)) {
 		uint16_t code = v.code >= 400 && v.code < 600 ? v.code : 454;
 		const char *enh = enh_valid(v.enh, code) ? v.enh :
-				  code / 100 == 5 ? "5.7.1" : "4.7.0";
+				  code / 100 == 5        ? "5.7.1" :
+							   "4.7.0";
 		const char *text = v.text ? v.text : "TLS not available due to local problem";
 
 		reply_text(s, code, enh, text, strnlen(text, SMTP_VERDICT_TEXT));
@@ -1263,18 +1277,18 @@ static void do_starttls(struct smtp_session *s, const struct smtp_cmd *cmd,
 	s->tls_switch = true;
 }
 
-static void do_help(struct smtp_session *s, const struct smtp_cmd *cmd,
-		    char *arg, uint32_t len)
+static void
+do_help(struct smtp_session *s, const struct smtp_cmd *cmd, char *arg, uint32_t len)
 {
 	(void)cmd, (void)arg, (void)len;
-	reply(s, 214, "2.0.0",
-	      "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP");
+	reply(s, 214, "2.0.0", "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP");
 }
 
 /* --------------------------------------------------------------- readers */
 
 /* A complete command line (its LF consumed): answer or dispatch it. */
-static void line_done(struct smtp_session *s, bool bare_lf)
+static void
+line_done(struct smtp_session *s, bool bare_lf)
 {
 	if (s->line_long)
 		reply(s, 500, "5.5.6", "Error: line too long");
@@ -1289,7 +1303,8 @@ static void line_done(struct smtp_session *s, bool bare_lf)
 }
 
 /* Reads command bytes up to and including one LF. */
-static uint32_t cmd_bytes(struct smtp_session *s, const uint8_t *p, uint32_t n)
+static uint32_t
+cmd_bytes(struct smtp_session *s, const uint8_t *p, uint32_t n)
 {
 	const uint8_t *lf = memchr(p, '\n', n);
 	uint32_t m = lf != NULL ? (uint32_t)(lf - p) : n, i;
@@ -1309,7 +1324,7 @@ static uint32_t cmd_bytes(struct smtp_session *s, const uint8_t *p, uint32_t n)
 		if (s->line_len < max)
 			s->line[s->line_len++] = (char)ch;
 		else
-			s->line_long = true;  /* skip on to the LF */
+			s->line_long = true; /* skip on to the LF */
 	}
 	if (lf == NULL)
 		return m;
@@ -1317,7 +1332,8 @@ static uint32_t cmd_bytes(struct smtp_session *s, const uint8_t *p, uint32_t n)
 	return m + 1;
 }
 
-static uint32_t data_bytes(struct smtp_session *s, const uint8_t *p, uint32_t n)
+static uint32_t
+data_bytes(struct smtp_session *s, const uint8_t *p, uint32_t n)
 {
 	uint32_t k = smtp_body_scan(&s->body, p, n, body_sink, s);
 
@@ -1326,7 +1342,8 @@ static uint32_t data_bytes(struct smtp_session *s, const uint8_t *p, uint32_t n)
 	return k;
 }
 
-static uint32_t bdat_bytes(struct smtp_session *s, const uint8_t *p, uint32_t n)
+static uint32_t
+bdat_bytes(struct smtp_session *s, const uint8_t *p, uint32_t n)
 {
 	uint32_t k = s->bdat_left < n ? (uint32_t)s->bdat_left : n;
 
@@ -1338,14 +1355,16 @@ static uint32_t bdat_bytes(struct smtp_session *s, const uint8_t *p, uint32_t n)
 	return k;
 }
 
-static bool blocked(const struct smtp_session *s)
+static bool
+blocked(const struct smtp_session *s)
 {
 	return s->waiting || s->tls_switch || s->state <= SMTP_ST_CONNECT ||
 	       s->state >= SMTP_ST_CLOSING || out_free(s) < SMTP_REPLY_ROOM;
 }
 
 /* Parses input until it runs out or the session must stop. */
-static uint32_t consume(struct smtp_session *s, const uint8_t *p, uint32_t n)
+static uint32_t
+consume(struct smtp_session *s, const uint8_t *p, uint32_t n)
 {
 	uint32_t i = 0;
 
@@ -1369,17 +1388,19 @@ static uint32_t consume(struct smtp_session *s, const uint8_t *p, uint32_t n)
  * incomplete at the FIN, a partial line or an unfinished body, is dropped
  * and its transaction recorded aborted.
  */
-static void input_ended(struct smtp_session *s)
+static void
+input_ended(struct smtp_session *s)
 {
-	if (!s->peer_eof || s->waiting || s->pend_len > 0 ||
-	    s->state == SMTP_ST_NEW || s->state >= SMTP_ST_CLOSING)
+	if (!s->peer_eof || s->waiting || s->pend_len > 0 || s->state == SMTP_ST_NEW ||
+	    s->state >= SMTP_ST_CLOSING)
 		return;
 	go_closing(s);
 	flush(s);
 }
 
 /* Works through held input as far as it can, flushing as it goes. */
-static void run(struct smtp_session *s)
+static void
+run(struct smtp_session *s)
 {
 	for (;;) {
 		uint32_t k = 0;
@@ -1407,18 +1428,15 @@ static void run(struct smtp_session *s)
 
 /* ------------------------------------------------------------ public API */
 
-struct smtp_session *smtp_session_init(void *mem, size_t memlen,
-				       const struct smtp_params *params,
-				       const struct smtp_ops *ops, void *ctx,
-				       const struct smtp_peer *peer)
+struct smtp_session *
+smtp_session_init(void *mem, size_t memlen, const struct smtp_params *params,
+		  const struct smtp_ops *ops, void *ctx, const struct smtp_peer *peer)
 {
 	struct smtp_session *s = mem;
 
-	if (mem == NULL || memlen < sizeof(*s) || params == NULL ||
-	    params->hostname == NULL || ops == NULL || ops->write == NULL ||
-	    ops->close == NULL || ops->chunk_get == NULL ||
-	    ops->chunk_put == NULL || peer == NULL ||
-	    strlen(params->hostname) > SMTP_DOMAIN_MAX)
+	if (mem == NULL || memlen < sizeof(*s) || params == NULL || params->hostname == NULL ||
+	    ops == NULL || ops->write == NULL || ops->close == NULL || ops->chunk_get == NULL ||
+	    ops->chunk_put == NULL || peer == NULL || strlen(params->hostname) > SMTP_DOMAIN_MAX)
 		return NULL;
 	/* Only the header needs zeroing; the buffers are written before read. */
 	memset(s, 0, offsetof(struct smtp_session, out));
@@ -1436,15 +1454,15 @@ struct smtp_session *smtp_session_init(void *mem, size_t memlen,
 	s->max_rcpts = params->max_rcpts ? params->max_rcpts : 100;
 	s->max_msg = params->max_msg_size ? params->max_msg_size : 10u << 20;
 	s->max_errors = params->max_errors ? params->max_errors : 20;
-	s->max_pending = params->max_pending_in ? params->max_pending_in :
-			 SMTP_PENDING_CAP;
+	s->max_pending = params->max_pending_in ? params->max_pending_in : SMTP_PENDING_CAP;
 	if (s->max_pending > SMTP_PENDING_CAP)
 		s->max_pending = SMTP_PENDING_CAP;
 	enter_state(s, SMTP_ST_NEW);
 	return s;
 }
 
-void smtp_session_start(struct smtp_session *s)
+void
+smtp_session_start(struct smtp_session *s)
 {
 	if (s->state != SMTP_ST_NEW)
 		return;
@@ -1454,7 +1472,8 @@ void smtp_session_start(struct smtp_session *s)
 	run(s);
 }
 
-uint32_t smtp_session_feed(struct smtp_session *s, const uint8_t *p, uint32_t n)
+uint32_t
+smtp_session_feed(struct smtp_session *s, const uint8_t *p, uint32_t n)
 {
 	uint32_t taken = 0, k;
 	bool tls = s->tls;
@@ -1503,15 +1522,16 @@ uint32_t smtp_session_feed(struct smtp_session *s, const uint8_t *p, uint32_t n)
 	return taken;
 }
 
-uint32_t smtp_session_rcv_space(const struct smtp_session *s)
+uint32_t
+smtp_session_rcv_space(const struct smtp_session *s)
 {
 	if (s->state >= SMTP_ST_CLOSING || s->tls_switch)
-		return s->max_pending;  /* read and dropped */
+		return s->max_pending; /* read and dropped */
 	return s->max_pending - s->pend_len;
 }
 
-void smtp_session_verdict(struct smtp_session *s, uint32_t token,
-			  const struct smtp_verdict *v)
+void
+smtp_session_verdict(struct smtp_session *s, uint32_t token, const struct smtp_verdict *v)
 {
 	if (!s->waiting || token != s->token) {
 		/* The session moved on (or never asked): count, drop. */
@@ -1524,7 +1544,8 @@ void smtp_session_verdict(struct smtp_session *s, uint32_t token,
 	run(s);
 }
 
-void smtp_session_writable(struct smtp_session *s)
+void
+smtp_session_writable(struct smtp_session *s)
 {
 	if (s->state == SMTP_ST_CLOSED)
 		return;
@@ -1532,7 +1553,8 @@ void smtp_session_writable(struct smtp_session *s)
 	run(s);
 }
 
-void smtp_session_idle(struct smtp_session *s)
+void
+smtp_session_idle(struct smtp_session *s)
 {
 	if (s->state == SMTP_ST_CLOSED)
 		return;
@@ -1540,14 +1562,14 @@ void smtp_session_idle(struct smtp_session *s)
 		/* The peer never took our last words: stop waiting for it. */
 		s->out_off = s->out_len = 0;
 	} else {
-		reply(s, 421, "4.4.2", "%s Error: timeout exceeded",
-		      s->params->hostname);
+		reply(s, 421, "4.4.2", "%s Error: timeout exceeded", s->params->hostname);
 		go_closing(s);
 	}
 	flush(s);
 }
 
-void smtp_session_peer_closed(struct smtp_session *s)
+void
+smtp_session_peer_closed(struct smtp_session *s)
 {
 	if (s->state == SMTP_ST_CLOSED)
 		return;
@@ -1561,7 +1583,8 @@ void smtp_session_peer_closed(struct smtp_session *s)
 	run(s);
 }
 
-void smtp_session_fini(struct smtp_session *s)
+void
+smtp_session_fini(struct smtp_session *s)
 {
 	if (s == NULL || s->magic != SMTP_MAGIC)
 		return;
@@ -1570,8 +1593,8 @@ void smtp_session_fini(struct smtp_session *s)
 	s->magic = 0;
 }
 
-void smtp_session_stats(const struct smtp_session *s,
-			struct smtp_session_stats *st)
+void
+smtp_session_stats(const struct smtp_session *s, struct smtp_session_stats *st)
 {
 	st->errors = s->errors;
 	st->stale_verdicts = s->stale;

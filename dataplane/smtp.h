@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * dataplane/smtp.h — the SMTP protocol engine of smtpedge: the interface.
  *
@@ -24,17 +25,17 @@
 #include "common/txrec.h"
 
 /* Compile-time ceilings of the fixed-size session; params are clamped. */
-#define SMTP_CMD_LINE_CAP   2048u  /* largest max_cmd_line honoured */
-#define SMTP_PENDING_CAP    4096u  /* largest max_pending_in honoured */
-#define SMTP_PATH_MAX       256u   /* RFC 5321 4.5.3.1.3, with the <> */
-#define SMTP_DOMAIN_MAX     255u   /* RFC 5321 4.5.3.1.2 */
-#define SMTP_LOCAL_MAX      64u    /* RFC 5321 4.5.3.1.1 */
+#define SMTP_CMD_LINE_CAP 2048u /* largest max_cmd_line honoured */
+#define SMTP_PENDING_CAP  4096u /* largest max_pending_in honoured */
+#define SMTP_PATH_MAX     256u  /* RFC 5321 4.5.3.1.3, with the <> */
+#define SMTP_DOMAIN_MAX   255u  /* RFC 5321 4.5.3.1.2 */
+#define SMTP_LOCAL_MAX    64u   /* RFC 5321 4.5.3.1.1 */
 
-struct smtp_session;               /* opaque: smtp_session_size() bytes */
+struct smtp_session; /* opaque: smtp_session_size() bytes */
 
 struct smtp_peer {
-	uint8_t family;                /* 4 or 6 */
-	uint8_t addr[16];              /* network order; IPv4 in the first 4 */
+	uint8_t family;   /* 4 or 6 */
+	uint8_t addr[16]; /* network order; IPv4 in the first 4 */
 	uint16_t port;
 };
 
@@ -45,16 +46,16 @@ struct smtp_peer {
  * the same pointer back.
  */
 
-struct smtp_params {               /* shared by a worker's sessions; read-only */
-	const char *hostname;          /* greeting, EHLO, 421 texts */
-	uint32_t max_cmd_line;         /* with CRLF; 0 = 512 (RFC 5321 4.5.3.1.4) */
-	uint32_t max_text_line;        /* with CRLF; 0 = 1000 (4.5.3.1.6) */
-	uint32_t max_rcpts;            /* 0 = 100 (4.5.3.1.8) */
-	uint64_t max_msg_size;         /* SIZE advertised and enforced; 0 = 10 MiB */
-	uint32_t max_errors;           /* then 421 4.7.0; 0 = 20 */
-	uint32_t max_pending_in;       /* input held behind a verdict; 0 = 4096 */
-	bool pregreet_reject;          /* talking before the greeting: reject */
-	bool tls_offer;                /* STARTTLS in EHLO (a certificate is
+struct smtp_params {             /* shared by a worker's sessions; read-only */
+	const char *hostname;    /* greeting, EHLO, 421 texts */
+	uint32_t max_cmd_line;   /* with CRLF; 0 = 512 (RFC 5321 4.5.3.1.4) */
+	uint32_t max_text_line;  /* with CRLF; 0 = 1000 (4.5.3.1.6) */
+	uint32_t max_rcpts;      /* 0 = 100 (4.5.3.1.8) */
+	uint64_t max_msg_size;   /* SIZE advertised and enforced; 0 = 10 MiB */
+	uint32_t max_errors;     /* then 421 4.7.0; 0 = 20 */
+	uint32_t max_pending_in; /* input held behind a verdict; 0 = 4096 */
+	bool pregreet_reject;    /* talking before the greeting: reject */
+	bool tls_offer;          /* STARTTLS in EHLO (a certificate is
 					  configured and ops->starttls set) */
 	/* Recipient domains we are MX for; NULL accepts none (never a relay). */
 	bool (*domain_accepted)(const void *arg, const char *domain, size_t len);
@@ -62,10 +63,10 @@ struct smtp_params {               /* shared by a worker's sessions; read-only *
 };
 
 enum smtp_stage {
-	SMTP_STAGE_CONNECT,            /* the greeting waits on it */
+	SMTP_STAGE_CONNECT, /* the greeting waits on it */
 	SMTP_STAGE_MAIL,
 	SMTP_STAGE_RCPT,
-	SMTP_STAGE_DATA_END,           /* the reply to the end of DATA / BDAT LAST */
+	SMTP_STAGE_DATA_END, /* the reply to the end of DATA / BDAT LAST */
 	SMTP_STAGE_COUNT
 };
 
@@ -78,24 +79,24 @@ enum smtp_body_type { SMTP_BODY_NONE, SMTP_BODY_7BIT, SMTP_BODY_8BITMIME };
  */
 struct smtp_check {
 	enum smtp_stage stage;
-	uint32_t token;                /* give it back to smtp_session_verdict */
+	uint32_t token; /* give it back to smtp_session_verdict */
 	const struct smtp_peer *peer;
-	const char *helo;              /* "" before HELO/EHLO */
-	const char *mail_from;         /* "" for <>; NULL before MAIL */
-	const char *rcpt;              /* RCPT: the address asked about */
-	const struct chunk *rcpts;/* accepted so far (DATA_END: all) */
+	const char *helo;          /* "" before HELO/EHLO */
+	const char *mail_from;     /* "" for <>; NULL before MAIL */
+	const char *rcpt;          /* RCPT: the address asked about */
+	const struct chunk *rcpts; /* accepted so far (DATA_END: all) */
 	uint32_t nrcpts;
 	const struct chunk *body; /* DATA_END: the message */
 	uint64_t body_size;
-	uint64_t size_param;           /* MAIL SIZE=, 0 when absent */
+	uint64_t size_param; /* MAIL SIZE=, 0 when absent */
 	enum smtp_body_type body_type;
 	bool smtputf8;
 };
 
 struct smtp_verdict {
-	uint16_t code;                 /* 0: no objection, the engine's own reply */
-	char enh[8];                   /* "5.7.25"; "" picks a default by class */
-	const char *text;              /* may be NULL; one line, clipped */
+	uint16_t code;    /* 0: no objection, the engine's own reply */
+	char enh[8];      /* "5.7.25"; "" picks a default by class */
+	const char *text; /* may be NULL; one line, clipped */
 	/* DATA_END only: the caller keeps the message's body and recipient
 	 * chains (a reader still has them) and gives them back itself with
 	 * chunk_put; the engine forgets them without returning them. */
@@ -103,8 +104,8 @@ struct smtp_verdict {
 };
 
 enum smtp_check_result {
-	SMTP_CHECK_DONE = 0,           /* *v filled in now */
-	SMTP_CHECK_PENDING = 1,        /* smtp_session_verdict() comes later */
+	SMTP_CHECK_DONE = 0,    /* *v filled in now */
+	SMTP_CHECK_PENDING = 1, /* smtp_session_verdict() comes later */
 };
 
 /*
@@ -117,12 +118,12 @@ struct smtp_record {
 	struct txrec_smtp smtp;
 	const struct smtp_peer *peer;
 	const char *helo;
-	const char *mail_from;         /* NULL outside a transaction */
+	const char *mail_from; /* NULL outside a transaction */
 	const struct chunk *rcpts;
-	const struct chunk *body;      /* NULL when discarded */
+	const struct chunk *body; /* NULL when discarded */
 };
 
-struct smtp_ops {                  /* ctx is the glue's, one per session */
+struct smtp_ops { /* ctx is the glue's, one per session */
 	/* Reply bytes to TCP. May take fewer than n: the engine stops and
 	 * resumes on smtp_session_writable(). */
 	uint32_t (*write)(void *ctx, const void *p, uint32_t n);
@@ -133,8 +134,7 @@ struct smtp_ops {                  /* ctx is the glue's, one per session */
 	/* Returns SMTP_CHECK_PENDING, or fills *v (zeroed on entry) and
 	 * returns SMTP_CHECK_DONE. NULL: no objection at any stage. Must not
 	 * call smtp_session_verdict() from inside: answer through *v. */
-	int (*check)(void *ctx, const struct smtp_check *chk,
-		     struct smtp_verdict *v);
+	int (*check)(void *ctx, const struct smtp_check *chk, struct smtp_verdict *v);
 	/* Caller memory for bodies and recipient lists; NULL when the
 	 * worker's budget is spent (the peer gets 452 4.3.1). */
 	void *(*chunk_get)(void *ctx, uint32_t *cap);
@@ -151,25 +151,24 @@ struct smtp_ops {                  /* ctx is the glue's, one per session */
 };
 
 enum smtp_state {
-	SMTP_ST_NEW,        /* initialised, not started */
-	SMTP_ST_CONNECT,    /* the CONNECT verdict is pending: no greeting yet */
-	SMTP_ST_REJECTED,   /* refused at connect: 503 to all but QUIT */
-	SMTP_ST_GREETED,    /* 220 sent, no HELO/EHLO yet */
-	SMTP_ST_READY,      /* HELO/EHLO done, no transaction */
-	SMTP_ST_MAIL,       /* MAIL accepted, no recipient yet */
-	SMTP_ST_RCPT,       /* at least one recipient */
-	SMTP_ST_DATA,       /* reading a DATA body */
-	SMTP_ST_BDAT,       /* in a BDAT transaction */
-	SMTP_ST_CLOSING,    /* 221/421 queued: draining output, input ignored */
-	SMTP_ST_CLOSED,     /* ops->close called */
+	SMTP_ST_NEW,      /* initialised, not started */
+	SMTP_ST_CONNECT,  /* the CONNECT verdict is pending: no greeting yet */
+	SMTP_ST_REJECTED, /* refused at connect: 503 to all but QUIT */
+	SMTP_ST_GREETED,  /* 220 sent, no HELO/EHLO yet */
+	SMTP_ST_READY,    /* HELO/EHLO done, no transaction */
+	SMTP_ST_MAIL,     /* MAIL accepted, no recipient yet */
+	SMTP_ST_RCPT,     /* at least one recipient */
+	SMTP_ST_DATA,     /* reading a DATA body */
+	SMTP_ST_BDAT,     /* in a BDAT transaction */
+	SMTP_ST_CLOSING,  /* 221/421 queued: draining output, input ignored */
+	SMTP_ST_CLOSED,   /* ops->close called */
 	SMTP_ST_COUNT
 };
 
 size_t smtp_session_size(void);
 /* Lays a session in mem (memlen >= smtp_session_size()). NULL on bad
  * arguments. params, ops and peer must outlive the session. */
-struct smtp_session *smtp_session_init(void *mem, size_t memlen,
-				       const struct smtp_params *params,
+struct smtp_session *smtp_session_init(void *mem, size_t memlen, const struct smtp_params *params,
 				       const struct smtp_ops *ops, void *ctx,
 				       const struct smtp_peer *peer);
 /* Asks the CONNECT check; the greeting (or the refusal) follows. */
@@ -184,8 +183,7 @@ uint32_t smtp_session_feed(struct smtp_session *s, const uint8_t *p, uint32_t n)
 uint32_t smtp_session_rcv_space(const struct smtp_session *s);
 /* The answer to a PENDING check. A token that is not the one awaited
  * (late, duplicate, after close) is dropped and counted. */
-void smtp_session_verdict(struct smtp_session *s, uint32_t token,
-			  const struct smtp_verdict *v);
+void smtp_session_verdict(struct smtp_session *s, uint32_t token, const struct smtp_verdict *v);
 /* ops->write took less than offered earlier; it may take more now. */
 void smtp_session_writable(struct smtp_session *s);
 /* Idle timer: 421 4.4.2 and close (or drop unsent output when closing). */
@@ -208,11 +206,10 @@ struct smtp_session_stats {
 	uint32_t errors;
 	uint32_t stale_verdicts;
 	uint32_t chunks_held;
-	uint64_t tls_discarded;        /* bytes after STARTTLS, before TLS */
+	uint64_t tls_discarded; /* bytes after STARTTLS, before TLS */
 	bool pregreet;
-	bool tls;                      /* STARTTLS done */
+	bool tls; /* STARTTLS done */
 };
-void smtp_session_stats(const struct smtp_session *s,
-			struct smtp_session_stats *st);
+void smtp_session_stats(const struct smtp_session *s, struct smtp_session_stats *st);
 
 #endif

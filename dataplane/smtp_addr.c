@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * dataplane/smtp_addr.c — parse an SMTP reverse-path or forward-path.
  *
@@ -11,13 +12,12 @@
  * route of its own (the "%" hack, a "!" bang path, an "@" inside quotes) is
  * valid syntax and is flagged, not refused: that is the caller's policy.
  */
-#include "dataplane/smtp_addr.h"
-
 #include <arpa/inet.h>
-#include <strings.h>
 #include <string.h>
+#include <strings.h>
 
 #include "dataplane/smtp.h"
+#include "dataplane/smtp_addr.h"
 
 struct cur {
 	const unsigned char *p;
@@ -25,25 +25,29 @@ struct cur {
 	uint32_t i;
 	unsigned flags;
 	bool non_ascii;
-	bool need_utf8;   /* saw non-ASCII without SMTPUTF8 */
+	bool need_utf8; /* saw non-ASCII without SMTPUTF8 */
 };
 
-static int peek(const struct cur *c)
+static int
+peek(const struct cur *c)
 {
 	return c->i < c->n ? c->p[c->i] : -1;
 }
 
-static bool is_alpha(int ch)
+static bool
+is_alpha(int ch)
 {
 	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z');
 }
 
-static bool is_digit(int ch)
+static bool
+is_digit(int ch)
 {
 	return ch >= '0' && ch <= '9';
 }
 
-static bool is_atext(int ch)
+static bool
+is_atext(int ch)
 {
 	return is_alpha(ch) || is_digit(ch) ||
 	       (ch > 0 && strchr("!#$%&'*+-/=?^_`{|}~", ch) != NULL);
@@ -54,18 +58,22 @@ static bool is_atext(int ch)
  * the cursor; returns its length, 0 when the bytes are not UTF-8. Without
  * SMTPUTF8 it only notes that UTF-8 was needed.
  */
-static uint32_t utf8_char(struct cur *c)
+static uint32_t
+utf8_char(struct cur *c)
 {
 	const unsigned char *q = c->p + c->i;
 	uint32_t left = c->n - c->i, len, cp, k;
 	unsigned char b = q[0];
 
 	if (b >= 0xc2 && b <= 0xdf) {
-		len = 2; cp = b & 0x1f;
+		len = 2;
+		cp = b & 0x1f;
 	} else if (b >= 0xe0 && b <= 0xef) {
-		len = 3; cp = b & 0x0f;
+		len = 3;
+		cp = b & 0x0f;
 	} else if (b >= 0xf0 && b <= 0xf4) {
-		len = 4; cp = b & 0x07;
+		len = 4;
+		cp = b & 0x07;
 	} else {
 		return 0;
 	}
@@ -86,7 +94,8 @@ static uint32_t utf8_char(struct cur *c)
 }
 
 /* Atom = 1*atext (RFC 6531: atext =/ UTF8-non-ascii). */
-static bool atom(struct cur *c)
+static bool
+atom(struct cur *c)
 {
 	uint32_t start = c->i, u;
 	int ch;
@@ -104,7 +113,8 @@ static bool atom(struct cur *c)
 }
 
 /* Dot-string = Atom *("." Atom) */
-static bool dot_string(struct cur *c)
+static bool
+dot_string(struct cur *c)
 {
 	if (!atom(c))
 		return false;
@@ -117,12 +127,13 @@ static bool dot_string(struct cur *c)
 }
 
 /* Quoted-string = DQUOTE *(qtextSMTP / quoted-pairSMTP) DQUOTE */
-static bool quoted_string(struct cur *c)
+static bool
+quoted_string(struct cur *c)
 {
 	uint32_t u;
 	int ch;
 
-	c->i++;  /* the opening quote */
+	c->i++; /* the opening quote */
 	while ((ch = peek(c)) >= 0) {
 		if (ch == '"') {
 			c->i++;
@@ -146,7 +157,8 @@ static bool quoted_string(struct cur *c)
 }
 
 /* sub-domain = Let-dig [Ldh-str]; RFC 6531: =/ U-label (UTF-8 letters). */
-static bool sub_domain(struct cur *c)
+static bool
+sub_domain(struct cur *c)
 {
 	uint32_t start = c->i, u;
 	bool last_hyphen = false;
@@ -170,7 +182,8 @@ static bool sub_domain(struct cur *c)
 }
 
 /* Domain = sub-domain *("." sub-domain) */
-static bool domain(struct cur *c)
+static bool
+domain(struct cur *c)
 {
 	if (!sub_domain(c))
 		return false;
@@ -182,7 +195,8 @@ static bool domain(struct cur *c)
 	return true;
 }
 
-static bool ipv4_literal(const unsigned char *q, uint32_t n)
+static bool
+ipv4_literal(const unsigned char *q, uint32_t n)
 {
 	uint32_t i = 0, part;
 
@@ -209,7 +223,8 @@ static bool ipv4_literal(const unsigned char *q, uint32_t n)
  * address-literal = "[" (IPv4 / "IPv6:" IPv6 / tag ":" dcontent) "]";
  * the cursor is on '['.
  */
-static bool address_literal(struct cur *c)
+static bool
+address_literal(struct cur *c)
 {
 	const unsigned char *q = c->p + c->i + 1;
 	const unsigned char *end = memchr(q, ']', c->n - c->i - 1);
@@ -232,20 +247,19 @@ static bool address_literal(struct cur *c)
 		return inet_pton(AF_INET6, tmp, bin) == 1;
 	}
 	/* General-address-literal: Ldh-str ":" 1*dcontent */
-	for (k = 0; k < len && (is_alpha(q[k]) || is_digit(q[k]) ||
-				q[k] == '-'); k++)
+	for (k = 0; k < len && (is_alpha(q[k]) || is_digit(q[k]) || q[k] == '-'); k++)
 		;
 	if (k == 0 || q[k - 1] == '-' || k + 1 >= len || q[k] != ':')
 		return false;
 	for (k++; k < len; k++)
-		if (q[k] < 33 || q[k] > 126 || q[k] == '[' || q[k] == '\\' ||
-		    q[k] == ']')
+		if (q[k] < 33 || q[k] > 126 || q[k] == '[' || q[k] == '\\' || q[k] == ']')
 			return false;
 	return true;
 }
 
 /* A-d-l = At-domain *( "," At-domain ) ":"; the cursor is on '@'. */
-static bool source_route(struct cur *c)
+static bool
+source_route(struct cur *c)
 {
 	for (;;) {
 		if (peek(c) != '@')
@@ -263,15 +277,16 @@ static bool source_route(struct cur *c)
 	}
 }
 
-static enum smtp_addr_result finish(const struct cur *c, enum smtp_addr_result r)
+static enum smtp_addr_result
+finish(const struct cur *c, enum smtp_addr_result r)
 {
 	if (c->need_utf8 && r != SMTP_ADDR_TOO_LONG)
 		return SMTP_ADDR_NEED_UTF8;
 	return r;
 }
 
-enum smtp_addr_result smtp_addr_parse(const char *p, uint32_t n, unsigned flags,
-				      struct smtp_addr *a)
+enum smtp_addr_result
+smtp_addr_parse(const char *p, uint32_t n, unsigned flags, struct smtp_addr *a)
 {
 	struct cur c = { (const unsigned char *)p, n, 0, flags, false, false };
 	uint32_t local_start, local_len, k;
@@ -326,7 +341,8 @@ enum smtp_addr_result smtp_addr_parse(const char *p, uint32_t n, unsigned flags,
 	return finish(&c, SMTP_ADDR_OK);
 }
 
-const char *smtp_addr_result_name(enum smtp_addr_result r)
+const char *
+smtp_addr_result_name(enum smtp_addr_result r)
 {
 	static const char *const names[] = {
 		[SMTP_ADDR_OK] = "ok",

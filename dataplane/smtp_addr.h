@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * dataplane/smtp_addr.h — the SMTP path parser of the smtpedge SMTP engine.
  *
@@ -11,27 +12,27 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define SMTP_ADDR_NULL_OK     0x1u  /* "<>" is a path (MAIL FROM) */
-#define SMTP_ADDR_POSTMASTER  0x2u  /* "<postmaster>" without domain (RCPT) */
-#define SMTP_ADDR_UTF8        0x4u  /* RFC 6531: UTF-8 in local part, domain */
+#define SMTP_ADDR_NULL_OK    0x1u /* "<>" is a path (MAIL FROM) */
+#define SMTP_ADDR_POSTMASTER 0x2u /* "<postmaster>" without domain (RCPT) */
+#define SMTP_ADDR_UTF8       0x4u /* RFC 6531: UTF-8 in local part, domain */
 
 enum smtp_addr_result {
 	SMTP_ADDR_OK,
-	SMTP_ADDR_SYNTAX,     /* not a path */
-	SMTP_ADDR_TOO_LONG,   /* local part > 64, domain > 255, path > 256 */
-	SMTP_ADDR_NEED_UTF8,  /* non-ASCII without SMTPUTF8 */
+	SMTP_ADDR_SYNTAX,    /* not a path */
+	SMTP_ADDR_TOO_LONG,  /* local part > 64, domain > 255, path > 256 */
+	SMTP_ADDR_NEED_UTF8, /* non-ASCII without SMTPUTF8 */
 };
 
 struct smtp_addr {
-	uint32_t path_len;    /* bytes from '<' to '>' inclusive */
-	uint32_t mbox_off;    /* the mailbox (source route dropped) ... */
-	uint32_t mbox_len;    /* ... "local@domain", 0 for <> */
-	uint32_t domain_off;  /* the domain or [address literal] */
-	uint32_t domain_len;  /* 0 for <> and <postmaster> */
+	uint32_t path_len;   /* bytes from '<' to '>' inclusive */
+	uint32_t mbox_off;   /* the mailbox (source route dropped) ... */
+	uint32_t mbox_len;   /* ... "local@domain", 0 for <> */
+	uint32_t domain_off; /* the domain or [address literal] */
+	uint32_t domain_len; /* 0 for <> and <postmaster> */
 	bool is_null;
 	bool is_postmaster;
 	bool non_ascii;
-	bool routing;         /* '%', '!' or '@' in the local part (quoted or
+	bool routing; /* '%', '!' or '@' in the local part (quoted or
 			         not): a route some MTAs would still follow */
 };
 

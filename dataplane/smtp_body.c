@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * dataplane/smtp_body.c — scan a message body: dot-unstuffing and strict
  * framing.
@@ -14,16 +15,17 @@
 #include "dataplane/smtp_body.h"
 
 enum {
-	B_BOL,      /* at the start of a line (after CRLF, or of the body) */
-	B_DOT,      /* DATA: a line began with '.' */
-	B_DOT_CR,   /* DATA: ".\r" at the start of a line */
-	B_MID,      /* inside a line */
-	B_CR,       /* a CR inside a line, waiting for its LF */
+	B_BOL,    /* at the start of a line (after CRLF, or of the body) */
+	B_DOT,    /* DATA: a line began with '.' */
+	B_DOT_CR, /* DATA: ".\r" at the start of a line */
+	B_MID,    /* inside a line */
+	B_CR,     /* a CR inside a line, waiting for its LF */
 };
 
 static const uint8_t crlf[2] = { '\r', '\n' };
 
-void smtp_body_begin(struct smtp_body *b, bool dot, uint32_t max_line)
+void
+smtp_body_begin(struct smtp_body *b, bool dot, uint32_t max_line)
 {
 	b->st = B_BOL;
 	b->flags = 0;
@@ -33,15 +35,16 @@ void smtp_body_begin(struct smtp_body *b, bool dot, uint32_t max_line)
 	b->max_line = max_line;
 }
 
-static void count(struct smtp_body *b, uint32_t n)
+static void
+count(struct smtp_body *b, uint32_t n)
 {
 	b->line_len += n;
 	if (b->line_len > b->max_line)
 		b->flags |= SMTP_BODY_LONG_LINE;
 }
 
-uint32_t smtp_body_scan(struct smtp_body *b, const uint8_t *p, uint32_t n,
-			smtp_body_sink *sink, void *arg)
+uint32_t
+smtp_body_scan(struct smtp_body *b, const uint8_t *p, uint32_t n, smtp_body_sink *sink, void *arg)
 {
 	uint32_t i = 0, j;
 
@@ -118,7 +121,8 @@ uint32_t smtp_body_scan(struct smtp_body *b, const uint8_t *p, uint32_t n,
 	return i;
 }
 
-void smtp_body_end(struct smtp_body *b)
+void
+smtp_body_end(struct smtp_body *b)
 {
 	if (b->st == B_CR || b->st == B_DOT_CR)
 		b->flags |= SMTP_BODY_BARE_CR;

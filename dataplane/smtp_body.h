@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * dataplane/smtp_body.h — the message body scanner of the smtpedge SMTP
  * engine.
@@ -14,17 +15,17 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define SMTP_BODY_BARE_CR    0x1u
-#define SMTP_BODY_BARE_LF    0x2u
-#define SMTP_BODY_LONG_LINE  0x4u
+#define SMTP_BODY_BARE_CR   0x1u
+#define SMTP_BODY_BARE_LF   0x2u
+#define SMTP_BODY_LONG_LINE 0x4u
 
 struct smtp_body {
-	uint8_t st;          /* scanner state, private to smtp_body.c */
-	uint8_t flags;       /* SMTP_BODY_* seen so far */
-	bool dot;            /* DATA framing: unstuff, stop at CRLF.CRLF */
-	bool done;           /* DATA: the end marker has been consumed */
-	uint32_t line_len;   /* wire bytes of the current line */
-	uint32_t max_line;   /* text line limit with CRLF */
+	uint8_t st;        /* scanner state, private to smtp_body.c */
+	uint8_t flags;     /* SMTP_BODY_* seen so far */
+	bool dot;          /* DATA framing: unstuff, stop at CRLF.CRLF */
+	bool done;         /* DATA: the end marker has been consumed */
+	uint32_t line_len; /* wire bytes of the current line */
+	uint32_t max_line; /* text line limit with CRLF */
 };
 
 typedef void smtp_body_sink(void *arg, const uint8_t *p, uint32_t n);
@@ -32,8 +33,8 @@ typedef void smtp_body_sink(void *arg, const uint8_t *p, uint32_t n);
 void smtp_body_begin(struct smtp_body *b, bool dot, uint32_t max_line);
 /* Scans up to n bytes; returns how many were consumed (fewer only when the
  * DATA end marker was reached). Body bytes go to sink. */
-uint32_t smtp_body_scan(struct smtp_body *b, const uint8_t *p, uint32_t n,
-			smtp_body_sink *sink, void *arg);
+uint32_t smtp_body_scan(struct smtp_body *b, const uint8_t *p, uint32_t n, smtp_body_sink *sink,
+			void *arg);
 /* BDAT LAST: the message ends here; a CR left waiting is a bare CR. */
 void smtp_body_end(struct smtp_body *b);
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* dataplane/stats.c — per-lcore dataplane counters (see stats.h). */
 #include <string.h>
 

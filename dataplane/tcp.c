@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * dataplane/tcp.c — smtpedge's compact server-side TCP engine.
  *
@@ -128,30 +129,37 @@
 #include "dataplane/tcp.h"
 #include "dataplane/tcp_wire.h"
 
-#define NIL UINT32_MAX
-#define TCP_CHUNK 2048u             /* pool chunk; an MSS never exceeds it */
-#define TCP_RCV_WSCALE 7            /* our window shift (max window 8 MiB) */
-#define TCP_SYNACK_WIN 14600u       /* SYN-ACK window when params give none */
-#define TCP_DEFAULT_SPACE 65536u    /* rcv_space when the app gives none */
-#define TCP_INIT_RTO_MS 1000u       /* RFC 6298 2.1 */
-#define TCP_CHAL_PER_S 10u          /* challenge ACKs per connection per second */
-#define WHEEL_BITS 12
-#define WHEEL_SLOTS (1u << WHEEL_BITS)
-#define WHEEL_NONE UINT32_MAX
-#define WHEEL_EXPIRED (UINT32_MAX - 1)
-#define COOKIE_SLOT_MS 64000u
-#define COOKIE_ACTIVE_MS 8000u      /* cookie ACKs honoured this long after a cookie SYN-ACK */
-#define COOKIE_HASH_BITS 29
+#define NIL               UINT32_MAX
+#define TCP_CHUNK         2048u  /* pool chunk; an MSS never exceeds it */
+#define TCP_RCV_WSCALE    7      /* our window shift (max window 8 MiB) */
+#define TCP_SYNACK_WIN    14600u /* SYN-ACK window when params give none */
+#define TCP_DEFAULT_SPACE 65536u /* rcv_space when the app gives none */
+#define TCP_INIT_RTO_MS   1000u  /* RFC 6298 2.1 */
+#define TCP_CHAL_PER_S    10u    /* challenge ACKs per connection per second */
+#define WHEEL_BITS        12
+#define WHEEL_SLOTS       (1u << WHEEL_BITS)
+#define WHEEL_NONE        UINT32_MAX
+#define WHEEL_EXPIRED     (UINT32_MAX - 1)
+#define COOKIE_SLOT_MS    64000u
+#define COOKIE_ACTIVE_MS  8000u /* cookie ACKs honoured this long after a cookie SYN-ACK */
+#define COOKIE_HASH_BITS  29
 
-#define SEQ_LT(a, b) ((int32_t)((uint32_t)(a) - (uint32_t)(b)) < 0)
-#define SEQ_LEQ(a, b) ((int32_t)((uint32_t)(a) - (uint32_t)(b)) <= 0)
-#define SEQ_GT(a, b) SEQ_LT(b, a)
-#define SEQ_GEQ(a, b) SEQ_LEQ(b, a)
+#define SEQ_LT(a, b)      ((int32_t)((uint32_t)(a) - (uint32_t)(b)) < 0)
+#define SEQ_LEQ(a, b)     ((int32_t)((uint32_t)(a) - (uint32_t)(b)) <= 0)
+#define SEQ_GT(a, b)      SEQ_LT(b, a)
+#define SEQ_GEQ(a, b)     SEQ_LEQ(b, a)
 #define TIME_DUE(at, now) ((int32_t)((uint32_t)(now) - (uint32_t)(at)) >= 0)
 
 enum tcp_state {
-	ST_CLOSED, ST_SYN_RCVD, ST_ESTABLISHED, ST_FIN_WAIT_1, ST_FIN_WAIT_2,
-	ST_CLOSING, ST_CLOSE_WAIT, ST_LAST_ACK, ST_COUNT
+	ST_CLOSED,
+	ST_SYN_RCVD,
+	ST_ESTABLISHED,
+	ST_FIN_WAIT_1,
+	ST_FIN_WAIT_2,
+	ST_CLOSING,
+	ST_CLOSE_WAIT,
+	ST_LAST_ACK,
+	ST_COUNT
 };
 
 /* Timer classes: FIFO lists with one timeout each (see header comment). */
@@ -169,34 +177,40 @@ static const struct tcp_state_row {
 	uint8_t rx_data;      /* payload is delivered upward */
 	uint8_t can_send;     /* tcp_send accepted */
 } tcp_states[ST_COUNT] = {
-	[ST_CLOSED]      = { "CLOSED", L_NONE, ST_CLOSED, ST_CLOSED, ST_CLOSED, 0, 0 },
-	[ST_SYN_RCVD]    = { "SYN_RCVD", L_HANDSHAKE, ST_SYN_RCVD, ST_SYN_RCVD, ST_SYN_RCVD, 0, 0 },
-	[ST_ESTABLISHED] = { "ESTABLISHED", L_IDLE, ST_FIN_WAIT_1, ST_CLOSE_WAIT, ST_ESTABLISHED, 1, 1 },
-	[ST_FIN_WAIT_1]  = { "FIN_WAIT_1", L_IDLE, ST_FIN_WAIT_1, ST_CLOSING, ST_FIN_WAIT_2, 1, 0 },
-	[ST_FIN_WAIT_2]  = { "FIN_WAIT_2", L_FIN_WAIT2, ST_FIN_WAIT_2, ST_CLOSED, ST_FIN_WAIT_2, 1, 0 },
-	[ST_CLOSING]     = { "CLOSING", L_IDLE, ST_CLOSING, ST_CLOSING, ST_CLOSED, 0, 0 },
-	[ST_CLOSE_WAIT]  = { "CLOSE_WAIT", L_IDLE, ST_LAST_ACK, ST_CLOSE_WAIT, ST_CLOSE_WAIT, 0, 1 },
-	[ST_LAST_ACK]    = { "LAST_ACK", L_IDLE, ST_LAST_ACK, ST_LAST_ACK, ST_CLOSED, 0, 0 },
+	[ST_CLOSED] = { "CLOSED", L_NONE, ST_CLOSED, ST_CLOSED, ST_CLOSED, 0, 0 },
+	[ST_SYN_RCVD] = { "SYN_RCVD", L_HANDSHAKE, ST_SYN_RCVD, ST_SYN_RCVD, ST_SYN_RCVD, 0, 0 },
+	[ST_ESTABLISHED] = { "ESTABLISHED", L_IDLE, ST_FIN_WAIT_1, ST_CLOSE_WAIT, ST_ESTABLISHED, 1,
+			     1 },
+	[ST_FIN_WAIT_1] = { "FIN_WAIT_1", L_IDLE, ST_FIN_WAIT_1, ST_CLOSING, ST_FIN_WAIT_2, 1, 0 },
+	[ST_FIN_WAIT_2] = { "FIN_WAIT_2", L_FIN_WAIT2, ST_FIN_WAIT_2, ST_CLOSED, ST_FIN_WAIT_2, 1,
+			    0 },
+	[ST_CLOSING] = { "CLOSING", L_IDLE, ST_CLOSING, ST_CLOSING, ST_CLOSED, 0, 0 },
+	[ST_CLOSE_WAIT] = { "CLOSE_WAIT", L_IDLE, ST_LAST_ACK, ST_CLOSE_WAIT, ST_CLOSE_WAIT, 0, 1 },
+	[ST_LAST_ACK] = { "LAST_ACK", L_IDLE, ST_LAST_ACK, ST_LAST_ACK, ST_CLOSED, 0, 0 },
 };
 
 /* conn flags */
-#define F_TS       0x0001  /* timestamps negotiated */
-#define F_SACK     0x0002  /* SACK-permitted (parsed, blocks ignored) */
-#define F_WS       0x0004  /* window scaling negotiated */
-#define F_CLOSE    0x0008  /* app asked for FIN */
-#define F_FIN_SENT 0x0010
-#define F_ACK_NOW  0x0020  /* an ACK is owed */
-#define F_OUTPUT   0x0040  /* output pending (app wrote) */
-#define F_DEAD     0x0080  /* terminated; free when not busy */
-#define F_PERSIST  0x0100  /* wheel timer is a zero-window probe */
-#define F_WANT_SPACE 0x0200  /* on the send-space waiters list */
-#define F_COOKIE   0x0400
-#define F_RTT      0x0800  /* a segment is being timed */
-#define F_RTO      0x1000  /* wheel timer is the retransmission timer */
-#define F_FIN_ACKED 0x2000
+#define F_TS         0x0001 /* timestamps negotiated */
+#define F_SACK       0x0002 /* SACK-permitted (parsed, blocks ignored) */
+#define F_WS         0x0004 /* window scaling negotiated */
+#define F_CLOSE      0x0008 /* app asked for FIN */
+#define F_FIN_SENT   0x0010
+#define F_ACK_NOW    0x0020 /* an ACK is owed */
+#define F_OUTPUT     0x0040 /* output pending (app wrote) */
+#define F_DEAD       0x0080 /* terminated; free when not busy */
+#define F_PERSIST    0x0100 /* wheel timer is a zero-window probe */
+#define F_WANT_SPACE 0x0200 /* on the send-space waiters list */
+#define F_COOKIE     0x0400
+#define F_RTT        0x0800 /* a segment is being timed */
+#define F_RTO        0x1000 /* wheel timer is the retransmission timer */
+#define F_FIN_ACKED  0x2000
 
-struct tcp_link { uint32_t prev, next; };
-struct tcp_list { uint32_t head, tail; };
+struct tcp_link {
+	uint32_t prev, next;
+};
+struct tcp_list {
+	uint32_t head, tail;
+};
 
 struct tcp_conn {
 	struct tcp_engine *eng;
@@ -218,17 +232,17 @@ struct tcp_conn {
 	uint32_t rtt_seq, rtt_ms;
 	uint32_t sb_head, sb_tail, sb_off, sb_len;
 	uint32_t ooo_head, ooo_chunks;
-	uint32_t sack_last;           /* seq of the latest out-of-order segment kept */
+	uint32_t sack_last; /* seq of the latest out-of-order segment kept */
 	uint32_t chal_ms;
 	uint8_t chal_cnt;
-	uint64_t link;                /* the link of the peer's latest segment */
+	uint64_t link; /* the link of the peer's latest segment */
 };
 _Static_assert(sizeof(struct tcp_conn) <= 256, "TCB must stay within 256 bytes");
 
-struct tcp_pool {                 /* chunks of TCP_CHUNK bytes */
+struct tcp_pool { /* chunks of TCP_CHUNK bytes */
 	uint8_t *data;
 	uint32_t *next;
-	uint32_t *seq;                /* out-of-order pool only */
+	uint32_t *seq; /* out-of-order pool only */
 	uint16_t *len;
 	uint32_t n, n_free, free_head;
 };
@@ -250,12 +264,12 @@ struct tcp_engine {
 	struct tcp_list lists[L_COUNT];
 	struct tcp_list *wheel;
 	struct tcp_list expired;
-	struct tcp_list space_wait;   /* conns refused by an empty send pool */
+	struct tcp_list space_wait; /* conns refused by an empty send pool */
 	uint32_t wheel_ms;
 	uint64_t master[2], ck_cur[2], ck_prev[2];
 	uint64_t ck_slot;
-	uint64_t ck_sent_us;          /* when the latest cookie SYN-ACK left */
-	bool ck_sent;                 /* one has left since create */
+	uint64_t ck_sent_us; /* when the latest cookie SYN-ACK left */
+	bool ck_sent;        /* one has left since create */
 	uint64_t rst_tokens, rst_last_us;
 	uint8_t hdr[64];
 	struct tcp_counters cnt;
@@ -265,11 +279,11 @@ struct tcp_engine {
 struct tcp_seg {
 	const struct tcp_pkt *pkt;
 	uint16_t sport, dport, win;
-	uint8_t flags, ws;            /* ws 0xff: absent */
+	uint8_t flags, ws; /* ws 0xff: absent */
 	uint32_t seq, ack;
 	const uint8_t *data;
 	uint32_t len;
-	uint16_t mss;                 /* 0: absent */
+	uint16_t mss; /* 0: absent */
 	bool sack_ok, has_ts;
 	uint32_t tsval, tsecr;
 };
@@ -281,7 +295,8 @@ const char *const tcp_counter_names[] = {
 };
 const uint32_t tcp_counter_count = sizeof(tcp_counter_names) / sizeof(tcp_counter_names[0]);
 _Static_assert(sizeof(tcp_counter_names) / sizeof(tcp_counter_names[0]) * sizeof(uint64_t) ==
-	       sizeof(struct tcp_counters), "counter names match fields");
+		       sizeof(struct tcp_counters),
+	       "counter names match fields");
 
 const char *const tcp_disposition_names[] = {
 #define TCP_X_DNAME(n) #n,
@@ -296,29 +311,72 @@ static void conn_output(struct tcp_conn *c);
 
 /* ---------------------------------------------------------------- util */
 
-static inline uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
-static inline uint32_t rd32(const uint8_t *p)
+static inline uint16_t
+rd16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] << 8 | p[1]);
+}
+static inline uint32_t
+rd32(const uint8_t *p)
 {
 	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
-static inline void wr16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
-static inline void wr32(uint8_t *p, uint32_t v)
+static inline void
+wr16(uint8_t *p, uint16_t v)
 {
-	p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
+	p[0] = (uint8_t)(v >> 8);
+	p[1] = (uint8_t)v;
 }
-static inline uint32_t min32(uint32_t a, uint32_t b) { return a < b ? a : b; }
-static inline uint32_t max32(uint32_t a, uint32_t b) { return a > b ? a : b; }
-static inline uint32_t conn_idx(const struct tcp_conn *c) { return (uint32_t)(c - c->eng->tcbs); }
+static inline void
+wr32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+}
+static inline uint32_t
+min32(uint32_t a, uint32_t b)
+{
+	return a < b ? a : b;
+}
+static inline uint32_t
+max32(uint32_t a, uint32_t b)
+{
+	return a > b ? a : b;
+}
+static inline uint32_t
+conn_idx(const struct tcp_conn *c)
+{
+	return (uint32_t)(c - c->eng->tcbs);
+}
 
 /* SipHash-2-4, written from the paper's description. */
-static inline uint64_t rotl64(uint64_t x, int b) { return (x << b) | (x >> (64 - b)); }
-#define SIPROUND do { \
-	v0 += v1; v1 = rotl64(v1, 13); v1 ^= v0; v0 = rotl64(v0, 32); \
-	v2 += v3; v3 = rotl64(v3, 16); v3 ^= v2; \
-	v0 += v3; v3 = rotl64(v3, 21); v3 ^= v0; \
-	v2 += v1; v1 = rotl64(v1, 17); v1 ^= v2; v2 = rotl64(v2, 32); } while (0)
+static inline uint64_t
+rotl64(uint64_t x, int b)
+{
+	return (x << b) | (x >> (64 - b));
+}
+#define SIPROUND                     \
+	do {                         \
+		v0 += v1;            \
+		v1 = rotl64(v1, 13); \
+		v1 ^= v0;            \
+		v0 = rotl64(v0, 32); \
+		v2 += v3;            \
+		v3 = rotl64(v3, 16); \
+		v3 ^= v2;            \
+		v0 += v3;            \
+		v3 = rotl64(v3, 21); \
+		v3 ^= v0;            \
+		v2 += v1;            \
+		v1 = rotl64(v1, 17); \
+		v1 ^= v2;            \
+		v2 = rotl64(v2, 32); \
+	} while (0)
 
-static uint64_t siphash24(const uint64_t k[2], const uint8_t *in, size_t n)
+static uint64_t
+siphash24(const uint64_t k[2], const uint8_t *in, size_t n)
 {
 	uint64_t v0 = k[0] ^ 0x736f6d6570736575ULL, v1 = k[1] ^ 0x646f72616e646f6dULL;
 	uint64_t v2 = k[0] ^ 0x6c7967656e657261ULL, v3 = k[1] ^ 0x7465646279746573ULL;
@@ -329,31 +387,43 @@ static uint64_t siphash24(const uint64_t k[2], const uint8_t *in, size_t n)
 		m = 0;
 		for (int j = 7; j >= 0; j--)
 			m = (m << 8) | in[i + (size_t)j];
-		v3 ^= m; SIPROUND; SIPROUND; v0 ^= m;
+		v3 ^= m;
+		SIPROUND;
+		SIPROUND;
+		v0 ^= m;
 	}
 	for (size_t j = 0; j < (n & 7); j++)
 		b |= (uint64_t)in[full + j] << (8 * j);
-	v3 ^= b; SIPROUND; SIPROUND; v0 ^= b;
+	v3 ^= b;
+	SIPROUND;
+	SIPROUND;
+	v0 ^= b;
 	v2 ^= 0xff;
-	SIPROUND; SIPROUND; SIPROUND; SIPROUND;
+	SIPROUND;
+	SIPROUND;
+	SIPROUND;
+	SIPROUND;
 	return v0 ^ v1 ^ v2 ^ v3;
 }
 
 /* -------------------------------------------------------------- clock */
 
-static void clock_set(struct tcp_engine *e, uint64_t now_us)
+static void
+clock_set(struct tcp_engine *e, uint64_t now_us)
 {
-	if (now_us > e->now_us)         /* time never runs backwards here */
+	if (now_us > e->now_us) /* time never runs backwards here */
 		e->now_us = now_us;
 	e->now_ms = (uint32_t)((e->now_us - e->start_us) / 1000);
 }
 
-static uint64_t now_slot(const struct tcp_engine *e)
+static uint64_t
+now_slot(const struct tcp_engine *e)
 {
 	return (e->now_us - e->start_us) / 1000 / COOKIE_SLOT_MS;
 }
 
-static void key_derive(struct tcp_engine *e, uint64_t out[2], uint64_t salt)
+static void
+key_derive(struct tcp_engine *e, uint64_t out[2], uint64_t salt)
 {
 	uint8_t buf[40];
 	uint64_t w[5] = { e->ck_cur[0], e->ck_cur[1], e->now_us, salt,
@@ -367,7 +437,8 @@ static void key_derive(struct tcp_engine *e, uint64_t out[2], uint64_t salt)
 
 /* Rotate the cookie key when the slot changes; only the previous slot's key
  * survives, so cookies expire after at most two slots. */
-static void cookie_rotate(struct tcp_engine *e)
+static void
+cookie_rotate(struct tcp_engine *e)
 {
 	uint64_t slot = now_slot(e), fresh[2];
 
@@ -385,12 +456,14 @@ static void cookie_rotate(struct tcp_engine *e)
 
 /* ------------------------------------------------------------- lists */
 
-static struct tcp_link *lnk(struct tcp_engine *e, uint32_t i, int which)
+static struct tcp_link *
+lnk(struct tcp_engine *e, uint32_t i, int which)
 {
 	return &e->tcbs[i].lk[which];
 }
 
-static void list_push(struct tcp_engine *e, struct tcp_list *l, int which, uint32_t i)
+static void
+list_push(struct tcp_engine *e, struct tcp_list *l, int which, uint32_t i)
 {
 	struct tcp_link *k = lnk(e, i, which);
 
@@ -403,7 +476,8 @@ static void list_push(struct tcp_engine *e, struct tcp_list *l, int which, uint3
 	l->tail = i;
 }
 
-static void list_unlink(struct tcp_engine *e, struct tcp_list *l, int which, uint32_t i)
+static void
+list_unlink(struct tcp_engine *e, struct tcp_list *l, int which, uint32_t i)
 {
 	struct tcp_link *k = lnk(e, i, which);
 
@@ -418,7 +492,8 @@ static void list_unlink(struct tcp_engine *e, struct tcp_list *l, int which, uin
 	k->prev = k->next = NIL;
 }
 
-static void class_set(struct tcp_conn *c, uint8_t list)
+static void
+class_set(struct tcp_conn *c, uint8_t list)
 {
 	struct tcp_engine *e = c->eng;
 
@@ -431,18 +506,21 @@ static void class_set(struct tcp_conn *c, uint8_t list)
 }
 
 /* Activity: the idle class restarts its clock (move to the tail). */
-static void conn_touch(struct tcp_conn *c)
+static void
+conn_touch(struct tcp_conn *c)
 {
 	if (c->list_id == L_IDLE)
 		class_set(c, L_IDLE);
 }
 
-static struct tcp_list *wheel_list(struct tcp_engine *e, uint32_t slot)
+static struct tcp_list *
+wheel_list(struct tcp_engine *e, uint32_t slot)
 {
 	return slot == WHEEL_EXPIRED ? &e->expired : &e->wheel[slot];
 }
 
-static void timer_unlink(struct tcp_conn *c)
+static void
+timer_unlink(struct tcp_conn *c)
 {
 	if (c->wslot == WHEEL_NONE)
 		return;
@@ -450,14 +528,16 @@ static void timer_unlink(struct tcp_conn *c)
 	c->wslot = WHEEL_NONE;
 }
 
-static void timer_stop(struct tcp_conn *c)
+static void
+timer_stop(struct tcp_conn *c)
 {
 	timer_unlink(c);
-	c->flags &= (uint16_t)~(F_RTO | F_PERSIST);
+	c->flags &= (uint16_t) ~(F_RTO | F_PERSIST);
 }
 
 /* One wheel timer per TCB; kind is F_RTO or F_PERSIST. */
-static void timer_arm(struct tcp_conn *c, uint32_t ms, uint16_t kind)
+static void
+timer_arm(struct tcp_conn *c, uint32_t ms, uint16_t kind)
 {
 	struct tcp_engine *e = c->eng;
 
@@ -470,7 +550,8 @@ static void timer_arm(struct tcp_conn *c, uint32_t ms, uint16_t kind)
 
 /* ------------------------------------------------------------- pools */
 
-static int pool_init(struct tcp_pool *pl, uint32_t bytes, bool meta)
+static int
+pool_init(struct tcp_pool *pl, uint32_t bytes, bool meta)
 {
 	pl->n = bytes / TCP_CHUNK;
 	pl->free_head = NIL;
@@ -494,7 +575,8 @@ static int pool_init(struct tcp_pool *pl, uint32_t bytes, bool meta)
 	return 0;
 }
 
-static void pool_fini(struct tcp_pool *pl)
+static void
+pool_fini(struct tcp_pool *pl)
 {
 	free(pl->data);
 	free(pl->next);
@@ -502,7 +584,8 @@ static void pool_fini(struct tcp_pool *pl)
 	free(pl->len);
 }
 
-static uint32_t pool_get(struct tcp_pool *pl)
+static uint32_t
+pool_get(struct tcp_pool *pl)
 {
 	uint32_t k = pl->free_head;
 
@@ -514,14 +597,16 @@ static uint32_t pool_get(struct tcp_pool *pl)
 	return k;
 }
 
-static void pool_put(struct tcp_pool *pl, uint32_t k)
+static void
+pool_put(struct tcp_pool *pl, uint32_t k)
 {
 	pl->next[k] = pl->free_head;
 	pl->free_head = k;
 	pl->n_free++;
 }
 
-static void pool_put_chain(struct tcp_pool *pl, uint32_t k)
+static void
+pool_put_chain(struct tcp_pool *pl, uint32_t k)
 {
 	while (k != NIL) {
 		uint32_t nx = pl->next[k];
@@ -532,8 +617,9 @@ static void pool_put_chain(struct tcp_pool *pl, uint32_t k)
 
 /* -------------------------------------------------------- flow table */
 
-static uint32_t flow_hash(const struct tcp_engine *e, uint8_t fam, const uint8_t *peer,
-			  const uint8_t *local, uint16_t pport, uint16_t lport)
+static uint32_t
+flow_hash(const struct tcp_engine *e, uint8_t fam, const uint8_t *peer, const uint8_t *local,
+	  uint16_t pport, uint16_t lport)
 {
 	uint64_t h = e->hkey ^ fam, w;
 
@@ -550,8 +636,9 @@ static uint32_t flow_hash(const struct tcp_engine *e, uint8_t fam, const uint8_t
 	return (uint32_t)h & e->bucket_mask;
 }
 
-static struct tcp_conn *flow_find(struct tcp_engine *e, uint8_t fam, const uint8_t *peer,
-				  const uint8_t *local, uint16_t pport, uint16_t lport)
+static struct tcp_conn *
+flow_find(struct tcp_engine *e, uint8_t fam, const uint8_t *peer, const uint8_t *local,
+	  uint16_t pport, uint16_t lport)
 {
 	uint32_t i = e->buckets[flow_hash(e, fam, peer, local, pport, lport)];
 
@@ -564,7 +651,8 @@ static struct tcp_conn *flow_find(struct tcp_engine *e, uint8_t fam, const uint8
 	return NULL;
 }
 
-static void flow_insert(struct tcp_conn *c)
+static void
+flow_insert(struct tcp_conn *c)
 {
 	struct tcp_engine *e = c->eng;
 	uint32_t b = flow_hash(e, c->family, c->peer, c->local, c->pport, c->lport);
@@ -573,7 +661,8 @@ static void flow_insert(struct tcp_conn *c)
 	e->buckets[b] = conn_idx(c);
 }
 
-static void flow_remove(struct tcp_conn *c)
+static void
+flow_remove(struct tcp_conn *c)
 {
 	struct tcp_engine *e = c->eng;
 	uint32_t *pp = &e->buckets[flow_hash(e, c->family, c->peer, c->local, c->pport, c->lport)];
@@ -590,7 +679,8 @@ static void flow_remove(struct tcp_conn *c)
 
 /* ------------------------------------------------------ TCB lifetime */
 
-static struct tcp_conn *tcb_alloc(struct tcp_engine *e, const struct tcp_seg *s)
+static struct tcp_conn *
+tcb_alloc(struct tcp_engine *e, const struct tcp_seg *s)
 {
 	uint32_t i = e->free_head;
 	struct tcp_conn *c;
@@ -621,7 +711,8 @@ static struct tcp_conn *tcb_alloc(struct tcp_engine *e, const struct tcp_seg *s)
 	return c;
 }
 
-static void tcb_free(struct tcp_conn *c)
+static void
+tcb_free(struct tcp_conn *c)
 {
 	struct tcp_engine *e = c->eng;
 
@@ -631,7 +722,8 @@ static void tcb_free(struct tcp_conn *c)
 }
 
 /* The one place that changes state: moves the TCB to its timer class. */
-static void set_state(struct tcp_conn *c, uint8_t st)
+static void
+set_state(struct tcp_conn *c, uint8_t st)
 {
 	if (st == c->state)
 		return;
@@ -644,9 +736,14 @@ static void set_state(struct tcp_conn *c, uint8_t st)
 		class_set(c, tcp_states[st].timer);
 }
 
-static void conn_enter(struct tcp_conn *c) { c->busy++; }
+static void
+conn_enter(struct tcp_conn *c)
+{
+	c->busy++;
+}
 
-static void conn_leave(struct tcp_conn *c)
+static void
+conn_leave(struct tcp_conn *c)
 {
 	if (--c->busy)
 		return;
@@ -655,21 +752,34 @@ static void conn_leave(struct tcp_conn *c)
 		return;
 	}
 	if (c->flags & (F_OUTPUT | F_ACK_NOW)) {
-		c->busy++;      /* output does not call the app, but stay safe */
+		c->busy++; /* output does not call the app, but stay safe */
 		conn_output(c);
 		c->busy--;
 	}
 }
 
-static void count_reason(struct tcp_engine *e, int reason)
+static void
+count_reason(struct tcp_engine *e, int reason)
 {
 	switch (reason) {
 	case TCP_CLOSE_NORMAL: e->cnt.closed++; break;
 	case TCP_CLOSE_RESET: e->cnt.reset_by_peer++; break;
-	case TCP_CLOSE_TIMEOUT_RTO: e->cnt.timeout_rto++; e->cnt.aborted++; break;
-	case TCP_CLOSE_TIMEOUT_IDLE: e->cnt.timeout_idle++; e->cnt.aborted++; break;
-	case TCP_CLOSE_TIMEOUT_LIFETIME: e->cnt.timeout_lifetime++; e->cnt.aborted++; break;
-	case TCP_CLOSE_TIMEOUT_FIN_WAIT2: e->cnt.timeout_fin_wait2++; e->cnt.aborted++; break;
+	case TCP_CLOSE_TIMEOUT_RTO:
+		e->cnt.timeout_rto++;
+		e->cnt.aborted++;
+		break;
+	case TCP_CLOSE_TIMEOUT_IDLE:
+		e->cnt.timeout_idle++;
+		e->cnt.aborted++;
+		break;
+	case TCP_CLOSE_TIMEOUT_LIFETIME:
+		e->cnt.timeout_lifetime++;
+		e->cnt.aborted++;
+		break;
+	case TCP_CLOSE_TIMEOUT_FIN_WAIT2:
+		e->cnt.timeout_fin_wait2++;
+		e->cnt.aborted++;
+		break;
 	default: e->cnt.aborted++; break;
 	}
 }
@@ -678,7 +788,8 @@ static void xmit_rst(struct tcp_conn *c);
 
 /* End a connection: unhash it, stop its timers, give back its chunks, tell
  * the app. The TCB itself is freed when the stack unwinds (conn_leave). */
-static void terminate(struct tcp_conn *c, int reason, bool send_rst)
+static void
+terminate(struct tcp_conn *c, int reason, bool send_rst)
 {
 	struct tcp_engine *e = c->eng;
 	void *app = c->app;
@@ -698,7 +809,7 @@ static void terminate(struct tcp_conn *c, int reason, bool send_rst)
 	c->sb_head = c->sb_tail = c->ooo_head = NIL;
 	c->sb_len = c->ooo_chunks = 0;
 	c->flags |= F_DEAD;
-	c->flags &= (uint16_t)~(F_OUTPUT | F_ACK_NOW);
+	c->flags &= (uint16_t) ~(F_OUTPUT | F_ACK_NOW);
 	c->app = NULL;
 	if (app) {
 		count_reason(e, reason);
@@ -708,16 +819,21 @@ static void terminate(struct tcp_conn *c, int reason, bool send_rst)
 
 /* ------------------------------------------------------------ output */
 
-static uint32_t opt_ts(uint8_t *o, uint32_t tsval, uint32_t tsecr)
+static uint32_t
+opt_ts(uint8_t *o, uint32_t tsval, uint32_t tsecr)
 {
-	o[0] = 1; o[1] = 1; o[2] = 8; o[3] = 10;
+	o[0] = 1;
+	o[1] = 1;
+	o[2] = 8;
+	o[3] = 10;
 	wr32(o + 4, tsval);
 	wr32(o + 8, tsecr);
 	return 12;
 }
 
-static uint32_t hdr_build(uint8_t *h, uint16_t sport, uint16_t dport, uint32_t seq,
-			  uint32_t ack, uint8_t flags, uint16_t win, uint32_t optlen)
+static uint32_t
+hdr_build(uint8_t *h, uint16_t sport, uint16_t dport, uint32_t seq, uint32_t ack, uint8_t flags,
+	  uint16_t win, uint32_t optlen)
 {
 	uint32_t len = 20 + optlen;
 
@@ -733,9 +849,9 @@ static uint32_t hdr_build(uint8_t *h, uint16_t sport, uint16_t dport, uint32_t s
 	return len;
 }
 
-static void emit(struct tcp_engine *e, uint64_t link, uint8_t fam, const uint8_t *local,
-		 const uint8_t *peer, uint32_t hlen, const uint8_t *d0, uint32_t n0,
-		 const uint8_t *d1, uint32_t n1)
+static void
+emit(struct tcp_engine *e, uint64_t link, uint8_t fam, const uint8_t *local, const uint8_t *peer,
+     uint32_t hlen, const uint8_t *d0, uint32_t n0, const uint8_t *d1, uint32_t n1)
 {
 	struct tcp_out o;
 
@@ -746,8 +862,10 @@ static void emit(struct tcp_engine *e, uint64_t link, uint8_t fam, const uint8_t
 	memcpy(o.daddr, peer, 16);
 	o.hdr = e->hdr;
 	o.hdr_len = hlen;
-	o.data[0] = d0; o.data_len[0] = n0;
-	o.data[1] = d1; o.data_len[1] = n1;
+	o.data[0] = d0;
+	o.data_len[0] = n0;
+	o.data[1] = d1;
+	o.data_len[1] = n1;
 	if (!e->ops.output(e->ctx, &o))
 		e->cnt.output_failed++;
 }
@@ -757,7 +875,8 @@ static void emit(struct tcp_engine *e, uint64_t link, uint8_t fam, const uint8_t
  * left: when the space shrank below the edge already announced, the window
  * keeps that edge (rounded up to the scale, as Linux does); the peer may
  * then send bytes the app cannot take, and those are not ACKed. */
-static uint16_t rcv_window(struct tcp_conn *c)
+static uint16_t
+rcv_window(struct tcp_conn *c)
 {
 	struct tcp_engine *e = c->eng;
 	uint32_t space = TCP_DEFAULT_SPACE, cap = 65535u << c->rcv_ws, field;
@@ -776,7 +895,8 @@ static uint16_t rcv_window(struct tcp_conn *c)
 }
 
 /* Locate byte `off` (from snd_una) of the send buffer. */
-static const uint8_t *sb_at(struct tcp_conn *c, uint32_t off, uint32_t *contig)
+static const uint8_t *
+sb_at(struct tcp_conn *c, uint32_t off, uint32_t *contig)
 {
 	struct tcp_pool *pl = &c->eng->snd;
 	uint32_t pos = c->sb_off + off, k = c->sb_head;
@@ -791,7 +911,8 @@ static const uint8_t *sb_at(struct tcp_conn *c, uint32_t off, uint32_t *contig)
 
 /* SACK blocks (RFC 2018) from the out-of-order list: the block holding the
  * latest segment first, then the others in sequence order. */
-static uint32_t opt_sack(const struct tcp_conn *c, uint8_t *o, uint32_t room)
+static uint32_t
+opt_sack(const struct tcp_conn *c, uint8_t *o, uint32_t room)
 {
 	const struct tcp_pool *pl = &c->eng->ooo;
 	uint32_t max = room >= 12 ? (room - 4) / 8 : 0, nb = 0;
@@ -814,7 +935,10 @@ static uint32_t opt_sack(const struct tcp_conn *c, uint8_t *o, uint32_t room)
 	}
 	if (nb == 0)
 		return 0;
-	o[0] = 1; o[1] = 1; o[2] = 5; o[3] = (uint8_t)(2 + 8 * nb);
+	o[0] = 1;
+	o[1] = 1;
+	o[2] = 5;
+	o[3] = (uint8_t)(2 + 8 * nb);
 	return 4 + 8 * nb;
 }
 
@@ -822,7 +946,8 @@ static uint32_t opt_sack(const struct tcp_conn *c, uint8_t *o, uint32_t room)
  * so the options this segment will carry (timestamps, SACK blocks, exactly
  * as xmit builds them) come out of it, and the IP packet stays within the
  * MTU the MSS was derived from. */
-static uint32_t seg_room(const struct tcp_conn *c)
+static uint32_t
+seg_room(const struct tcp_conn *c)
 {
 	uint8_t scratch[40];
 	uint32_t optlen = (c->flags & F_TS) ? 12 : 0;
@@ -832,7 +957,8 @@ static uint32_t seg_room(const struct tcp_conn *c)
 	return c->mss - optlen;
 }
 
-static void xmit(struct tcp_conn *c, uint32_t seq, uint8_t flags, uint32_t off, uint32_t n)
+static void
+xmit(struct tcp_conn *c, uint32_t seq, uint8_t flags, uint32_t off, uint32_t n)
 {
 	struct tcp_engine *e = c->eng;
 	uint8_t *h = e->hdr;
@@ -858,12 +984,14 @@ static void xmit(struct tcp_conn *c, uint32_t seq, uint8_t flags, uint32_t off, 
 	emit(e, c->link, c->family, c->local, c->peer, hlen, d0, n0, d1, n - n0);
 }
 
-static void xmit_ack(struct tcp_conn *c)
+static void
+xmit_ack(struct tcp_conn *c)
 {
 	xmit(c, c->snd_nxt, TH_ACK, 0, 0);
 }
 
-static void xmit_rst(struct tcp_conn *c)
+static void
+xmit_rst(struct tcp_conn *c)
 {
 	if (c->state == ST_CLOSED)
 		return;
@@ -871,26 +999,42 @@ static void xmit_rst(struct tcp_conn *c)
 	c->eng->cnt.rst_sent++;
 }
 
-static void xmit_synack(struct tcp_conn *c)
+static void
+xmit_synack(struct tcp_conn *c)
 {
 	struct tcp_engine *e = c->eng;
 	uint8_t *h = e->hdr, *o = h + 20;
 	uint32_t ol = 0;
 
-	o[0] = 2; o[1] = 4; wr16(o + 2, c->family == 4 ? e->p.mss4 : e->p.mss6); ol = 4;
+	o[0] = 2;
+	o[1] = 4;
+	wr16(o + 2, c->family == 4 ? e->p.mss4 : e->p.mss6);
+	ol = 4;
 	if (c->flags & F_TS) {
 		if (c->flags & F_SACK) {
-			o[ol] = 4; o[ol + 1] = 2; o[ol + 2] = 8; o[ol + 3] = 10;
-			wr32(o + ol + 4, e->now_ms); wr32(o + ol + 8, c->ts_recent);
+			o[ol] = 4;
+			o[ol + 1] = 2;
+			o[ol + 2] = 8;
+			o[ol + 3] = 10;
+			wr32(o + ol + 4, e->now_ms);
+			wr32(o + ol + 8, c->ts_recent);
 			ol += 12;
 		} else {
 			ol += opt_ts(o + ol, e->now_ms, c->ts_recent);
 		}
 	} else if (c->flags & F_SACK) {
-		o[ol] = 1; o[ol + 1] = 1; o[ol + 2] = 4; o[ol + 3] = 2; ol += 4;
+		o[ol] = 1;
+		o[ol + 1] = 1;
+		o[ol + 2] = 4;
+		o[ol + 3] = 2;
+		ol += 4;
 	}
 	if (c->flags & F_WS) {
-		o[ol] = 1; o[ol + 1] = 3; o[ol + 2] = 3; o[ol + 3] = c->rcv_ws; ol += 4;
+		o[ol] = 1;
+		o[ol + 1] = 3;
+		o[ol + 2] = 3;
+		o[ol + 3] = c->rcv_ws;
+		ol += 4;
 	}
 	c->rcv_adv = c->rcv_nxt + e->p.synack_window;
 	emit(e, c->link, c->family, c->local, c->peer,
@@ -900,14 +1044,16 @@ static void xmit_synack(struct tcp_conn *c)
 }
 
 /* RST / ACK without a TCB, rate-limited by a token bucket. */
-static bool rst_token(struct tcp_engine *e)
+static bool
+rst_token(struct tcp_engine *e)
 {
 	uint64_t rate = max32(e->p.rst_rate_per_s, 1), cap = rate * 1000000ULL;
 	uint64_t dt = e->now_us - e->rst_last_us;
 
 	e->rst_last_us = e->now_us;
-	e->rst_tokens = (dt > cap / rate || e->rst_tokens + dt * rate > cap) ? cap
-		: e->rst_tokens + dt * rate;
+	e->rst_tokens = (dt > cap / rate || e->rst_tokens + dt * rate > cap) ?
+				cap :
+				e->rst_tokens + dt * rate;
 	if (e->rst_tokens < 1000000ULL) {
 		e->cnt.rst_rate_limited++;
 		return false;
@@ -916,7 +1062,8 @@ static bool rst_token(struct tcp_engine *e)
 	return true;
 }
 
-static void xmit_stateless(struct tcp_engine *e, const struct tcp_seg *s, bool ack_fin)
+static void
+xmit_stateless(struct tcp_engine *e, const struct tcp_seg *s, bool ack_fin)
 {
 	const struct tcp_pkt *pk = s->pkt;
 	uint32_t seglen = s->len + !!(s->flags & TH_SYN) + !!(s->flags & TH_FIN);
@@ -931,7 +1078,8 @@ static void xmit_stateless(struct tcp_engine *e, const struct tcp_seg *s, bool a
 		hl = hdr_build(e->hdr, s->dport, s->sport, s->ack, 0, TH_RST, 0, 0);
 		e->cnt.rst_sent++;
 	} else {
-		hl = hdr_build(e->hdr, s->dport, s->sport, 0, s->seq + seglen, TH_RST | TH_ACK, 0, 0);
+		hl = hdr_build(e->hdr, s->dport, s->sport, 0, s->seq + seglen, TH_RST | TH_ACK, 0,
+			       0);
 		e->cnt.rst_sent++;
 	}
 	emit(e, pk->link, pk->family, pk->daddr, pk->saddr, hl, NULL, 0, NULL, 0);
@@ -940,7 +1088,8 @@ static void xmit_stateless(struct tcp_engine *e, const struct tcp_seg *s, bool a
 /* Per-connection budget for ACKs that answer suspicious segments
  * (challenge ACKs, out-of-window and PAWS duplicates), so that a forger who
  * knows the 4-tuple cannot make us reflect ACKs at line rate. */
-static bool ack_budget(struct tcp_conn *c)
+static bool
+ack_budget(struct tcp_conn *c)
 {
 	struct tcp_engine *e = c->eng;
 
@@ -956,7 +1105,8 @@ static bool ack_budget(struct tcp_conn *c)
 	return true;
 }
 
-static void challenge_ack(struct tcp_conn *c)
+static void
+challenge_ack(struct tcp_conn *c)
 {
 	if (!ack_budget(c))
 		return;
@@ -966,7 +1116,8 @@ static void challenge_ack(struct tcp_conn *c)
 
 /* Send what the windows allow, FIN when the queue is drained, else the ACK
  * that is owed. Called when the engine unwinds from a connection. */
-static void conn_output(struct tcp_conn *c)
+static void
+conn_output(struct tcp_conn *c)
 {
 	struct tcp_engine *e = c->eng;
 	bool sent = false;
@@ -985,7 +1136,7 @@ static void conn_output(struct tcp_conn *c)
 		uint8_t fl = TH_ACK;
 
 		if (fin && (c->flags & F_FIN_SENT) && c->snd_nxt == c->snd_max)
-			fin = false;      /* already sent and not being resent */
+			fin = false; /* already sent and not being resent */
 		if (n == 0 && !fin)
 			break;
 		if (n)
@@ -1018,11 +1169,12 @@ static void conn_output(struct tcp_conn *c)
 
 /* Hand bytes at rcv_nxt to the app; rcv_nxt moves over what it took and
  * no further, so an ACK never covers a byte the app did not take. */
-static uint32_t deliver(struct tcp_conn *c, const uint8_t *p, uint32_t n)
+static uint32_t
+deliver(struct tcp_conn *c, const uint8_t *p, uint32_t n)
 {
 	uint32_t took;
 
-	if (!c->app) {          /* the app is gone: nothing waits for the bytes */
+	if (!c->app) { /* the app is gone: nothing waits for the bytes */
 		c->rcv_nxt += n;
 		return n;
 	}
@@ -1038,7 +1190,8 @@ static uint32_t deliver(struct tcp_conn *c, const uint8_t *p, uint32_t n)
 /* Keep an out-of-order segment, trimmed against what is already held so the
  * list stays sorted and disjoint; a part that would need a split is dropped
  * (the peer retransmits it). */
-static void ooo_insert(struct tcp_conn *c, uint32_t seq, const uint8_t *p, uint32_t len)
+static void
+ooo_insert(struct tcp_conn *c, uint32_t seq, const uint8_t *p, uint32_t len)
 {
 	struct tcp_engine *e = c->eng;
 	struct tcp_pool *pl = &e->ooo;
@@ -1086,7 +1239,8 @@ static void ooo_insert(struct tcp_conn *c, uint32_t seq, const uint8_t *p, uint3
 /* The gap filled: hand up what the out-of-order list now continues. A
  * chunk the app took only part of stays at the head; the next drain starts
  * inside it. */
-static void ooo_drain(struct tcp_conn *c)
+static void
+ooo_drain(struct tcp_conn *c)
 {
 	struct tcp_pool *pl = &c->eng->ooo;
 
@@ -1099,7 +1253,7 @@ static void ooo_drain(struct tcp_conn *c)
 			if (deliver(c, pl->data + (size_t)k * TCP_CHUNK + skip, n) < n)
 				break;
 			if (c->flags & F_DEAD)
-				break;   /* terminate() gave the chunks back */
+				break; /* terminate() gave the chunks back */
 		}
 		c->ooo_head = pl->next[k];
 		c->ooo_chunks--;
@@ -1107,21 +1261,24 @@ static void ooo_drain(struct tcp_conn *c)
 	}
 }
 
-static void rx_data(struct tcp_conn *c, const struct tcp_seg *s)
+static void
+rx_data(struct tcp_conn *c, const struct tcp_seg *s)
 {
 	uint32_t seq = s->seq, len = s->len;
 	const uint8_t *p = s->data;
 
 	c->flags |= F_ACK_NOW;
-	if (SEQ_LT(seq, c->rcv_nxt)) {           /* old part: trim */
+	if (SEQ_LT(seq, c->rcv_nxt)) { /* old part: trim */
 		uint32_t cut = c->rcv_nxt - seq;
 		if (cut >= len) {
 			c->eng->cnt.dup_segments++;
 			return;
 		}
-		seq += cut; p += cut; len -= cut;
+		seq += cut;
+		p += cut;
+		len -= cut;
 	}
-	if (SEQ_GT(seq + len, c->rcv_adv)) {     /* beyond the window: trim */
+	if (SEQ_GT(seq + len, c->rcv_adv)) { /* beyond the window: trim */
 		if (!SEQ_LT(seq, c->rcv_adv))
 			return;
 		len = c->rcv_adv - seq;
@@ -1131,12 +1288,13 @@ static void rx_data(struct tcp_conn *c, const struct tcp_seg *s)
 		return;
 	}
 	if (deliver(c, p, len) < len)
-		return;          /* the rest is not ACKed: the peer sends it again */
+		return; /* the rest is not ACKed: the peer sends it again */
 	ooo_drain(c);
 }
 
 /* Advance snd_una: free the acknowledged bytes, sample RTT, grow cwnd. */
-static void sb_release(struct tcp_conn *c, uint32_t n)
+static void
+sb_release(struct tcp_conn *c, uint32_t n)
 {
 	struct tcp_pool *pl = &c->eng->snd;
 
@@ -1148,14 +1306,15 @@ static void sb_release(struct tcp_conn *c, uint32_t n)
 		c->sb_head = nx;
 		c->sb_off -= TCP_CHUNK;
 	}
-	if (c->sb_len == 0) {     /* detach: no chunk held while idle */
+	if (c->sb_len == 0) { /* detach: no chunk held while idle */
 		pool_put_chain(pl, c->sb_head);
 		c->sb_head = c->sb_tail = NIL;
 		c->sb_off = 0;
 	}
 }
 
-static void rtt_sample(struct tcp_conn *c, uint32_t r)
+static void
+rtt_sample(struct tcp_conn *c, uint32_t r)
 {
 	struct tcp_engine *e = c->eng;
 
@@ -1171,7 +1330,8 @@ static void rtt_sample(struct tcp_conn *c, uint32_t r)
 	c->rto_ms = min32(max32(c->rto_ms, e->p.rto_min_ms), e->p.rto_max_ms);
 }
 
-static void ack_advance(struct tcp_conn *c, uint32_t ack)
+static void
+ack_advance(struct tcp_conn *c, uint32_t ack)
 {
 	struct tcp_engine *e = c->eng;
 	uint32_t acked = ack - c->snd_una, data = min32(acked, c->sb_len);
@@ -1214,38 +1374,40 @@ static void ack_advance(struct tcp_conn *c, uint32_t ack)
 	}
 }
 
-static void fast_retransmit(struct tcp_conn *c)
+static void
+fast_retransmit(struct tcp_conn *c)
 {
 	struct tcp_engine *e = c->eng;
 	uint32_t flight = c->snd_max - c->snd_una, n = min32(min32(seg_room(c), c->sb_len), flight);
 
 	c->ssthresh = max32(flight / 2, 2u * c->mss);
 	c->cwnd = c->ssthresh;
-	c->flags &= (uint16_t)~F_RTT;       /* Karn */
+	c->flags &= (uint16_t)~F_RTT; /* Karn */
 	e->cnt.fast_retransmits++;
 	e->cnt.retransmits++;
 	if (n)
 		xmit(c, c->snd_una, TH_ACK | TH_PSH, 0, n);
 }
 
-static bool ack_input(struct tcp_conn *c, const struct tcp_seg *s)
+static bool
+ack_input(struct tcp_conn *c, const struct tcp_seg *s)
 {
 	struct tcp_engine *e = c->eng;
 	uint32_t maxwnd = max32(c->snd_wnd, 65535u);
 	uint32_t wnd = (uint32_t)s->win << c->snd_ws;
 
-	if (SEQ_GT(s->ack, c->snd_max)) {           /* acks what we never sent */
+	if (SEQ_GT(s->ack, c->snd_max)) { /* acks what we never sent */
 		e->cnt.drop_bad_ack++;
 		c->flags |= F_ACK_NOW;
 		return false;
 	}
-	if (SEQ_LT(s->ack, c->snd_una - maxwnd)) {  /* RFC 5961 5.2 */
+	if (SEQ_LT(s->ack, c->snd_una - maxwnd)) { /* RFC 5961 5.2 */
 		e->cnt.drop_old_ack++;
 		challenge_ack(c);
 		return false;
 	}
 	if (c->flags & F_PERSIST)
-		c->retries = 0;          /* the peer answers probes: it is alive */
+		c->retries = 0; /* the peer answers probes: it is alive */
 	if (SEQ_GT(s->ack, c->snd_una)) {
 		ack_advance(c, s->ack);
 		if (c->flags & F_DEAD)
@@ -1267,18 +1429,20 @@ static bool ack_input(struct tcp_conn *c, const struct tcp_seg *s)
 	return true;
 }
 
-static bool seq_acceptable(const struct tcp_conn *c, const struct tcp_seg *s)
+static bool
+seq_acceptable(const struct tcp_conn *c, const struct tcp_seg *s)
 {
 	uint32_t rwnd = SEQ_GT(c->rcv_adv, c->rcv_nxt) ? c->rcv_adv - c->rcv_nxt : 0;
 	uint32_t seglen = s->len + !!(s->flags & TH_SYN) + !!(s->flags & TH_FIN);
 
 	if (seglen == 0)
-		return rwnd == 0 ? s->seq == c->rcv_nxt
-			: SEQ_GEQ(s->seq, c->rcv_nxt) && SEQ_LT(s->seq, c->rcv_adv);
+		return rwnd == 0 ? s->seq == c->rcv_nxt :
+				   SEQ_GEQ(s->seq, c->rcv_nxt) && SEQ_LT(s->seq, c->rcv_adv);
 	if (rwnd == 0)
 		return false;
 	return (SEQ_GEQ(s->seq, c->rcv_nxt) && SEQ_LT(s->seq, c->rcv_adv)) ||
-	       (SEQ_GEQ(s->seq + seglen - 1, c->rcv_nxt) && SEQ_LT(s->seq + seglen - 1, c->rcv_adv));
+	       (SEQ_GEQ(s->seq + seglen - 1, c->rcv_nxt) &&
+		SEQ_LT(s->seq + seglen - 1, c->rcv_adv));
 }
 
 /* A retransmission of data (or a FIN) we already have: a duplicate on the
@@ -1288,27 +1452,28 @@ static bool seq_acceptable(const struct tcp_conn *c, const struct tcp_seg *s)
  * loop (pure ACKs stay under the budget). Linux exempts data segments from
  * its out-of-window rate limit for the same reason. "Already have" means
  * within the largest window we can announce below rcv_nxt. */
-static bool old_data(const struct tcp_conn *c, const struct tcp_seg *s)
+static bool
+old_data(const struct tcp_conn *c, const struct tcp_seg *s)
 {
 	uint32_t seglen = s->len + !!(s->flags & TH_FIN);
 
-	return seglen && !(s->flags & (TH_SYN | TH_RST)) &&
-	       SEQ_LEQ(s->seq + seglen, c->rcv_nxt) &&
+	return seglen && !(s->flags & (TH_SYN | TH_RST)) && SEQ_LEQ(s->seq + seglen, c->rcv_nxt) &&
 	       SEQ_GEQ(s->seq, c->rcv_nxt - (65535u << TCP_RCV_WSCALE));
 }
 
-static void fin_input(struct tcp_conn *c)
+static void
+fin_input(struct tcp_conn *c)
 {
 	struct tcp_engine *e = c->eng;
 	uint8_t next = tcp_states[c->state].on_fin_in;
 
-	if (next == c->state)        /* FIN already taken in this state */
+	if (next == c->state) /* FIN already taken in this state */
 		return;
 	c->rcv_nxt++;
-	if (SEQ_GT(c->rcv_nxt, c->rcv_adv))   /* a FIN right at the window edge */
+	if (SEQ_GT(c->rcv_nxt, c->rcv_adv)) /* a FIN right at the window edge */
 		c->rcv_adv = c->rcv_nxt;
 	c->flags |= F_ACK_NOW;
-	if (next == ST_CLOSED) {     /* FIN_WAIT_2: ACK it, no TIME_WAIT */
+	if (next == ST_CLOSED) { /* FIN_WAIT_2: ACK it, no TIME_WAIT */
 		xmit_ack(c);
 		terminate(c, TCP_CLOSE_NORMAL, false);
 		return;
@@ -1323,13 +1488,15 @@ static void fin_input(struct tcp_conn *c)
  * else one blind frame from another MAC on the link, knowing only the
  * 4-tuple, would send our challenge ACKs (RFC 5961), which must reach the
  * real peer, and the session's next replies to itself. */
-static void link_follow(struct tcp_conn *c, const struct tcp_seg *s)
+static void
+link_follow(struct tcp_conn *c, const struct tcp_seg *s)
 {
 	c->link = s->pkt->link;
 }
 
 /* Segment processing for synchronized states (RFC 9293 3.10.7.4 order). */
-static void sync_input(struct tcp_conn *c, const struct tcp_seg *s)
+static void
+sync_input(struct tcp_conn *c, const struct tcp_seg *s)
 {
 	struct tcp_engine *e = c->eng;
 
@@ -1377,7 +1544,8 @@ static void sync_input(struct tcp_conn *c, const struct tcp_seg *s)
 }
 
 /* Handshake complete (half-open or cookie): the app gets the connection. */
-static void establish(struct tcp_conn *c, const struct tcp_seg *s)
+static void
+establish(struct tcp_conn *c, const struct tcp_seg *s)
 {
 	struct tcp_engine *e = c->eng;
 	struct tcp_conn_info info;
@@ -1407,7 +1575,7 @@ static void establish(struct tcp_conn *c, const struct tcp_seg *s)
 		return;
 	}
 	e->cnt.opened++;
-	if (c->flags & F_DEAD) {        /* the app aborted from inside open() */
+	if (c->flags & F_DEAD) { /* the app aborted from inside open() */
 		count_reason(e, TCP_CLOSE_ABORT);
 		e->ops.closed(app, TCP_CLOSE_ABORT);
 		return;
@@ -1415,7 +1583,8 @@ static void establish(struct tcp_conn *c, const struct tcp_seg *s)
 	c->app = app;
 }
 
-static void synrcvd_input(struct tcp_conn *c, const struct tcp_seg *s)
+static void
+synrcvd_input(struct tcp_conn *c, const struct tcp_seg *s)
 {
 	struct tcp_engine *e = c->eng;
 
@@ -1457,8 +1626,9 @@ static void synrcvd_input(struct tcp_conn *c, const struct tcp_seg *s)
 
 /* ------------------------------------------------------------ listen */
 
-static uint32_t cookie_hash(const uint64_t k[2], const struct tcp_seg *s, uint32_t peer_isn,
-			    uint64_t slot, uint32_t mss_idx)
+static uint32_t
+cookie_hash(const uint64_t k[2], const struct tcp_seg *s, uint32_t peer_isn, uint64_t slot,
+	    uint32_t mss_idx)
 {
 	uint8_t buf[56];
 	const struct tcp_pkt *pk = s->pkt;
@@ -1476,7 +1646,8 @@ static uint32_t cookie_hash(const uint64_t k[2], const struct tcp_seg *s, uint32
 	return (uint32_t)(siphash24(k, buf, 50) >> (64 - COOKIE_HASH_BITS));
 }
 
-static uint32_t peer_mss(const struct tcp_engine *e, const struct tcp_seg *s, uint8_t fam)
+static uint32_t
+peer_mss(const struct tcp_engine *e, const struct tcp_seg *s, uint8_t fam)
 {
 	uint32_t ours = fam == 4 ? e->p.mss4 : e->p.mss6;
 	uint32_t theirs = s->mss ? s->mss : (fam == 4 ? 536u : 1220u);
@@ -1486,7 +1657,8 @@ static uint32_t peer_mss(const struct tcp_engine *e, const struct tcp_seg *s, ui
 	return min32(max32(theirs, 256), ours);
 }
 
-static uint32_t cookie_make(struct tcp_engine *e, const struct tcp_seg *s, uint32_t *mss)
+static uint32_t
+cookie_make(struct tcp_engine *e, const struct tcp_seg *s, uint32_t *mss)
 {
 	uint32_t want = peer_mss(e, s, s->pkt->family), idx = 0;
 
@@ -1499,7 +1671,8 @@ static uint32_t cookie_make(struct tcp_engine *e, const struct tcp_seg *s, uint3
 
 /* A cookie ACK: returns the MSS it carries, or 0 when forged/expired. The
  * slot is not in the cookie: the current key is tried, then the previous. */
-static uint32_t cookie_check(struct tcp_engine *e, const struct tcp_seg *s)
+static uint32_t
+cookie_check(struct tcp_engine *e, const struct tcp_seg *s)
 {
 	uint32_t ck = s->ack - 1, idx = ck & 7, h = ck >> 3;
 
@@ -1512,13 +1685,15 @@ static uint32_t cookie_check(struct tcp_engine *e, const struct tcp_seg *s)
 /* Cookies are honoured only while the edge hands them out: a cookie SYN-ACK
  * left within COOKIE_ACTIVE_MS. Otherwise every ACK without a TCB would be a
  * guess at the hash that costs the forger nothing. */
-static bool cookies_active(const struct tcp_engine *e)
+static bool
+cookies_active(const struct tcp_engine *e)
 {
 	return e->ck_sent && e->now_us - e->ck_sent_us <= (uint64_t)COOKIE_ACTIVE_MS * 1000;
 }
 
 /* Options for a new connection: ws/sack only with timestamps in cookie mode. */
-static void conn_opts(struct tcp_conn *c, bool ts, bool sack, uint8_t ws, uint32_t tsval)
+static void
+conn_opts(struct tcp_conn *c, bool ts, bool sack, uint8_t ws, uint32_t tsval)
 {
 	c->flags |= (uint16_t)((ts ? F_TS : 0) | (sack ? F_SACK : 0));
 	c->ts_recent = tsval;
@@ -1530,7 +1705,8 @@ static void conn_opts(struct tcp_conn *c, bool ts, bool sack, uint8_t ws, uint32
 }
 
 /* Cookie SYN-ACK, built from a throwaway TCB image on the stack. */
-static void cookie_synack(struct tcp_engine *e, const struct tcp_seg *s, uint32_t isn)
+static void
+cookie_synack(struct tcp_engine *e, const struct tcp_seg *s, uint32_t isn)
 {
 	struct tcp_conn t;
 
@@ -1564,7 +1740,8 @@ static void cookie_synack(struct tcp_engine *e, const struct tcp_seg *s, uint32_
 	e->ck_sent_us = e->now_us;
 }
 
-static void halfopen_start(struct tcp_conn *c, const struct tcp_seg *s, uint32_t isn, uint32_t mss)
+static void
+halfopen_start(struct tcp_conn *c, const struct tcp_seg *s, uint32_t isn, uint32_t mss)
 {
 	struct tcp_engine *e = c->eng;
 
@@ -1584,7 +1761,8 @@ static void halfopen_start(struct tcp_conn *c, const struct tcp_seg *s, uint32_t
 	conn_leave(c);
 }
 
-static int syn_input(struct tcp_engine *e, const struct tcp_seg *s)
+static int
+syn_input(struct tcp_engine *e, const struct tcp_seg *s)
 {
 	struct tcp_conn *c = NULL;
 	uint32_t mss, isn = cookie_make(e, s, &mss);
@@ -1610,7 +1788,8 @@ static int syn_input(struct tcp_engine *e, const struct tcp_seg *s)
 	return TCP_IN_SYN_HALFOPEN;
 }
 
-static int cookie_ack_input(struct tcp_engine *e, const struct tcp_seg *s)
+static int
+cookie_ack_input(struct tcp_engine *e, const struct tcp_seg *s)
 {
 	uint32_t mss;
 	struct tcp_conn *c;
@@ -1643,8 +1822,8 @@ static int cookie_ack_input(struct tcp_engine *e, const struct tcp_seg *s)
 	c->mss = (uint16_t)mss;
 	if (s->has_ts && e->now_ms - s->tsecr < 2 * COOKIE_SLOT_MS + 64) {
 		uint32_t enc = s->tsecr & 0x1f;
-		conn_opts(c, true, (enc & 0x10) != 0, (enc & 0xf) == 0xf ? 0xff : (uint8_t)(enc & 0xf),
-			  s->tsval);
+		conn_opts(c, true, (enc & 0x10) != 0,
+			  (enc & 0xf) == 0xf ? 0xff : (uint8_t)(enc & 0xf), s->tsval);
 	}
 	establish(c, s);
 	/* Only the handshake is taken from this segment: its payload and FIN
@@ -1653,14 +1832,15 @@ static int cookie_ack_input(struct tcp_engine *e, const struct tcp_seg *s)
 	if (hs.len || (hs.flags & TH_FIN))
 		e->cnt.cookie_data_dropped++;
 	hs.len = 0;
-	hs.flags &= (uint8_t)~(TH_FIN | TH_PSH);
+	hs.flags &= (uint8_t) ~(TH_FIN | TH_PSH);
 	if (!(c->flags & F_DEAD))
 		sync_input(c, &hs);
 	conn_leave(c);
 	return TCP_IN_COOKIE_OK;
 }
 
-static int listen_input(struct tcp_engine *e, const struct tcp_seg *s)
+static int
+listen_input(struct tcp_engine *e, const struct tcp_seg *s)
 {
 	if (s->flags & TH_RST) {
 		e->cnt.drop_stray_rst++;
@@ -1677,7 +1857,8 @@ static int listen_input(struct tcp_engine *e, const struct tcp_seg *s)
 
 /* ------------------------------------------------------------- parse */
 
-static void parse_opts(struct tcp_seg *s, const uint8_t *o, uint32_t n)
+static void
+parse_opts(struct tcp_seg *s, const uint8_t *o, uint32_t n)
 {
 	uint32_t i = 0;
 
@@ -1709,7 +1890,8 @@ static void parse_opts(struct tcp_seg *s, const uint8_t *o, uint32_t n)
 	}
 }
 
-static bool parse(const struct tcp_pkt *pk, struct tcp_seg *s)
+static bool
+parse(const struct tcp_pkt *pk, struct tcp_seg *s)
 {
 	uint32_t off;
 
@@ -1733,7 +1915,8 @@ static bool parse(const struct tcp_pkt *pk, struct tcp_seg *s)
 	return s->sport != 0 && s->dport != 0;
 }
 
-static bool port_listening(const struct tcp_engine *e, uint16_t port)
+static bool
+port_listening(const struct tcp_engine *e, uint16_t port)
 {
 	for (uint32_t i = 0; i < e->p.n_ports; i++)
 		if (e->ports[i] == port)
@@ -1741,14 +1924,15 @@ static bool port_listening(const struct tcp_engine *e, uint16_t port)
 	return false;
 }
 
-int tcp_input(struct tcp_engine *e, const struct tcp_pkt *pkt, uint64_t now_us)
+int
+tcp_input(struct tcp_engine *e, const struct tcp_pkt *pkt, uint64_t now_us)
 {
 	struct tcp_seg s;
 	struct tcp_conn *c;
 	struct tcp_pkt np = *pkt;
 
 	clock_set(e, now_us);
-	if (np.family == 4) {        /* IPv4: only the first 4 bytes are defined */
+	if (np.family == 4) { /* IPv4: only the first 4 bytes are defined */
 		memset(np.saddr + 4, 0, 12);
 		memset(np.daddr + 4, 0, 12);
 	}
@@ -1776,7 +1960,8 @@ int tcp_input(struct tcp_engine *e, const struct tcp_pkt *pkt, uint64_t now_us)
 
 /* ------------------------------------------------------------ timers */
 
-static void rto_fire(struct tcp_conn *c)
+static void
+rto_fire(struct tcp_conn *c)
 {
 	struct tcp_engine *e = c->eng;
 	uint32_t n;
@@ -1792,7 +1977,7 @@ static void rto_fire(struct tcp_conn *c)
 		return;
 	}
 	c->rto_ms = min32(c->rto_ms * 2, e->p.rto_max_ms);
-	c->flags &= (uint16_t)~F_RTT;           /* Karn: no sample from a resend */
+	c->flags &= (uint16_t)~F_RTT; /* Karn: no sample from a resend */
 	e->cnt.retransmits++;
 	if (c->state == ST_SYN_RCVD) {
 		/* The backoff is capped so that five SYN-ACKs fit in the
@@ -1819,7 +2004,8 @@ static void rto_fire(struct tcp_conn *c)
 	timer_arm(c, c->rto_ms, F_RTO);
 }
 
-static void wheel_fire(struct tcp_conn *c)
+static void
+wheel_fire(struct tcp_conn *c)
 {
 	struct tcp_engine *e = c->eng;
 	uint16_t kind = c->flags & (F_RTO | F_PERSIST);
@@ -1839,7 +2025,8 @@ static void wheel_fire(struct tcp_conn *c)
 	}
 }
 
-static void wheel_run(struct tcp_engine *e)
+static void
+wheel_run(struct tcp_engine *e)
 {
 	uint32_t steps = e->now_ms - e->wheel_ms;
 
@@ -1848,7 +2035,7 @@ static void wheel_run(struct tcp_engine *e)
 	for (uint32_t t = 1; t <= steps; t++) {
 		struct tcp_list *l = &e->wheel[(e->wheel_ms + t) & (WHEEL_SLOTS - 1)];
 		uint32_t i = l->head;
-		while (i != NIL) {              /* move the due ones aside first */
+		while (i != NIL) { /* move the due ones aside first */
 			uint32_t nx = e->tcbs[i].lk[LK_WHEEL].next;
 			if (TIME_DUE(e->tcbs[i].rto_at, e->now_ms)) {
 				list_unlink(e, l, LK_WHEEL, i);
@@ -1859,7 +2046,7 @@ static void wheel_run(struct tcp_engine *e)
 		}
 	}
 	e->wheel_ms = e->now_ms;
-	while (e->expired.head != NIL) {        /* fire one at a time: callbacks may free others */
+	while (e->expired.head != NIL) { /* fire one at a time: callbacks may free others */
 		struct tcp_conn *c = &e->tcbs[e->expired.head];
 		timer_unlink(c);
 		conn_enter(c);
@@ -1868,7 +2055,8 @@ static void wheel_run(struct tcp_engine *e)
 	}
 }
 
-static uint32_t class_timeout(const struct tcp_engine *e, int l)
+static uint32_t
+class_timeout(const struct tcp_engine *e, int l)
 {
 	switch (l) {
 	case L_HANDSHAKE: return e->p.handshake_timeout_ms;
@@ -1878,13 +2066,14 @@ static uint32_t class_timeout(const struct tcp_engine *e, int l)
 	}
 }
 
-static void idle_fire(struct tcp_conn *c)
+static void
+idle_fire(struct tcp_conn *c)
 {
 	struct tcp_engine *e = c->eng;
 	uint8_t st = c->state;
 
 	if (tcp_states[st].can_send && c->app && e->ops.idle) {
-		class_set(c, L_IDLE);           /* a fresh period to say 421 and close */
+		class_set(c, L_IDLE); /* a fresh period to say 421 and close */
 		e->ops.idle(c->app);
 		if (c->state != st || (c->flags & F_DEAD))
 			return;
@@ -1892,28 +2081,24 @@ static void idle_fire(struct tcp_conn *c)
 	terminate(c, TCP_CLOSE_TIMEOUT_IDLE, true);
 }
 
-static void class_fire(struct tcp_conn *c, int l)
+static void
+class_fire(struct tcp_conn *c, int l)
 {
 	struct tcp_engine *e = c->eng;
 
 	switch (l) {
 	case L_HANDSHAKE:
 		e->cnt.timeout_handshake++;
-		terminate(c, TCP_CLOSE_TIMEOUT_RTO, false);   /* no app yet */
+		terminate(c, TCP_CLOSE_TIMEOUT_RTO, false); /* no app yet */
 		break;
-	case L_IDLE:
-		idle_fire(c);
-		break;
-	case L_FIN_WAIT2:
-		terminate(c, TCP_CLOSE_TIMEOUT_FIN_WAIT2, true);
-		break;
-	default:
-		terminate(c, TCP_CLOSE_TIMEOUT_LIFETIME, true);
-		break;
+	case L_IDLE: idle_fire(c); break;
+	case L_FIN_WAIT2: terminate(c, TCP_CLOSE_TIMEOUT_FIN_WAIT2, true); break;
+	default: terminate(c, TCP_CLOSE_TIMEOUT_LIFETIME, true); break;
 	}
 }
 
-static void lists_run(struct tcp_engine *e)
+static void
+lists_run(struct tcp_engine *e)
 {
 	for (int l = L_HANDSHAKE; l < L_COUNT; l++) {
 		uint32_t to = class_timeout(e, l);
@@ -1923,12 +2108,14 @@ static void lists_run(struct tcp_engine *e)
 			if (i == NIL)
 				break;
 			c = &e->tcbs[i];
-			if (!TIME_DUE((l == L_LIFETIME ? c->created_ms : c->list_ms) + to, e->now_ms))
+			if (!TIME_DUE((l == L_LIFETIME ? c->created_ms : c->list_ms) + to,
+				      e->now_ms))
 				break;
 			conn_enter(c);
 			class_fire(c, l);
 			if (!(c->flags & F_DEAD) && e->lists[l].head == i &&
-			    TIME_DUE((l == L_LIFETIME ? c->created_ms : c->list_ms) + to, e->now_ms)) {
+			    TIME_DUE((l == L_LIFETIME ? c->created_ms : c->list_ms) + to,
+				     e->now_ms)) {
 				/* firing must move it; never spin on one TCB */
 				if (l == L_LIFETIME)
 					list_unlink(e, &e->lists[l], LK_LIFE, i);
@@ -1941,7 +2128,8 @@ static void lists_run(struct tcp_engine *e)
 }
 
 /* Send-pool chunks are free again: tell the waiting apps, oldest first. */
-static void space_run(struct tcp_engine *e)
+static void
+space_run(struct tcp_engine *e)
 {
 	while (e->space_wait.head != NIL && e->snd.n_free > 0) {
 		struct tcp_conn *c = &e->tcbs[e->space_wait.head];
@@ -1955,7 +2143,8 @@ static void space_run(struct tcp_engine *e)
 	}
 }
 
-void tcp_engine_tick(struct tcp_engine *e, uint64_t now_us)
+void
+tcp_engine_tick(struct tcp_engine *e, uint64_t now_us)
 {
 	clock_set(e, now_us);
 	cookie_rotate(e);
@@ -1966,7 +2155,8 @@ void tcp_engine_tick(struct tcp_engine *e, uint64_t now_us)
 
 /* --------------------------------------------------------------- API */
 
-uint32_t tcp_send_space(const struct tcp_conn *c)
+uint32_t
+tcp_send_space(const struct tcp_conn *c)
 {
 	const struct tcp_engine *e = c->eng;
 	uint32_t room, pool, tail_free = 0;
@@ -1980,7 +2170,8 @@ uint32_t tcp_send_space(const struct tcp_conn *c)
 	return min32(room, pool);
 }
 
-uint32_t tcp_send(struct tcp_conn *c, const void *p, uint32_t n)
+uint32_t
+tcp_send(struct tcp_conn *c, const void *p, uint32_t n)
 {
 	struct tcp_engine *e = c->eng;
 	struct tcp_pool *pl = &e->snd;
@@ -2022,7 +2213,8 @@ uint32_t tcp_send(struct tcp_conn *c, const void *p, uint32_t n)
 	return done;
 }
 
-void tcp_close(struct tcp_conn *c)
+void
+tcp_close(struct tcp_conn *c)
 {
 	if (!tcp_states[c->state].can_send || (c->flags & (F_CLOSE | F_DEAD)))
 		return;
@@ -2032,7 +2224,8 @@ void tcp_close(struct tcp_conn *c)
 	conn_leave(c);
 }
 
-void tcp_abort(struct tcp_conn *c)
+void
+tcp_abort(struct tcp_conn *c)
 {
 	if (c->flags & F_DEAD || c->state == ST_CLOSED)
 		return;
@@ -2041,7 +2234,8 @@ void tcp_abort(struct tcp_conn *c)
 	conn_leave(c);
 }
 
-void tcp_rcv_window_update(struct tcp_conn *c)
+void
+tcp_rcv_window_update(struct tcp_conn *c)
 {
 	struct tcp_engine *e = c->eng;
 	uint32_t space, grow;
@@ -2060,29 +2254,34 @@ void tcp_rcv_window_update(struct tcp_conn *c)
 	}
 }
 
-const char *tcp_conn_state_name(const struct tcp_conn *c)
+const char *
+tcp_conn_state_name(const struct tcp_conn *c)
 {
 	return tcp_states[c->state < ST_COUNT ? c->state : ST_CLOSED].name;
 }
 
-uint32_t tcp_conn_size(void)
+uint32_t
+tcp_conn_size(void)
 {
 	return (uint32_t)sizeof(struct tcp_conn);
 }
 
-uint32_t tcp_engine_active(const struct tcp_engine *e)
+uint32_t
+tcp_engine_active(const struct tcp_engine *e)
 {
 	return e->n_active;
 }
 
-const struct tcp_counters *tcp_engine_counters(const struct tcp_engine *e)
+const struct tcp_counters *
+tcp_engine_counters(const struct tcp_engine *e)
 {
 	return &e->cnt;
 }
 
 /* ----------------------------------------------------- create/destroy */
 
-void tcp_engine_destroy(struct tcp_engine *e)
+void
+tcp_engine_destroy(struct tcp_engine *e)
 {
 	if (!e)
 		return;
@@ -2094,7 +2293,8 @@ void tcp_engine_destroy(struct tcp_engine *e)
 	free(e);
 }
 
-static bool params_ok(const struct tcp_params *p, const struct tcp_ops *ops)
+static bool
+params_ok(const struct tcp_params *p, const struct tcp_ops *ops)
 {
 	return p && ops && ops->output && ops->open && ops->recv && ops->closed &&
 	       p->max_flows > 0 && p->max_flows < (1u << 28) && p->ports && p->n_ports > 0 &&
@@ -2103,8 +2303,8 @@ static bool params_ok(const struct tcp_params *p, const struct tcp_ops *ops)
 	       p->idle_timeout_ms > 0 && p->handshake_timeout_ms > 0 && p->lifetime_ms > 0;
 }
 
-struct tcp_engine *tcp_engine_create(const struct tcp_params *p, const struct tcp_ops *ops,
-				     void *ctx, uint64_t now_us)
+struct tcp_engine *
+tcp_engine_create(const struct tcp_params *p, const struct tcp_ops *ops, void *ctx, uint64_t now_us)
 {
 	struct tcp_engine *e;
 	uint32_t nb = 1;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * dataplane/tcp_wire.h — the TCP header's flag bits as they are on the
  * wire (RFC 9293 3.1): the engine reads and writes them, and the tests and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * dataplane/worker.c — a worker lcore's loop (DPDK's l2fwd shape): burst RX, classify
  * each frame, answer ARP/ND/echo in place, hand TCP to the session layer,
@@ -23,13 +24,13 @@
 #include "dataplane/stats.h"
 #include "dataplane/worker.h"
 
-#define BURST 32
-#define TX_MAX (BURST * 8)
-#define HANDSHAKE_BUDGET_US 200   /* TLS handshake CPU per loop, about */
+#define BURST               32
+#define TX_MAX              (BURST * 8)
+#define HANDSHAKE_BUDGET_US 200 /* TLS handshake CPU per loop, about */
 
 struct worker {
 	uint16_t port_id, queue;
-	uint32_t rx_trust;       /* PKT_RX_* flags the NIC can set */
+	uint32_t rx_trust; /* PKT_RX_* flags the NIC can set */
 	bool tx_ip_cksum, tx_tcp_cksum;
 	uint16_t ip4_id;
 	struct pkt_local local;
@@ -57,10 +58,18 @@ worker_create(const struct worker_params *p)
 {
 	const struct worker_faults *f = &p->faults;
 	struct sess_layer_params sp = {
-		.sess = p->sess, .emit = emit_tcp, .worker_id = p->queue, .lcore = p->lcore,
-		.req = p->req, .ver = p->ver, .txrecs = p->txrecs,
-		.wall0_us = p->wall0_us, .tsc0 = p->tsc0, .tsc_hz = p->tsc_hz,
-		.secret_seed = p->secret_seed, .tls_slot = p->tls_slot,
+		.sess = p->sess,
+		.emit = emit_tcp,
+		.worker_id = p->queue,
+		.lcore = p->lcore,
+		.req = p->req,
+		.ver = p->ver,
+		.txrecs = p->txrecs,
+		.wall0_us = p->wall0_us,
+		.tsc0 = p->tsc0,
+		.tsc_hz = p->tsc_hz,
+		.secret_seed = p->secret_seed,
+		.tls_slot = p->tls_slot,
 	};
 	struct worker *w = rte_zmalloc("worker", sizeof(*w), RTE_CACHE_LINE_SIZE);
 
@@ -279,7 +288,7 @@ handle_frame(struct worker *w, struct rte_mbuf *m)
 	uint32_t len = rte_pktmbuf_data_len(m), out;
 
 	w->st->c[DP_RX_BYTES] += rte_pktmbuf_pkt_len(m);
-	if (m->nb_segs != 1) {   /* no scatter configured: never ours */
+	if (m->nb_segs != 1) { /* no scatter configured: never ours */
 		info.kind = PKT_KIND_DROP;
 		info.drop = PKT_DROP_OVERSIZE;
 	} else {
@@ -298,8 +307,7 @@ handle_frame(struct worker *w, struct rte_mbuf *m)
 		rte_pktmbuf_free(m);
 		return;
 	default:
-		out = l23_reply(frame, len, (uint32_t)(m->buf_len - m->data_off),
-				&info, &w->local);
+		out = l23_reply(frame, len, (uint32_t)(m->buf_len - m->data_off), &info, &w->local);
 		if (out == 0) {
 			w->st->c[DP_RX_DROPPED]++;
 			w->st->drop[PKT_DROP_OVERSIZE]++;
@@ -338,8 +346,7 @@ worker_main(void *arg)
 		}
 		did = sess_layer_poll(w->sl, w->now_us);
 		/* Frames the test shim holds back go out on a later flush. */
-		if (n == 0 && did == 0 && w->n_tx == 0 &&
-		    !faults_holding(&w->tx_faults))
+		if (n == 0 && did == 0 && w->n_tx == 0 && !faults_holding(&w->tx_faults))
 			continue;
 		tx_flush(w);
 		/* After the burst's replies are out: TLS handshakes, within a

@@ -1,11 +1,12 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * dataplane/worker.h — the run-to-completion loop of a worker lcore: burst RX,
  * classify, answer or hand to TCP, verdicts from the control plane, timers,
  * burst TX. Each worker owns its queue pair and everything behind it;
  * nothing is shared with other workers.
  */
-#ifndef SMTPEDGE_WORKER_H
-#define SMTPEDGE_WORKER_H
+#ifndef SMTPEDGE_DATAPLANE_WORKER_H
+#define SMTPEDGE_DATAPLANE_WORKER_H
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -31,14 +32,14 @@ struct worker_params {
 	const struct sess_params *sess;
 	struct worker_faults faults;
 	const struct port_state *port;
-	uint16_t queue;          /* also the worker's index */
+	uint16_t queue; /* also the worker's index */
 	unsigned lcore;
 	struct pkt_local local;
 	struct rte_ring *req, *ver;
 	struct rte_mempool *txrecs;
 	uint64_t wall0_us, tsc0, tsc_hz;
 	uint64_t secret_seed;
-	struct tls_slot *tls_slot;   /* NULL: no STARTTLS */
+	struct tls_slot *tls_slot; /* NULL: no STARTTLS */
 };
 
 struct worker;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * dns/rdns.c — forward-confirmed reverse DNS on libunbound, asynchronous
  * (see rdns.h for the check itself).
@@ -22,10 +23,7 @@
  * waits in DRAIN until the answer reaches our queue: a slot is never
  * reused, nor freed, while a callback may still write into it.
  */
-#include "dns/rdns.h"
-#include "dns/rdns_cache.h"
-#include "dns/rdns_name.h"
-
+#include <arpa/nameser.h>
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
@@ -34,49 +32,53 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <arpa/nameser.h>
+#include <unistd.h>
+
 #include <unbound.h>
 
+#include "dns/rdns.h"
+#include "dns/rdns_cache.h"
+#include "dns/rdns_name.h"
+
 #define RDNS_DEFAULT_TIMEOUT_MS 5000
-#define RDNS_DRAIN_SLICE_MS 10
+#define RDNS_DRAIN_SLICE_MS     10
 
 enum rdns_state {
-	RDNS_S_FREE,      /* on the free list */
-	RDNS_S_PTR,       /* waiting for the PTR answer */
-	RDNS_S_FORWARD,   /* waiting for the A/AAAA answers of the names */
-	RDNS_S_DRAIN,     /* answered; an answer is still on its way to us */
+	RDNS_S_FREE,    /* on the free list */
+	RDNS_S_PTR,     /* waiting for the PTR answer */
+	RDNS_S_FORWARD, /* waiting for the A/AAAA answers of the names */
+	RDNS_S_DRAIN,   /* answered; an answer is still on its way to us */
 	RDNS_S__COUNT
 };
 
 struct rdns_lookup;
 
 struct rdns_query {
-	struct rdns_lookup *lookup;  /* fixed at create: the callback's way in */
-	struct rdns_query *next;     /* on r->arrived, under r->lock */
-	struct ub_result *res;       /* set by the callback, under r->lock */
-	int err;                     /* set by the callback, under r->lock */
-	int async_id;                /* owner thread only, from here down */
-	bool pending;                /* issued; answer not consumed yet */
-	uint8_t index;               /* 0: the PTR; 1 + i: PTR name i */
+	struct rdns_lookup *lookup; /* fixed at create: the callback's way in */
+	struct rdns_query *next;    /* on r->arrived, under r->lock */
+	struct ub_result *res;      /* set by the callback, under r->lock */
+	int err;                    /* set by the callback, under r->lock */
+	int async_id;               /* owner thread only, from here down */
+	bool pending;               /* issued; answer not consumed yet */
+	uint8_t index;              /* 0: the PTR; 1 + i: PTR name i */
 };
 
 struct rdns_lookup {
-	struct rdns *r;                    /* fixed at create */
-	struct rdns_lookup *prev, *next;   /* deadline list, or free list */
-	uint8_t state;                     /* enum rdns_state */
+	struct rdns *r;                  /* fixed at create */
+	struct rdns_lookup *prev, *next; /* deadline list, or free list */
+	uint8_t state;                   /* enum rdns_state */
 	uint8_t family;
 	uint8_t addr[16];
-	bool fwd_temp;                     /* a forward lookup failed */
+	bool fwd_temp; /* a forward lookup failed */
 	rdns_done_fn done;
 	void *arg;
 	uint64_t start_us, deadline_us;
-	struct ub_result *ptr;             /* the PTR answer, for the names */
-	uint32_t fwd_left;                 /* forward answers awaited */
-	uint32_t pending;                  /* queries with .pending set */
-	int ttl_ptr, ttl_fwd;              /* bounds for the result cache */
+	struct ub_result *ptr; /* the PTR answer, for the names */
+	uint32_t fwd_left;     /* forward answers awaited */
+	uint32_t pending;      /* queries with .pending set */
+	int ttl_ptr, ttl_fwd;  /* bounds for the result cache */
 	struct rdns_query q[1 + RDNS_MAX_NAMES];
 };
 
@@ -86,43 +88,39 @@ struct rdns {
 	uint32_t max_names, max_inflight, cache_ttl_s;
 	struct rdns_cache *cache;
 	struct rdns_lookup *pool;
-	struct rdns_lookup *free;          /* singly linked through next */
-	struct rdns_lookup *head, *tail;   /* in flight, by deadline */
+	struct rdns_lookup *free;        /* singly linked through next */
+	struct rdns_lookup *head, *tail; /* in flight, by deadline */
 	uint32_t inflight;
 	int efd, epfd;
 	bool lock_ok;
-	pthread_mutex_t lock;              /* guards arrived and signalled */
+	pthread_mutex_t lock; /* guards arrived and signalled */
 	struct rdns_query *arrived;
 	bool signalled;
 	_Atomic uint64_t counters[RDNS_C__COUNT];
 };
 
-static void rdns_on_ptr(struct rdns *r, struct rdns_lookup *l,
-			struct rdns_query *q, int err, struct ub_result *res,
-			uint64_t now_us);
-static void rdns_on_forward(struct rdns *r, struct rdns_lookup *l,
-			    struct rdns_query *q, int err,
+static void rdns_on_ptr(struct rdns *r, struct rdns_lookup *l, struct rdns_query *q, int err,
+			struct ub_result *res, uint64_t now_us);
+static void rdns_on_forward(struct rdns *r, struct rdns_lookup *l, struct rdns_query *q, int err,
 			    struct ub_result *res, uint64_t now_us);
-static void rdns_on_late(struct rdns *r, struct rdns_lookup *l,
-			 struct rdns_query *q, int err, struct ub_result *res,
-			 uint64_t now_us);
+static void rdns_on_late(struct rdns *r, struct rdns_lookup *l, struct rdns_query *q, int err,
+			 struct ub_result *res, uint64_t now_us);
 
 /* What each state means: for the slot's bookkeeping, and for an answer
  * that arrives in it. */
 static const struct {
 	const char *name;
-	bool timed;       /* on the deadline list */
-	bool held;        /* counts in rdns_inflight() */
-	void (*on_answer)(struct rdns *r, struct rdns_lookup *l,
-			  struct rdns_query *q, int err,
+	bool timed; /* on the deadline list */
+	bool held;  /* counts in rdns_inflight() */
+	void (*on_answer)(struct rdns *r, struct rdns_lookup *l, struct rdns_query *q, int err,
 			  struct ub_result *res, uint64_t now_us);
 } rdns_states[RDNS_S__COUNT] = {
 	/* FREE has nothing pending: an answer there would be our bug, and
 	 * is only freed */
-	[RDNS_S_FREE]    = { "free",    false, false, rdns_on_late },
-	[RDNS_S_PTR]     = { "ptr",     true,  true,  rdns_on_ptr },
-	[RDNS_S_FORWARD] = { "forward", true,  true,  rdns_on_forward },
-	[RDNS_S_DRAIN]   = { "drain",   false, true,  rdns_on_late },
+	[RDNS_S_FREE] = { "free", false, false, rdns_on_late },
+	[RDNS_S_PTR] = { "ptr", true, true, rdns_on_ptr },
+	[RDNS_S_FORWARD] = { "forward", true, true, rdns_on_forward },
+	[RDNS_S_DRAIN] = { "drain", false, true, rdns_on_late },
 };
 
 static const char *const rdns_counter_names[RDNS_C__COUNT] = {
@@ -150,8 +148,7 @@ static const char *const rdns_counter_names[RDNS_C__COUNT] = {
 
 /* Upper bounds of the latency buckets, RDNS_C_LAT_1MS onwards. */
 static const uint32_t rdns_latency_bounds_us[] = {
-	1000, 2000, 5000, 10000, 20000, 50000, 100000, 200000, 500000,
-	1000000,
+	1000, 2000, 5000, 10000, 20000, 50000, 100000, 200000, 500000, 1000000,
 };
 
 static const struct {
@@ -190,8 +187,7 @@ rdns_counter(const struct rdns *r, unsigned id)
 static void
 rdns_count(struct rdns *r, enum rdns_counter_id id)
 {
-	uint64_t v = atomic_load_explicit(&r->counters[id],
-					  memory_order_relaxed);
+	uint64_t v = atomic_load_explicit(&r->counters[id], memory_order_relaxed);
 
 	atomic_store_explicit(&r->counters[id], v + 1, memory_order_relaxed);
 }
@@ -201,8 +197,7 @@ rdns_count_latency(struct rdns *r, uint64_t us)
 {
 	unsigned i;
 
-	for (i = 0; i < sizeof(rdns_latency_bounds_us) /
-			sizeof(rdns_latency_bounds_us[0]); i++)
+	for (i = 0; i < sizeof(rdns_latency_bounds_us) / sizeof(rdns_latency_bounds_us[0]); i++)
 		if (us < rdns_latency_bounds_us[i])
 			break;
 	rdns_count(r, (enum rdns_counter_id)(RDNS_C_LAT_1MS + i));
@@ -261,21 +256,18 @@ rdns_ub_callback(void *mydata, int err, struct ub_result *res)
 	q->next = r->arrived;
 	r->arrived = q;
 	/* inside the lock: once unlocked, r may be gone (rdns_destroy) */
-	if (!r->signalled && write(r->efd, &one, sizeof(one)) ==
-	    (ssize_t)sizeof(one))
+	if (!r->signalled && write(r->efd, &one, sizeof(one)) == (ssize_t)sizeof(one))
 		r->signalled = true;
 	pthread_mutex_unlock(&r->lock);
 }
 
 static int
-rdns_issue(struct rdns *r, struct rdns_lookup *l, unsigned qi,
-	   const char *name, int type)
+rdns_issue(struct rdns *r, struct rdns_lookup *l, unsigned qi, const char *name, int type)
 {
 	struct rdns_query *q = &l->q[qi];
 	int rc;
 
-	rc = ub_resolve_async(r->ub, name, type, ns_c_in, q,
-			      rdns_ub_callback, &q->async_id);
+	rc = ub_resolve_async(r->ub, name, type, ns_c_in, q, rdns_ub_callback, &q->async_id);
 	if (rc == 0) {
 		q->pending = true;
 		l->pending++;
@@ -324,15 +316,13 @@ rdns_count_names(const struct ub_result *res)
 
 /* PTR name i for the answer: no final dot; "" when there is none. */
 static void
-rdns_answer_name(const struct rdns_lookup *l, uint32_t i,
-		 char out[RDNS_NAME_LEN])
+rdns_answer_name(const struct rdns_lookup *l, uint32_t i, char out[RDNS_NAME_LEN])
 {
 	size_t len;
 
 	out[0] = '\0';
 	if (l->ptr == NULL || i >= rdns_count_names(l->ptr) ||
-	    !rdns_name_text((const uint8_t *)l->ptr->data[i],
-			    (size_t)l->ptr->len[i], out)) {
+	    !rdns_name_text((const uint8_t *)l->ptr->data[i], (size_t)l->ptr->len[i], out)) {
 		out[0] = '\0';
 		return;
 	}
@@ -353,8 +343,8 @@ rdns_min_ttl(int a, int b)
  * to report (the confirming one for PASS), or 0 for the first.
  */
 static void
-rdns_finish(struct rdns *r, struct rdns_lookup *l, enum rdns_result res,
-	    uint32_t name_i, int ttl, uint64_t now_us)
+rdns_finish(struct rdns *r, struct rdns_lookup *l, enum rdns_result res, uint32_t name_i, int ttl,
+	    uint64_t now_us)
 {
 	struct rdns_answer a;
 	rdns_done_fn done = l->done;
@@ -371,12 +361,11 @@ rdns_finish(struct rdns *r, struct rdns_lookup *l, enum rdns_result res,
 	rdns_count(r, rdns_results[res].counter);
 	rdns_count_latency(r, lat);
 	if (r->cache != NULL && res != RDNS_TEMPERROR && ttl > 0) {
-		uint64_t keep = (uint64_t)ttl < r->cache_ttl_s ?
-				(uint64_t)ttl : r->cache_ttl_s;
+		uint64_t keep = (uint64_t)ttl < r->cache_ttl_s ? (uint64_t)ttl : r->cache_ttl_s;
 
 		if (keep > 0)
-			rdns_cache_put(r->cache, l->family, l->addr, res, a.name,
-				       now_us, now_us + keep * 1000000u);
+			rdns_cache_put(r->cache, l->family, l->addr, res, a.name, now_us,
+				       now_us + keep * 1000000u);
 	}
 	rdns_release(r, l);
 	done(arg, &a);
@@ -384,9 +373,9 @@ rdns_finish(struct rdns *r, struct rdns_lookup *l, enum rdns_result res,
 
 /* What an answer means for the check. */
 enum rdns_dns {
-	RDNS_DNS_DATA,    /* records of the type asked for */
-	RDNS_DNS_EMPTY,   /* NXDOMAIN or NODATA: a real "no" */
-	RDNS_DNS_FAIL,    /* anything else: try again later */
+	RDNS_DNS_DATA,  /* records of the type asked for */
+	RDNS_DNS_EMPTY, /* NXDOMAIN or NODATA: a real "no" */
+	RDNS_DNS_FAIL,  /* anything else: try again later */
 };
 
 static enum rdns_dns
@@ -410,14 +399,14 @@ rdns_forward_done(struct rdns *r, struct rdns_lookup *l, uint64_t now_us)
 
 /* The PTR answer: NONE, TEMPERROR, or the forward queries, all at once. */
 static void
-rdns_on_ptr(struct rdns *r, struct rdns_lookup *l, struct rdns_query *q,
-	    int err, struct ub_result *res, uint64_t now_us)
+rdns_on_ptr(struct rdns *r, struct rdns_lookup *l, struct rdns_query *q, int err,
+	    struct ub_result *res, uint64_t now_us)
 {
 	char name[RDNS_NAME_LEN];
 	uint32_t i, n;
 	int ttl;
 
-	(void)q;   /* always q[0] */
+	(void)q; /* always q[0] */
 	switch (rdns_classify(err, res)) {
 	case RDNS_DNS_FAIL:
 		ub_resolve_free(res);
@@ -429,8 +418,7 @@ rdns_on_ptr(struct rdns *r, struct rdns_lookup *l, struct rdns_query *q,
 		ub_resolve_free(res);
 		rdns_finish(r, l, RDNS_NONE, 0, ttl, now_us);
 		return;
-	case RDNS_DNS_DATA:
-		break;
+	case RDNS_DNS_DATA: break;
 	}
 	l->ptr = res;
 	l->ttl_ptr = res->ttl;
@@ -439,11 +427,9 @@ rdns_on_ptr(struct rdns *r, struct rdns_lookup *l, struct rdns_query *q,
 	n = rdns_count_names(res);
 	for (i = 0; i < n && i < r->max_names; i++) {
 		/* a name we cannot even write down cannot confirm */
-		if (!rdns_name_text((const uint8_t *)res->data[i],
-				    (size_t)res->len[i], name))
+		if (!rdns_name_text((const uint8_t *)res->data[i], (size_t)res->len[i], name))
 			continue;
-		if (rdns_issue(r, l, 1 + i, name, l->family == 6 ?
-			       ns_t_aaaa : ns_t_a) == 0)
+		if (rdns_issue(r, l, 1 + i, name, l->family == 6 ? ns_t_aaaa : ns_t_a) == 0)
 			l->fwd_left++;
 		else
 			l->fwd_temp = true;
@@ -459,8 +445,7 @@ rdns_has_addr(const struct rdns_lookup *l, const struct ub_result *res)
 	uint32_t i;
 
 	for (i = 0; res->data[i] != NULL; i++)
-		if ((size_t)res->len[i] == alen &&
-		    memcmp(res->data[i], l->addr, alen) == 0)
+		if ((size_t)res->len[i] == alen && memcmp(res->data[i], l->addr, alen) == 0)
 			return true;
 	return false;
 }
@@ -468,10 +453,10 @@ rdns_has_addr(const struct rdns_lookup *l, const struct ub_result *res)
 /* The A/AAAA answer of a PTR name. The first name that confirms wins:
  * the check is answered then, and the other queries are withdrawn. */
 static void
-rdns_on_forward(struct rdns *r, struct rdns_lookup *l, struct rdns_query *q,
-		int err, struct ub_result *res, uint64_t now_us)
+rdns_on_forward(struct rdns *r, struct rdns_lookup *l, struct rdns_query *q, int err,
+		struct ub_result *res, uint64_t now_us)
 {
-	uint32_t i = q->index - 1u;   /* q[0] is the PTR */
+	uint32_t i = q->index - 1u; /* q[0] is the PTR */
 	enum rdns_dns got = rdns_classify(err, res);
 	int ttl = res != NULL ? res->ttl : 0;
 	bool match = got == RDNS_DNS_DATA && rdns_has_addr(l, res);
@@ -479,8 +464,7 @@ rdns_on_forward(struct rdns *r, struct rdns_lookup *l, struct rdns_query *q,
 	ub_resolve_free(res);
 	l->fwd_left--;
 	if (match) {
-		rdns_finish(r, l, RDNS_PASS, i, rdns_min_ttl(l->ttl_ptr, ttl),
-			    now_us);
+		rdns_finish(r, l, RDNS_PASS, i, rdns_min_ttl(l->ttl_ptr, ttl), now_us);
 		return;
 	}
 	if (got == RDNS_DNS_FAIL)
@@ -493,8 +477,8 @@ rdns_on_forward(struct rdns *r, struct rdns_lookup *l, struct rdns_query *q,
 
 /* An answer for a lookup already answered: only its memory matters. */
 static void
-rdns_on_late(struct rdns *r, struct rdns_lookup *l, struct rdns_query *q,
-	     int err, struct ub_result *res, uint64_t now_us)
+rdns_on_late(struct rdns *r, struct rdns_lookup *l, struct rdns_query *q, int err,
+	     struct ub_result *res, uint64_t now_us)
 {
 	(void)q;
 	(void)err;
@@ -579,8 +563,7 @@ rdns_reverse_name(uint8_t family, const uint8_t addr[16], char out[80])
 	int i;
 
 	if (family == 4) {
-		snprintf(out, 80, "%u.%u.%u.%u.in-addr.arpa.", addr[3],
-			 addr[2], addr[1], addr[0]);
+		snprintf(out, 80, "%u.%u.%u.%u.in-addr.arpa.", addr[3], addr[2], addr[1], addr[0]);
 		return;
 	}
 	for (i = 15; i >= 0; i--) {
@@ -593,8 +576,8 @@ rdns_reverse_name(uint8_t family, const uint8_t addr[16], char out[80])
 }
 
 int
-rdns_lookup(struct rdns *r, uint8_t family, const uint8_t addr[16],
-	    rdns_done_fn done, void *arg, uint64_t now_us)
+rdns_lookup(struct rdns *r, uint8_t family, const uint8_t addr[16], rdns_done_fn done, void *arg,
+	    uint64_t now_us)
 {
 	struct rdns_answer a;
 	struct rdns_lookup *l;
@@ -604,9 +587,7 @@ rdns_lookup(struct rdns *r, uint8_t family, const uint8_t addr[16],
 		errno = EINVAL;
 		return -1;
 	}
-	if (r->cache != NULL &&
-	    rdns_cache_get(r->cache, family, addr, now_us, &a.result,
-			   a.name)) {
+	if (r->cache != NULL && rdns_cache_get(r->cache, family, addr, now_us, &a.result, a.name)) {
 		a.n_ptr = 0;
 		a.latency_us = 0;
 		a.cached = true;
@@ -685,8 +666,8 @@ rdns_create(const struct rdns_params *p)
 	uint32_t i, j;
 	int e;
 
-	if (p == NULL || p->ub == NULL || p->max_inflight == 0 ||
-	    p->max_names > RDNS_MAX_NAMES || ub_fd(p->ub) < 0) {
+	if (p == NULL || p->ub == NULL || p->max_inflight == 0 || p->max_names > RDNS_MAX_NAMES ||
+	    ub_fd(p->ub) < 0) {
 		errno = EINVAL;
 		return NULL;
 	}
@@ -695,8 +676,7 @@ rdns_create(const struct rdns_params *p)
 		return NULL;
 	r->efd = r->epfd = -1;
 	r->ub = p->ub;
-	r->timeout_us = (uint64_t)(p->timeout_ms ? p->timeout_ms :
-				   RDNS_DEFAULT_TIMEOUT_MS) * 1000u;
+	r->timeout_us = (uint64_t)(p->timeout_ms ? p->timeout_ms : RDNS_DEFAULT_TIMEOUT_MS) * 1000u;
 	r->max_names = p->max_names ? p->max_names : RDNS_MAX_NAMES;
 	r->max_inflight = p->max_inflight;
 	r->cache_ttl_s = p->cache_ttl_s;

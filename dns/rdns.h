@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * dns/rdns.h — forward-confirmed reverse DNS (FCrDNS), asynchronous.
  *
@@ -30,29 +31,29 @@ struct rdns;
 
 enum rdns_result { RDNS_PASS, RDNS_NONE, RDNS_MISMATCH, RDNS_TEMPERROR };
 
-#define RDNS_MAX_NAMES 10   /* PTR names checked at most (as RFC 7208 ptr) */
-#define RDNS_NAME_LEN 256
+#define RDNS_MAX_NAMES 10 /* PTR names checked at most (as RFC 7208 ptr) */
+#define RDNS_NAME_LEN  256
 
 struct rdns_answer {
 	enum rdns_result result;
 	/* PASS: the name that confirmed; otherwise the first PTR name, or ""
 	 * when there is none. Presentation form without the final dot. */
 	char name[RDNS_NAME_LEN];
-	uint32_t n_ptr;        /* PTR records in the answer (all, not only
+	uint32_t n_ptr;      /* PTR records in the answer (all, not only
 				  the names checked); 0 from the cache */
-	uint32_t latency_us;   /* start to answer; 0 from the cache */
+	uint32_t latency_us; /* start to answer; 0 from the cache */
 	bool cached;
 };
 
 struct rdns_params {
-	struct ub_ctx *ub;       /* dns_resolver_create(); not owned */
-	uint32_t timeout_ms;     /* whole-lookup deadline; 0 = 5000 */
-	uint32_t max_names;      /* 1..RDNS_MAX_NAMES; 0 = RDNS_MAX_NAMES */
-	uint32_t cache_entries;  /* result cache size; 0 = no cache */
-	uint32_t cache_ttl_s;    /* upper bound (0 = no cache); the TTLs of
+	struct ub_ctx *ub;      /* dns_resolver_create(); not owned */
+	uint32_t timeout_ms;    /* whole-lookup deadline; 0 = 5000 */
+	uint32_t max_names;     /* 1..RDNS_MAX_NAMES; 0 = RDNS_MAX_NAMES */
+	uint32_t cache_entries; /* result cache size; 0 = no cache */
+	uint32_t cache_ttl_s;   /* upper bound (0 = no cache); the TTLs of
 				    the records behind a result bound it too,
 				    TEMPERROR is never cached */
-	uint32_t max_inflight;   /* lookups at once (fixed pool), >= 1 */
+	uint32_t max_inflight;  /* lookups at once (fixed pool), >= 1 */
 };
 
 /* NULL and errno: EINVAL (bad params), ENOMEM, or what eventfd/epoll
@@ -76,8 +77,8 @@ typedef void (*rdns_done_fn)(void *arg, const struct rdns_answer *a);
  * family is not 4 or 6 (EINVAL). done() may start new lookups, but must
  * not call rdns_process() or rdns_destroy().
  */
-int rdns_lookup(struct rdns *r, uint8_t family, const uint8_t addr[16],
-		rdns_done_fn done, void *arg, uint64_t now_us);
+int rdns_lookup(struct rdns *r, uint8_t family, const uint8_t addr[16], rdns_done_fn done,
+		void *arg, uint64_t now_us);
 
 /* Readable when rdns_process() has answers to deliver. Stays the same
  * for the life of r. */
@@ -101,16 +102,16 @@ uint32_t rdns_inflight(const struct rdns *r);
  * the latency buckets count the answers that needed DNS.
  */
 enum rdns_counter_id {
-	RDNS_C_LOOKUPS,       /* rdns_lookup() calls that returned 0 */
+	RDNS_C_LOOKUPS, /* rdns_lookup() calls that returned 0 */
 	RDNS_C_CACHE_HITS,
 	RDNS_C_PASS,
 	RDNS_C_NONE,
 	RDNS_C_MISMATCH,
 	RDNS_C_TEMPERROR,
-	RDNS_C_TIMEOUTS,      /* TEMPERRORs given because of the deadline */
-	RDNS_C_CANCELLED,     /* in flight when rdns_destroy() was called */
-	RDNS_C_BUSY,          /* refused: max_inflight reached */
-	RDNS_C_LAT_1MS,       /* latency < 1 ms */
+	RDNS_C_TIMEOUTS,  /* TEMPERRORs given because of the deadline */
+	RDNS_C_CANCELLED, /* in flight when rdns_destroy() was called */
+	RDNS_C_BUSY,      /* refused: max_inflight reached */
+	RDNS_C_LAT_1MS,   /* latency < 1 ms */
 	RDNS_C_LAT_2MS,
 	RDNS_C_LAT_5MS,
 	RDNS_C_LAT_10MS,
@@ -120,7 +121,7 @@ enum rdns_counter_id {
 	RDNS_C_LAT_200MS,
 	RDNS_C_LAT_500MS,
 	RDNS_C_LAT_1000MS,
-	RDNS_C_LAT_SLOW,      /* >= 1000 ms */
+	RDNS_C_LAT_SLOW, /* >= 1000 ms */
 	RDNS_C__COUNT
 };
 

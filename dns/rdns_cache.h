@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * dns/rdns_cache.h — the reverse-DNS result cache: address -> answer.
  *
@@ -24,13 +25,11 @@ struct rdns_cache *rdns_cache_create(uint32_t entries);
 struct rdns_cache *rdns_cache_destroy(struct rdns_cache *c);
 
 /* True and the result and name when a live entry holds the address. */
-bool rdns_cache_get(const struct rdns_cache *c, uint8_t family,
-		    const uint8_t addr[16], uint64_t now_us,
-		    enum rdns_result *res, char name[RDNS_NAME_LEN]);
+bool rdns_cache_get(const struct rdns_cache *c, uint8_t family, const uint8_t addr[16],
+		    uint64_t now_us, enum rdns_result *res, char name[RDNS_NAME_LEN]);
 
 /* Keeps res and name for the address until expires_us. */
-void rdns_cache_put(struct rdns_cache *c, uint8_t family,
-		    const uint8_t addr[16], enum rdns_result res,
-		    const char *name, uint64_t now_us, uint64_t expires_us);
+void rdns_cache_put(struct rdns_cache *c, uint8_t family, const uint8_t addr[16],
+		    enum rdns_result res, const char *name, uint64_t now_us, uint64_t expires_us);
 
 #endif

@@ -1,10 +1,11 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * dns/rdns_name.c — PTR targets from wire form to text (see rdns_name.h).
  */
-#include "dns/rdns_name.h"
-
 #include <stdio.h>
 #include <string.h>
+
+#include "dns/rdns_name.h"
 
 /* Characters with a meaning in presentation form: escaped with '\'. */
 static const char rdns_name_special[] = ".\\\"();@$";
@@ -48,9 +49,9 @@ rdns_name_text(const uint8_t *wire, size_t n, char out[RDNS_NAME_LEN])
 		out[o++] = '.';
 	}
 	if (pos >= n)
-		return false;       /* ran out before the root label */
+		return false; /* ran out before the root label */
 	if (o == 0)
-		out[o++] = '.';     /* the root itself */
+		out[o++] = '.'; /* the root itself */
 	out[o] = '\0';
 	return true;
 }

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * dns/rdns_name.h — a PTR record's target, from wire form to text.
  *

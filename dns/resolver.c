@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * dns/resolver.c — builds the shared libunbound context (see resolver.h).
  *
@@ -9,17 +10,17 @@
  * get their PTR from the forwarder, not an NXDOMAIN made up locally). In
  * full recursion both defaults stay: nobody should ask AS112 about them.
  */
-#include "dns/resolver.h"
-
+#include <arpa/nameser.h>
 #include <stdarg.h>
 #include <stdio.h>
-#include <arpa/nameser.h>
+
 #include <unbound.h>
+
+#include "dns/resolver.h"
 
 /* Writes the reason and returns NULL, after freeing the half-built ctx. */
 static struct ub_ctx *
-resolver_fail(struct ub_ctx *ub, char *err, size_t errlen, const char *fmt,
-	      ...)
+resolver_fail(struct ub_ctx *ub, char *err, size_t errlen, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -39,8 +40,7 @@ static const char *const resolver_forward_options[][2] = {
 };
 
 struct ub_ctx *
-dns_resolver_create(const struct dns_resolver_params *p, char *err,
-		    size_t errlen)
+dns_resolver_create(const struct dns_resolver_params *p, char *err, size_t errlen)
 {
 	struct ub_result *probe;
 	struct ub_ctx *ub;
@@ -51,42 +51,36 @@ dns_resolver_create(const struct dns_resolver_params *p, char *err,
 		return resolver_fail(NULL, err, errlen, "no parameters");
 	ub = ub_ctx_create();
 	if (ub == NULL)
-		return resolver_fail(NULL, err, errlen,
-				     "ub_ctx_create failed");
+		return resolver_fail(NULL, err, errlen, "ub_ctx_create failed");
 	rc = ub_ctx_async(ub, 1);
 	if (rc != 0)
-		return resolver_fail(ub, err, errlen, "ub_ctx_async: %s",
-				     ub_strerror(rc));
+		return resolver_fail(ub, err, errlen, "ub_ctx_async: %s", ub_strerror(rc));
 	/* Keep records in the order the server gave them: a sender with
 	 * more PTR names than rDNS checks gets the same names checked, and
 	 * so the same verdict, every time. */
 	rc = ub_ctx_set_option(ub, "rrset-roundrobin:", "no");
 	if (rc != 0)
-		return resolver_fail(ub, err, errlen, "rrset-roundrobin: %s",
-				     ub_strerror(rc));
+		return resolver_fail(ub, err, errlen, "rrset-roundrobin: %s", ub_strerror(rc));
 	for (i = 0; i < p->n_servers; i++) {
 		rc = ub_ctx_set_fwd(ub, p->servers[i]);
 		if (rc != 0)
-			return resolver_fail(ub, err, errlen,
-					     "forwarder '%s': %s",
-					     p->servers[i], ub_strerror(rc));
+			return resolver_fail(ub, err, errlen, "forwarder '%s': %s", p->servers[i],
+					     ub_strerror(rc));
 	}
 	for (i = 0; p->n_servers > 0 &&
-		    i < sizeof(resolver_forward_options) /
-			sizeof(resolver_forward_options[0]); i++) {
+		    i < sizeof(resolver_forward_options) / sizeof(resolver_forward_options[0]);
+	     i++) {
 		rc = ub_ctx_set_option(ub, resolver_forward_options[i][0],
 				       resolver_forward_options[i][1]);
 		if (rc != 0)
 			return resolver_fail(ub, err, errlen, "%s %s: %s",
 					     resolver_forward_options[i][0],
-					     resolver_forward_options[i][1],
-					     ub_strerror(rc));
+					     resolver_forward_options[i][1], ub_strerror(rc));
 	}
 	if (p->trust_anchor != NULL) {
 		rc = ub_ctx_add_ta_file(ub, p->trust_anchor);
 		if (rc != 0)
-			return resolver_fail(ub, err, errlen,
-					     "trust anchor '%s': %s",
+			return resolver_fail(ub, err, errlen, "trust anchor '%s': %s",
 					     p->trust_anchor, ub_strerror(rc));
 	}
 	/* Settings are applied when the context is first used: use it now,
@@ -95,8 +89,7 @@ dns_resolver_create(const struct dns_resolver_params *p, char *err,
 	 * sender. */
 	rc = ub_resolve(ub, "localhost.", ns_t_a, ns_c_in, &probe);
 	if (rc != 0)
-		return resolver_fail(ub, err, errlen, "resolver setup: %s",
-				     ub_strerror(rc));
+		return resolver_fail(ub, err, errlen, "resolver setup: %s", ub_strerror(rc));
 	ub_resolve_free(probe);
 	return ub;
 }

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * dns/resolver.h — the one libunbound context smtpedge resolves through.
  *
@@ -28,8 +29,7 @@ struct dns_resolver_params {
 
 /* The context, configured and ready; NULL and a one-line reason in err
  * ("forwarder 'x': syntax error") when a setting is refused. */
-struct ub_ctx *dns_resolver_create(const struct dns_resolver_params *p,
-				   char *err, size_t errlen);
+struct ub_ctx *dns_resolver_create(const struct dns_resolver_params *p, char *err, size_t errlen);
 
 /* Only once no thread uses the context any more. Tolerates NULL; returns
  * NULL so the caller can clear its pointer in the same line. */

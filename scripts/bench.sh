@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # smtpedge's benchmarks: not part of the test run.
 #
 #   scripts/bench.sh [--quick]

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Builds smtpedge: build/ (the daemon and the CLI, -O2 -g), and with
 # "all", build-asan/ (ASan+UBSan) and build-fuzz/ (clang, libFuzzer) too.
 # Installs missing packages first.

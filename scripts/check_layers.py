@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-3-Clause
 """scripts/check_layers.py — fails when a file of one layer includes another layer's
 header that the layer may not use.
 

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Installs, from Debian's archive, every package that building, running and
 # testing smtpedge needs. Idempotent: a machine that has them all makes no
 # apt call at all, so run.sh and test.sh can call it every time.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Unpacks Debian's Exim (exim4-daemon-light) into DIR (default build/exim)
 # for the interoperability lab test, and prints the path of its binary.
 #

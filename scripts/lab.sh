@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # The test lab: two network namespaces joined by a veth pair.
 #
 #   se-peer  [se-peer0: 2001:db8:1::10/20/30, 198.51.100.10/20/30]

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Runs smtpedge on its lab, on a fresh Debian 12 machine as root: installs
 # what is missing, builds, brings up the lab (scripts/lab.sh), starts
 # smtpedge on the lab's DPDK port with conf/lab.conf, and shows it working

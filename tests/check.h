@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * tests/check.h — the harness every C test shares.
  *
@@ -23,20 +24,17 @@
 
 static _Atomic unsigned check_passed, check_failed;
 static _Atomic unsigned check_case_failures;
-static bool check_in_case;   /* cases are begun and ended by one thread */
+static bool check_in_case; /* cases are begun and ended by one thread */
 static bool check_verbose;
 
 /* The leading space keeps fmt a literal when the caller gave none. */
-#define CHECK(cond, ...)                                                     \
-	check_at(!!(cond), __FILE__, __LINE__, #cond, " " __VA_ARGS__)
+#define CHECK(cond, ...) check_at(!!(cond), __FILE__, __LINE__, #cond, " " __VA_ARGS__)
 
 /* Two integers compared, both values printed when they differ. */
-#define CHECK_EQ_INT(a, b)                                                   \
-	check_eq_int((long long)(a), (long long)(b), __FILE__, __LINE__, #a, #b)
+#define CHECK_EQ_INT(a, b) check_eq_int((long long)(a), (long long)(b), __FILE__, __LINE__, #a, #b)
 
 static inline bool __attribute__((format(printf, 5, 6)))
-check_at(bool ok, const char *file, int line, const char *cond,
-	 const char *fmt, ...)
+check_at(bool ok, const char *file, int line, const char *cond, const char *fmt, ...)
 {
 	bool msg = fmt[1] != '\0';
 	va_list ap;
@@ -66,11 +64,9 @@ check_at(bool ok, const char *file, int line, const char *cond,
 }
 
 static inline bool
-check_eq_int(long long a, long long b, const char *file, int line,
-	     const char *as, const char *bs)
+check_eq_int(long long a, long long b, const char *file, int line, const char *as, const char *bs)
 {
-	return check_at(a == b, file, line, as, " %lld, expected %s = %lld",
-			a, bs, b);
+	return check_at(a == b, file, line, as, " %lld, expected %s = %lld", a, bs, b);
 }
 
 static inline void

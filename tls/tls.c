@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * tls/tls.c — the TLS layer: OpenSSL over memory BIOs (see tls.h).
  *
@@ -20,8 +21,6 @@
  *   when the outermost call into this file returns (c->depth), never under
  *   OpenSSL's feet.
  */
-#include "tls/tls.h"
-
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,7 +33,9 @@
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 
-#define TLS_IN_CAP    (16384u + 2048u + 5u + 1024u)  /* a TLS 1.2 record max */
+#include "tls/tls.h"
+
+#define TLS_IN_CAP    (16384u + 2048u + 5u + 1024u) /* a TLS 1.2 record max */
 #define TLS_OUT_CAP   16384u
 #define TLS_PLAIN_CAP 16384u
 
@@ -53,17 +54,16 @@ struct ticket_key {
 };
 
 struct tls_tickets {
-	_Atomic uint64_t seq;          /* odd while being written */
+	_Atomic uint64_t seq; /* odd while being written */
 	struct ticket_key cur, prev;
 };
 
 static void
 ticket_key_new(struct ticket_key *k)
 {
-	if (RAND_bytes(k->name, sizeof(k->name)) != 1 ||
-	    RAND_bytes(k->aes, sizeof(k->aes)) != 1 ||
+	if (RAND_bytes(k->name, sizeof(k->name)) != 1 || RAND_bytes(k->aes, sizeof(k->aes)) != 1 ||
 	    RAND_bytes(k->hmac, sizeof(k->hmac)) != 1)
-		abort();   /* no randomness: nothing safe to do */
+		abort(); /* no randomness: nothing safe to do */
 }
 
 struct tls_tickets *
@@ -100,8 +100,7 @@ tls_tickets_free(struct tls_tickets *t)
 }
 
 static void
-tickets_read(struct tls_tickets *t, struct ticket_key *cur,
-	     struct ticket_key *prev)
+tickets_read(struct tls_tickets *t, struct ticket_key *cur, struct ticket_key *prev)
 {
 	uint64_t s0, s1;
 
@@ -119,11 +118,9 @@ ticket_mac_init(EVP_MAC_CTX *h, const struct ticket_key *k)
 {
 	OSSL_PARAM params[3];
 
-	params[0] = OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY,
-						      (void *)k->hmac,
-						      sizeof(k->hmac));
-	params[1] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
-						     (char *)"SHA256", 0);
+	params[0] = OSSL_PARAM_construct_octet_string(
+		OSSL_MAC_PARAM_KEY, (void *)k->hmac, sizeof(k->hmac));
+	params[1] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
 	params[2] = OSSL_PARAM_construct_end();
 	return EVP_MAC_CTX_set_params(h, params);
 }
@@ -131,8 +128,8 @@ ticket_mac_init(EVP_MAC_CTX *h, const struct ticket_key *k)
 /* 1: key found (or a new ticket made); 2: found under the previous key, so
  * the client gets a fresh ticket; 0: unknown, a full handshake follows. */
 static int
-ticket_cb(SSL *ssl, unsigned char name[16], unsigned char *iv,
-	  EVP_CIPHER_CTX *ectx, EVP_MAC_CTX *hctx, int enc)
+ticket_cb(SSL *ssl, unsigned char name[16], unsigned char *iv, EVP_CIPHER_CTX *ectx,
+	  EVP_MAC_CTX *hctx, int enc)
 {
 	struct tls_tickets *t = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
 	struct ticket_key cur, prev;
@@ -209,8 +206,8 @@ key_kind_ok(SSL_CTX *x, bool rsa, const char *path, char *why, size_t len)
 }
 
 static int
-load_pair(SSL_CTX *x, const char *cert, const char *key, bool rsa,
-	  const char **which, char *why, size_t len)
+load_pair(SSL_CTX *x, const char *cert, const char *key, bool rsa, const char **which, char *why,
+	  size_t len)
 {
 	*which = rsa ? "rsa_cert" : "cert";
 	if (SSL_CTX_use_certificate_chain_file(x, cert) != 1)
@@ -244,23 +241,20 @@ load_chain(SSL_CTX *x, const char *path, char *why, size_t len)
 		n++;
 	}
 	fclose(f);
-	ERR_clear_error();   /* the end of the file */
+	ERR_clear_error(); /* the end of the file */
 	if (n == 0)
 		return fail_why(why, len, "holds no PEM certificate", path);
 	return 0;
 }
 
 struct tls_ctx *
-tls_ctx_create(const struct tls_ctx_params *p, const char **which, char *why,
-	       size_t len)
+tls_ctx_create(const struct tls_ctx_params *p, const char **which, char *why, size_t len)
 {
-	static const char ciphers12[] =
-		"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
-		"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
-		"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256";
-	static const char suites13[] =
-		"TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:"
-		"TLS_AES_128_GCM_SHA256";
+	static const char ciphers12[] = "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+					"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+					"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256";
+	static const char suites13[] = "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:"
+				       "TLS_AES_128_GCM_SHA256";
 	SSL_CTX *x;
 
 	ERR_clear_error();
@@ -270,12 +264,10 @@ tls_ctx_create(const struct tls_ctx_params *p, const char **which, char *why,
 		snprintf(why, len, "no memory for a TLS context");
 		return NULL;
 	}
-	SSL_CTX_set_min_proto_version(x, p->min_version == 13 ? TLS1_3_VERSION :
-				      TLS1_2_VERSION);
+	SSL_CTX_set_min_proto_version(x, p->min_version == 13 ? TLS1_3_VERSION : TLS1_2_VERSION);
 	SSL_CTX_set_max_proto_version(x, TLS1_3_VERSION);
 	SSL_CTX_set_options(x, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
-			    SSL_OP_CIPHER_SERVER_PREFERENCE |
-			    SSL_OP_SINGLE_ECDH_USE);
+				       SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_SINGLE_ECDH_USE);
 	SSL_CTX_clear_options(x, SSL_OP_ALLOW_CLIENT_RENEGOTIATION);
 	SSL_CTX_set_max_early_data(x, 0);
 	SSL_CTX_set_recv_max_early_data(x, 0);
@@ -354,11 +346,11 @@ tls_slot_clear(struct tls_slot *s)
 
 struct tls_conn {
 	SSL *ssl;
-	BIO *in, *out;                 /* owned by ssl */
+	BIO *in, *out; /* owned by ssl */
 	const struct tls_conn_ops *ops;
 	void *arg;
 	struct tls_conn_stats *st;
-	int depth;                     /* calls into this file under way */
+	int depth; /* calls into this file under way */
 	bool done, failed, eof, dead, peer_alert;
 	uint32_t plain_off, plain_len;
 	uint8_t plain[TLS_PLAIN_CAP];
@@ -416,7 +408,7 @@ tls_conn_new(struct tls_ctx *ctx, const struct tls_conn_ops *ops, void *arg,
 static void
 really_free(struct tls_conn *c)
 {
-	SSL_free(c->ssl);   /* its BIOs too, and its reference to the context */
+	SSL_free(c->ssl); /* its BIOs too, and its reference to the context */
 	free(c);
 }
 
@@ -469,14 +461,11 @@ fail_reason(const struct tls_conn *c)
 		return e ? TLS_FAIL_OTHER : TLS_FAIL_PROTOCOL;
 	switch (r) {
 	case SSL_R_UNSUPPORTED_PROTOCOL:
-	case SSL_R_VERSION_TOO_LOW:
-		return TLS_FAIL_VERSION;
+	case SSL_R_VERSION_TOO_LOW: return TLS_FAIL_VERSION;
 	case SSL_R_NO_SHARED_CIPHER:
 	case SSL_R_NO_SUITABLE_SIGNATURE_ALGORITHM:
-	case SSL_R_NO_SHARED_GROUPS:
-		return TLS_FAIL_CIPHER;
-	default:
-		return TLS_FAIL_PROTOCOL;
+	case SSL_R_NO_SHARED_GROUPS: return TLS_FAIL_CIPHER;
+	default: return TLS_FAIL_PROTOCOL;
 	}
 }
 
@@ -487,7 +476,7 @@ fail(struct tls_conn *c)
 
 	ERR_clear_error();
 	c->failed = true;
-	flush(c);   /* the alert OpenSSL queued */
+	flush(c); /* the alert OpenSSL queued */
 	if (!c->dead)
 		c->ops->failed(c->arg, why);
 }
@@ -525,8 +514,8 @@ run(struct tls_conn *c)
 	}
 	while (!c->dead && !c->failed) {
 		if (c->plain_off < c->plain_len) {
-			c->plain_off += c->ops->plain(c->arg, c->plain + c->plain_off,
-						      c->plain_len - c->plain_off);
+			c->plain_off += c->ops->plain(
+				c->arg, c->plain + c->plain_off, c->plain_len - c->plain_off);
 			if (c->dead || c->plain_off < c->plain_len)
 				break;
 		}
@@ -551,7 +540,7 @@ run(struct tls_conn *c)
 		return;
 	}
 	if (!c->dead)
-		flush(c);   /* alerts, tickets, key updates */
+		flush(c); /* alerts, tickets, key updates */
 }
 
 static void
@@ -567,7 +556,7 @@ tls_conn_room(const struct tls_conn *c)
 	size_t held = BIO_ctrl_pending(c->in);
 
 	if (c->failed)
-		return TLS_IN_CAP;   /* read and dropped */
+		return TLS_IN_CAP; /* read and dropped */
 	return held >= TLS_IN_CAP ? 0 : TLS_IN_CAP - (uint32_t)held;
 }
 
@@ -613,7 +602,7 @@ tls_conn_write(struct tls_conn *c, const void *p, uint32_t n)
 	int r;
 
 	if (c->failed)
-		return n;   /* nobody to say it to */
+		return n; /* nobody to say it to */
 	if (!c->done || BIO_ctrl_pending(c->out) >= TLS_OUT_CAP || n == 0)
 		return 0;
 	c->depth++;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * tls/tls.h — the TLS layer of a worker's sessions (RFC 3207 STARTTLS): the
  * interface.
@@ -26,25 +27,25 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct tls_ctx;                    /* an SSL_CTX */
+struct tls_ctx; /* an SSL_CTX */
 struct tls_conn;
 struct tls_tickets;
 
 struct tls_ctx_params {
-	const char *cert, *key;        /* ECDSA P-256; the chain may follow */
-	const char *rsa_cert, *rsa_key;/* optional second certificate */
-	const char *chain;             /* optional extra chain file */
-	int min_version;               /* 12 or 13 */
-	struct tls_tickets *tickets;   /* shared ticket keys; NULL: OpenSSL's */
+	const char *cert, *key;         /* ECDSA P-256; the chain may follow */
+	const char *rsa_cert, *rsa_key; /* optional second certificate */
+	const char *chain;              /* optional extra chain file */
+	int min_version;                /* 12 or 13 */
+	struct tls_tickets *tickets;    /* shared ticket keys; NULL: OpenSSL's */
 };
 
 /* Loads the certificates and keys. NULL on failure: *key names the
  * parameter at fault ("cert", "key", "rsa_key", ...) and why says what is
  * wrong with it, for the config's one-line error. */
-struct tls_ctx *tls_ctx_create(const struct tls_ctx_params *p,
-			       const char **key, char *why, size_t whylen);
+struct tls_ctx *tls_ctx_create(const struct tls_ctx_params *p, const char **key, char *why,
+			       size_t whylen);
 void tls_ctx_ref(struct tls_ctx *c);
-void tls_ctx_put(struct tls_ctx *c);   /* tolerates NULL */
+void tls_ctx_put(struct tls_ctx *c); /* tolerates NULL */
 
 /*
  * A worker's current context. The control plane offers a new one (with one
@@ -54,7 +55,7 @@ void tls_ctx_put(struct tls_ctx *c);   /* tolerates NULL */
  */
 struct tls_slot {
 	struct tls_ctx *_Atomic offered;
-	struct tls_ctx *current;       /* the worker's own */
+	struct tls_ctx *current; /* the worker's own */
 };
 void tls_slot_offer(struct tls_slot *s, struct tls_ctx *c);
 struct tls_ctx *tls_slot_current(struct tls_slot *s);
@@ -70,18 +71,18 @@ void tls_tickets_rotate(struct tls_tickets *t);
 void tls_tickets_free(struct tls_tickets *t);
 
 /* Why a handshake failed, for counting. */
-#define TLS_FAILS(X) \
-	X(PROTOCOL, "protocol")     /* not TLS, bad record, bad message */ \
-	X(VERSION, "version")       /* below min_version */ \
-	X(CIPHER, "no_shared_cipher") \
-	X(ALERT, "peer_alert")      /* the client sent a fatal alert */ \
+#define TLS_FAILS(X)                                                   \
+	X(PROTOCOL, "protocol") /* not TLS, bad record, bad message */ \
+	X(VERSION, "version")   /* below min_version */                \
+	X(CIPHER, "no_shared_cipher")                                  \
+	X(ALERT, "peer_alert") /* the client sent a fatal alert */     \
 	X(OTHER, "other")
 
 enum tls_fail {
 #define TLS_FAIL_ENUM(id, name) TLS_FAIL_##id,
 	TLS_FAILS(TLS_FAIL_ENUM)
 #undef TLS_FAIL_ENUM
-	TLS_FAIL__COUNT
+		TLS_FAIL__COUNT
 };
 extern const char *const tls_fail_names[];
 
@@ -101,8 +102,8 @@ struct tls_conn_ops {
 };
 
 struct tls_conn_info {
-	char version[16];              /* "TLSv1.3" */
-	char cipher[64];               /* "TLS_AES_256_GCM_SHA384" */
+	char version[16]; /* "TLSv1.3" */
+	char cipher[64];  /* "TLS_AES_256_GCM_SHA384" */
 	int bits, alg_bits;
 	bool resumed;
 };
@@ -112,8 +113,8 @@ struct tls_conn_stats {
 };
 
 /* NULL when memory runs out. */
-struct tls_conn *tls_conn_new(struct tls_ctx *ctx, const struct tls_conn_ops *ops,
-			      void *arg, struct tls_conn_stats *stats);
+struct tls_conn *tls_conn_new(struct tls_ctx *ctx, const struct tls_conn_ops *ops, void *arg,
+			      struct tls_conn_stats *stats);
 /* Ciphertext from TCP: returns how many bytes it took (at most
  * tls_conn_room()), then runs the handshake or delivers plaintext. */
 uint32_t tls_conn_input(struct tls_conn *c, const uint8_t *p, uint32_t n);
@@ -133,6 +134,6 @@ void tls_conn_shutdown(struct tls_conn *c);
 uint32_t tls_conn_unsent(const struct tls_conn *c);
 bool tls_conn_established(const struct tls_conn *c);
 bool tls_conn_info(const struct tls_conn *c, struct tls_conn_info *out);
-void tls_conn_free(struct tls_conn *c);   /* tolerates NULL */
+void tls_conn_free(struct tls_conn *c); /* tolerates NULL */
 
 #endif

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * tests/bench/bench_inproc.c — smtpedge's in-process benchmark: the real
  * worker loop and the real control plane, no kernel on the packet path.
@@ -59,27 +60,25 @@
 #include "common/msg.h"
 #include "common/txrec.h"
 
+#include "control/config.h"
+#include "control/ctlplane.h"
+#include "control/policy.h"
+#include "daemon/planes.h"
 #include "dataplane/port.h"
 #include "dataplane/session.h"
 #include "dataplane/stats.h"
 #include "dataplane/tcp_wire.h"
 #include "dataplane/worker.h"
 
-#include "control/config.h"
-#include "control/ctlplane.h"
-#include "control/policy.h"
-
-#include "daemon/planes.h"
-
-#define GEN_RING 16384           /* each direction of the fake NIC */
-#define GEN_MBUFS (GEN_RING * 2 - 1)
-#define GEN_BURST 64
-#define GEN_TXQ 4096
+#define GEN_RING     16384 /* each direction of the fake NIC */
+#define GEN_MBUFS    (GEN_RING * 2 - 1)
+#define GEN_BURST    64
+#define GEN_TXQ      4096
 #define GEN_MAX_ADDR 16
-#define GEN_PORTS 64512u         /* source ports 1024..65535 */
-#define GEN_LINE 600
-#define GEN_STALL_S 3            /* no progress this long: abandoned (RST) */
-#define GEN_MSS 1400
+#define GEN_PORTS    64512u /* source ports 1024..65535 */
+#define GEN_LINE     600
+#define GEN_STALL_S  3 /* no progress this long: abandoned (RST) */
+#define GEN_MSS      1400
 
 /* ---- the scripts ---------------------------------------------------- */
 
@@ -119,7 +118,7 @@ struct gen_script {
 	const char *name;
 	const struct gen_step *steps;
 	unsigned n;
-	uint16_t addr_first, addr_step;   /* bulk peers 2001:db8:1::1:N */
+	uint16_t addr_first, addr_step; /* bulk peers 2001:db8:1::1:N */
 };
 
 /* Odd bulk peers have no PTR, even ones a forward-confirmed one (lab.sh). */
@@ -145,7 +144,7 @@ struct gen_sess {
 
 struct gen_counts {
 	uint64_t ok, failed, stalled, reset, opened;
-	uint64_t codes[600];          /* unexpected reply codes */
+	uint64_t codes[600]; /* unexpected reply codes */
 };
 
 struct gen {
@@ -157,7 +156,7 @@ struct gen {
 	const struct gen_script *sc;
 	struct gen_sess *sess;
 	uint32_t *free_stack, n_free, cap;
-	uint32_t *map;                /* [addr][port] -> session index + 1 */
+	uint32_t *map; /* [addr][port] -> session index + 1 */
 	uint32_t active, want;
 	uint64_t next_tuple;
 	bool opening;
@@ -215,8 +214,8 @@ gen_flush(struct gen *g)
  * The checksum is real: the worker verifies it in software, as it would
  * for a NIC without offloads. */
 static void
-gen_emit(struct gen *g, const struct gen_sess *s, uint32_t seq, uint8_t flags,
-	 const void *data, uint32_t len)
+gen_emit(struct gen *g, const struct gen_sess *s, uint32_t seq, uint8_t flags, const void *data,
+	 uint32_t len)
 {
 	uint32_t opt = (flags & TH_SYN) ? 4 : 0, tl = 20 + opt + len;
 	struct rte_mbuf *m;
@@ -228,7 +227,7 @@ gen_emit(struct gen *g, const struct gen_sess *s, uint32_t seq, uint8_t flags,
 	while (!(m = rte_pktmbuf_alloc(g->pool)))
 		gen_flush(g);
 	p = (uint8_t *)rte_pktmbuf_append(m, (uint16_t)(14 + 40 + tl));
-	if (!p) {       /* cannot happen: segments are under the data room */
+	if (!p) { /* cannot happen: segments are under the data room */
 		rte_pktmbuf_free(m);
 		return;
 	}
@@ -346,17 +345,10 @@ gen_reply(struct gen *g, struct gen_sess *s, int code)
 		return;
 	}
 	switch (st->what) {
-	case SEND_CMD:
-		gen_send(g, s, st->cmd, (uint32_t)strlen(st->cmd));
-		break;
-	case SEND_BODY:
-		gen_send(g, s, g->body, g->body_len);
-		break;
-	case SEND_HOLD:
-		s->held = true;
-		return;
-	case SEND_CLOSE:
-		return;      /* the server closes after 221; we answer its FIN */
+	case SEND_CMD: gen_send(g, s, st->cmd, (uint32_t)strlen(st->cmd)); break;
+	case SEND_BODY: gen_send(g, s, g->body, g->body_len); break;
+	case SEND_HOLD: s->held = true; return;
+	case SEND_CLOSE: return; /* the server closes after 221; we answer its FIN */
 	}
 	s->step++;
 }
@@ -381,8 +373,8 @@ gen_data(struct gen *g, struct gen_sess *s, const uint8_t *p, uint32_t n)
 }
 
 static void
-gen_segment(struct gen *g, struct gen_sess *s, const uint8_t *tcp,
-	    const uint8_t *data, uint32_t len, uint64_t now)
+gen_segment(struct gen *g, struct gen_sess *s, const uint8_t *tcp, const uint8_t *data,
+	    uint32_t len, uint64_t now)
 {
 	uint8_t fl = tcp[13];
 	uint32_t seq = rd32(tcp + 4), ack = rd32(tcp + 8), sent0 = s->snd_nxt;
@@ -552,8 +544,8 @@ ctl_ticks(const struct bench_env *e)
 		if (!f)
 			continue;
 		if (fgets(buf, sizeof(buf), f) && (p = strrchr(buf, ')')) &&
-		    sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
-			   &ut, &st) == 2)
+		    sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut,
+			   &st) == 2)
 			sum += ut + st;
 		fclose(f);
 	}
@@ -607,7 +599,7 @@ gen_reset_counts(struct gen *g, const struct gen_script *sc, unsigned conc)
 	g->n_addr = GEN_MAX_ADDR;
 	for (i = 0; i < g->n_addr; i++) {
 		static const uint8_t base[16] = { 0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0,
-						  0, 0, 0, 0, 0, 1, 0, 0 };
+						  0,    0,    0,    0,    0, 1, 0, 0 };
 		uint16_t low = (uint16_t)(sc->addr_first + i * sc->addr_step);
 
 		memcpy(g->addrs[i], base, 16);
@@ -642,8 +634,8 @@ describe_unexpected(const struct gen *g, char *out, size_t n)
 }
 
 static void
-run_load(struct bench_env *e, const struct gen_script *sc, unsigned conc,
-	 double warm_s, double secs, struct run_result *r)
+run_load(struct bench_env *e, const struct gen_script *sc, unsigned conc, double warm_s,
+	 double secs, struct run_result *r)
 {
 	struct gen *g = e->g;
 	struct snap a, b;
@@ -771,8 +763,9 @@ gen_body(struct gen *g)
 
 	g->body = malloc(cap);
 	n = (uint32_t)snprintf(g->body, cap, "%s", hdr);
-	while (n < 2048 - 78)   /* a 2 KB message: 76-character lines */
-		n += (uint32_t)snprintf(g->body + n, cap - n, "%.76s\r\n",
+	while (n < 2048 - 78) /* a 2 KB message: 76-character lines */
+		n += (uint32_t)snprintf(
+			g->body + n, cap - n, "%.76s\r\n",
 			"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdef");
 	n += (uint32_t)snprintf(g->body + n, cap - n, ".\r\n");
 	g->body_len = n;
@@ -846,7 +839,8 @@ parse_args(int argc, char **argv)
 		}
 	}
 	if (!g_args.config || g_args.secs <= 0) {
-		fprintf(stderr, "usage: bench_inproc [EAL options] -- --config FILE "
+		fprintf(stderr,
+			"usage: bench_inproc [EAL options] -- --config FILE "
 			"[--reject CONC] [--accept CONC] [--idle N] [--secs S] [--warm S]\n");
 		return -1;
 	}
@@ -879,8 +873,8 @@ gen_create(struct gen *g, const struct edge_config *cfg, const struct port_state
 	memcpy(g->edge_mac, ps->mac, 6);
 	memcpy(g->peer_mac, (const uint8_t[6]){ 0x02, 0, 0, 0xbe, 0x4c, 0x01 }, 6);
 	memcpy(g->edge6, cfg->addr6, 16);
-	g->pool = rte_pktmbuf_pool_create("gen_mbufs", GEN_MBUFS, 256, 0,
-					  RTE_MBUF_DEFAULT_BUF_SIZE, (int)rte_socket_id());
+	g->pool = rte_pktmbuf_pool_create(
+		"gen_mbufs", GEN_MBUFS, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE, (int)rte_socket_id());
 	g->cap = cap ? cap : 1;
 	g->sess = calloc(g->cap, sizeof(*g->sess));
 	g->free_stack = calloc(g->cap, sizeof(uint32_t));
@@ -908,31 +902,32 @@ gen_destroy(struct gen *g)
 static void
 print_run(FILE *f, const struct run_result *r)
 {
-	fprintf(f, "%-7s conc=%-5u sessions=%-8" PRIu64 " wall=%.2fs  %10.0f/s wall  "
+	fprintf(f,
+		"%-7s conc=%-5u sessions=%-8" PRIu64 " wall=%.2fs  %10.0f/s wall  "
 		"%10.0f/s per busy core  %7.0f cycles/session  %5.0f cycles/packet  "
-		"%.1f packets/session  control cpu %.3fs  failed=%" PRIu64 " stalled=%"
-		PRIu64 " reset=%" PRIu64 " rdns %" PRIu64 " (cached %" PRIu64 ") spooled %"
-		PRIu64 "%s%s\n",
+		"%.1f packets/session  control cpu %.3fs  failed=%" PRIu64 " stalled=%" PRIu64
+		" reset=%" PRIu64 " rdns %" PRIu64 " (cached %" PRIu64 ") spooled %" PRIu64
+		"%s%s\n",
 		r->name, r->conc, r->ok, r->wall_s, r->per_s_wall, r->per_s_core,
-		r->cycles_per_session, r->cycles_per_packet, r->packets_per_session,
-		r->ctl_cpu_s, r->failed, r->stalled, r->reset, r->rdns_req,
-		r->rdns_cached, r->spool_written, r->unexpected[0] ? " unexpected=" : "",
-		r->unexpected);
+		r->cycles_per_session, r->cycles_per_packet, r->packets_per_session, r->ctl_cpu_s,
+		r->failed, r->stalled, r->reset, r->rdns_req, r->rdns_cached, r->spool_written,
+		r->unexpected[0] ? " unexpected=" : "", r->unexpected);
 }
 
 static void
 json_run(FILE *f, const char *k, const struct run_result *r)
 {
-	fprintf(f, "\"%s\":{\"concurrency\":%u,\"sessions\":%" PRIu64 ",\"wall_s\":%.3f,"
+	fprintf(f,
+		"\"%s\":{\"concurrency\":%u,\"sessions\":%" PRIu64 ",\"wall_s\":%.3f,"
 		"\"busy_s\":%.4f,\"sessions_per_s_wall\":%.0f,\"sessions_per_s_per_core\":%.0f,"
 		"\"cycles_per_session\":%.0f,\"cycles_per_packet\":%.0f,\"packets_per_session\":%.2f,"
-		"\"control_cpu_s\":%.3f,\"failed\":%" PRIu64 ",\"stalled\":%" PRIu64 ",\"reset\":%"
-		PRIu64 ",\"rdns_requests\":%" PRIu64 ",\"rdns_cached\":%" PRIu64
+		"\"control_cpu_s\":%.3f,\"failed\":%" PRIu64 ",\"stalled\":%" PRIu64
+		",\"reset\":%" PRIu64 ",\"rdns_requests\":%" PRIu64 ",\"rdns_cached\":%" PRIu64
 		",\"spooled\":%" PRIu64 ",\"unexpected\":\"%s\"},",
 		k, r->conc, r->ok, r->wall_s, r->busy_s, r->per_s_wall, r->per_s_core,
-		r->cycles_per_session, r->cycles_per_packet, r->packets_per_session,
-		r->ctl_cpu_s, r->failed, r->stalled, r->reset, r->rdns_req, r->rdns_cached,
-		r->spool_written, r->unexpected);
+		r->cycles_per_session, r->cycles_per_packet, r->packets_per_session, r->ctl_cpu_s,
+		r->failed, r->stalled, r->reset, r->rdns_req, r->rdns_cached, r->spool_written,
+		r->unexpected);
 }
 
 static void
@@ -946,7 +941,8 @@ report(uint64_t heap_per_flow, uint32_t flows)
 	if (g_out.did_accept)
 		print_run(stderr, &g_out.accept);
 	if (g_out.did_idle)
-		fprintf(stderr, "idle    held=%u of %u (worker holds %u)  slot %zu B "
+		fprintf(stderr,
+			"idle    held=%u of %u (worker holds %u)  slot %zu B "
 			"(%.0f sessions/GiB)  allocated per flow slot %" PRIu64
 			" B (%.0f/GiB, flows=%u)  rss +%.0f B/session\n",
 			i->held, i->wanted, i->worker_active, slot, 1073741824.0 / (double)slot,
@@ -959,10 +955,11 @@ report(uint64_t heap_per_flow, uint32_t flows)
 		json_run(stdout, "accept", &g_out.accept);
 	if (g_out.did_idle)
 		printf("\"idle\":{\"wanted\":%u,\"held\":%u,\"worker_active\":%u,"
-		       "\"rss_bytes_per_session\":%.0f},", i->wanted, i->held,
-		       i->worker_active, i->rss_per_session);
+		       "\"rss_bytes_per_session\":%.0f},",
+		       i->wanted, i->held, i->worker_active, i->rss_per_session);
 	printf("\"slot_bytes\":%zu,\"allocated_bytes_per_flow\":%" PRIu64 ",\"flows\":%u,"
-	       "\"tsc_hz\":%" PRIu64 "}\n", slot, heap_per_flow, flows, g_env.tsc_hz);
+	       "\"tsc_hz\":%" PRIu64 "}\n",
+	       slot, heap_per_flow, flows, g_env.tsc_hz);
 	fflush(stdout);
 }
 
@@ -992,7 +989,8 @@ main(int argc, char **argv)
 		return 2;
 	rc = rte_eal_init(sep, argv);
 	if (rc < 0 || rte_lcore_count() != 2) {
-		fprintf(stderr, "bench: EAL init (two lcores: -l 0-1): %s\n", rte_strerror(rte_errno));
+		fprintf(stderr, "bench: EAL init (two lcores: -l 0-1): %s\n",
+			rte_strerror(rte_errno));
 		return 1;
 	}
 	g_env.wlcore = rte_get_next_lcore(rte_get_main_lcore(), 1, 0);
@@ -1001,8 +999,9 @@ main(int argc, char **argv)
 			       RING_F_SP_ENQ | RING_F_SC_DEQ);
 	from_w = rte_ring_create("bench_from_worker", GEN_RING, (int)rte_socket_id(),
 				 RING_F_SP_ENQ | RING_F_SC_DEQ);
-	port_id = to_w && from_w ? rte_eth_from_rings("net_bench", &to_w, 1, &from_w, 1,
-						      rte_socket_id()) : -1;
+	port_id = to_w && from_w ?
+			  rte_eth_from_rings("net_bench", &to_w, 1, &from_w, 1, rte_socket_id()) :
+			  -1;
 	if (port_id < 0) {
 		fprintf(stderr, "bench: ring port: %s\n", rte_strerror(rte_errno));
 		goto out;
@@ -1058,7 +1057,8 @@ main(int argc, char **argv)
 		/* What the worker and the planes took, less the body budget
 		 * (not per session), per flow slot. */
 		heap_per_flow = (heap_bytes() - hw + (h1 - h0) -
-				 (uint64_t)cfg.body_budget_mb * 1048576u) / cfg.flows;
+				 (uint64_t)cfg.body_budget_mb * 1048576u) /
+				cfg.flows;
 	}
 	if (gen_create(&gen, &cfg, &port, to_w, from_w) < 0) {
 		fprintf(stderr, "bench: generator: out of memory\n");

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * tests/bench/bench_tls.c — what a STARTTLS handshake costs the worker: the server side
  * of common/tls.c, timed alone (CPU time of the thread spent in
@@ -25,7 +26,13 @@ struct srv {
 	bool done;
 };
 
-static uint32_t plain(void *a, const uint8_t *p, uint32_t n) { (void)a; (void)p; return n; }
+static uint32_t
+plain(void *a, const uint8_t *p, uint32_t n)
+{
+	(void)a;
+	(void)p;
+	return n;
+}
 
 static uint32_t
 cipher(void *a, const uint8_t *p, uint32_t n)
@@ -37,13 +44,30 @@ cipher(void *a, const uint8_t *p, uint32_t n)
 	return n;
 }
 
-static void done(void *a) { ((struct srv *)a)->done = true; }
-static void failed(void *a, enum tls_fail w) { (void)a; fprintf(stderr, "failed %d\n", w); exit(1); }
-static void closed(void *a) { (void)a; }
+static void
+done(void *a)
+{
+	((struct srv *)a)->done = true;
+}
+static void
+failed(void *a, enum tls_fail w)
+{
+	(void)a;
+	fprintf(stderr, "failed %d\n", w);
+	exit(1);
+}
+static void
+closed(void *a)
+{
+	(void)a;
+}
 
 static const struct tls_conn_ops ops = {
-	.plain = plain, .cipher = cipher, .handshake_done = done,
-	.failed = failed, .peer_closed = closed,
+	.plain = plain,
+	.cipher = cipher,
+	.handshake_done = done,
+	.failed = failed,
+	.peer_closed = closed,
 };
 
 static double
@@ -95,7 +119,7 @@ one(struct tls_ctx *ctx, SSL_CTX *cctx, SSL_SESSION **sess, bool resume)
 	}
 	if (!s.done)
 		exit(1);
-	(void)SSL_read(cl, buf, sizeof(buf));   /* the 1.3 ticket */
+	(void)SSL_read(cl, buf, sizeof(buf)); /* the 1.3 ticket */
 	if (!resume) {
 		SSL_SESSION_free(*sess);
 		*sess = SSL_get1_session(cl);

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 """tests/bench/report.py — the benchmark's figures in one place, for
 scripts/bench.sh: merges bench_inproc's and side_by_side.py's results with
 the machine's description into one JSON file (the headline figures at the

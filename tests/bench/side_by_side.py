@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 """tests/bench/side_by_side.py — smtpedge and Postfix on the same machine,
 the same load and the same DNS, for scripts/bench.sh.
 

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 """A plain session's reply latency on a worker that does TLS handshakes.
 
 In the lab (LAB_ID honoured): smtpedge with one worker and [tls]; from the

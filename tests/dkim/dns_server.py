@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 """tests/dkim/dns_server.py — the DKIM tests' authoritative DNS on loopback.
 
 Why not unbound: the tests also need a server that answers SERVFAIL, and

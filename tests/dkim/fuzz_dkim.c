@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * tests/dkim/fuzz_dkim.c — libFuzzer target for auth/dkim.c's input side.
  *
@@ -46,8 +47,7 @@ fuzz_verifier(void)
 	if (verifier != NULL)
 		return verifier;
 	ub = ub_ctx_create();
-	if (ub == NULL || ub_ctx_async(ub, 1) != 0 ||
-	    ub_ctx_zone_add(ub, ".", "static") != 0)
+	if (ub == NULL || ub_ctx_async(ub, 1) != 0 || ub_ctx_zone_add(ub, ".", "static") != 0)
 		abort();
 	for (i = 0; i < sizeof(local_data) / sizeof(local_data[0]); i++)
 		if (ub_ctx_data_add(ub, local_data[i]) != 0)
@@ -87,7 +87,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	(void)dkim_job_end(job, out, sizeof(out) / sizeof(out[0]), &n);
 	for (i = 0; i < n; i++)
 		if (dkim_outcome_name(out[i].result)[0] == 'u')
-			abort();	/* an outcome outside the enum */
+			abort(); /* an outcome outside the enum */
 	dkim_job_free(job);
 	return 0;
 }

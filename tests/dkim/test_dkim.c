@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * tests/dkim/test_dkim.c — the 'dkim' suite: auth/dkim.c against the RFC
  * test vectors and against messages signed here with libopendkim's signer.
@@ -25,17 +26,18 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <opendkim/dkim.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
-#include <opendkim/dkim.h>
 #include <unbound.h>
 
 #include "auth/dkim.h"
+
 #include "tests/check.h"
 
-#define MAX_RESULTS 8
-#define DNS_TIMEOUT_MS 3000u
+#define MAX_RESULTS      8
+#define DNS_TIMEOUT_MS   3000u
 #define FAULT_TIMEOUT_MS 400u
 
 static void
@@ -158,8 +160,8 @@ base64(const unsigned char *p, size_t n)
 
 struct testkey {
 	EVP_PKEY *pkey;
-	char *pem;		/* private key, for dkim_sign() */
-	char *record;		/* the TXT record */
+	char *pem;    /* private key, for dkim_sign() */
+	char *record; /* the TXT record */
 };
 
 static char *
@@ -169,8 +171,7 @@ private_pem(EVP_PKEY *pkey)
 	char *data, *pem;
 	long n;
 
-	if (bio == NULL || !PEM_write_bio_PrivateKey(bio, pkey, NULL, NULL, 0,
-						     NULL, NULL))
+	if (bio == NULL || !PEM_write_bio_PrivateKey(bio, pkey, NULL, NULL, 0, NULL, NULL))
 		die("PEM_write_bio_PrivateKey");
 	n = BIO_get_mem_data(bio, &data);
 	pem = strndup(data, (size_t)n);
@@ -231,9 +232,8 @@ key_free(struct testkey *k)
 /* m with a DKIM-Signature field (made by libopendkim's signer) on top;
  * with an i= tag when identity is not NULL. */
 static struct buf
-signed_as(DKIM_LIB *signer, const struct testkey *key, const char *selector,
-	  const char *domain, const char *identity, dkim_alg_t alg,
-	  dkim_canon_t canon, const struct buf *m)
+signed_as(DKIM_LIB *signer, const struct testkey *key, const char *selector, const char *domain,
+	  const char *identity, dkim_alg_t alg, dkim_canon_t canon, const struct buf *m)
 {
 	struct buf out = { 0 };
 	DKIM_STAT stat;
@@ -241,27 +241,23 @@ signed_as(DKIM_LIB *signer, const struct testkey *key, const char *selector,
 	size_t hlen;
 	DKIM *d;
 
-	d = dkim_sign(signer, (const unsigned char *)"test-signer", NULL,
-		      (dkim_sigkey_t)key->pem, (const unsigned char *)selector,
-		      (const unsigned char *)domain, canon, canon, alg, -1,
-		      &stat);
+	d = dkim_sign(signer, (const unsigned char *)"test-signer", NULL, (dkim_sigkey_t)key->pem,
+		      (const unsigned char *)selector, (const unsigned char *)domain, canon, canon,
+		      alg, -1, &stat);
 	if (d == NULL) {
 		fprintf(stderr, "test_dkim: dkim_sign: %d\n", stat);
 		exit(2);
 	}
-	(void)dkim_set_margin(d, 0);	/* one line: no LF-only folding */
+	(void)dkim_set_margin(d, 0); /* one line: no LF-only folding */
 	if (identity != NULL &&
 	    dkim_set_signer(d, (const unsigned char *)identity) != DKIM_STAT_OK) {
 		fprintf(stderr, "test_dkim: dkim_set_signer failed\n");
 		exit(2);
 	}
 	if (dkim_chunk(d, (unsigned char *)m->p, m->len) != DKIM_STAT_OK ||
-	    dkim_chunk(d, NULL, 0) != DKIM_STAT_OK ||
-	    dkim_eom(d, NULL) != DKIM_STAT_OK ||
-	    dkim_getsighdr_d(d, strlen("DKIM-Signature: "), &hdr, &hlen) !=
-		    DKIM_STAT_OK) {
-		fprintf(stderr, "test_dkim: signing failed: %s\n",
-			dkim_geterror(d));
+	    dkim_chunk(d, NULL, 0) != DKIM_STAT_OK || dkim_eom(d, NULL) != DKIM_STAT_OK ||
+	    dkim_getsighdr_d(d, strlen("DKIM-Signature: "), &hdr, &hlen) != DKIM_STAT_OK) {
+		fprintf(stderr, "test_dkim: signing failed: %s\n", dkim_geterror(d));
 		exit(2);
 	}
 	buf_str(&out, "DKIM-Signature: ");
@@ -273,9 +269,8 @@ signed_as(DKIM_LIB *signer, const struct testkey *key, const char *selector,
 }
 
 static struct buf
-signed_by(DKIM_LIB *signer, const struct testkey *key, const char *selector,
-	  const char *domain, dkim_alg_t alg, dkim_canon_t canon,
-	  const struct buf *m)
+signed_by(DKIM_LIB *signer, const struct testkey *key, const char *selector, const char *domain,
+	  dkim_alg_t alg, dkim_canon_t canon, const struct buf *m)
 {
 	return signed_as(signer, key, selector, domain, NULL, alg, canon, m);
 }
@@ -284,7 +279,7 @@ signed_by(DKIM_LIB *signer, const struct testkey *key, const char *selector,
 
 struct dns_server {
 	pid_t pid;
-	int to_child;		/* closing it stops the server */
+	int to_child; /* closing it stops the server */
 	int port;
 };
 
@@ -315,8 +310,7 @@ dns_start(const char *src, const char *zone_path)
 		}
 		close(in[1]);
 		close(out[0]);
-		execl("/usr/bin/python3", "python3", script, zone_path,
-		      (char *)NULL);
+		execl("/usr/bin/python3", "python3", script, zone_path, (char *)NULL);
 		_exit(127);
 	}
 	close(in[0]);
@@ -365,8 +359,8 @@ make_ub(int port)
 		die("ub_ctx_create");
 	snprintf(fwd, sizeof(fwd), "127.0.0.1@%d", port);
 	if (ub_ctx_set_option(ub, "do-not-query-localhost:", "no") != 0 ||
-	    ub_ctx_set_option(ub, "do-ip6:", "no") != 0 ||
-	    ub_ctx_set_fwd(ub, fwd) != 0 || ub_ctx_async(ub, 1) != 0) {
+	    ub_ctx_set_option(ub, "do-ip6:", "no") != 0 || ub_ctx_set_fwd(ub, fwd) != 0 ||
+	    ub_ctx_async(ub, 1) != 0) {
 		fprintf(stderr, "test_dkim: libunbound setup failed\n");
 		exit(2);
 	}
@@ -442,18 +436,15 @@ show(const char *name, const struct run *run)
 	unsigned i;
 
 	for (i = 0; i < run->n; i++)
-		printf("# %s[%u]: %s d=%s s=%s a=%s bits=%u reason=\"%s\"\n",
-		       name, i, dkim_outcome_name(run->r[i].result),
-		       run->r[i].domain, run->r[i].selector,
-		       run->r[i].algorithm, run->r[i].key_bits,
-		       run->r[i].reason);
+		printf("# %s[%u]: %s d=%s s=%s a=%s bits=%u reason=\"%s\"\n", name, i,
+		       dkim_outcome_name(run->r[i].result), run->r[i].domain, run->r[i].selector,
+		       run->r[i].algorithm, run->r[i].key_bits, run->r[i].reason);
 }
 
 static bool
 same_runs(const struct run *a, const struct run *b)
 {
-	return a->rc == b->rc && a->n == b->n &&
-	       memcmp(a->r, b->r, sizeof(a->r[0]) * a->n) == 0;
+	return a->rc == b->rc && a->n == b->n && memcmp(a->r, b->r, sizeof(a->r[0]) * a->n) == 0;
 }
 
 /* ---- the tests ----------------------------------------------------------- */
@@ -463,10 +454,10 @@ struct fixture {
 	struct dkim_verifier *v;
 	DKIM_LIB *signer;
 	struct testkey rsa2048, rsa512, ed;
-	struct buf base;	/* RFC 6376 A.1 message, unsigned */
-	struct buf good;	/* base signed, rsa-sha256 2048 */
-	struct buf bad;		/* good with one body byte changed */
-	char *strict_record;	/* rsa2048's key with t=s */
+	struct buf base;     /* RFC 6376 A.1 message, unsigned */
+	struct buf good;     /* base signed, rsa-sha256 2048 */
+	struct buf bad;      /* good with one body byte changed */
+	char *strict_record; /* rsa2048's key with t=s */
 };
 
 static void
@@ -474,8 +465,7 @@ test_rfc8463(struct fixture *fx)
 {
 	struct buf m = vector(fx->src, "rfc8463-a3.eml");
 	struct buf body = edited(&m, "hungry yet?", "hungry yet!");
-	struct buf hdr = edited(&m, "Subject: Is dinner ready?",
-				"Subject: Is dinner ready!");
+	struct buf hdr = edited(&m, "Subject: Is dinner ready?", "Subject: Is dinner ready!");
 	struct run whole = verify(fx->v, &m, 0);
 	struct run bytes = verify(fx->v, &m, 1);
 	struct run sevens = verify(fx->v, &m, 7);
@@ -483,36 +473,26 @@ test_rfc8463(struct fixture *fx)
 	struct run rh = verify(fx->v, &hdr, 0);
 
 	show("rfc8463", &whole);
-	CHECK(whole.n == 2, "rfc8463 A.3: two signatures reported (%u)",
-	      whole.n);
-	CHECK(is(&whole, 0, DKIM_RES_PASS) &&
-		      strcmp(whole.r[0].algorithm, "ed25519-sha256") == 0 &&
+	CHECK(whole.n == 2, "rfc8463 A.3: two signatures reported (%u)", whole.n);
+	CHECK(is(&whole, 0, DKIM_RES_PASS) && strcmp(whole.r[0].algorithm, "ed25519-sha256") == 0 &&
 		      strcmp(whole.r[0].selector, "brisbane") == 0 &&
 		      strcmp(whole.r[0].domain, "football.example.com") == 0 &&
 		      whole.r[0].key_bits == 256,
-	      "rfc8463 A.3: ed25519-sha256 signature passes (%s)",
-	      res_name(&whole, 0));
-	CHECK(is(&whole, 1, DKIM_RES_PASS) &&
-		      strcmp(whole.r[1].algorithm, "rsa-sha256") == 0 &&
-		      strcmp(whole.r[1].selector, "test") == 0 &&
-		      whole.r[1].key_bits == 1024,
-	      "rfc8463 A.3: rsa-sha256 signature passes (%s)",
-	      res_name(&whole, 1));
-	CHECK(same_runs(&whole, &bytes),
-	      "rfc8463 A.3 fed one byte at a time: same results");
-	CHECK(same_runs(&whole, &sevens),
-	      "rfc8463 A.3 fed in 7-byte chunks: same results");
+	      "rfc8463 A.3: ed25519-sha256 signature passes (%s)", res_name(&whole, 0));
+	CHECK(is(&whole, 1, DKIM_RES_PASS) && strcmp(whole.r[1].algorithm, "rsa-sha256") == 0 &&
+		      strcmp(whole.r[1].selector, "test") == 0 && whole.r[1].key_bits == 1024,
+	      "rfc8463 A.3: rsa-sha256 signature passes (%s)", res_name(&whole, 1));
+	CHECK(same_runs(&whole, &bytes), "rfc8463 A.3 fed one byte at a time: same results");
+	CHECK(same_runs(&whole, &sevens), "rfc8463 A.3 fed in 7-byte chunks: same results");
 	show("rfc8463-body", &rb);
-	CHECK(rb.n == 2 && is(&rb, 0, DKIM_RES_FAIL) &&
-		      is(&rb, 1, DKIM_RES_FAIL) &&
+	CHECK(rb.n == 2 && is(&rb, 0, DKIM_RES_FAIL) && is(&rb, 1, DKIM_RES_FAIL) &&
 		      strstr(rb.r[0].reason, "body hash") != NULL,
-	      "rfc8463 A.3 with one body byte changed: both fail (%s, %s)",
-	      res_name(&rb, 0), res_name(&rb, 1));
+	      "rfc8463 A.3 with one body byte changed: both fail (%s, %s)", res_name(&rb, 0),
+	      res_name(&rb, 1));
 	show("rfc8463-hdr", &rh);
-	CHECK(rh.n == 2 && is(&rh, 0, DKIM_RES_FAIL) &&
-		      is(&rh, 1, DKIM_RES_FAIL),
-	      "rfc8463 A.3 with signed Subject changed: both fail (%s, %s)",
-	      res_name(&rh, 0), res_name(&rh, 1));
+	CHECK(rh.n == 2 && is(&rh, 0, DKIM_RES_FAIL) && is(&rh, 1, DKIM_RES_FAIL),
+	      "rfc8463 A.3 with signed Subject changed: both fail (%s, %s)", res_name(&rh, 0),
+	      res_name(&rh, 1));
 	free(m.p);
 	free(body.p);
 	free(hdr.p);
@@ -530,17 +510,15 @@ test_rfc6376(struct fixture *fx)
 
 	r1 = verify(fx->v, &m, 0);
 	show("rfc6376-errata", &r1);
-	CHECK(r1.n == 1 && is(&r1, 0, DKIM_RES_PASS) &&
-		      r1.r[0].key_bits == 1024,
-	      "rfc6376 A.2 with errata 3192/4926 applied passes (%s)",
-	      res_name(&r1, 0));
+	CHECK(r1.n == 1 && is(&r1, 0, DKIM_RES_PASS) && r1.r[0].key_bits == 1024,
+	      "rfc6376 A.2 with errata 3192/4926 applied passes (%s)", res_name(&r1, 0));
 
 	r2 = verify(fx->v, &two, 0);
 	show("rfc6376-twospace", &r2);
-	CHECK(r2.n == 1 && is(&r2, 0, DKIM_RES_FAIL) &&
-		      strstr(r2.r[0].reason, "body hash") != NULL,
+	CHECK(r2.n == 1 && is(&r2, 0, DKIM_RES_FAIL) && strstr(r2.r[0].reason, "body hash") != NULL,
 	      "rfc6376 A.2 with the two-space body of errata 3192 fails on "
-	      "the body hash (%s)", res_name(&r2, 0));
+	      "the body hash (%s)",
+	      res_name(&r2, 0));
 
 	/* The same message re-signed here, simple/simple like A.2, with a
 	 * generated key: the example's intent, checked end to end. */
@@ -548,14 +526,13 @@ test_rfc6376(struct fixture *fx)
 	unsigned_part.p = NULL;
 	unsigned_part.len = 0;
 	buf_str(&unsigned_part, from);
-	resigned = signed_by(fx->signer, &fx->rsa2048, "resigned",
-			     "example.com", DKIM_SIGN_RSASHA256,
-			     DKIM_CANON_SIMPLE, &unsigned_part);
+	resigned = signed_by(fx->signer, &fx->rsa2048, "resigned", "example.com",
+			     DKIM_SIGN_RSASHA256, DKIM_CANON_SIMPLE, &unsigned_part);
 	r3 = verify(fx->v, &resigned, 0);
-	CHECK(r3.n == 1 && is(&r3, 0, DKIM_RES_PASS) &&
-		      r3.r[0].key_bits == 2048,
+	CHECK(r3.n == 1 && is(&r3, 0, DKIM_RES_PASS) && r3.r[0].key_bits == 2048,
 	      "rfc6376 A.2 message re-signed (simple/simple, 2048-bit key) "
-	      "passes (%s)", res_name(&r3, 0));
+	      "passes (%s)",
+	      res_name(&r3, 0));
 	free(m.p);
 	free(two.p);
 	free(resigned.p);
@@ -565,18 +542,14 @@ test_rfc6376(struct fixture *fx)
 static void
 test_generated(struct fixture *fx)
 {
-	struct buf m512 = signed_by(fx->signer, &fx->rsa512, "rsa512",
-				    "gen.example", DKIM_SIGN_RSASHA256,
-				    DKIM_CANON_RELAXED, &fx->base);
+	struct buf m512 = signed_by(fx->signer, &fx->rsa512, "rsa512", "gen.example",
+				    DKIM_SIGN_RSASHA256, DKIM_CANON_RELAXED, &fx->base);
 	struct buf med = signed_by(fx->signer, &fx->ed, "ed", "gen.example",
-				   DKIM_SIGN_ED25519SHA256, DKIM_CANON_RELAXED,
-				   &fx->base);
-	struct buf msha1 = signed_by(fx->signer, &fx->rsa2048, "absent-sha1",
-				     "gen.example", DKIM_SIGN_RSASHA1,
-				     DKIM_CANON_RELAXED, &fx->base);
-	struct buf mnokey = signed_by(fx->signer, &fx->rsa2048, "absent",
-				      "gen.example", DKIM_SIGN_RSASHA256,
-				      DKIM_CANON_RELAXED, &fx->base);
+				   DKIM_SIGN_ED25519SHA256, DKIM_CANON_RELAXED, &fx->base);
+	struct buf msha1 = signed_by(fx->signer, &fx->rsa2048, "absent-sha1", "gen.example",
+				     DKIM_SIGN_RSASHA1, DKIM_CANON_RELAXED, &fx->base);
+	struct buf mnokey = signed_by(fx->signer, &fx->rsa2048, "absent", "gen.example",
+				      DKIM_SIGN_RSASHA256, DKIM_CANON_RELAXED, &fx->base);
 	struct buf mbogus = { 0 }, mnod = { 0 };
 	struct run r;
 
@@ -585,30 +558,26 @@ test_generated(struct fixture *fx)
 	      "rsa-sha256 with a 2048-bit key passes (%s)", res_name(&r, 0));
 	r = verify(fx->v, &fx->bad, 0);
 	CHECK(r.n == 1 && is(&r, 0, DKIM_RES_FAIL),
-	      "the same with one body byte changed fails (%s)",
-	      res_name(&r, 0));
+	      "the same with one body byte changed fails (%s)", res_name(&r, 0));
 
 	r = verify(fx->v, &m512, 0);
 	show("rsa512", &r);
 	CHECK(r.n == 1 && is(&r, 0, DKIM_RES_FAIL) && r.r[0].key_bits == 512,
-	      "a 512-bit RSA key fails, RFC 8301 (%s, %u bits)",
-	      res_name(&r, 0), r.n ? r.r[0].key_bits : 0);
+	      "a 512-bit RSA key fails, RFC 8301 (%s, %u bits)", res_name(&r, 0),
+	      r.n ? r.r[0].key_bits : 0);
 
 	r = verify(fx->v, &med, 0);
 	CHECK(r.n == 1 && is(&r, 0, DKIM_RES_PASS) &&
 		      strcmp(r.r[0].algorithm, "ed25519-sha256") == 0,
-	      "ed25519-sha256 with a generated key passes (%s)",
-	      res_name(&r, 0));
+	      "ed25519-sha256 with a generated key passes (%s)", res_name(&r, 0));
 
 	/* Selector absent from DNS: had a lookup been made, this would be a
 	 * permerror, so "fail" also shows that rsa-sha1 cost no DNS. */
 	r = verify(fx->v, &msha1, 0);
 	show("rsa-sha1", &r);
-	CHECK(r.n == 1 && is(&r, 0, DKIM_RES_FAIL) &&
-		      strcmp(r.r[0].algorithm, "rsa-sha1") == 0 &&
+	CHECK(r.n == 1 && is(&r, 0, DKIM_RES_FAIL) && strcmp(r.r[0].algorithm, "rsa-sha1") == 0 &&
 		      strstr(r.r[0].reason, "8301") != NULL,
-	      "rsa-sha1 is not a pass and is not looked up, RFC 8301 (%s)",
-	      res_name(&r, 0));
+	      "rsa-sha1 is not a pass and is not looked up, RFC 8301 (%s)", res_name(&r, 0));
 
 	r = verify(fx->v, &mnokey, 0);
 	show("nokey", &r);
@@ -616,8 +585,10 @@ test_generated(struct fixture *fx)
 	      "no key in DNS (NXDOMAIN) is a permerror (%s)", res_name(&r, 0));
 
 	r = verify(fx->v, &fx->base, 0);
-	CHECK(r.rc == 0 && r.n == 0, "an unsigned message has no results "
-	      "(dkim=none) (%u)", r.n);
+	CHECK(r.rc == 0 && r.n == 0,
+	      "an unsigned message has no results "
+	      "(dkim=none) (%u)",
+	      r.n);
 
 	buf_str(&mbogus, "DKIM-Signature: v=1; a=rsa-sha256; d=gen.example; "
 			 "s=rsa2048; bogus\r\n");
@@ -626,7 +597,8 @@ test_generated(struct fixture *fx)
 	show("syntax", &r);
 	CHECK(r.n == 1 && is(&r, 0, DKIM_RES_PERMERROR),
 	      "a signature with a syntax error is reported, as a permerror "
-	      "(%s)", res_name(&r, 0));
+	      "(%s)",
+	      res_name(&r, 0));
 
 	/* No d=: the library never reads a=, and must not be taken for
 	 * rsa-sha1 (its zero value). */
@@ -638,8 +610,8 @@ test_generated(struct fixture *fx)
 	show("no-d", &r);
 	CHECK(r.n == 1 && is(&r, 0, DKIM_RES_PERMERROR) &&
 		      strcmp(r.r[0].algorithm, "ed25519-sha256") == 0,
-	      "a signature without d= is a permerror, its a= kept (%s, %s)",
-	      res_name(&r, 0), r.n ? r.r[0].algorithm : "");
+	      "a signature without d= is a permerror, its a= kept (%s, %s)", res_name(&r, 0),
+	      r.n ? r.r[0].algorithm : "");
 
 	free(m512.p);
 	free(med.p);
@@ -655,21 +627,17 @@ test_generated(struct fixture *fx)
 static void
 test_key_rules(struct fixture *fx)
 {
-	struct buf msub = signed_as(fx->signer, &fx->rsa2048, "strict",
-				    "gen.example", "@sub.gen.example",
-				    DKIM_SIGN_RSASHA256, DKIM_CANON_RELAXED,
-				    &fx->base);
-	struct buf msame = signed_as(fx->signer, &fx->rsa2048, "strict",
-				     "gen.example", "@gen.example",
-				     DKIM_SIGN_RSASHA256, DKIM_CANON_RELAXED,
-				     &fx->base);
-	struct buf mloose = signed_as(fx->signer, &fx->rsa2048, "rsa2048",
-				      "gen.example", "@sub.gen.example",
-				      DKIM_SIGN_RSASHA256, DKIM_CANON_RELAXED,
-				      &fx->base);
-	struct buf mednokey = signed_by(fx->signer, &fx->ed, "absent-ed",
-					"gen.example", DKIM_SIGN_ED25519SHA256,
-					DKIM_CANON_RELAXED, &fx->base);
+	struct buf msub = signed_as(
+		fx->signer, &fx->rsa2048, "strict", "gen.example", "@sub.gen.example",
+		DKIM_SIGN_RSASHA256, DKIM_CANON_RELAXED, &fx->base);
+	struct buf msame = signed_as(
+		fx->signer, &fx->rsa2048, "strict", "gen.example", "@gen.example",
+		DKIM_SIGN_RSASHA256, DKIM_CANON_RELAXED, &fx->base);
+	struct buf mloose = signed_as(
+		fx->signer, &fx->rsa2048, "rsa2048", "gen.example", "@sub.gen.example",
+		DKIM_SIGN_RSASHA256, DKIM_CANON_RELAXED, &fx->base);
+	struct buf mednokey = signed_by(fx->signer, &fx->ed, "absent-ed", "gen.example",
+					DKIM_SIGN_ED25519SHA256, DKIM_CANON_RELAXED, &fx->base);
 	struct run r;
 
 	r = verify(fx->v, &msub, 0);
@@ -677,21 +645,19 @@ test_key_rules(struct fixture *fx)
 	CHECK(r.n == 1 && r.rc == 0 && r.r[0].result != DKIM_RES_PASS &&
 		      is(&r, 0, DKIM_RES_PERMERROR),
 	      "a t=s key and i= in a subdomain of d= is not a pass, "
-	      "a permerror (%s: %s)", res_name(&r, 0),
-	      r.n ? r.r[0].reason : "");
+	      "a permerror (%s: %s)",
+	      res_name(&r, 0), r.n ? r.r[0].reason : "");
 	r = verify(fx->v, &msame, 0);
-	CHECK(r.n == 1 && is(&r, 0, DKIM_RES_PASS),
-	      "a t=s key and i= equal to d= passes (%s)", res_name(&r, 0));
+	CHECK(r.n == 1 && is(&r, 0, DKIM_RES_PASS), "a t=s key and i= equal to d= passes (%s)",
+	      res_name(&r, 0));
 	r = verify(fx->v, &mloose, 0);
 	CHECK(r.n == 1 && is(&r, 0, DKIM_RES_PASS),
-	      "a key without t=s and i= in a subdomain passes (%s)",
-	      res_name(&r, 0));
+	      "a key without t=s and i= in a subdomain passes (%s)", res_name(&r, 0));
 	r = verify(fx->v, &mednokey, 0);
 	show("ed25519 nokey", &r);
-	CHECK(r.n == 1 && is(&r, 0, DKIM_RES_PERMERROR) &&
-		      r.r[0].key_bits == 0,
-	      "ed25519 whose key is not in DNS: permerror, key_bits 0 (%s, %u)",
-	      res_name(&r, 0), r.n ? r.r[0].key_bits : 99);
+	CHECK(r.n == 1 && is(&r, 0, DKIM_RES_PERMERROR) && r.r[0].key_bits == 0,
+	      "ed25519 whose key is not in DNS: permerror, key_bits 0 (%s, %u)", res_name(&r, 0),
+	      r.n ? r.r[0].key_bits : 99);
 	free(msub.p);
 	free(msame.p);
 	free(mloose.p);
@@ -702,19 +668,17 @@ static void
 test_limits(struct fixture *fx)
 {
 	struct buf inner = signed_by(fx->signer, &fx->ed, "ed", "gen.example",
-				     DKIM_SIGN_ED25519SHA256,
-				     DKIM_CANON_RELAXED, &fx->base);
-	struct buf twice = signed_by(fx->signer, &fx->rsa2048, "rsa2048",
-				     "gen.example", DKIM_SIGN_RSASHA256,
-				     DKIM_CANON_RELAXED, &inner);
+				     DKIM_SIGN_ED25519SHA256, DKIM_CANON_RELAXED, &fx->base);
+	struct buf twice = signed_by(fx->signer, &fx->rsa2048, "rsa2048", "gen.example",
+				     DKIM_SIGN_RSASHA256, DKIM_CANON_RELAXED, &inner);
 	struct buf huge = { 0 };
 	struct dkim_job *job;
 	struct run r;
 
 	r = verify(fx->v, &twice, 0);
 	CHECK(r.n == 2 && is(&r, 0, DKIM_RES_PASS) && is(&r, 1, DKIM_RES_PASS),
-	      "two signatures, both pass, in header order (%s, %s)",
-	      res_name(&r, 0), res_name(&r, 1));
+	      "two signatures, both pass, in header order (%s, %s)", res_name(&r, 0),
+	      res_name(&r, 1));
 
 	/* A field longer than the bound: the message cannot be verified. */
 	buf_str(&huge, "X-Long: ");
@@ -726,8 +690,8 @@ test_limits(struct fixture *fx)
 	show("huge", &r);
 	CHECK(r.n == 1 && is(&r, 0, DKIM_RES_PERMERROR) &&
 		      strstr(r.r[0].reason, "too long") != NULL,
-	      "a header field over %u bytes is a permerror (%s)",
-	      DKIM_HEADER_FIELD_MAX, res_name(&r, 0));
+	      "a header field over %u bytes is a permerror (%s)", DKIM_HEADER_FIELD_MAX,
+	      res_name(&r, 0));
 
 	/* Freed half way, and freed without end: no leak, no crash (asan). */
 	job = dkim_job_begin(fx->v, "half");
@@ -744,8 +708,7 @@ test_limits(struct fixture *fx)
 		unsigned n;
 		int rc1, rc2;
 
-		(void)dkim_job_feed(job, (const uint8_t *)fx->good.p,
-				    fx->good.len);
+		(void)dkim_job_feed(job, (const uint8_t *)fx->good.p, fx->good.len);
 		rc1 = dkim_job_end(job, out, 1, &n);
 		rc2 = dkim_job_end(job, out, 1, &n);
 		CHECK(rc1 == 0 && rc2 == -1 && errno == EINVAL &&
@@ -763,19 +726,17 @@ static void
 test_max_signatures(struct fixture *fx, struct ub_ctx *ub)
 {
 	struct buf inner = signed_by(fx->signer, &fx->ed, "ed", "gen.example",
-				     DKIM_SIGN_ED25519SHA256,
-				     DKIM_CANON_RELAXED, &fx->base);
-	struct buf twice = signed_by(fx->signer, &fx->rsa2048, "rsa2048",
-				     "gen.example", DKIM_SIGN_RSASHA256,
-				     DKIM_CANON_RELAXED, &inner);
+				     DKIM_SIGN_ED25519SHA256, DKIM_CANON_RELAXED, &fx->base);
+	struct buf twice = signed_by(fx->signer, &fx->rsa2048, "rsa2048", "gen.example",
+				     DKIM_SIGN_RSASHA256, DKIM_CANON_RELAXED, &inner);
 	struct dkim_verifier *v = make_verifier(ub, DNS_TIMEOUT_MS, 1);
 	struct run r = verify(v, &twice, 0);
 
 	show("max1", &r);
-	CHECK(r.n == 2 && is(&r, 0, DKIM_RES_PASS) &&
-		      is(&r, 1, DKIM_RES_POLICY),
+	CHECK(r.n == 2 && is(&r, 0, DKIM_RES_PASS) && is(&r, 1, DKIM_RES_POLICY),
 	      "max_signatures=1: the second signature is not evaluated "
-	      "(%s, %s)", res_name(&r, 0), res_name(&r, 1));
+	      "(%s, %s)",
+	      res_name(&r, 0), res_name(&r, 1));
 	dkim_verifier_destroy(v);
 	free(inner.p);
 	free(twice.p);
@@ -787,12 +748,10 @@ test_max_signatures(struct fixture *fx, struct ub_ctx *ub)
 static void
 test_dns_faults(struct fixture *fx, int port)
 {
-	struct buf msf = signed_by(fx->signer, &fx->rsa2048, "servfail",
-				   "gen.example", DKIM_SIGN_RSASHA256,
-				   DKIM_CANON_RELAXED, &fx->base);
-	struct buf mdrop = signed_by(fx->signer, &fx->rsa2048, "drop",
-				     "gen.example", DKIM_SIGN_RSASHA256,
-				     DKIM_CANON_RELAXED, &fx->base);
+	struct buf msf = signed_by(fx->signer, &fx->rsa2048, "servfail", "gen.example",
+				   DKIM_SIGN_RSASHA256, DKIM_CANON_RELAXED, &fx->base);
+	struct buf mdrop = signed_by(fx->signer, &fx->rsa2048, "drop", "gen.example",
+				     DKIM_SIGN_RSASHA256, DKIM_CANON_RELAXED, &fx->base);
 	struct ub_ctx *ub1 = make_ub(port), *ub2 = make_ub(port);
 	struct dkim_verifier *v1 = make_verifier(ub1, DNS_TIMEOUT_MS, 0);
 	struct dkim_verifier *v2 = make_verifier(ub2, FAULT_TIMEOUT_MS, 0);
@@ -801,18 +760,18 @@ test_dns_faults(struct fixture *fx, int port)
 	r = verify(v1, &msf, 0);
 	show("servfail", &r);
 	CHECK(r.n == 1 && is(&r, 0, DKIM_RES_TEMPERROR),
-	      "SERVFAIL for the key is a temperror (%s, %llu ms)",
-	      res_name(&r, 0), (unsigned long long)r.ms);
+	      "SERVFAIL for the key is a temperror (%s, %llu ms)", res_name(&r, 0),
+	      (unsigned long long)r.ms);
 
 	/* Under 1 s: the library's own timeout is whole seconds (1 here),
 	 * so only the adapter's deadline can end the wait this early. */
 	r = verify(v2, &mdrop, 0);
 	show("timeout", &r);
-	CHECK(r.n == 1 && is(&r, 0, DKIM_RES_TEMPERROR) &&
-		      r.ms >= FAULT_TIMEOUT_MS && r.ms < FAULT_TIMEOUT_MS + 500,
+	CHECK(r.n == 1 && is(&r, 0, DKIM_RES_TEMPERROR) && r.ms >= FAULT_TIMEOUT_MS &&
+		      r.ms < FAULT_TIMEOUT_MS + 500,
 	      "no answer within dns_timeout_ms (%u) is a temperror, in time "
-	      "(%s, %llu ms)", FAULT_TIMEOUT_MS, res_name(&r, 0),
-	      (unsigned long long)r.ms);
+	      "(%s, %llu ms)",
+	      FAULT_TIMEOUT_MS, res_name(&r, 0), (unsigned long long)r.ms);
 
 	dkim_verifier_destroy(v1);
 	dkim_verifier_destroy(v2);
@@ -823,7 +782,7 @@ test_dns_faults(struct fixture *fx, int port)
 }
 
 #define THREADS 4
-#define ROUNDS 6
+#define ROUNDS  6
 
 struct worker {
 	struct fixture *fx;
@@ -873,7 +832,8 @@ test_threads(struct fixture *fx)
 	}
 	CHECK(bad == 0 && ok == THREADS * ROUNDS * 2,
 	      "%d threads verifying at once on one verifier: %d right, %d "
-	      "wrong", THREADS, ok, bad);
+	      "wrong",
+	      THREADS, ok, bad);
 }
 
 static bool
@@ -894,10 +854,8 @@ test_names(void)
 		      strcmp(dkim_outcome_name(DKIM_RES_FAIL), "fail") == 0 &&
 		      strcmp(dkim_outcome_name(DKIM_RES_NEUTRAL), "neutral") == 0 &&
 		      strcmp(dkim_outcome_name(DKIM_RES_POLICY), "policy") == 0 &&
-		      strcmp(dkim_outcome_name(DKIM_RES_TEMPERROR),
-			     "temperror") == 0 &&
-		      strcmp(dkim_outcome_name(DKIM_RES_PERMERROR),
-			     "permerror") == 0,
+		      strcmp(dkim_outcome_name(DKIM_RES_TEMPERROR), "temperror") == 0 &&
+		      strcmp(dkim_outcome_name(DKIM_RES_PERMERROR), "permerror") == 0,
 	      "outcome names are RFC 8601's");
 }
 
@@ -982,9 +940,8 @@ main(int argc, char **argv)
 	fx.signer = dkim_init(NULL, NULL);
 	/* The signer must be allowed to make the weak signature the
 	 * verifier has to refuse. */
-	if (fx.signer == NULL ||
-	    dkim_options(fx.signer, DKIM_OP_SETOPT, DKIM_OPTS_MINKEYBITS,
-			 &minbits, sizeof(minbits)) != DKIM_STAT_OK)
+	if (fx.signer == NULL || dkim_options(fx.signer, DKIM_OP_SETOPT, DKIM_OPTS_MINKEYBITS,
+					      &minbits, sizeof(minbits)) != DKIM_STAT_OK)
 		die("signer");
 
 	zone = write_zone(&fx, dir);
@@ -993,12 +950,12 @@ main(int argc, char **argv)
 	fx.v = make_verifier(ub, DNS_TIMEOUT_MS, 0);
 
 	fx.base = to_crlf(base_message);
-	fx.good = signed_by(fx.signer, &fx.rsa2048, "rsa2048", "gen.example",
-			    DKIM_SIGN_RSASHA256, DKIM_CANON_RELAXED, &fx.base);
+	fx.good = signed_by(fx.signer, &fx.rsa2048, "rsa2048", "gen.example", DKIM_SIGN_RSASHA256,
+			    DKIM_CANON_RELAXED, &fx.base);
 	fx.bad = edited(&fx.good, "We lost", "We Lost");
 
 	CHECK(create_refuses_null(), "dkim_verifier_create without a "
-	      "libunbound context is refused (EINVAL)");
+				     "libunbound context is refused (EINVAL)");
 	test_names();
 	test_rfc8463(&fx);
 	test_rfc6376(&fx);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * tests/dns/fuzz_rdns_name.c — libFuzzer target: rdns_name_text() on any
  * bytes, checked by the round-trip oracle (rdns_name_check.h): a valid

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * tests/dns/test_rdns.c — dns/rdns.c and dns/resolver.c against a real
  * unbound serving the test zones on 127.0.0.1 (suite 'dns').
@@ -12,9 +13,6 @@
  *
  * Usage: test_rdns /path/to/unbound
  */
-#include "dns/rdns.h"
-#include "dns/resolver.h"
-
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -30,12 +28,16 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
 #include <unbound.h>
+
+#include "dns/rdns.h"
+#include "dns/resolver.h"
 
 #include "tests/check.h"
 
-#define BULK_N 10000
-#define BULK_PREFIX "2001:db8:60::"   /* a /112: the last 16 bits vary */
+#define BULK_N      10000
+#define BULK_PREFIX "2001:db8:60::" /* a /112: the last 16 bits vary */
 
 static char tmpdir[64];
 static pid_t server_pid = -1;
@@ -63,7 +65,7 @@ die(const char *fmt, ...)
 	fprintf(stderr, "\n");
 	if (tmpdir[0] != '\0')
 		stop_server();
-	check_failed++;     /* the test could not run to its end */
+	check_failed++; /* the test could not run to its end */
 	(void)check_done();
 	exit(2);
 }
@@ -98,8 +100,7 @@ free_port(void)
 		int ok;
 
 		sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-		ok = tfd >= 0 &&
-		     bind(tfd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+		ok = tfd >= 0 && bind(tfd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
 		close(ufd);
 		if (tfd >= 0)
 			close(tfd);
@@ -122,8 +123,7 @@ v6_nibbles(const char *addr, char *out, size_t n, int nibbles)
 	for (int i = nibbles - 1; i >= 0; i--) {
 		uint8_t b = a[i / 2];
 
-		o += (size_t)snprintf(out + o, n - o, "%c.",
-				      hex[i % 2 ? b & 0xf : b >> 4]);
+		o += (size_t)snprintf(out + o, n - o, "%c.", hex[i % 2 ? b & 0xf : b >> 4]);
 	}
 	snprintf(out + o, n - o, "ip6.arpa.");
 }
@@ -144,8 +144,10 @@ ptr4(FILE *f, const char *addr, const char *target)
 
 	if (sscanf(addr, "%u.%u.%u.%u", &a, &b, &c, &d) != 4)
 		die("bad test address %s", addr);
-	fprintf(f, "  local-data: \"%u.%u.%u.%u.in-addr.arpa. 3600 IN PTR "
-		"%s\"\n", d, c, b, a, target);
+	fprintf(f,
+		"  local-data: \"%u.%u.%u.%u.in-addr.arpa. 3600 IN PTR "
+		"%s\"\n",
+		d, c, b, a, target);
 }
 
 static void
@@ -168,14 +170,16 @@ write_zones(FILE *f)
 
 	fprintf(f, "  local-zone: \"rdns.example.\" static\n");
 	rr(f, "rdns.example. 3600 IN SOA ns.rdns.example. h.rdns.example. 1 3600 600 "
-	   "86400 300");
+	      "86400 300");
 	v6_nibbles("2001:db8:53::", zone, sizeof(zone), 12);
 	fprintf(f, "  local-zone: \"%s\" static\n", zone);
-	rr(f, "%s 3600 IN SOA ns.rdns.example. h.rdns.example. 1 3600 600 86400 "
-	   "300", zone);
+	rr(f,
+	   "%s 3600 IN SOA ns.rdns.example. h.rdns.example. 1 3600 600 86400 "
+	   "300",
+	   zone);
 	fprintf(f, "  local-zone: \"100.51.198.in-addr.arpa.\" static\n");
 	rr(f, "100.51.198.in-addr.arpa. 3600 IN SOA ns.rdns.example. "
-	   "h.rdns.example. 1 3600 600 86400 300");
+	      "h.rdns.example. 1 3600 600 86400 300");
 	rr(f, "other.rdns.example. 3600 IN AAAA 2001:db8:53::99");
 	rr(f, "other.rdns.example. 3600 IN A 198.51.100.99");
 
@@ -213,8 +217,7 @@ write_zones(FILE *f)
 	for (int i = 1; i <= 10; i++) {
 		snprintf(name, sizeof(name), "t10-%d.rdns.example.", i);
 		ptr6(f, "2001:db8:53::b", name);
-		rr(f, "%s 3600 IN AAAA 2001:db8:53::%s", name,
-		   i == 10 ? "b" : "99");
+		rr(f, "%s 3600 IN AAAA 2001:db8:53::%s", name, i == 10 ? "b" : "99");
 	}
 	/* TTL 0: a PASS that must not be cached */
 	rr(f, "%s 0 IN PTR zero.rdns.example.",
@@ -248,8 +251,7 @@ write_zones(FILE *f)
 	for (int i = 1; i <= 12; i++) {
 		snprintf(name, sizeof(name), "t4-%d.rdns.example.", i);
 		ptr4(f, "198.51.100.6", name);
-		rr(f, "%s 3600 IN A 198.51.100.%s", name,
-		   i == 12 ? "6" : "99");
+		rr(f, "%s 3600 IN A 198.51.100.%s", name, i == 12 ? "6" : "99");
 	}
 	ptr4(f, "198.51.100.8", "other.rdns.example.");
 	ptr4(f, "198.51.100.8", "v.fail.example.");
@@ -264,8 +266,7 @@ write_zones(FILE *f)
 		snprintf(addr, sizeof(addr), BULK_PREFIX "%x", i);
 		snprintf(name, sizeof(name), "h%d.bulk.rdns.example.", i);
 		ptr6(f, addr, name);
-		rr(f, "%s 3600 IN AAAA %s", name,
-		   i % 4 == 0 ? addr : "2001:db8:53::99");
+		rr(f, "%s 3600 IN AAAA %s", name, i % 4 == 0 ? addr : "2001:db8:53::99");
 	}
 }
 
@@ -277,7 +278,8 @@ write_config(const char *path)
 
 	if (f == NULL)
 		die("%s: %s", path, strerror(errno));
-	fprintf(f, "server:\n"
+	fprintf(f,
+		"server:\n"
 		"  interface: 127.0.0.1\n  port: %d\n"
 		"  do-daemonize: no\n  chroot: \"\"\n  username: \"\"\n"
 		"  directory: \"%s\"\n  pidfile: \"%s/unbound.pid\"\n"
@@ -297,11 +299,12 @@ write_config(const char *path)
 	fprintf(f, "  local-zone: \"%s\" refuse\n", zone);
 	fprintf(f, "  local-zone: \"113.0.203.in-addr.arpa.\" refuse\n");
 	/* no answer at all: a socket of ours that is never read */
-	fprintf(f, "stub-zone:\n  name: \"hole.example.\"\n"
-		"  stub-addr: 127.0.0.1@%d\n", hole_port);
+	fprintf(f,
+		"stub-zone:\n  name: \"hole.example.\"\n"
+		"  stub-addr: 127.0.0.1@%d\n",
+		hole_port);
 	v6_nibbles("2001:db8:55::", zone, sizeof(zone), 12);
-	fprintf(f, "stub-zone:\n  name: \"%s\"\n  stub-addr: 127.0.0.1@%d\n",
-		zone, hole_port);
+	fprintf(f, "stub-zone:\n  name: \"%s\"\n  stub-addr: 127.0.0.1@%d\n", zone, hole_port);
 	fclose(f);
 }
 
@@ -310,23 +313,21 @@ static bool
 server_answers(void)
 {
 	static const uint8_t q[] = {
-		0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0,
-		4, 'r', 'd', 'n', 's', 7, 'e', 'x', 'a', 'm', 'p', 'l', 'e', 0, 0, 6, 0, 1,
+		0x12, 0x34, 0x01, 0x00, 0,   1,   0,   0,   0,   0,   0, 0, 4, 'r', 'd',
+		'n',  's',  7,    'e',  'x', 'a', 'm', 'p', 'l', 'e', 0, 0, 6, 0,   1,
 	};
-	struct sockaddr_in sa = { .sin_family = AF_INET,
-				  .sin_port = htons((uint16_t)server_port) };
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)server_port) };
 	struct pollfd pfd;
 	uint8_t buf[512];
 	int fd = socket(AF_INET, SOCK_DGRAM, 0);
 	bool ok = false;
 
 	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (fd >= 0 && sendto(fd, q, sizeof(q), 0, (struct sockaddr *)&sa,
-			      sizeof(sa)) == (ssize_t)sizeof(q)) {
+	if (fd >= 0 &&
+	    sendto(fd, q, sizeof(q), 0, (struct sockaddr *)&sa, sizeof(sa)) == (ssize_t)sizeof(q)) {
 		pfd.fd = fd;
 		pfd.events = POLLIN;
-		ok = poll(&pfd, 1, 100) == 1 &&
-		     recv(fd, buf, sizeof(buf), 0) > 12;
+		ok = poll(&pfd, 1, 100) == 1 && recv(fd, buf, sizeof(buf), 0) > 12;
 	}
 	if (fd >= 0)
 		close(fd);
@@ -357,8 +358,7 @@ try_server(const char *unbound, const char *conf, const char *log)
 	if (server_pid < 0)
 		die("fork: %s", strerror(errno));
 	if (server_pid == 0) {
-		if (freopen(log, "w", stderr) == NULL ||
-		    freopen("/dev/null", "w", stdout) == NULL)
+		if (freopen(log, "w", stderr) == NULL || freopen("/dev/null", "w", stdout) == NULL)
 			_exit(127);
 		execl(unbound, unbound, "-d", "-c", conf, (char *)NULL);
 		_exit(127);
@@ -406,8 +406,9 @@ stop_server(void)
 	}
 	if (hole_fd >= 0)
 		close(hole_fd);
-	for (const char *const *f = (const char *const[]){ "unbound.conf",
-		"unbound.log", "unbound.pid", NULL }; *f; f++) {
+	for (const char *const *f =
+		     (const char *const[]){ "unbound.conf", "unbound.log", "unbound.pid", NULL };
+	     *f; f++) {
 		snprintf(path, sizeof(path), "%s/%s", tmpdir, *f);
 		unlink(path);
 	}
@@ -470,12 +471,14 @@ lookup(struct rdns *r, uint8_t family, const char *addr, uint64_t clock)
 }
 
 static struct rdns *
-make_rdns(struct ub_ctx *ub, uint32_t timeout_ms, uint32_t cache,
-	  uint32_t max_inflight)
+make_rdns(struct ub_ctx *ub, uint32_t timeout_ms, uint32_t cache, uint32_t max_inflight)
 {
 	struct rdns_params p = {
-		.ub = ub, .timeout_ms = timeout_ms, .max_names = 10,
-		.cache_entries = cache, .cache_ttl_s = 60,
+		.ub = ub,
+		.timeout_ms = timeout_ms,
+		.max_names = 10,
+		.cache_entries = cache,
+		.cache_ttl_s = 60,
 		.max_inflight = max_inflight,
 	};
 	struct rdns *r = rdns_create(&p);
@@ -497,48 +500,43 @@ struct rdns_case {
 };
 
 static const struct rdns_case cases[] = {
-	{ "v6 one PTR that confirms", 6, "2001:db8:53::1", RDNS_PASS,
-	  "ok6.rdns.example", 1 },
+	{ "v6 one PTR that confirms", 6, "2001:db8:53::1", RDNS_PASS, "ok6.rdns.example", 1 },
 	{ "v6 no PTR (NXDOMAIN)", 6, "2001:db8:53::2", RDNS_NONE, "", 0 },
-	{ "v6 PTR name without AAAA (an A only)", 6, "2001:db8:53::3",
-	  RDNS_MISMATCH, "noaddr.rdns.example", 1 },
-	{ "v6 PTR name is a CNAME to the address", 6, "2001:db8:53::4",
-	  RDNS_PASS, "alias6.rdns.example", 1 },
-	{ "v6 3 PTR names, the third confirms", 6, "2001:db8:53::5",
-	  RDNS_PASS, "c5.rdns.example", 3 },
+	{ "v6 PTR name without AAAA (an A only)", 6, "2001:db8:53::3", RDNS_MISMATCH,
+	  "noaddr.rdns.example", 1 },
+	{ "v6 PTR name is a CNAME to the address", 6, "2001:db8:53::4", RDNS_PASS,
+	  "alias6.rdns.example", 1 },
+	{ "v6 3 PTR names, the third confirms", 6, "2001:db8:53::5", RDNS_PASS, "c5.rdns.example",
+	  3 },
 	/* only max_names (10) names are checked: the 12th, which would
 	 * confirm, is never looked at */
-	{ "v6 12 PTR names, only the 12th would confirm", 6,
-	  "2001:db8:53::6", RDNS_MISMATCH, "t6-1.rdns.example", 12 },
-	{ "v6 10 PTR names, the 10th confirms", 6, "2001:db8:53::b",
-	  RDNS_PASS, "t10-10.rdns.example", 10 },
-	{ "v6 2 PTR names, the first confirms", 6, "2001:db8:53::c",
-	  RDNS_PASS, "first2.rdns.example", 2 },
+	{ "v6 12 PTR names, only the 12th would confirm", 6, "2001:db8:53::6", RDNS_MISMATCH,
+	  "t6-1.rdns.example", 12 },
+	{ "v6 10 PTR names, the 10th confirms", 6, "2001:db8:53::b", RDNS_PASS,
+	  "t10-10.rdns.example", 10 },
+	{ "v6 2 PTR names, the first confirms", 6, "2001:db8:53::c", RDNS_PASS,
+	  "first2.rdns.example", 2 },
 	{ "v6 PTR name with an escaped dot", 6, "2001:db8:53::10", RDNS_PASS,
 	  "we\\.ird.rdns.example", 1 },
-	{ "v6 forward lookup SERVFAIL", 6, "2001:db8:53::7", RDNS_TEMPERROR,
-	  "x.fail.example", 1 },
-	{ "v6 forward SERVFAIL beside a mismatch", 6, "2001:db8:53::8",
-	  RDNS_TEMPERROR, "other.rdns.example", 2 },
-	{ "v6 reverse name exists, no PTR (NODATA)", 6, "2001:db8:53::9",
-	  RDNS_NONE, "", 0 },
-	{ "v6 PTR name does not exist", 6, "2001:db8:53::a", RDNS_MISMATCH,
-	  "gone.rdns.example", 1 },
-	{ "v6 PTR lookup SERVFAIL", 6, "2001:db8:54::1", RDNS_TEMPERROR,
-	  "", 0 },
-	{ "v4 one PTR that confirms", 4, "198.51.100.1", RDNS_PASS,
-	  "ok4.rdns.example", 1 },
+	{ "v6 forward lookup SERVFAIL", 6, "2001:db8:53::7", RDNS_TEMPERROR, "x.fail.example", 1 },
+	{ "v6 forward SERVFAIL beside a mismatch", 6, "2001:db8:53::8", RDNS_TEMPERROR,
+	  "other.rdns.example", 2 },
+	{ "v6 reverse name exists, no PTR (NODATA)", 6, "2001:db8:53::9", RDNS_NONE, "", 0 },
+	{ "v6 PTR name does not exist", 6, "2001:db8:53::a", RDNS_MISMATCH, "gone.rdns.example",
+	  1 },
+	{ "v6 PTR lookup SERVFAIL", 6, "2001:db8:54::1", RDNS_TEMPERROR, "", 0 },
+	{ "v4 one PTR that confirms", 4, "198.51.100.1", RDNS_PASS, "ok4.rdns.example", 1 },
 	{ "v4 no PTR (NXDOMAIN)", 4, "198.51.100.2", RDNS_NONE, "", 0 },
-	{ "v4 PTR name without A (an AAAA only)", 4, "198.51.100.3",
-	  RDNS_MISMATCH, "noaddr4.rdns.example", 1 },
-	{ "v4 PTR name is a CNAME to the address", 4, "198.51.100.4",
-	  RDNS_PASS, "alias4.rdns.example", 1 },
-	{ "v4 3 PTR names, the third confirms", 4, "198.51.100.5", RDNS_PASS,
-	  "c5v4.rdns.example", 3 },
-	{ "v4 12 PTR names, only the 12th would confirm", 4, "198.51.100.6",
-	  RDNS_MISMATCH, "t4-1.rdns.example", 12 },
-	{ "v4 forward SERVFAIL beside a mismatch", 4, "198.51.100.8",
-	  RDNS_TEMPERROR, "other.rdns.example", 2 },
+	{ "v4 PTR name without A (an AAAA only)", 4, "198.51.100.3", RDNS_MISMATCH,
+	  "noaddr4.rdns.example", 1 },
+	{ "v4 PTR name is a CNAME to the address", 4, "198.51.100.4", RDNS_PASS,
+	  "alias4.rdns.example", 1 },
+	{ "v4 3 PTR names, the third confirms", 4, "198.51.100.5", RDNS_PASS, "c5v4.rdns.example",
+	  3 },
+	{ "v4 12 PTR names, only the 12th would confirm", 4, "198.51.100.6", RDNS_MISMATCH,
+	  "t4-1.rdns.example", 12 },
+	{ "v4 forward SERVFAIL beside a mismatch", 4, "198.51.100.8", RDNS_TEMPERROR,
+	  "other.rdns.example", 2 },
 	{ "v4 PTR lookup SERVFAIL", 4, "203.0.113.1", RDNS_TEMPERROR, "", 0 },
 };
 
@@ -555,24 +553,23 @@ test_cases(struct ub_ctx *ub)
 		CHECK(w.done && w.calls == 1, "%s: answered once", c->what);
 		CHECK(w.a.result == c->want, "%s: %s, want %s", c->what,
 		      rdns_result_name(w.a.result), rdns_result_name(c->want));
-		CHECK(strcmp(w.a.name, c->name) == 0, "%s: name '%s', want "
-		      "'%s'", c->what, w.a.name, c->name);
-		CHECK(w.a.n_ptr == c->n_ptr, "%s: n_ptr %u, want %u", c->what,
-		      w.a.n_ptr, c->n_ptr);
+		CHECK(strcmp(w.a.name, c->name) == 0,
+		      "%s: name '%s', want "
+		      "'%s'",
+		      c->what, w.a.name, c->name);
+		CHECK(w.a.n_ptr == c->n_ptr, "%s: n_ptr %u, want %u", c->what, w.a.n_ptr, c->n_ptr);
 		CHECK(!w.a.cached, "%s: not from the cache", c->what);
 		n_pass += c->want == RDNS_PASS;
 		n_temp += c->want == RDNS_TEMPERROR;
-		printf("%-48s %-9s %-18s %u us\n", c->what,
-		       rdns_result_name(w.a.result), w.a.name,
+		printf("%-48s %-9s %-18s %u us\n", c->what, rdns_result_name(w.a.result), w.a.name,
 		       w.a.latency_us);
 	}
 	CHECK(rdns_inflight(r) == 0, "inflight %u", rdns_inflight(r));
-	CHECK(rdns_counter(r, RDNS_C_LOOKUPS) == sizeof(cases) /
-	      sizeof(cases[0]), "lookups counted");
+	CHECK(rdns_counter(r, RDNS_C_LOOKUPS) == sizeof(cases) / sizeof(cases[0]),
+	      "lookups counted");
 	CHECK(rdns_counter(r, RDNS_C_PASS) == n_pass, "pass counted: %llu",
 	      (unsigned long long)rdns_counter(r, RDNS_C_PASS));
-	CHECK(rdns_counter(r, RDNS_C_TEMPERROR) == n_temp,
-	      "temperror counted: %llu",
+	CHECK(rdns_counter(r, RDNS_C_TEMPERROR) == n_temp, "temperror counted: %llu",
 	      (unsigned long long)rdns_counter(r, RDNS_C_TEMPERROR));
 	r = rdns_destroy(r);
 }
@@ -587,13 +584,13 @@ test_cache(struct ub_ctx *ub)
 	CHECK(w.a.result == RDNS_PASS && !w.a.cached, "first lookup by DNS");
 	w = lookup(r, 6, "2001:db8:53::1", 0);
 	CHECK(w.done && w.a.cached, "second lookup from the cache");
-	CHECK(w.a.result == RDNS_PASS && strcmp(w.a.name, "ok6.rdns.example")
-	      == 0, "cached answer keeps result and name: %s %s",
-	      rdns_result_name(w.a.result), w.a.name);
+	CHECK(w.a.result == RDNS_PASS && strcmp(w.a.name, "ok6.rdns.example") == 0,
+	      "cached answer keeps result and name: %s %s", rdns_result_name(w.a.result), w.a.name);
 	w = lookup(r, 4, "198.51.100.6", 0);
 	w = lookup(r, 4, "198.51.100.6", 0);
 	CHECK(w.a.cached && w.a.result == RDNS_MISMATCH &&
-	      strcmp(w.a.name, "t4-1.rdns.example") == 0, "MISMATCH cached");
+		      strcmp(w.a.name, "t4-1.rdns.example") == 0,
+	      "MISMATCH cached");
 	w = lookup(r, 6, "2001:db8:53::2", 0);
 	w = lookup(r, 6, "2001:db8:53::2", 0);
 	CHECK(w.a.cached && w.a.result == RDNS_NONE,
@@ -609,12 +606,10 @@ test_cache(struct ub_ctx *ub)
 	      "3600) is not cached");
 	w = lookup(r, 6, "2001:db8:53::d", 0);
 	w = lookup(r, 6, "2001:db8:53::d", 0);
-	CHECK(w.a.result == RDNS_PASS && !w.a.cached,
-	      "a PASS with DNS TTL 0 is not cached");
+	CHECK(w.a.result == RDNS_PASS && !w.a.cached, "a PASS with DNS TTL 0 is not cached");
 	/* cache_ttl_s is 60: 61 s later the entry is gone */
 	w = lookup(r, 6, "2001:db8:53::1", 61ull * 1000000);
-	CHECK(w.a.result == RDNS_PASS && !w.a.cached,
-	      "expired entry looked up again");
+	CHECK(w.a.result == RDNS_PASS && !w.a.cached, "expired entry looked up again");
 	CHECK(rdns_counter(r, RDNS_C_CACHE_HITS) == 3, "cache_hits %llu",
 	      (unsigned long long)rdns_counter(r, RDNS_C_CACHE_HITS));
 	r = rdns_destroy(r);
@@ -626,8 +621,7 @@ test_cache(struct ub_ctx *ub)
 		uint8_t a[16] = { 198, 51, 100, 1 };
 		struct waiter w2 = { 0 };
 
-		CHECK(rdns_lookup(r, 6, a, on_done, &w2, now_us()) == 0,
-		      "v6 lookup");
+		CHECK(rdns_lookup(r, 6, a, on_done, &w2, now_us()) == 0, "v6 lookup");
 		drive(r, &w2.done, 0, 10000);
 		CHECK(!w2.a.cached, "a v6 address is not the cached v4 one");
 	}
@@ -641,14 +635,14 @@ test_timeout(struct ub_ctx *ub)
 	struct waiter w;
 
 	w = lookup(r, 6, "2001:db8:55::1", 0);
-	CHECK(w.a.result == RDNS_TEMPERROR, "PTR timeout: %s",
-	      rdns_result_name(w.a.result));
-	CHECK(w.a.latency_us >= 300000 && w.a.latency_us < 1000000,
-	      "deadline kept: %u us", w.a.latency_us);
+	CHECK(w.a.result == RDNS_TEMPERROR, "PTR timeout: %s", rdns_result_name(w.a.result));
+	CHECK(w.a.latency_us >= 300000 && w.a.latency_us < 1000000, "deadline kept: %u us",
+	      w.a.latency_us);
 	w = lookup(r, 6, "2001:db8:53::e", 0);
-	CHECK(w.a.result == RDNS_TEMPERROR && strcmp(w.a.name,
-	      "other.rdns.example") == 0, "forward timeout beside a mismatch: "
-	      "%s %s", rdns_result_name(w.a.result), w.a.name);
+	CHECK(w.a.result == RDNS_TEMPERROR && strcmp(w.a.name, "other.rdns.example") == 0,
+	      "forward timeout beside a mismatch: "
+	      "%s %s",
+	      rdns_result_name(w.a.result), w.a.name);
 	CHECK(rdns_counter(r, RDNS_C_TIMEOUTS) == 2, "timeouts %llu",
 	      (unsigned long long)rdns_counter(r, RDNS_C_TIMEOUTS));
 	w = lookup(r, 6, "2001:db8:55::1", 0);
@@ -656,12 +650,12 @@ test_timeout(struct ub_ctx *ub)
 	/* the forward lookups go out together: the second name confirms
 	 * while the first is still unanswered */
 	w = lookup(r, 6, "2001:db8:53::f", 0);
-	CHECK(w.a.result == RDNS_PASS && strcmp(w.a.name, "par.rdns.example")
-	      == 0 && w.a.latency_us < 300000, "forward lookups in parallel: "
-	      "%s %s %u us", rdns_result_name(w.a.result), w.a.name,
-	      w.a.latency_us);
-	CHECK(rdns_inflight(r) == 0, "inflight back to 0: %u",
-	      rdns_inflight(r));
+	CHECK(w.a.result == RDNS_PASS && strcmp(w.a.name, "par.rdns.example") == 0 &&
+		      w.a.latency_us < 300000,
+	      "forward lookups in parallel: "
+	      "%s %s %u us",
+	      rdns_result_name(w.a.result), w.a.name, w.a.latency_us);
+	CHECK(rdns_inflight(r) == 0, "inflight back to 0: %u", rdns_inflight(r));
 	r = rdns_destroy(r);
 }
 
@@ -669,8 +663,7 @@ test_timeout(struct ub_ctx *ub)
 static void
 test_max_names(struct ub_ctx *ub)
 {
-	struct rdns_params p = { .ub = ub, .timeout_ms = 5000, .max_names = 2,
-				 .max_inflight = 2 };
+	struct rdns_params p = { .ub = ub, .timeout_ms = 5000, .max_names = 2, .max_inflight = 2 };
 	struct rdns *r = rdns_create(&p);
 	struct waiter w;
 
@@ -678,13 +671,12 @@ test_max_names(struct ub_ctx *ub)
 		die("rdns_create: %s", strerror(errno));
 	w = lookup(r, 6, "2001:db8:53::5", 0);
 	CHECK(w.a.result == RDNS_MISMATCH && w.a.n_ptr == 3,
-	      "max_names 2: the third name is not checked: %s",
-	      rdns_result_name(w.a.result));
+	      "max_names 2: the third name is not checked: %s", rdns_result_name(w.a.result));
 	r = rdns_destroy(r);
 	p.max_names = RDNS_MAX_NAMES + 1;
 	errno = 0;
-	CHECK(rdns_create(&p) == NULL && errno == EINVAL,
-	      "max_names above %d refused", RDNS_MAX_NAMES);
+	CHECK(rdns_create(&p) == NULL && errno == EINVAL, "max_names above %d refused",
+	      RDNS_MAX_NAMES);
 }
 
 static void
@@ -694,24 +686,24 @@ test_busy_and_destroy(struct ub_ctx *ub)
 	struct waiter w[3] = { 0 }, hit;
 	uint8_t a[16];
 
-	hit = lookup(r, 6, "2001:db8:53::1", 0);   /* fills the cache */
+	hit = lookup(r, 6, "2001:db8:53::1", 0); /* fills the cache */
 	parse_addr(6, "2001:db8:55::2", a);
 	CHECK(rdns_lookup(r, 6, a, on_done, &w[0], now_us()) == 0, "1 of 2");
 	a[15] = 3;
 	CHECK(rdns_lookup(r, 6, a, on_done, &w[1], now_us()) == 0, "2 of 2");
 	a[15] = 4;
 	errno = 0;
-	CHECK(rdns_lookup(r, 6, a, on_done, &w[2], now_us()) == -1 &&
-	      errno == EBUSY, "the third is refused: EBUSY");
+	CHECK(rdns_lookup(r, 6, a, on_done, &w[2], now_us()) == -1 && errno == EBUSY,
+	      "the third is refused: EBUSY");
 	CHECK(rdns_inflight(r) == 2, "2 in flight");
 	CHECK(rdns_counter(r, RDNS_C_BUSY) == 1, "busy counted");
 	memset(&hit, 0, sizeof(hit));
 	parse_addr(6, "2001:db8:53::1", a);
-	CHECK(rdns_lookup(r, 6, a, on_done, &hit, now_us()) == 0 && hit.done
-	      && hit.a.cached, "the cache answers while the pool is full");
+	CHECK(rdns_lookup(r, 6, a, on_done, &hit, now_us()) == 0 && hit.done && hit.a.cached,
+	      "the cache answers while the pool is full");
 	errno = 0;
-	CHECK(rdns_lookup(r, 5, a, on_done, &hit, now_us()) == -1 &&
-	      errno == EINVAL, "family 5 refused");
+	CHECK(rdns_lookup(r, 5, a, on_done, &hit, now_us()) == -1 && errno == EINVAL,
+	      "family 5 refused");
 	rdns_process(r, now_us());
 	r = rdns_destroy(r);
 	CHECK(!w[0].done && !w[1].done && !w[2].done,
@@ -755,19 +747,17 @@ test_other_thread(struct ub_ctx *ub)
 	if (pthread_create(&th, NULL, thief_main, &t) != 0)
 		die("pthread_create");
 	CHECK(rdns_lookup(r, 6, a, on_done, &w, now_us()) == 0, "started");
-	usleep(300000);        /* the thief takes every answer meanwhile */
+	usleep(300000); /* the thief takes every answer meanwhile */
 	atomic_store(&t.stop, true);
 	pthread_join(th, NULL);
 	CHECK(!w.done, "not answered before rdns_process");
 	pfd.fd = rdns_fd(r);
 	pfd.events = POLLIN;
 	CHECK(poll(&pfd, 1, 0) == 1, "rdns_fd readable after another thread "
-	      "took the answers");
+				     "took the answers");
 	drive(r, &w.done, 0, 5000);
-	CHECK(w.done && w.a.result == RDNS_PASS &&
-	      strcmp(w.a.name, "c5.rdns.example") == 0,
-	      "answer delivered: %s %s", rdns_result_name(w.a.result),
-	      w.a.name);
+	CHECK(w.done && w.a.result == RDNS_PASS && strcmp(w.a.name, "c5.rdns.example") == 0,
+	      "answer delivered: %s %s", rdns_result_name(w.a.result), w.a.name);
 	r = rdns_destroy(r);
 }
 
@@ -799,8 +789,7 @@ test_bulk(struct ub_ctx *ub)
 			die("bulk lookup %d: %s", i, strerror(errno));
 	}
 	max_inflight = rdns_inflight(r);
-	CHECK(max_inflight == BULK_N, "%u lookups in flight at once",
-	      max_inflight);
+	CHECK(max_inflight == BULK_N, "%u lookups in flight at once", max_inflight);
 	while (!all && now_us() - t0 < 25000000) {
 		drive(r, &all, 0, 100);
 		all = rdns_inflight(r) == 0;
@@ -810,7 +799,8 @@ test_bulk(struct ub_ctx *ub)
 	pthread_join(th, NULL);
 	for (int i = 0; i < BULK_N; i++) {
 		enum rdns_result want = i % 4 == 0 ? RDNS_PASS :
-					i % 4 == 2 ? RDNS_MISMATCH : RDNS_NONE;
+					i % 4 == 2 ? RDNS_MISMATCH :
+						     RDNS_NONE;
 
 		if (!b.w[i].done)
 			missing++;
@@ -822,13 +812,13 @@ test_bulk(struct ub_ctx *ub)
 	CHECK(missing == 0, "%u lookups never answered", missing);
 	CHECK(twice == 0, "%u answered more than once", twice);
 	CHECK(wrong == 0, "%u wrong results", wrong);
-	CHECK(rdns_inflight(r) == 0, "inflight back to 0: %u",
-	      rdns_inflight(r));
+	CHECK(rdns_inflight(r) == 0, "inflight back to 0: %u", rdns_inflight(r));
 	CHECK(rdns_counter(r, RDNS_C_PASS) == BULK_N / 4, "pass %llu",
 	      (unsigned long long)rdns_counter(r, RDNS_C_PASS));
 	CHECK(rdns_counter(r, RDNS_C_TIMEOUTS) == 0, "no timeouts");
 	printf("bulk: %d lookups in %.2f s, the other thread polled %u "
-	       "times\n", BULK_N, (double)(t1 - t0) / 1e6, t.rounds);
+	       "times\n",
+	       BULK_N, (double)(t1 - t0) / 1e6, t.rounds);
 	r = rdns_destroy(r);
 }
 
@@ -871,12 +861,10 @@ test_bulk_cancel(struct ub_ctx *ub)
 		temp += b.w[i].done && b.w[i].a.result == RDNS_TEMPERROR;
 	}
 	CHECK(answered == BULK_N && twice == 0 && odd == 0,
-	      "deadline race: %u answered, %u twice, %u odd", answered,
-	      twice, odd);
-	CHECK(rdns_counter(r, RDNS_C_TIMEOUTS) == temp,
-	      "every TEMPERROR here is a timeout: %u", temp);
-	CHECK(rdns_inflight(r) == 0, "inflight back to 0: %u",
-	      rdns_inflight(r));
+	      "deadline race: %u answered, %u twice, %u odd", answered, twice, odd);
+	CHECK(rdns_counter(r, RDNS_C_TIMEOUTS) == temp, "every TEMPERROR here is a timeout: %u",
+	      temp);
+	CHECK(rdns_inflight(r) == 0, "inflight back to 0: %u", rdns_inflight(r));
 	printf("deadline race: %u of %d timed out\n", temp, BULK_N);
 	r = rdns_destroy(r);
 
@@ -885,8 +873,7 @@ test_bulk_cancel(struct ub_ctx *ub)
 	for (int i = 0; i < BULK_N; i++) {
 		/* half of them never answered (the silent zone) */
 		if (i % 2)
-			snprintf(s, sizeof(s), BULK_PREFIX "%x",
-				 2 * BULK_N + i);
+			snprintf(s, sizeof(s), BULK_PREFIX "%x", 2 * BULK_N + i);
 		else
 			snprintf(s, sizeof(s), "2001:db8:55::%x", i);
 		parse_addr(6, s, a);
@@ -898,18 +885,18 @@ test_bulk_cancel(struct ub_ctx *ub)
 	after = 0;
 	for (int i = 0; i < BULK_N; i++)
 		after += b.w[i].calls;
-	usleep(200000);     /* the thief goes on delivering meanwhile */
+	usleep(200000); /* the thief goes on delivering meanwhile */
 	atomic_store(&t.stop, true);
 	pthread_join(th, NULL);
 	answered = 0;
 	for (int i = 0; i < BULK_N; i++)
 		answered += b.w[i].calls;
-	CHECK(answered == after, "no callback after destroy (%u before, %u "
-	      "after)", after, answered);
-	CHECK(after <= BULK_N / 2, "destroy came before the silent half: %u",
-	      after);
-	printf("destroy race: %u of %d answered before destroy\n", after,
-	       BULK_N);
+	CHECK(answered == after,
+	      "no callback after destroy (%u before, %u "
+	      "after)",
+	      after, answered);
+	CHECK(after <= BULK_N / 2, "destroy came before the silent half: %u", after);
+	printf("destroy race: %u of %d answered before destroy\n", after, BULK_N);
 }
 
 static void
@@ -920,18 +907,18 @@ test_resolver_params(void)
 	char err[160] = "";
 
 	CHECK(dns_resolver_create(&p, err, sizeof(err)) == NULL &&
-	      strstr(err, "not an address") != NULL,
+		      strstr(err, "not an address") != NULL,
 	      "bad forwarder refused with a reason: '%s'", err);
 	p.n_servers = 0;
 	p.trust_anchor = "/nonexistent/root.key";
 	err[0] = '\0';
-	CHECK(dns_resolver_create(&p, err, sizeof(err)) == NULL &&
-	      err[0] != '\0', "missing trust anchor refused: '%s'", err);
+	CHECK(dns_resolver_create(&p, err, sizeof(err)) == NULL && err[0] != '\0',
+	      "missing trust anchor refused: '%s'", err);
 	CHECK(dns_resolver_destroy(NULL) == NULL, "destroy(NULL)");
 	CHECK(rdns_destroy(NULL) == NULL, "rdns_destroy(NULL)");
 	errno = 0;
-	CHECK(rdns_create(&(struct rdns_params){ .ub = NULL,
-	      .max_inflight = 1 }) == NULL && errno == EINVAL,
+	CHECK(rdns_create(&(struct rdns_params){ .ub = NULL, .max_inflight = 1 }) == NULL &&
+		      errno == EINVAL,
 	      "rdns_create without a resolver: EINVAL");
 }
 

@@ -1,20 +1,21 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * tests/dns/test_rdns_name.c — rdns_name_text() on chosen names: the
  * expected text where there is one, and the round-trip oracle on all.
  */
-#include "dns/rdns_name.h"
-
 #include <stdio.h>
 #include <string.h>
+
+#include "dns/rdns_name.h"
 
 #include "tests/check.h"
 #include "tests/dns/rdns_name_check.h"
 
 struct name_case {
 	const char *what;
-	const char *wire;   /* bytes, as a C string with escapes */
+	const char *wire; /* bytes, as a C string with escapes */
 	size_t n;
-	const char *text;   /* NULL: must be refused */
+	const char *text; /* NULL: must be refused */
 };
 
 #define W(s) s, sizeof(s) - 1
@@ -49,9 +50,8 @@ main(void)
 		if (c->text == NULL)
 			CHECK(!ok, "%s: refused", c->what);
 		else
-			CHECK(ok && strcmp(out, c->text) == 0,
-			      "%s: '%s', want '%s'", c->what, ok ? out : "-",
-			      c->text);
+			CHECK(ok && strcmp(out, c->text) == 0, "%s: '%s', want '%s'", c->what,
+			      ok ? out : "-", c->text);
 		CHECK(why == NULL, "%s: %s", c->what, why);
 	}
 	/* 4 labels of 63 'a' = 255 bytes of wire, 256 characters of text
@@ -63,10 +63,9 @@ main(void)
 	}
 	CHECK(!rdns_name_text(wire, 257, out), "256 characters refused");
 	CHECK(name_check(wire, 257) == NULL, "oracle agrees");
-	wire[3 * 64] = 61;          /* two shorter: 254 characters, fits */
+	wire[3 * 64] = 61; /* two shorter: 254 characters, fits */
 	wire[3 * 64 + 62] = 0;
-	CHECK(rdns_name_text(wire, 257, out) && strlen(out) == 254,
-	      "254 characters kept");
+	CHECK(rdns_name_text(wire, 257, out) && strlen(out) == 254, "254 characters kept");
 	CHECK(name_check(wire, 257) == NULL, "oracle agrees");
 	/* escapes count: a short name of many \DDD does not fit */
 	memset(wire, 0, sizeof(wire));
@@ -74,8 +73,7 @@ main(void)
 		wire[l * 64] = 63;
 		memset(wire + l * 64 + 1, 0x01, 63);
 	}
-	CHECK(!rdns_name_text(wire, 129, out),
-	      "126 bytes needing 4 characters each refused");
+	CHECK(!rdns_name_text(wire, 129, out), "126 bytes needing 4 characters each refused");
 	CHECK(name_check(wire, 129) == NULL, "oracle agrees");
 	return check_done();
 }

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 """SMTP clients for the fault tests; they run in the lab's peer namespace.
 
 Linux's own TCP carries every session, so what the edge's engine gets

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 """What test_faults.py and test_hostile.py share: the peers they send
 from, the pools they check, and the spool as they read it.
 

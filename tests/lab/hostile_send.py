@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 """Hostile TCP from the lab's peer namespace, for tests/lab/test_hostile.py.
 
 Every mode prints one JSON object on stdout.

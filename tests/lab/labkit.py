@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 """tests/lab/labkit.py — what the lab tests share: the lab, a running smtpedge, the peer.
 
 A test script imports this, writes functions named test_*, and calls

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 """Sends broken frames at smtpedge from the peer namespace (scapy).
 
 usage: malformed.py kinds|garbage IFACE EDGE_MAC EDGE6 EDGE4 PEER6 PEER4 N SEED

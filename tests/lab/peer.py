@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 """SMTP clients that run inside the lab's peer namespace (ip netns exec).
 
 Each mode prints one JSON object on stdout:

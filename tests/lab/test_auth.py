@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 """The second rule, end to end: mail over IPv6 must pass SPF or DKIM.
 
 unbound in the lab serves the SPF records of example.org (every lab peer

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 """The control plane against what goes wrong around it: an SPF request
 lost between the planes, a spool that does not answer, the telemetry
 socket's mode, and two operators changing policy at once.

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 """Nothing a sender was told is accepted is ever lost: smtpedge is killed
 with SIGKILL at random moments while a client sends 1,000 messages one after
 another (and restarted each time); afterwards every message that got a 250

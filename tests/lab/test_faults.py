@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 """TCP under faults, in the lab: smtpedge's fault shim ([faults], see
 dataplane/faults.c) drops, duplicates and reorders frames around the
 worker's RX and TX bursts, and Linux's own TCP in the peer namespace is the

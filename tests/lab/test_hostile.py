@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 """Hostile packets against smtpedge's TCP, in the lab: a spoofed SYN flood
 while real Linux clients deliver mail, blind RSTs, blind data injection and
 bad checksums against a live session, SYNs to a closed port, and frames

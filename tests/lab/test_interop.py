@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 """Real senders' habits, end to end: a sender that half-closes.
 
 Exim, the most deployed MTA, sends its last command (the final dot or BDAT

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 """A few thousand broken frames: each counted by its reason, none answered
 wrongly, and smtpedge still answers pings during and after the storm."""
 import json

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 """The DPDK port answers on the wire: ARP, neighbour discovery, ping.
 
 Linux in the peer namespace is the other end. Each test checks the replies

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 """Pipelined commands and long replies through the DPDK port.
 
 The client is Linux's TCP in the peer namespace (peer.py dialogue

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 """Relay to a real downstream: Postfix's smtp-sink on the edge namespace's
 loopback takes the mail ([relay] target); the sender's 250 comes only after
 the downstream's, and a downstream that is down costs a 451, never a loss."""

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 """SMTP through the DPDK port, end to end: the IPv6 PTR rule, the spool,
 live policy changes, and load from 1,000 peer addresses.
 

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 """STARTTLS through the DPDK port, with real clients: openssl s_client
 (TLS 1.2 and 1.3, ECDSA and RSA, resumption), swaks, Python's smtplib;
 messages byte-exact over TLS, also through the fault shim; the PTR rule

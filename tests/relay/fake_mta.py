@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 """tests/relay/fake_mta.py — a scriptable downstream MTA for the relay tests.
 
 An asyncio SMTP/LMTP server on 127.0.0.1 and ::1 (one port of its own, from

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * tests/relay/fuzz_relay.c — libFuzzer target: control/relay.c against a downstream
  * that answers with arbitrary bytes.
@@ -51,8 +52,7 @@ server(void *arg)
 			ssize_t n;
 
 			while (off < srv_len &&
-			       (n = send(fd, srv_data + off, srv_len - off,
-					 MSG_NOSIGNAL)) > 0)
+			       (n = send(fd, srv_data + off, srv_len - off, MSG_NOSIGNAL)) > 0)
 				off += (size_t)n;
 			shutdown(fd, SHUT_WR);
 			while (recv(fd, buf, sizeof(buf), 0) > 0)
@@ -71,15 +71,13 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 				   .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 	socklen_t sl = sizeof(sin);
 	char target[64], err[256];
-	struct relay_params p = { .helo = "edge.test", .pool_size = 0,
-				  .timeout_ms = 2000 };
+	struct relay_params p = { .helo = "edge.test", .pool_size = 0, .timeout_ms = 2000 };
 	pthread_t th;
 
 	(void)argc;
 	(void)argv;
 	lfd = socket(AF_INET, SOCK_STREAM, 0);
-	if (lfd < 0 || bind(lfd, (struct sockaddr *)&sin, sizeof(sin)) < 0 ||
-	    listen(lfd, 4) < 0 ||
+	if (lfd < 0 || bind(lfd, (struct sockaddr *)&sin, sizeof(sin)) < 0 || listen(lfd, 4) < 0 ||
 	    getsockname(lfd, (struct sockaddr *)&sin, &sl) < 0)
 		abort();
 	snprintf(target, sizeof(target), "127.0.0.1:%u", ntohs(sin.sin_port));
@@ -99,15 +97,18 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static const char *const rcpts[] = { "a@example.net", "b@example.net",
-					     "c@example.net", "d@example.net" };
+	static const char *const rcpts[] = { "a@example.net", "b@example.net", "c@example.net",
+					     "d@example.net" };
 	static const uint8_t addr[16] = { 0x20, 0x01, 0x0d, 0xb8, [15] = 0x10 };
 	static _Alignas(struct chunk) uint8_t mem[sizeof(struct chunk) + 32];
 	struct chunk *body = (struct chunk *)mem;
 	struct relay_msg m = { .mail_from = "alice@example.org",
-			       .rcpts = rcpts, .helo = "client.example",
-			       .ptr_name = "", .prefix = ".X: y\r\n",
-			       .prefix_len = 7, .body = body };
+			       .rcpts = rcpts,
+			       .helo = "client.example",
+			       .ptr_name = "",
+			       .prefix = ".X: y\r\n",
+			       .prefix_len = 7,
+			       .body = body };
 	struct relay_result res;
 	const char *p;
 	int rc;
@@ -131,8 +132,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	if (res.code == 250 && res.delivered != m.nrcpts)
 		abort();
-	if (res.code != 250 && res.code != 451 &&
-	    (res.code < 500 || res.code > 599))
+	if (res.code != 250 && res.code != 451 && (res.code < 500 || res.code > 599))
 		abort();
 	if (res.enh[0] != '0' + res.code / 100 || res.delivered > m.nrcpts)
 		abort();

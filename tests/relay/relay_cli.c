@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * tests/relay/relay_cli.c — a small command line around control/relay.c, so that the
  * Python harness (test_relay.py) can drive real deliveries against its fake
@@ -51,8 +52,13 @@ static struct {
 	struct relay *relay;
 	pthread_mutex_t out;
 	unsigned failures;
-} g = { .chunk = 8192, .count = 1, .threads = 1, .client_helo = "",
-	.ptr = "", .ptr_result = PTR_PASS, .from = "" };
+} g = { .chunk = 8192,
+	.count = 1,
+	.threads = 1,
+	.client_helo = "",
+	.ptr = "",
+	.ptr_result = PTR_PASS,
+	.from = "" };
 
 static char *
 slurp(const char *path, size_t *len)
@@ -61,9 +67,8 @@ slurp(const char *path, size_t *len)
 	char *buf = NULL;
 	long n;
 
-	if (!f || fseek(f, 0, SEEK_END) < 0 || (n = ftell(f)) < 0 ||
-	    fseek(f, 0, SEEK_SET) < 0 || !(buf = malloc((size_t)n + 1)) ||
-	    fread(buf, 1, (size_t)n, f) != (size_t)n) {
+	if (!f || fseek(f, 0, SEEK_END) < 0 || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) < 0 ||
+	    !(buf = malloc((size_t)n + 1)) || fread(buf, 1, (size_t)n, f) != (size_t)n) {
 		fprintf(stderr, "relay_cli: cannot read %s\n", path);
 		exit(2);
 	}
@@ -100,8 +105,7 @@ ms_since(const struct timespec *t0)
 	struct timespec t1;
 
 	clock_gettime(CLOCK_MONOTONIC, &t1);
-	return (double)(t1.tv_sec - t0->tv_sec) * 1e3 +
-	       (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
+	return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
 }
 
 static void *
@@ -115,12 +119,18 @@ run(void *arg)
 		exit(2);
 	for (i = 0; i < g.count; i++) {
 		struct relay_msg m = {
-			.mail_from = g.from, .rcpts = g.rcpts,
-			.nrcpts = g.nrcpts, .family = g.family, .addr = g.addr,
-			.helo = g.client_helo, .ptr = g.ptr_result,
+			.mail_from = g.from,
+			.rcpts = g.rcpts,
+			.nrcpts = g.nrcpts,
+			.family = g.family,
+			.addr = g.addr,
+			.helo = g.client_helo,
+			.ptr = g.ptr_result,
 			.ptr_name = g.ptr,
-			.prefix = prefix, .body = chain,
-			.body_8bit = g.eightbit, .smtputf8 = g.utf8,
+			.prefix = prefix,
+			.body = chain,
+			.body_8bit = g.eightbit,
+			.smtputf8 = g.utf8,
 		};
 		struct relay_result res;
 		struct timespec t0;
@@ -139,8 +149,8 @@ run(void *arg)
 		pthread_mutex_lock(&g.out);
 		if ((rc == 0) != (res.code / 100 == 2))
 			g.failures++;
-		printf("RESULT %u.%u %u %s %u %.1f %s\n", t, i, res.code,
-		       res.enh, res.delivered, ms_since(&t0), res.text);
+		printf("RESULT %u.%u %u %s %u %.1f %s\n", t, i, res.code, res.enh, res.delivered,
+		       ms_since(&t0), res.text);
 		fflush(stdout);
 		pthread_mutex_unlock(&g.out);
 	}
@@ -157,17 +167,28 @@ int
 main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "target", 1, 0, 't' }, { "helo", 1, 0, 'H' },
-		{ "lmtp", 0, 0, 'L' }, { "pool", 1, 0, 'P' },
-		{ "timeout", 1, 0, 'T' }, { "final-timeout", 1, 0, 'F' },
-		{ "from", 1, 0, 'f' }, { "rcpt", 1, 0, 'r' },
-		{ "prefix-file", 1, 0, 'p' }, { "body-file", 1, 0, 'b' },
-		{ "chunk", 1, 0, 'c' }, { "client-addr", 1, 0, 'a' },
-		{ "client-helo", 1, 0, 'e' }, { "ptr", 1, 0, 'n' },
-		{ "count", 1, 0, 'N' }, { "threads", 1, 0, 'j' },
-		{ "pause", 1, 0, 'w' }, { "seq", 0, 0, 's' },
-		{ "utf8", 0, 0, 'u' }, { "8bit", 0, 0, '8' },
-		{ "idle-max", 1, 0, 'I' }, { "ptr-result", 1, 0, 'R' },
+		{ "target", 1, 0, 't' },
+		{ "helo", 1, 0, 'H' },
+		{ "lmtp", 0, 0, 'L' },
+		{ "pool", 1, 0, 'P' },
+		{ "timeout", 1, 0, 'T' },
+		{ "final-timeout", 1, 0, 'F' },
+		{ "from", 1, 0, 'f' },
+		{ "rcpt", 1, 0, 'r' },
+		{ "prefix-file", 1, 0, 'p' },
+		{ "body-file", 1, 0, 'b' },
+		{ "chunk", 1, 0, 'c' },
+		{ "client-addr", 1, 0, 'a' },
+		{ "client-helo", 1, 0, 'e' },
+		{ "ptr", 1, 0, 'n' },
+		{ "count", 1, 0, 'N' },
+		{ "threads", 1, 0, 'j' },
+		{ "pause", 1, 0, 'w' },
+		{ "seq", 0, 0, 's' },
+		{ "utf8", 0, 0, 'u' },
+		{ "8bit", 0, 0, '8' },
+		{ "idle-max", 1, 0, 'I' },
+		{ "ptr-result", 1, 0, 'R' },
 		{ 0, 0, 0, 0 },
 	};
 	pthread_t th[64];
@@ -205,8 +226,8 @@ main(int argc, char **argv)
 		case 'e': g.client_helo = optarg; break;
 		case 'n': g.ptr = optarg; break;
 		case 'R':
-			for (r = PTR_UNKNOWN; r < PTR__RESULTS &&
-			     strcmp(ptr_result_name(r), optarg) != 0; r++)
+			for (r = PTR_UNKNOWN;
+			     r < PTR__RESULTS && strcmp(ptr_result_name(r), optarg) != 0; r++)
 				;
 			if (r == PTR__RESULTS) {
 				fprintf(stderr, "relay_cli: --ptr-result %s?\n", optarg);

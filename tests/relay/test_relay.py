@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 """tests/relay/test_relay.py — the 'relay' suite: control/relay.c against a scripted
 fake downstream (fake_mta.py) and against Postfix's smtp-sink.
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * tests/smtp/smtp_body_hash.c — the body chain holds exactly the message.
  *
@@ -8,10 +9,11 @@
  * carries with the SHA-256 of the original message. The chain must also
  * add up to the recorded size, and every chunk must be back after fini.
  */
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <openssl/evp.h>
 
 #include "dataplane/smtp.h"
 #include "tests/check.h"
@@ -29,7 +31,8 @@ struct ctx {
 
 static uint64_t rng = 88172645463325252ull;
 
-static uint32_t rnd(uint32_t n)
+static uint32_t
+rnd(uint32_t n)
 {
 	rng ^= rng << 13;
 	rng ^= rng >> 7;
@@ -37,7 +40,8 @@ static uint32_t rnd(uint32_t n)
 	return (uint32_t)(rng % n);
 }
 
-static uint32_t w_write(void *c, const void *p, uint32_t n)
+static uint32_t
+w_write(void *c, const void *p, uint32_t n)
 {
 	struct ctx *x = c;
 	size_t k = n < sizeof(x->last_reply) - 1 ? n : sizeof(x->last_reply) - 1;
@@ -48,12 +52,14 @@ static uint32_t w_write(void *c, const void *p, uint32_t n)
 	return n;
 }
 
-static void w_close(void *c)
+static void
+w_close(void *c)
 {
 	(void)c;
 }
 
-static void *w_get(void *c, uint32_t *cap)
+static void *
+w_get(void *c, uint32_t *cap)
 {
 	struct ctx *x = c;
 
@@ -62,7 +68,8 @@ static void *w_get(void *c, uint32_t *cap)
 	return malloc(x->chunk_size);
 }
 
-static void w_put(void *c, void *chunk)
+static void
+w_put(void *c, void *chunk)
 {
 	struct ctx *x = c;
 
@@ -70,7 +77,8 @@ static void w_put(void *c, void *chunk)
 	free(chunk);
 }
 
-static void w_record(void *c, const struct smtp_record *r)
+static void
+w_record(void *c, const struct smtp_record *r)
 {
 	struct ctx *x = c;
 	const struct chunk *ch;
@@ -90,19 +98,20 @@ static void w_record(void *c, const struct smtp_record *r)
 	}
 	EVP_DigestFinal_ex(md, got, &glen);
 	EVP_MD_CTX_free(md);
-	if (sum == x->want_size && r->smtp.size == x->want_size &&
-	    memcmp(got, x->want, 32) == 0)
+	if (sum == x->want_size && r->smtp.size == x->want_size && memcmp(got, x->want, 32) == 0)
 		x->good++;
 }
 
-static bool accept_all(const void *arg, const char *d, size_t len)
+static bool
+accept_all(const void *arg, const char *d, size_t len)
 {
 	(void)arg, (void)d, (void)len;
 	return true;
 }
 
 /* A message of exactly size bytes: CRLF lines of up to 998 bytes. */
-static unsigned char *make_message(size_t size)
+static unsigned char *
+make_message(size_t size)
 {
 	unsigned char *m = malloc(size + 1);
 	size_t pos = 0;
@@ -134,7 +143,8 @@ static unsigned char *make_message(size_t size)
 }
 
 /* Dot-stuffs m for DATA and appends the end marker. */
-static unsigned char *stuff(const unsigned char *m, size_t n, size_t *out)
+static unsigned char *
+stuff(const unsigned char *m, size_t n, size_t *out)
 {
 	unsigned char *w = malloc(n * 2 + 8);
 	size_t i, k = 0;
@@ -151,7 +161,8 @@ static unsigned char *stuff(const unsigned char *m, size_t n, size_t *out)
 	return w;
 }
 
-static void feed_all(struct smtp_session *s, const unsigned char *p, size_t n)
+static void
+feed_all(struct smtp_session *s, const unsigned char *p, size_t n)
 {
 	size_t pos = 0;
 
@@ -164,12 +175,16 @@ static void feed_all(struct smtp_session *s, const unsigned char *p, size_t n)
 	}
 }
 
-static bool run(size_t size, bool bdat)
+static bool
+run(size_t size, bool bdat)
 {
 	static const struct smtp_peer peer = { 4, { 198, 51, 100, 7 }, 25000 };
 	static const struct smtp_ops ops = {
-		.write = w_write, .close = w_close, .chunk_get = w_get,
-		.chunk_put = w_put, .record = w_record,
+		.write = w_write,
+		.close = w_close,
+		.chunk_get = w_get,
+		.chunk_put = w_put,
+		.record = w_record,
 	};
 	struct smtp_params params = {
 		.hostname = "mx.example.com",
@@ -197,7 +212,8 @@ static bool run(size_t size, bool bdat)
 	smtp_session_start(s);
 	snprintf(head, sizeof(head),
 		 "EHLO client.example.net\r\nMAIL FROM:<a@example.net> SIZE=%zu\r\n"
-		 "RCPT TO:<b@example.com>\r\n", size);
+		 "RCPT TO:<b@example.com>\r\n",
+		 size);
 	feed_all(s, (const unsigned char *)head, strlen(head));
 	if (bdat) {
 		snprintf(head, sizeof(head), "BDAT %zu LAST\r\n", size);
@@ -213,18 +229,19 @@ static bool run(size_t size, bool bdat)
 	ok = x.delivered == 1 && x.good == 1 && x.chunks_out == 0 &&
 	     strncmp(x.last_reply, "250 2.0.0 Ok: queued", 20) == 0;
 	if (!ok)
-		printf("  size %zu by %s: delivered %d good %d chunks %u last %s\n",
-		       size, bdat ? "BDAT" : "DATA", x.delivered, x.good,
-		       x.chunks_out, x.last_reply);
+		printf("  size %zu by %s: delivered %d good %d chunks %u last %s\n", size,
+		       bdat ? "BDAT" : "DATA", x.delivered, x.good, x.chunks_out, x.last_reply);
 	free(msg);
 	free(mem);
 	return ok;
 }
 
-int main(void)
+int
+main(void)
 {
-	static const size_t sizes[] = { 0, 2, 3, 1000, 1002, 4096, 65536,
-					1u << 20, (3u << 20) + 7 };
+	static const size_t sizes[] = {
+		0, 2, 3, 1000, 1002, 4096, 65536, 1u << 20, (3u << 20) + 7
+	};
 	size_t i;
 
 	for (i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * tests/smtp/smtp_dialogue.c — golden dialogues for the SMTP engine.
  *
@@ -72,7 +73,7 @@ struct tcase {
 	char domains[1024];
 	uint32_t chunk_limit;
 	bool has_chunk_limit;
-	bool hold;                     /* answer only at !answer (or if starved) */
+	bool hold; /* answer only at !answer (or if starved) */
 	uint32_t chunk_size;
 };
 
@@ -81,7 +82,8 @@ struct buf {
 	size_t len, cap;
 };
 
-static void buf_add(struct buf *b, const void *p, size_t n)
+static void
+buf_add(struct buf *b, const void *p, size_t n)
 {
 	if (b->len + n + 1 > b->cap) {
 		b->cap = (b->len + n + 1) * 2;
@@ -94,10 +96,10 @@ static void buf_add(struct buf *b, const void *p, size_t n)
 	b->p[b->len] = '\0';
 }
 
-static void buf_printf(struct buf *b, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+static void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-static void buf_printf(struct buf *b, const char *fmt, ...)
+static void
+buf_printf(struct buf *b, const char *fmt, ...)
 {
 	char tmp[4096];
 	va_list ap;
@@ -109,7 +111,8 @@ static void buf_printf(struct buf *b, const char *fmt, ...)
 	buf_add(b, tmp, n < (int)sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
 }
 
-static void buf_escaped(struct buf *b, const uint8_t *p, size_t n)
+static void
+buf_escaped(struct buf *b, const uint8_t *p, size_t n)
 {
 	size_t i;
 
@@ -131,10 +134,10 @@ static void buf_escaped(struct buf *b, const uint8_t *p, size_t n)
 
 struct run {
 	const struct tcase *tc;
-	int mode;                      /* 0 whole, 1 bytes, 2 random */
+	int mode; /* 0 whole, 1 bytes, 2 random */
 	uint64_t rng;
 	struct smtp_session *s;
-	struct buf out;                /* raw reply bytes */
+	struct buf out; /* raw reply bytes */
 	struct buf events;
 	int next_script;
 	bool used[64];
@@ -142,18 +145,19 @@ struct run {
 	bool pend;
 	uint32_t pend_token;
 	int pend_stage;
-	uint64_t pend_feed;            /* feed count when it was asked */
+	uint64_t pend_feed; /* feed count when it was asked */
 	uint64_t feeds;
 	bool want_writable;
 	int closes;
 	int session_records;
 	uint32_t chunks_out;
 	uint32_t chunk_size;
-	const struct chunk *pend_rcpts, *pend_body;  /* lent to the check */
+	const struct chunk *pend_rcpts, *pend_body; /* lent to the check */
 	char problem[256];
 };
 
-static uint32_t rnd(struct run *r, uint32_t n)
+static uint32_t
+rnd(struct run *r, uint32_t n)
 {
 	r->rng ^= r->rng << 13;
 	r->rng ^= r->rng >> 7;
@@ -161,7 +165,8 @@ static uint32_t rnd(struct run *r, uint32_t n)
 	return n ? (uint32_t)(r->rng % n) : 0;
 }
 
-static uint32_t d_write(void *ctx, const void *p, uint32_t n)
+static uint32_t
+d_write(void *ctx, const void *p, uint32_t n)
 {
 	struct run *r = ctx;
 	uint32_t k = n;
@@ -174,7 +179,8 @@ static uint32_t d_write(void *ctx, const void *p, uint32_t n)
 	return k;
 }
 
-static void d_close(void *ctx)
+static void
+d_close(void *ctx)
 {
 	struct run *r = ctx;
 
@@ -182,7 +188,8 @@ static void d_close(void *ctx)
 	buf_printf(&r->events, "#close\n");
 }
 
-static const struct scripted *take_script(struct run *r, int stage)
+static const struct scripted *
+take_script(struct run *r, int stage)
 {
 	int i;
 
@@ -195,7 +202,8 @@ static const struct scripted *take_script(struct run *r, int stage)
 	return NULL;
 }
 
-static const struct smtp_verdict *verdict_for(struct run *r, int stage)
+static const struct smtp_verdict *
+verdict_for(struct run *r, int stage)
 {
 	static const struct smtp_verdict none = { 0 };
 	const struct scripted *sc = take_script(r, stage);
@@ -203,7 +211,8 @@ static const struct smtp_verdict *verdict_for(struct run *r, int stage)
 	return sc != NULL ? &sc->v : &none;
 }
 
-static void chain_text(struct buf *b, const struct chunk *c, uint32_t n)
+static void
+chain_text(struct buf *b, const struct chunk *c, uint32_t n)
 {
 	uint32_t i = 0, off;
 
@@ -217,31 +226,27 @@ static void chain_text(struct buf *b, const struct chunk *c, uint32_t n)
 	}
 }
 
-static int d_check(void *ctx, const struct smtp_check *chk,
-		   struct smtp_verdict *v)
+static int
+d_check(void *ctx, const struct smtp_check *chk, struct smtp_verdict *v)
 {
 	struct run *r = ctx;
 
 	buf_printf(&r->events, "#check %s", smtp_stage_name(chk->stage));
 	if (chk->stage != SMTP_STAGE_CONNECT)
-		buf_printf(&r->events, " helo=%s from=<%s>", chk->helo,
-			   chk->mail_from);
+		buf_printf(&r->events, " helo=%s from=<%s>", chk->helo, chk->mail_from);
 	if (chk->stage == SMTP_STAGE_RCPT)
 		buf_printf(&r->events, " rcpt=<%s>", chk->rcpt);
 	if (chk->stage == SMTP_STAGE_DATA_END) {
 		buf_printf(&r->events, " rcpts=");
 		chain_text(&r->events, chk->rcpts, chk->nrcpts);
-		buf_printf(&r->events, " size=%llu",
-			   (unsigned long long)chk->body_size);
+		buf_printf(&r->events, " size=%llu", (unsigned long long)chk->body_size);
 	}
 	if (chk->stage == SMTP_STAGE_MAIL)
 		buf_printf(&r->events, " sizeparam=%llu body=%d utf8=%d",
-			   (unsigned long long)chk->size_param, chk->body_type,
-			   chk->smtputf8);
+			   (unsigned long long)chk->size_param, chk->body_type, chk->smtputf8);
 	buf_printf(&r->events, "\n");
 	if (r->pend)
-		snprintf(r->problem, sizeof(r->problem),
-			 "check while another is pending");
+		snprintf(r->problem, sizeof(r->problem), "check while another is pending");
 	if (r->tc->pending[chk->stage]) {
 		r->pend = true;
 		r->pend_token = chk->token;
@@ -255,7 +260,8 @@ static int d_check(void *ctx, const struct smtp_check *chk,
 	return SMTP_CHECK_DONE;
 }
 
-static void *d_chunk_get(void *ctx, uint32_t *cap)
+static void *
+d_chunk_get(void *ctx, uint32_t *cap)
 {
 	struct run *r = ctx;
 	void *m;
@@ -270,7 +276,8 @@ static void *d_chunk_get(void *ctx, uint32_t *cap)
 	return m;
 }
 
-static void d_chunk_put(void *ctx, void *chunk)
+static void
+d_chunk_put(void *ctx, void *chunk)
 {
 	struct run *r = ctx;
 
@@ -278,11 +285,11 @@ static void d_chunk_put(void *ctx, void *chunk)
 	free(chunk);
 }
 
-static void d_record(void *ctx, const struct smtp_record *rec)
+static void
+d_record(void *ctx, const struct smtp_record *rec)
 {
-	static const char *const fl[] = { "pregreet", "delivered", "aborted",
-					  "bare-nl", "too-big", "no-mem",
-					  "long-line" };
+	static const char *const fl[] = { "pregreet", "delivered", "aborted",  "bare-nl",
+					  "too-big",  "no-mem",    "long-line" };
 	struct run *r = ctx;
 	struct buf *b = &r->events;
 	const struct chunk *c;
@@ -293,16 +300,16 @@ static void d_record(void *ctx, const struct smtp_record *rec)
 		r->session_records++;
 		buf_printf(b, "#record session helo=%s", rec->helo);
 	} else {
-		buf_printf(b, "#record txn helo=%s from=<%s> rcpts=", rec->helo,
-			   rec->mail_from);
+		buf_printf(b, "#record txn helo=%s from=<%s> rcpts=", rec->helo, rec->mail_from);
 		chain_text(b, rec->rcpts, rec->smtp.nrcpts);
 		buf_printf(b, " size=%llu", (unsigned long long)rec->smtp.size);
 		if (rec->body != NULL) {
 			buf_printf(b, " body=\"");
 			for (c = rec->body; c != NULL; c = c->next) {
 				if (sum < 300)
-					buf_escaped(b, c->data, c->len < 300 - sum ?
-						    c->len : (size_t)(300 - sum));
+					buf_escaped(
+						b, c->data,
+						c->len < 300 - sum ? c->len : (size_t)(300 - sum));
 				sum += c->len;
 			}
 			buf_printf(b, sum <= 300 ? "\"" : "...\"");
@@ -325,7 +332,8 @@ static void d_record(void *ctx, const struct smtp_record *rec)
 	buf_printf(b, " errors=%u stale=%u\n", rec->smtp.errors, rec->smtp.stale_verdicts);
 }
 
-static bool d_domain(const void *arg, const char *d, size_t len)
+static bool
+d_domain(const void *arg, const char *d, size_t len)
 {
 	const char *list = arg, *p = list;
 
@@ -342,14 +350,18 @@ static bool d_domain(const void *arg, const char *d, size_t len)
 }
 
 static const struct smtp_ops dops = {
-	.write = d_write, .close = d_close, .check = d_check,
-	.chunk_get = d_chunk_get, .chunk_put = d_chunk_put,
+	.write = d_write,
+	.close = d_close,
+	.check = d_check,
+	.chunk_get = d_chunk_get,
+	.chunk_put = d_chunk_put,
 	.record = d_record,
 };
 
 /* ------------------------------------------------------------ .in reading */
 
-static void in_add(struct tcase *tc, const void *p, size_t n)
+static void
+in_add(struct tcase *tc, const void *p, size_t n)
 {
 	if (tc->len + n > tc->cap) {
 		tc->cap = (tc->len + n) * 2 + 1024;
@@ -362,7 +374,8 @@ static void in_add(struct tcase *tc, const void *p, size_t n)
 }
 
 /* Decodes an input line's escapes; returns false for \c (no CRLF). */
-static bool decode_line(struct tcase *tc, const char *l)
+static bool
+decode_line(struct tcase *tc, const char *l)
 {
 	unsigned char ch;
 
@@ -385,10 +398,8 @@ static bool decode_line(struct tcase *tc, const char *l)
 			l += 2;
 			break;
 		}
-		case 'c':
-			return false;
-		default:
-			ch = (unsigned char)*l;
+		case 'c': return false;
+		default: ch = (unsigned char)*l;
 		}
 		in_add(tc, &ch, 1);
 		l++;
@@ -398,7 +409,8 @@ static bool decode_line(struct tcase *tc, const char *l)
 
 /* Verdict texts take the same escapes, so that tests can hand the engine
  * CR, LF and other bytes it must not pass through. */
-static void unescape(char *d, size_t cap, const char *l)
+static void
+unescape(char *d, size_t cap, const char *l)
 {
 	size_t k = 0;
 
@@ -423,7 +435,8 @@ static void unescape(char *d, size_t cap, const char *l)
 	d[k] = '\0';
 }
 
-static int stage_by_name(const char *n)
+static int
+stage_by_name(const char *n)
 {
 	int i;
 
@@ -433,7 +446,8 @@ static int stage_by_name(const char *n)
 	return -1;
 }
 
-static bool add_event(struct tcase *tc, enum ev_kind k)
+static bool
+add_event(struct tcase *tc, enum ev_kind k)
 {
 	if (tc->nev >= (int)(sizeof(tc->ev) / sizeof(tc->ev[0])))
 		return false;
@@ -444,7 +458,8 @@ static bool add_event(struct tcase *tc, enum ev_kind k)
 	return true;
 }
 
-static bool set_param(struct tcase *tc, const char *kv)
+static bool
+set_param(struct tcase *tc, const char *kv)
 {
 	char key[64];
 	const char *eq = strchr(kv, '=');
@@ -464,18 +479,27 @@ static bool set_param(struct tcase *tc, const char *kv)
 		return true;
 	}
 	v = strtoull(eq, NULL, 10);
-	if (strcmp(key, "max_cmd_line") == 0) tc->params.max_cmd_line = (uint32_t)v;
-	else if (strcmp(key, "max_text_line") == 0) tc->params.max_text_line = (uint32_t)v;
-	else if (strcmp(key, "max_rcpts") == 0) tc->params.max_rcpts = (uint32_t)v;
-	else if (strcmp(key, "max_msg_size") == 0) tc->params.max_msg_size = v;
-	else if (strcmp(key, "max_errors") == 0) tc->params.max_errors = (uint32_t)v;
-	else if (strcmp(key, "max_pending_in") == 0) tc->params.max_pending_in = (uint32_t)v;
-	else if (strcmp(key, "pregreet_reject") == 0) tc->params.pregreet_reject = v != 0;
-	else return false;
+	if (strcmp(key, "max_cmd_line") == 0)
+		tc->params.max_cmd_line = (uint32_t)v;
+	else if (strcmp(key, "max_text_line") == 0)
+		tc->params.max_text_line = (uint32_t)v;
+	else if (strcmp(key, "max_rcpts") == 0)
+		tc->params.max_rcpts = (uint32_t)v;
+	else if (strcmp(key, "max_msg_size") == 0)
+		tc->params.max_msg_size = v;
+	else if (strcmp(key, "max_errors") == 0)
+		tc->params.max_errors = (uint32_t)v;
+	else if (strcmp(key, "max_pending_in") == 0)
+		tc->params.max_pending_in = (uint32_t)v;
+	else if (strcmp(key, "pregreet_reject") == 0)
+		tc->params.pregreet_reject = v != 0;
+	else
+		return false;
 	return true;
 }
 
-static bool directive(struct tcase *tc, char *l)
+static bool
+directive(struct tcase *tc, char *l)
 {
 	char *arg = strchr(l, ' ');
 	char *save = NULL;
@@ -484,21 +508,26 @@ static bool directive(struct tcase *tc, char *l)
 		*arg++ = '\0';
 	if (strcmp(l, "#") == 0)
 		return true;
-	if (strcmp(l, "start") == 0) return add_event(tc, EV_START);
-	if (strcmp(l, "answer") == 0) return add_event(tc, EV_ANSWER);
+	if (strcmp(l, "start") == 0)
+		return add_event(tc, EV_START);
+	if (strcmp(l, "answer") == 0)
+		return add_event(tc, EV_ANSWER);
 	if (strcmp(l, "hold") == 0) {
 		tc->hold = true;
 		return true;
 	}
-	if (strcmp(l, "stale") == 0) return add_event(tc, EV_STALE);
+	if (strcmp(l, "stale") == 0)
+		return add_event(tc, EV_STALE);
 	if (strcmp(l, "keep") == 0) {
 		if (tc->nscript == 0)
 			return false;
 		tc->script[tc->nscript - 1].v.keep_message = true;
 		return true;
 	}
-	if (strcmp(l, "idle") == 0) return add_event(tc, EV_IDLE);
-	if (strcmp(l, "eof") == 0) return add_event(tc, EV_EOF);
+	if (strcmp(l, "idle") == 0)
+		return add_event(tc, EV_IDLE);
+	if (strcmp(l, "eof") == 0)
+		return add_event(tc, EV_EOF);
 	if (arg == NULL)
 		return false;
 	if (strcmp(l, "param") == 0)
@@ -554,8 +583,7 @@ static bool directive(struct tcase *tc, char *l)
 		char *enh = strtok_r(NULL, " ", &save);
 		char *text = strtok_r(NULL, "", &save);
 
-		if (st == NULL || code == NULL || stage_by_name(st) < 0 ||
-		    tc->nscript >= 64)
+		if (st == NULL || code == NULL || stage_by_name(st) < 0 || tc->nscript >= 64)
 			return false;
 		sc = &tc->script[tc->nscript++];
 		memset(sc, 0, sizeof(*sc));
@@ -572,7 +600,8 @@ static bool directive(struct tcase *tc, char *l)
 	return false;
 }
 
-static bool load_case(struct tcase *tc, const char *path)
+static bool
+load_case(struct tcase *tc, const char *path)
 {
 	FILE *f = fopen(path, "r");
 	char line[8192];
@@ -594,8 +623,7 @@ static bool load_case(struct tcase *tc, const char *path)
 			line[--n] = '\0';
 		if (line[0] == '!') {
 			if (!directive(tc, line + 1)) {
-				fprintf(stderr, "%s: bad directive: %s\n", path,
-					line);
+				fprintf(stderr, "%s: bad directive: %s\n", path, line);
 				fclose(f);
 				return false;
 			}
@@ -613,7 +641,8 @@ static bool load_case(struct tcase *tc, const char *path)
 /* --------------------------------------------------------------- running */
 
 /* A chain the engine left to us (keep_message): still whole, then freed. */
-static void chain_free(struct run *r, const struct chunk *c)
+static void
+chain_free(struct run *r, const struct chunk *c)
 {
 	while (c != NULL) {
 		const struct chunk *next = c->next;
@@ -623,7 +652,8 @@ static void chain_free(struct run *r, const struct chunk *c)
 	}
 }
 
-static void answer(struct run *r)
+static void
+answer(struct run *r)
 {
 	const struct smtp_verdict *v = verdict_for(r, r->pend_stage);
 	/* The verdict may let the engine parse on and lend new chains. */
@@ -638,7 +668,8 @@ static void answer(struct run *r)
 	}
 }
 
-static void answer_all(struct run *r)
+static void
+answer_all(struct run *r)
 {
 	int guard = 0;
 
@@ -646,7 +677,8 @@ static void answer_all(struct run *r)
 		answer(r);
 }
 
-static void touch_chains(struct run *r)
+static void
+touch_chains(struct run *r)
 {
 	const struct chunk *c;
 	volatile uint8_t sum = 0;
@@ -661,7 +693,8 @@ static void touch_chains(struct run *r)
 	(void)sum;
 }
 
-static void do_event(struct run *r, enum ev_kind k)
+static void
+do_event(struct run *r, enum ev_kind k)
 {
 	static const struct smtp_verdict bogus = { 550, "5.0.0", "stale" };
 
@@ -679,7 +712,8 @@ static void do_event(struct run *r, enum ev_kind k)
 }
 
 /* Between feeds: the moments when verdicts and writability come back. */
-static void after_feed(struct run *r, bool starved)
+static void
+after_feed(struct run *r, bool starved)
 {
 	bool ans = false;
 
@@ -701,7 +735,8 @@ static void after_feed(struct run *r, bool starved)
 	}
 }
 
-static void transcript(struct run *r, struct buf *t)
+static void
+transcript(struct run *r, struct buf *t)
 {
 	size_t i;
 
@@ -724,8 +759,8 @@ static void transcript(struct run *r, struct buf *t)
 	buf_add(t, r->events.p ? r->events.p : "", r->events.len);
 }
 
-static void run_once(const struct tcase *tc, int mode, uint64_t seed,
-		     struct buf *t)
+static void
+run_once(const struct tcase *tc, int mode, uint64_t seed, struct buf *t)
 {
 	static const struct smtp_peer peer = { 6, { 0x20, 0x01, 0x0d, 0xb8, [15] = 0x20 }, 40000 };
 	struct run r;
@@ -737,10 +772,8 @@ static void run_once(const struct tcase *tc, int mode, uint64_t seed,
 	r.tc = tc;
 	r.mode = mode;
 	r.rng = seed * 0x9e3779b97f4a7c15ull + 1;
-	r.chunk_size = tc->chunk_size ? tc->chunk_size :
-		       mode == 2 ? 300 + rnd(&r, 3000) : 2048;
-	r.s = smtp_session_init(mem, smtp_session_size(), &tc->params, &dops,
-				&r, &peer);
+	r.chunk_size = tc->chunk_size ? tc->chunk_size : mode == 2 ? 300 + rnd(&r, 3000) : 2048;
+	r.s = smtp_session_init(mem, smtp_session_size(), &tc->params, &dops, &r, &peer);
 	if (r.s == NULL) {
 		buf_printf(t, "init failed\n");
 		free(mem);
@@ -770,8 +803,7 @@ static void run_once(const struct tcase *tc, int mode, uint64_t seed,
 		pos += n;
 		after_feed(&r, n < want);
 		if (n == 0 && !r.pend && !r.want_writable && ++guard > 3) {
-			snprintf(r.problem, sizeof(r.problem),
-				 "stuck at input byte %zu", pos);
+			snprintf(r.problem, sizeof(r.problem), "stuck at input byte %zu", pos);
 			break;
 		}
 	}
@@ -779,11 +811,9 @@ static void run_once(const struct tcase *tc, int mode, uint64_t seed,
 		after_feed(&r, true);
 	smtp_session_fini(r.s);
 	if (r.chunks_out != 0)
-		snprintf(r.problem, sizeof(r.problem), "%u chunks not returned",
-			 r.chunks_out);
+		snprintf(r.problem, sizeof(r.problem), "%u chunks not returned", r.chunks_out);
 	if (r.closes > 1 || r.session_records != 1)
-		snprintf(r.problem, sizeof(r.problem),
-			 "%d closes, %d session records", r.closes,
+		snprintf(r.problem, sizeof(r.problem), "%d closes, %d session records", r.closes,
 			 r.session_records);
 	transcript(&r, t);
 	if (r.problem[0])
@@ -793,7 +823,8 @@ static void run_once(const struct tcase *tc, int mode, uint64_t seed,
 	free(mem);
 }
 
-static char *read_file(const char *path, size_t *len)
+static char *
+read_file(const char *path, size_t *len)
 {
 	FILE *f = fopen(path, "rb");
 	char *p = NULL;
@@ -816,7 +847,8 @@ static char *read_file(const char *path, size_t *len)
 	return p;
 }
 
-static void show_diff(const char *want, const char *got)
+static void
+show_diff(const char *want, const char *got)
 {
 	int line = 1;
 	const char *w = want, *g = got;
@@ -827,11 +859,12 @@ static void show_diff(const char *want, const char *got)
 		w++;
 		g++;
 	}
-	fprintf(stderr, "  first difference at line %d\n  want: %.*s\n  got:  %.*s\n",
-		line, (int)strcspn(w, "\n"), w, (int)strcspn(g, "\n"), g);
+	fprintf(stderr, "  first difference at line %d\n  want: %.*s\n  got:  %.*s\n", line,
+		(int)strcspn(w, "\n"), w, (int)strcspn(g, "\n"), g);
 }
 
-static int is_case(const struct dirent *d)
+static int
+is_case(const struct dirent *d)
 {
 	size_t n = strlen(d->d_name);
 
@@ -839,7 +872,8 @@ static int is_case(const struct dirent *d)
 }
 
 /* Arguments, with each directory replaced by its *.in files, sorted. */
-static char **expand(int argc, char **argv, int *out_n)
+static char **
+expand(int argc, char **argv, int *out_n)
 {
 	char **list = NULL;
 	int n = 0, i, k;
@@ -867,7 +901,8 @@ static char **expand(int argc, char **argv, int *out_n)
 	return list;
 }
 
-int main(int argc, char **argv)
+int
+main(int argc, char **argv)
 {
 	static const char *const modes[] = { "whole", "bytes", "random" };
 	int i, nrandom = 20, nfiles = 0;
@@ -906,8 +941,8 @@ int main(int argc, char **argv)
 			check_case_end();
 			continue;
 		}
-		snprintf(refpath, sizeof(refpath), "%.*s.ref",
-			 (int)(strlen(files[i]) - 3), files[i]);
+		snprintf(refpath, sizeof(refpath), "%.*s.ref", (int)(strlen(files[i]) - 3),
+			 files[i]);
 		ref = read_file(refpath, &reflen);
 		ok = CHECK(ref != NULL, "%s: no %s", tc->name, refpath);
 		for (m = 0; ok && m < 3; m++) {
@@ -915,8 +950,8 @@ int main(int argc, char **argv)
 				struct buf t = { 0 };
 
 				run_once(tc, m, (uint64_t)k + 1, &t);
-				ok = CHECK(t.p != NULL && strcmp(t.p, ref) == 0,
-					   "%s (%s, seed %d)", tc->name, modes[m], k + 1);
+				ok = CHECK(t.p != NULL && strcmp(t.p, ref) == 0, "%s (%s, seed %d)",
+					   tc->name, modes[m], k + 1);
 				if (!ok)
 					show_diff(ref, t.p ? t.p : "");
 				free(t.p);

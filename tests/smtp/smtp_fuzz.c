@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * tests/smtp/smtp_fuzz.c — libFuzzer target for the SMTP engine.
  *
@@ -29,18 +30,21 @@ static unsigned long long runs;
 
 /* A broken rule: say which, close with the summary line, and crash so
  * that libFuzzer keeps the input. */
-static void fail(const char *why)
+static void
+fail(const char *why)
 {
 	fprintf(stderr, "FAIL %s\n%llu passed, 1 failed\n", why, runs);
 	abort();
 }
 
-static void summary(void)
+static void
+summary(void)
 {
 	printf("%llu passed, 0 failed\n", runs);
 }
 
-int LLVMFuzzerInitialize(int *argc, char ***argv)
+int
+LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	(void)argc, (void)argv;
 	atexit(summary);
@@ -49,10 +53,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 
 struct fz {
 	/* output checker */
-	int col;              /* bytes into the current line, -1 after CR */
+	int col; /* bytes into the current line, -1 after CR */
 	char code[3];
 	char sep;
-	bool in_multi;        /* a '-' line was seen: same code must follow */
+	bool in_multi; /* a '-' line was seen: same code must follow */
 	char multi_code[3];
 	/* the rest */
 	bool closed;
@@ -66,9 +70,10 @@ struct fz {
 	bool pending_mode;
 };
 
-static void check_byte(struct fz *f, char ch)
+static void
+check_byte(struct fz *f, char ch)
 {
-	if (f->col == -1) {               /* after CR: only LF */
+	if (f->col == -1) { /* after CR: only LF */
 		if (ch != '\n')
 			fail("CR without LF in output");
 		f->col = 0;
@@ -84,8 +89,7 @@ static void check_byte(struct fz *f, char ch)
 		if (ch < '0' || ch > '9' || (f->col == 0 && (ch < '2' || ch > '5')))
 			fail("reply code not 2xx-5xx");
 		f->code[f->col++] = ch;
-		if (f->col == 3 && f->in_multi &&
-		    memcmp(f->code, f->multi_code, 3) != 0)
+		if (f->col == 3 && f->in_multi && memcmp(f->code, f->multi_code, 3) != 0)
 			fail("multi-line reply changes code");
 		return;
 	}
@@ -104,7 +108,8 @@ static void check_byte(struct fz *f, char ch)
 		fail("bare LF or reply line over 512");
 }
 
-static uint32_t z_write(void *ctx, const void *p, uint32_t n)
+static uint32_t
+z_write(void *ctx, const void *p, uint32_t n)
 {
 	struct fz *f = ctx;
 	uint32_t k = n, i;
@@ -118,7 +123,8 @@ static uint32_t z_write(void *ctx, const void *p, uint32_t n)
 	return k;
 }
 
-static void z_close(void *ctx)
+static void
+z_close(void *ctx)
 {
 	struct fz *f = ctx;
 
@@ -127,8 +133,8 @@ static void z_close(void *ctx)
 	f->closed = true;
 }
 
-static int z_check(void *ctx, const struct smtp_check *chk,
-		   struct smtp_verdict *v)
+static int
+z_check(void *ctx, const struct smtp_check *chk, struct smtp_verdict *v)
 {
 	struct fz *f = ctx;
 
@@ -136,13 +142,14 @@ static int z_check(void *ctx, const struct smtp_check *chk,
 	if (f->pend)
 		fail("check while another is pending");
 	if (!f->pending_mode)
-		return SMTP_CHECK_DONE;     /* *v is zeroed: no objection */
+		return SMTP_CHECK_DONE; /* *v is zeroed: no objection */
 	f->pend = true;
 	f->token = chk->token;
 	return SMTP_CHECK_PENDING;
 }
 
-static void *z_get(void *ctx, uint32_t *cap)
+static void *
+z_get(void *ctx, uint32_t *cap)
 {
 	struct fz *f = ctx;
 
@@ -153,7 +160,8 @@ static void *z_get(void *ctx, uint32_t *cap)
 	return malloc(f->chunk_size);
 }
 
-static void z_put(void *ctx, void *chunk)
+static void
+z_put(void *ctx, void *chunk)
 {
 	struct fz *f = ctx;
 
@@ -163,7 +171,8 @@ static void z_put(void *ctx, void *chunk)
 	free(chunk);
 }
 
-static void z_record(void *ctx, const struct smtp_record *r)
+static void
+z_record(void *ctx, const struct smtp_record *r)
 {
 	const struct chunk *c;
 	uint64_t sum = 0;
@@ -175,22 +184,28 @@ static void z_record(void *ctx, const struct smtp_record *r)
 		fail("body chain length differs from size");
 }
 
-static bool z_domain(const void *arg, const char *d, size_t len)
+static bool
+z_domain(const void *arg, const char *d, size_t len)
 {
 	(void)arg;
 	return len >= 11 && memcmp(d + len - 11, "example.com", 11) == 0;
 }
 
 static const struct smtp_ops zops = {
-	.write = z_write, .close = z_close, .check = z_check,
-	.chunk_get = z_get, .chunk_put = z_put, .record = z_record,
+	.write = z_write,
+	.close = z_close,
+	.check = z_check,
+	.chunk_get = z_get,
+	.chunk_put = z_put,
+	.record = z_record,
 };
 
 static const struct smtp_verdict verdicts[] = {
 	{ 0, "", NULL },
 	{ 250, "2.0.0", "Ok: queued as F" },
 	{ 421, "4.7.0", "closing" },
-	{ 450, "4.7.25", "Service unavailable, sending IPv6 address [2001:db8::1] must have a reverse DNS record" },
+	{ 450, "4.7.25",
+	  "Service unavailable, sending IPv6 address [2001:db8::1] must have a reverse DNS record" },
 	{ 451, "", NULL },
 	{ 550, "5.7.26", "bad\r\nline" },
 	{ 554, "4.7.1", "wrong class" },
@@ -199,7 +214,8 @@ static const struct smtp_verdict verdicts[] = {
 	{ 250, "2.1.0", "" },
 };
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static const struct smtp_peer peer = { 6, { 0x20, 0x01, 0x0d, 0xb8 }, 1 };
 	struct smtp_params params = {
@@ -242,7 +258,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		uint8_t arg = pos < size ? data[pos] : 0;
 
 		switch (op % 8) {
-		case 0: case 1: case 2: case 3: case 7: {
+		case 0:
+		case 1:
+		case 2:
+		case 3:
+		case 7: {
 			uint32_t n = op % 8 == 7 ? 1 : (uint32_t)arg + 1, k;
 
 			if (op % 8 != 7)
@@ -256,20 +276,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			k = smtp_session_feed(s, data + pos, n);
 			if (k > n)
 				fail("feed took more than given");
-			pos += n;   /* bytes not taken are dropped, like a lost peer */
+			pos += n; /* bytes not taken are dropped, like a lost peer */
 			break;
 		}
 		case 4:
 			pos++;
 			if (f.pend) {
 				f.pend = false;
-				smtp_session_verdict(s, f.token,
+				smtp_session_verdict(
+					s, f.token,
 					&verdicts[arg % (sizeof(verdicts) / sizeof(verdicts[0]))]);
 			}
 			break;
-		case 5:
-			smtp_session_writable(s);
-			break;
+		case 5: smtp_session_writable(s); break;
 		case 6:
 			pos++;
 			if (arg < 240) {

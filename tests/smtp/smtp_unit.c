@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * tests/smtp/smtp_unit.c — table-driven unit tests of the SMTP path parser
  * (smtp_addr.c) and the body scanner (smtp_body.c).
@@ -13,35 +14,39 @@
 #include "dataplane/smtp.h"
 #include "dataplane/smtp_addr.h"
 #include "dataplane/smtp_body.h"
-
 #include "tests/check.h"
 
-#define N  SMTP_ADDR_NULL_OK
-#define P  SMTP_ADDR_POSTMASTER
-#define U  SMTP_ADDR_UTF8
+#define N SMTP_ADDR_NULL_OK
+#define P SMTP_ADDR_POSTMASTER
+#define U SMTP_ADDR_UTF8
 
 struct addr_row {
 	const char *in;
 	unsigned flags;
 	enum smtp_addr_result want;
-	const char *mbox;      /* expected mailbox when OK */
-	const char *domain;    /* expected domain when OK */
-	uint32_t len;          /* input length when it holds a NUL; else 0 */
+	const char *mbox;   /* expected mailbox when OK */
+	const char *domain; /* expected domain when OK */
+	uint32_t len;       /* input length when it holds a NUL; else 0 */
 };
 
 static const struct addr_row addr_rows[] = {
 	/* good paths */
 	{ "<alice@example.net>", 0, SMTP_ADDR_OK, "alice@example.net", "example.net" },
 	{ "<alice@example.net> SIZE=1", 0, SMTP_ADDR_OK, "alice@example.net", "example.net" },
-	{ "<a.b-c+d_e@sub.example.net>", 0, SMTP_ADDR_OK, "a.b-c+d_e@sub.example.net", "sub.example.net" },
-	{ "<!#$%&'*+-/=?^_`{|}~@x.example>", 0, SMTP_ADDR_OK, "!#$%&'*+-/=?^_`{|}~@x.example", "x.example" },
-	{ "<\"john doe\"@example.net>", 0, SMTP_ADDR_OK, "\"john doe\"@example.net", "example.net" },
+	{ "<a.b-c+d_e@sub.example.net>", 0, SMTP_ADDR_OK, "a.b-c+d_e@sub.example.net",
+	  "sub.example.net" },
+	{ "<!#$%&'*+-/=?^_`{|}~@x.example>", 0, SMTP_ADDR_OK, "!#$%&'*+-/=?^_`{|}~@x.example",
+	  "x.example" },
+	{ "<\"john doe\"@example.net>", 0, SMTP_ADDR_OK, "\"john doe\"@example.net",
+	  "example.net" },
 	{ "<\"a\\\"b\"@example.net>", 0, SMTP_ADDR_OK, "\"a\\\"b\"@example.net", "example.net" },
 	{ "<\"\"@example.net>", 0, SMTP_ADDR_OK, "\"\"@example.net", "example.net" },
 	{ "<@hop.example:bob@example.com>", 0, SMTP_ADDR_OK, "bob@example.com", "example.com" },
-	{ "<@a.example,@b.example:bob@example.com>", 0, SMTP_ADDR_OK, "bob@example.com", "example.com" },
+	{ "<@a.example,@b.example:bob@example.com>", 0, SMTP_ADDR_OK, "bob@example.com",
+	  "example.com" },
 	{ "<bob@[192.0.2.1]>", 0, SMTP_ADDR_OK, "bob@[192.0.2.1]", "[192.0.2.1]" },
-	{ "<bob@[IPv6:2001:db8::1]>", 0, SMTP_ADDR_OK, "bob@[IPv6:2001:db8::1]", "[IPv6:2001:db8::1]" },
+	{ "<bob@[IPv6:2001:db8::1]>", 0, SMTP_ADDR_OK, "bob@[IPv6:2001:db8::1]",
+	  "[IPv6:2001:db8::1]" },
 	{ "<bob@[ipv6:::1]>", 0, SMTP_ADDR_OK, "bob@[ipv6:::1]", "[ipv6:::1]" },
 	{ "<bob@[x-tag:abc]>", 0, SMTP_ADDR_OK, "bob@[x-tag:abc]", "[x-tag:abc]" },
 	{ "<bob@9.example>", 0, SMTP_ADDR_OK, "bob@9.example", "9.example" },
@@ -50,15 +55,26 @@ static const struct addr_row addr_rows[] = {
 	{ "<postmaster>", P, SMTP_ADDR_OK, "postmaster", "" },
 	{ "<PostMaster>", P, SMTP_ADDR_OK, "PostMaster", "" },
 	{ "<postmaster@example.com>", P, SMTP_ADDR_OK, "postmaster@example.com", "example.com" },
-	{ "<j\xc3\xb6rg@b\xc3\xbc" "cher.example>", U, SMTP_ADDR_OK, "j\xc3\xb6rg@b\xc3\xbc" "cher.example", "b\xc3\xbc" "cher.example" },
-	{ "<\xe7\x94\xa8\xe6\x88\xb7@example.com>", U, SMTP_ADDR_OK, "\xe7\x94\xa8\xe6\x88\xb7@example.com", "example.com" },
-	{ "<\"\xc3\xa4 b\"@example.com>", U, SMTP_ADDR_OK, "\"\xc3\xa4 b\"@example.com", "example.com" },
-	{ "<\xf0\x9f\x93\xa7@example.com>", U, SMTP_ADDR_OK, "\xf0\x9f\x93\xa7@example.com", "example.com" },
+	{ "<j\xc3\xb6rg@b\xc3\xbc"
+	  "cher.example>",
+	  U, SMTP_ADDR_OK,
+	  "j\xc3\xb6rg@b\xc3\xbc"
+	  "cher.example",
+	  "b\xc3\xbc"
+	  "cher.example" },
+	{ "<\xe7\x94\xa8\xe6\x88\xb7@example.com>", U, SMTP_ADDR_OK,
+	  "\xe7\x94\xa8\xe6\x88\xb7@example.com", "example.com" },
+	{ "<\"\xc3\xa4 b\"@example.com>", U, SMTP_ADDR_OK, "\"\xc3\xa4 b\"@example.com",
+	  "example.com" },
+	{ "<\xf0\x9f\x93\xa7@example.com>", U, SMTP_ADDR_OK, "\xf0\x9f\x93\xa7@example.com",
+	  "example.com" },
 	/* 64-octet local part, 63-octet labels: at the limits */
-	{ "<aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@example.com>", 0, SMTP_ADDR_OK,
-	  "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@example.com", "example.com" },
-	{ "<b@aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.com>", 0, SMTP_ADDR_OK,
-	  "b@aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.com",
+	{ "<aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@example.com>", 0,
+	  SMTP_ADDR_OK,
+	  "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@example.com",
+	  "example.com" },
+	{ "<b@aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.com>", 0,
+	  SMTP_ADDR_OK, "b@aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.com",
 	  "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.com" },
 
 	/* bad paths */
@@ -100,10 +116,13 @@ static const struct addr_row addr_rows[] = {
 	{ "<bob@[tag:]>", 0, SMTP_ADDR_SYNTAX, NULL, NULL },
 	{ "<bob@example.com\0>", 0, SMTP_ADDR_SYNTAX, NULL, NULL, 18 },
 	{ "<b\0ob@example.com>", 0, SMTP_ADDR_SYNTAX, NULL, NULL, 18 },
-	{ "<b@aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.com>", 0, SMTP_ADDR_SYNTAX, NULL, NULL },
+	{ "<b@aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.com>", 0,
+	  SMTP_ADDR_SYNTAX, NULL, NULL },
 	/* UTF-8: needs SMTPUTF8, and must be well-formed */
 	{ "<j\xc3\xb6rg@example.net>", 0, SMTP_ADDR_NEED_UTF8, NULL, NULL },
-	{ "<jorg@b\xc3\xbc" "cher.example>", 0, SMTP_ADDR_NEED_UTF8, NULL, NULL },
+	{ "<jorg@b\xc3\xbc"
+	  "cher.example>",
+	  0, SMTP_ADDR_NEED_UTF8, NULL, NULL },
 	{ "<bad\xc3\x28@example.com>", U, SMTP_ADDR_SYNTAX, NULL, NULL },
 	{ "<bad\xc0\xaf@example.com>", U, SMTP_ADDR_SYNTAX, NULL, NULL },
 	{ "<bad\xed\xa0\x80@example.com>", U, SMTP_ADDR_SYNTAX, NULL, NULL },
@@ -111,7 +130,8 @@ static const struct addr_row addr_rows[] = {
 	{ "<bad\xe0\x80\x80@example.com>", U, SMTP_ADDR_SYNTAX, NULL, NULL },
 	{ "<bad\xff@example.com>", U, SMTP_ADDR_SYNTAX, NULL, NULL },
 	/* limits */
-	{ "<aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@example.com>", 0, SMTP_ADDR_TOO_LONG, NULL, NULL },
+	{ "<aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@example.com>", 0,
+	  SMTP_ADDR_TOO_LONG, NULL, NULL },
 	{ "<b@aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa."
 	  "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.com>",
 	  0, SMTP_ADDR_TOO_LONG, NULL, NULL },
@@ -120,7 +140,8 @@ static const struct addr_row addr_rows[] = {
 	  0, SMTP_ADDR_TOO_LONG, NULL, NULL },
 };
 
-static void addr_tests(void)
+static void
+addr_tests(void)
 {
 	size_t i;
 
@@ -141,9 +162,8 @@ static void addr_tests(void)
 			     memcmp(r->in + a.domain_off, r->domain, a.domain_len) == 0 &&
 			     r->in[a.path_len - 1] == '>';
 		}
-		snprintf(detail, sizeof(detail), "row %zu %.80s: got %s (mbox %.*s)",
-			 i, r->in, smtp_addr_result_name(got),
-			 got == SMTP_ADDR_OK ? (int)a.mbox_len : 0,
+		snprintf(detail, sizeof(detail), "row %zu %.80s: got %s (mbox %.*s)", i, r->in,
+			 smtp_addr_result_name(got), got == SMTP_ADDR_OK ? (int)a.mbox_len : 0,
 			 got == SMTP_ADDR_OK ? r->in + a.mbox_off : "");
 		CHECK(ok, "addr: %s", detail);
 	}
@@ -151,7 +171,10 @@ static void addr_tests(void)
 
 /* Local parts that name a further route are flagged (RCPT refuses them);
  * everything else, however unusual, is not. */
-static const struct { const char *in; bool routing; } routing_rows[] = {
+static const struct {
+	const char *in;
+	bool routing;
+} routing_rows[] = {
 	{ "<a%b@example.com>", true },
 	{ "<a!b@example.com>", true },
 	{ "<host!user@example.com>", true },
@@ -169,7 +192,8 @@ static const struct { const char *in; bool routing; } routing_rows[] = {
 	{ "<postmaster>", false },
 };
 
-static void routing_tests(void)
+static void
+routing_tests(void)
 {
 	size_t i;
 
@@ -180,10 +204,10 @@ static void routing_tests(void)
 		char detail[300];
 
 		got = smtp_addr_parse(in, (uint32_t)strlen(in), P, &a);
-		snprintf(detail, sizeof(detail), "%s: got %s, routing %d",
-			 in, smtp_addr_result_name(got), a.routing);
-		CHECK(got == SMTP_ADDR_OK && a.routing == routing_rows[i].routing,
-		      "routing: %s", detail);
+		snprintf(detail, sizeof(detail), "%s: got %s, routing %d", in,
+			 smtp_addr_result_name(got), a.routing);
+		CHECK(got == SMTP_ADDR_OK && a.routing == routing_rows[i].routing, "routing: %s",
+		      detail);
 	}
 }
 
@@ -192,10 +216,10 @@ struct body_row {
 	size_t len;
 	bool dot;
 	uint32_t max_line;
-	const char *out;       /* unstuffed bytes */
+	const char *out; /* unstuffed bytes */
 	uint8_t flags;
-	bool done;             /* DATA end marker reached */
-	size_t consumed;       /* bytes consumed when done (else len) */
+	bool done;       /* DATA end marker reached */
+	size_t consumed; /* bytes consumed when done (else len) */
 };
 
 #define S(x) x, sizeof(x) - 1
@@ -228,7 +252,8 @@ static const struct body_row body_rows[] = {
 static char sink_buf[256];
 static size_t sink_len;
 
-static void sink(void *arg, const uint8_t *p, uint32_t n)
+static void
+sink(void *arg, const uint8_t *p, uint32_t n)
 {
 	(void)arg;
 	if (sink_len + n <= sizeof(sink_buf))
@@ -236,7 +261,8 @@ static void sink(void *arg, const uint8_t *p, uint32_t n)
 	sink_len += n;
 }
 
-static void body_tests(void)
+static void
+body_tests(void)
 {
 	size_t i, step;
 
@@ -254,22 +280,21 @@ static void body_tests(void)
 			while (pos < r->len && !b.done) {
 				uint32_t n = step ? 1 : (uint32_t)(r->len - pos);
 
-				pos += smtp_body_scan(&b, (const uint8_t *)r->in + pos,
-						      n, sink, NULL);
+				pos += smtp_body_scan(&b, (const uint8_t *)r->in + pos, n, sink,
+						      NULL);
 			}
-			ok = b.flags == r->flags && b.done == r->done &&
-			     pos == r->consumed && sink_len == strlen(r->out) &&
-			     memcmp(sink_buf, r->out, sink_len) == 0;
+			ok = b.flags == r->flags && b.done == r->done && pos == r->consumed &&
+			     sink_len == strlen(r->out) && memcmp(sink_buf, r->out, sink_len) == 0;
 			snprintf(detail, sizeof(detail),
-				 "row %zu (%s): flags %u done %d consumed %zu out %zu",
-				 i, step ? "bytes" : "whole", b.flags, b.done, pos,
-				 sink_len);
+				 "row %zu (%s): flags %u done %d consumed %zu out %zu", i,
+				 step ? "bytes" : "whole", b.flags, b.done, pos, sink_len);
 			CHECK(ok, "body: %s", detail);
 		}
 	}
 }
 
-int main(void)
+int
+main(void)
 {
 	addr_tests();
 	routing_tests();

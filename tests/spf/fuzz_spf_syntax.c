@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * tests/spf/fuzz_spf_syntax.c — libFuzzer target for the SPF record checker.
  *
@@ -6,29 +7,30 @@
  * an accepted record's rewrite is NUL-terminated within the buffer, and
  * the rewrite is itself accepted (libspf2 must be given a valid record).
  */
-#include "auth/spf_syntax.h"
-
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "auth/spf_syntax.h"
 
 #define KEY "0123456789abcdef"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static char out[16384], again[16384], name[512];
 	char problem[128];
 	size_t n;
 
-	if (spf_syntax_record((const char *)data, size, KEY, out, sizeof(out),
-			problem, sizeof(problem)) == SPF_SYNTAX_OK) {
+	if (spf_syntax_record((const char *)data, size, KEY, out, sizeof(out), problem,
+			      sizeof(problem)) == SPF_SYNTAX_OK) {
 		n = strnlen(out, sizeof(out));
 		if (n == sizeof(out))
 			abort();
 		if (spf_syntax_record(out, n, KEY, again, sizeof(again), problem,
-				sizeof(problem)) != SPF_SYNTAX_OK)
+				      sizeof(problem)) != SPF_SYNTAX_OK)
 			abort();
 	}
 	n = size < sizeof(name) - 1 ? size : sizeof(name) - 1;

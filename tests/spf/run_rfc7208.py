@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 """tests/spf/run_rfc7208.py — the RFC 7208 test suite against spf_check().
 
 For each YAML document of the suite (a scenario: its zonedata and tests)

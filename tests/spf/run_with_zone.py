@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 """tests/spf/run_with_zone.py — run a test program against a served zone.
 
 usage: run_with_zone.py ZONE.yml PROGRAM [ARGS...]

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * tests/spf/spf_suite_driver.c — runs RFC 7208 suite cases through spf_check().
  *
@@ -9,17 +10,19 @@
  * spf_check(), and prints: name TAB result TAB mechanism TAB explanation.
  * Judging is left to the Python side, which holds the expected results.
  */
-#include "auth/spf.h"
-
 #include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
 #include <unbound.h>
+
+#include "auth/spf.h"
 
 #define FIELD_MAX 4096
 
-static int hexval(int c)
+static int
+hexval(int c)
 {
 	if (c >= '0' && c <= '9')
 		return c - '0';
@@ -29,7 +32,8 @@ static int hexval(int c)
 }
 
 /* Decode the next hex field of line into out; advance *pos. */
-static int next_field(const char *line, size_t *pos, char *out, size_t len)
+static int
+next_field(const char *line, size_t *pos, char *out, size_t len)
 {
 	size_t o = 0;
 	const char *p = line + *pos;
@@ -49,14 +53,16 @@ static int next_field(const char *line, size_t *pos, char *out, size_t len)
 	return 0;
 }
 
-static void clean(char *s)
+static void
+clean(char *s)
 {
 	for (; *s != '\0'; s++)
 		if (*s == '\t' || *s == '\n' || *s == '\r')
 			*s = ' ';
 }
 
-static struct ub_ctx *make_resolver(const char *port)
+static struct ub_ctx *
+make_resolver(const char *port)
 {
 	struct ub_ctx *ub = ub_ctx_create();
 	char fwd[64];
@@ -72,17 +78,16 @@ static struct ub_ctx *make_resolver(const char *port)
 	    ub_ctx_set_option(ub, "do-not-query-localhost:", "no") != 0 ||
 	    ub_ctx_set_option(ub, "unblock-lan-zones:", "yes") != 0 ||
 	    ub_ctx_set_option(ub, "insecure-lan-zones:", "yes") != 0 ||
-	    ub_ctx_set_option(ub, "local-zone:",
-			"8.b.d.0.1.0.0.2.ip6.arpa. nodefault") != 0 ||
-	    ub_ctx_set_option(ub, "rrset-roundrobin:", "no") != 0 ||
-	    ub_ctx_set_fwd(ub, fwd) != 0) {
+	    ub_ctx_set_option(ub, "local-zone:", "8.b.d.0.1.0.0.2.ip6.arpa. nodefault") != 0 ||
+	    ub_ctx_set_option(ub, "rrset-roundrobin:", "no") != 0 || ub_ctx_set_fwd(ub, fwd) != 0) {
 		ub_ctx_delete(ub);
 		return NULL;
 	}
 	return ub;
 }
 
-static int run_case(const char *port, char *line)
+static int
+run_case(const char *port, char *line)
 {
 	static char name[FIELD_MAX], host[FIELD_MAX], helo[FIELD_MAX], from[FIELD_MAX];
 	size_t pos = 0;
@@ -90,8 +95,7 @@ static int run_case(const char *port, char *line)
 	struct spf_answer a;
 	struct spf_checker *ck;
 	struct ub_ctx *ub;
-	struct spf_params params = { .receiver = "mx.smtpedge.test",
-		.dns_timeout_ms = 500 };
+	struct spf_params params = { .receiver = "mx.smtpedge.test", .dns_timeout_ms = 500 };
 
 	if (next_field(line, &pos, name, sizeof(name)) != 0 ||
 	    next_field(line, &pos, host, sizeof(host)) != 0 ||
@@ -122,15 +126,15 @@ static int run_case(const char *port, char *line)
 	spf_check(ck, &q, &a);
 	clean(a.mechanism);
 	clean(a.explanation);
-	printf("%s\t%s\t%s\t%s\n", name, spf_result_name(a.result),
-			a.mechanism, a.explanation);
+	printf("%s\t%s\t%s\t%s\n", name, spf_result_name(a.result), a.mechanism, a.explanation);
 	fflush(stdout);
 	spf_checker_destroy(ck);
 	ub_ctx_delete(ub);
 	return 0;
 }
 
-int main(int argc, char **argv)
+int
+main(int argc, char **argv)
 {
 	char *line = NULL;
 	size_t cap = 0;

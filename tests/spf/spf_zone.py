@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 """tests/spf/spf_zone.py — a small authoritative DNS server for SPF tests.
 
 Serves one zone, given in the RFC 7208 suite's zonedata form, on

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * tests/spf/test_spf_threads.c — spf_check() from several threads, limits,
  * DNS failures, identities; against threads-zone.yml served on 127.0.0.1.
@@ -15,8 +16,6 @@
  *
  * usage: test_spf_threads PORT (run_with_zone.py supplies it)
  */
-#include "auth/spf.h"
-
 #include <arpa/inet.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -24,12 +23,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
 #include <unbound.h>
+
+#include "auth/spf.h"
 
 #include "tests/check.h"
 
-#define THREADS 8
-#define ROUNDS 25
+#define THREADS    8
+#define ROUNDS     25
 #define TIMEOUT_MS 300
 
 struct case_row {
@@ -38,67 +40,67 @@ struct case_row {
 	const char *helo;
 	const char *from;
 	enum spf_result want;
-	const char *identity;   /* NULL: not checked */
+	const char *identity; /* NULL: not checked */
 };
 
 static const struct case_row cases[] = {
-	{ "mailfrom pass ip6", "2001:db8:1::5", "mail.example.net",
-	  "a@pass.example.org", SPF_RES_PASS, "a@pass.example.org" },
-	{ "mailfrom fail ip6", "2001:db8:9::1", "mail.example.net",
-	  "a@pass.example.org", SPF_RES_FAIL, NULL },
-	{ "ipv4-mapped is ipv4", "::ffff:192.0.2.7", "mail.example.net",
-	  "a@pass.example.org", SPF_RES_PASS, NULL },
-	{ "include then mx", "2001:db8:2::25", "mail.example.net",
-	  "b@inc.example.org", SPF_RES_PASS, NULL },
-	{ "a mechanism ip4", "198.51.100.9", "mail.example.net",
-	  "c@fail.example.org", SPF_RES_PASS, NULL },
-	{ "softfail ip4", "198.51.100.10", "mail.example.net",
-	  "c@fail.example.org", SPF_RES_SOFTFAIL, NULL },
-	{ "null sender uses helo", "2001:db8:1::7", "helo.example.org",
-	  "", SPF_RES_PASS, "postmaster@helo.example.org" },
-	{ "null sender, helo fails", "2001:db8:7::7", "helo.example.org",
-	  "", SPF_RES_FAIL, NULL },
-	{ "no record", "2001:db8:1::5", "mail.example.net",
-	  "d@nodata.example.org", SPF_RES_NONE, NULL },
-	{ "no such domain", "2001:db8:1::5", "mail.example.net",
-	  "d@nxdomain.example.org", SPF_RES_NONE, NULL },
-	{ "single-label domain", "2001:db8:1::5", "mail.example.net",
-	  "d@localhost", SPF_RES_NONE, NULL },
-	{ "11 terms across include", "2001:db8:1::5", "mail.example.net",
-	  "e@terms.example.org", SPF_RES_PERMERROR, NULL },
-	{ "3 void lookups", "2001:db8:1::5", "mail.example.net",
-	  "f@voids.example.org", SPF_RES_PERMERROR, NULL },
+	{ "mailfrom pass ip6", "2001:db8:1::5", "mail.example.net", "a@pass.example.org",
+	  SPF_RES_PASS, "a@pass.example.org" },
+	{ "mailfrom fail ip6", "2001:db8:9::1", "mail.example.net", "a@pass.example.org",
+	  SPF_RES_FAIL, NULL },
+	{ "ipv4-mapped is ipv4", "::ffff:192.0.2.7", "mail.example.net", "a@pass.example.org",
+	  SPF_RES_PASS, NULL },
+	{ "include then mx", "2001:db8:2::25", "mail.example.net", "b@inc.example.org",
+	  SPF_RES_PASS, NULL },
+	{ "a mechanism ip4", "198.51.100.9", "mail.example.net", "c@fail.example.org", SPF_RES_PASS,
+	  NULL },
+	{ "softfail ip4", "198.51.100.10", "mail.example.net", "c@fail.example.org",
+	  SPF_RES_SOFTFAIL, NULL },
+	{ "null sender uses helo", "2001:db8:1::7", "helo.example.org", "", SPF_RES_PASS,
+	  "postmaster@helo.example.org" },
+	{ "null sender, helo fails", "2001:db8:7::7", "helo.example.org", "", SPF_RES_FAIL, NULL },
+	{ "no record", "2001:db8:1::5", "mail.example.net", "d@nodata.example.org", SPF_RES_NONE,
+	  NULL },
+	{ "no such domain", "2001:db8:1::5", "mail.example.net", "d@nxdomain.example.org",
+	  SPF_RES_NONE, NULL },
+	{ "single-label domain", "2001:db8:1::5", "mail.example.net", "d@localhost", SPF_RES_NONE,
+	  NULL },
+	{ "11 terms across include", "2001:db8:1::5", "mail.example.net", "e@terms.example.org",
+	  SPF_RES_PERMERROR, NULL },
+	{ "3 void lookups", "2001:db8:1::5", "mail.example.net", "f@voids.example.org",
+	  SPF_RES_PERMERROR, NULL },
 	/* libspf2 explains the include's -all mid-evaluation; the count
 	 * must go on after it */
-	{ "terms counted after an include's explanation", "2001:db8:1::5",
-	  "mail.example.net", "h@expinc.example.org", SPF_RES_PERMERROR, NULL },
+	{ "terms counted after an include's explanation", "2001:db8:1::5", "mail.example.net",
+	  "h@expinc.example.org", SPF_RES_PERMERROR, NULL },
 	/* a/0: any address of the family matches, and only a record's own
 	 * /0 does: a name the sender makes up (its HELO, its local part,
 	 * through a macro) that ends in the /0 suffix is just a name */
-	{ "a/0 matches any ip4", "198.51.100.200", "mail.example.net",
-	  "z@zero.example.org", SPF_RES_PASS, NULL },
-	{ "a/0 is for ip4 only", "2001:db8:9::9", "mail.example.net",
-	  "z@zero.example.org", SPF_RES_FAIL, NULL },
-	{ "a HELO cannot ask for /0", "198.51.100.77",
-	  "h.example.org._spf-cidr0-4.smtpedge.invalid",
-	  "x@helomacro.example.org", SPF_RES_FAIL, NULL },
-	{ "a local part cannot ask for /0", "2001:db8:9::9", "mail.example.net",
-	  "h.example.org._spf-cidr0-46.smtpedge.invalid@localmacro.example.org",
+	{ "a/0 matches any ip4", "198.51.100.200", "mail.example.net", "z@zero.example.org",
+	  SPF_RES_PASS, NULL },
+	{ "a/0 is for ip4 only", "2001:db8:9::9", "mail.example.net", "z@zero.example.org",
 	  SPF_RES_FAIL, NULL },
+	{ "a HELO cannot ask for /0", "198.51.100.77",
+	  "h.example.org._spf-cidr0-4.smtpedge.invalid", "x@helomacro.example.org", SPF_RES_FAIL,
+	  NULL },
+	{ "a local part cannot ask for /0", "2001:db8:9::9", "mail.example.net",
+	  "h.example.org._spf-cidr0-46.smtpedge.invalid@localmacro.example.org", SPF_RES_FAIL,
+	  NULL },
 };
 
 static const struct case_row failures[] = {
-	{ "timeout", "2001:db8:1::5", "mail.example.net",
-	  "g@slow.example.org", SPF_RES_TEMPERROR, NULL },
-	{ "servfail", "2001:db8:1::5", "mail.example.net",
-	  "g@broken.example.org", SPF_RES_TEMPERROR, NULL },
-	{ "timeout inside include", "2001:db8:1::5", "mail.example.net",
-	  "g@slowinc.example.org", SPF_RES_TEMPERROR, NULL },
+	{ "timeout", "2001:db8:1::5", "mail.example.net", "g@slow.example.org", SPF_RES_TEMPERROR,
+	  NULL },
+	{ "servfail", "2001:db8:1::5", "mail.example.net", "g@broken.example.org",
+	  SPF_RES_TEMPERROR, NULL },
+	{ "timeout inside include", "2001:db8:1::5", "mail.example.net", "g@slowinc.example.org",
+	  SPF_RES_TEMPERROR, NULL },
 };
 
 static const char *port;
 static struct spf_checker *shared;
-static int run_one(struct spf_checker *ck, const struct case_row *row)
+static int
+run_one(struct spf_checker *ck, const struct case_row *row)
 {
 	struct spf_query q = { .helo = row->helo, .mail_from = row->from };
 	struct spf_answer a;
@@ -115,10 +117,13 @@ static int run_one(struct spf_checker *ck, const struct case_row *row)
 	     (row->identity == NULL || strcmp(a.identity, row->identity) == 0);
 	return CHECK(ok, "%s: got %s (%s), identity %s, want %s", row->name,
 		     spf_result_name(a.result), a.mechanism, a.identity,
-		     row->identity != NULL ? row->identity : "any") ? 0 : -1;
+		     row->identity != NULL ? row->identity : "any") ?
+		       0 :
+		       -1;
 }
 
-static void *worker(void *arg)
+static void *
+worker(void *arg)
 {
 	size_t start = (size_t)(uintptr_t)arg, i;
 	int r;
@@ -131,7 +136,8 @@ static void *worker(void *arg)
 	return NULL;
 }
 
-static struct ub_ctx *make_resolver(void)
+static struct ub_ctx *
+make_resolver(void)
 {
 	struct ub_ctx *ub = ub_ctx_create();
 	char fwd[64];
@@ -146,10 +152,12 @@ static struct ub_ctx *make_resolver(void)
 	return ub;
 }
 
-static struct spf_checker *make_checker(struct ub_ctx *ub)
+static struct spf_checker *
+make_checker(struct ub_ctx *ub)
 {
-	struct spf_params p = { .ub = ub, .receiver = "mx.smtpedge.test",
-		.dns_timeout_ms = TIMEOUT_MS };
+	struct spf_params p = {
+		.ub = ub, .receiver = "mx.smtpedge.test", .dns_timeout_ms = TIMEOUT_MS
+	};
 	struct spf_checker *ck = spf_checker_create(&p);
 
 	if (ck == NULL) {
@@ -159,7 +167,8 @@ static struct spf_checker *make_checker(struct ub_ctx *ub)
 	return ck;
 }
 
-static double now_ms(void)
+static double
+now_ms(void)
 {
 	struct timespec ts;
 
@@ -167,29 +176,34 @@ static double now_ms(void)
 	return ts.tv_sec * 1000.0 + ts.tv_nsec / 1e6;
 }
 
-static void test_api(void)
+static void
+test_api(void)
 {
 	struct spf_params p = { .ub = NULL, .receiver = "x" };
-	struct spf_query q = { .family = AF_INET6, .helo = "h.example",
-		.mail_from = "a\"b@pass.example.org" };
-	struct spf_answer a = { .result = SPF_RES_PASS,
-		.identity_kind = SPF_ID_MAILFROM };
+	struct spf_query q = {
+		.family = AF_INET6, .helo = "h.example", .mail_from = "a\"b@pass.example.org"
+	};
+	struct spf_answer a = { .result = SPF_RES_PASS, .identity_kind = SPF_ID_MAILFROM };
 	char buf[512];
 
 	CHECK(spf_checker_create(&p) == NULL, "create without ub must fail");
 	CHECK(strcmp(spf_result_name(SPF_RES_SOFTFAIL), "softfail") == 0 &&
-	      strcmp(spf_result_name(SPF_RES_TEMPERROR), "temperror") == 0 &&
-	      strcmp(spf_result_name(SPF_RES_NONE), "none") == 0, "result names");
+		      strcmp(spf_result_name(SPF_RES_TEMPERROR), "temperror") == 0 &&
+		      strcmp(spf_result_name(SPF_RES_NONE), "none") == 0,
+	      "result names");
 	/* a quote from the peer cannot end the quoted-string early */
 	inet_pton(AF_INET6, "2001:db8::1", q.addr);
 	snprintf(a.identity, sizeof(a.identity), "%s", q.mail_from);
 	spf_received_spf(shared, &q, &a, buf, sizeof(buf));
 	CHECK(strstr(buf, "envelope-from=\"a\\\"b@pass.example.org\"") != NULL &&
-	      strncmp(buf, "pass (", 6) == 0 && strstr(buf, "client-ip=2001:db8::1;") != NULL &&
-	      strstr(buf, "identity=mailfrom") != NULL, "Received-SPF: %s", buf);
+		      strncmp(buf, "pass (", 6) == 0 &&
+		      strstr(buf, "client-ip=2001:db8::1;") != NULL &&
+		      strstr(buf, "identity=mailfrom") != NULL,
+	      "Received-SPF: %s", buf);
 }
 
-int main(int argc, char **argv)
+int
+main(int argc, char **argv)
 {
 	pthread_t t[THREADS];
 	struct ub_ctx *ub;

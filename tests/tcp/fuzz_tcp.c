@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * tests/tcp/fuzz_tcp.c — libFuzzer target for the TCP engine.
  *
@@ -13,10 +14,10 @@
  * emitted header is well formed, and once all timers have run out no TCB is
  * left (no leak).
  */
-#include "dataplane/tcp.h"
-
 #include <stdlib.h>
 #include <string.h>
+
+#include "dataplane/tcp.h"
 
 #define NCLI 4
 #define NAPP 16
@@ -44,24 +45,40 @@ static uint64_t now;
 static int opened, closed_n;
 static uint8_t pkt[4096];
 
-static uint8_t stream_byte(uint32_t seq)
+static uint8_t
+stream_byte(uint32_t seq)
 {
 	uint32_t x = seq * 2654435761u;
 	return (uint8_t)(x >> 24);
 }
 
-static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
-static uint32_t rd32(const uint8_t *p)
+static uint16_t
+rd16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] << 8 | p[1]);
+}
+static uint32_t
+rd32(const uint8_t *p)
 {
 	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
-static void wr16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
-static void wr32(uint8_t *p, uint32_t v)
+static void
+wr16(uint8_t *p, uint16_t v)
 {
-	p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
+	p[0] = (uint8_t)(v >> 8);
+	p[1] = (uint8_t)v;
+}
+static void
+wr32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
 }
 
-static bool f_output(void *ctx, const struct tcp_out *o)
+static bool
+f_output(void *ctx, const struct tcp_out *o)
 {
 	uint32_t off = (uint32_t)(o->hdr[12] >> 4) * 4, len = o->data_len[0] + o->data_len[1];
 	uint16_t dport = rd16(o->hdr + 2);
@@ -82,20 +99,21 @@ static bool f_output(void *ctx, const struct tcp_out *o)
 				k->tsecr = rd32(o->hdr + j + 2);
 				break;
 			}
-		if (o->hdr[13] & 2)          /* SYN-ACK */
+		if (o->hdr[13] & 2) /* SYN-ACK */
 			k->rnxt = seq + 1;
 		else if (!(o->hdr[13] & 4) && (int32_t)(end - k->rnxt) > 0 &&
 			 (int32_t)(seq - k->rnxt) <= 0)
 			k->rnxt = end;
 	}
-	return (o->hdr[14] & 3) != 3 || (o->hdr[15] != 0x7f);   /* sometimes "mbufs short" */
+	return (o->hdr[14] & 3) != 3 || (o->hdr[15] != 0x7f); /* sometimes "mbufs short" */
 }
 
-static void *f_open(void *ctx, struct tcp_conn *c, const struct tcp_conn_info *info)
+static void *
+f_open(void *ctx, struct tcp_conn *c, const struct tcp_conn_info *info)
 {
 	(void)ctx;
 	if (info->peer_port == 40003 && (opened & 1))
-		return NULL;                 /* refusal path */
+		return NULL; /* refusal path */
 	for (int i = 0; i < NAPP; i++) {
 		if (apps[i].live)
 			continue;
@@ -114,7 +132,8 @@ static void *f_open(void *ctx, struct tcp_conn *c, const struct tcp_conn_info *i
 
 /* Mode 0 takes at most 1,000 bytes a call: the engine must keep the rest
  * unACKed and deliver it again, still in order. */
-static uint32_t f_recv(void *p, const uint8_t *d, uint32_t n)
+static uint32_t
+f_recv(void *p, const uint8_t *d, uint32_t n)
 {
 	struct fapp *a = p;
 
@@ -124,7 +143,7 @@ static uint32_t f_recv(void *p, const uint8_t *d, uint32_t n)
 		n = 1000;
 	for (uint32_t i = 0; i < n; i++)
 		if (d[i] != stream_byte(a->irs + 1 + (uint32_t)(a->off + i)))
-			abort();            /* delivered bytes must be the peer's, in order */
+			abort(); /* delivered bytes must be the peer's, in order */
 	a->off += n;
 	if (a->mode == 1)
 		tcp_send(a->c, d, n > 300 ? 300 : n);
@@ -137,9 +156,19 @@ static uint32_t f_recv(void *p, const uint8_t *d, uint32_t n)
 	return n;
 }
 
-static uint32_t f_space(void *p) { return ((struct fapp *)p)->space; }
-static void f_sent(void *p) { if (!((struct fapp *)p)->live) abort(); }
-static void f_peer_fin(void *p)
+static uint32_t
+f_space(void *p)
+{
+	return ((struct fapp *)p)->space;
+}
+static void
+f_sent(void *p)
+{
+	if (!((struct fapp *)p)->live)
+		abort();
+}
+static void
+f_peer_fin(void *p)
 {
 	struct fapp *a = p;
 	if (!a->live)
@@ -147,7 +176,8 @@ static void f_peer_fin(void *p)
 	if (a->mode != 0)
 		tcp_close(a->c);
 }
-static void f_idle(void *p)
+static void
+f_idle(void *p)
 {
 	struct fapp *a = p;
 	if (a->mode & 1) {
@@ -155,7 +185,8 @@ static void f_idle(void *p)
 		tcp_close(a->c);
 	}
 }
-static void f_closed(void *p, int reason)
+static void
+f_closed(void *p, int reason)
 {
 	struct fapp *a = p;
 	if (!a->live || reason < 0 || reason >= TCP_CLOSE_REASON_COUNT)
@@ -166,12 +197,19 @@ static void f_closed(void *p, int reason)
 }
 
 static const struct tcp_ops ops = {
-	.output = f_output, .open = f_open, .recv = f_recv, .rcv_space = f_space,
-	.sent = f_sent, .peer_fin = f_peer_fin, .idle = f_idle, .closed = f_closed,
+	.output = f_output,
+	.open = f_open,
+	.recv = f_recv,
+	.rcv_space = f_space,
+	.sent = f_sent,
+	.peer_fin = f_peer_fin,
+	.idle = f_idle,
+	.closed = f_closed,
 };
 
-static void input(struct tcp_engine *e, struct fcli *k, uint8_t flags, uint32_t seq, uint32_t ack,
-		  uint16_t win, uint32_t len, const uint8_t *opts, uint32_t optlen)
+static void
+input(struct tcp_engine *e, struct fcli *k, uint8_t flags, uint32_t seq, uint32_t ack, uint16_t win,
+      uint32_t len, const uint8_t *opts, uint32_t optlen)
 {
 	struct tcp_pkt p;
 	uint32_t ol = optlen & ~3u;
@@ -203,17 +241,22 @@ static void input(struct tcp_engine *e, struct fcli *k, uint8_t flags, uint32_t 
 	tcp_input(e, &p, now);
 }
 
-static uint32_t ts_opt(struct fcli *k, uint8_t *o)
+static uint32_t
+ts_opt(struct fcli *k, uint8_t *o)
 {
 	if (!k->ts)
 		return 0;
-	o[0] = 1; o[1] = 1; o[2] = 8; o[3] = 10;
+	o[0] = 1;
+	o[1] = 1;
+	o[2] = 8;
+	o[3] = 10;
 	wr32(o + 4, k->tsval);
 	wr32(o + 8, k->tsecr);
 	return 12;
 }
 
-static struct fapp *app_for(struct fcli *k)
+static struct fapp *
+app_for(struct fcli *k)
 {
 	for (int i = 0; i < NAPP; i++)
 		if (apps[i].live && apps[i].c) {
@@ -230,16 +273,30 @@ static struct fapp *app_for(struct fcli *k)
 
 int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n);
 
-int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n)
+int
+LLVMFuzzerTestOneInput(const uint8_t *d, size_t n)
 {
 	static const uint16_t ports[] = { 25 };
 	struct tcp_params prm = {
-		.max_flows = 6, .ports = ports, .n_ports = 1, .mss4 = 536, .mss6 = 1220,
-		.sndbuf_bytes = 8192, .sndbuf_pool_bytes = 6 * 2048,
-		.ooo_max_bytes = 2 * 2048, .ooo_pool_bytes = 5 * 2048,
-		.handshake_timeout_ms = 1000, .idle_timeout_ms = 5000, .lifetime_ms = 20000,
-		.rto_min_ms = 10, .rto_max_ms = 400, .max_retries = 3,
-		.halfopen_max = 2, .rst_rate_per_s = 50, .secret_seed = 7, .fin_wait2_ms = 2000,
+		.max_flows = 6,
+		.ports = ports,
+		.n_ports = 1,
+		.mss4 = 536,
+		.mss6 = 1220,
+		.sndbuf_bytes = 8192,
+		.sndbuf_pool_bytes = 6 * 2048,
+		.ooo_max_bytes = 2 * 2048,
+		.ooo_pool_bytes = 5 * 2048,
+		.handshake_timeout_ms = 1000,
+		.idle_timeout_ms = 5000,
+		.lifetime_ms = 20000,
+		.rto_min_ms = 10,
+		.rto_max_ms = 400,
+		.max_retries = 3,
+		.halfopen_max = 2,
+		.rst_rate_per_s = 50,
+		.secret_seed = 7,
+		.fin_wait2_ms = 2000,
 	};
 	struct tcp_engine *e;
 	size_t i = 0;
@@ -251,9 +308,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n)
 	now = 1000000;
 	for (int c = 0; c < NCLI; c++) {
 		cli[c].fam = c & 1 ? 6 : 4;
-		cli[c].addr[0] = 198; cli[c].addr[1] = 51; cli[c].addr[2] = 100;
+		cli[c].addr[0] = 198;
+		cli[c].addr[1] = 51;
+		cli[c].addr[2] = 100;
 		cli[c].addr[3] = (uint8_t)(10 + c);
-		if (cli[c].fam == 6) { cli[c].addr[0] = 0x20; cli[c].addr[1] = 0x01; cli[c].addr[15] = (uint8_t)c; }
+		if (cli[c].fam == 6) {
+			cli[c].addr[0] = 0x20;
+			cli[c].addr[1] = 0x01;
+			cli[c].addr[15] = (uint8_t)c;
+		}
 		cli[c].port = (uint16_t)(40000 + c);
 		cli[c].isn = 0xfffffff0u - 1000u * (uint32_t)c;
 		cli[c].nxt = cli[c].isn + 1;
@@ -270,11 +333,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n)
 		i += 2;
 		k->tsval += arg & 7;
 		switch (op & 15) {
-		case 0: {                              /* SYN with options */
+		case 0: { /* SYN with options */
 			uint32_t l = 0;
-			buf[l++] = 2; buf[l++] = 4; wr16(buf + l, (uint16_t)(arg * 37)); l += 2;
-			if (arg & 1) { buf[l++] = 1; buf[l++] = 3; buf[l++] = 3; buf[l++] = (uint8_t)(arg >> 4); }
-			if (arg & 2) { buf[l++] = 1; buf[l++] = 1; buf[l++] = 4; buf[l++] = 2; }
+			buf[l++] = 2;
+			buf[l++] = 4;
+			wr16(buf + l, (uint16_t)(arg * 37));
+			l += 2;
+			if (arg & 1) {
+				buf[l++] = 1;
+				buf[l++] = 3;
+				buf[l++] = 3;
+				buf[l++] = (uint8_t)(arg >> 4);
+			}
+			if (arg & 2) {
+				buf[l++] = 1;
+				buf[l++] = 1;
+				buf[l++] = 4;
+				buf[l++] = 2;
+			}
 			k->ts = arg & 4;
 			l += ts_opt(k, buf + l);
 			if (arg & 8) {
@@ -284,30 +360,32 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n)
 			input(e, k, 2, k->isn, 0, 65535, 0, buf, l);
 			break;
 		}
-		case 1:                                /* the handshake ACK / plain ACK */
+		case 1: /* the handshake ACK / plain ACK */
 			ol = ts_opt(k, buf);
 			input(e, k, 0x10, k->nxt, k->rnxt, (uint16_t)(arg << 8 | arg), 0, buf, ol);
 			break;
-		case 2:                                /* in-order data */
+		case 2: /* in-order data */
 			ol = ts_opt(k, buf);
 			input(e, k, 0x18, k->nxt, k->rnxt, 65535, (uint32_t)arg * 7, buf, ol);
 			k->nxt += (uint32_t)arg * 7;
 			break;
-		case 3: {                              /* displaced data (reorder/dup/inject) */
+		case 3: { /* displaced data (reorder/dup/inject) */
 			int32_t delta = (int8_t)arg * 97;
 			ol = ts_opt(k, buf);
-			input(e, k, 0x18, k->nxt + (uint32_t)delta, k->rnxt, 65535, (arg & 63) * 13u + 1, buf, ol);
+			input(e, k, 0x18, k->nxt + (uint32_t)delta, k->rnxt, 65535,
+			      (arg & 63) * 13u + 1, buf, ol);
 			break;
 		}
-		case 4:                                /* RST, near or exact */
-			input(e, k, 4, k->nxt + (uint32_t)((arg & 0x80) ? 0 : arg * 31), 0, 0, 0, NULL, 0);
+		case 4: /* RST, near or exact */
+			input(e, k, 4, k->nxt + (uint32_t)((arg & 0x80) ? 0 : arg * 31), 0, 0, 0,
+			      NULL, 0);
 			break;
-		case 5:                                /* FIN with a little data */
+		case 5: /* FIN with a little data */
 			ol = ts_opt(k, buf);
 			input(e, k, 0x11, k->nxt, k->rnxt, 65535, arg & 15, buf, ol);
 			k->nxt += (arg & 15) + 1u;
 			break;
-		case 6: {                              /* raw header fields from the input */
+		case 6: { /* raw header fields from the input */
 			uint32_t seq, ack;
 			uint8_t fl;
 			if (i + 10 > n)
@@ -323,11 +401,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n)
 			i += ol;
 			break;
 		}
-		case 7:                                /* time passes */
+		case 7: /* time passes */
 			now += (uint64_t)arg * (arg & 0x80 ? 50000 : 1000) + 100;
 			tcp_engine_tick(e, now);
 			break;
-		case 8:                                /* app writes */
+		case 8: /* app writes */
 			a = app_for(k);
 			if (a) {
 				static const uint8_t blob[3000];
@@ -344,20 +422,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n)
 			if (a && (arg & 1))
 				tcp_abort(a->c);
 			break;
-		case 11:                               /* app window changes */
+		case 11: /* app window changes */
 			a = app_for(k);
 			if (a) {
 				a->space = (uint32_t)arg * arg * 4;
 				tcp_rcv_window_update(a->c);
 			}
 			break;
-		case 13:                               /* a lagging ACK (dupacks, partial acks) */
+		case 13: /* a lagging ACK (dupacks, partial acks) */
 			ol = ts_opt(k, buf);
 			input(e, k, 0x10, k->nxt, k->rnxt - (uint32_t)arg * 13, 65535, 0, buf, ol);
 			break;
-		case 12:                               /* a different port */
-			k->port = (uint16_t)(40000 + (arg & 7));
-			break;
+		case 12: /* a different port */ k->port = (uint16_t)(40000 + (arg & 7)); break;
 		default:
 			now += 1000;
 			tcp_engine_tick(e, now);

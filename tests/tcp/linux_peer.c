@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * tests/tcp/linux_peer.c — the TCP engine against the real Linux TCP stack.
  *
@@ -15,8 +16,6 @@
  * side is plain blocking socket code. Needs root and /dev/net/tun: without
  * them it exits 77 (skipped).
  */
-#include "dataplane/tcp.h"
-
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -36,25 +35,28 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dataplane/tcp.h"
 #include "tests/check.h"
 
 static int tun_fd = -1;
 static struct tcp_engine *E;
 static atomic_int g_stop, g_active;
-static atomic_uint g_loss_pct;       /* shim: percent of packets dropped each way */
-static unsigned g_dropped;           /* engine thread only */
+static atomic_uint g_loss_pct; /* shim: percent of packets dropped each way */
+static unsigned g_dropped;     /* engine thread only */
 static unsigned g_rng = 12345;
 static uint8_t SRV4[4] = { 198, 51, 100, 2 };
 static uint8_t SRV6[16] = { 0x20, 0x01, 0x0d, 0xb8, [15] = 2 };
 
-static uint64_t mono_us(void)
+static uint64_t
+mono_us(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
-static bool shim_drop(void)
+static bool
+shim_drop(void)
 {
 	g_rng = g_rng * 1103515245u + 12345u;
 	if (((g_rng >> 16) % 100) >= atomic_load(&g_loss_pct))
@@ -65,7 +67,8 @@ static bool shim_drop(void)
 
 /* ---------------------------------------------------------- checksums */
 
-static uint32_t sum16(const uint8_t *p, size_t n, uint32_t s)
+static uint32_t
+sum16(const uint8_t *p, size_t n, uint32_t s)
 {
 	for (size_t i = 0; i + 1 < n; i += 2)
 		s += (uint32_t)(p[i] << 8 | p[i + 1]);
@@ -74,14 +77,16 @@ static uint32_t sum16(const uint8_t *p, size_t n, uint32_t s)
 	return s;
 }
 
-static uint16_t fold(uint32_t s)
+static uint16_t
+fold(uint32_t s)
 {
 	while (s >> 16)
 		s = (s & 0xffff) + (s >> 16);
 	return (uint16_t)~s;
 }
 
-static uint16_t tcp_csum(int fam, const uint8_t *src, const uint8_t *dst, const uint8_t *seg, size_t n)
+static uint16_t
+tcp_csum(int fam, const uint8_t *src, const uint8_t *dst, const uint8_t *seg, size_t n)
 {
 	uint32_t s = 0;
 	int al = fam == 4 ? 4 : 16;
@@ -95,7 +100,8 @@ static uint16_t tcp_csum(int fam, const uint8_t *src, const uint8_t *dst, const 
 
 /* ------------------------------------------------- engine-side glue */
 
-static bool out_cb(void *ctx, const struct tcp_out *o)
+static bool
+out_cb(void *ctx, const struct tcp_out *o)
 {
 	static uint8_t pkt[4096];
 	uint32_t tl = o->hdr_len + o->data_len[0] + o->data_len[1];
@@ -114,25 +120,32 @@ static bool out_cb(void *ctx, const struct tcp_out *o)
 	memset(pkt, 0, ipl);
 	if (o->family == 4) {
 		pkt[0] = 0x45;
-		pkt[2] = (uint8_t)((tl + 20) >> 8); pkt[3] = (uint8_t)(tl + 20);
-		pkt[6] = 0x40; pkt[8] = 64; pkt[9] = 6;
+		pkt[2] = (uint8_t)((tl + 20) >> 8);
+		pkt[3] = (uint8_t)(tl + 20);
+		pkt[6] = 0x40;
+		pkt[8] = 64;
+		pkt[9] = 6;
 		memcpy(pkt + 12, o->saddr, 4);
 		memcpy(pkt + 16, o->daddr, 4);
 		cs = fold(sum16(pkt, 20, 0));
-		pkt[10] = (uint8_t)(cs >> 8); pkt[11] = (uint8_t)cs;
+		pkt[10] = (uint8_t)(cs >> 8);
+		pkt[11] = (uint8_t)cs;
 	} else {
 		pkt[0] = 0x60;
-		pkt[4] = (uint8_t)(tl >> 8); pkt[5] = (uint8_t)tl;
-		pkt[6] = 6; pkt[7] = 64;
+		pkt[4] = (uint8_t)(tl >> 8);
+		pkt[5] = (uint8_t)tl;
+		pkt[6] = 6;
+		pkt[7] = 64;
 		memcpy(pkt + 8, o->saddr, 16);
 		memcpy(pkt + 24, o->daddr, 16);
 	}
 	if (shim_drop())
-		return true;                    /* lost on the wire */
+		return true; /* lost on the wire */
 	return write(tun_fd, pkt, tl + ipl) == (ssize_t)(tl + ipl);
 }
 
-static void rx_packet(const uint8_t *p, size_t n)
+static void
+rx_packet(const uint8_t *p, size_t n)
 {
 	struct tcp_pkt tp;
 	size_t ipl, tl;
@@ -156,7 +169,7 @@ static void rx_packet(const uint8_t *p, size_t n)
 		memcpy(tp.saddr, p + 8, 16);
 		memcpy(tp.daddr, p + 24, 16);
 	} else {
-		return;                         /* ND, MLD, ...: not ours */
+		return; /* ND, MLD, ...: not ours */
 	}
 	if (tcp_csum(tp.family, tp.saddr, tp.daddr, p + ipl, tl) != 0)
 		return;
@@ -184,9 +197,14 @@ struct papp {
 static struct papp apps[PAPPS];
 #define APP_BUF 65536u
 
-static uint8_t pattern(uint64_t i) { return (uint8_t)(i * 7 + (i >> 9)); }
+static uint8_t
+pattern(uint64_t i)
+{
+	return (uint8_t)(i * 7 + (i >> 9));
+}
 
-static void app_pump(struct papp *a)
+static void
+app_pump(struct papp *a)
 {
 	static uint8_t blk[8192];
 
@@ -202,12 +220,14 @@ static void app_pump(struct papp *a)
 	}
 }
 
-static void app_say(struct papp *a, const char *s)
+static void
+app_say(struct papp *a, const char *s)
 {
 	tcp_send(a->c, s, (uint32_t)strlen(s));
 }
 
-static void app_line(struct papp *a)
+static void
+app_line(struct papp *a)
 {
 	char buf[160];
 	unsigned long long n;
@@ -229,9 +249,11 @@ static void app_line(struct papp *a)
 	}
 }
 
-static void *p_open(void *ctx, struct tcp_conn *c, const struct tcp_conn_info *info)
+static void *
+p_open(void *ctx, struct tcp_conn *c, const struct tcp_conn_info *info)
 {
-	(void)ctx; (void)info;
+	(void)ctx;
+	(void)info;
 	for (int i = 0; i < PAPPS; i++)
 		if (!apps[i].live) {
 			memset(&apps[i], 0, sizeof(apps[i]));
@@ -243,17 +265,19 @@ static void *p_open(void *ctx, struct tcp_conn *c, const struct tcp_conn_info *i
 	return NULL;
 }
 
-static uint32_t p_recv(void *p, const uint8_t *d, uint32_t n)
+static uint32_t
+p_recv(void *p, const uint8_t *d, uint32_t n)
 {
 	struct papp *a = p;
 	char buf[64];
 
-	a->pending += n;                 /* held until drained by the clock */
+	a->pending += n; /* held until drained by the clock */
 	for (uint32_t i = 0; i < n && a->live; i++) {
 		if (a->up_left) {
 			a->up_sum += d[i];
 			if (--a->up_left == 0) {
-				snprintf(buf, sizeof(buf), "250 %llu\r\n", (unsigned long long)a->up_sum);
+				snprintf(buf, sizeof(buf), "250 %llu\r\n",
+					 (unsigned long long)a->up_sum);
 				app_say(a, buf);
 			}
 			continue;
@@ -269,19 +293,26 @@ static uint32_t p_recv(void *p, const uint8_t *d, uint32_t n)
 	return n;
 }
 
-static uint32_t p_space(void *p)
+static uint32_t
+p_space(void *p)
 {
 	struct papp *a = p;
 	return a->pending >= APP_BUF ? 0 : APP_BUF - a->pending;
 }
-static void p_sent(void *p) { app_pump(p); }
-static void p_peer_fin(void *p)
+static void
+p_sent(void *p)
+{
+	app_pump(p);
+}
+static void
+p_peer_fin(void *p)
 {
 	struct papp *a = p;
 	if (!a->quit)
-		tcp_close(a->c);        /* the client left first */
+		tcp_close(a->c); /* the client left first */
 }
-static void p_closed(void *p, int reason)
+static void
+p_closed(void *p, int reason)
 {
 	struct papp *a = p;
 	(void)reason;
@@ -290,11 +321,17 @@ static void p_closed(void *p, int reason)
 }
 
 static const struct tcp_ops pops = {
-	.output = out_cb, .open = p_open, .recv = p_recv, .rcv_space = p_space,
-	.sent = p_sent, .peer_fin = p_peer_fin, .closed = p_closed,
+	.output = out_cb,
+	.open = p_open,
+	.recv = p_recv,
+	.rcv_space = p_space,
+	.sent = p_sent,
+	.peer_fin = p_peer_fin,
+	.closed = p_closed,
 };
 
-static void *engine_thread(void *arg)
+static void *
+engine_thread(void *arg)
 {
 	static uint8_t buf[65536];
 	uint64_t last_drain = mono_us();
@@ -312,7 +349,7 @@ static void *engine_thread(void *arg)
 			}
 		}
 		now = mono_us();
-		if (now - last_drain >= 1000) {   /* the consumer: 64 KiB per ms */
+		if (now - last_drain >= 1000) { /* the consumer: 64 KiB per ms */
 			for (int i = 0; i < PAPPS; i++) {
 				struct papp *a = &apps[i];
 				if (!a->live || !a->pending)
@@ -330,7 +367,8 @@ static void *engine_thread(void *arg)
 
 /* ---------------------------------------------------------- namespace */
 
-static int setup_net(void)
+static int
+setup_net(void)
 {
 	struct ifreq ifr;
 
@@ -353,7 +391,8 @@ static int setup_net(void)
 
 /* ------------------------------------------------------------- client */
 
-static int cli_connect(int fam)
+static int
+cli_connect(int fam)
 {
 	int s = socket(fam == 4 ? AF_INET : AF_INET6, SOCK_STREAM, 0);
 	struct timeval tv = { .tv_sec = 8 };
@@ -378,7 +417,8 @@ static int cli_connect(int fam)
 }
 
 /* Read one CRLF line (byte by byte is fine at these sizes). */
-static int cli_line(int s, char *buf, size_t n)
+static int
+cli_line(int s, char *buf, size_t n)
 {
 	size_t i = 0;
 	while (i + 1 < n) {
@@ -394,7 +434,8 @@ static int cli_line(int s, char *buf, size_t n)
 	return (int)i;
 }
 
-static bool cli_says(int s, const char *cmd, const char *want)
+static bool
+cli_says(int s, const char *cmd, const char *want)
 {
 	char buf[256];
 	if (cmd && send(s, cmd, strlen(cmd), 0) != (ssize_t)strlen(cmd))
@@ -408,7 +449,8 @@ static bool cli_says(int s, const char *cmd, const char *want)
 	return true;
 }
 
-static bool wait_idle_engine(int ms)
+static bool
+wait_idle_engine(int ms)
 {
 	for (int i = 0; i < ms; i++) {
 		if (atomic_load(&g_active) == 0)
@@ -418,7 +460,8 @@ static bool wait_idle_engine(int ms)
 	return false;
 }
 
-static void dialogue(int fam, bool server_closes)
+static void
+dialogue(int fam, bool server_closes)
 {
 	int s = cli_connect(fam);
 	char b[16];
@@ -430,16 +473,17 @@ static void dialogue(int fam, bool server_closes)
 	CHECK(cli_says(s, "EHLO client\r\n", "250 EHLO client"));
 	if (server_closes) {
 		CHECK(cli_says(s, "QUIT\r\n", "221 bye"));
-		CHECK(recv(s, b, sizeof(b), 0) == 0);      /* the server's FIN */
+		CHECK(recv(s, b, sizeof(b), 0) == 0); /* the server's FIN */
 	} else {
-		shutdown(s, SHUT_WR);                       /* client FIN first */
+		shutdown(s, SHUT_WR); /* client FIN first */
 		CHECK(recv(s, b, sizeof(b), 0) == 0);
 	}
 	close(s);
 	CHECK(wait_idle_engine(3000));
 }
 
-static void upload(int fam, uint64_t n, unsigned loss)
+static void
+upload(int fam, uint64_t n, unsigned loss)
 {
 	static uint8_t blk[65536];
 	int s = cli_connect(fam);
@@ -450,7 +494,7 @@ static void upload(int fam, uint64_t n, unsigned loss)
 	if (s < 0)
 		return;
 	CHECK(cli_says(s, NULL, "220"));
-	atomic_store(&g_loss_pct, loss);    /* once established: see the header of tcp.c on cookies */
+	atomic_store(&g_loss_pct, loss); /* once established: see the header of tcp.c on cookies */
 	snprintf(cmd, sizeof(cmd), "UP %llu\r\n", (unsigned long long)n);
 	CHECK(send(s, cmd, strlen(cmd), 0) > 0);
 	while (check_case_failures == 0 && sent < n) {
@@ -472,7 +516,8 @@ static void upload(int fam, uint64_t n, unsigned loss)
 	atomic_store(&g_loss_pct, 0);
 }
 
-static void download(int fam, uint64_t n, unsigned loss)
+static void
+download(int fam, uint64_t n, unsigned loss)
 {
 	static uint8_t blk[65536];
 	int s = cli_connect(fam);
@@ -487,7 +532,8 @@ static void download(int fam, uint64_t n, unsigned loss)
 	snprintf(cmd, sizeof(cmd), "DOWN %llu\r\n", (unsigned long long)n);
 	CHECK(send(s, cmd, strlen(cmd), 0) > 0);
 	while (check_case_failures == 0 && got < n) {
-		ssize_t r = recv(s, blk, n - got > sizeof(blk) ? sizeof(blk) : (size_t)(n - got), 0);
+		ssize_t r = recv(s, blk, n - got > sizeof(blk) ? sizeof(blk) : (size_t)(n - got),
+				 0);
 		CHECK(r > 0);
 		if (r <= 0)
 			break;
@@ -504,7 +550,8 @@ static void download(int fam, uint64_t n, unsigned loss)
 	atomic_store(&g_loss_pct, 0);
 }
 
-static void many_at_once(int fam, int n)
+static void
+many_at_once(int fam, int n)
 {
 	int s[32];
 
@@ -526,7 +573,8 @@ static uint64_t g_t0;
 /* One scenario: its CHECKs count as one case, reported with its time. */
 static char g_name[96];
 
-static void run_begin(const char *fmt, ...)
+static void
+run_begin(const char *fmt, ...)
 {
 	va_list ap;
 
@@ -536,7 +584,8 @@ static void run_begin(const char *fmt, ...)
 	check_case_begin();
 }
 
-static void run_end(void)
+static void
+run_end(void)
 {
 	printf("%s %s (%.2f s)\n", check_case_end() ? "ok  " : "FAIL", g_name,
 	       (mono_us() - g_t0) / 1e6);
@@ -544,16 +593,29 @@ static void run_end(void)
 	g_t0 = mono_us();
 }
 
-static void engine_start(uint32_t halfopen_max)
+static void
+engine_start(uint32_t halfopen_max)
 {
 	static const uint16_t ports[] = { 25 };
 	struct tcp_params p = {
-		.max_flows = 256, .ports = ports, .n_ports = 1, .mss4 = 1460, .mss6 = 1440,
-		.sndbuf_bytes = 262144, .sndbuf_pool_bytes = 8 << 20,
-		.ooo_max_bytes = 65536, .ooo_pool_bytes = 4 << 20,
-		.handshake_timeout_ms = 5000, .idle_timeout_ms = 30000, .lifetime_ms = 60000,
-		.rto_min_ms = 50, .rto_max_ms = 2000, .max_retries = 8,
-		.halfopen_max = halfopen_max, .rst_rate_per_s = 1000, .secret_seed = 99,
+		.max_flows = 256,
+		.ports = ports,
+		.n_ports = 1,
+		.mss4 = 1460,
+		.mss6 = 1440,
+		.sndbuf_bytes = 262144,
+		.sndbuf_pool_bytes = 8 << 20,
+		.ooo_max_bytes = 65536,
+		.ooo_pool_bytes = 4 << 20,
+		.handshake_timeout_ms = 5000,
+		.idle_timeout_ms = 30000,
+		.lifetime_ms = 60000,
+		.rto_min_ms = 50,
+		.rto_max_ms = 2000,
+		.max_retries = 8,
+		.halfopen_max = halfopen_max,
+		.rst_rate_per_s = 1000,
+		.secret_seed = 99,
 	};
 	E = tcp_engine_create(&p, &pops, NULL, mono_us());
 	if (!E) {
@@ -562,7 +624,8 @@ static void engine_start(uint32_t halfopen_max)
 	}
 }
 
-int main(void)
+int
+main(void)
 {
 	pthread_t th;
 

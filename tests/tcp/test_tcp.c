@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * tests/tcp/test_tcp.c — unit tests of the TCP engine (dataplane/tcp.c).
  *
@@ -6,14 +7,13 @@
  * records the events. No DPDK. Each test names the behaviour it checks and
  * fails without it.
  */
-#include "dataplane/tcp.h"
-#include "dataplane/tcp_wire.h"
-
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "dataplane/tcp.h"
+#include "dataplane/tcp_wire.h"
 #include "tests/check.h"
 
 struct oseg {
@@ -26,7 +26,7 @@ struct oseg {
 	int nsack;
 	uint32_t sackb[4][2];
 	uint32_t len;
-	uint32_t hlen;              /* TCP header with options */
+	uint32_t hlen; /* TCP header with options */
 	uint64_t link;
 	uint8_t data[2048];
 };
@@ -36,18 +36,33 @@ static struct oseg g_out[OUTQ];
 static int g_nout;
 static bool g_output_fail;
 
-static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
-static uint32_t rd32(const uint8_t *p)
+static uint16_t
+rd16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] << 8 | p[1]);
+}
+static uint32_t
+rd32(const uint8_t *p)
 {
 	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
-static void wr16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
-static void wr32(uint8_t *p, uint32_t v)
+static void
+wr16(uint8_t *p, uint16_t v)
 {
-	p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
+	p[0] = (uint8_t)(v >> 8);
+	p[1] = (uint8_t)v;
+}
+static void
+wr32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
 }
 
-static bool fake_output(void *ctx, const struct tcp_out *o)
+static bool
+fake_output(void *ctx, const struct tcp_out *o)
 {
 	struct oseg *s;
 	uint32_t off, i;
@@ -73,20 +88,31 @@ static bool fake_output(void *ctx, const struct tcp_out *o)
 	off = (uint32_t)(o->hdr[12] >> 4) * 4;
 	s->hlen = off;
 	if (off != o->hdr_len || rd16(o->hdr + 16) != 0)
-		abort();                /* header length must match, checksum left 0 */
+		abort(); /* header length must match, checksum left 0 */
 	for (i = 20; i < off;) {
 		uint8_t k = o->hdr[i];
-		if (k == 0) break;
-		if (k == 1) { i++; continue; }
-		if (k == 2) s->mss = rd16(o->hdr + i + 2);
-		if (k == 3) s->ws = o->hdr[i + 2];
-		if (k == 4) s->sack = 1;
+		if (k == 0)
+			break;
+		if (k == 1) {
+			i++;
+			continue;
+		}
+		if (k == 2)
+			s->mss = rd16(o->hdr + i + 2);
+		if (k == 3)
+			s->ws = o->hdr[i + 2];
+		if (k == 4)
+			s->sack = 1;
 		if (k == 5)
 			for (int b = 0; b < (o->hdr[i + 1] - 2) / 8 && b < 4; b++, s->nsack++) {
 				s->sackb[b][0] = rd32(o->hdr + i + 2 + 8 * b);
 				s->sackb[b][1] = rd32(o->hdr + i + 6 + 8 * b);
 			}
-		if (k == 8) { s->ts = 1; s->tsval = rd32(o->hdr + i + 2); s->tsecr = rd32(o->hdr + i + 6); }
+		if (k == 8) {
+			s->ts = 1;
+			s->tsval = rd32(o->hdr + i + 2);
+			s->tsecr = rd32(o->hdr + i + 6);
+		}
 		i += o->hdr[i + 1];
 	}
 	for (i = 0; i < 2; i++) {
@@ -109,7 +135,7 @@ struct app {
 	uint32_t rxn;
 	uint64_t rx_total, rx_sum;
 	uint32_t space;
-	uint32_t take;              /* bytes recv() takes per call */
+	uint32_t take; /* bytes recv() takes per call */
 	uint32_t recv_calls;
 	int peer_fin, closed, reason, sent, idle, idle_close;
 	bool in_use;
@@ -123,8 +149,8 @@ static uint32_t g_space = 65536;
 static bool g_abort_in_open;
 static int g_opened, g_closed;
 
-
-static void *fake_open(void *ctx, struct tcp_conn *c, const struct tcp_conn_info *info)
+static void *
+fake_open(void *ctx, struct tcp_conn *c, const struct tcp_conn_info *info)
 {
 	(void)ctx;
 	if (g_refuse)
@@ -151,12 +177,13 @@ static void *fake_open(void *ctx, struct tcp_conn *c, const struct tcp_conn_info
 	return NULL;
 }
 
-static uint32_t fake_recv(void *p, const uint8_t *d, uint32_t n)
+static uint32_t
+fake_recv(void *p, const uint8_t *d, uint32_t n)
 {
 	struct app *a = p;
 
 	if (a->closed)
-		abort();                /* nothing after closed */
+		abort(); /* nothing after closed */
 	a->recv_calls++;
 	if (n > a->take)
 		n = a->take;
@@ -177,10 +204,23 @@ static uint32_t fake_recv(void *p, const uint8_t *d, uint32_t n)
 	return n;
 }
 
-static uint32_t fake_space(void *p) { return ((struct app *)p)->space; }
-static void fake_sent(void *p) { ((struct app *)p)->sent++; }
-static void fake_peer_fin(void *p) { ((struct app *)p)->peer_fin++; }
-static void fake_idle(void *p)
+static uint32_t
+fake_space(void *p)
+{
+	return ((struct app *)p)->space;
+}
+static void
+fake_sent(void *p)
+{
+	((struct app *)p)->sent++;
+}
+static void
+fake_peer_fin(void *p)
+{
+	((struct app *)p)->peer_fin++;
+}
+static void
+fake_idle(void *p)
 {
 	struct app *a = p;
 	a->idle++;
@@ -189,11 +229,12 @@ static void fake_idle(void *p)
 		tcp_close(a->c);
 	}
 }
-static void fake_closed(void *p, int reason)
+static void
+fake_closed(void *p, int reason)
 {
 	struct app *a = p;
 	if (a->closed)
-		abort();                /* closed exactly once */
+		abort(); /* closed exactly once */
 	a->closed++;
 	a->reason = reason;
 	a->c = NULL;
@@ -202,27 +243,48 @@ static void fake_closed(void *p, int reason)
 }
 
 static const struct tcp_ops g_ops = {
-	.output = fake_output, .open = fake_open, .recv = fake_recv, .rcv_space = fake_space,
-	.sent = fake_sent, .peer_fin = fake_peer_fin, .idle = fake_idle, .closed = fake_closed,
+	.output = fake_output,
+	.open = fake_open,
+	.recv = fake_recv,
+	.rcv_space = fake_space,
+	.sent = fake_sent,
+	.peer_fin = fake_peer_fin,
+	.idle = fake_idle,
+	.closed = fake_closed,
 };
 
 static const uint16_t g_ports[] = { 25, 587 };
 static uint64_t g_now;
 
-static struct tcp_params default_params(void)
+static struct tcp_params
+default_params(void)
 {
 	struct tcp_params p = {
-		.max_flows = 64, .ports = g_ports, .n_ports = 2, .mss4 = 1460, .mss6 = 1440,
-		.sndbuf_bytes = 65536, .sndbuf_pool_bytes = 1 << 20,
-		.ooo_max_bytes = 16384, .ooo_pool_bytes = 1 << 18,
-		.handshake_timeout_ms = 10000, .idle_timeout_ms = 300000, .lifetime_ms = 600000,
-		.rto_min_ms = 200, .rto_max_ms = 60000, .max_retries = 5,
-		.halfopen_max = 16, .rst_rate_per_s = 100, .secret_seed = 42, .fin_wait2_ms = 10000,
+		.max_flows = 64,
+		.ports = g_ports,
+		.n_ports = 2,
+		.mss4 = 1460,
+		.mss6 = 1440,
+		.sndbuf_bytes = 65536,
+		.sndbuf_pool_bytes = 1 << 20,
+		.ooo_max_bytes = 16384,
+		.ooo_pool_bytes = 1 << 18,
+		.handshake_timeout_ms = 10000,
+		.idle_timeout_ms = 300000,
+		.lifetime_ms = 600000,
+		.rto_min_ms = 200,
+		.rto_max_ms = 60000,
+		.max_retries = 5,
+		.halfopen_max = 16,
+		.rst_rate_per_s = 100,
+		.secret_seed = 42,
+		.fin_wait2_ms = 10000,
 	};
 	return p;
 }
 
-static struct tcp_engine *mk(const struct tcp_params *p)
+static struct tcp_engine *
+mk(const struct tcp_params *p)
 {
 	g_now = 1000000000ULL;
 	g_nout = 0;
@@ -240,14 +302,16 @@ static struct tcp_engine *mk(const struct tcp_params *p)
 	return e;
 }
 
-static struct tcp_engine *mk_default(void)
+static struct tcp_engine *
+mk_default(void)
 {
 	struct tcp_params p = default_params();
 	return mk(&p);
 }
 
 /* Advance the virtual clock in 1 ms ticks. */
-static void advance(struct tcp_engine *e, uint32_t ms)
+static void
+advance(struct tcp_engine *e, uint32_t ms)
 {
 	for (uint32_t i = 0; i < ms; i++) {
 		g_now += 1000;
@@ -259,17 +323,20 @@ static void advance(struct tcp_engine *e, uint32_t ms)
 struct cli {
 	uint8_t family, addr[16], srv[16];
 	uint16_t port, sport;
-	uint32_t isn, nxt;          /* our next sequence number */
-	uint32_t rnxt;              /* next byte expected from the server */
+	uint32_t isn, nxt; /* our next sequence number */
+	uint32_t rnxt;     /* next byte expected from the server */
 	bool ts;
 	uint32_t tsval, tsecr;
 	uint16_t win;
-	uint64_t link;              /* what the worker would say the frame came from */
+	uint64_t link; /* what the worker would say the frame came from */
 };
 
-struct synopt { int mss, ws, sack, ts; };
+struct synopt {
+	int mss, ws, sack, ts;
+};
 
-static void cli_init(struct cli *k, int family, int n)
+static void
+cli_init(struct cli *k, int family, int n)
 {
 	memset(k, 0, sizeof(*k));
 	k->family = (uint8_t)family;
@@ -278,21 +345,25 @@ static void cli_init(struct cli *k, int family, int n)
 		memcpy(k->addr, a, 4);
 		memcpy(k->srv, s, 4);
 	} else {
-		k->addr[0] = 0x20; k->addr[1] = 0x01; k->addr[2] = 0x0d; k->addr[3] = 0xb8;
+		k->addr[0] = 0x20;
+		k->addr[1] = 0x01;
+		k->addr[2] = 0x0d;
+		k->addr[3] = 0xb8;
 		k->addr[15] = (uint8_t)(10 + n);
 		memcpy(k->srv, k->addr, 16);
 		k->srv[15] = 1;
 	}
 	k->port = (uint16_t)(40000 + n);
 	k->sport = 25;
-	k->isn = 1000000u * (uint32_t)(n + 1) + 0xfffff000u;   /* crosses the wrap */
+	k->isn = 1000000u * (uint32_t)(n + 1) + 0xfffff000u; /* crosses the wrap */
 	k->nxt = k->isn;
 	k->tsval = 5000;
 	k->win = 65535;
 }
 
-static int cli_raw(struct tcp_engine *e, struct cli *k, uint8_t flags, uint32_t seq, uint32_t ack,
-		   uint16_t win, const void *data, uint32_t len, const struct synopt *so)
+static int
+cli_raw(struct tcp_engine *e, struct cli *k, uint8_t flags, uint32_t seq, uint32_t ack,
+	uint16_t win, const void *data, uint32_t len, const struct synopt *so)
 {
 	static uint8_t buf[65536 + 60];
 	struct tcp_pkt pk;
@@ -305,13 +376,34 @@ static int cli_raw(struct tcp_engine *e, struct cli *k, uint8_t flags, uint32_t 
 	memcpy(pk.saddr, k->addr, 16);
 	memcpy(pk.daddr, k->srv, 16);
 	if (so) {
-		if (so->mss) { o[ol] = 2; o[ol + 1] = 4; wr16(o + ol + 2, (uint16_t)so->mss); ol += 4; }
-		if (so->sack) { o[ol] = 1; o[ol + 1] = 1; o[ol + 2] = 4; o[ol + 3] = 2; ol += 4; }
-		if (so->ws >= 0) { o[ol] = 1; o[ol + 1] = 3; o[ol + 2] = 3; o[ol + 3] = (uint8_t)so->ws; ol += 4; }
+		if (so->mss) {
+			o[ol] = 2;
+			o[ol + 1] = 4;
+			wr16(o + ol + 2, (uint16_t)so->mss);
+			ol += 4;
+		}
+		if (so->sack) {
+			o[ol] = 1;
+			o[ol + 1] = 1;
+			o[ol + 2] = 4;
+			o[ol + 3] = 2;
+			ol += 4;
+		}
+		if (so->ws >= 0) {
+			o[ol] = 1;
+			o[ol + 1] = 3;
+			o[ol + 2] = 3;
+			o[ol + 3] = (uint8_t)so->ws;
+			ol += 4;
+		}
 	}
 	if ((so && so->ts) || (!so && k->ts)) {
-		o[ol] = 1; o[ol + 1] = 1; o[ol + 2] = 8; o[ol + 3] = 10;
-		wr32(o + ol + 4, k->tsval); wr32(o + ol + 8, k->tsecr);
+		o[ol] = 1;
+		o[ol + 1] = 1;
+		o[ol + 2] = 8;
+		o[ol + 3] = 10;
+		wr32(o + ol + 4, k->tsval);
+		wr32(o + ol + 8, k->tsecr);
 		ol += 12;
 	}
 	wr16(buf, k->port);
@@ -331,17 +423,23 @@ static int cli_raw(struct tcp_engine *e, struct cli *k, uint8_t flags, uint32_t 
 }
 
 /* Send with the client's own sequence state (ACKing what it has seen). */
-static int cli_send(struct tcp_engine *e, struct cli *k, uint8_t flags, const void *d, uint32_t n)
+static int
+cli_send(struct tcp_engine *e, struct cli *k, uint8_t flags, const void *d, uint32_t n)
 {
 	int r = cli_raw(e, k, flags | TH_ACK, k->nxt, k->rnxt, k->win, d, n, NULL);
 	k->nxt += n + !!(flags & TH_FIN);
 	return r;
 }
 
-static struct oseg *last_out(void) { return g_nout ? &g_out[g_nout - 1] : NULL; }
+static struct oseg *
+last_out(void)
+{
+	return g_nout ? &g_out[g_nout - 1] : NULL;
+}
 
 /* Take in the server's segments: advance rnxt over in-order data, remember TS. */
-static void cli_absorb(struct cli *k, int from)
+static void
+cli_absorb(struct cli *k, int from)
 {
 	for (int i = from; i < g_nout; i++) {
 		struct oseg *s = &g_out[i];
@@ -357,7 +455,8 @@ static const struct synopt SO_NONE = { 0, -1, 0, 0 };
 static const struct synopt SO_MSS = { 1460, -1, 0, 0 };
 
 /* Full handshake; returns the app (NULL on failure). */
-static struct app *cli_connect(struct tcp_engine *e, struct cli *k, const struct synopt *so)
+static struct app *
+cli_connect(struct tcp_engine *e, struct cli *k, const struct synopt *so)
 {
 	struct oseg *sa;
 	int n0 = g_nout, opened = g_opened;
@@ -387,13 +486,15 @@ static struct app *cli_connect(struct tcp_engine *e, struct cli *k, const struct
 }
 
 /* End a test's session unless the engine already closed it. */
-static void app_abort(struct app *a)
+static void
+app_abort(struct app *a)
 {
 	if (a->in_use && a->c)
 		tcp_abort(a->c);
 }
 
-static int count_flags(int from, uint8_t mask, uint8_t want)
+static int
+count_flags(int from, uint8_t mask, uint8_t want)
 {
 	int n = 0;
 	for (int i = from; i < g_nout; i++)
@@ -404,12 +505,16 @@ static int count_flags(int from, uint8_t mask, uint8_t want)
 
 /* ------------------------------------------------------------- tests */
 
-static void t_handshake_options(void)
+static void
+t_handshake_options(void)
 {
-	static const struct { int fam; struct synopt so; } rows[] = {
-		{ 4, { 0, -1, 0, 0 } }, { 4, { 1460, -1, 0, 0 } }, { 4, { 1460, 7, 0, 0 } },
+	static const struct {
+		int fam;
+		struct synopt so;
+	} rows[] = {
+		{ 4, { 0, -1, 0, 0 } },    { 4, { 1460, -1, 0, 0 } }, { 4, { 1460, 7, 0, 0 } },
 		{ 4, { 1460, -1, 1, 0 } }, { 4, { 1460, -1, 0, 1 } }, { 4, { 1400, 7, 1, 1 } },
-		{ 6, { 0, -1, 0, 0 } }, { 6, { 1440, 2, 1, 1 } }, { 6, { 9000, 14, 0, 1 } },
+		{ 6, { 0, -1, 0, 0 } },    { 6, { 1440, 2, 1, 1 } },  { 6, { 9000, 14, 0, 1 } },
 		{ 4, { 536, 20, 1, 0 } },
 	};
 	for (size_t r = 0; r < sizeof(rows) / sizeof(rows[0]); r++) {
@@ -465,7 +570,8 @@ static void t_handshake_options(void)
 		cli_raw(e, &k, TH_ACK, k.nxt, k.rnxt, 60000, NULL, 0, NULL);
 		tcp_send(a->c, blob, big);
 		{
-			uint32_t sum = 0, wnd = so->ws >= 0 ? 60000u << (so->ws > 14 ? 14 : so->ws) : 60000u;
+			uint32_t sum = 0,
+				 wnd = so->ws >= 0 ? 60000u << (so->ws > 14 ? 14 : so->ws) : 60000u;
 			for (int i = 0; i < g_nout; i++) {
 				CHECK(g_out[i].len <= peer_mss);
 				sum += g_out[i].len;
@@ -478,13 +584,14 @@ static void t_handshake_options(void)
 	}
 }
 
-static void t_mss_clamp_v6(void)
+static void
+t_mss_clamp_v6(void)
 {
 	struct tcp_params p = default_params();
 	struct tcp_engine *e;
 	struct cli k;
 
-	p.mss6 = 1000;            /* below the IPv6 minimum: raised to 1220 */
+	p.mss6 = 1000; /* below the IPv6 minimum: raised to 1220 */
 	e = mk(&p);
 	cli_init(&k, 6, 1);
 	cli_raw(e, &k, TH_SYN, k.isn, 0, 1000, NULL, 0, &SO_ALL);
@@ -492,14 +599,16 @@ static void t_mss_clamp_v6(void)
 	tcp_engine_destroy(e);
 }
 
-static struct tcp_engine *mk_cookie_only(void)
+static struct tcp_engine *
+mk_cookie_only(void)
 {
 	struct tcp_params p = default_params();
 	p.halfopen_max = 0;
 	return mk(&p);
 }
 
-static void t_cookie_valid(void)
+static void
+t_cookie_valid(void)
 {
 	/* with timestamps: wscale and SACK ride in the TSval */
 	struct tcp_engine *e = mk_cookie_only();
@@ -556,7 +665,8 @@ static void t_cookie_valid(void)
 }
 
 /* SYN to a cookie-only engine; returns the cookie (our ISN). */
-static uint32_t cookie_syn(struct tcp_engine *e, struct cli *k, const struct synopt *so)
+static uint32_t
+cookie_syn(struct tcp_engine *e, struct cli *k, const struct synopt *so)
 {
 	cli_raw(e, k, TH_SYN, k->isn, 0, 1000, NULL, 0, so);
 	k->nxt = k->isn + 1;
@@ -566,7 +676,8 @@ static uint32_t cookie_syn(struct tcp_engine *e, struct cli *k, const struct syn
 	return last_out()->seq;
 }
 
-static void t_cookie_forged(void)
+static void
+t_cookie_forged(void)
 {
 	struct tcp_engine *e = mk_cookie_only();
 	struct cli k, other;
@@ -575,8 +686,8 @@ static void t_cookie_forged(void)
 
 	cli_init(&k, 4, 1);
 	ck = cookie_syn(e, &k, &SO_NONE);
-	CHECK_EQ_INT(tcp_engine_active(e), 0);           /* a SYN takes no memory */
-	for (uint32_t bit = 0; bit < 32; bit++) {      /* any flipped bit fails */
+	CHECK_EQ_INT(tcp_engine_active(e), 0);    /* a SYN takes no memory */
+	for (uint32_t bit = 0; bit < 32; bit++) { /* any flipped bit fails */
 		g_nout = 0;
 		r = cli_raw(e, &k, TH_ACK, k.nxt, (ck ^ (1u << bit)) + 1, 1000, NULL, 0, NULL);
 		CHECK_EQ_INT(r, TCP_IN_STRAY);
@@ -601,7 +712,8 @@ static void t_cookie_forged(void)
 	tcp_engine_destroy(e);
 }
 
-static void t_ipv4_addr_tail_ignored(void)
+static void
+t_ipv4_addr_tail_ignored(void)
 {
 	/* IPv4 addresses live in the first 4 bytes; whatever follows is noise */
 	struct tcp_engine *e = mk_cookie_only();
@@ -628,9 +740,13 @@ static void t_ipv4_addr_tail_ignored(void)
 	tcp_engine_destroy(e);
 }
 
-static void t_cookie_age(void)
+static void
+t_cookie_age(void)
 {
-	static const struct { uint32_t syn_at_s, ack_after_s; bool ok; } rows[] = {
+	static const struct {
+		uint32_t syn_at_s, ack_after_s;
+		bool ok;
+	} rows[] = {
 		{ 0, 1, true },     /* same slot */
 		{ 10, 70, true },   /* next slot: after one key rotation */
 		{ 60, 10, true },   /* crosses a rotation */
@@ -652,7 +768,7 @@ static void t_cookie_age(void)
 		ck = cookie_syn(e, &k, &SO_ALL);
 		g_now += (uint64_t)rows[r].ack_after_s * 1000000 - 1000000;
 		tcp_engine_tick(e, g_now);
-		cookie_syn(e, &flood, &SO_ALL);     /* still handing out cookies */
+		cookie_syn(e, &flood, &SO_ALL); /* still handing out cookies */
 		g_now += 1000000;
 		tcp_engine_tick(e, g_now);
 		k.tsval += 100;
@@ -668,7 +784,8 @@ static void t_cookie_age(void)
 
 /* Every segment goes back where the peer's latest frame came from: the
  * worker keeps no neighbour table (dataplane/l23.h). */
-static void t_link_follows_peer(void)
+static void
+t_link_follows_peer(void)
 {
 	struct tcp_params p = default_params();
 	struct tcp_engine *e = mk(&p);
@@ -679,19 +796,19 @@ static void t_link_follows_peer(void)
 	cli_init(&k, 6, 1);
 	k.link = 0xa1;
 	cli_raw(e, &k, TH_SYN, k.isn, 0, 1000, NULL, 0, &SO_ALL);
-	CHECK_EQ_INT(last_out()->link, 0xa1);                 /* half-open SYN-ACK */
+	CHECK_EQ_INT(last_out()->link, 0xa1); /* half-open SYN-ACK */
 	g_nout = 0;
 	advance(e, 1000);
 	CHECK_EQ_INT(g_nout, 1);
-	CHECK_EQ_INT(last_out()->link, 0xa1);                 /* retransmitted on a timer */
+	CHECK_EQ_INT(last_out()->link, 0xa1); /* retransmitted on a timer */
 	tcp_engine_destroy(e);
 	e = mk(&p);
 	cli_init(&k, 6, 2);
 	k.link = 0xb2;
 	a = cli_connect(e, &k, &SO_ALL);
 	CHECK(a != NULL);
-	CHECK_EQ_INT(last_out()->link, 0xb2);                 /* the greeting */
-	k.link = 0xc3;                                    /* the router changed */
+	CHECK_EQ_INT(last_out()->link, 0xb2); /* the greeting */
+	k.link = 0xc3;                        /* the router changed */
 	n0 = g_nout;
 	cli_send(e, &k, TH_PSH, "EHLO x\r\n", 8);
 	tcp_send(a->c, "250 ok\r\n", 8);
@@ -699,7 +816,7 @@ static void t_link_follows_peer(void)
 	CHECK(g_nout > n0);
 	CHECK_EQ_INT(last_out()->link, 0xc3);
 	n0 = g_nout;
-	advance(e, 5000);                                 /* unacked: RTO resends */
+	advance(e, 5000); /* unacked: RTO resends */
 	CHECK(g_nout > n0);
 	CHECK_EQ_INT(last_out()->link, 0xc3);
 	app_abort(a);
@@ -721,7 +838,8 @@ static void t_link_follows_peer(void)
 	tcp_engine_destroy(e);
 }
 
-static void t_halfopen_lost_ack(void)
+static void
+t_halfopen_lost_ack(void)
 {
 	struct tcp_engine *e = mk_default();
 	struct cli k;
@@ -770,7 +888,8 @@ static void t_halfopen_lost_ack(void)
  * resend that ACK. Within the handshake timeout (10 s) there are five of
  * them, not three (1, 2, 4 s), so a lossy path rarely leaves a client
  * waiting for a greeting that never comes (found by the lab's fault test). */
-static void t_halfopen_synack_schedule(void)
+static void
+t_halfopen_synack_schedule(void)
 {
 	struct tcp_engine *e = mk_default();
 	struct cli k;
@@ -805,14 +924,15 @@ static void t_halfopen_synack_schedule(void)
 	cli_init(&k, 6, 2);
 	cli_raw(e, &k, TH_SYN, k.isn, 0, 1000, NULL, 0, &SO_ALL);
 	g_nout = 0;
-	advance(e, 15000);                     /* 1, 3, 7, 15 s */
+	advance(e, 15000); /* 1, 3, 7, 15 s */
 	CHECK_EQ_INT(g_nout, 4);
-	advance(e, 12000);                     /* then every 12 s */
+	advance(e, 12000); /* then every 12 s */
 	CHECK_EQ_INT(g_nout, 5);
 	tcp_engine_destroy(e);
 }
 
-static void t_handshake_timeout(void)
+static void
+t_handshake_timeout(void)
 {
 	struct tcp_params p = default_params();
 	struct tcp_engine *e;
@@ -838,7 +958,8 @@ static void t_handshake_timeout(void)
 	tcp_engine_destroy(e);
 }
 
-static struct app *est(struct tcp_engine *e, struct cli *k, int n, const struct synopt *so)
+static struct app *
+est(struct tcp_engine *e, struct cli *k, int n, const struct synopt *so)
 {
 	struct app *a;
 	cli_init(k, 4, n);
@@ -848,7 +969,8 @@ static struct app *est(struct tcp_engine *e, struct cli *k, int n, const struct 
 	return a;
 }
 
-static void t_data_in_order_coalesced(void)
+static void
+t_data_in_order_coalesced(void)
 {
 	struct tcp_engine *e = mk_default();
 	struct cli k;
@@ -876,7 +998,8 @@ static void t_data_in_order_coalesced(void)
 	tcp_engine_destroy(e);
 }
 
-static void t_reorder_and_duplicate(void)
+static void
+t_reorder_and_duplicate(void)
 {
 	struct tcp_engine *e = mk_default();
 	struct cli k;
@@ -888,7 +1011,7 @@ static void t_reorder_and_duplicate(void)
 	cli_raw(e, &k, TH_ACK, base + 15, k.rnxt, k.win, "DDDDD", 5, NULL);
 	CHECK_EQ_INT(a->rxn, 0);
 	CHECK_EQ_INT(g_nout, 2);
-	CHECK_EQ_INT(g_out[0].ack, base);        /* duplicate ACKs for the gap */
+	CHECK_EQ_INT(g_out[0].ack, base); /* duplicate ACKs for the gap */
 	CHECK_EQ_INT(g_out[1].ack, base);
 	/* with SACK blocks, the latest block first (RFC 2018) */
 	CHECK_EQ_INT(g_out[0].nsack, 1);
@@ -903,7 +1026,7 @@ static void t_reorder_and_duplicate(void)
 	CHECK_EQ_INT(a->rxn, 10);
 	CHECK(!memcmp(a->rx, "AAAAABBBBB", 10));
 	CHECK_EQ_INT(last_out()->ack, base + 10);
-	CHECK_EQ_INT(last_out()->nsack, 1);      /* only the D block is left */
+	CHECK_EQ_INT(last_out()->nsack, 1); /* only the D block is left */
 	CHECK_EQ_INT(last_out()->sackb[0][0], base + 15);
 	/* overlapping retransmission fills the second gap */
 	cli_raw(e, &k, TH_ACK, base + 8, k.rnxt, k.win, "BBCCCCCDD", 9, NULL);
@@ -922,7 +1045,8 @@ static void t_reorder_and_duplicate(void)
 	tcp_engine_destroy(e);
 }
 
-static void t_ooo_limit(void)
+static void
+t_ooo_limit(void)
 {
 	struct tcp_params p = default_params();
 	struct tcp_engine *e;
@@ -945,7 +1069,8 @@ static void t_ooo_limit(void)
 	tcp_engine_destroy(e);
 }
 
-static void t_retransmit_backoff_cap(void)
+static void
+t_retransmit_backoff_cap(void)
 {
 	struct tcp_params p = default_params();
 	struct tcp_engine *e;
@@ -956,8 +1081,8 @@ static void t_retransmit_backoff_cap(void)
 
 	p.rto_max_ms = 1000;
 	e = mk(&p);
-	a = est(e, &k, 1, &SO_NONE);     /* handshake RTT ~0: RTO = rto_min */
-	cli_send(e, &k, 0, NULL, 0);     /* ack the greeting */
+	a = est(e, &k, 1, &SO_NONE); /* handshake RTT ~0: RTO = rto_min */
+	cli_send(e, &k, 0, NULL, 0); /* ack the greeting */
 	g_nout = 0;
 	tcp_send(a->c, "250 ok\r\n", 8);
 	CHECK_EQ_INT(g_nout, 1);
@@ -982,7 +1107,7 @@ static void t_retransmit_backoff_cap(void)
 	CHECK_EQ_INT(gaps[2], 800);
 	CHECK_EQ_INT(gaps[3], 1000);
 	CHECK_EQ_INT(gaps[4], 1000);
-	CHECK_EQ_INT(t - last, 1000);           /* the 6th expiry aborts */
+	CHECK_EQ_INT(t - last, 1000); /* the 6th expiry aborts */
 	CHECK(last_out()->flags & TH_RST);
 	CHECK_EQ_INT(a->reason, TCP_CLOSE_TIMEOUT_RTO);
 	CHECK_EQ_INT(tcp_engine_counters(e)->retransmits, 5);
@@ -991,7 +1116,8 @@ static void t_retransmit_backoff_cap(void)
 	tcp_engine_destroy(e);
 }
 
-static void t_loss_recovery_and_rtt(void)
+static void
+t_loss_recovery_and_rtt(void)
 {
 	struct tcp_engine *e = mk_default();
 	struct cli k;
@@ -1022,9 +1148,10 @@ static void t_loss_recovery_and_rtt(void)
 	tcp_engine_destroy(e);
 }
 
-static void t_rto_from_rtt(void)
+static void
+t_rto_from_rtt(void)
 {
-	struct tcp_engine *e = mk_cookie_only();    /* no handshake RTT sample */
+	struct tcp_engine *e = mk_cookie_only(); /* no handshake RTT sample */
 	struct cli k;
 	struct app *a;
 	uint32_t t = 0;
@@ -1036,7 +1163,7 @@ static void t_rto_from_rtt(void)
 	if (!a)
 		return;
 	advance(e, 300);
-	cli_send(e, &k, 0, NULL, 0);     /* greeting acked after 300 ms */
+	cli_send(e, &k, 0, NULL, 0); /* greeting acked after 300 ms */
 	/* SRTT 300, RTTVAR 150: RTO = 300 + 4 * 150 = 900 ms (RFC 6298 2.2) */
 	g_nout = 0;
 	tcp_send(a->c, "250 ok\r\n", 8);
@@ -1051,7 +1178,8 @@ static void t_rto_from_rtt(void)
 	tcp_engine_destroy(e);
 }
 
-static void t_persist_peer_gone(void)
+static void
+t_persist_peer_gone(void)
 {
 	struct tcp_engine *e = mk_default();
 	struct cli k;
@@ -1063,21 +1191,22 @@ static void t_persist_peer_gone(void)
 	advance(e, 200 + 400 + 800 + 1600 + 3200 + 6399);
 	CHECK(!a->closed);
 	CHECK_EQ_INT(tcp_engine_counters(e)->persist_probes, 5);
-	advance(e, 1);                   /* the 6th expiry: nobody answers */
+	advance(e, 1); /* the 6th expiry: nobody answers */
 	CHECK(a->closed);
 	CHECK_EQ_INT(a->reason, TCP_CLOSE_TIMEOUT_RTO);
 	CHECK_EQ_INT(tcp_engine_active(e), 0);
 	tcp_engine_destroy(e);
 }
 
-static void t_ooo_pool_empty(void)
+static void
+t_ooo_pool_empty(void)
 {
 	struct tcp_params p = default_params();
 	struct tcp_engine *e;
 	struct cli k1, k2;
 	struct app *a1, *a2;
 
-	p.ooo_pool_bytes = 2048;         /* one chunk for the whole engine */
+	p.ooo_pool_bytes = 2048; /* one chunk for the whole engine */
 	e = mk(&p);
 	a1 = est(e, &k1, 1, &SO_NONE);
 	a2 = est(e, &k2, 2, &SO_NONE);
@@ -1088,7 +1217,7 @@ static void t_ooo_pool_empty(void)
 	cli_send(e, &k2, 0, "0123456789", 10);
 	CHECK_EQ_INT(a2->rxn, 10);
 	cli_send(e, &k1, 0, "0123456789", 10);
-	CHECK_EQ_INT(a1->rxn, 15);            /* the kept segment joined */
+	CHECK_EQ_INT(a1->rxn, 15); /* the kept segment joined */
 	/* the chunk came back: conn 2's retransmission can be kept now */
 	cli_raw(e, &k2, TH_ACK, k2.nxt + 10, k2.rnxt, k2.win, "again", 5, NULL);
 	cli_send(e, &k2, 0, "abcdefghij", 10);
@@ -1098,7 +1227,8 @@ static void t_ooo_pool_empty(void)
 	tcp_engine_destroy(e);
 }
 
-static void t_cookie_ack_with_data_and_fin(void)
+static void
+t_cookie_ack_with_data_and_fin(void)
 {
 	/* A client that speaks first and closes, on the cookie path: the ACK
 	 * that validates the cookie opens the connection, but its payload and
@@ -1122,7 +1252,7 @@ static void t_cookie_ack_with_data_and_fin(void)
 	CHECK_EQ_INT(strcmp(tcp_conn_state_name(a->c), "ESTABLISHED"), 0);
 	tcp_send(a->c, "220 hi\r\n", 8);
 	CHECK(g_nout >= 1);
-	CHECK_EQ_INT(last_out()->ack, k.nxt);            /* nothing of it ACKed */
+	CHECK_EQ_INT(last_out()->ack, k.nxt); /* nothing of it ACKed */
 	/* the retransmission is taken */
 	cli_raw(e, &k, TH_ACK | TH_FIN, k.nxt, ck + 1, 1000, "HELO x\r\n", 8, NULL);
 	CHECK_EQ_INT(a->rxn, 8);
@@ -1138,7 +1268,8 @@ static void t_cookie_ack_with_data_and_fin(void)
 	tcp_engine_destroy(e);
 }
 
-static void t_zero_window_persist(void)
+static void
+t_zero_window_persist(void)
 {
 	struct tcp_engine *e = mk_default();
 	struct cli k;
@@ -1146,16 +1277,16 @@ static void t_zero_window_persist(void)
 	int n0;
 
 	k.win = 0;
-	cli_send(e, &k, 0, NULL, 0);        /* ack the greeting, window 0 */
+	cli_send(e, &k, 0, NULL, 0); /* ack the greeting, window 0 */
 	g_nout = 0;
 	CHECK_EQ_INT(tcp_send(a->c, "250 ok\r\n", 8), 8);
-	CHECK_EQ_INT(g_nout, 0);                /* the window is shut */
+	CHECK_EQ_INT(g_nout, 0); /* the window is shut */
 	advance(e, 200);
-	CHECK_EQ_INT(g_nout, 1);                /* persist probe */
+	CHECK_EQ_INT(g_nout, 1); /* persist probe */
 	CHECK_EQ_INT(g_out[0].len, 0);
 	CHECK_EQ_INT(g_out[0].seq, k.rnxt - 1);
 	CHECK_EQ_INT(tcp_engine_counters(e)->persist_probes, 1);
-	cli_send(e, &k, 0, NULL, 0);        /* still zero */
+	cli_send(e, &k, 0, NULL, 0); /* still zero */
 	advance(e, 400);
 	CHECK_EQ_INT(tcp_engine_counters(e)->persist_probes, 2);
 	/* probes answered do not exhaust the retry cap (5) */
@@ -1180,7 +1311,8 @@ static void t_zero_window_persist(void)
 	tcp_engine_destroy(e);
 }
 
-static void t_receive_window(void)
+static void
+t_receive_window(void)
 {
 	struct tcp_engine *e = mk_default();
 	struct cli k;
@@ -1189,14 +1321,14 @@ static void t_receive_window(void)
 	uint32_t edge;
 	int n0;
 
-	g_space = 3000;                      /* less than the SYN-ACK offered */
-	a = est(e, &k, 1, &SO_NONE);         /* no window scaling: exact windows */
+	g_space = 3000;              /* less than the SYN-ACK offered */
+	a = est(e, &k, 1, &SO_NONE); /* no window scaling: exact windows */
 	g_nout = 0;
 	cli_send(e, &k, 0, "x", 1);
 	/* the window shown keeps the SYN-ACK's right edge (never shrinks) */
 	edge = g_out[0].ack + g_out[0].win;
 	CHECK_EQ_INT(edge, k.isn + 1 + 14600);
-	a->space = 0;                        /* a slow consumer */
+	a->space = 0; /* a slow consumer */
 	while (k.nxt != edge) {
 		uint32_t n = edge - k.nxt > 1460 ? 1460 : edge - k.nxt;
 		cli_send(e, &k, 0, blob, n);
@@ -1220,10 +1352,10 @@ static void t_receive_window(void)
 	CHECK_EQ_INT(g_out[n0].flags, TH_ACK);
 	n0 = g_nout;
 	a->space = 120;
-	tcp_rcv_window_update(a->c);          /* +20: less than an MSS or half: no */
+	tcp_rcv_window_update(a->c); /* +20: less than an MSS or half: no */
 	CHECK_EQ_INT(g_nout, n0);
 	a->space = 20000;
-	tcp_rcv_window_update(a->c);          /* an MSS more: yes */
+	tcp_rcv_window_update(a->c); /* an MSS more: yes */
 	CHECK_EQ_INT(g_nout, n0 + 1);
 	CHECK_EQ_INT(last_out()->win, 20000);
 	CHECK_EQ_INT(tcp_engine_counters(e)->window_updates, 2);
@@ -1234,7 +1366,8 @@ static void t_receive_window(void)
 	tcp_engine_destroy(e);
 }
 
-static void t_big_transfer(void)
+static void
+t_big_transfer(void)
 {
 	/* 20 MB through a consumer whose space varies; every byte in order */
 	struct tcp_engine *e = mk_default();
@@ -1248,7 +1381,7 @@ static void t_big_transfer(void)
 	while (sent < total) {
 		struct oseg *o = last_out();
 		uint32_t edge = o->ack + ((uint32_t)o->win << 7);
-		if (k.nxt == edge || step % 7 == 0) {   /* app drains */
+		if (k.nxt == edge || step % 7 == 0) { /* app drains */
 			a->space = 1460 * (1 + step % 40);
 			a->rxn = 0;
 			tcp_rcv_window_update(a->c);
@@ -1261,8 +1394,10 @@ static void t_big_transfer(void)
 			}
 		}
 		uint32_t n = edge - k.nxt;
-		if (n > 1460) n = 1460;
-		if (n > total - sent) n = (uint32_t)(total - sent);
+		if (n > 1460)
+			n = 1460;
+		if (n > total - sent)
+			n = (uint32_t)(total - sent);
 		for (uint32_t i = 0; i < n; i++) {
 			blob[i] = (uint8_t)((sent + i) * 7 + ((sent + i) >> 11));
 			sum = sum * 31 + blob[i];
@@ -1280,7 +1415,8 @@ static void t_big_transfer(void)
 	tcp_engine_destroy(e);
 }
 
-static void t_rst_rules(void)
+static void
+t_rst_rules(void)
 {
 	struct tcp_engine *e = mk_default();
 	struct cli k;
@@ -1319,7 +1455,8 @@ static void t_rst_rules(void)
 	tcp_engine_destroy(e);
 }
 
-static void t_syn_on_established(void)
+static void
+t_syn_on_established(void)
 {
 	struct tcp_engine *e = mk_default();
 	struct cli k;
@@ -1340,7 +1477,8 @@ static void t_syn_on_established(void)
 	tcp_engine_destroy(e);
 }
 
-static void t_injection(void)
+static void
+t_injection(void)
 {
 	struct tcp_engine *e = mk_default();
 	struct cli k;
@@ -1387,7 +1525,8 @@ static void t_injection(void)
  * budget a lossy path stalled each such sender for its RTO (found by the
  * lab's fault test). Out-of-window segments ahead of the window stay under
  * the budget. */
-static void t_old_data_always_acked(void)
+static void
+t_old_data_always_acked(void)
 {
 	struct tcp_engine *e = mk_default();
 	struct cli k;
@@ -1399,12 +1538,13 @@ static void t_old_data_always_acked(void)
 	g_nout = 0;
 	for (int i = 0; i < 30; i++) {
 		k.tsval++;
-		cli_raw(e, &k, TH_ACK | TH_PSH, base, k.rnxt, k.win, "MAIL FROM:<a@b>\r\n", 17, NULL);
+		cli_raw(e, &k, TH_ACK | TH_PSH, base, k.rnxt, k.win, "MAIL FROM:<a@b>\r\n", 17,
+			NULL);
 	}
 	CHECK_EQ_INT(g_nout, 30);
 	CHECK_EQ_INT(count_flags(0, 0xff, TH_ACK), 30);
 	CHECK_EQ_INT(g_out[29].ack, base + 17);
-	CHECK_EQ_INT(a->rxn, 17);                 /* never delivered twice */
+	CHECK_EQ_INT(a->rxn, 17); /* never delivered twice */
 	CHECK_EQ_INT(tcp_engine_counters(e)->challenge_acks_limited, 0);
 	/* a retransmitted FIN is old too */
 	cli_send(e, &k, TH_FIN, NULL, 0);
@@ -1428,7 +1568,8 @@ static void t_old_data_always_acked(void)
  * outside the window, a forged ACK) does not move where our replies go: the
  * challenge ACK it provokes must reach the real peer (RFC 5961). An accepted
  * segment from a new MAC does move them. */
-static void t_link_not_moved_by_forgery(void)
+static void
+t_link_not_moved_by_forgery(void)
 {
 	struct tcp_engine *e = mk_default();
 	struct cli k;
@@ -1439,11 +1580,11 @@ static void t_link_not_moved_by_forgery(void)
 	k.link = 0xb2;
 	a = cli_connect(e, &k, &SO_ALL);
 	CHECK(a != NULL);
-	k.link = 0xee;                                     /* the forger */
+	k.link = 0xee; /* the forger */
 	n0 = g_nout;
 	cli_raw(e, &k, TH_RST, k.nxt + 100, 0, 0, NULL, 0, NULL);
-	CHECK_EQ_INT(g_nout, n0 + 1);                          /* challenge ACK ... */
-	CHECK_EQ_INT(last_out()->link, 0xb2);                  /* ... to the real peer */
+	CHECK_EQ_INT(g_nout, n0 + 1);         /* challenge ACK ... */
+	CHECK_EQ_INT(last_out()->link, 0xb2); /* ... to the real peer */
 	cli_raw(e, &k, TH_ACK, k.nxt + 3000000, k.rnxt, k.win, "RSET\r\n", 6, NULL);
 	CHECK_EQ_INT(last_out()->link, 0xb2);
 	cli_raw(e, &k, TH_ACK, k.nxt, k.rnxt + 100000, k.win, "RSET\r\n", 6, NULL);
@@ -1456,7 +1597,7 @@ static void t_link_not_moved_by_forgery(void)
 	advance(e, 1);
 	CHECK(g_nout > n0);
 	CHECK_EQ_INT(last_out()->link, 0xb2);
-	k.link = 0xc3;                                     /* the router changed */
+	k.link = 0xc3; /* the router changed */
 	cli_send(e, &k, TH_PSH, "NOOP\r\n", 6);
 	CHECK_EQ_INT(a->rxn, 6);
 	CHECK_EQ_INT(last_out()->link, 0xc3);
@@ -1464,7 +1605,8 @@ static void t_link_not_moved_by_forgery(void)
 	tcp_engine_destroy(e);
 }
 
-static void t_fin_peer_first(void)
+static void
+t_fin_peer_first(void)
 {
 	struct tcp_engine *e = mk_default();
 	struct cli k;
@@ -1474,7 +1616,7 @@ static void t_fin_peer_first(void)
 	cli_send(e, &k, TH_FIN, "QUIT\r\n", 6);
 	CHECK_EQ_INT(a->rxn, 6);
 	CHECK_EQ_INT(a->peer_fin, 1);
-	CHECK_EQ_INT(last_out()->ack, k.nxt);          /* the FIN is acknowledged */
+	CHECK_EQ_INT(last_out()->ack, k.nxt); /* the FIN is acknowledged */
 	CHECK_EQ_INT(strcmp(tcp_conn_state_name(a->c), "CLOSE_WAIT"), 0);
 	/* the peer did not hear our ACK: its FIN again is ACKed, not taken twice */
 	g_nout = 0;
@@ -1505,7 +1647,8 @@ static void t_fin_peer_first(void)
 	tcp_engine_destroy(e);
 }
 
-static void t_fin_server_first_no_time_wait(void)
+static void
+t_fin_server_first_no_time_wait(void)
 {
 	struct tcp_engine *e = mk_default();
 	struct cli k;
@@ -1522,16 +1665,16 @@ static void t_fin_server_first_no_time_wait(void)
 	CHECK_EQ_INT(g_out[n0].len, 9);
 	cli_absorb(&k, n0);
 	CHECK_EQ_INT(strcmp(tcp_conn_state_name(a->c), "FIN_WAIT_1"), 0);
-	cli_send(e, &k, 0, NULL, 0);                /* ACK of the FIN */
+	cli_send(e, &k, 0, NULL, 0); /* ACK of the FIN */
 	CHECK_EQ_INT(strcmp(tcp_conn_state_name(a->c), "FIN_WAIT_2"), 0);
 	n0 = g_nout;
 	cli_send(e, &k, TH_FIN, NULL, 0);
-	CHECK_EQ_INT(g_nout, n0 + 1);                   /* final ACK */
+	CHECK_EQ_INT(g_nout, n0 + 1); /* final ACK */
 	CHECK_EQ_INT(g_out[n0].flags, TH_ACK);
 	CHECK_EQ_INT(g_out[n0].ack, k.nxt);
 	CHECK(a->closed);
 	CHECK_EQ_INT(a->reason, TCP_CLOSE_NORMAL);
-	CHECK_EQ_INT(tcp_engine_active(e), 0);          /* no TIME_WAIT TCB */
+	CHECK_EQ_INT(tcp_engine_active(e), 0); /* no TIME_WAIT TCB */
 	/* our final ACK was lost: the retransmitted FIN is ACKed statelessly */
 	n0 = g_nout;
 	d = cli_raw(e, &k, TH_FIN | TH_ACK, k.nxt - 1, k.rnxt, k.win, NULL, 0, NULL);
@@ -1545,7 +1688,8 @@ static void t_fin_server_first_no_time_wait(void)
 	tcp_engine_destroy(e);
 }
 
-static void t_fin_simultaneous_and_combined(void)
+static void
+t_fin_simultaneous_and_combined(void)
 {
 	struct tcp_engine *e = mk_default();
 	struct cli k;
@@ -1557,7 +1701,8 @@ static void t_fin_simultaneous_and_combined(void)
 	tcp_close(a->c);
 	CHECK_EQ_INT(strcmp(tcp_conn_state_name(a->c), "FIN_WAIT_1"), 0);
 	n0 = g_nout;
-	cli_raw(e, &k, TH_FIN | TH_ACK, k.nxt, k.rnxt, k.win, NULL, 0, NULL);  /* does not ack our FIN */
+	cli_raw(e, &k, TH_FIN | TH_ACK, k.nxt, k.rnxt, k.win, NULL, 0,
+		NULL); /* does not ack our FIN */
 	k.nxt++;
 	CHECK_EQ_INT(strcmp(tcp_conn_state_name(a->c), "CLOSING"), 0);
 	CHECK_EQ_INT(a->peer_fin, 1);
@@ -1591,7 +1736,8 @@ static void t_fin_simultaneous_and_combined(void)
 	tcp_engine_destroy(e);
 }
 
-static void t_timeouts(void)
+static void
+t_timeouts(void)
 {
 	struct tcp_params p = default_params();
 	struct tcp_engine *e;
@@ -1609,7 +1755,7 @@ static void t_timeouts(void)
 	a->idle_close = 1;
 	cli_send(e, &k, 0, NULL, 0);
 	advance(e, 2000);
-	cli_send(e, &k, 0, "NOOP\r\n", 6);       /* data restarts the idle clock */
+	cli_send(e, &k, 0, "NOOP\r\n", 6); /* data restarts the idle clock */
 	n0 = g_nout;
 	advance(e, 4999);
 	CHECK_EQ_INT(a->idle, 0);
@@ -1659,7 +1805,8 @@ static void t_timeouts(void)
 	tcp_engine_destroy(e);
 }
 
-static void t_flow_table_full(void)
+static void
+t_flow_table_full(void)
 {
 	struct tcp_params p = default_params();
 	struct tcp_engine *e;
@@ -1674,7 +1821,7 @@ static void t_flow_table_full(void)
 	a2 = est(e, &k2, 2, &SO_NONE);
 	cli_init(&k3, 4, 3);
 	d = cli_raw(e, &k3, TH_SYN, k3.isn, 0, 1000, NULL, 0, &SO_NONE);
-	CHECK_EQ_INT(d, TCP_IN_SYN_COOKIE);                 /* still answered */
+	CHECK_EQ_INT(d, TCP_IN_SYN_COOKIE); /* still answered */
 	CHECK_EQ_INT(tcp_engine_counters(e)->tcb_exhausted, 1);
 	ck = last_out()->seq;
 	d = cli_raw(e, &k3, TH_ACK, k3.isn + 1, ck + 1, 1000, NULL, 0, NULL);
@@ -1695,7 +1842,8 @@ static void t_flow_table_full(void)
 	tcp_engine_destroy(e);
 }
 
-static void t_halfopen_full_uses_cookies(void)
+static void
+t_halfopen_full_uses_cookies(void)
 {
 	struct tcp_params p = default_params();
 	struct tcp_engine *e;
@@ -1703,7 +1851,7 @@ static void t_halfopen_full_uses_cookies(void)
 
 	p.halfopen_max = 3;
 	e = mk(&p);
-	for (int i = 0; i < 50; i++) {          /* a SYN flood */
+	for (int i = 0; i < 50; i++) { /* a SYN flood */
 		cli_init(&k, 6, i);
 		cli_raw(e, &k, TH_SYN, k.isn, 0, 1000, NULL, 0, &SO_ALL);
 	}
@@ -1715,7 +1863,8 @@ static void t_halfopen_full_uses_cookies(void)
 	tcp_engine_destroy(e);
 }
 
-static void t_send_pool_empty(void)
+static void
+t_send_pool_empty(void)
 {
 	struct tcp_params p = default_params();
 	struct tcp_engine *e;
@@ -1750,7 +1899,8 @@ static void t_send_pool_empty(void)
 	tcp_engine_destroy(e);
 }
 
-static void t_closed_port_and_rate_limit(void)
+static void
+t_closed_port_and_rate_limit(void)
 {
 	struct tcp_engine *e = mk_default();
 	struct cli k;
@@ -1766,7 +1916,7 @@ static void t_closed_port_and_rate_limit(void)
 	CHECK_EQ_INT(rst, 100);
 	CHECK_EQ_INT(last_out()->ack, k.isn + 1);
 	CHECK_EQ_INT(tcp_engine_counters(e)->rst_rate_limited, 50);
-	advance(e, 100);                         /* 10 more tokens */
+	advance(e, 100); /* 10 more tokens */
 	for (int i = 0; i < 20; i++)
 		cli_raw(e, &k, TH_SYN, k.isn, 0, 1000, NULL, 0, &SO_NONE);
 	CHECK_EQ_INT(count_flags(0, TH_RST, TH_RST), 110);
@@ -1781,7 +1931,8 @@ static void t_closed_port_and_rate_limit(void)
 	tcp_engine_destroy(e);
 }
 
-static void t_callbacks_reentrancy(void)
+static void
+t_callbacks_reentrancy(void)
 {
 	struct tcp_engine *e = mk_default();
 	struct cli k;
@@ -1837,7 +1988,8 @@ static void t_callbacks_reentrancy(void)
 	tcp_engine_destroy(e);
 }
 
-static void t_create_and_destroy(void)
+static void
+t_create_and_destroy(void)
 {
 	struct tcp_params p = default_params();
 	struct tcp_engine *e;
@@ -1855,7 +2007,8 @@ static void t_create_and_destroy(void)
 }
 
 /* Cookie ACKs are honoured only while the edge hands out cookies. */
-static void t_cookie_inactive(void)
+static void
+t_cookie_inactive(void)
 {
 	struct tcp_engine *e;
 	struct cli k;
@@ -1909,7 +2062,8 @@ static void t_cookie_inactive(void)
 
 /* All 29 bits above the MSS index carry the hash: over many cookies for
  * one 4-tuple each of them takes both values; the low 3 stay the MSS. */
-static void t_cookie_bits(void)
+static void
+t_cookie_bits(void)
 {
 	struct tcp_engine *e = mk_cookie_only();
 	struct cli k;
@@ -1928,7 +2082,7 @@ static void t_cookie_bits(void)
 	}
 	CHECK_EQ_INT(ones & ~7u, ~7u);
 	CHECK_EQ_INT(zeros & ~7u, ~7u);
-	CHECK_EQ_INT(first & 7, 7);            /* 1460: the last MSS of the table */
+	CHECK_EQ_INT(first & 7, 7); /* 1460: the last MSS of the table */
 	CHECK_EQ_INT(tcp_engine_active(e), 0);
 	tcp_engine_destroy(e);
 }
@@ -1936,7 +2090,8 @@ static void t_cookie_bits(void)
 /* The app takes fewer bytes than delivered: the ACK covers what it took,
  * and the peer's retransmission delivers the rest, in order; held
  * out-of-order data is handed up only as far as the app takes it. */
-static void t_app_takes_part(void)
+static void
+t_app_takes_part(void)
 {
 	struct tcp_engine *e = mk_default();
 	struct cli k;
@@ -1989,7 +2144,8 @@ static void t_app_takes_part(void)
 /* The window never offers more than the app takes: the SYN-ACK offers
  * params.synack_window, scaled windows are rounded down, and a shrinking
  * space keeps the edge already announced. */
-static void t_window_not_beyond_app(void)
+static void
+t_window_not_beyond_app(void)
 {
 	struct tcp_params p = default_params();
 	struct tcp_engine *e;
@@ -2028,7 +2184,8 @@ static void t_window_not_beyond_app(void)
 /* Every segment's IP packet (IP header, TCP header with options, payload)
  * fits the MTU the MSS was derived from (1,500: mss4 1460, mss6 1440),
  * with timestamps and with SACK blocks, first sends and resends alike. */
-static int oversize_from(int from, uint32_t iph, uint32_t *maxlen)
+static int
+oversize_from(int from, uint32_t iph, uint32_t *maxlen)
 {
 	int bad = 0;
 
@@ -2041,7 +2198,8 @@ static int oversize_from(int from, uint32_t iph, uint32_t *maxlen)
 	return bad;
 }
 
-static void t_segments_fit_mtu(void)
+static void
+t_segments_fit_mtu(void)
 {
 	for (int fam = 4; fam <= 6; fam += 2) {
 		struct tcp_engine *e = mk_default();
@@ -2094,7 +2252,10 @@ static void t_segments_fit_mtu(void)
 
 /* ------------------------------------------------------------- main */
 
-static const struct { const char *name; void (*fn)(void); } tests[] = {
+static const struct {
+	const char *name;
+	void (*fn)(void);
+} tests[] = {
 	{ "handshake_options", t_handshake_options },
 	{ "mss_clamp_v6", t_mss_clamp_v6 },
 	{ "cookie_valid", t_cookie_valid },
@@ -2139,7 +2300,8 @@ static const struct { const char *name; void (*fn)(void); } tests[] = {
 	{ "segments_fit_mtu", t_segments_fit_mtu },
 };
 
-int main(int argc, char **argv)
+int
+main(int argc, char **argv)
 {
 	for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
 		if (argc > 1 && strcmp(argv[1], tests[i].name))

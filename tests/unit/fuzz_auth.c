@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * tests/unit/fuzz_auth.c — libFuzzer target for the header scan and the forged
  * Authentication-Results filter of control/checks.c (auth_strip_forged).
@@ -29,7 +30,7 @@
 
 #include "control/checks.h"
 
-#define ID "mx.lab.example"
+#define ID       "mx.lab.example"
 #define MAX_CUTS 7
 
 /* ---- the reference -------------------------------------------------------- */
@@ -272,7 +273,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    memcmp(got + hend, m + ref_header_end(m, len), glen - hend) != 0)
 		abort();
 
-	free(out);             /* its first chunk only: the rest is in's */
+	free(out); /* its first chunk only: the rest is in's */
 	while (in) {
 		c = in->next;
 		free(in);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * tests/unit/fuzz_tls.c — libFuzzer target: arbitrary bytes to an SMTP session after
  * STARTTLS, through the TLS layer (common/tls.c, dataplane/smtp*.c are
@@ -26,8 +27,9 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
-#include "dataplane/smtp.h"
 #include "tls/tls.h"
+
+#include "dataplane/smtp.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -113,12 +115,27 @@ s_write(void *c, const void *p, uint32_t n)
 		fail("write after close");
 	if (z->tls_on)
 		return tls_conn_write(z->tls, p, n);
-	return n;   /* plaintext before STARTTLS: dropped */
+	return n; /* plaintext before STARTTLS: dropped */
 }
 
-static void s_close(void *c) { ((struct fz *)c)->closed = true; }
-static void *s_get(void *c, uint32_t *cap) { (void)c; *cap = 4096; return malloc(4096); }
-static void s_put(void *c, void *m) { (void)c; free(m); }
+static void
+s_close(void *c)
+{
+	((struct fz *)c)->closed = true;
+}
+static void *
+s_get(void *c, uint32_t *cap)
+{
+	(void)c;
+	*cap = 4096;
+	return malloc(4096);
+}
+static void
+s_put(void *c, void *m)
+{
+	(void)c;
+	free(m);
+}
 
 static struct tls_conn_stats stats;
 
@@ -146,13 +163,29 @@ t_cipher(void *arg, const uint8_t *p, uint32_t n)
 	return k;
 }
 
-static void t_done(void *arg) { (void)arg; }
-static void t_failed(void *arg, enum tls_fail w) { (void)arg; (void)w; }
-static void t_closed(void *arg) { smtp_session_peer_closed(((struct fz *)arg)->smtp); }
+static void
+t_done(void *arg)
+{
+	(void)arg;
+}
+static void
+t_failed(void *arg, enum tls_fail w)
+{
+	(void)arg;
+	(void)w;
+}
+static void
+t_closed(void *arg)
+{
+	smtp_session_peer_closed(((struct fz *)arg)->smtp);
+}
 
 static const struct tls_conn_ops t_ops = {
-	.plain = t_plain, .cipher = t_cipher, .handshake_done = t_done,
-	.failed = t_failed, .peer_closed = t_closed,
+	.plain = t_plain,
+	.cipher = t_cipher,
+	.handshake_done = t_done,
+	.failed = t_failed,
+	.peer_closed = t_closed,
 };
 
 static bool
@@ -165,11 +198,19 @@ s_starttls(void *c, struct smtp_verdict *v)
 	return z->tls != NULL;
 }
 
-static void s_begin(void *c) { ((struct fz *)c)->tls_on = true; }
+static void
+s_begin(void *c)
+{
+	((struct fz *)c)->tls_on = true;
+}
 
 static const struct smtp_ops s_ops = {
-	.write = s_write, .close = s_close, .chunk_get = s_get, .chunk_put = s_put,
-	.starttls = s_starttls, .tls_begin = s_begin,
+	.write = s_write,
+	.close = s_close,
+	.chunk_get = s_get,
+	.chunk_put = s_put,
+	.starttls = s_starttls,
+	.tls_begin = s_begin,
 };
 
 static void
@@ -191,7 +232,8 @@ to_server(struct fz *z, const uint8_t *p, uint32_t n, uint32_t cut)
 			z->tcp_take = 1u << 20;
 			tls_conn_pump(z->tls);
 			smtp_session_writable(z->smtp);
-			if (tls_conn_input(z->tls, p + off, want) == 0 && tls_conn_room(z->tls) == 0)
+			if (tls_conn_input(z->tls, p + off, want) == 0 &&
+			    tls_conn_room(z->tls) == 0)
 				break;
 		}
 	}

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * tests/unit/test_auth.c — the headers of control/checks.c: forged
  * Authentication-Results removed wherever the message's chunks happen to
@@ -66,7 +67,7 @@ flatten(const struct chunk *c)
 }
 
 struct strip_case {
-	const char *name, *in, *want;   /* want NULL: nothing to strip */
+	const char *name, *in, *want; /* want NULL: nothing to strip */
 };
 
 static const struct strip_case strip_cases[] = {
@@ -111,7 +112,8 @@ static const struct strip_case strip_cases[] = {
 	{ "our id inside a comment, another's after it",
 	  "Authentication-Results: (mx.lab.example) other.example; spf=pass\r\n\r\nb\r\n", NULL },
 	{ "our id in a nested comment, another's after it",
-	  "Authentication-Results: (a (mx.lab.example) b) other.example; spf=pass\r\n\r\nb\r\n", NULL },
+	  "Authentication-Results: (a (mx.lab.example) b) other.example; spf=pass\r\n\r\nb\r\n",
+	  NULL },
 	{ "an unclosed comment names nobody",
 	  "Authentication-Results: (mx.lab.example; spf=pass\r\n\r\nb\r\n", NULL },
 	{ "a quoted id of another",
@@ -151,7 +153,7 @@ test_strip(void)
 				flat = flatten(out);
 				bad += strcmp(flat, c->want) != 0;
 				free(flat);
-				free(out);      /* the rest belongs to in */
+				free(out); /* the rest belongs to in */
 			}
 			chain_free(in);
 		}
@@ -198,8 +200,9 @@ test_results_header(void)
 	v.spf.result = SPF_RES_NONE;
 	snprintf(v.spf.identity, sizeof(v.spf.identity), "postmaster@client.example");
 	auth_results_header("mx.lab.example", &r, &v, out, sizeof(out));
-	CHECK(strstr(out, "\tiprev=permerror policy.iprev=2001:db8:1::10;\r\n"
-			  "\tspf=none smtp.helo=postmaster@client.example;\r\n\tdkim=none\r\n") != NULL,
+	CHECK(strstr(out,
+		     "\tiprev=permerror policy.iprev=2001:db8:1::10;\r\n"
+		     "\tspf=none smtp.helo=postmaster@client.example;\r\n\tdkim=none\r\n") != NULL,
 	      "header:\n%s", out);
 	CHECK(strcmp(auth_dkim_summary(&v), "none") == 0, "summary of none");
 }
@@ -219,8 +222,7 @@ test_ptr_name(void)
 		{ PTR_MISMATCH, "peer-ok.lab.example",
 		  "\tiprev=fail policy.iprev=2001:db8:1::30;\r\n",
 		  "Received: from client.example (unknown [IPv6:2001:db8:1::30])\r\n" },
-		{ PTR_NONE, "",
-		  "\tiprev=permerror policy.iprev=2001:db8:1::30;\r\n",
+		{ PTR_NONE, "", "\tiprev=permerror policy.iprev=2001:db8:1::30;\r\n",
 		  "Received: from client.example (unknown [IPv6:2001:db8:1::30])\r\n" },
 		{ PTR_TEMPERROR, "peer-ok.lab.example",
 		  "\tiprev=temperror policy.iprev=2001:db8:1::30;\r\n",
@@ -252,13 +254,11 @@ test_ptr_name(void)
 		snprintf(r.helo, sizeof(r.helo), "client.example");
 		snprintf(r.queue_id, sizeof(r.queue_id), "Q1");
 		auth_results_header("mx.lab.example", &r, &v, out, sizeof(out));
-		CHECK(strstr(out, cases[i].iprev) != NULL,
-		      "%s %s: Authentication-Results:\n%s",
+		CHECK(strstr(out, cases[i].iprev) != NULL, "%s %s: Authentication-Results:\n%s",
 		      ptr_result_name(cases[i].ptr), cases[i].name, out);
 		spool_received(&r, "mx.lab.example", out, sizeof(out));
 		CHECK(strncmp(out, cases[i].received, strlen(cases[i].received)) == 0,
-		      "%s %s: Received:\n%s", ptr_result_name(cases[i].ptr),
-		      cases[i].name, out);
+		      "%s %s: Received:\n%s", ptr_result_name(cases[i].ptr), cases[i].name, out);
 	}
 }
 
@@ -277,12 +277,12 @@ test_dkim_reason(void)
 	r.ptr = PTR_NONE;
 	v.ndkim = 1;
 	v.dkim[0].result = DKIM_RES_PERMERROR;
-	snprintf(v.dkim[0].reason, sizeof(v.dkim[0].reason),
-		 "x) dkim=pass (\\ \"q\"\r\nX: y");
+	snprintf(v.dkim[0].reason, sizeof(v.dkim[0].reason), "x) dkim=pass (\\ \"q\"\r\nX: y");
 	snprintf(v.dkim[0].domain, sizeof(v.dkim[0].domain), "example.net");
 	auth_results_header("mx.lab.example", &r, &v, out, sizeof(out));
 	CHECK(strstr(out, ";\r\n\tdkim=permerror (x\\) dkim=pass \\(\\\\ \"q\"??X: y) "
-			  "header.d=example.net\r\n") != NULL, "header:\n%s", out);
+			  "header.d=example.net\r\n") != NULL,
+	      "header:\n%s", out);
 }
 
 int

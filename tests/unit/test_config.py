@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 """Every kind of bad configuration is refused with one clear line.
 
 Runs the real daemon (`smtpedge -- --config FILE --check`): the config is

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * tests/unit/test_control.c — the policy rules and their replies, the transaction log
  * line (bounded whatever the peer sent) and the log file's mode, and the
@@ -23,7 +24,7 @@
 static uint8_t peer6[16], peer4[16];
 
 struct ptr_case {
-	const char *settings;          /* "action=enforce reply=550 fcrdns=no" */
+	const char *settings; /* "action=enforce reply=550 fcrdns=no" */
 	int family;
 	enum ptr_result res;
 	enum policy_outcome want;
@@ -38,7 +39,7 @@ static const struct ptr_case ptr_cases[] = {
 	{ "reply=450", 6, PTR_NONE, POLICY_REJECT, 450, "4.7.25",
 	  "Service unavailable, sending IPv6 address [2001:db8:1::20] must have a reverse DNS record" },
 	{ "", 6, PTR_PASS, POLICY_PASS, 0, NULL, NULL },
-	{ "", 6, PTR_MISMATCH, POLICY_PASS, 0, NULL, NULL },       /* fcrdns=no: a PTR is enough */
+	{ "", 6, PTR_MISMATCH, POLICY_PASS, 0, NULL, NULL }, /* fcrdns=no: a PTR is enough */
 	{ "fcrdns=yes", 6, PTR_MISMATCH, POLICY_REJECT, 550, "5.7.25", NULL },
 	{ "fcrdns=yes reply=450", 6, PTR_MISMATCH, POLICY_REJECT, 450, "4.7.25", NULL },
 	{ "", 6, PTR_TEMPERROR, POLICY_DEFER, 451, "4.7.25",
@@ -80,13 +81,14 @@ test_ptr_rule(void)
 
 		policy_defaults(&p);
 		apply_settings(&p, rule, c->settings);
-		o = policy_ptr(&p.rule[c->family == 6 ? POLICY_IPV6_PTR : POLICY_IPV4_PTR],
-			       c->res, (uint8_t)c->family, c->family == 6 ? peer6 : peer4, &r);
+		o = policy_ptr(&p.rule[c->family == 6 ? POLICY_IPV6_PTR : POLICY_IPV4_PTR], c->res,
+			       (uint8_t)c->family, c->family == 6 ? peer6 : peer4, &r);
 		CHECK(o == c->want, "case %zu (%s, %s): outcome %s, want %s", i, c->settings,
-		      ptr_result_name(c->res), policy_outcome_name(o), policy_outcome_name(c->want));
+		      ptr_result_name(c->res), policy_outcome_name(o),
+		      policy_outcome_name(c->want));
 		if (c->code) {
-			CHECK(r.code == c->code && strcmp(r.enh, c->enh) == 0,
-			      "case %zu: %u %s", i, r.code, r.enh);
+			CHECK(r.code == c->code && strcmp(r.enh, c->enh) == 0, "case %zu: %u %s", i,
+			      r.code, r.enh);
 			CHECK(r.code < 500 || c->res != PTR_TEMPERROR, "temperror gave a 5xx");
 		}
 		if (c->text)
@@ -108,20 +110,27 @@ test_auth_rule(void)
 	CHECK(policy_auth(a6, false, true, true, 6, &r) == POLICY_PASS, "DKIM pass");
 	memset(&r, 0, sizeof(r));
 	CHECK(policy_auth(a6, false, false, false, 6, &r) == POLICY_REJECT && r.code == 450 &&
-	      strcmp(r.enh, "4.7.26") == 0 &&
-	      strcmp(r.text, "Service unavailable, message sent over IPv6 must pass either SPF or DKIM validation") == 0,
+		      strcmp(r.enh, "4.7.26") == 0 &&
+		      strcmp(r.text,
+			     "Service unavailable, message sent over IPv6 must pass either SPF or DKIM validation") ==
+			      0,
 	      "soft mode: %u %s %s", r.code, r.enh, r.text);
 	CHECK(policy_set(&p, "ipv6-auth", "reply", "554", why, sizeof(why)) == 0, "%s", why);
 	CHECK(policy_auth(a6, false, false, false, 6, &r) == POLICY_REJECT && r.code == 554 &&
-	      strcmp(r.enh, "5.7.26") == 0, "hard mode: %u %s", r.code, r.enh);
+		      strcmp(r.enh, "5.7.26") == 0,
+	      "hard mode: %u %s", r.code, r.enh);
 	CHECK(policy_auth(a6, false, false, true, 6, &r) == POLICY_DEFER && r.code == 451 &&
-	      strcmp(r.enh, "4.7.26") == 0, "temperror in hard mode: %u", r.code);
+		      strcmp(r.enh, "4.7.26") == 0,
+	      "temperror in hard mode: %u", r.code);
 	CHECK(policy_set(&p, "ipv6-auth", "reply", "550", why, sizeof(why)) < 0 &&
-	      strcmp(why, "reply: \"550\" is not one of 450 554") == 0, "%s", why);
+		      strcmp(why, "reply: \"550\" is not one of 450 554") == 0,
+	      "%s", why);
 	CHECK(policy_set(&p, "ipv6-auth", "stage", "mail", why, sizeof(why)) < 0 &&
-	      strstr(why, "no such setting (settings: action reply)") != NULL, "%s", why);
+		      strstr(why, "no such setting (settings: action reply)") != NULL,
+	      "%s", why);
 	CHECK(policy_set(&p, "ipv6-auth", "action", "log", why, sizeof(why)) == 0 &&
-	      policy_auth(a6, false, false, false, 6, &r) == POLICY_LOGGED, "action=log");
+		      policy_auth(a6, false, false, false, 6, &r) == POLICY_LOGGED,
+	      "action=log");
 	CHECK(policy_auth(&p.rule[POLICY_IPV4_AUTH], false, false, false, 4, &r) == POLICY_PASS,
 	      "ipv4-auth is off by default");
 }
@@ -140,16 +149,21 @@ test_settings(void)
 
 	q = p;
 	CHECK(policy_set(&p, "ipv6-ptr", "reply", "999", why, sizeof(why)) < 0 &&
-	      strcmp(why, "reply: \"999\" is not one of 550 450") == 0, "%s", why);
+		      strcmp(why, "reply: \"999\" is not one of 550 450") == 0,
+	      "%s", why);
 	CHECK(policy_set(&p, "ipv6-ptr", "stage", "data", why, sizeof(why)) < 0 &&
-	      strcmp(why, "stage: \"data\" is not one of connect mail rcpt") == 0, "%s", why);
+		      strcmp(why, "stage: \"data\" is not one of connect mail rcpt") == 0,
+	      "%s", why);
 	CHECK(policy_set(&p, "ipv7-ptr", "reply", "450", why, sizeof(why)) < 0 &&
-	      strstr(why, "no such rule") != NULL, "%s", why);
+		      strstr(why, "no such rule") != NULL,
+	      "%s", why);
 	CHECK(policy_set(&p, "ipv6-ptr", "colour", "red", why, sizeof(why)) < 0 &&
-	      strstr(why, "colour: no such setting") != NULL, "%s", why);
+		      strstr(why, "colour: no such setting") != NULL,
+	      "%s", why);
 	CHECK(memcmp(&p, &q, sizeof(p)) == 0, "a refused set changed the rules");
 	CHECK(policy_set(&p, "ipv6-ptr", "stage", "RCPT", why, sizeof(why)) == 0 &&
-	      p.rule[POLICY_IPV6_PTR].stage == POLICY_AT_RCPT, "stage=RCPT (any case)");
+		      p.rule[POLICY_IPV6_PTR].stage == POLICY_AT_RCPT,
+	      "stage=RCPT (any case)");
 
 	/* The live copy: a bad value changes nothing, a good one applies. */
 	policy_defaults(&p);
@@ -167,7 +181,7 @@ fill_rec(struct txrec *r)
 {
 	memset(r, 0, sizeof(*r));
 	r->session_id = 0x0001000000000007ull;
-	r->time_us = 1795900575123456ull;   /* 2026-11-28T21:16:15.123Z */
+	r->time_us = 1795900575123456ull; /* 2026-11-28T21:16:15.123Z */
 	r->smtp.kind = TXREC_TRANSACTION;
 	r->family = 6;
 	memcpy(r->addr, peer6, 16);
@@ -237,13 +251,14 @@ test_txlog_bounds(void)
 	r.ptr_name[sizeof(r.ptr_name) - 1] = '\0';
 	memset(r.mail_from, 0xff, sizeof(r.mail_from) - 1);
 	r.mail_from[sizeof(r.mail_from) - 1] = '\0';
-	memset(r.rcpt, 'r', sizeof(r.rcpt) - 1);   /* safe, but too long */
+	memset(r.rcpt, 'r', sizeof(r.rcpt) - 1); /* safe, but too long */
 	r.rcpt[sizeof(r.rcpt) - 1] = '\0';
 	n = txlog_format(&r, line, sizeof(line));
 	CHECK(n == strlen(line) && line[n - 1] == '\n' && strchr(line, '\n') == line + n - 1,
 	      "one whole line: %s", line);
 	CHECK(strstr(line, " reply=450 replies=") != NULL, "reply kept: %s", line);
-	CHECK(strstr(line, " spf=fail dkim=none ipv6-auth=reject queue_id=6923AB3D7A1C20003 ") != NULL,
+	CHECK(strstr(line, " spf=fail dkim=none ipv6-auth=reject queue_id=6923AB3D7A1C20003 ") !=
+		      NULL,
 	      "verdicts kept: %s", line);
 	CHECK(strstr(line, " flags=pregreet,delivered,") != NULL, "flags kept: %s", line);
 	CHECK(strstr(line, " cut=ptr_name,helo,mail_from,rcpt\n") != NULL, "cuts named: %s", line);
@@ -260,7 +275,7 @@ test_txlog_bounds(void)
 			for (k = 1; k + 4 < len; k++)
 				if (v[k] == '\\') {
 					CHECK(v[k + 1] == '"' || v[k + 1] == '\\' ||
-					      (v[k + 1] == 'x' && k + 3 < len - 4),
+						      (v[k + 1] == 'x' && k + 3 < len - 4),
 					      "%s: a broken escape at %zu: %s", keys[i], k, v);
 					k += v[k + 1] == 'x' ? 3 : 1;
 				}
@@ -294,16 +309,16 @@ test_log_mode(void)
 		f = txlog_open(path);
 		umask(old);
 		CHECK(f != NULL, "open: %s", strerror(errno));
-		CHECK(stat(path, &st) == 0 && (st.st_mode & 07777) == 0640,
-		      "umask %03o: mode %03o", (unsigned)masks[i], (unsigned)(st.st_mode & 07777));
+		CHECK(stat(path, &st) == 0 && (st.st_mode & 07777) == 0640, "umask %03o: mode %03o",
+		      (unsigned)masks[i], (unsigned)(st.st_mode & 07777));
 		fputs("x\n", f);
 		fclose(f);
 	}
 	chmod(path, 0600);
 	f = txlog_open(path);
-	CHECK(f != NULL && stat(path, &st) == 0 && (st.st_mode & 07777) == 0600 &&
-	      st.st_size == 2, "an existing log: mode %03o size %lld",
-	      (unsigned)(st.st_mode & 07777), (long long)st.st_size);
+	CHECK(f != NULL && stat(path, &st) == 0 && (st.st_mode & 07777) == 0600 && st.st_size == 2,
+	      "an existing log: mode %03o size %lld", (unsigned)(st.st_mode & 07777),
+	      (long long)st.st_size);
 	if (f)
 		fclose(f);
 	unlink(path);
@@ -320,10 +335,12 @@ test_txlog(void)
 	fill_rec(&r);
 	n = txlog_format(&r, line, sizeof(line));
 	CHECK(n == strlen(line) && line[n - 1] == '\n' && !strchr(line, '\r'), "one line");
-	CHECK(strcmp(line, "time=2026-11-28T21:16:15.123Z session=0001000000000007 event=transaction "
-		      "peer=2001:db8:1::20 port=40000 reply=550 replies=220,250,550 ptr=none "
-		      "ipv6-ptr=reject rcpts=1 size=0 flags=pregreet helo=client.example "
-		      "mail_from=alice@example.org rcpt=bob@example.net\n") == 0, "line: %s", line);
+	CHECK(strcmp(line,
+		     "time=2026-11-28T21:16:15.123Z session=0001000000000007 event=transaction "
+		     "peer=2001:db8:1::20 port=40000 reply=550 replies=220,250,550 ptr=none "
+		     "ipv6-ptr=reject rcpts=1 size=0 flags=pregreet helo=client.example "
+		     "mail_from=alice@example.org rcpt=bob@example.net\n") == 0,
+	      "line: %s", line);
 
 	/* The authentication checks, once done. */
 	r.auth_checked = true;
@@ -332,7 +349,9 @@ test_txlog(void)
 	r.auth_outcome = POLICY_PASS;
 	snprintf(r.queue_id, sizeof(r.queue_id), "6923AB3D7A1C20003");
 	txlog_format(&r, line, sizeof(line));
-	CHECK(strstr(line, " ipv6-ptr=reject spf=fail dkim=pass ipv6-auth=pass queue_id=6923AB3D7A1C20003 rcpts=1") != NULL,
+	CHECK(strstr(line,
+		     " ipv6-ptr=reject spf=fail dkim=pass ipv6-auth=pass queue_id=6923AB3D7A1C20003 rcpts=1") !=
+		      NULL,
 	      "auth fields: %s", line);
 	r.auth_checked = false;
 	r.queue_id[0] = '\0';
@@ -341,7 +360,9 @@ test_txlog(void)
 	snprintf(r.tls_version, sizeof(r.tls_version), "TLSv1.2");
 	snprintf(r.tls_cipher, sizeof(r.tls_cipher), "ECDHE-ECDSA-AES256-GCM-SHA384");
 	txlog_format(&r, line, sizeof(line));
-	CHECK(strstr(line, " ipv6-ptr=reject tls=TLSv1.2 cipher=ECDHE-ECDSA-AES256-GCM-SHA384 rcpts=1 ") != NULL,
+	CHECK(strstr(line,
+		     " ipv6-ptr=reject tls=TLSv1.2 cipher=ECDHE-ECDSA-AES256-GCM-SHA384 rcpts=1 ") !=
+		      NULL,
 	      "tls fields: %s", line);
 	r.tls_version[0] = r.tls_cipher[0] = '\0';
 
@@ -349,7 +370,8 @@ test_txlog(void)
 	snprintf(r.helo, sizeof(r.helo), "evil\r\nreply=250 \"x\\");
 	r.mail_from[0] = '\0';
 	txlog_format(&r, line, sizeof(line));
-	CHECK(strstr(line, " helo=\"evil\\x0d\\x0areply=250 \\\"x\\\\\" ") != NULL, "escaped: %s", line);
+	CHECK(strstr(line, " helo=\"evil\\x0d\\x0areply=250 \\\"x\\\\\" ") != NULL, "escaped: %s",
+	      line);
 	CHECK(strstr(line, " mail_from=<> ") != NULL, "null sender: %s", line);
 	CHECK(strchr(line, '\n') == line + strlen(line) - 1, "still one line");
 
@@ -472,16 +494,22 @@ test_spool(void)
 	file = read_only_file(sub, &len);
 	hlen = spool_received(&r, "mx.lab.example", hdr, sizeof(hdr));
 	CHECK(file && len == hlen + 19 && memcmp(file, hdr, hlen) == 0 &&
-	      memcmp(file + hlen, "Subject: x\r\n\r\nhi\r\n", 19) == 0,
+		      memcmp(file + hlen, "Subject: x\r\n\r\nhi\r\n", 19) == 0,
 	      "the file is the Received: header and the exact body");
-	CHECK(strstr(hdr, "Received: from client??X-Evil:?1 (peer-ok.lab.example [IPv6:2001:db8:1::20])\r\n"
-		      "\tby mx.lab.example (smtpedge) with ESMTP id ") == hdr, "header: %s", hdr);
-	CHECK(strstr(hdr, "\r\n\tfor <bob@example.net>;\r\n\tSat, 28 Nov 2026 21:16:15 +0000\r\n") != NULL,
+	CHECK(strstr(hdr,
+		     "Received: from client??X-Evil:?1 (peer-ok.lab.example [IPv6:2001:db8:1::20])\r\n"
+		     "\tby mx.lab.example (smtpedge) with ESMTP id ") == hdr,
+	      "header: %s", hdr);
+	CHECK(strstr(hdr,
+		     "\r\n\tfor <bob@example.net>;\r\n\tSat, 28 Nov 2026 21:16:15 +0000\r\n") !=
+		      NULL,
 	      "header end: %s", hdr);
 	/* A HELO that poses as the comment after it stays one word. */
 	snprintf(r.helo, sizeof(r.helo), "x (bank.example [IPv6:2001:db8::1]);");
 	spool_received(&r, "mx.lab.example", hdr, sizeof(hdr));
-	CHECK(strncmp(hdr, "Received: from x??bank.example?[IPv6:2001:db8::1]?? (peer-ok.lab.example [IPv6:", 79) == 0,
+	CHECK(strncmp(hdr,
+		      "Received: from x??bank.example?[IPv6:2001:db8::1]?? (peer-ok.lab.example [IPv6:",
+		      79) == 0,
 	      "HELO as one word: %s", hdr);
 	free(file);
 	/* After STARTTLS: ESMTPS (RFC 3848) and the cipher in a comment. */
@@ -490,8 +518,9 @@ test_spool(void)
 	r.tls_bits = r.tls_alg_bits = 256;
 	spool_received(&r, "mx.lab.example", hdr, sizeof(hdr));
 	CHECK(strstr(hdr, "[IPv6:2001:db8:1::20])\r\n"
-		      "\t(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits))\r\n"
-		      "\tby mx.lab.example (smtpedge) with ESMTPS id ") != NULL, "TLS header: %s", hdr);
+			  "\t(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits))\r\n"
+			  "\tby mx.lab.example (smtpedge) with ESMTPS id ") != NULL,
+	      "TLS header: %s", hdr);
 	r.tls_version[0] = '\0';
 
 	/* Four threads at once: every message lands, every id differs. */
@@ -513,7 +542,8 @@ test_spool(void)
 	CHECK(count_dir(sub) == 101, "%d files in new/, want 101", count_dir(sub));
 	for (i = 0; i < 100; i++)
 		for (j = i + 1; j < 100; j++)
-			if (strcmp(recs[i / 25][i % 25].queue_id, recs[j / 25][j % 25].queue_id) == 0)
+			if (strcmp(recs[i / 25][i % 25].queue_id, recs[j / 25][j % 25].queue_id) ==
+			    0)
 				ok = 0;
 	CHECK(ok, "two messages got one queue id");
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * tests/unit/test_dataplane.c — the dataplane library links with common/ alone: the
  * worker loop and the session layer, with the TCP and SMTP engines behind
@@ -18,9 +19,8 @@ main(void)
 	/* Taking their addresses makes the linker pull in the objects that
 	 * hold them, with everything they call. */
 	void *volatile entry[] = {
-		(void *)worker_create, (void *)worker_main,
-		(void *)worker_destroy, (void *)sess_layer_create,
-		(void *)sess_layer_poll, (void *)dp_stats_total,
+		(void *)worker_create,     (void *)worker_main,     (void *)worker_destroy,
+		(void *)sess_layer_create, (void *)sess_layer_poll, (void *)dp_stats_total,
 	};
 	size_t slot = sess_layer_slot_bytes();
 	unsigned i, fails = 0;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * tests/unit/test_pkt.c — the frame classifier and the L2/L3 replies, on crafted
  * frames: each case builds a valid frame, optionally breaks one thing, and
@@ -48,8 +49,8 @@ eth(struct frame *f, const uint8_t *dst, uint16_t type)
 
 /* IPv6 header + payload; the L4 checksum is computed when at csum_off. */
 static void
-ip6(struct frame *f, const uint8_t *src, const uint8_t *dst, uint8_t proto,
-    uint8_t hop, const uint8_t *payload, uint32_t plen, int csum_off)
+ip6(struct frame *f, const uint8_t *src, const uint8_t *dst, uint8_t proto, uint8_t hop,
+    const uint8_t *payload, uint32_t plen, int csum_off)
 {
 	uint8_t *h = f->b + 14;
 	uint16_t c;
@@ -72,8 +73,8 @@ ip6(struct frame *f, const uint8_t *src, const uint8_t *dst, uint8_t proto,
 }
 
 static void
-ip4(struct frame *f, const uint8_t *dst, uint8_t proto, const uint8_t *payload,
-    uint32_t plen, int csum_off)
+ip4(struct frame *f, const uint8_t *dst, uint8_t proto, const uint8_t *payload, uint32_t plen,
+    int csum_off)
 {
 	uint8_t *h = f->b + 14;
 	uint16_t c;
@@ -82,7 +83,7 @@ ip4(struct frame *f, const uint8_t *dst, uint8_t proto, const uint8_t *payload,
 	memset(h, 0, 20);
 	h[0] = 0x45;
 	put16(h + 2, (uint16_t)(20 + plen));
-	h[6] = 0x40;   /* DF */
+	h[6] = 0x40; /* DF */
 	h[8] = 64;
 	h[9] = proto;
 	memcpy(h + 12, peer4, 4);
@@ -90,7 +91,7 @@ ip4(struct frame *f, const uint8_t *dst, uint8_t proto, const uint8_t *payload,
 	memcpy(h + 20, payload, plen);
 	c = rte_ipv4_cksum((struct rte_ipv4_hdr *)h);
 	memcpy(h + 10, &c, 2);
-	if (csum_off == -2) {   /* ICMP: checksum over the message only */
+	if (csum_off == -2) { /* ICMP: checksum over the message only */
 		h[22] = h[23] = 0;
 		c = (uint16_t)~rte_raw_cksum(h + 20, plen);
 		memcpy(h + 22, &c, 2);
@@ -113,8 +114,8 @@ refresh_ip4_cksum(struct frame *f)
 	memcpy(h + 10, &c, 2);
 }
 
-static const uint8_t echo_payload[16] = { 128, 0, 0, 0, 0x12, 0x34, 0, 1,
-					  'p', 'i', 'n', 'g', '6', '!', '!', '!' };
+static const uint8_t echo_payload[16] = { 128, 0,   0,   0,   0x12, 0x34, 0,   1,
+					  'p', 'i', 'n', 'g', '6',  '!',  '!', '!' };
 
 static void
 mk_echo6(struct frame *f)
@@ -129,8 +130,8 @@ mk_echo6_ll(struct frame *f)
 }
 
 static void
-mk_ns_to(struct frame *f, const uint8_t *src, const uint8_t *dst,
-	  const uint8_t *target, bool slla, uint8_t hop)
+mk_ns_to(struct frame *f, const uint8_t *src, const uint8_t *dst, const uint8_t *target, bool slla,
+	 uint8_t hop)
 {
 	uint8_t ns[32] = { 135, 0 };
 
@@ -143,10 +144,23 @@ mk_ns_to(struct frame *f, const uint8_t *src, const uint8_t *dst,
 	memcpy(f->b + 2, dst + 12, 4);
 }
 
-static void mk_ns(struct frame *f) { mk_ns_to(f, peer6, sn6, our6, true, 255); }
-static void mk_ns_ll(struct frame *f) { mk_ns_to(f, peer6, snll, local.ip6_ll, true, 255); }
-static void mk_ns_unicast(struct frame *f) { mk_ns_to(f, peer6, our6, our6, true, 255); }
-static void mk_ns_dad(struct frame *f)
+static void
+mk_ns(struct frame *f)
+{
+	mk_ns_to(f, peer6, sn6, our6, true, 255);
+}
+static void
+mk_ns_ll(struct frame *f)
+{
+	mk_ns_to(f, peer6, snll, local.ip6_ll, true, 255);
+}
+static void
+mk_ns_unicast(struct frame *f)
+{
+	mk_ns_to(f, peer6, our6, our6, true, 255);
+}
+static void
+mk_ns_dad(struct frame *f)
 {
 	static const uint8_t unspec[16];
 	mk_ns_to(f, unspec, sn6, our6, false, 255);
@@ -179,33 +193,124 @@ mk_arp(struct frame *f)
 	f->len = 14 + 28;
 }
 
-static uint8_t tcp_syn[24] = { 0x9c, 0x40, 0, 25, 0, 0, 0, 1, 0, 0, 0, 0,
-			       0x60, 0x02, 0xff, 0xff, 0, 0, 0, 0,
-			       2, 4, 0x05, 0xb4 };
+static uint8_t tcp_syn[24] = { 0x9c, 0x40, 0,    25,   0, 0, 0, 1, 0, 0, 0,    0,
+			       0x60, 0x02, 0xff, 0xff, 0, 0, 0, 0, 2, 4, 0x05, 0xb4 };
 
-static void mk_tcp6(struct frame *f) { ip6(f, peer6, our6, 6, 64, tcp_syn, 24, 16); }
-static void mk_tcp4(struct frame *f) { ip4(f, our4, 6, tcp_syn, 24, 16); }
+static void
+mk_tcp6(struct frame *f)
+{
+	ip6(f, peer6, our6, 6, 64, tcp_syn, 24, 16);
+}
+static void
+mk_tcp4(struct frame *f)
+{
+	ip4(f, our4, 6, tcp_syn, 24, 16);
+}
 
 /* ---- the breakages ---- */
-static void none(struct frame *f) { (void)f; }
-static void runt(struct frame *f) { f->len = 10; }
-static void vlan(struct frame *f) { put16(f->b + 12, 0x8100); }
-static void to_other_mac(struct frame *f) { memcpy(f->b, other_mac, 6); }
-static void jumbo(struct frame *f) { f->len = 9014; }
-static void arp_other(struct frame *f) { memcpy(f->b + 14 + 24, other4, 4); }
-static void arp_reply(struct frame *f) { put16(f->b + 14 + 6, 2); }
-static void arp_hlen(struct frame *f) { f->b[14 + 4] = 8; }
-static void arp_short(struct frame *f) { f->len = 14 + 20; }
-static void ip4_version(struct frame *f) { f->b[14] = 0x55; refresh_ip4_cksum(f); }
-static void ip4_ihl(struct frame *f) { f->b[14] = 0x44; }
-static void ip4_totlen(struct frame *f) { put16(f->b + 16, (uint16_t)(f->len - 14 + 1)); refresh_ip4_cksum(f); }
-static void ip4_totlen_short(struct frame *f) { put16(f->b + 16, 19); refresh_ip4_cksum(f); }
-static void ip4_cksum(struct frame *f) { f->b[14 + 10] ^= 0x5a; }
-static void ip4_mf(struct frame *f) { f->b[14 + 6] = 0x20; refresh_ip4_cksum(f); }
-static void ip4_offset(struct frame *f) { f->b[14 + 7] = 0x08; refresh_ip4_cksum(f); }
-static void ip4_dst(struct frame *f) { memcpy(f->b + 14 + 16, other4, 4); refresh_ip4_cksum(f); }
-static void ip4_udp(struct frame *f) { f->b[14 + 9] = 17; refresh_ip4_cksum(f); }
-static void ip4_pad(struct frame *f) { memset(f->b + f->len, 0xee, 20); f->len += 20; }
+static void
+none(struct frame *f)
+{
+	(void)f;
+}
+static void
+runt(struct frame *f)
+{
+	f->len = 10;
+}
+static void
+vlan(struct frame *f)
+{
+	put16(f->b + 12, 0x8100);
+}
+static void
+to_other_mac(struct frame *f)
+{
+	memcpy(f->b, other_mac, 6);
+}
+static void
+jumbo(struct frame *f)
+{
+	f->len = 9014;
+}
+static void
+arp_other(struct frame *f)
+{
+	memcpy(f->b + 14 + 24, other4, 4);
+}
+static void
+arp_reply(struct frame *f)
+{
+	put16(f->b + 14 + 6, 2);
+}
+static void
+arp_hlen(struct frame *f)
+{
+	f->b[14 + 4] = 8;
+}
+static void
+arp_short(struct frame *f)
+{
+	f->len = 14 + 20;
+}
+static void
+ip4_version(struct frame *f)
+{
+	f->b[14] = 0x55;
+	refresh_ip4_cksum(f);
+}
+static void
+ip4_ihl(struct frame *f)
+{
+	f->b[14] = 0x44;
+}
+static void
+ip4_totlen(struct frame *f)
+{
+	put16(f->b + 16, (uint16_t)(f->len - 14 + 1));
+	refresh_ip4_cksum(f);
+}
+static void
+ip4_totlen_short(struct frame *f)
+{
+	put16(f->b + 16, 19);
+	refresh_ip4_cksum(f);
+}
+static void
+ip4_cksum(struct frame *f)
+{
+	f->b[14 + 10] ^= 0x5a;
+}
+static void
+ip4_mf(struct frame *f)
+{
+	f->b[14 + 6] = 0x20;
+	refresh_ip4_cksum(f);
+}
+static void
+ip4_offset(struct frame *f)
+{
+	f->b[14 + 7] = 0x08;
+	refresh_ip4_cksum(f);
+}
+static void
+ip4_dst(struct frame *f)
+{
+	memcpy(f->b + 14 + 16, other4, 4);
+	refresh_ip4_cksum(f);
+}
+static void
+ip4_udp(struct frame *f)
+{
+	f->b[14 + 9] = 17;
+	refresh_ip4_cksum(f);
+}
+static void
+ip4_pad(struct frame *f)
+{
+	memset(f->b + f->len, 0xee, 20);
+	f->len += 20;
+}
 static void
 ip4_options(struct frame *f)
 {
@@ -217,9 +322,13 @@ ip4_options(struct frame *f)
 	put16(f->b + 16, (uint16_t)(f->len - 14));
 	refresh_ip4_cksum(f);
 }
-static void icmp4_cksum(struct frame *f) { f->b[14 + 20 + 9] ^= 1; }
 static void
-icmp4_type(struct frame *f)   /* a timestamp request, checksum right */
+icmp4_cksum(struct frame *f)
+{
+	f->b[14 + 20 + 9] ^= 1;
+}
+static void
+icmp4_type(struct frame *f) /* a timestamp request, checksum right */
 {
 	uint16_t c;
 
@@ -228,33 +337,117 @@ icmp4_type(struct frame *f)   /* a timestamp request, checksum right */
 	c = (uint16_t)~rte_raw_cksum(f->b + 34, f->len - 34);
 	memcpy(f->b + 36, &c, 2);
 }
-static void icmp4_short(struct frame *f) { f->len = 14 + 20 + 4; put16(f->b + 16, 24); refresh_ip4_cksum(f); }
-static void ip6_version(struct frame *f) { f->b[14] = 0x40; }
-static void ip6_plen_long(struct frame *f) { put16(f->b + 14 + 4, (uint16_t)(f->len - 54 + 1)); }
-static void ip6_short_hdr(struct frame *f) { f->len = 14 + 39; }
-static void ip6_hbh_next(struct frame *f) { f->b[14 + 6] = 0; }
-static void ip6_frag(struct frame *f) { f->b[14 + 6] = 44; }
-static void ip6_dst(struct frame *f) { memcpy(f->b + 14 + 24, other6, 16); }
-static void ip6_src_mcast(struct frame *f) { memcpy(f->b + 14 + 8, mcast6, 16); }
-static void ip6_udp(struct frame *f) { f->b[14 + 6] = 17; }
-static void ip6_pad(struct frame *f) { memset(f->b + f->len, 0, 6); f->len += 6; }
-static void icmp6_cksum(struct frame *f) { f->b[54 + 9] ^= 1; }
-static void icmp6_ra(struct frame *f) { f->b[54] = 134; }
-static void ns_hop(struct frame *f) { f->b[14 + 7] = 64; }
-static void ns_target(struct frame *f) { memcpy(f->b + 54 + 8, other6, 16); }
-static void ns_optlen0(struct frame *f) { f->b[54 + 25] = 0; }
-static void ns_mcast_target(struct frame *f) { f->b[54 + 8] = 0xff; }
-static void echo6_mcast(struct frame *f) { memcpy(f->b + 14 + 24, mcast6, 16); memcpy(f->b, "\x33\x33\0\0\0\1", 6); }
-static void tcp_doff_small(struct frame *f) { f->b[f->len - 24 + 12] = 0x40; }
-static void tcp_doff_big(struct frame *f) { f->b[f->len - 24 + 12] = 0xf0; }
-static void tcp_cksum(struct frame *f) { f->b[f->len - 1] ^= 0xff; }
+static void
+icmp4_short(struct frame *f)
+{
+	f->len = 14 + 20 + 4;
+	put16(f->b + 16, 24);
+	refresh_ip4_cksum(f);
+}
+static void
+ip6_version(struct frame *f)
+{
+	f->b[14] = 0x40;
+}
+static void
+ip6_plen_long(struct frame *f)
+{
+	put16(f->b + 14 + 4, (uint16_t)(f->len - 54 + 1));
+}
+static void
+ip6_short_hdr(struct frame *f)
+{
+	f->len = 14 + 39;
+}
+static void
+ip6_hbh_next(struct frame *f)
+{
+	f->b[14 + 6] = 0;
+}
+static void
+ip6_frag(struct frame *f)
+{
+	f->b[14 + 6] = 44;
+}
+static void
+ip6_dst(struct frame *f)
+{
+	memcpy(f->b + 14 + 24, other6, 16);
+}
+static void
+ip6_src_mcast(struct frame *f)
+{
+	memcpy(f->b + 14 + 8, mcast6, 16);
+}
+static void
+ip6_udp(struct frame *f)
+{
+	f->b[14 + 6] = 17;
+}
+static void
+ip6_pad(struct frame *f)
+{
+	memset(f->b + f->len, 0, 6);
+	f->len += 6;
+}
+static void
+icmp6_cksum(struct frame *f)
+{
+	f->b[54 + 9] ^= 1;
+}
+static void
+icmp6_ra(struct frame *f)
+{
+	f->b[54] = 134;
+}
+static void
+ns_hop(struct frame *f)
+{
+	f->b[14 + 7] = 64;
+}
+static void
+ns_target(struct frame *f)
+{
+	memcpy(f->b + 54 + 8, other6, 16);
+}
+static void
+ns_optlen0(struct frame *f)
+{
+	f->b[54 + 25] = 0;
+}
+static void
+ns_mcast_target(struct frame *f)
+{
+	f->b[54 + 8] = 0xff;
+}
+static void
+echo6_mcast(struct frame *f)
+{
+	memcpy(f->b + 14 + 24, mcast6, 16);
+	memcpy(f->b, "\x33\x33\0\0\0\1", 6);
+}
+static void
+tcp_doff_small(struct frame *f)
+{
+	f->b[f->len - 24 + 12] = 0x40;
+}
+static void
+tcp_doff_big(struct frame *f)
+{
+	f->b[f->len - 24 + 12] = 0xf0;
+}
+static void
+tcp_cksum(struct frame *f)
+{
+	f->b[f->len - 1] ^= 0xff;
+}
 /* Martian sources: each breakage puts one in the source field and makes
  * every checksum right again, so that only the source is wrong. */
 static void
 set_src6(struct frame *f, const uint8_t *a)
 {
 	uint8_t *h = f->b + 14;
-	int off = h[6] == 6 ? 16 : 2;      /* TCP or ICMPv6 */
+	int off = h[6] == 6 ? 16 : 2; /* TCP or ICMPv6 */
 	uint16_t c;
 
 	memcpy(h + 8, a, 16);
@@ -277,35 +470,122 @@ src4(struct frame *f, uint8_t a0, uint8_t a1, uint8_t a2, uint8_t a3)
 	uint8_t *h = f->b + 14;
 	uint16_t c;
 
-	h[12] = a0; h[13] = a1; h[14] = a2; h[15] = a3;
+	h[12] = a0;
+	h[13] = a1;
+	h[14] = a2;
+	h[15] = a3;
 	refresh_ip4_cksum(f);
-	if (h[9] == 6) {                   /* the ICMP checksum has no addresses */
+	if (h[9] == 6) { /* the ICMP checksum has no addresses */
 		h[36] = h[37] = 0;
 		c = rte_ipv4_udptcp_cksum((struct rte_ipv4_hdr *)h, h + 20);
 		memcpy(h + 36, &c, 2);
 	}
 }
-static void src6_loopback(struct frame *f) { src6(f, "::1"); }
-static void src6_compat(struct frame *f) { src6(f, "::198.51.100.10"); }
-static void src6_mapped(struct frame *f) { src6(f, "::ffff:198.51.100.10"); }
-static void src6_translated(struct frame *f) { src6(f, "::ffff:0:198.51.100.10"); }
-static void src6_unspec(struct frame *f) { src6(f, "::"); }
-static void src6_ours(struct frame *f) { set_src6(f, our6); }
-static void src6_ours_ll(struct frame *f) { set_src6(f, local.ip6_ll); }
-static void src6_near_mapped(struct frame *f) { src6(f, "::fffe:198.51.100.10"); }
-static void src6_near_translated(struct frame *f) { src6(f, "::1:ffff:0:c633:640a"); }
-static void src4_zero(struct frame *f) { src4(f, 0, 0, 0, 0); }
-static void src4_this_net(struct frame *f) { src4(f, 0, 1, 2, 3); }
-static void src4_loopback(struct frame *f) { src4(f, 127, 0, 0, 1); }
-static void src4_mcast(struct frame *f) { src4(f, 224, 0, 0, 251); }
-static void src4_reserved(struct frame *f) { src4(f, 240, 1, 2, 3); }
-static void src4_bcast(struct frame *f) { src4(f, 255, 255, 255, 255); }
-static void src4_ours(struct frame *f) { src4(f, our4[0], our4[1], our4[2], our4[3]); }
-static void src4_edge(struct frame *f) { src4(f, 223, 255, 255, 254); }
-static void arp_src_loopback(struct frame *f) { memcpy(f->b + 14 + 14, "\x7f\0\0\1", 4); }
-static void arp_src_ours(struct frame *f) { memcpy(f->b + 14 + 14, our4, 4); }
-static void arp_src_bcast(struct frame *f) { memset(f->b + 14 + 14, 0xff, 4); }
-static void arp_probe(struct frame *f) { memset(f->b + 14 + 14, 0, 4); }
+static void
+src6_loopback(struct frame *f)
+{
+	src6(f, "::1");
+}
+static void
+src6_compat(struct frame *f)
+{
+	src6(f, "::198.51.100.10");
+}
+static void
+src6_mapped(struct frame *f)
+{
+	src6(f, "::ffff:198.51.100.10");
+}
+static void
+src6_translated(struct frame *f)
+{
+	src6(f, "::ffff:0:198.51.100.10");
+}
+static void
+src6_unspec(struct frame *f)
+{
+	src6(f, "::");
+}
+static void
+src6_ours(struct frame *f)
+{
+	set_src6(f, our6);
+}
+static void
+src6_ours_ll(struct frame *f)
+{
+	set_src6(f, local.ip6_ll);
+}
+static void
+src6_near_mapped(struct frame *f)
+{
+	src6(f, "::fffe:198.51.100.10");
+}
+static void
+src6_near_translated(struct frame *f)
+{
+	src6(f, "::1:ffff:0:c633:640a");
+}
+static void
+src4_zero(struct frame *f)
+{
+	src4(f, 0, 0, 0, 0);
+}
+static void
+src4_this_net(struct frame *f)
+{
+	src4(f, 0, 1, 2, 3);
+}
+static void
+src4_loopback(struct frame *f)
+{
+	src4(f, 127, 0, 0, 1);
+}
+static void
+src4_mcast(struct frame *f)
+{
+	src4(f, 224, 0, 0, 251);
+}
+static void
+src4_reserved(struct frame *f)
+{
+	src4(f, 240, 1, 2, 3);
+}
+static void
+src4_bcast(struct frame *f)
+{
+	src4(f, 255, 255, 255, 255);
+}
+static void
+src4_ours(struct frame *f)
+{
+	src4(f, our4[0], our4[1], our4[2], our4[3]);
+}
+static void
+src4_edge(struct frame *f)
+{
+	src4(f, 223, 255, 255, 254);
+}
+static void
+arp_src_loopback(struct frame *f)
+{
+	memcpy(f->b + 14 + 14, "\x7f\0\0\1", 4);
+}
+static void
+arp_src_ours(struct frame *f)
+{
+	memcpy(f->b + 14 + 14, our4, 4);
+}
+static void
+arp_src_bcast(struct frame *f)
+{
+	memset(f->b + 14 + 14, 0xff, 4);
+}
+static void
+arp_probe(struct frame *f)
+{
+	memset(f->b + 14 + 14, 0, 4);
+}
 
 static void
 tcp_truncated(struct frame *f)
@@ -337,7 +617,8 @@ static const struct pcase cases[] = {
 	{ "arp request", mk_arp, none, PKT_KIND_ARP_REQUEST, 0, 0 },
 	{ "tcp6", mk_tcp6, none, PKT_KIND_TCP6, 0, 0 },
 	{ "tcp4", mk_tcp4, none, PKT_KIND_TCP4, 0, 0 },
-	{ "tcp6 bad cksum, NIC says good", mk_tcp6, tcp_cksum, PKT_KIND_TCP6, 0, PKT_RX_L4_CKSUM_GOOD },
+	{ "tcp6 bad cksum, NIC says good", mk_tcp6, tcp_cksum, PKT_KIND_TCP6, 0,
+	  PKT_RX_L4_CKSUM_GOOD },
 	{ "runt", mk_echo6, runt, PKT_KIND_DROP, PKT_DROP_RUNT, 0 },
 	{ "jumbo", mk_echo6, jumbo, PKT_KIND_DROP, PKT_DROP_OVERSIZE, 0 },
 	{ "vlan", mk_echo6, vlan, PKT_KIND_DROP, PKT_DROP_ETHERTYPE, 0 },
@@ -349,9 +630,11 @@ static const struct pcase cases[] = {
 	{ "ip4 version", mk_echo4, ip4_version, PKT_KIND_DROP, PKT_DROP_IP4_HDR, 0 },
 	{ "ip4 ihl 4", mk_echo4, ip4_ihl, PKT_KIND_DROP, PKT_DROP_IP4_HDR, 0 },
 	{ "ip4 total length past frame", mk_echo4, ip4_totlen, PKT_KIND_DROP, PKT_DROP_IP4_HDR, 0 },
-	{ "ip4 total length < header", mk_echo4, ip4_totlen_short, PKT_KIND_DROP, PKT_DROP_IP4_HDR, 0 },
+	{ "ip4 total length < header", mk_echo4, ip4_totlen_short, PKT_KIND_DROP, PKT_DROP_IP4_HDR,
+	  0 },
 	{ "ip4 cksum", mk_echo4, ip4_cksum, PKT_KIND_DROP, PKT_DROP_IP4_CKSUM, 0 },
-	{ "ip4 cksum, NIC says good", mk_echo4, ip4_cksum, PKT_KIND_ICMP4_ECHO, 0, PKT_RX_IP_CKSUM_GOOD },
+	{ "ip4 cksum, NIC says good", mk_echo4, ip4_cksum, PKT_KIND_ICMP4_ECHO, 0,
+	  PKT_RX_IP_CKSUM_GOOD },
 	{ "ip4 more fragments", mk_echo4, ip4_mf, PKT_KIND_DROP, PKT_DROP_IP4_FRAG, 0 },
 	{ "ip4 fragment offset", mk_echo4, ip4_offset, PKT_KIND_DROP, PKT_DROP_IP4_FRAG, 0 },
 	{ "ip4 options", mk_echo4, ip4_options, PKT_KIND_DROP, PKT_DROP_IP4_OPTIONS, 0 },
@@ -361,7 +644,8 @@ static const struct pcase cases[] = {
 	{ "icmp4 timestamp", mk_echo4, icmp4_type, PKT_KIND_DROP, PKT_DROP_ICMP_TYPE, 0 },
 	{ "icmp4 truncated", mk_echo4, icmp4_short, PKT_KIND_DROP, PKT_DROP_ICMP_HDR, 0 },
 	{ "ip6 version", mk_echo6, ip6_version, PKT_KIND_DROP, PKT_DROP_IP6_HDR, 0 },
-	{ "ip6 payload length past frame", mk_echo6, ip6_plen_long, PKT_KIND_DROP, PKT_DROP_IP6_HDR, 0 },
+	{ "ip6 payload length past frame", mk_echo6, ip6_plen_long, PKT_KIND_DROP, PKT_DROP_IP6_HDR,
+	  0 },
 	{ "ip6 header truncated", mk_echo6, ip6_short_hdr, PKT_KIND_DROP, PKT_DROP_IP6_HDR, 0 },
 	{ "ip6 hop-by-hop", mk_echo6, ip6_hbh_next, PKT_KIND_DROP, PKT_DROP_IP6_EXTHDR, 0 },
 	{ "ip6 fragment header", mk_echo6, ip6_frag, PKT_KIND_DROP, PKT_DROP_IP6_EXTHDR, 0 },
@@ -382,31 +666,39 @@ static const struct pcase cases[] = {
 	{ "tcp4 cksum", mk_tcp4, tcp_cksum, PKT_KIND_DROP, PKT_DROP_TCP_CKSUM, 0 },
 	{ "tcp6 from ::1", mk_tcp6, src6_loopback, PKT_KIND_DROP, PKT_DROP_IP6_MARTIAN, 0 },
 	{ "echo6 from ::1", mk_echo6, src6_loopback, PKT_KIND_DROP, PKT_DROP_IP6_MARTIAN, 0 },
-	{ "tcp6 from IPv4-compatible", mk_tcp6, src6_compat, PKT_KIND_DROP, PKT_DROP_IP6_MARTIAN, 0 },
+	{ "tcp6 from IPv4-compatible", mk_tcp6, src6_compat, PKT_KIND_DROP, PKT_DROP_IP6_MARTIAN,
+	  0 },
 	{ "tcp6 from IPv4-mapped", mk_tcp6, src6_mapped, PKT_KIND_DROP, PKT_DROP_IP6_MARTIAN, 0 },
 	{ "echo6 from IPv4-mapped", mk_echo6, src6_mapped, PKT_KIND_DROP, PKT_DROP_IP6_MARTIAN, 0 },
-	{ "tcp6 from IPv4-translated", mk_tcp6, src6_translated, PKT_KIND_DROP, PKT_DROP_IP6_MARTIAN, 0 },
+	{ "tcp6 from IPv4-translated", mk_tcp6, src6_translated, PKT_KIND_DROP,
+	  PKT_DROP_IP6_MARTIAN, 0 },
 	{ "tcp6 from ::", mk_tcp6, src6_unspec, PKT_KIND_DROP, PKT_DROP_IP6_SRC, 0 },
 	{ "echo6 from ::", mk_echo6, src6_unspec, PKT_KIND_DROP, PKT_DROP_IP6_SRC, 0 },
 	{ "tcp6 from our address", mk_tcp6, src6_ours, PKT_KIND_DROP, PKT_DROP_SRC_OURS, 0 },
-	{ "echo6 from our link-local", mk_echo6, src6_ours_ll, PKT_KIND_DROP, PKT_DROP_SRC_OURS, 0 },
+	{ "echo6 from our link-local", mk_echo6, src6_ours_ll, PKT_KIND_DROP, PKT_DROP_SRC_OURS,
+	  0 },
 	{ "ns from our address", mk_ns, src6_ours, PKT_KIND_DROP, PKT_DROP_SRC_OURS, 0 },
 	{ "ns from IPv4-mapped", mk_ns, src6_mapped, PKT_KIND_DROP, PKT_DROP_IP6_MARTIAN, 0 },
-	{ "tcp6 from ::fffe:0:0/96 (not embedded IPv4)", mk_tcp6, src6_near_mapped, PKT_KIND_TCP6, 0, 0 },
-	{ "tcp6 from ::1:ffff:0:0/96 (not embedded IPv4)", mk_tcp6, src6_near_translated, PKT_KIND_TCP6, 0, 0 },
+	{ "tcp6 from ::fffe:0:0/96 (not embedded IPv4)", mk_tcp6, src6_near_mapped, PKT_KIND_TCP6,
+	  0, 0 },
+	{ "tcp6 from ::1:ffff:0:0/96 (not embedded IPv4)", mk_tcp6, src6_near_translated,
+	  PKT_KIND_TCP6, 0, 0 },
 	{ "tcp4 from 0.0.0.0", mk_tcp4, src4_zero, PKT_KIND_DROP, PKT_DROP_IP4_MARTIAN, 0 },
 	{ "tcp4 from 0/8", mk_tcp4, src4_this_net, PKT_KIND_DROP, PKT_DROP_IP4_MARTIAN, 0 },
 	{ "tcp4 from 127/8", mk_tcp4, src4_loopback, PKT_KIND_DROP, PKT_DROP_IP4_MARTIAN, 0 },
 	{ "echo4 from 127/8", mk_echo4, src4_loopback, PKT_KIND_DROP, PKT_DROP_IP4_MARTIAN, 0 },
 	{ "tcp4 from multicast", mk_tcp4, src4_mcast, PKT_KIND_DROP, PKT_DROP_IP4_MARTIAN, 0 },
 	{ "tcp4 from 240/4", mk_tcp4, src4_reserved, PKT_KIND_DROP, PKT_DROP_IP4_MARTIAN, 0 },
-	{ "tcp4 from 255.255.255.255", mk_tcp4, src4_bcast, PKT_KIND_DROP, PKT_DROP_IP4_MARTIAN, 0 },
-	{ "echo4 from 255.255.255.255", mk_echo4, src4_bcast, PKT_KIND_DROP, PKT_DROP_IP4_MARTIAN, 0 },
+	{ "tcp4 from 255.255.255.255", mk_tcp4, src4_bcast, PKT_KIND_DROP, PKT_DROP_IP4_MARTIAN,
+	  0 },
+	{ "echo4 from 255.255.255.255", mk_echo4, src4_bcast, PKT_KIND_DROP, PKT_DROP_IP4_MARTIAN,
+	  0 },
 	{ "tcp4 from our address", mk_tcp4, src4_ours, PKT_KIND_DROP, PKT_DROP_SRC_OURS, 0 },
 	{ "echo4 from our address", mk_echo4, src4_ours, PKT_KIND_DROP, PKT_DROP_SRC_OURS, 0 },
 	{ "tcp4 from 223.255.255.254 (unicast)", mk_tcp4, src4_edge, PKT_KIND_TCP4, 0, 0 },
 	{ "arp from 127/8", mk_arp, arp_src_loopback, PKT_KIND_DROP, PKT_DROP_IP4_MARTIAN, 0 },
-	{ "arp from 255.255.255.255", mk_arp, arp_src_bcast, PKT_KIND_DROP, PKT_DROP_IP4_MARTIAN, 0 },
+	{ "arp from 255.255.255.255", mk_arp, arp_src_bcast, PKT_KIND_DROP, PKT_DROP_IP4_MARTIAN,
+	  0 },
 	{ "arp from our address", mk_arp, arp_src_ours, PKT_KIND_DROP, PKT_DROP_SRC_OURS, 0 },
 	{ "arp probe from 0.0.0.0 (RFC 5227)", mk_arp, arp_probe, PKT_KIND_ARP_REQUEST, 0, 0 },
 };
@@ -439,23 +731,23 @@ test_classify(void)
 		c->make(&f);
 		c->breakit(&f);
 		k = pkt_classify(f.b, f.len, c->rx_flags, &local, &info);
-		CHECK(k == c->kind && info.kind == k, "%s: kind %d, want %d (drop %s)",
-		      c->name, k, c->kind, pkt_drop_name(info.drop));
+		CHECK(k == c->kind && info.kind == k, "%s: kind %d, want %d (drop %s)", c->name, k,
+		      c->kind, pkt_drop_name(info.drop));
 		if (c->kind == PKT_KIND_DROP)
 			CHECK(info.drop == c->drop, "%s: drop %s, want %s", c->name,
 			      pkt_drop_name(info.drop), pkt_drop_name(c->drop));
 		/* With the ICMPv6 checksum made right again, the ND and
 		 * ICMPv6 breakages must hit their own check. */
 		if (c->drop == PKT_DROP_ICMP6_CKSUM && c->breakit != icmp6_cksum) {
-			enum pkt_drop want = c->make == mk_ns ?
-				(c->breakit == ns_target ? PKT_DROP_ND_NOT_OURS
-							 : PKT_DROP_ND_INVALID)
-				: PKT_DROP_ICMP6_TYPE;
+			enum pkt_drop want = c->make == mk_ns ? (c->breakit == ns_target ?
+									 PKT_DROP_ND_NOT_OURS :
+									 PKT_DROP_ND_INVALID) :
+								PKT_DROP_ICMP6_TYPE;
 
 			recompute_icmp6(&f);
 			pkt_classify(f.b, f.len, 0, &local, &info);
-			CHECK(info.drop == want, "%s (fresh cksum): drop %s, want %s",
-			      c->name, pkt_drop_name(info.drop), pkt_drop_name(want));
+			CHECK(info.drop == want, "%s (fresh cksum): drop %s, want %s", c->name,
+			      pkt_drop_name(info.drop), pkt_drop_name(want));
 		}
 	}
 }
@@ -475,7 +767,7 @@ test_truncations(void)
 		memset(&f, 0, sizeof(f));
 		cases[i].make(&f);
 		for (n = 0; n < f.len; n++) {
-			uint8_t *copy = malloc(n ? n : 1);   /* ASan sees overreads */
+			uint8_t *copy = malloc(n ? n : 1); /* ASan sees overreads */
 
 			memcpy(copy, f.b, n);
 			pkt_classify(copy, n, 0, &local, &info);
@@ -492,8 +784,8 @@ test_truncations(void)
 static bool
 icmp6_ok(const uint8_t *frame)
 {
-	return rte_ipv6_udptcp_cksum_verify((const struct rte_ipv6_hdr *)(frame + 14),
-					    frame + 54) == 0;
+	return rte_ipv6_udptcp_cksum_verify(
+		       (const struct rte_ipv6_hdr *)(frame + 14), frame + 54) == 0;
 }
 
 static void
@@ -510,28 +802,29 @@ test_replies(void)
 	CHECK(n == 14 + 40 + 32, "NA length %u", n);
 	CHECK(memcmp(f.b, peer_mac, 6) == 0 && memcmp(f.b + 6, our_mac, 6) == 0,
 	      "NA goes to the frame's source MAC");
-	CHECK(f.b[54] == 136 && f.b[54 + 4] == 0x60, "NA type %u flags %02x",
-	      f.b[54], f.b[58]);
+	CHECK(f.b[54] == 136 && f.b[54 + 4] == 0x60, "NA type %u flags %02x", f.b[54], f.b[58]);
 	CHECK(f.b[14 + 7] == 255, "NA hop limit %u", f.b[21]);
 	CHECK(memcmp(f.b + 54 + 8, our6, 16) == 0, "NA target");
 	CHECK(memcmp(f.b + 14 + 24, peer6, 16) == 0 && memcmp(f.b + 14 + 8, our6, 16) == 0,
 	      "NA addresses");
-	CHECK(f.b[54 + 24] == 2 && f.b[54 + 25] == 1 &&
-	      memcmp(f.b + 54 + 26, our_mac, 6) == 0, "NA target link-layer option");
+	CHECK(f.b[54 + 24] == 2 && f.b[54 + 25] == 1 && memcmp(f.b + 54 + 26, our_mac, 6) == 0,
+	      "NA target link-layer option");
 	CHECK(icmp6_ok(f.b), "NA checksum");
 
 	mk_ns_dad(&f);
 	pkt_classify(f.b, f.len, 0, &local, &info);
 	n = l23_reply(f.b, f.len, sizeof(f.b), &info, &local);
-	CHECK(n > 0 && memcmp(f.b + 14 + 24, all_nodes, 16) == 0 &&
-	      f.b[58] == 0x20 && icmp6_ok(f.b), "DAD is answered to all nodes, unsolicited");
+	CHECK(n > 0 && memcmp(f.b + 14 + 24, all_nodes, 16) == 0 && f.b[58] == 0x20 &&
+		      icmp6_ok(f.b),
+	      "DAD is answered to all nodes, unsolicited");
 
 	mk_echo6(&f);
 	pkt_classify(f.b, f.len, 0, &local, &info);
 	n = l23_reply(f.b, f.len, sizeof(f.b), &info, &local);
 	CHECK(n == 14 + 40 + sizeof(echo_payload) && f.b[54] == 129 && icmp6_ok(f.b) &&
-	      memcmp(f.b + 54 + 8, echo_payload + 8, 8) == 0 &&
-	      memcmp(f.b + 14 + 24, peer6, 16) == 0, "echo6 reply");
+		      memcmp(f.b + 54 + 8, echo_payload + 8, 8) == 0 &&
+		      memcmp(f.b + 14 + 24, peer6, 16) == 0,
+	      "echo6 reply");
 
 	mk_echo6_ll(&f);
 	pkt_classify(f.b, f.len, 0, &local, &info);
@@ -545,16 +838,17 @@ test_replies(void)
 	n = l23_reply(f.b, f.len, sizeof(f.b), &info, &local);
 	CHECK(n == 14 + 20 + sizeof(icmp4_echo), "echo4 reply drops the padding: %u", n);
 	CHECK(f.b[34] == 0 && rte_raw_cksum(f.b + 34, sizeof(icmp4_echo)) == 0xffff &&
-	      rte_raw_cksum(f.b + 14, 20) == 0xffff &&
-	      memcmp(f.b + 14 + 16, peer4, 4) == 0 && memcmp(f.b + 14 + 12, our4, 4) == 0,
+		      rte_raw_cksum(f.b + 14, 20) == 0xffff &&
+		      memcmp(f.b + 14 + 16, peer4, 4) == 0 && memcmp(f.b + 14 + 12, our4, 4) == 0,
 	      "echo4 reply fields and checksums");
 
 	mk_arp(&f);
 	pkt_classify(f.b, f.len, 0, &local, &info);
 	n = l23_reply(f.b, f.len, sizeof(f.b), &info, &local);
 	CHECK(n == 42 && f.b[14 + 7] == 2 && memcmp(f.b + 14 + 8, our_mac, 6) == 0 &&
-	      memcmp(f.b + 14 + 14, our4, 4) == 0 && memcmp(f.b + 14 + 18, peer_mac, 6) == 0 &&
-	      memcmp(f.b + 14 + 24, peer4, 4) == 0 && memcmp(f.b, peer_mac, 6) == 0,
+		      memcmp(f.b + 14 + 14, our4, 4) == 0 &&
+		      memcmp(f.b + 14 + 18, peer_mac, 6) == 0 &&
+		      memcmp(f.b + 14 + 24, peer4, 4) == 0 && memcmp(f.b, peer_mac, 6) == 0,
 	      "arp reply");
 
 	mk_ns(&f);
@@ -579,7 +873,7 @@ test_clock(void)
 		      "1 s at %llu Hz: %llu us", (unsigned long long)hz,
 		      (unsigned long long)clock_us(hz, m));
 		CHECK(clock_us(three_hours, m) / 1000000 == 3 * 3600 - 1 ||
-		      clock_us(three_hours, m) / 1000000 == 3 * 3600,
+			      clock_us(three_hours, m) / 1000000 == 3 * 3600,
 		      "3 h: %llu us", (unsigned long long)clock_us(three_hours, m));
 		CHECK(clock_us(ten_years + hz, m) > clock_us(ten_years, m),
 		      "the clock runs backwards after ten years");

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * tests/unit/test_tls.c — the TLS layer (common/tls.c) and STARTTLS in the SMTP
  * engine, without EAL: an OpenSSL client over memory buffers talks to a
@@ -17,8 +18,9 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
-#include "dataplane/smtp.h"
 #include "tls/tls.h"
+
+#include "dataplane/smtp.h"
 #include "tests/check.h"
 
 static char dir[64];
@@ -36,8 +38,8 @@ write_pair(EVP_PKEY *k, const char *cert_path, const char *key_path)
 	X509_gmtime_adj(X509_getm_notAfter(x), 86400);
 	X509_set_pubkey(x, k);
 	n = X509_get_subject_name(x);
-	X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC,
-				   (const unsigned char *)"mx.example.net", -1, -1, 0);
+	X509_NAME_add_entry_by_txt(
+		n, "CN", MBSTRING_ASC, (const unsigned char *)"mx.example.net", -1, -1, 0);
 	X509_set_issuer_name(x, n);
 	X509_sign(x, k, EVP_sha256());
 	if (cert_path) {
@@ -87,16 +89,16 @@ remove_certs(void)
 
 struct end {
 	struct tls_conn *c;
-	uint8_t to_client[1 << 16];    /* ciphertext the server sent */
+	uint8_t to_client[1 << 16]; /* ciphertext the server sent */
 	uint32_t to_client_len;
-	uint32_t tcp_room;             /* what "TCP" takes per call */
-	uint8_t plain[1 << 16];        /* plaintext the app took */
+	uint32_t tcp_room;      /* what "TCP" takes per call */
+	uint8_t plain[1 << 16]; /* plaintext the app took */
 	uint32_t plain_len;
-	uint32_t app_take;             /* what the app takes per call */
+	uint32_t app_take; /* what the app takes per call */
 	bool done, peer_closed;
 	int fails;
 	enum tls_fail why;
-	bool free_in_plain;            /* the app ends the session inside */
+	bool free_in_plain; /* the app ends the session inside */
 };
 
 static uint32_t
@@ -152,8 +154,11 @@ end_closed(void *arg)
 }
 
 static const struct tls_conn_ops end_ops = {
-	.plain = end_plain, .cipher = end_cipher, .handshake_done = end_done,
-	.failed = end_failed, .peer_closed = end_closed,
+	.plain = end_plain,
+	.cipher = end_cipher,
+	.handshake_done = end_done,
+	.failed = end_failed,
+	.peer_closed = end_closed,
 };
 
 struct client {
@@ -163,8 +168,7 @@ struct client {
 };
 
 static void
-client_new(struct client *cl, int min, int max, SSL_SESSION *resume,
-	   const char *sigalgs)
+client_new(struct client *cl, int min, int max, SSL_SESSION *resume, const char *sigalgs)
 {
 	cl->ctx = SSL_CTX_new(TLS_client_method());
 	SSL_CTX_set_security_level(cl->ctx, 0);
@@ -241,7 +245,10 @@ static struct tls_ctx *
 server_ctx(int min, bool with_rsa, struct tls_tickets *t)
 {
 	struct tls_ctx_params p = {
-		.cert = ec_cert, .key = ec_key, .min_version = min, .tickets = t,
+		.cert = ec_cert,
+		.key = ec_key,
+		.min_version = min,
+		.tickets = t,
 	};
 	const char *key;
 	char why[256];
@@ -309,12 +316,11 @@ handshake(int version, bool rsa_only_client, const char *what)
 	int n;
 
 	end_init(&e, ctx, &st);
-	tls_ctx_put(ctx);   /* the connection holds its own reference */
+	tls_ctx_put(ctx); /* the connection holds its own reference */
 	client_new(&cl, version, version, NULL,
 		   rsa_only_client ? "RSA-PSS+SHA256:RSA+SHA256" : NULL);
 	shuttle(&cl, &e);
-	CHECK(e.done && e.fails == 0 && SSL_is_init_finished(cl.ssl),
-	      "%s: handshake", what);
+	CHECK(e.done && e.fails == 0 && SSL_is_init_finished(cl.ssl), "%s: handshake", what);
 	CHECK(tls_conn_info(e.c, &info) && !info.resumed, "%s: info", what);
 	CHECK(SSL_version(cl.ssl) == version, "%s: version %s", what, info.version);
 	if (rsa_only_client) {
@@ -327,8 +333,7 @@ handshake(int version, bool rsa_only_client, const char *what)
 	/* Both ways. */
 	SSL_write(cl.ssl, "EHLO x\r\n", 8);
 	shuttle(&cl, &e);
-	CHECK(e.plain_len == 8 && memcmp(e.plain, "EHLO x\r\n", 8) == 0,
-	      "%s: plaintext in", what);
+	CHECK(e.plain_len == 8 && memcmp(e.plain, "EHLO x\r\n", 8) == 0, "%s: plaintext in", what);
 	CHECK(tls_conn_write(e.c, "250 ok\r\n", 8) == 8, "%s: write", what);
 	shuttle(&cl, &e);
 	n = SSL_read(cl.ssl, buf, sizeof(buf));
@@ -353,8 +358,8 @@ refused(int version, enum tls_fail want, const char *what)
 	tls_ctx_put(ctx);
 	client_new(&cl, version, version, NULL, NULL);
 	shuttle(&cl, &e);
-	CHECK(!e.done && e.fails == 1 && e.why == want, "%s: failed %d (%s)",
-	      what, e.fails, e.fails ? tls_fail_names[e.why] : "-");
+	CHECK(!e.done && e.fails == 1 && e.why == want, "%s: failed %d (%s)", what, e.fails,
+	      e.fails ? tls_fail_names[e.why] : "-");
 	CHECK(st.alerts_sent == 1, "%s: an alert sent (%llu)", what,
 	      (unsigned long long)st.alerts_sent);
 	CHECK(tls_conn_write(e.c, "x", 1) == 1, "%s: writes after failure are dropped", what);
@@ -372,8 +377,8 @@ garbage(void)
 
 	end_init(&e, ctx, &st);
 	tls_ctx_put(ctx);
-	CHECK(tls_conn_input(e.c, (const uint8_t *)junk, sizeof(junk) - 1) ==
-	      sizeof(junk) - 1, "garbage taken");
+	CHECK(tls_conn_input(e.c, (const uint8_t *)junk, sizeof(junk) - 1) == sizeof(junk) - 1,
+	      "garbage taken");
 	CHECK(e.fails == 1 && e.why == TLS_FAIL_PROTOCOL && e.plain_len == 0,
 	      "garbage instead of a ClientHello: %d %d", e.fails, e.why);
 	CHECK(tls_conn_input(e.c, (const uint8_t *)junk, 5) == 5 && e.fails == 1,
@@ -426,8 +431,7 @@ alert_mid_handshake(void)
 	CHECK(!e.done && e.to_client_len > 0, "ServerHello sent");
 	tls_conn_input(e.c, alert, sizeof(alert));
 	CHECK(e.fails == 1 && e.why == TLS_FAIL_ALERT && st.alerts_received == 1,
-	      "alert mid-handshake: %d %s %llu", e.fails,
-	      e.fails ? tls_fail_names[e.why] : "-",
+	      "alert mid-handshake: %d %s %llu", e.fails, e.fails ? tls_fail_names[e.why] : "-",
 	      (unsigned long long)st.alerts_received);
 	tls_conn_free(e.c);
 	client_free(&cl);
@@ -457,23 +461,22 @@ backpressure(void)
 		wire_len += (uint32_t)n;
 	e.app_take = 0;
 	off += tls_conn_input(e.c, wire, wire_len);
-	CHECK(off < wire_len && off <= 16384 + 2048 + 5 + 1024,
-	      "bounded: took %u of %u", off, wire_len);
+	CHECK(off < wire_len && off <= 16384 + 2048 + 5 + 1024, "bounded: took %u of %u", off,
+	      wire_len);
 	/* What it holds stays bounded however much is offered: the input
 	 * BIO's cap plus one decrypted record waiting for the app. */
 	for (i = 0; i < 10; i++)
 		off += tls_conn_input(e.c, wire + off, wire_len - off);
 	CHECK(tls_conn_room(e.c) == 0 && off <= 2 * (16384 + 2048 + 5 + 1024),
-	      "no room while the app takes nothing (%u, took %u)",
-	      tls_conn_room(e.c), off);
+	      "no room while the app takes nothing (%u, took %u)", tls_conn_room(e.c), off);
 	e.app_take = 1000;
 	for (i = 0; i < 10000 && (off < wire_len || e.plain_len < 60000); i++) {
 		tls_conn_pump(e.c);
 		if (off < wire_len)
 			off += tls_conn_input(e.c, wire + off, wire_len - off);
 	}
-	CHECK(e.plain_len == 60000 && memcmp(e.plain, msg, 60000) == 0,
-	      "every byte, in order (%u)", e.plain_len);
+	CHECK(e.plain_len == 60000 && memcmp(e.plain, msg, 60000) == 0, "every byte, in order (%u)",
+	      e.plain_len);
 	/* TCP takes little: records wait, then writes are refused. */
 	e.tcp_room = 0;
 	for (i = 0; i < 100 && tls_conn_write(e.c, msg, 1000) == 1000; i++)
@@ -516,7 +519,7 @@ full_then_session(struct tls_ctx *ctx, int version, struct tls_conn_stats *st)
 	end_init(&e, ctx, st);
 	client_new(&cl, version, version, NULL, NULL);
 	shuttle(&cl, &e);
-	(void)SSL_read(cl.ssl, buf, sizeof(buf));   /* the 1.3 ticket */
+	(void)SSL_read(cl.ssl, buf, sizeof(buf)); /* the 1.3 ticket */
 	sess = SSL_get1_session(cl.ssl);
 	SSL_shutdown(cl.ssl);
 	tls_conn_free(e.c);
@@ -535,8 +538,7 @@ resumes(struct tls_ctx *ctx, int version, SSL_SESSION *sess, struct tls_conn_sta
 	end_init(&e, ctx, st);
 	client_new(&cl, version, version, sess, NULL);
 	shuttle(&cl, &e);
-	r = e.done && tls_conn_info(e.c, &info) && info.resumed &&
-	    SSL_session_reused(cl.ssl) == 1;
+	r = e.done && tls_conn_info(e.c, &info) && info.resumed && SSL_session_reused(cl.ssl) == 1;
 	tls_conn_free(e.c);
 	client_free(&cl);
 	return r;
@@ -589,8 +591,8 @@ renegotiation(void)
 	(void)SSL_read(cl.ssl, buf, sizeof(buf));
 	CHECK(st.alerts_sent >= 1, "refused with an alert (%llu)",
 	      (unsigned long long)st.alerts_sent);
-	CHECK(SSL_get_state(cl.ssl) != TLS_ST_OK ||
-	      SSL_renegotiate_pending(cl.ssl) == 1 || e.fails == 1,
+	CHECK(SSL_get_state(cl.ssl) != TLS_ST_OK || SSL_renegotiate_pending(cl.ssl) == 1 ||
+		      e.fails == 1,
 	      "no second handshake completed");
 	tls_conn_free(e.c);
 	client_free(&cl);
@@ -638,9 +640,24 @@ s_write(void *ctx, const void *p, uint32_t n)
 	return n;
 }
 
-static void s_close(void *ctx) { (void)ctx; }
-static void *s_get(void *ctx, uint32_t *cap) { (void)ctx; *cap = 8192; return malloc(8192); }
-static void s_put(void *ctx, void *c) { (void)ctx; free(c); }
+static void
+s_close(void *ctx)
+{
+	(void)ctx;
+}
+static void *
+s_get(void *ctx, uint32_t *cap)
+{
+	(void)ctx;
+	*cap = 8192;
+	return malloc(8192);
+}
+static void
+s_put(void *ctx, void *c)
+{
+	(void)ctx;
+	free(c);
+}
 
 static bool
 s_starttls(void *ctx, struct smtp_verdict *v)
@@ -653,11 +670,20 @@ s_starttls(void *ctx, struct smtp_verdict *v)
 	return true;
 }
 
-static void s_begin(void *ctx) { (void)ctx; began = true; }
+static void
+s_begin(void *ctx)
+{
+	(void)ctx;
+	began = true;
+}
 
 static const struct smtp_ops s_ops = {
-	.write = s_write, .close = s_close, .chunk_get = s_get, .chunk_put = s_put,
-	.starttls = s_starttls, .tls_begin = s_begin,
+	.write = s_write,
+	.close = s_close,
+	.chunk_get = s_get,
+	.chunk_put = s_put,
+	.starttls = s_starttls,
+	.tls_begin = s_begin,
 };
 
 static void
@@ -679,8 +705,8 @@ smtp_starttls(void)
 	smtp_session_start(s);
 	out_len = 0;
 	feed(s, "EHLO a\r\n");
-	CHECK(strstr(out, "250-STARTTLS\r\n") || strstr(out, "250 STARTTLS\r\n"),
-	      "offered: %s", out);
+	CHECK(strstr(out, "250-STARTTLS\r\n") || strstr(out, "250 STARTTLS\r\n"), "offered: %s",
+	      out);
 	out_len = 0;
 	/* Pipelined after STARTTLS: answered with nothing, never run. */
 	feed(s, "STARTTLS\r\nMAIL FROM:<evil@x>\r\nRCPT TO:<a@b>\r\n");
