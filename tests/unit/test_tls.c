@@ -601,12 +601,13 @@ renegotiation(void)
 static void
 slot_swap(void)
 {
-	struct tls_slot slot = { 0 };
+	struct tls_slot slot;
 	struct tls_ctx *a = server_ctx(12, false, NULL), *b = server_ctx(12, false, NULL);
 	struct tls_conn_stats st = { 0 };
 	struct client cl;
 	struct end e;
 
+	memset(&slot, 0, sizeof(slot)); /* clang takes no { 0 } for an _Atomic pointer */
 	tls_slot_offer(&slot, a);
 	CHECK(tls_slot_current(&slot) == a, "the first context");
 	end_init(&e, tls_slot_current(&slot), &st);
