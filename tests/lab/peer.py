@@ -115,10 +115,9 @@ def sendfile(args):
     deliver(src, dst, mail_from, rcpt, open(path, "rb").read())
 
 
-def deliver(src, dst, mail_from, rcpt, msg):
-    c = DataReplySMTP(timeout=300, source_address=(src, 0))
-    c.connect(dst, 25)
-    c.ehlo("client.lab.example")
+def send_and_quit(c, mail_from, rcpt, msg):
+    """One message on an open smtplib connection, then QUIT: the code and
+    text of the reply that decided it, and what was sent."""
     try:
         c.sendmail(mail_from, [rcpt], msg)
         code, text = 250, c.last_data_reply[4:]
@@ -130,8 +129,15 @@ def deliver(src, dst, mail_from, rcpt, msg):
         c.quit()
     except Exception:
         pass
-    print(json.dumps({"code": code, "text": text, "sha256": hashlib.sha256(msg).hexdigest(),
-                      "size": len(msg)}))
+    return {"code": code, "text": text, "sha256": hashlib.sha256(msg).hexdigest(),
+            "size": len(msg)}
+
+
+def deliver(src, dst, mail_from, rcpt, msg):
+    c = DataReplySMTP(timeout=300, source_address=(src, 0))
+    c.connect(dst, 25)
+    c.ehlo("client.lab.example")
+    print(json.dumps(send_and_quit(c, mail_from, rcpt, msg)))
 
 
 async def one_session(src, dst, pipelined, results):

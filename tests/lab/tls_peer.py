@@ -25,14 +25,14 @@ Each mode prints one JSON object on stdout:
 import hashlib
 import json
 import os
-import smtplib
 import socket
 import ssl
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peer import connect, make_message, read_reply  # noqa: E402
+from peer import (DataReplySMTP, connect, make_message, read_reply,  # noqa: E402
+                  send_and_quit)
 
 
 def context(version=None):
@@ -44,13 +44,6 @@ def context(version=None):
     elif version == "1.3":
         ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_3
     return ctx
-
-
-class DataReplySMTP(smtplib.SMTP):
-    def data(self, msg):
-        code, text = super().data(msg)
-        self.last_data_reply = f"{code} {text.decode('utf-8', 'replace')}"
-        return code, text
 
 
 def send(args):
@@ -67,19 +60,7 @@ def send(args):
     after = c.esmtp_features.copy()
     out = {"version": c.sock.version(), "cipher": c.sock.cipher()[0],
            "ehlo_before": sorted(before), "ehlo_after": sorted(after)}
-    try:
-        c.sendmail(mail_from, [rcpt], msg)
-        code, text = 250, c.last_data_reply[4:]
-    except smtplib.SMTPResponseException as e:
-        code, text = e.smtp_code, e.smtp_error.decode("utf-8", "replace")
-    except smtplib.SMTPRecipientsRefused as e:
-        (code, text), = [(v[0], v[1].decode()) for v in e.recipients.values()]
-    try:
-        c.quit()
-    except Exception:
-        pass
-    out.update({"code": code, "text": text, "sha256": hashlib.sha256(msg).hexdigest(),
-                "size": len(msg)})
+    out.update(send_and_quit(c, mail_from, rcpt, msg))
     print(json.dumps(out))
 
 
