@@ -467,7 +467,7 @@ test_spool(void)
 
 	CHECK(mkdtemp(dir) != NULL, "mkdtemp");
 	snprintf(sub, sizeof(sub), "%s/maildir", dir);
-	s = spool_open(sub, "mx.lab.example", err, sizeof(err));
+	s = spool_open(sub, "mx.lab.example", NULL, err, sizeof(err));
 	CHECK(s != NULL, "spool_open: %s", err);
 	if (!s)
 		return;
@@ -582,7 +582,7 @@ test_spool(void)
 	snprintf(sub, sizeof(sub), "%s/file", dir);
 	fclose(fopen(sub, "w"));
 	snprintf(sub, sizeof(sub), "%s/file/maildir", dir);
-	s = spool_open(sub, "mx", err, sizeof(err));
+	s = spool_open(sub, "mx", NULL, err, sizeof(err));
 	CHECK(s == NULL && strstr(err, "cannot create") != NULL, "%s", err);
 	snprintf(sub, sizeof(sub), "rm -rf %s", dir);
 	CHECK(system(sub) == 0, "cleanup");
