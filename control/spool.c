@@ -390,12 +390,14 @@ commit_group(struct spool *s, struct spool_item **group, unsigned n)
 				}
 		}
 	}
+	/* Counted before the answers, so that a sender who has its answer
+	 * sees its group counted. */
+	if (s->p.on_group)
+		s->p.on_group(s->p.group_arg, n, atomic_load(&s->fsyncs));
 	for (i = 0; i < n; i++) {
 		group[i]->done(group[i]->arg, group[i]->err);
 		free(group[i]);
 	}
-	if (s->p.on_group)
-		s->p.on_group(s->p.group_arg, n, atomic_load(&s->fsyncs));
 }
 
 /* Waits, with s->lock held, for the queue to reach a full group, for the

@@ -19,8 +19,8 @@ struct txrec;
  * Called once per submission, on the spool's committer thread. */
 typedef void spool_done_fn(void *arg, int err);
 
-/* Called on the committer thread after each group: its messages and the
- * fsyncs (or syncfs) it issued. */
+/* Called on the committer thread for each group once it is on disk, before
+ * its done calls: its messages and the fsyncs (or syncfs) it issued. */
 typedef void spool_group_fn(void *arg, unsigned msgs, unsigned fsyncs);
 
 #define SPOOL_MAX_GROUP   256  /* messages one group holds */
