@@ -337,6 +337,7 @@ def main():
     ap.add_argument("--ratio-conc", type=int, default=10)
     ap.add_argument("--msgs", type=int, default=600)
     args = ap.parse_args()
+    args.cert, args.key = os.path.abspath(args.cert), os.path.abspath(args.key)  # [tls] wants them
     concs = [int(c) for c in args.conc.split(",")]
     t0 = time.monotonic()
     sbs.dns53_up()
