@@ -37,9 +37,11 @@ def main():
     ap.add_argument("--dat", required=True)
     ap.add_argument("--command", default="scripts/bench.sh")
     ap.add_argument("--tls", help="bench-tls.json (bench_tls and openssl speed)")
+    ap.add_argument("--tls-side", help="bench-tls-side.json (tls_side_by_side.py)")
     a = ap.parse_args()
     ip = json.load(open(a.inproc))
     tls = json.load(open(a.tls)) if a.tls else {}
+    tsd = json.load(open(a.tls_side)) if a.tls_side else {}
     sd = json.load(open(a.side))
     rej, acc, idle = ip.get("reject", {}), ip.get("accept", {}), ip.get("idle", {})
     inproc_cpu = round((rej["busy_s"] + rej["control_cpu_s"]) * 1000 / rej["sessions"], 5) \
@@ -73,6 +75,9 @@ def main():
         "side_by_side": sd,
     }
     out.update(tls)   # tls_* figures, when measured
+    if tsd:
+        out["tls_side_by_side"] = tsd
+        out.update({k: v for k, v in tsd.items() if k.startswith("tls_")})
     with open(a.out, "w") as f:
         json.dump(out, f, indent=1)
         f.write("\n")
@@ -121,6 +126,22 @@ def main():
             f"{tls['tls_resumed_handshakes_per_s_per_core']:,.0f}")
         row("TLS handshake efficiency vs openssl speed", f"{tls['tls_handshake_efficiency']}",
             f"speed allows {tls['tls_speed_handshakes_per_s']:,}/s; target >= 0.7")
+        if "tls_handshake_efficiency_vs_floor" in tls:
+            row("TLS handshake efficiency vs sign + X25519 keygen + derive",
+                f"{tls['tls_handshake_efficiency_vs_floor']}",
+                f"floor {tls['tls_crypto_floor_handshakes_per_s']:,}/s; openssl s_server "
+                f"{tls.get('openssl_s_server_full_handshake_us', '-')} us/handshake")
+    if tsd:
+        print(f"side by side over STARTTLS (accept path, {tsd['sessions_per_point']} sessions per point)")
+        print(f"  {'concurrent':>10} {'smtpedge/s':>11} {'Postfix/s':>10} {'smtpedge cpu s/1k':>18} "
+              f"{'(tsc)':>7} {'Postfix cpu s/1k':>17}")
+        for e, p in zip(tsd["smtpedge"], tsd["postfix"]):
+            print(f"  {e['concurrency']:>10} {e['sessions_per_s']:>11,.0f} {p['sessions_per_s']:>10,.0f} "
+                  f"{e['cpu_s_per_1k_sessions']:>18.3f} {e['cpu_s_per_1k_sessions_tsc']:>7.3f} "
+                  f"{p['cpu_s_per_1k_sessions']:>17.3f}")
+        row(f"TLS CPU ratio smtpedge/Postfix at {tsd['ratio_concurrency']} concurrent",
+            f"{tsd['tls_cpu_ratio_vs_postfix']}",
+            f"busy cycles alone: {tsd['tls_cpu_ratio_vs_postfix_tsc']}; target <= 0.33")
 
 
 if __name__ == "__main__":
