@@ -1568,6 +1568,29 @@ smtp_session_idle(struct smtp_session *s)
 	flush(s);
 }
 
+bool
+smtp_session_awaits_command(const struct smtp_session *s)
+{
+	/* Between commands: greeted (or refused at connect), no body being
+	 * read, no verdict or switch to TLS awaited, nothing held, every reply
+	 * handed to the transport. A partial command line still qualifies:
+	 * closing it loses nothing the peer was told was taken. */
+	return s->state >= SMTP_ST_REJECTED && s->state <= SMTP_ST_RCPT && !s->waiting &&
+	       !s->tls_switch && !s->peer_eof && s->pend_len == 0 && s->bdat_left == 0 &&
+	       s->out_len == s->out_off;
+}
+
+void
+smtp_session_evict(struct smtp_session *s)
+{
+	if (s->state >= SMTP_ST_CLOSING)
+		return;
+	reply(s, 421, "4.7.0", "%s Too many connections, closing idle session",
+	      s->params->hostname);
+	go_closing(s);
+	flush(s);
+}
+
 void
 smtp_session_peer_closed(struct smtp_session *s)
 {
