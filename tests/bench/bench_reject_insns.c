@@ -296,8 +296,7 @@ client_send(uint32_t i, uint8_t flags, const char *data)
 	ck = rte_ipv6_udptcp_cksum(h, tcp);
 	memcpy(tcp + 16, &ck, 2);
 	c->snd_nxt += n + ((flags & (TH_SYN | TH_FIN)) ? 1 : 0);
-	if (pkt_classify(g_frame, ETH_LEN + IP6_LEN + hl + n, 0, &g_local, &info) !=
-	    PKT_KIND_TCP6)
+	if (pkt_classify(g_frame, ETH_LEN + IP6_LEN + hl + n, 0, &g_local, &info) != PKT_KIND_TCP6)
 		return;
 	memset(&pkt, 0, sizeof(pkt));
 	pkt.family = 6;
@@ -343,8 +342,8 @@ run_batch(uint32_t base, uint32_t n)
 		for (i = 0; i < n; i++)
 			client_send(i, steps[k].flags, steps[k].data);
 	for (i = 0; i < n; i++)
-		ok += g_conns[i].got_550 == 1 && g_conns[i].got_221 == 1 &&
-		      g_conns[i].fin_seen && g_conns[i].tcp == NULL;
+		ok += g_conns[i].got_550 == 1 && g_conns[i].got_221 == 1 && g_conns[i].fin_seen &&
+		      g_conns[i].tcp == NULL;
 	g_now += 1000;
 	tcp_engine_tick(g_tcp, g_now);
 	return ok;
