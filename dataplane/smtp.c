@@ -665,8 +665,14 @@ verdict_connect(struct smtp_session *s, uint16_t code, const char *enh, const ch
 		reply(s, 554, "5.7.1", "%s Error: talked before greeting", s->params->hostname);
 		enter_state(s, SMTP_ST_REJECTED);
 	} else {
-		/* RFC 2034: no enhanced code in the greeting. */
-		reply(s, 220, NULL, "%s ESMTP", s->params->hostname);
+		/* RFC 2034: no enhanced code in the greeting. Copied, not
+		 * formatted: every session is greeted. */
+		char greeting[SMTP_DOMAIN_MAX + sizeof(" ESMTP")];
+		size_t n = strlen(s->params->hostname);
+
+		memcpy(greeting, s->params->hostname, n);
+		memcpy(greeting + n, " ESMTP", 6);
+		reply_text(s, 220, NULL, greeting, n + 6);
 		enter_state(s, SMTP_ST_GREETED);
 	}
 }
@@ -859,17 +865,24 @@ ehlo_reply(struct smtp_session *s)
 	};
 	const size_t n = sizeof(extensions) / sizeof(extensions[0]) -
 			 (s->params->tls_offer && !s->tls ? 0 : 1);
-	char line[64];
-	size_t i;
+	char size[sizeof("SIZE ") + 20], digits[20];
+	size_t i, k = 0, m = 0;
+	uint64_t v = s->max_msg;
 
+	/* "SIZE n" by hand: the EHLO reply is on every session's path. */
+	memcpy(size, "SIZE ", 5);
+	do {
+		digits[m++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v > 0);
+	while (m > 0)
+		size[5 + k++] = digits[--m];
 	out_line(s, 250, '-', NULL, s->params->hostname, strlen(s->params->hostname));
 	for (i = 0; i < n; i++) {
-		int k = snprintf(line, sizeof(line), "%s", extensions[i]);
+		bool is_size = strcmp(extensions[i], "SIZE") == 0;
 
-		if (strcmp(extensions[i], "SIZE") == 0)
-			k = snprintf(line, sizeof(line), "SIZE %llu",
-				     (unsigned long long)s->max_msg);
-		out_line(s, 250, i + 1 < n ? '-' : ' ', NULL, line, (size_t)k);
+		out_line(s, 250, i + 1 < n ? '-' : ' ', NULL, is_size ? size : extensions[i],
+			 is_size ? 5 + k : strlen(extensions[i]));
 	}
 	log_reply(s, 250);
 }
@@ -1230,7 +1243,7 @@ static void
 do_quit(struct smtp_session *s, const struct smtp_cmd *cmd, char *arg, uint32_t len)
 {
 	(void)cmd, (void)arg, (void)len;
-	reply(s, 221, "2.0.0", "Bye");
+	reply_text(s, 221, "2.0.0", "Bye", 3);
 	go_closing(s);
 }
 
