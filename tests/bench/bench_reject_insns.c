@@ -21,8 +21,9 @@
  * in-process benchmark's reject script: SYN; ACK; EHLO; MAIL -> 550; QUIT
  * -> 221 and FIN; the client's FIN, which acknowledges ours.
  *
- * Usage: bench_reject_insns SESSIONS. Prints "sessions N ok M" on stdout:
- * M is how many got 550 to MAIL and 221 to QUIT.
+ * Usage: bench_reject_insns SESSIONS. Prints "sessions N ok M segments in
+ * I out O per session" on stdout: M is how many got 550 to MAIL and 221 to
+ * QUIT.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,6 +65,7 @@ static struct policy_reply g_reply;
 static uint8_t g_frame[FRAME_MAX], g_out[FRAME_MAX];
 static uint64_t g_now = 1000000;
 static uint32_t g_cur; /* the connection a segment out belongs to */
+static uint64_t g_segs_in, g_segs_out;
 static const uint8_t g_edge6[16] = { 0x20, 0x01, 0x0d, 0xb8, 0, 1, [15] = 1 };
 
 static uint32_t
@@ -131,6 +133,7 @@ out(void *ctx, const struct tcp_out *o)
 	ck = rte_ipv6_udptcp_cksum(h, tcp);
 	memcpy(tcp + 16, &ck, 2);
 	client_take(&g_conns[g_cur], tcp, l4);
+	g_segs_out++;
 	return true;
 }
 
@@ -306,6 +309,7 @@ client_send(uint32_t i, uint8_t flags, const char *data)
 	pkt.len = info.l4_len;
 	memcpy(&pkt.link, g_frame + 6, 6);
 	g_cur = i;
+	g_segs_in++;
 	tcp_input(g_tcp, &pkt, g_now);
 }
 
@@ -395,7 +399,8 @@ main(int argc, char **argv)
 		ok += run_batch(done, n);
 		done += n;
 	}
-	printf("sessions %u ok %u\n", sessions, ok);
+	printf("sessions %u ok %u segments in %.2f out %.2f per session\n", sessions, ok,
+	       (double)g_segs_in / sessions, (double)g_segs_out / sessions);
 	tcp_engine_destroy(g_tcp);
 	free(g_smtp_mem);
 	return ok == sessions ? 0 : 1;
