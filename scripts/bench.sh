@@ -8,9 +8,13 @@
 # its own (LAB_ID, default 3, so it never disturbs the tests' lab), then:
 #   1. in-process (tests/bench/bench_inproc): the real worker on lcore 1
 #      behind a net_ring port, the real control plane, a generator of
-#      scripted IPv6 SMTP clients: the reject path (no PTR -> 550 5.7.25),
-#      the accept path (PTR and SPF pass, 2 KB to a spool on /dev/shm) and
-#      idle sessions held per GiB;
+#      scripted IPv6 SMTP clients: the reject path (no PTR -> 550 5.7.25,
+#      five runs: median and best), the accept path (PTR and SPF pass, 2 KB
+#      to a spool on /dev/shm) and idle sessions held per GiB;
+#   1b. TLS handshakes (bench_tls against openssl speed);
+#   1c. instructions per refused session, which the load does not move:
+#      the reject path's engines without DPDK (bench_reject_insns) under
+#      valgrind's callgrind (this VM exposes no hardware counters);
 #   2. side by side (tests/bench/side_by_side.py): smtpedge in the lab and
 #      Postfix (postscreen + smtpd) driven by smtp-source from the peer
 #      namespace with no-PTR sessions at 1, 5, 10 and 20 concurrent;
@@ -27,9 +31,10 @@ build=$root/build-bench
 quick=no
 [ "${1:-}" = "--quick" ] && quick=yes
 
-secs=5 msgs=3000 idle=12000 reject_conc=256 accept_conc=64 tls_msgs=600
+secs=5 msgs=3000 idle=12000 reject_conc=256 accept_conc=64 tls_msgs=600 reject_runs=5
+insn_sessions=3000
 if [ $quick = yes ]; then
-	secs=1 msgs=500 idle=2000 tls_msgs=150
+	secs=1 msgs=500 idle=2000 tls_msgs=150 insn_sessions=500
 fi
 
 bash "$here/deps.sh"
@@ -78,7 +83,7 @@ echo "bench: in-process runs (${secs}s each) ..." >&2
 inproc_out=$(ip netns exec "$LAB_EDGE_NS" "$build/tests/bench/bench_inproc" \
 	-l 0-1 --no-huge -m 1536 --no-pci --no-telemetry \
 	--file-prefix "smtpedge-inproc$LAB_ID" -- --config "$conf" \
-	--reject $reject_conc --accept $accept_conc --idle $idle --secs $secs \
+	--reject $reject_conc --repeat $reject_runs --accept $accept_conc --idle $idle --secs $secs \
 	2> "$build/bench-inproc.stderr")
 grep -v '^EAL:' "$build/bench-inproc.stderr" >&2 || true
 inproc_json=$(printf '%s\n' "$inproc_out" | sed -n 's/^BENCH_JSON //p')
@@ -141,6 +146,21 @@ if m and int(m.group(1)) > 0:
 print(json.dumps(tls))
 PY
 
+# ---- 1c. instructions per refused session ------------------------------------
+# Counted only inside the edge's entry points (the client's frames and the
+# set-up are not), so the figure is the same on a loaded machine and an idle
+# one: a change's effect shows in one run.
+echo "bench: instructions per refused session (callgrind, $insn_sessions sessions) ..." >&2
+insn_out=$(valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+	--toggle-collect=pkt_classify --toggle-collect=tcp_input \
+	--toggle-collect=tcp_engine_tick --toggle-collect=client_take \
+	"$build/tests/bench/bench_reject_insns" "$insn_sessions" 2>&1) ||
+	{ echo "bench: bench_reject_insns failed: $insn_out" >&2; exit 1; }
+insns=$(printf '%s\n' "$insn_out" | sed -n 's/.*Collected : *\([0-9][0-9]*\).*/\1/p')
+[ -n "$insns" ] || { echo "bench: callgrind printed no count: $insn_out" >&2; exit 1; }
+printf '{"instructions_per_reject_session": %d, "instructions_sessions": %d, "instructions_total": %d}\n' \
+	$((insns / insn_sessions)) "$insn_sessions" "$insns" > "$build/bench-insns.json"
+
 # ---- 2. side by side -----------------------------------------------------------
 echo "bench: side by side with Postfix ($msgs sessions per point) ..." >&2
 /usr/bin/python3 "$root/tests/bench/side_by_side.py" \
@@ -164,6 +184,7 @@ echo "bench: side by side with Postfix over STARTTLS ($tls_msgs sessions per poi
 /usr/bin/python3 "$root/tests/bench/report.py" \
 	--inproc "$build/bench-inproc.json" --side "$build/bench-side.json" \
 	--tls "$build/bench-tls.json" --tls-side "$build/bench-tls-side.json" \
+	--insns "$build/bench-insns.json" \
 	--out "$build/bench.json" --dat "$build/bench-chart.dat" \
 	--command "scripts/bench.sh${1:+ $1}"
 gnuplot <<GP

@@ -101,6 +101,64 @@ test_ptr_rule(void)
 	}
 }
 
+/* The address in the refusal is written as inet_ntop() writes it, for
+ * every shape of IPv6 zero runs and for IPv4: each address is checked in
+ * the 550 text against inet_ntop's form. */
+static void
+check_addr_form(uint8_t family, const uint8_t *a, unsigned *bad)
+{
+	static const struct policy_rule rule = {
+		.action = POLICY_ENFORCE, .stage = POLICY_AT_MAIL, .reply = 550
+	};
+	struct policy_reply r = { 0 };
+	char want[INET6_ADDRSTRLEN], text[sizeof(r.text)];
+
+	inet_ntop(family == 6 ? AF_INET6 : AF_INET, a, want, sizeof(want));
+	snprintf(text, sizeof(text),
+		 "Service unavailable, sending %s address [%s] must have a reverse DNS record",
+		 family == 6 ? "IPv6" : "IPv4", want);
+	policy_ptr(&rule, PTR_NONE, family, a, &r);
+	if (strcmp(r.text, text) != 0 && (*bad)++ < 5)
+		CHECK(false, "address %s: \"%s\"", want, r.text);
+}
+
+static void
+test_ptr_addr_forms(void)
+{
+	uint8_t a[16];
+	unsigned mask, i, bad = 0, n = 0;
+
+	/* Every pattern of zero and non-zero groups, with values of one to
+	 * four hex digits: all the runs "::" may stand for, ties included. */
+	for (mask = 0; mask < 256; mask++) {
+		for (i = 0; i < 8; i++) {
+			uint16_t v = (uint16_t)(mask & (1u << i) ?
+							0 :
+							(0x1u << (4 * ((i + mask) % 4))) + i);
+
+			a[2 * i] = (uint8_t)(v >> 8);
+			a[2 * i + 1] = (uint8_t)v;
+		}
+		check_addr_form(6, a, &bad);
+		n++;
+	}
+	srand(7);
+	for (i = 0; i < 2000; i++) {
+		unsigned k;
+
+		for (k = 0; k < 16; k++)
+			a[k] = (uint8_t)(rand() % 4 ? rand() : 0);
+		check_addr_form(6, a, &bad);
+		memcpy(a,
+		       (const uint8_t[4]){ (uint8_t)rand(), (uint8_t)(rand() % 10),
+					   (uint8_t)(rand() % 100), (uint8_t)rand() },
+		       4);
+		check_addr_form(4, a, &bad);
+		n += 2;
+	}
+	CHECK(bad == 0, "%u of %u addresses written unlike inet_ntop", bad, n);
+}
+
 static void
 test_auth_rule(void)
 {
@@ -931,6 +989,7 @@ main(void)
 	inet_pton(AF_INET6, "2001:db8:1::20", peer6);
 	inet_pton(AF_INET, "198.51.100.20", peer4);
 	test_ptr_rule();
+	test_ptr_addr_forms();
 	test_settings();
 	test_auth_rule();
 	test_txlog();
