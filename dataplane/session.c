@@ -61,6 +61,7 @@
 #include "common/clock.h"
 #include "common/msg.h"
 #include "common/rules.h"
+#include "common/sizing.h"
 #include "common/txrec.h"
 
 #include "dataplane/session.h"
@@ -1186,8 +1187,8 @@ sess_layer_chunks(const struct sess_layer *sl, uint32_t *free_n, uint32_t *total
 #define SESS_TCP4_HDRS            40    /* IPv4 and TCP headers, no options: MTU - MSS */
 #define SESS_TCP6_HDRS            60    /* IPv6 and TCP headers, no options */
 #define SESS_TCP_SNDBUF_BYTES     16384 /* unacked replies: SMTP's are small, even pipelined */
-#define SESS_TCP_SNDBUF_AVG_BYTES 4096u /* the shared send pool per session buffer */
-#define SESS_TCP_OOO_MAX_BYTES    65536 /* a connection's out-of-order data: one window */
+#define SESS_TCP_SNDBUF_AVG_BYTES SIZING_SNDBUF_SHARE /* the send pool per session buffer */
+#define SESS_TCP_OOO_MAX_BYTES    65536       /* a connection's out-of-order data: one window */
 #define SESS_TCP_OOO_POOL_BYTES   (16u << 20) /* all connections' out-of-order data */
 #define SESS_TCP_HANDSHAKE_MS     10000       /* SYN-ACK to ACK, SYN-ACK resends included */
 #define SESS_TCP_RTO_MIN_MS       200         /* Linux's; RFC 6298 §2.4's 1 s is long for SMTP */
