@@ -29,29 +29,30 @@
 
 /* A flow slot on the worker: glue, SMTP session, TCB, free-list and
  * flow-table entries (measured 1,380 to 1,396 bytes). */
-#define SIZING_SLOT_BYTES 1536u
+#define SIZING_SLOT_BYTES        1536u
 /* The control plane's state per slot (struct ctl_sess, 272 bytes). */
-#define SIZING_CTL_SLOT_BYTES 288u
+#define SIZING_CTL_SLOT_BYTES    288u
 /* The TCP send pool per session buffer (dataplane/session.c). */
-#define SIZING_SNDBUF_SHARE 4096u
+#define SIZING_SNDBUF_SHARE      4096u
 /* A session buffer with its free-list entry (measured 10,568 bytes). */
-#define SIZING_BUFFER_BYTES 10752u
+#define SIZING_BUFFER_BYTES      10752u
 /* Transaction records per session buffer (its SPF request, its message),
  * and one per SIZING_TXRECS_LOG_SHARE flows for the session records of a
  * burst of closes (daemon/planes.c sizes the pool so). */
 #define SIZING_TXRECS_PER_BUFFER 2u
 #define SIZING_TXRECS_LOG_SHARE  16u
 /* What one session with bytes in flight adds. */
-#define SIZING_ACTIVE_BYTES \
-	(SIZING_BUFFER_BYTES + SIZING_SNDBUF_SHARE + SIZING_TXRECS_PER_BUFFER * sizeof(struct txrec))
+#define SIZING_ACTIVE_BYTES                          \
+	(SIZING_BUFFER_BYTES + SIZING_SNDBUF_SHARE + \
+	 SIZING_TXRECS_PER_BUFFER * sizeof(struct txrec))
 /* Per worker whatever flows is: the TCP out-of-order pool (16 MiB), the
  * timer wheel, the records kept in caches, slack. */
 #define SIZING_WORKER_FIXED_BYTES (20u << 20)
 /* Session buffers by default: one for every SIZING_BUFFER_SHARE flows,
  * within [SIZING_BUFFERS_MIN, SIZING_BUFFERS_MAX] (never more than flows). */
-#define SIZING_BUFFER_SHARE 16u
-#define SIZING_BUFFERS_MIN  64u
-#define SIZING_BUFFERS_MAX  8192u
+#define SIZING_BUFFER_SHARE       16u
+#define SIZING_BUFFERS_MIN        64u
+#define SIZING_BUFFERS_MAX        8192u
 
 static inline uint32_t
 sizing_default_buffers(uint32_t flows)

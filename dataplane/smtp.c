@@ -197,13 +197,15 @@ buf_attach(struct smtp_session *s)
 
 /* Gives the buffer back once nothing in it is needed: every reply written
  * to TCP, no input held, no partial command line, no verdict awaited (its
- * reply and the recipient asked about need it), no STARTTLS switch pending.
- * Called as each entry point returns. */
+ * reply and the recipient asked about need it), no STARTTLS switch pending;
+ * or once the session is closed. Called as each entry point returns. */
 static void
 buf_release(struct smtp_session *s)
 {
-	if (s->buf == NULL || s->out_len > 0 || s->pend_len > 0 || s->line_len > 0 || s->waiting ||
-	    s->tls_switch)
+	if (s->buf == NULL)
+		return;
+	if (s->state != SMTP_ST_CLOSED &&
+	    (s->out_len > 0 || s->pend_len > 0 || s->line_len > 0 || s->waiting || s->tls_switch))
 		return;
 	s->ops->buf_put(s->ctx, s->buf);
 	s->buf = NULL;
@@ -1690,6 +1692,7 @@ smtp_session_peer_closed(struct smtp_session *s)
 		return;
 	if (s->state == SMTP_ST_CLOSING) {
 		flush(s);
+		buf_release(s);
 		return;
 	}
 	/* The FIN ends the input, not the replies: what is held is parsed
