@@ -188,8 +188,9 @@ script(struct sess *x, int idx)
 	int lines = 5 + (int)rnd(60), i, j;
 
 	x->in = malloc(cap);
-	n += (size_t)sprintf(x->in + n, "EHLO c%d.example.net\r\nMAIL FROM:<a%d@example.net>\r\n"
-					"RCPT TO:<b@example.com>\r\nDATA\r\n",
+	n += (size_t)sprintf(x->in + n,
+			     "EHLO c%d.example.net\r\nMAIL FROM:<a%d@example.net>\r\n"
+			     "RCPT TO:<b@example.com>\r\nDATA\r\n",
 			     idx, idx);
 	b0 = n;
 	for (i = 0; i < lines; i++) {
@@ -310,19 +311,20 @@ run(uint64_t seed, const char *ref, size_t ref_len)
 int
 main(int argc, char **argv)
 {
-	static const char ref[] = "220 mx.example.com ESMTP\r\n"
-				  "250-mx.example.com\r\n"
-				  "250-PIPELINING\r\n"
-				  "250-SIZE 10485760\r\n"
-				  "250-8BITMIME\r\n"
-				  "250-ENHANCEDSTATUSCODES\r\n"
-				  "250-SMTPUTF8\r\n"
-				  "250 CHUNKING\r\n"
-				  "250 2.1.0 Ok\r\n"
-				  "250 2.1.5 Ok\r\n"
-				  "354 End data with <CR><LF>.<CR><LF>\r\n"
-				  "250 2.0.0 Ok: queued\r\n"
-				  "221 2.0.0 Bye\r\n";
+	static const char ref[] =
+		"220 mx.example.com ESMTP\r\n"
+		"250-mx.example.com\r\n"
+		"250-PIPELINING\r\n"
+		"250-SIZE 10485760\r\n"
+		"250-8BITMIME\r\n"
+		"250-ENHANCEDSTATUSCODES\r\n"
+		"250-SMTPUTF8\r\n"
+		"250 CHUNKING\r\n"
+		"250 2.1.0 Ok\r\n"
+		"250 2.1.5 Ok\r\n"
+		"354 End data with <CR><LF>.<CR><LF>\r\n"
+		"250 2.0.0 Ok: queued\r\n"
+		"221 2.0.0 Bye\r\n";
 	unsigned seeds = argc > 1 ? (unsigned)atoi(argv[1]) : 30, k;
 
 	for (k = 0; k < NBUFS; k++)
