@@ -28,14 +28,14 @@
 #include "common/txrec.h"
 
 /* A flow slot on the worker: glue, SMTP session, TCB, free-list and
- * flow-table entries (measured 1,380 to 1,396 bytes). */
-#define SIZING_SLOT_BYTES        1536u
+ * flow-table entries (measured 1,124 to 1,140 bytes). */
+#define SIZING_SLOT_BYTES        1280u
 /* The control plane's state per slot (struct ctl_sess, 272 bytes). */
 #define SIZING_CTL_SLOT_BYTES    288u
 /* The TCP send pool per session buffer (dataplane/session.c). */
 #define SIZING_SNDBUF_SHARE      4096u
-/* A session buffer with its free-list entry (measured 10,568 bytes). */
-#define SIZING_BUFFER_BYTES      10752u
+/* A session buffer with its free-list entry (measured 10,824 bytes). */
+#define SIZING_BUFFER_BYTES      11008u
 /* Transaction records per session buffer (its SPF request, its message),
  * and one per SIZING_TXRECS_LOG_SHARE flows for the session records of a
  * burst of closes (daemon/planes.c sizes the pool so). */

@@ -59,7 +59,8 @@ struct txn {
 	struct chunk *rcpt_head, *rcpt_tail;
 	struct chunk *body_head, *body_tail;
 	bool chains_kept; /* the glue keeps them (keep_message) */
-	char mail_from[SMTP_PATH_MAX + 1];
+			  /* MAIL FROM's path is in the session buffer (buf->mail_from): a
+	 * session keeps its buffer while a transaction is open. */
 };
 
 /* A reply decided before the bytes it answers have all arrived (BDAT). */
@@ -129,7 +130,7 @@ struct smtp_session {
 /*
  * The buffers of a session with bytes in flight: queued replies, input held
  * behind a verdict, the command line being read, the recipient being asked
- * about. Lent by ops->buf_get while the session has any of them and given
+ * about, and the open transaction's sender. Lent by ops->buf_get while the session has any of them and given
  * back when it has none (buf_release()), so an idle session is only the
  * struct above.
  */
@@ -138,6 +139,7 @@ struct smtp_buf {
 	uint8_t pend[SMTP_PENDING_CAP];
 	char line[SMTP_CMD_LINE_CAP + 1];
 	char cur_rcpt[SMTP_PATH_MAX + 1];
+	char mail_from[SMTP_PATH_MAX + 1]; /* of the open transaction */
 };
 
 static const char *const state_names[SMTP_ST_COUNT] = {
@@ -197,15 +199,16 @@ buf_attach(struct smtp_session *s)
 
 /* Gives the buffer back once nothing in it is needed: every reply written
  * to TCP, no input held, no partial command line, no verdict awaited (its
- * reply and the recipient asked about need it), no STARTTLS switch pending;
- * or once the session is closed. Called as each entry point returns. */
+ * reply and the recipient asked about need it), no STARTTLS switch pending,
+ * no transaction open (its MAIL FROM is there); or once the session is
+ * closed. Called as each entry point returns. */
 static void
 buf_release(struct smtp_session *s)
 {
 	if (s->buf == NULL)
 		return;
-	if (s->state != SMTP_ST_CLOSED &&
-	    (s->out_len > 0 || s->pend_len > 0 || s->line_len > 0 || s->waiting || s->tls_switch))
+	if (s->state != SMTP_ST_CLOSED && (s->out_len > 0 || s->pend_len > 0 || s->line_len > 0 ||
+					   s->waiting || s->tls_switch || s->txn.active))
 		return;
 	s->ops->buf_put(s->ctx, s->buf);
 	s->buf = NULL;
@@ -463,7 +466,7 @@ emit_record(struct smtp_session *s, enum txrec_kind kind, uint32_t flags)
 
 	memcpy(r.smtp.replies, s->replies, s->nreplies * sizeof(s->replies[0]));
 	if (kind == TXREC_TRANSACTION) {
-		r.mail_from = s->txn.mail_from;
+		r.mail_from = s->buf->mail_from;
 		r.rcpts = s->txn.rcpt_head;
 		r.smtp.nrcpts = s->txn.nrcpts;
 		r.smtp.size = s->txn.body_size;
@@ -691,7 +694,7 @@ ask(struct smtp_session *s, enum smtp_stage stage)
 		.stage = stage,
 		.peer = s->peer,
 		.helo = s->helo,
-		.mail_from = s->txn.mail_from,
+		.mail_from = s->buf->mail_from,
 		.rcpts = s->txn.rcpt_head,
 		.nrcpts = s->txn.nrcpts,
 		.body = s->txn.body_head,
@@ -1140,8 +1143,8 @@ do_mail(struct smtp_session *s, const struct smtp_cmd *cmd, char *arg, uint32_t 
 		txn_clear(s);
 		return;
 	}
-	memcpy(s->txn.mail_from, arg + a.mbox_off, a.mbox_len);
-	s->txn.mail_from[a.mbox_len] = '\0';
+	memcpy(s->buf->mail_from, arg + a.mbox_off, a.mbox_len);
+	s->buf->mail_from[a.mbox_len] = '\0';
 	ask(s, SMTP_STAGE_MAIL);
 }
 
