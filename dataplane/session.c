@@ -40,6 +40,20 @@
  * work of one ClientHello). A close waits until the TLS records ahead of
  * it have all gone to TCP.
  *
+ * Memory follows activity. A slot is the glue, the TCB and the compact SMTP
+ * session; what a session has in flight (queued replies, held input, the
+ * command line, an open transaction's sender) is in a session buffer lent
+ * from the worker's pool of [dataplane] session_buffers while there is any,
+ * and the TCP send pool is sized with it. The pool is a LIFO free list,
+ * not an rte_mempool: the worker alone takes and gives (no ring, no
+ * per-lcore cache to size), and the buffer given back last, still warm in
+ * the cache, is the next one lent. When it is empty the session that needs
+ * a buffer waits in a FIFO: the SMTP engine takes no byte (TCP ACKs none)
+ * and the session's receive window closes (tcp_rcv_space says 0); as
+ * buffers come back, sess_layer_poll() wakes as many waiting sessions,
+ * oldest first, which reopens their windows and resumes a greeting that
+ * could not be written.
+ *
  * The PTR rule. A session snapshots the rule of its peer's family when it
  * opens, so a live change applies to new sessions and never half-way
  * through one. The lookup starts at open; the SMTP reply at the rule's
