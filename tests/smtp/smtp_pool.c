@@ -48,6 +48,16 @@ static uint64_t rng, dry;
 static bool short_writes, pend_mail;
 static unsigned held_max;
 
+static void *
+xmalloc(size_t n)
+{
+	void *p = malloc(n);
+
+	if (p == NULL)
+		abort();
+	return p;
+}
+
 static uint32_t
 rnd(uint32_t n)
 {
@@ -99,7 +109,7 @@ p_chunk_get(void *ctx, uint32_t *cap)
 {
 	(void)ctx;
 	*cap = 1000;
-	return malloc(1000);
+	return xmalloc(1000);
 }
 
 static void
@@ -187,7 +197,7 @@ script(struct sess *x, int idx)
 	size_t cap = 8192, n = 0, b0;
 	int lines = 5 + (int)rnd(60), i, j;
 
-	x->in = malloc(cap);
+	x->in = xmalloc(cap);
 	n += (size_t)sprintf(x->in + n,
 			     "EHLO c%d.example.net\r\nMAIL FROM:<a%d@example.net>\r\n"
 			     "RCPT TO:<b@example.com>\r\nDATA\r\n",
@@ -201,7 +211,7 @@ script(struct sess *x, int idx)
 		x->in[n++] = '\r';
 		x->in[n++] = '\n';
 	}
-	x->body = malloc(n - b0);
+	x->body = xmalloc(n - b0);
 	memcpy(x->body, x->in + b0, n - b0);
 	x->body_len = n - b0;
 	n += (size_t)sprintf(x->in + n, ".\r\nQUIT\r\n");
@@ -248,7 +258,7 @@ run(uint64_t seed, const char *ref, size_t ref_len)
 		memset(x, 0, sizeof(*x));
 		x->idx = (int)i;
 		script(x, (int)i);
-		x->s = smtp_session_init(malloc(smtp_session_size()), smtp_session_size(), &params,
+		x->s = smtp_session_init(xmalloc(smtp_session_size()), smtp_session_size(), &params,
 					 &ops, x, &peer);
 		smtp_session_start(x->s);
 	}
@@ -328,7 +338,7 @@ main(int argc, char **argv)
 	unsigned seeds = argc > 1 ? (unsigned)atoi(argv[1]) : 30, k;
 
 	for (k = 0; k < NBUFS; k++)
-		pool[pool_free++] = malloc(smtp_buf_size());
+		pool[pool_free++] = xmalloc(smtp_buf_size());
 	for (k = 1; k <= seeds; k++) {
 		check_case_begin();
 		run(k, ref, sizeof(ref) - 1);
