@@ -2,18 +2,19 @@
 /*
  * tests/smtp/smtp_fuzz.c — libFuzzer target for the SMTP engine.
  *
- * The input is a small header (limits and modes) and then a stream of
- * operations: feed the next bytes, answer the pending verdict with a code
- * chosen from the input, deliver a stale verdict, signal writability, fire
- * the idle timer, close from the peer's side, start late. The target traps
- * when:
+ * The input is a small header (limits and modes, among them how often the
+ * session-buffer pool is dry) and then a stream of operations: feed the
+ * next bytes, answer the pending verdict with a code chosen from the input,
+ * deliver a stale verdict, signal writability, fire the idle timer, close
+ * from the peer's side, start late. The target traps when:
  *   - the output is not a sequence of well-formed reply lines
  *     ("DDD-text" CRLF ... "DDD text" CRLF, one code per reply, 2xx-5xx);
  *   - bytes are written after ops->close, or close comes twice;
  *   - a check is asked while another is pending;
  *   - feed() takes more than it was given, or rcv_space exceeds the bound;
- *   - a chunk is still lent after smtp_session_fini (LeakSanitizer also
- *     sees the malloc behind every chunk).
+ *   - a chunk or the session buffer is still lent after smtp_session_fini,
+ *     or a session asks for a second buffer (LeakSanitizer also sees the
+ *     malloc behind every chunk and buffer).
  * Seed inputs live in tests/smtp/fuzz-seeds.
  */
 #include <stdint.h>
