@@ -23,6 +23,8 @@
 
 #include "tls/tls.h"
 
+#include "common/sizing.h"
+
 #include "control/config.h"
 
 #define WHY_LEN         256
@@ -420,7 +422,10 @@ static const struct cfg_key keys[] = {
 	{ "dataplane", "rx_desc", parse_u32, OFF(rx_desc), 64, 16384, "1024", false },
 	{ "dataplane", "tx_desc", parse_u32, OFF(tx_desc), 64, 16384, "1024", false },
 	{ "dataplane", "mtu", parse_u32, OFF(mtu), 1280, 9000, "1500", false },
-	{ "dataplane", "flows", parse_u32, OFF(flows), 64, 16777216, "16384", false },
+	{ "dataplane", "flows", parse_u32, OFF(flows), 64, 16777216, NULL, false },
+	{ "dataplane", "session_buffers", parse_u32, OFF(session_buffers), 1, 16777216, NULL,
+	  false },
+	{ "dataplane", "memory_mb", parse_u32, OFF(memory_mb), 32, 1048576, "512", false },
 	{ "dataplane", "body_budget_mb", parse_u32, OFF(body_budget_mb), 4, 1048576, "256", false },
 	{ "smtp", "max_cmd_line", parse_u32, OFF(max_cmd_line), 512, 2048, "512", false },
 	{ "smtp", "max_text_line", parse_u32, OFF(max_text_line), 1000, 65536, "1000", false },
@@ -628,6 +633,47 @@ config_tls_params(const struct edge_config *cfg, struct tls_ctx_params *p)
 	p->min_version = (int)cfg->tls_min_version;
 }
 
+/*
+ * flows and session_buffers from memory_mb when not given, and a refusal
+ * when the ones given need more than it (common/sizing.h has the costs).
+ * The EAL memory (-m) must hold memory_mb for each worker besides the body
+ * budget and the mbufs; a shortfall there stops the start with its own line.
+ */
+static int
+check_memory(const char *path, struct edge_config *cfg, FILE *err)
+{
+	uint64_t have = (uint64_t)cfg->memory_mb << 20, need;
+
+	if (cfg->flows == 0) {
+		cfg->flows = sizing_max_flows(have);
+		if (cfg->flows < 64) {
+			fprintf(err,
+				"smtpedge: %s: [dataplane] memory_mb: %u MiB holds no useful number of flows (64 need %llu MiB)\n",
+				path, cfg->memory_mb,
+				(unsigned long long)(sizing_worker_bytes(64, 64) >> 20) + 1);
+			return -1;
+		}
+	}
+	if (cfg->session_buffers == 0)
+		cfg->session_buffers = sizing_default_buffers(cfg->flows);
+	if (cfg->session_buffers > cfg->flows) {
+		fprintf(err,
+			"smtpedge: %s: [dataplane] session_buffers: %u is more than flows (%u)\n",
+			path, cfg->session_buffers, cfg->flows);
+		return -1;
+	}
+	need = sizing_worker_bytes(cfg->flows, cfg->session_buffers);
+	if (need > have) {
+		fprintf(err,
+			"smtpedge: %s: [dataplane] flows: %u flows and %u session buffers need %llu MiB per worker, memory_mb is %u (it holds %u flows)\n",
+			path, cfg->flows, cfg->session_buffers,
+			(unsigned long long)((need + (1u << 20) - 1) >> 20), cfg->memory_mb,
+			sizing_max_flows(have));
+		return -1;
+	}
+	return 0;
+}
+
 /* Cross-key rules, after every key has its value. */
 static int
 check_whole(const char *path, struct edge_config *cfg, FILE *err)
@@ -672,6 +718,8 @@ check_whole(const char *path, struct edge_config *cfg, FILE *err)
 			path);
 		return -1;
 	}
+	if (check_memory(path, cfg, err) < 0)
+		return -1;
 	return check_tls(path, cfg, err);
 }
 

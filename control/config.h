@@ -55,7 +55,9 @@ struct edge_config {
 	uint32_t mbufs; /* per port, shared by its queues */
 	uint32_t rx_desc, tx_desc;
 	uint32_t mtu;
-	uint32_t flows; /* per worker */
+	uint32_t flows;           /* per worker; by default what memory_mb holds */
+	uint32_t session_buffers; /* per worker; by default from flows */
+	uint32_t memory_mb;       /* per worker, for sessions (common/sizing.h) */
 
 	/* [smtp] */
 	uint32_t max_cmd_line, max_text_line, max_rcpts, max_errors;

@@ -41,6 +41,7 @@
 
 #include "common/chunk.h"
 #include "common/msg.h"
+#include "common/sizing.h"
 #include "common/txrec.h"
 
 #include "control/checks.h"
@@ -138,6 +139,8 @@ struct ctl_sess {
 	char ptr_name[256];
 	struct spf_job *spf; /* the current transaction's, or NULL */
 };
+/* The configuration sizes flows with this (common/sizing.h). */
+_Static_assert(sizeof(struct ctl_sess) <= SIZING_CTL_SLOT_BYTES, "ctl_sess outgrew its sizing");
 
 #define RDNS_INFLIGHT 16384 /* lookups the resolver holds at once */
 

@@ -219,7 +219,8 @@ main(int argc, char **argv)
 	if (config_load(args.config, &cfg, stderr) < 0)
 		return 2;
 	if (args.check) {
-		printf("config ok: %s\n", args.config);
+		printf("config ok: %s (per worker: flows %u, session_buffers %u, memory_mb %u)\n",
+		       args.config, cfg.flows, cfg.session_buffers, cfg.memory_mb);
 		return 0;
 	}
 	if (sep < 0) {

@@ -9,6 +9,7 @@
 #include <rte_ring_elem.h>
 
 #include "common/msg.h"
+#include "common/sizing.h"
 #include "common/txrec.h"
 
 #include "control/config.h"
@@ -26,6 +27,7 @@ sess_params_fill(const struct edge_config *c, struct sess_params *sp)
 {
 	*sp = (struct sess_params){
 		.flows = c->flows,
+		.session_buffers = c->session_buffers,
 		.smtp_ports = c->smtp_ports,
 		.n_smtp_ports = c->n_smtp_ports,
 		.mtu = c->mtu,
@@ -53,16 +55,13 @@ sess_params_fill(const struct edge_config *c, struct sess_params *sp)
 	};
 }
 
-/* Transaction records a session holds at once: its early SPF request's and
- * its transaction's. */
-#define TXRECS_PER_SESSION 2
 /* Records each lcore keeps to itself, so that a worker's get and put rarely
  * touch the pool's shared ring. */
-#define TXREC_CACHE        64
+#define TXREC_CACHE   64
 /* Slack for the records that sit in the lcores' caches (up to 1.5 times
  * TXREC_CACHE each), so that sessions within their share never find the pool
  * empty. */
-#define TXRECS_CACHED      1023
+#define TXRECS_CACHED 1023
 
 int
 planes_create(const struct edge_config *cfg, unsigned n, struct planes *pl)
@@ -97,9 +96,19 @@ planes_create(const struct edge_config *cfg, unsigned n, struct planes *pl)
 			return -1;
 		}
 	}
+	/* Transaction records: a session holds its early SPF request's and
+	 * its transaction's only while it has bytes in flight (so a session
+	 * buffer), and a session record goes to the log as each session ends:
+	 * two per session buffer, and one per SIZING_TXRECS_LOG_SHARE flows for
+	 * the session records of a burst of closes (beyond that a record is
+	 * dropped and counted, log_dropped). common/sizing.h counts them so. */
 	pl->txrecs = rte_mempool_create(
-		"txrecs", n * cfg->flows * TXRECS_PER_SESSION + TXRECS_CACHED, sizeof(struct txrec),
-		TXREC_CACHE, 0, NULL, NULL, NULL, NULL, (int)rte_socket_id(), 0);
+		"txrecs",
+		n * (cfg->session_buffers * SIZING_TXRECS_PER_BUFFER +
+		     cfg->flows / SIZING_TXRECS_LOG_SHARE) +
+			TXRECS_CACHED,
+		sizeof(struct txrec), TXREC_CACHE, 0, NULL, NULL, NULL, NULL, (int)rte_socket_id(),
+		0);
 	if (!pl->txrecs) {
 		fprintf(stderr,
 			"smtpedge: transaction records: %s (more memory with -m, or fewer [dataplane] flows)\n",

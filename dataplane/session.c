@@ -54,6 +54,19 @@
  * linearly with the fill, to idle_timeout_min_s when every slot is taken;
  * the list is in idle order, so the tick looks only at its head. Sessions
  * with work pending keep the TCP engine's full idle_timeout_s.
+ * Memory follows activity. A slot is the glue, the TCB and the compact SMTP
+ * session; what a session has in flight (queued replies, held input, the
+ * command line, an open transaction's sender) is in a session buffer lent
+ * from the worker's pool of [dataplane] session_buffers while there is any,
+ * and the TCP send pool is sized with it. The pool is a LIFO free list,
+ * not an rte_mempool: the worker alone takes and gives (no ring, no
+ * per-lcore cache to size), and the buffer given back last, still warm in
+ * the cache, is the next one lent. When it is empty the session that needs
+ * a buffer waits in a FIFO: the SMTP engine takes no byte (TCP ACKs none)
+ * and the session's receive window closes (tcp_rcv_space says 0); as
+ * buffers come back, sess_layer_poll() wakes as many waiting sessions,
+ * oldest first, which reopens their windows and resumes a greeting that
+ * could not be written.
  *
  * The PTR rule. A session snapshots the rule of its peer's family when it
  * opens, so a live change applies to new sessions and never half-way
@@ -76,6 +89,7 @@
 #include "common/clock.h"
 #include "common/msg.h"
 #include "common/rules.h"
+#include "common/sizing.h"
 #include "common/txrec.h"
 
 #include "dataplane/session.h"
@@ -128,6 +142,9 @@ struct sess {
 	bool idle_listed;              /* on the idle list */
 	uint32_t idle_prev, idle_next; /* the idle list, longest idle first */
 	uint64_t idle_since_us;
+	bool buf_held;    /* the SMTP engine holds a session buffer */
+	bool bw_queued;   /* waits for one */
+	uint32_t bw_next; /* the list of sessions waiting for a buffer */
 };
 
 struct sess_layer {
@@ -163,6 +180,14 @@ struct sess_layer {
 	uint32_t idle_fill;             /* slots in use when idle_ms was set */
 	uint32_t idle_ms;               /* the idle timeout at that fill */
 	uint64_t now_us;                /* the latest input's or poll's time */
+	/* Session buffers: a LIFO free list (the most recently used buffer
+	 * is the one still in cache) over one block; sessions that found it
+	 * empty wait in a FIFO, oldest first. */
+	uint8_t *buf_mem;
+	void **buf_free;
+	uint32_t buf_n, buf_nfree;
+	size_t buf_size;
+	uint32_t bw_head, bw_tail;
 };
 
 static const struct smtp_ops smtp_ops;
@@ -853,6 +878,87 @@ chunk_put(void *ctx, void *chunk)
 	rte_mempool_put(s->sl->chunks, chunk);
 }
 
+#define BW_NONE UINT32_MAX
+
+static void
+bw_enqueue(struct sess *s)
+{
+	struct sess_layer *sl = s->sl;
+
+	if (s->bw_queued)
+		return;
+	s->bw_queued = true;
+	s->bw_next = BW_NONE;
+	if (sl->bw_tail != BW_NONE)
+		sl->sess[sl->bw_tail].bw_next = s->idx;
+	else
+		sl->bw_head = s->idx;
+	sl->bw_tail = s->idx;
+}
+
+static struct sess *
+bw_dequeue(struct sess_layer *sl)
+{
+	struct sess *s;
+
+	if (sl->bw_head == BW_NONE)
+		return NULL;
+	s = &sl->sess[sl->bw_head];
+	sl->bw_head = s->bw_next;
+	if (sl->bw_head == BW_NONE)
+		sl->bw_tail = BW_NONE;
+	s->bw_queued = false;
+	return s;
+}
+
+/* A session buffer for what the session has in flight; none left, the
+ * session waits in line and its window closes (tcp_rcv_space). */
+static void *
+buf_get(void *ctx)
+{
+	struct sess *s = ctx;
+	struct sess_layer *sl = s->sl;
+
+	if (sl->buf_nfree == 0) {
+		sl->st->c[DP_SESSION_BUFFERS_EMPTY]++;
+		bw_enqueue(s);
+		return NULL;
+	}
+	s->buf_held = true;
+	sl->st->c[DP_SESSION_BUFFERS_HELD]++;
+	return sl->buf_free[--sl->buf_nfree];
+}
+
+static void
+buf_put(void *ctx, void *buf)
+{
+	struct sess *s = ctx;
+	struct sess_layer *sl = s->sl;
+
+	s->buf_held = false;
+	sl->st->c[DP_SESSION_BUFFERS_HELD]--;
+	sl->buf_free[sl->buf_nfree++] = buf;
+}
+
+/* Buffers are free again: as many waiting sessions as there are free
+ * buffers go on, oldest first (the greeting, held plaintext, the window
+ * that closed). A woken session that finds none again queues again. */
+static void
+buf_wake(struct sess_layer *sl)
+{
+	uint32_t n = sl->buf_nfree;
+	struct sess *s;
+
+	while (n-- > 0 && (s = bw_dequeue(sl)) != NULL) {
+		if (!s->in_use || !s->tcp)
+			continue;
+		smtp_session_writable(s->smtp);
+		tls_resume(s);
+		if (s->tcp)
+			tcp_rcv_window_update(s->tcp);
+	}
+}
+
 static void
 smtp_record(void *ctx, const struct smtp_record *rec)
 {
@@ -891,6 +997,8 @@ static const struct smtp_ops smtp_ops = {
 	.check = smtp_check,
 	.chunk_get = chunk_get,
 	.chunk_put = chunk_put,
+	.buf_get = buf_get,
+	.buf_put = buf_put,
 	.record = smtp_record,
 	.starttls = smtp_starttls,
 	.tls_begin = smtp_tls_begin,
@@ -1035,6 +1143,11 @@ tcp_rcv_space(void *app)
 
 	if (s->tls_on)
 		return tls_conn_room(s->tls);
+	/* No buffer held and none free: the window closes until one is. */
+	if (!s->buf_held && s->sl->buf_nfree == 0) {
+		bw_enqueue(s);
+		return 0;
+	}
 	return smtp_session_rcv_space(s->smtp);
 }
 
@@ -1203,6 +1316,8 @@ sess_layer_poll(struct sess_layer *sl, uint64_t now_us)
 		else if (msgs[i].kind == MSG_SPOOL_DONE)
 			on_spool_done(sl, &msgs[i]);
 	}
+	if (sl->bw_head != BW_NONE && sl->buf_nfree > 0)
+		buf_wake(sl);
 	if (now_us - sl->last_tick_us >= TICK_US) {
 		sl->last_tick_us = now_us;
 		tcp_engine_tick(sl->tcp, now_us);
@@ -1228,6 +1343,19 @@ sess_layer_slot_bytes(void)
 	return sizeof(struct sess) + smtp_session_size() + tcp_conn_size() + sizeof(uint32_t);
 }
 
+size_t
+sess_layer_buffer_bytes(void)
+{
+	return RTE_ALIGN_CEIL(smtp_buf_size(), RTE_CACHE_LINE_SIZE) + sizeof(void *);
+}
+
+void
+sess_layer_buffers(const struct sess_layer *sl, uint32_t *free_n, uint32_t *total)
+{
+	*free_n = sl->buf_nfree;
+	*total = sl->buf_n;
+}
+
 const struct tcp_engine *
 sess_layer_tcp(const struct sess_layer *sl)
 {
@@ -1251,8 +1379,8 @@ sess_layer_chunks(const struct sess_layer *sl, uint32_t *free_n, uint32_t *total
 #define SESS_TCP4_HDRS            40    /* IPv4 and TCP headers, no options: MTU - MSS */
 #define SESS_TCP6_HDRS            60    /* IPv6 and TCP headers, no options */
 #define SESS_TCP_SNDBUF_BYTES     16384 /* unacked replies: SMTP's are small, even pipelined */
-#define SESS_TCP_SNDBUF_AVG_BYTES 4096u /* the shared send pool per flow */
-#define SESS_TCP_OOO_MAX_BYTES    65536 /* a connection's out-of-order data: one window */
+#define SESS_TCP_SNDBUF_AVG_BYTES SIZING_SNDBUF_SHARE /* the send pool per session buffer */
+#define SESS_TCP_OOO_MAX_BYTES    65536       /* a connection's out-of-order data: one window */
 #define SESS_TCP_OOO_POOL_BYTES   (16u << 20) /* all connections' out-of-order data */
 #define SESS_TCP_HANDSHAKE_MS     10000       /* SYN-ACK to ACK, SYN-ACK resends included */
 #define SESS_TCP_RTO_MIN_MS       200         /* Linux's; RFC 6298 §2.4's 1 s is long for SMTP */
@@ -1261,6 +1389,14 @@ sess_layer_chunks(const struct sess_layer *sl, uint32_t *free_n, uint32_t *total
 #define SESS_TCP_HALFOPEN_SHARE   4           /* half-open connections: a quarter of the flows */
 #define SESS_TCP_HALFOPEN_MIN     16          /* and a few more, so that tiny configs accept */
 #define SESS_TCP_RST_RATE_PER_S   1000 /* RSTs and ACKs to strays: bounds what a flood reflects */
+
+/* Sessions with bytes in flight at once: the session buffers, and as
+ * much of the TCP send pool (idle sessions hold neither). */
+static uint32_t
+sess_buffers(const struct sess_params *c)
+{
+	return c->session_buffers ? c->session_buffers : c->flows;
+}
 
 static struct tcp_engine *
 make_tcp(struct sess_layer *sl, const struct sess_layer_params *p)
@@ -1273,7 +1409,7 @@ make_tcp(struct sess_layer *sl, const struct sess_layer_params *p)
 		.mss4 = (uint16_t)(c->mtu - SESS_TCP4_HDRS),
 		.mss6 = (uint16_t)(c->mtu - SESS_TCP6_HDRS),
 		.sndbuf_bytes = SESS_TCP_SNDBUF_BYTES,
-		.sndbuf_pool_bytes = c->flows * SESS_TCP_SNDBUF_AVG_BYTES,
+		.sndbuf_pool_bytes = sess_buffers(c) * SESS_TCP_SNDBUF_AVG_BYTES,
 		.ooo_max_bytes = SESS_TCP_OOO_MAX_BYTES,
 		.ooo_pool_bytes = SESS_TCP_OOO_POOL_BYTES,
 		.handshake_timeout_ms = SESS_TCP_HANDSHAKE_MS,
@@ -1346,6 +1482,17 @@ sess_layer_create(const struct sess_layer_params *p)
 	if (sl->evict_reserve < SESS_EVICT_RESERVE_MIN)
 		sl->evict_reserve = SESS_EVICT_RESERVE_MIN;
 	sl->idle_fill = UINT32_MAX; /* the first tick sets idle_ms */
+	sl->bw_head = sl->bw_tail = BW_NONE;
+
+	sl->buf_n = sess_buffers(c);
+	sl->buf_size = RTE_ALIGN_CEIL(smtp_buf_size(), RTE_CACHE_LINE_SIZE);
+	sl->buf_mem = rte_malloc("sess_buffers", sl->buf_size * sl->buf_n, RTE_CACHE_LINE_SIZE);
+	sl->buf_free = rte_malloc("sess_buf_free", sizeof(void *) * sl->buf_n, 0);
+	if (!sl->buf_mem || !sl->buf_free)
+		goto nomem;
+	for (i = 0; i < sl->buf_n; i++)
+		sl->buf_free[i] = sl->buf_mem + (size_t)(sl->buf_n - 1 - i) * sl->buf_size;
+	sl->buf_nfree = sl->buf_n;
 
 	/* The body budget: chunks, so a message is kept as it arrives and the
 	 * 452 comes when the budget, not the machine, runs out. */
@@ -1381,6 +1528,8 @@ sess_layer_destroy(struct sess_layer *sl)
 				tls_conn_free(sl->sess[i].tls);
 			}
 	rte_mempool_free(sl->chunks);
+	rte_free(sl->buf_free);
+	rte_free(sl->buf_mem);
 	rte_free(sl->free_stack);
 	rte_free(sl->smtp_mem);
 	rte_free(sl->sess);

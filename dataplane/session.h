@@ -28,7 +28,9 @@ struct tls_slot;
 /* What the sessions take from the configuration, built by whoever reads it;
  * shared by every worker, read-only. */
 struct sess_params {
-	uint32_t flows; /* session slots per worker */
+	uint32_t flows;           /* session slots per worker */
+	uint32_t session_buffers; /* per worker, for sessions with bytes in
+				     flight (0: flows) */
 	const uint16_t *smtp_ports;
 	uint32_t n_smtp_ports;
 	uint32_t mtu;
@@ -87,7 +89,12 @@ const struct tcp_engine *sess_layer_tcp(const struct sess_layer *sl);
 uint32_t sess_layer_active(const struct sess_layer *sl);
 /* Body chunks free and in all. */
 void sess_layer_chunks(const struct sess_layer *sl, uint32_t *free_n, uint32_t *total);
+/* Session buffers free and in all. */
+void sess_layer_buffers(const struct sess_layer *sl, uint32_t *free_n, uint32_t *total);
 /* Bytes of memory one session slot takes (TCB, SMTP session, glue). */
 size_t sess_layer_slot_bytes(void);
+/* Bytes one session buffer takes (lent while a session has bytes in
+ * flight), with its free-list entry. */
+size_t sess_layer_buffer_bytes(void);
 
 #endif

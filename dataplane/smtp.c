@@ -7,6 +7,13 @@
  * - It runs on DPDK worker cores, so it never blocks and never allocates:
  *   the session is one fixed-size object, bodies and recipient lists go into
  *   chunks the worker lends, held input and queued output have fixed caps.
+ * - Memory follows activity: the session itself is small (state, HELO
+ *   name, the transaction), and its in-flight bytes (queued replies, held
+ *   input, the command line) live in a buffer the worker lends only while
+ *   there are any (buf_attach() / buf_release()). An idle session holds
+ *   none, so a worker holds many idle sessions and few buffers. Without a
+ *   buffer the session waits rather than loses anything: feed() takes no
+ *   byte (TCP ACKs none), the greeting waits, and writable() resumes.
  * - Replies leave in command order (RFC 2920). A command whose reply
  *   depends on the control plane parks the session (s->waiting); nothing
  *   behind it is parsed until the verdict comes, so later replies cannot
@@ -52,7 +59,8 @@ struct txn {
 	struct chunk *rcpt_head, *rcpt_tail;
 	struct chunk *body_head, *body_tail;
 	bool chains_kept; /* the glue keeps them (keep_message) */
-	char mail_from[SMTP_PATH_MAX + 1];
+			  /* MAIL FROM's path is in the session buffer (buf->mail_from): a
+	 * session keeps its buffer while a transaction is open. */
 };
 
 /* A reply decided before the bytes it answers have all arrived (BDAT). */
@@ -110,13 +118,28 @@ struct smtp_session {
 
 	struct txn txn;
 	char helo[SMTP_DOMAIN_MAX + 1];
-	char cur_rcpt[SMTP_PATH_MAX + 1];
 
+	/* What is in flight lives in the lent buffer; these say how much. */
 	uint32_t out_off, out_len;
 	uint32_t pend_len;
+	struct smtp_buf *buf; /* NULL while nothing is in flight */
+	bool start_wanted;    /* start() found no buffer: writable() retries */
+	uint32_t buf_waits;   /* times buf_get came back empty */
+};
+
+/*
+ * The buffers of a session with bytes in flight: queued replies, input held
+ * behind a verdict, the command line being read, the recipient being asked
+ * about, and the open transaction's sender. Lent by ops->buf_get while the session has any of them and given
+ * back when it has none (buf_release()), so an idle session is only the
+ * struct above.
+ */
+struct smtp_buf {
 	char out[SMTP_OUT_CAP];
 	uint8_t pend[SMTP_PENDING_CAP];
 	char line[SMTP_CMD_LINE_CAP + 1];
+	char cur_rcpt[SMTP_PATH_MAX + 1];
+	char mail_from[SMTP_PATH_MAX + 1]; /* of the open transaction */
 };
 
 static const char *const state_names[SMTP_ST_COUNT] = {
@@ -153,6 +176,44 @@ smtp_session_size(void)
 	return sizeof(struct smtp_session);
 }
 
+size_t
+smtp_buf_size(void)
+{
+	return sizeof(struct smtp_buf);
+}
+
+/* The session's buffer, borrowed if it has none; false when none is to be
+ * had (the caller stops: nothing is taken or written until writable()). */
+static bool
+buf_attach(struct smtp_session *s)
+{
+	if (s->buf != NULL)
+		return true;
+	s->buf = s->ops->buf_get(s->ctx);
+	if (s->buf == NULL) {
+		s->buf_waits++;
+		return false;
+	}
+	return true;
+}
+
+/* Gives the buffer back once nothing in it is needed: every reply written
+ * to TCP, no input held, no partial command line, no verdict awaited (its
+ * reply and the recipient asked about need it), no STARTTLS switch pending,
+ * no transaction open (its MAIL FROM is there); or once the session is
+ * closed. Called as each entry point returns. */
+static void
+buf_release(struct smtp_session *s)
+{
+	if (s->buf == NULL)
+		return;
+	if (s->state != SMTP_ST_CLOSED && (s->out_len > 0 || s->pend_len > 0 || s->line_len > 0 ||
+					   s->waiting || s->tls_switch || s->txn.active))
+		return;
+	s->ops->buf_put(s->ctx, s->buf);
+	s->buf = NULL;
+}
+
 int
 smtp_session_state(const struct smtp_session *s)
 {
@@ -180,25 +241,14 @@ out_free(const struct smtp_session *s)
 	return SMTP_OUT_CAP - (s->out_len - s->out_off);
 }
 
-/* Appends one reply line; clipped to SMTP_LINE_MAX, never overflowing. */
-static void
-out_line(struct smtp_session *s, uint16_t code, char sep, const char *enh, const char *text,
-	 size_t tlen)
+/* Lays one reply line at d (room bytes, at least 16, at most
+ * SMTP_LINE_MAX); returns its length. Clipped, never overflowing. */
+static size_t
+line_format(char *d, size_t room, uint16_t code, char sep, const char *enh, const char *text,
+	    size_t tlen)
 {
-	char *d;
-	size_t room, k, i;
+	size_t k, i;
 
-	if (s->out_off > 0 && SMTP_OUT_CAP - s->out_len < SMTP_LINE_MAX) {
-		memmove(s->out, s->out + s->out_off, s->out_len - s->out_off);
-		s->out_len -= s->out_off;
-		s->out_off = 0;
-	}
-	room = SMTP_OUT_CAP - s->out_len;
-	if (room < 16)
-		return;
-	if (room > SMTP_LINE_MAX)
-		room = SMTP_LINE_MAX;
-	d = s->out + s->out_len;
 	/* "250-2.0.0 ": by hand, not snprintf, on every reply of the hot path. */
 	d[0] = (char)('0' + code / 100 % 10);
 	d[1] = (char)('0' + code / 10 % 10);
@@ -225,7 +275,28 @@ out_line(struct smtp_session *s, uint16_t code, char sep, const char *enh, const
 	k += tlen;
 	d[k++] = '\r';
 	d[k++] = '\n';
-	s->out_len += (uint32_t)k;
+	return k;
+}
+
+/* Appends one reply line to the queued output (the buffer is attached). */
+static void
+out_line(struct smtp_session *s, uint16_t code, char sep, const char *enh, const char *text,
+	 size_t tlen)
+{
+	size_t room;
+
+	if (s->out_off > 0 && SMTP_OUT_CAP - s->out_len < SMTP_LINE_MAX) {
+		memmove(s->buf->out, s->buf->out + s->out_off, s->out_len - s->out_off);
+		s->out_len -= s->out_off;
+		s->out_off = 0;
+	}
+	room = SMTP_OUT_CAP - s->out_len;
+	if (room < 16)
+		return;
+	if (room > SMTP_LINE_MAX)
+		room = SMTP_LINE_MAX;
+	s->out_len += (uint32_t)line_format(
+		s->buf->out + s->out_len, room, code, sep, enh, text, tlen);
 }
 
 static void
@@ -314,7 +385,7 @@ flush(struct smtp_session *s)
 	uint32_t left = s->out_len - s->out_off, w;
 
 	if (left > 0 && s->state != SMTP_ST_CLOSED) {
-		w = s->ops->write(s->ctx, s->out + s->out_off, left);
+		w = s->ops->write(s->ctx, s->buf->out + s->out_off, left);
 		s->out_off += w < left ? w : left;
 	}
 	if (s->out_off == s->out_len)
@@ -402,7 +473,7 @@ emit_record(struct smtp_session *s, enum txrec_kind kind, uint32_t flags)
 
 	memcpy(r.smtp.replies, s->replies, s->nreplies * sizeof(s->replies[0]));
 	if (kind == TXREC_TRANSACTION) {
-		r.mail_from = s->txn.mail_from;
+		r.mail_from = s->buf->mail_from;
 		r.rcpts = s->txn.rcpt_head;
 		r.smtp.nrcpts = s->txn.nrcpts;
 		r.smtp.size = s->txn.body_size;
@@ -630,7 +701,7 @@ ask(struct smtp_session *s, enum smtp_stage stage)
 		.stage = stage,
 		.peer = s->peer,
 		.helo = s->helo,
-		.mail_from = s->txn.mail_from,
+		.mail_from = s->buf->mail_from,
 		.rcpts = s->txn.rcpt_head,
 		.nrcpts = s->txn.nrcpts,
 		.body = s->txn.body_head,
@@ -643,7 +714,7 @@ ask(struct smtp_session *s, enum smtp_stage stage)
 	if (stage == SMTP_STAGE_CONNECT)
 		chk.mail_from = NULL;
 	if (stage == SMTP_STAGE_RCPT)
-		chk.rcpt = s->cur_rcpt;
+		chk.rcpt = s->buf->cur_rcpt;
 	if (++s->next_token == 0)
 		s->next_token = 1;
 	s->token = chk.token = s->next_token;
@@ -714,12 +785,12 @@ static void
 verdict_rcpt(struct smtp_session *s, uint16_t code, const char *enh, const char *text, size_t tlen)
 {
 	struct txn *t = &s->txn;
-	uint32_t n = (uint32_t)strlen(s->cur_rcpt) + 1;
+	uint32_t n = (uint32_t)strlen(s->buf->cur_rcpt) + 1;
 
 	if (!verdict_reply(s, code, enh, text, tlen, 250, "2.1.5") || s->state >= SMTP_ST_CLOSING)
 		return;
 	/* do_rcpt reserved the room before asking. */
-	memcpy(t->rcpt_tail->data + t->rcpt_tail->len, s->cur_rcpt, n);
+	memcpy(t->rcpt_tail->data + t->rcpt_tail->len, s->buf->cur_rcpt, n);
 	t->rcpt_tail->len += n;
 	t->nrcpts++;
 	enter_state(s, SMTP_ST_RCPT);
@@ -1092,8 +1163,8 @@ do_mail(struct smtp_session *s, const struct smtp_cmd *cmd, char *arg, uint32_t 
 		txn_clear(s);
 		return;
 	}
-	memcpy(s->txn.mail_from, arg + a.mbox_off, a.mbox_len);
-	s->txn.mail_from[a.mbox_len] = '\0';
+	memcpy(s->buf->mail_from, arg + a.mbox_off, a.mbox_len);
+	s->buf->mail_from[a.mbox_len] = '\0';
 	ask(s, SMTP_STAGE_MAIL);
 }
 
@@ -1138,8 +1209,8 @@ do_rcpt(struct smtp_session *s, const struct smtp_cmd *cmd, char *arg, uint32_t 
 		reply(s, 452, "4.3.1", "Insufficient system storage");
 		return;
 	}
-	memcpy(s->cur_rcpt, arg + a.mbox_off, a.mbox_len);
-	s->cur_rcpt[a.mbox_len] = '\0';
+	memcpy(s->buf->cur_rcpt, arg + a.mbox_off, a.mbox_len);
+	s->buf->cur_rcpt[a.mbox_len] = '\0';
 	ask(s, SMTP_STAGE_RCPT);
 }
 
@@ -1317,7 +1388,7 @@ line_done(struct smtp_session *s, bool bare_lf)
 	else if (s->line_bare)
 		reply(s, 500, "5.5.2", "Error: bare <CR> received");
 	else
-		dispatch(s, s->line, s->line_len);
+		dispatch(s, s->buf->line, s->line_len);
 	s->line_len = 0;
 	s->line_cr = s->line_bare = s->line_long = false;
 }
@@ -1342,7 +1413,7 @@ cmd_bytes(struct smtp_session *s, const uint8_t *p, uint32_t n)
 			continue;
 		}
 		if (s->line_len < max)
-			s->line[s->line_len++] = (char)ch;
+			s->buf->line[s->line_len++] = (char)ch;
 		else
 			s->line_long = true; /* skip on to the LF */
 	}
@@ -1426,14 +1497,14 @@ run(struct smtp_session *s)
 		uint32_t k = 0;
 
 		if (s->pend_len > 0 && !blocked(s)) {
-			k = consume(s, s->pend, s->pend_len);
+			k = consume(s, s->buf->pend, s->pend_len);
 			if (s->tls_switch) {
 				s->tls_discarded += s->pend_len - k;
 				s->pend_len = 0;
 			}
 			/* Closing drops held input (go_closing zeroed it). */
 			if (s->state < SMTP_ST_CLOSING) {
-				memmove(s->pend, s->pend + k, s->pend_len - k);
+				memmove(s->buf->pend, s->buf->pend + k, s->pend_len - k);
 				s->pend_len -= k;
 			}
 		}
@@ -1456,10 +1527,10 @@ smtp_session_init(void *mem, size_t memlen, const struct smtp_params *params,
 
 	if (mem == NULL || memlen < sizeof(*s) || params == NULL || params->hostname == NULL ||
 	    ops == NULL || ops->write == NULL || ops->close == NULL || ops->chunk_get == NULL ||
-	    ops->chunk_put == NULL || peer == NULL || strlen(params->hostname) > SMTP_DOMAIN_MAX)
+	    ops->chunk_put == NULL || ops->buf_get == NULL || ops->buf_put == NULL ||
+	    peer == NULL || strlen(params->hostname) > SMTP_DOMAIN_MAX)
 		return NULL;
-	/* Only the header needs zeroing; the buffers are written before read. */
-	memset(s, 0, offsetof(struct smtp_session, out));
+	memset(s, 0, sizeof(*s));
 	s->magic = SMTP_MAGIC;
 	s->params = params;
 	s->ops = ops;
@@ -1486,10 +1557,17 @@ smtp_session_start(struct smtp_session *s)
 {
 	if (s->state != SMTP_ST_NEW)
 		return;
+	/* The greeting (or the refusal) needs room to be written. */
+	if (!buf_attach(s)) {
+		s->start_wanted = true;
+		return;
+	}
+	s->start_wanted = false;
 	enter_state(s, SMTP_ST_CONNECT);
 	ask(s, SMTP_STAGE_CONNECT);
 	error_limit(s);
 	run(s);
+	buf_release(s);
 }
 
 uint32_t
@@ -1508,6 +1586,14 @@ smtp_session_feed(struct smtp_session *s, const uint8_t *p, uint32_t n)
 		flush(s);
 		return n;
 	}
+	/* No buffer to be had: nothing is taken, so nothing is ACKed. */
+	if (n > 0 && !buf_attach(s))
+		return 0;
+	if (s->start_wanted) {
+		smtp_session_start(s); /* may give the buffer back */
+		if (!buf_attach(s))
+			return 0;
+	}
 	run(s);
 	/* Straight from the caller's buffer while nothing is held. */
 	while (taken < n && s->pend_len == 0 && !blocked(s) && s->tls == tls) {
@@ -1524,21 +1610,25 @@ smtp_session_feed(struct smtp_session *s, const uint8_t *p, uint32_t n)
 	}
 	if (s->state >= SMTP_ST_CLOSING) {
 		flush(s);
+		buf_release(s);
 		return n;
 	}
 	if (s->tls_switch || s->tls != tls) {
 		/* Plaintext after STARTTLS: never a command. */
 		s->tls_discarded += n - taken;
 		flush(s);
+		buf_release(s);
 		return n;
 	}
 	k = s->max_pending - s->pend_len;
 	if (k > n - taken)
 		k = n - taken;
-	memcpy(s->pend + s->pend_len, p + taken, k);
+	if (k > 0)
+		memcpy(s->buf->pend + s->pend_len, p + taken, k);
 	s->pend_len += k;
 	taken += k;
 	flush(s);
+	buf_release(s);
 	return taken;
 }
 
@@ -1562,6 +1652,7 @@ smtp_session_verdict(struct smtp_session *s, uint32_t token, const struct smtp_v
 	apply_verdict(s, (enum smtp_stage)s->wait_stage, v);
 	error_limit(s);
 	run(s);
+	buf_release(s);
 }
 
 void
@@ -1569,8 +1660,44 @@ smtp_session_writable(struct smtp_session *s)
 {
 	if (s->state == SMTP_ST_CLOSED)
 		return;
+	if (s->start_wanted) {
+		smtp_session_start(s);
+		return;
+	}
 	flush(s);
 	run(s);
+	buf_release(s);
+}
+
+/* A 421 for a session with no buffer, when none is to be had (the idle
+ * timeout, an eviction): written straight to TCP, as much of it as TCP
+ * takes (a session that never read its replies gets no more room than
+ * this). */
+static void
+close_unbuffered(struct smtp_session *s, const char *enh, const char *why, size_t why_len)
+{
+	char text[SMTP_DOMAIN_MAX + 64], line[SMTP_LINE_MAX];
+	size_t n = strlen(s->params->hostname), k;
+
+	memcpy(text, s->params->hostname, n);
+	memcpy(text + n, why, why_len);
+	k = line_format(line, sizeof(line), 421, ' ', enh, text, n + why_len);
+	log_reply(s, 421);
+	go_closing(s);
+	s->ops->write(s->ctx, line, (uint32_t)k);
+}
+
+/* A 421 and the close, the words through the buffer when one is to be
+ * had, else straight to TCP as above. */
+static void
+close_with_421(struct smtp_session *s, const char *enh, const char *why)
+{
+	if (buf_attach(s)) {
+		reply(s, 421, enh, "%s%s", s->params->hostname, why);
+		go_closing(s);
+	} else {
+		close_unbuffered(s, enh, why, strlen(why));
+	}
 }
 
 void
@@ -1581,11 +1708,15 @@ smtp_session_idle(struct smtp_session *s)
 	if (s->state == SMTP_ST_CLOSING) {
 		/* The peer never took our last words: stop waiting for it. */
 		s->out_off = s->out_len = 0;
-	} else {
-		reply(s, 421, "4.4.2", "%s Error: timeout exceeded", s->params->hostname);
+	} else if (s->state == SMTP_ST_NEW) {
+		/* Never greeted (no buffer came): close without a word. */
+		s->start_wanted = false;
 		go_closing(s);
+	} else {
+		close_with_421(s, "4.4.2", " Error: timeout exceeded");
 	}
 	flush(s);
+	buf_release(s);
 }
 
 bool
@@ -1605,10 +1736,9 @@ smtp_session_evict(struct smtp_session *s)
 {
 	if (s->state >= SMTP_ST_CLOSING)
 		return;
-	reply(s, 421, "4.7.0", "%s Too many connections, closing idle session",
-	      s->params->hostname);
-	go_closing(s);
+	close_with_421(s, "4.7.0", " Too many connections, closing idle session");
 	flush(s);
+	buf_release(s);
 }
 
 void
@@ -1618,12 +1748,14 @@ smtp_session_peer_closed(struct smtp_session *s)
 		return;
 	if (s->state == SMTP_ST_CLOSING) {
 		flush(s);
+		buf_release(s);
 		return;
 	}
 	/* The FIN ends the input, not the replies: what is held is parsed
 	 * as the verdicts come, and input_ended() closes after the last. */
 	s->peer_eof = true;
 	run(s);
+	buf_release(s);
 }
 
 void
@@ -1633,6 +1765,10 @@ smtp_session_fini(struct smtp_session *s)
 		return;
 	session_end(s, false);
 	txn_clear(s);
+	if (s->buf != NULL) {
+		s->ops->buf_put(s->ctx, s->buf);
+		s->buf = NULL;
+	}
 	s->magic = 0;
 }
 
@@ -1644,5 +1780,7 @@ smtp_session_stats(const struct smtp_session *s, struct smtp_session_stats *st)
 	st->chunks_held = s->chunks_held;
 	st->tls_discarded = s->tls_discarded;
 	st->pregreet = s->pregreet;
+	st->buf_waits = s->buf_waits;
+	st->buf_held = s->buf != NULL;
 	st->tls = s->tls;
 }

@@ -9,10 +9,16 @@
  * (RFC 2920). It knows nothing of DPDK, rings or sockets, so tests and fuzz
  * targets drive it alone.
  *
- * Memory: the session is one fixed-size object in the caller's memory
- * (smtp_session_size() bytes, from a mempool in the worker). Message bodies
- * and recipient lists live in chunks the caller lends through
- * ops->chunk_get / ops->chunk_put; the engine never calls malloc.
+ * Memory: the session is one small fixed-size object in the caller's
+ * memory (smtp_session_size() bytes). What it has in flight (queued
+ * replies, input held behind a verdict, a partial command line) lives in a
+ * buffer of smtp_buf_size() bytes the caller lends through ops->buf_get
+ * while there is any and gets back through ops->buf_put when there is
+ * none, so an idle session holds no buffer. When buf_get has none to
+ * lend, the session waits: feed() takes nothing, start() greets later, and
+ * smtp_session_writable() tries again. Message bodies and recipient lists
+ * live in chunks the caller lends through ops->chunk_get / ops->chunk_put;
+ * the engine never calls malloc.
  */
 #ifndef SMTPEDGE_DATAPLANE_SMTP_H
 #define SMTPEDGE_DATAPLANE_SMTP_H
@@ -139,6 +145,11 @@ struct smtp_ops { /* ctx is the glue's, one per session */
 	 * worker's budget is spent (the peer gets 452 4.3.1). */
 	void *(*chunk_get)(void *ctx, uint32_t *cap);
 	void (*chunk_put)(void *ctx, void *chunk);
+	/* A buffer of smtp_buf_size() bytes for what is in flight, or NULL
+	 * when none is free: the engine waits, and the caller calls
+	 * smtp_session_writable() once one may be. buf_put gives it back. */
+	void *(*buf_get)(void *ctx);
+	void (*buf_put)(void *ctx, void *buf);
 	void (*record)(void *ctx, const struct smtp_record *rec); /* may be NULL */
 	/* STARTTLS (RFC 3207), with params->tls_offer only. starttls() asks
 	 * whether the handshake may start: true, or false with *v (zeroed on
@@ -166,16 +177,18 @@ enum smtp_state {
 };
 
 size_t smtp_session_size(void);
+size_t smtp_buf_size(void);
 /* Lays a session in mem (memlen >= smtp_session_size()). NULL on bad
  * arguments. params, ops and peer must outlive the session. */
 struct smtp_session *smtp_session_init(void *mem, size_t memlen, const struct smtp_params *params,
 				       const struct smtp_ops *ops, void *ctx,
 				       const struct smtp_peer *peer);
-/* Asks the CONNECT check; the greeting (or the refusal) follows. */
+/* Asks the CONNECT check; the greeting (or the refusal) follows. With no
+ * buffer to be had it waits for smtp_session_writable(). */
 void smtp_session_start(struct smtp_session *s);
 /* Takes client bytes; returns how many it took: all of them unless the
  * held-input bound (max_pending_in) is reached while a verdict or the
- * output is awaited. Bytes after 221/421 are taken and dropped, and so are
+ * output is awaited, or none when no buffer is to be had. Bytes after 221/421 are taken and dropped, and so are
  * bytes after a STARTTLS command until tls_begin() (counted: they would be
  * plaintext injected ahead of the handshake). */
 uint32_t smtp_session_feed(struct smtp_session *s, const uint8_t *p, uint32_t n);
@@ -184,7 +197,8 @@ uint32_t smtp_session_rcv_space(const struct smtp_session *s);
 /* The answer to a PENDING check. A token that is not the one awaited
  * (late, duplicate, after close) is dropped and counted. */
 void smtp_session_verdict(struct smtp_session *s, uint32_t token, const struct smtp_verdict *v);
-/* ops->write took less than offered earlier; it may take more now. */
+/* ops->write took less than offered earlier, or ops->buf_get had none;
+ * it may go on now. */
 void smtp_session_writable(struct smtp_session *s);
 /* Idle timer: 421 4.4.2 and close (or drop unsent output when closing). */
 void smtp_session_idle(struct smtp_session *s);
@@ -213,6 +227,8 @@ struct smtp_session_stats {
 	uint32_t stale_verdicts;
 	uint32_t chunks_held;
 	uint64_t tls_discarded; /* bytes after STARTTLS, before TLS */
+	uint32_t buf_waits;     /* times ops->buf_get had no buffer */
+	bool buf_held;          /* a buffer is lent now */
 	bool pregreet;
 	bool tls; /* STARTTLS done */
 };

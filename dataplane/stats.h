@@ -42,6 +42,8 @@
 	X(REQ_RING_FULL, "req_ring_full")       /* control plane behind: 4xx */   \
 	X(TXREC_EXHAUSTED, "txrec_exhausted")                                     \
 	X(BODY_BUDGET_EXHAUSTED, "body_budget_exhausted") /* 452 4.3.1 */         \
+	X(SESSION_BUFFERS_HELD, "session_buffers_held")   /* gauge: lent now */   \
+	X(SESSION_BUFFERS_EMPTY, "session_buffers_empty") /* a session waited */  \
 	X(LOG_DROPPED, "log_dropped")                                             \
 	X(VERDICTS_STALE, "verdicts_stale") /* for a session that has gone */     \
 	X(IPV6_PTR_PASS, "ipv6_ptr_pass")   /* the rules' outcomes */             \

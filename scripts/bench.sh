@@ -10,7 +10,9 @@
 #      behind a net_ring port, the real control plane, a generator of
 #      scripted IPv6 SMTP clients: the reject path (no PTR -> 550 5.7.25,
 #      five runs: median and best), the accept path (PTR and SPF pass, 2 KB
-#      to a spool on /dev/shm) and idle sessions held per GiB;
+#      to a spool on /dev/shm) and idle sessions: in a run of their own with
+#      a million flows (the generator's 16 source addresses x 64,512 ports
+#      bound it near 1.03 million), what one worker holds and what each costs;
 #   1b. TLS handshakes (bench_tls against openssl speed);
 #   1c. instructions per refused session, which the load does not move:
 #      the reject path's engines without DPDK (bench_reject_insns) under
@@ -31,10 +33,11 @@ build=$root/build-bench
 quick=no
 [ "${1:-}" = "--quick" ] && quick=yes
 
-secs=5 msgs=3000 idle=12000 reject_conc=256 accept_conc=64 tls_msgs=600 reject_runs=5
-insn_sessions=3000
+secs=5 msgs=3000 idle=1000000 reject_conc=256 accept_conc=64 tls_msgs=600 reject_runs=5
+insn_sessions=3000 idle_flows=1048576 idle_memory_mb=2600 idle_eal_mb=2816
 if [ $quick = yes ]; then
-	secs=1 msgs=500 idle=2000 tls_msgs=150 insn_sessions=500
+	secs=1 msgs=500 idle=20000 tls_msgs=150 insn_sessions=500
+	idle_flows=65536 idle_memory_mb=256 idle_eal_mb=1024
 fi
 
 bash "$here/deps.sh"
@@ -83,12 +86,33 @@ echo "bench: in-process runs (${secs}s each) ..." >&2
 inproc_out=$(ip netns exec "$LAB_EDGE_NS" "$build/tests/bench/bench_inproc" \
 	-l 0-1 --no-huge -m 1536 --no-pci --no-telemetry \
 	--file-prefix "smtpedge-inproc$LAB_ID" -- --config "$conf" \
-	--reject $reject_conc --repeat $reject_runs --accept $accept_conc --idle $idle --secs $secs \
+	--reject $reject_conc --repeat $reject_runs --accept $accept_conc --idle 0 --secs $secs \
 	2> "$build/bench-inproc.stderr")
 grep -v '^EAL:' "$build/bench-inproc.stderr" >&2 || true
 inproc_json=$(printf '%s\n' "$inproc_out" | sed -n 's/^BENCH_JSON //p')
 [ -n "$inproc_json" ] || { echo "bench: bench_inproc printed no result" >&2; exit 1; }
 printf '%s\n' "$inproc_json" > "$build/bench-inproc.json"
+
+# Idle sessions: the same edge with room for a million (memory_mb and -m
+# to match), nothing but the idle run; its figures join the in-process JSON.
+sed -e "s/^flows = .*/flows = $idle_flows\nmemory_mb = $idle_memory_mb/" \
+	-e "s/^body_budget_mb = .*/body_budget_mb = 16/" "$conf" > "$build/bench-idle.conf"
+echo "bench: $idle idle sessions on one worker ..." >&2
+idle_out=$(ip netns exec "$LAB_EDGE_NS" "$build/tests/bench/bench_inproc" \
+	-l 0-1 --no-huge -m $idle_eal_mb --no-pci --no-telemetry \
+	--file-prefix "smtpedge-idle$LAB_ID" -- --config "$build/bench-idle.conf" \
+	--reject 0 --accept 0 --idle $idle --secs 1 2> "$build/bench-idle.stderr")
+grep -v '^EAL:' "$build/bench-idle.stderr" >&2 || true
+printf '%s\n' "$idle_out" | sed -n 's/^BENCH_JSON //p' > "$build/bench-idle.json"
+/usr/bin/python3 - "$build/bench-inproc.json" "$build/bench-idle.json" <<'PY'
+import json, sys
+main, idle = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+for k in ("idle", "idle_sessions_held", "bytes_per_idle_session", "idle_sessions_per_gib",
+          "session_buffer_bytes"):
+    main[k] = idle[k]
+main["idle"].update(flows=idle["flows"], slot_bytes=idle["slot_bytes"])
+json.dump(main, open(sys.argv[1], "w"))
+PY
 tsc_hz=$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["tsc_hz"])' \
 	"$build/bench-inproc.json")
 

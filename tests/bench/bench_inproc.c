@@ -22,7 +22,9 @@
  * (forward-confirmed peers, SPF pass: EHLO, MAIL, RCPT, DATA, 2 KB, QUIT:
  * the message goes to the spool) and "idle" (N sessions opened to the
  * greeting and held, to show they are held; the memory per session is
- * measured around worker_create and computed from sess_layer_slot_bytes()).
+ * measured around worker_create, planes_create and ctlplane_create: what a
+ * flow slot costs all told, which is all an idle session holds; also
+ * sess_layer_slot_bytes() and the RSS per session held).
  * It asserts nothing but that the sessions got the replies their script
  * expects; any that did not are counted and printed.
  *
@@ -681,8 +683,10 @@ run_load(struct bench_env *e, const struct gen_script *sc, unsigned conc, double
 
 struct idle_result {
 	unsigned wanted, held, worker_active;
+	unsigned worker_max; /* the most sessions the worker held at once */
 	double rss_per_session;
 	uint64_t rss_delta;
+	double open_s; /* to open them all */
 };
 
 static uint64_t
@@ -700,32 +704,39 @@ rss_bytes(void)
 }
 
 /* Open n sessions to the greeting and hold them; count what the worker
- * holds; then reset them all and wait for the worker to let go. */
+ * holds; then reset them all and wait for the worker to let go. Opening
+ * gets 30 s and a second more per 20,000 sessions. */
 static void
 run_idle(struct bench_env *e, unsigned n, struct idle_result *r)
 {
 	struct gen *g = e->g;
-	uint64_t rss0 = rss_bytes(), end;
+	uint64_t rss0 = rss_bytes(), t0 = rte_rdtsc(), end;
 	uint32_t i;
 
 	memset(r, 0, sizeof(*r));
 	gen_reset_counts(g, &scripts[2], n);
 	g->opening = true;
-	end = rte_rdtsc() + e->tsc_hz * 30;
+	end = t0 + e->tsc_hz * (30 + n / 20000);
 	while (!g_stop && rte_rdtsc() < end) {
-		unsigned held = 0;
+		unsigned held = 0, w;
 
 		gen_spin(g, 0.05);
 		for (i = 0; i < g->cap; i++)
 			held += g->sess[i].state != GS_FREE && g->sess[i].held;
 		r->held = held;
+		w = worker_sessions(e->w);
+		if (w > r->worker_max)
+			r->worker_max = w;
 		if (held >= n)
 			break;
 	}
+	r->open_s = (double)(rte_rdtsc() - t0) / (double)e->tsc_hz;
 	g->opening = false;
 	gen_spin(g, 0.2);
 	r->wanted = n;
 	r->worker_active = worker_sessions(e->w);
+	if (r->worker_active > r->worker_max)
+		r->worker_max = r->worker_active;
 	r->rss_delta = rss_bytes() > rss0 ? rss_bytes() - rss0 : 0;
 	r->rss_per_session = r->held ? (double)r->rss_delta / r->held : 0;
 	for (i = 0; i < g->cap; i++) {
@@ -1034,12 +1045,12 @@ report(uint64_t heap_per_flow, uint32_t flows)
 		print_run(stderr, &g_out.accept);
 	if (g_out.did_idle)
 		fprintf(stderr,
-			"idle    held=%u of %u (worker holds %u)  slot %zu B "
-			"(%.0f sessions/GiB)  allocated per flow slot %" PRIu64
+			"idle    held=%u of %u (worker holds %u, at most %u; opened in %.1fs)  "
+			"slot %zu B (%.0f sessions/GiB)  allocated per flow slot, all told %" PRIu64
 			" B (%.0f/GiB, flows=%u)  rss +%.0f B/session\n",
-			i->held, i->wanted, i->worker_active, slot, 1073741824.0 / (double)slot,
-			heap_per_flow, 1073741824.0 / (double)heap_per_flow, flows,
-			i->rss_per_session);
+			i->held, i->wanted, i->worker_active, i->worker_max, i->open_s, slot,
+			1073741824.0 / (double)slot, heap_per_flow,
+			1073741824.0 / (double)heap_per_flow, flows, i->rss_per_session);
 	printf("BENCH_JSON {");
 	if (g_out.did_reject) {
 		json_run(stdout, "reject", &g_out.reject);
@@ -1047,10 +1058,18 @@ report(uint64_t heap_per_flow, uint32_t flows)
 	}
 	if (g_out.did_accept)
 		json_run(stdout, "accept", &g_out.accept);
+	/* An idle session holds its slot and nothing else (no session
+	 * buffer, no send or reorder chunk, no record), so what it costs is
+	 * what a slot costs all told: everything the worker, the planes and
+	 * the control plane allocated, less the body budget, per flow slot. */
 	if (g_out.did_idle)
 		printf("\"idle\":{\"wanted\":%u,\"held\":%u,\"worker_active\":%u,"
-		       "\"rss_bytes_per_session\":%.0f},",
-		       i->wanted, i->held, i->worker_active, i->rss_per_session);
+		       "\"rss_bytes_per_session\":%.0f,\"open_s\":%.2f},"
+		       "\"idle_sessions_held\":%u,\"bytes_per_idle_session\":%" PRIu64 ","
+		       "\"idle_sessions_per_gib\":%.0f,\"session_buffer_bytes\":%zu,",
+		       i->wanted, i->held, i->worker_active, i->rss_per_session, i->open_s,
+		       i->worker_max, heap_per_flow, 1073741824.0 / (double)heap_per_flow,
+		       sess_layer_buffer_bytes());
 	printf("\"slot_bytes\":%zu,\"allocated_bytes_per_flow\":%" PRIu64 ",\"flows\":%u,"
 	       "\"tsc_hz\":%" PRIu64 "}\n",
 	       slot, heap_per_flow, flows, g_env.tsc_hz);
@@ -1072,7 +1091,7 @@ main(int argc, char **argv)
 	struct worker *w = NULL;
 	char err[512];
 	pthread_t gt;
-	uint64_t h0, h1, heap_per_flow;
+	uint64_t h0, h1, hc, heap_per_flow;
 	int rc, sep, port_id, status = 1;
 
 	for (sep = 1; sep < argc && strcmp(argv[sep], "--"); sep++)
@@ -1120,7 +1139,9 @@ main(int argc, char **argv)
 	cp.ver = planes.ver;
 	cp.txrec_pool = planes.txrecs;
 	cp.max_flows = cfg.flows;
+	hc = heap_bytes();
 	pool = ctlplane_create(&cp, err, sizeof(err));
+	hc = heap_bytes() - hc; /* its per-slot state with the rest */
 	if (!pool) {
 		fprintf(stderr, "bench: %s\n", err);
 		goto out;
@@ -1148,9 +1169,9 @@ main(int argc, char **argv)
 			fprintf(stderr, "bench: worker: %s\n", rte_strerror(rte_errno));
 			goto out;
 		}
-		/* What the worker and the planes took, less the body budget
-		 * (not per session), per flow slot. */
-		heap_per_flow = (heap_bytes() - hw + (h1 - h0) -
+		/* What the worker, the planes and the control plane took,
+		 * less the body budget (not per session), per flow slot. */
+		heap_per_flow = (heap_bytes() - hw + (h1 - h0) + hc -
 				 (uint64_t)cfg.body_budget_mb * 1048576u) /
 				cfg.flows;
 	}

@@ -68,6 +68,21 @@ w_get(void *c, uint32_t *cap)
 	return malloc(x->chunk_size);
 }
 
+/* Session buffers from the heap: this test is about bodies, not the pool. */
+static void *
+w_buf_get(void *c)
+{
+	(void)c;
+	return malloc(smtp_buf_size());
+}
+
+static void
+w_buf_put(void *c, void *buf)
+{
+	(void)c;
+	free(buf);
+}
+
 static void
 w_put(void *c, void *chunk)
 {
@@ -184,6 +199,8 @@ run(size_t size, bool bdat)
 		.close = w_close,
 		.chunk_get = w_get,
 		.chunk_put = w_put,
+		.buf_get = w_buf_get,
+		.buf_put = w_buf_put,
 		.record = w_record,
 	};
 	struct smtp_params params = {

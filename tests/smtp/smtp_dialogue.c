@@ -5,10 +5,13 @@
  * Each case is NAME.in (client bytes and directives for the verdict double)
  * and NAME.ref (the exact server output, then the checks asked, the
  * records written and the close). Every case is run whole, one byte at a
- * time, and in seeded random splits with random short writes, random chunk
- * sizes and verdicts answered at random later moments; all runs must give
- * the .ref output byte for byte. That is the proof that replies leave in
- * command order whatever the timing.
+ * time, in seeded random splits with random short writes, random chunk
+ * sizes and verdicts answered at random later moments, and in seeded
+ * random splits where a third of the session-buffer requests find the pool
+ * dry (the session waits; writable() resumes it, as the worker does when a
+ * buffer comes back); all runs must give the .ref output byte for byte.
+ * That is the proof that replies leave in command order whatever the
+ * timing, and that a dry buffer pool loses and reorders nothing.
  *
  * .in syntax: a line is client input sent with CRLF appended, with escapes
  * \r \n \t \\ \xHH, and \c at the end of a line to append no CRLF. Lines
@@ -134,7 +137,7 @@ buf_escaped(struct buf *b, const uint8_t *p, size_t n)
 
 struct run {
 	const struct tcase *tc;
-	int mode; /* 0 whole, 1 bytes, 2 random */
+	int mode; /* 0 whole, 1 bytes, 2 random, 3 random with a dry buffer pool */
 	uint64_t rng;
 	struct smtp_session *s;
 	struct buf out; /* raw reply bytes */
@@ -151,10 +154,14 @@ struct run {
 	int closes;
 	int session_records;
 	uint32_t chunks_out;
+	uint32_t bufs_out;
+	uint32_t buf_waits;
 	uint32_t chunk_size;
 	const struct chunk *pend_rcpts, *pend_body; /* lent to the check */
 	char problem[256];
 };
+
+static uint64_t dry_waits; /* sessions that found the pool dry, all runs */
 
 static uint32_t
 rnd(struct run *r, uint32_t n)
@@ -285,6 +292,35 @@ d_chunk_put(void *ctx, void *chunk)
 	free(chunk);
 }
 
+/* The session buffer: in the dry-pool mode a third of the requests find
+ * none, and the session must wait until writable(). */
+static void *
+d_buf_get(void *ctx)
+{
+	struct run *r = ctx;
+
+	if (r->mode == 3 && rnd(r, 3) == 0) {
+		r->buf_waits++;
+		r->want_writable = true;
+		return NULL;
+	}
+	if (r->bufs_out != 0)
+		snprintf(r->problem, sizeof(r->problem), "a second buffer for one session");
+	r->bufs_out++;
+	return malloc(smtp_buf_size());
+}
+
+static void
+d_buf_put(void *ctx, void *buf)
+{
+	struct run *r = ctx;
+
+	if (r->bufs_out == 0)
+		snprintf(r->problem, sizeof(r->problem), "buf_put without buf_get");
+	r->bufs_out--;
+	free(buf);
+}
+
 static void
 d_record(void *ctx, const struct smtp_record *rec)
 {
@@ -355,6 +391,8 @@ static const struct smtp_ops dops = {
 	.check = d_check,
 	.chunk_get = d_chunk_get,
 	.chunk_put = d_chunk_put,
+	.buf_get = d_buf_get,
+	.buf_put = d_buf_put,
 	.record = d_record,
 };
 
@@ -693,13 +731,27 @@ touch_chains(struct run *r)
 	(void)sum;
 }
 
+/* The greeting: a client reads it before it speaks, so a start that found
+ * no buffer is resumed before the next input. */
+static void
+start(struct run *r)
+{
+	int guard = 0;
+
+	smtp_session_start(r->s);
+	while (smtp_session_state(r->s) == SMTP_ST_NEW && r->want_writable && guard++ < 1000) {
+		r->want_writable = false;
+		smtp_session_writable(r->s);
+	}
+}
+
 static void
 do_event(struct run *r, enum ev_kind k)
 {
 	static const struct smtp_verdict bogus = { 550, "5.0.0", "stale" };
 
 	switch (k) {
-	case EV_START: smtp_session_start(r->s); break;
+	case EV_START: start(r); break;
 	case EV_ANSWER: answer_all(r); break;
 	case EV_STALE: smtp_session_verdict(r->s, r->pend_token + 7777, &bogus); break;
 	case EV_IDLE: smtp_session_idle(r->s); break;
@@ -729,7 +781,7 @@ after_feed(struct run *r, bool starved)
 		if (ans)
 			answer(r);
 	}
-	if (r->want_writable && (r->mode != 2 || starved || rnd(r, 2) == 0)) {
+	if (r->want_writable && (r->mode < 2 || starved || rnd(r, 2) == 0)) {
 		r->want_writable = false;
 		smtp_session_writable(r->s);
 	}
@@ -772,7 +824,7 @@ run_once(const struct tcase *tc, int mode, uint64_t seed, struct buf *t)
 	r.tc = tc;
 	r.mode = mode;
 	r.rng = seed * 0x9e3779b97f4a7c15ull + 1;
-	r.chunk_size = tc->chunk_size ? tc->chunk_size : mode == 2 ? 300 + rnd(&r, 3000) : 2048;
+	r.chunk_size = tc->chunk_size ? tc->chunk_size : mode >= 2 ? 300 + rnd(&r, 3000) : 2048;
 	r.s = smtp_session_init(mem, smtp_session_size(), &tc->params, &dops, &r, &peer);
 	if (r.s == NULL) {
 		buf_printf(t, "init failed\n");
@@ -780,10 +832,10 @@ run_once(const struct tcase *tc, int mode, uint64_t seed, struct buf *t)
 		return;
 	}
 	if (!tc->has_start)
-		smtp_session_start(r.s);
+		start(&r);
 	for (;;) {
 		size_t limit = tc->len, want;
-		uint32_t n;
+		uint32_t n, waits;
 
 		while (ev < tc->nev && tc->ev[ev].off == pos)
 			do_event(&r, tc->ev[ev++].kind);
@@ -794,15 +846,18 @@ run_once(const struct tcase *tc, int mode, uint64_t seed, struct buf *t)
 		want = limit - pos;
 		if (mode == 1)
 			want = 1;
-		else if (mode == 2)
+		else if (mode >= 2)
 			want = 1 + rnd(&r, rnd(&r, 4) == 0 ? 2000 : 40);
 		if (want > limit - pos)
 			want = limit - pos;
 		r.feeds++;
+		waits = r.buf_waits;
 		n = smtp_session_feed(r.s, tc->in + pos, (uint32_t)want);
 		pos += n;
 		after_feed(&r, n < want);
-		if (n == 0 && !r.pend && !r.want_writable && ++guard > 3) {
+		/* Taking nothing is stuck unless something is awaited: a verdict,
+		 * writability, or a buffer (the pool was dry). */
+		if (n == 0 && !r.pend && !r.want_writable && r.buf_waits == waits && ++guard > 3) {
 			snprintf(r.problem, sizeof(r.problem), "stuck at input byte %zu", pos);
 			break;
 		}
@@ -812,6 +867,9 @@ run_once(const struct tcase *tc, int mode, uint64_t seed, struct buf *t)
 	smtp_session_fini(r.s);
 	if (r.chunks_out != 0)
 		snprintf(r.problem, sizeof(r.problem), "%u chunks not returned", r.chunks_out);
+	if (r.bufs_out != 0)
+		snprintf(r.problem, sizeof(r.problem), "buffer not returned");
+	dry_waits += r.buf_waits;
 	if (r.closes > 1 || r.session_records != 1)
 		snprintf(r.problem, sizeof(r.problem), "%d closes, %d session records", r.closes,
 			 r.session_records);
@@ -904,7 +962,7 @@ expand(int argc, char **argv, int *out_n)
 int
 main(int argc, char **argv)
 {
-	static const char *const modes[] = { "whole", "bytes", "random" };
+	static const char *const modes[] = { "whole", "bytes", "random", "dry-pool" };
 	int i, nrandom = 20, nfiles = 0;
 	bool print = false;
 	char **files;
@@ -945,8 +1003,8 @@ main(int argc, char **argv)
 			 files[i]);
 		ref = read_file(refpath, &reflen);
 		ok = CHECK(ref != NULL, "%s: no %s", tc->name, refpath);
-		for (m = 0; ok && m < 3; m++) {
-			for (k = 0; ok && k < (m == 2 ? nrandom : 1); k++) {
+		for (m = 0; ok && m < 4; m++) {
+			for (k = 0; ok && k < (m >= 2 ? nrandom : 1); k++) {
 				struct buf t = { 0 };
 
 				run_once(tc, m, (uint64_t)k + 1, &t);
@@ -965,7 +1023,12 @@ main(int argc, char **argv)
 	for (i = 0; i < nfiles; i++)
 		free(files[i]);
 	free(files);
-	if (!print)
+	if (!print) {
+		/* The dry-pool runs did run dry. */
+		check_case_begin();
+		CHECK(nrandom == 0 || dry_waits > 0, "no session ever found the pool dry");
+		check_case_end();
 		return check_done();
+	}
 	return check_failed ? 1 : 0;
 }

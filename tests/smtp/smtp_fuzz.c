@@ -2,18 +2,19 @@
 /*
  * tests/smtp/smtp_fuzz.c — libFuzzer target for the SMTP engine.
  *
- * The input is a small header (limits and modes) and then a stream of
- * operations: feed the next bytes, answer the pending verdict with a code
- * chosen from the input, deliver a stale verdict, signal writability, fire
- * the idle timer, close from the peer's side, start late. The target traps
- * when:
+ * The input is a small header (limits and modes, among them how often the
+ * session-buffer pool is dry) and then a stream of operations: feed the
+ * next bytes, answer the pending verdict with a code chosen from the input,
+ * deliver a stale verdict, signal writability, fire the idle timer, close
+ * from the peer's side, start late. The target traps when:
  *   - the output is not a sequence of well-formed reply lines
  *     ("DDD-text" CRLF ... "DDD text" CRLF, one code per reply, 2xx-5xx);
  *   - bytes are written after ops->close, or close comes twice;
  *   - a check is asked while another is pending;
  *   - feed() takes more than it was given, or rcv_space exceeds the bound;
- *   - a chunk is still lent after smtp_session_fini (LeakSanitizer also
- *     sees the malloc behind every chunk).
+ *   - a chunk or the session buffer is still lent after smtp_session_fini,
+ *     or a session asks for a second buffer (LeakSanitizer also sees the
+ *     malloc behind every chunk and buffer).
  * Seed inputs live in tests/smtp/fuzz-seeds.
  */
 #include <stdint.h>
@@ -65,6 +66,7 @@ struct fz {
 	bool pend;
 	uint32_t token;
 	uint32_t chunks_out;
+	uint32_t bufs_out, buf_asks, buf_dry;
 	uint32_t chunk_limit;
 	uint32_t chunk_size;
 	bool pending_mode;
@@ -171,6 +173,32 @@ z_put(void *ctx, void *chunk)
 	free(chunk);
 }
 
+/* Session buffers: every (buf_dry)th request finds none, so the waits and
+ * the resumes are fuzzed too. */
+static void *
+z_buf_get(void *ctx)
+{
+	struct fz *f = ctx;
+
+	if (f->buf_dry && ++f->buf_asks % f->buf_dry == 0)
+		return NULL;
+	if (f->bufs_out)
+		fail("a second buffer for one session");
+	f->bufs_out++;
+	return malloc(smtp_buf_size());
+}
+
+static void
+z_buf_put(void *ctx, void *buf)
+{
+	struct fz *f = ctx;
+
+	if (f->bufs_out == 0)
+		fail("buf_put without buf_get");
+	f->bufs_out--;
+	free(buf);
+}
+
 static void
 z_record(void *ctx, const struct smtp_record *r)
 {
@@ -197,6 +225,8 @@ static const struct smtp_ops zops = {
 	.check = z_check,
 	.chunk_get = z_get,
 	.chunk_put = z_put,
+	.buf_get = z_buf_get,
+	.buf_put = z_buf_put,
 	.record = z_record,
 };
 
@@ -244,6 +274,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	params.max_msg_size = 64u + data[5] * 64u;
 	params.max_cmd_line = (data[0] & 8) ? 100 : 0;
 	params.max_text_line = (data[0] & 16) ? 40 : 0;
+	f.buf_dry = data[0] >> 6; /* 0: buffers always free */
 
 	mem = malloc(smtp_session_size());
 	s = smtp_session_init(mem, smtp_session_size(), &params, &zops, &f, &peer);
@@ -315,6 +346,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	smtp_session_fini(s);
 	if (f.chunks_out != 0)
 		fail("chunks not returned after fini");
+	if (f.bufs_out != 0)
+		fail("buffer not returned after fini");
 	free(mem);
 	runs++;
 	return 0;

@@ -130,6 +130,21 @@ s_get(void *c, uint32_t *cap)
 	*cap = 4096;
 	return malloc(4096);
 }
+/* Session buffers from the heap: this test is about TLS, not the pool. */
+static void *
+s_buf_get(void *c)
+{
+	(void)c;
+	return malloc(smtp_buf_size());
+}
+
+static void
+s_buf_put(void *c, void *buf)
+{
+	(void)c;
+	free(buf);
+}
+
 static void
 s_put(void *c, void *m)
 {
@@ -209,6 +224,8 @@ static const struct smtp_ops s_ops = {
 	.close = s_close,
 	.chunk_get = s_get,
 	.chunk_put = s_put,
+	.buf_get = s_buf_get,
+	.buf_put = s_buf_put,
 	.starttls = s_starttls,
 	.tls_begin = s_begin,
 };

@@ -151,6 +151,15 @@ CASES = [
     ("target without port", replace("spool", "target = [::1]"), r"^smtpedge: {f}: \[relay\] target: .*is not a number|^smtpedge: {f}: \[relay\] target: .* is not host:port"),
     ("bad protocol", add("relay", "protocol = uucp"), r"^smtpedge: {f}: \[relay\] protocol: \"uucp\" is neither smtp nor lmtp"),
     ("too few mbufs", replace("mbufs", "mbufs = 10"), r"^smtpedge: {f}: \[dataplane\] mbufs: 10 is out of range \(1023..4194303\)"),
+    ("flows beyond memory_mb", add("dataplane", "flows = 1000000"),
+     r"^smtpedge: {f}: \[dataplane\] flows: 1000000 flows and 8192 session buffers need \d+ MiB per worker, memory_mb is 512 \(it holds \d+ flows\)$"),
+    ("flows beyond a smaller memory_mb", add("dataplane", "flows = 20000\nmemory_mb = 64"),
+     r"^smtpedge: {f}: \[dataplane\] flows: 20000 flows and 1250 session buffers need \d+ MiB per worker, memory_mb is 64"),
+    ("buffers beyond memory_mb", add("dataplane", "flows = 4096\nsession_buffers = 4096\nmemory_mb = 64"),
+     r"^smtpedge: {f}: \[dataplane\] flows: 4096 flows and 4096 session buffers need \d+ MiB per worker, memory_mb is 64"),
+    ("more buffers than flows", add("dataplane", "flows = 100\nsession_buffers = 101"),
+     r"^smtpedge: {f}: \[dataplane\] session_buffers: 101 is more than flows \(100\)$"),
+    ("memory_mb too small", add("dataplane", "memory_mb = 16"), r"^smtpedge: {f}: \[dataplane\] memory_mb: 16 is out of range \(32..1048576\)"),
     ("mtu too small", add("dataplane", "mtu = 576"), r"^smtpedge: {f}: \[dataplane\] mtu: 576 is out of range \(1280..9000\)"),
     ("bad log level", replace("level", "level = loud"), r"^smtpedge: {f}: \[log\] level: \"loud\" is not one of"),
     ("no hostname", drop("hostname"), r"^smtpedge: {f}: \[edge\] hostname: missing"),
@@ -210,6 +219,21 @@ with tempfile.TemporaryDirectory() as d:
         r = run(["--", "--config", path, "--check"])
         check(f"good {path}", r.returncode == 0 and r.stdout.startswith("config ok"),
               f"exit {r.returncode} {r.stderr!r}")
+
+    # flows and session_buffers follow memory_mb when not given: twice the
+    # memory holds more than twice the flows (the worker's fixed part is
+    # paid once), and the buffers are a sixteenth of the flows up to 8192.
+    def sizes(extra):
+        with open(good + ".mem", "w") as f:
+            f.write(add("dataplane", extra) if extra else GOOD)
+        r = run(["--", "--config", good + ".mem", "--check"])
+        m = re.search(r"flows (\d+), session_buffers (\d+), memory_mb (\d+)", r.stdout)
+        return tuple(int(x) for x in m.groups()) if m else None
+    small, large, given = sizes("memory_mb = 64"), sizes(""), sizes("flows = 5000")
+    check("flows from memory_mb", small and large and large[2] == 512 and
+          large[0] > 8 * small[0] and small[1] == small[0] // 16 and large[1] == 8192,
+          f"{small} {large}")
+    check("flows given, buffers from it", given == (5000, 312, 512), f"{given}")
 
     # Our options.
     r = run(["--version"])

@@ -4,13 +4,17 @@
  * worker loop and the session layer, with the TCP and SMTP engines behind
  * them, and no control plane. A call into control/ from dataplane/ fails
  * to link this test. Run without EAL: it checks what needs no memory from
- * it, the pure parts the session layer decides idle pressure with: the
- * idle timeout at each fill level, and which SMTP sessions wait idle
- * between commands and how one is closed to make room.
+ * it: that the dataplane's real sizes stay within the costs the
+ * configuration sizes flows with (common/sizing.h), and the pure parts the
+ * session layer decides idle pressure with: the idle timeout at each fill
+ * level, and which SMTP sessions wait idle between commands and how one is
+ * closed to make room.
  */
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+
+#include "common/sizing.h"
 
 #include "dataplane/session.h"
 #include "dataplane/smtp.h"
@@ -32,7 +36,15 @@ check_links(void)
 	for (i = 0; i < sizeof(entry) / sizeof(entry[0]); i++)
 		CHECK(entry[i] != NULL, "entry %u", i);
 	CHECK(sess_layer_slot_bytes() > 0);
-	printf("dataplane: slot %zu bytes\n", sess_layer_slot_bytes());
+	/* A slot with its flow-table buckets (up to four 4-byte heads per
+	 * flow: the table is the power of two at or above twice the flows). */
+	CHECK(sess_layer_slot_bytes() + 16 <= SIZING_SLOT_BYTES,
+	      "a slot is %zu bytes, sizing says %u", sess_layer_slot_bytes(), SIZING_SLOT_BYTES);
+	CHECK(sess_layer_buffer_bytes() <= SIZING_BUFFER_BYTES,
+	      "a session buffer is %zu bytes, sizing says %u", sess_layer_buffer_bytes(),
+	      SIZING_BUFFER_BYTES);
+	printf("dataplane: slot %zu bytes, session buffer %zu bytes\n", sess_layer_slot_bytes(),
+	       sess_layer_buffer_bytes());
 }
 
 /* ------------------------------------------------ the idle timeout's fill */
@@ -145,6 +157,29 @@ f_chunk_put(void *ctx, void *chunk)
 	(void)chunk;
 }
 
+/* One session buffer, lent to whichever session asks: the tests below
+ * hold one session at a time. */
+static _Alignas(64) uint8_t buf_mem[65536];
+static bool buf_lent;
+
+static void *
+f_buf_get(void *ctx)
+{
+	(void)ctx;
+	if (buf_lent || smtp_buf_size() > sizeof(buf_mem))
+		return NULL;
+	buf_lent = true;
+	return buf_mem;
+}
+
+static void
+f_buf_put(void *ctx, void *buf)
+{
+	(void)ctx;
+	CHECK(buf == buf_mem && buf_lent, "a buffer given back that was lent");
+	buf_lent = false;
+}
+
 static bool
 f_domain(const void *arg, const char *domain, size_t len)
 {
@@ -158,6 +193,8 @@ static const struct smtp_ops f_ops = {
 	.check = f_check,
 	.chunk_get = f_chunk_get,
 	.chunk_put = f_chunk_put,
+	.buf_get = f_buf_get,
+	.buf_put = f_buf_put,
 };
 
 static const struct smtp_params f_params = {
@@ -255,6 +292,23 @@ check_evict(void)
 	smtp_session_evict(s);
 	feed(s, "NOOP\r\n");
 	CHECK(f.out_len == before && f.closes == 1, "nothing after the close");
+	smtp_session_fini(s);
+	/* An idle session holds no buffer; with the pool dry the 421 goes
+	 * straight to the transport. */
+	s = open_session(&f);
+	if (!CHECK(s != NULL))
+		return;
+	feed(s, "EHLO client.example\r\n");
+	CHECK(!buf_lent, "an idle session holds no buffer");
+	buf_lent = true;
+	before = f.out_len;
+	smtp_session_evict(s);
+	CHECK(strcmp(f.out + before,
+		     "421 4.7.0 mx.example.net Too many connections, closing idle session\r\n") ==
+		      0,
+	      "the eviction's reply with the pool dry: \"%s\"", f.out + before);
+	CHECK(f.closes == 1, "closed %u times with the pool dry", f.closes);
+	buf_lent = false;
 	smtp_session_fini(s);
 }
 

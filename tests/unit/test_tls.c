@@ -653,6 +653,21 @@ s_get(void *ctx, uint32_t *cap)
 	*cap = 8192;
 	return malloc(8192);
 }
+/* Session buffers from the heap: this test is about TLS, not the pool. */
+static void *
+s_buf_get(void *c)
+{
+	(void)c;
+	return malloc(smtp_buf_size());
+}
+
+static void
+s_buf_put(void *c, void *buf)
+{
+	(void)c;
+	free(buf);
+}
+
 static void
 s_put(void *ctx, void *c)
 {
@@ -683,6 +698,8 @@ static const struct smtp_ops s_ops = {
 	.close = s_close,
 	.chunk_get = s_get,
 	.chunk_put = s_put,
+	.buf_get = s_buf_get,
+	.buf_put = s_buf_put,
 	.starttls = s_starttls,
 	.tls_begin = s_begin,
 };
