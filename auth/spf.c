@@ -537,7 +537,8 @@ spf_round(struct spf_eval *ev)
 				spf_eval_answer(ev, w[i].id, w[i].err, w[i].res);
 				w[i].out = false;
 				left--;
-			} else if (now >= w[i].deadline && ub_cancel(ev->ck->ub, w[i].async_id) == 0) {
+			} else if (now >= w[i].deadline &&
+				   ub_cancel(ev->ck->ub, w[i].async_id) == 0) {
 				spf_eval_timeout(ev, w[i].id);
 				w[i].out = false;
 				left--;

@@ -27,7 +27,7 @@ struct ub_result;
 struct spf_ub_check;
 
 struct spf_ub_params {
-	int family;          /* AF_INET or AF_INET6: the client address */
+	int family; /* AF_INET or AF_INET6: the client address */
 	struct in_addr v4;
 	struct in6_addr v6;
 };
