@@ -4,8 +4,8 @@
  * and a pool of work threads, off the worker cores.
  *
  * The dispatcher drains every worker's request ring, runs the asynchronous
- * reverse-DNS lookups (thousands in flight on one thread), writes the
- * transaction log, and hands blocking work (the spool's fsync, SPF and
+ * reverse-DNS lookups and SPF checks (thousands in flight on one thread),
+ * writes the transaction log, and hands blocking work (the spool's fsync,
  * DKIM) to the work threads. Verdicts go back on each worker's verdict
  * ring. Neither side ever waits for the other.
  */
@@ -26,28 +26,41 @@ struct rte_ring;
 #define DNS_LATENCY_BUCKETS  11
 
 /* Counters, one block per control thread (block 0: the dispatcher). */
-#define CTL_COUNTERS(X)                                                     \
-	X(RDNS_REQUESTS, "rdns_requests")                                   \
-	X(RDNS_PASS, "rdns_pass")                                           \
-	X(RDNS_NONE, "rdns_none")                                           \
-	X(RDNS_MISMATCH, "rdns_mismatch")                                   \
-	X(RDNS_TEMPERROR, "rdns_temperror")                                 \
-	X(RDNS_CACHED, "rdns_cached")                                       \
-	X(RDNS_BUSY, "rdns_busy") /* too many in flight: temperror */       \
-	X(SPOOL_REQUESTS, "spool_requests")                                 \
-	X(SPOOL_WRITTEN, "spool_written")                                   \
-	X(SPOOL_FAILED, "spool_failed")                                     \
-	X(RELAY_DELIVERED, "relay_delivered")                               \
-	X(RELAY_FAILED, "relay_failed")                                     \
-	X(SPF_CHECKS, "spf_checks_early") /* SPF run ahead, from MAIL */    \
-	X(SPF_LATE, "spf_checks_late")    /* no early check for the MAIL */ \
-	X(AUTH_PASS, "auth_pass")         /* the auth rule's outcomes */    \
-	X(AUTH_REJECT, "auth_reject")                                       \
-	X(AUTH_DEFER, "auth_defer")                                         \
-	X(AUTH_LOGGED, "auth_logged")                                       \
-	X(LOG_LINES, "log_lines")                                           \
-	X(LOG_FAILED, "log_failed")                                         \
-	X(VERDICTS_SENT, "verdicts_sent")                                   \
+#define CTL_COUNTERS(X)                                                               \
+	X(RDNS_REQUESTS, "rdns_requests")                                             \
+	X(RDNS_PASS, "rdns_pass")                                                     \
+	X(RDNS_NONE, "rdns_none")                                                     \
+	X(RDNS_MISMATCH, "rdns_mismatch")                                             \
+	X(RDNS_TEMPERROR, "rdns_temperror")                                           \
+	X(RDNS_CACHED, "rdns_cached")                                                 \
+	X(RDNS_BUSY, "rdns_busy") /* too many in flight: temperror */                 \
+	X(SPOOL_REQUESTS, "spool_requests")                                           \
+	X(SPOOL_WRITTEN, "spool_written")                                             \
+	X(SPOOL_FAILED, "spool_failed")                                               \
+	X(RELAY_DELIVERED, "relay_delivered")                                         \
+	X(RELAY_FAILED, "relay_failed")                                               \
+	X(SPF_CHECKS, "spf_checks_early")        /* SPF run ahead, from MAIL */       \
+	X(SPF_LATE, "spf_checks_late")           /* no early check for the MAIL */    \
+	X(SPF_INFLIGHT, "spf_checks_inflight")   /* gauge: not done yet */            \
+	X(SPF_CANCELLED, "spf_checks_cancelled") /* a new MAIL or session */          \
+	X(SPF_REFUSED, "spf_checks_refused")     /* max_spf_checks reached */         \
+	X(SPF_PARKED, "spf_deliveries_parked")   /* DATA end before SPF */            \
+	X(SPF_LOOKUPS, "spf_lookups")            /* DNS queries of finished checks */ \
+	X(SPF_PASSES, "spf_passes")              /* evaluator passes, all checks */   \
+	X(SPF_PASSES_MAX, "spf_passes_max")      /* the most one check took */        \
+	X(SPF_PASSES_1, "spf_passes_1")          /* checks by passes taken */         \
+	X(SPF_PASSES_2, "spf_passes_2")                                               \
+	X(SPF_PASSES_4, "spf_passes_3_4")                                             \
+	X(SPF_PASSES_8, "spf_passes_5_8")                                             \
+	X(SPF_PASSES_16, "spf_passes_9_16")                                           \
+	X(SPF_PASSES_MORE, "spf_passes_gt16")                                         \
+	X(AUTH_PASS, "auth_pass") /* the auth rule's outcomes */                      \
+	X(AUTH_REJECT, "auth_reject")                                                 \
+	X(AUTH_DEFER, "auth_defer")                                                   \
+	X(AUTH_LOGGED, "auth_logged")                                                 \
+	X(LOG_LINES, "log_lines")                                                     \
+	X(LOG_FAILED, "log_failed")                                                   \
+	X(VERDICTS_SENT, "verdicts_sent")                                             \
 	X(UNKNOWN_MSG, "unknown_messages")
 
 enum ctl_counter {
@@ -83,6 +96,9 @@ struct ctlplane;
 struct ctlplane *ctlplane_create(const struct ctlplane_params *p, char *err, size_t errlen);
 /* The dispatcher's loop, on the calling thread, until *stop. */
 void ctlplane_run(struct ctlplane *pl, volatile sig_atomic_t *stop);
+/* Nonzero while the SPF checks in flight are at [control]
+ * max_spf_checks: the workers read it at MAIL (sess_params.spf_full). */
+const volatile uint8_t *ctlplane_spf_full(const struct ctlplane *pl);
 /* Stops the work threads; tolerates NULL and half-built pools. */
 void ctlplane_destroy(struct ctlplane *pl);
 

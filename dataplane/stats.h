@@ -42,6 +42,7 @@
 	X(BODY_BUDGET_EXHAUSTED, "body_budget_exhausted") /* 452 4.3.1 */         \
 	X(LOG_DROPPED, "log_dropped")                                             \
 	X(VERDICTS_STALE, "verdicts_stale") /* for a session that has gone */     \
+	X(MAIL_SPF_BUSY, "mail_spf_busy")   /* 451 4.7.26: SPF checks at bound */ \
 	X(IPV6_PTR_PASS, "ipv6_ptr_pass")   /* the rules' outcomes */             \
 	X(IPV6_PTR_REJECT, "ipv6_ptr_reject")                                     \
 	X(IPV6_PTR_DEFER, "ipv6_ptr_defer")                                       \
