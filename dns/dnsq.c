@@ -79,9 +79,9 @@ struct dnsq {
 };
 
 static const char *const dnsq_counter_names[DNSQ_C__COUNT] = {
-	[DNSQ_C_ISSUED] = "issued",	  [DNSQ_C_ANSWERED] = "answered",
-	[DNSQ_C_TIMEOUTS] = "timeouts",	  [DNSQ_C_CANCELLED] = "cancelled",
-	[DNSQ_C_BUSY] = "busy",		  [DNSQ_C_REFUSED] = "refused",
+	[DNSQ_C_ISSUED] = "issued",     [DNSQ_C_ANSWERED] = "answered",
+	[DNSQ_C_TIMEOUTS] = "timeouts", [DNSQ_C_CANCELLED] = "cancelled",
+	[DNSQ_C_BUSY] = "busy",         [DNSQ_C_REFUSED] = "refused",
 };
 
 const char *
