@@ -10,7 +10,7 @@
  * to 1 ms when their job ring is empty.
  *
  * What the control plane keeps per session is one slot per worker session
- * slot (generation, PTR result and name, the transaction's SPF job): written
+ * slot (generation, PTR result and name, the transaction's SPF check): written
  * by the dispatcher only, and overwritten when the worker reuses the slot.
  *
  * SPF starts at MAIL FROM and runs on the dispatcher itself, without a
@@ -62,26 +62,26 @@
 
 /* Requests taken from one worker's ring at once: enough to amortize the
  * dequeue, few enough that every worker's ring is visited often. */
-#define BURST                 32
+#define BURST               32
 /* Jobs waiting for a work thread (rte_ring wants a power of two). When it is
- * full a delivery is answered 451 and an SPF job is left to its delivery, so
- * the size only bounds the backlog that memory holds, one malloc'd job each. */
-#define JOB_RING_SIZE         65536
+ * full a delivery is answered 451, so the size only bounds the backlog that
+ * memory holds, one malloc'd job each. */
+#define JOB_RING_SIZE       65536
 /* A work thread with nothing to do sleeps, from the first, doubling while
  * below the last (so 1280 us at most): a job waits about 1 ms at worst, and
  * an idle thread costs under 1000 wakeups a second. */
-#define WORK_BACKOFF_MIN_US   20
-#define WORK_BACKOFF_MAX_US   1000
+#define WORK_BACKOFF_MIN_US 20
+#define WORK_BACKOFF_MAX_US 1000
 /* DNS queries the SPF checks may have out at once, per check allowed in
  * flight: a pass rarely asks for more than a handful together. */
-#define SPF_QUERIES_PER_CHECK 32
-#define SPF_QUERIES_MIN       4096
+#define SPF_QUERIES_EACH    32
+#define SPF_QUERIES_MIN     4096
 /* The reverse-DNS result cache: results kept (a set-associative table of
  * 288-byte entries, about 19 MB) and for how long at most, so that a client
  * that reconnects is not looked up again, and a PTR record fixed by its owner
  * is seen within 5 minutes whatever its TTL. */
-#define PTR_CACHE_ENTRIES     65536
-#define PTR_CACHE_TTL_S       300
+#define PTR_CACHE_ENTRIES   65536
+#define PTR_CACHE_TTL_S     300
 
 struct ctl_stats ctl_stats[CTLPLANE_MAX_THREADS];
 
@@ -139,13 +139,13 @@ struct spf_qref {
 };
 
 /* An SPF check on the dispatcher: begun at MAIL FROM (or, when that
- * request was lost, at the end of DATA), for the transaction txn of the
- * session in (worker, idx, gen). The session's slot holds it until the
- * end of DATA takes it; a delivery that finds it unfinished parks on it. */
+ * request was lost, at the end of DATA), for the session's transaction
+ * txn. The session's slot holds it until the end of DATA takes it; a
+ * delivery that finds it unfinished parks on it. */
 struct spf_chk {
 	struct ctlplane *pl;
 	struct spf_eval *ev; /* NULL once done */
-	uint32_t worker, idx, gen, txn;
+	uint32_t txn;
 	bool early; /* begun at MAIL */
 	bool done;
 	struct auth_spf result;
@@ -194,10 +194,9 @@ struct ctlplane {
 	struct rdns_req **req_free;
 	uint32_t n_req_free;
 	struct auth *auth;
-	struct dnsq *dnsq;     /* the SPF checks' queries */
-	uint32_t spf_inflight; /* checks not done */
-	uint32_t max_spf;      /* [control] max_spf_checks */
-	uint64_t spf_passes_max;
+	struct dnsq *dnsq;         /* the SPF checks' queries */
+	uint32_t spf_inflight;     /* checks not done */
+	uint32_t max_spf;          /* [control] max_spf_checks */
 	volatile uint8_t spf_full; /* read by the workers at MAIL */
 	struct spf_chk *parked;    /* checks a delivery waits for */
 	struct spool *spool;
@@ -962,9 +961,9 @@ ctlplane_create(const struct ctlplane_params *p, char *err, size_t errlen)
 		goto fail;
 	pl->max_spf = c->max_spf_checks;
 	qp.ub = pl->ub;
-	qp.max_inflight = c->max_spf_checks < SPF_QUERIES_MIN / SPF_QUERIES_PER_CHECK ?
+	qp.max_inflight = c->max_spf_checks < SPF_QUERIES_MIN / SPF_QUERIES_EACH ?
 				  SPF_QUERIES_MIN :
-				  c->max_spf_checks * SPF_QUERIES_PER_CHECK;
+				  c->max_spf_checks * SPF_QUERIES_EACH;
 	pl->dnsq = dnsq_create(&qp);
 	if (!pl->dnsq) {
 		snprintf(err, errlen, "SPF's DNS queries: %s", strerror(errno));

@@ -107,8 +107,8 @@ server_main(void *arg)
 		a[6] = a[7] = 0;
 		a[8] = a[9] = a[10] = a[11] = 0;
 		if (under(name, "ok.example") && q[end - 4] == 0 && q[end - 3] == ns_t_a) {
-			static const uint8_t rr[] = { 0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4,
-						      192,  0,  2, 1 };
+			static const uint8_t rr[] = { 0xc0, 12, 0, 1, 0,   1, 0, 0,
+						      0,    60, 0, 4, 192, 0, 2, 1 };
 
 			a[7] = 1;
 			memcpy(a + end, rr, sizeof(rr));
@@ -209,8 +209,7 @@ test_answers(struct ub_ctx *ub)
 	CHECK(dnsq_issue(q, "b.nx.example", ns_t_a, 2000, on_done, &nx, now_us()) != 0);
 	CHECK_EQ_INT(dnsq_inflight(q), 2);
 	drive(q, 3000);
-	CHECK(ok.calls == 1 && ok.err == 0 && ok.data, "answer: calls %d err %d", ok.calls,
-	      ok.err);
+	CHECK(ok.calls == 1 && ok.err == 0 && ok.data, "answer: calls %d err %d", ok.calls, ok.err);
 	CHECK(nx.calls == 1 && nx.err == 0 && nx.nx && !nx.data, "NXDOMAIN");
 	CHECK_EQ_INT(dnsq_counter(q, DNSQ_C_ANSWERED), 2);
 	CHECK_EQ_INT(dnsq_timeout_ms(q, now_us()), -1);

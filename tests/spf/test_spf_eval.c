@@ -197,7 +197,8 @@ test_limits_per_pass(struct spf_checker *ck)
 		  "v=spf1 include:i1.test include:i2.test include:i3.test include:i4.test "
 		  "include:i5.test include:i6.test include:i7.test include:i8.test "
 		  "include:i9.test include:i10.test ip4:192.0.2.1 -all" },
-		{ "voids.test", ns_t_txt, "v=spf1 a:n1.test a:n2.test a:n3.test ip4:192.0.2.1 -all" },
+		{ "voids.test", ns_t_txt,
+		  "v=spf1 a:n1.test a:n2.test a:n3.test ip4:192.0.2.1 -all" },
 	};
 	struct spf_answer a;
 	struct spf_eval *ev;
