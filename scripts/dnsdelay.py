@@ -9,6 +9,13 @@ port) and holds every answer for --delay-ms before it goes back; a query
 whose name is under a --slow SUFFIX=MS suffix is held MS instead. The
 answer itself is the server's, byte for byte: only its timing changes.
 
+The delay runs from the first time a question (name and type) is asked:
+a resolver that retransmits while it waits (unbound does, from a timeout
+learned on the fast answers) gets its later copies answered at that same
+moment, not D ms after each copy. Otherwise every copy would start the
+wait again and a slow name would look dead to the resolver, as a slow
+authoritative server does not.
+
 usage: dnsdelay.py --listen 127.0.0.1@5354 --upstream 127.0.0.1@5353
                    [--delay-ms D] [--slow SUFFIX=MS]... [--pidfile PATH]
 
@@ -22,28 +29,31 @@ import signal
 import socket
 import struct
 import sys
+import time
 
 UPSTREAM_TIMEOUT_S = 10
+FIRST_ASKED_KEEP_S = 60  # a question's first time is forgotten after this
 
 
-def qname(msg):
-    """The question's name, lower case without the final dot; "" when the
-    message is too short or malformed to tell."""
+def question(msg):
+    """The question's name (lower case, no final dot) and type; ("", 0)
+    when the message is too short or malformed to tell."""
     labels, off = [], 12
     try:
         if len(msg) < 12 or struct.unpack("!H", msg[4:6])[0] < 1:
-            return ""
+            return "", 0
         while True:
             n = msg[off]
             if n == 0:
                 break
             if n & 0xC0:  # no compression in a question we can use
-                return ""
+                return "", 0
             labels.append(msg[off + 1:off + 1 + n].decode("ascii", "replace"))
             off += 1 + n
-    except IndexError:
-        return ""
-    return ".".join(labels).lower()
+        qtype = struct.unpack("!H", msg[off + 1:off + 3])[0]
+    except (IndexError, struct.error):
+        return "", 0
+    return ".".join(labels).lower(), qtype
 
 
 def addr(text):
@@ -61,12 +71,24 @@ class Delays:
                 raise SystemExit(f"dnsdelay: --slow {item!r}: want SUFFIX=MS")
             self.slow.append((suffix.lower().strip("."), int(ms)))
 
+        self.first = {}  # (name, type) -> when first asked
+
     def of(self, msg):
-        name = qname(msg)
+        """Seconds to hold this message's answer from now."""
+        name, qtype = question(msg)
+        delay = self.default_ms / 1000
         for suffix, ms in self.slow:
             if name == suffix or name.endswith("." + suffix):
-                return ms / 1000
-        return self.default_ms / 1000
+                delay = ms / 1000
+                break
+        now = time.monotonic()
+        if len(self.first) > 10000:
+            self.first = {k: t for k, t in self.first.items()
+                          if now - t < FIRST_ASKED_KEEP_S}
+        first = self.first.get((name, qtype))
+        if first is None or now - first >= FIRST_ASKED_KEEP_S:
+            first = self.first[(name, qtype)] = now
+        return max(0.0, first + delay - now)
 
 
 async def ask_udp(upstream, msg):

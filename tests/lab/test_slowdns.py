@@ -20,19 +20,19 @@ import json
 import os
 import signal
 import subprocess
+import threading
 
 import labkit
 from labkit import LAB, Edge, expect, wait_for, delta
 from test_ctlplane import conf_with
-from test_smtp import EDGE6, PEER, peer, spool_files
+from test_smtp import EDGE6, peer, spool_files
 
 PTR6 = LAB["LAB_PEER6_PTR"]
 PROXY = f"127.0.0.1@{int(LAB['LAB_DNS_PORT']) + 1}"
 DNSDELAY = os.path.join(labkit.ROOT, "scripts/dnsdelay.py")
-SLOW_MS = 4000
+SLOW_MS = 6000
 FLOOD = 16  # more than the work threads (2), fewer than peer.py's timeout allows
 FAST = 4
-MSG = "From: <x@lab.example>\r\nSubject: slow dns\r\n\r\nHello.\r\n."
 
 
 class Proxy:
@@ -73,20 +73,70 @@ def proxied_conf(name, **sections):
     return path
 
 
-def flood_session(i):
-    """One slow sender's whole dialogue, in the background."""
-    return subprocess.Popen(
-        ["ip", "netns", "exec", LAB["LAB_PEER_NS"], "/usr/bin/python3", PEER, "dialogue", PTR6,
-         EDGE6, "EHLO client.lab.example", f"MAIL FROM:<f{i}@f{i}-{os.getpid()}.slow.example>",
-         "RCPT TO:<bob@example.net>", "DATA", MSG, "QUIT"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+# The flood, as one process in the peer namespace: every session at once,
+# each printing its index and its reply to the end of DATA as it comes.
+FLOOD_CLIENT = r"""
+import asyncio, json, sys
+src, dst, first, n, tag = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+async def reply(r):
+    while True:
+        line = await r.readline()
+        if not line:
+            return "closed"
+        if len(line) < 4 or line[3:4] != b"-":
+            return line.decode().rstrip()
+async def session(i):
+    r, w = await asyncio.open_connection(dst, 25, local_addr=(src, 0))
+    await reply(r)
+    for cmd in ("EHLO client.lab.example", f"MAIL FROM:<f{i}@f{i}-{tag}.slow.example>",
+                "RCPT TO:<bob@example.net>", "DATA"):
+        w.write(cmd.encode() + b"\r\n")
+        await reply(r)
+    w.write(b"From: <x@lab.example>\r\nSubject: slow dns\r\n\r\nHello.\r\n.\r\n")
+    got = await reply(r)
+    print(json.dumps([i, got]), flush=True)
+    w.write(b"QUIT\r\n")
+    await reply(r)
+    w.close()
+async def main():
+    await asyncio.gather(*(asyncio.wait_for(session(i), 120) for i in range(first, first + n)))
+asyncio.run(main())
+"""
+
+
+class Flood:
+    """FLOOD_CLIENT running; .replies maps a session to its DATA reply."""
+
+    def __init__(self, first, n):
+        self.replies = {}
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", LAB["LAB_PEER_NS"], "/usr/bin/python3", "-c", FLOOD_CLIENT,
+             PTR6, EDGE6, str(first), str(n), str(os.getpid())],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            i, reply = json.loads(line)
+            self.replies[i] = reply
+
+    def wait(self, timeout=150):
+        self.proc.wait(timeout)
+        self.reader.join(5)
+        return self.proc.returncode
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def test_slow_spf_flood_leaves_other_senders_unharmed():
     cfg = proxied_conf("slowdns")
     with Proxy(), Edge(cfg) as edge:
         before = edge.stats()
-        flood = [flood_session(i) for i in range(FLOOD)]
+        flood = Flood(0, FLOOD)
         try:
             inflight = wait_for(lambda: (lambda s: s if s.get("spf_checks_inflight", 0) >= FLOOD
                                          else None)(edge.stats()), timeout=30)
@@ -101,24 +151,18 @@ def test_slow_spf_flood_leaves_other_senders_unharmed():
                        if f"id {qid}".encode() in open(p, "rb").read(600)]
                 expect(len(new) == 1, f"fast sender {k}: queue id {qid}: {len(new)} files")
             # all of that happened while the flood's checks were waiting
+            answered = dict(flood.replies)
             during = edge.stats()
-            waiting = [i for i, p in enumerate(flood) if p.poll() is None]
             expect(during.get("spf_checks_inflight", 0) >= FLOOD,
                    f"the flood's checks ended before the fast senders: {during}")
-            expect(len(waiting) == FLOOD,
-                   f"flood sessions answered before the fast senders: "
-                   f"{FLOOD - len(waiting)} of {FLOOD}")
+            expect(not answered, f"flood sessions answered before the fast senders: {answered}")
             # and then the flood is answered too, each on its own check
-            for i, p in enumerate(flood):
-                out, err = p.communicate(timeout=120)
-                expect(p.returncode == 0, f"flood session {i}: {err[-500:]}")
-                replies = json.loads(out)["replies"]
-                expect(replies[5].startswith("250 2.0.0 "), f"flood session {i}: {replies}")
+            expect(flood.wait() == 0, f"the flood: {flood.proc.stderr.read()[-1000:]}")
+            expect(len(flood.replies) == FLOOD and
+                   all(r.startswith("250 2.0.0 ") for r in flood.replies.values()),
+                   f"the flood's replies: {flood.replies}")
         finally:
-            for p in flood:
-                if p.poll() is None:
-                    p.kill()
-                    p.wait()
+            flood.stop()
         after = wait_for(lambda: (lambda s: s if s.get("spf_checks_inflight", 1) == 0
                                   else None)(edge.stats()))
         expect(after, f"checks left in flight: {edge.stats()}")
@@ -137,7 +181,7 @@ def test_max_spf_checks_answers_451_past_the_bound():
     cfg = proxied_conf("slowdns-bound", control={"max_spf_checks": 2})
     with Proxy(), Edge(cfg) as edge:
         before = edge.stats()
-        flood = [flood_session(100 + i) for i in range(2)]
+        flood = Flood(100, 2)
         try:
             expect(wait_for(lambda: edge.stats().get("spf_checks_inflight", 0) == 2,
                             timeout=30), f"two checks not in flight: {edge.stats()}")
@@ -146,13 +190,9 @@ def test_max_spf_checks_answers_451_past_the_bound():
             expect(r[2].startswith("451 4.7.26 "), f"MAIL past the bound: {r}")
             mid = edge.stats()
             expect(delta(mid, before, "mail_spf_busy") == 1, f"mail_spf_busy: {mid}")
-            for p in flood:
-                p.communicate(timeout=120)
+            expect(flood.wait() == 0, f"the flood: {flood.proc.stderr.read()[-1000:]}")
         finally:
-            for p in flood:
-                if p.poll() is None:
-                    p.kill()
-                    p.wait()
+            flood.stop()
         expect(wait_for(lambda: edge.stats().get("spf_checks_inflight", 1) == 0),
                f"checks left: {edge.stats()}")
         r = peer("dialogue", PTR6, EDGE6, "EHLO client.lab.example",
