@@ -25,42 +25,49 @@ struct rte_ring;
 #define CTLPLANE_MAX_THREADS 65 /* the dispatcher and up to 64 work threads */
 #define DNS_LATENCY_BUCKETS  11
 
-/* Counters, one block per control thread (block 0: the dispatcher). */
-#define CTL_COUNTERS(X)                                                               \
-	X(RDNS_REQUESTS, "rdns_requests")                                             \
-	X(RDNS_PASS, "rdns_pass")                                                     \
-	X(RDNS_NONE, "rdns_none")                                                     \
-	X(RDNS_MISMATCH, "rdns_mismatch")                                             \
-	X(RDNS_TEMPERROR, "rdns_temperror")                                           \
-	X(RDNS_CACHED, "rdns_cached")                                                 \
-	X(RDNS_BUSY, "rdns_busy") /* too many in flight: temperror */                 \
-	X(SPOOL_REQUESTS, "spool_requests")                                           \
-	X(SPOOL_WRITTEN, "spool_written")                                             \
-	X(SPOOL_FAILED, "spool_failed")                                               \
-	X(RELAY_DELIVERED, "relay_delivered")                                         \
-	X(RELAY_FAILED, "relay_failed")                                               \
-	X(SPF_CHECKS, "spf_checks_early")        /* SPF run ahead, from MAIL */       \
-	X(SPF_LATE, "spf_checks_late")           /* no early check for the MAIL */    \
-	X(SPF_INFLIGHT, "spf_checks_inflight")   /* gauge: not done yet */            \
-	X(SPF_CANCELLED, "spf_checks_cancelled") /* a new MAIL or session */          \
-	X(SPF_REFUSED, "spf_checks_refused")     /* max_spf_checks reached */         \
-	X(SPF_PARKED, "spf_deliveries_parked")   /* DATA end before SPF */            \
-	X(SPF_LOOKUPS, "spf_lookups")            /* DNS queries of finished checks */ \
-	X(SPF_PASSES, "spf_passes")              /* evaluator passes, all checks */   \
-	X(SPF_PASSES_MAX, "spf_passes_max")      /* the most one check took */        \
-	X(SPF_PASSES_1, "spf_passes_1")          /* checks by passes taken */         \
-	X(SPF_PASSES_2, "spf_passes_2")                                               \
-	X(SPF_PASSES_4, "spf_passes_3_4")                                             \
-	X(SPF_PASSES_8, "spf_passes_5_8")                                             \
-	X(SPF_PASSES_16, "spf_passes_9_16")                                           \
-	X(SPF_PASSES_MORE, "spf_passes_gt16")                                         \
-	X(AUTH_PASS, "auth_pass") /* the auth rule's outcomes */                      \
-	X(AUTH_REJECT, "auth_reject")                                                 \
-	X(AUTH_DEFER, "auth_defer")                                                   \
-	X(AUTH_LOGGED, "auth_logged")                                                 \
-	X(LOG_LINES, "log_lines")                                                     \
-	X(LOG_FAILED, "log_failed")                                                   \
-	X(VERDICTS_SENT, "verdicts_sent")                                             \
+/* Counters, one block per control thread (block 0: the dispatcher). The
+ * SPF checks': spf_checks_inflight is a gauge (checks not done yet);
+ * spf_checks_cancelled (a new MAIL or session let go of a check not done),
+ * spf_checks_refused (max_spf_checks reached), spf_deliveries_parked (the
+ * end of DATA came before the result), spf_lookups (distinct DNS queries of
+ * the checks done), spf_passes (evaluator passes, all checks), its largest
+ * for one check spf_passes_max, and checks by passes taken
+ * (spf_passes_1 ... spf_passes_gt16). */
+#define CTL_COUNTERS(X)                                                     \
+	X(RDNS_REQUESTS, "rdns_requests")                                   \
+	X(RDNS_PASS, "rdns_pass")                                           \
+	X(RDNS_NONE, "rdns_none")                                           \
+	X(RDNS_MISMATCH, "rdns_mismatch")                                   \
+	X(RDNS_TEMPERROR, "rdns_temperror")                                 \
+	X(RDNS_CACHED, "rdns_cached")                                       \
+	X(RDNS_BUSY, "rdns_busy") /* too many in flight: temperror */       \
+	X(SPOOL_REQUESTS, "spool_requests")                                 \
+	X(SPOOL_WRITTEN, "spool_written")                                   \
+	X(SPOOL_FAILED, "spool_failed")                                     \
+	X(RELAY_DELIVERED, "relay_delivered")                               \
+	X(RELAY_FAILED, "relay_failed")                                     \
+	X(SPF_CHECKS, "spf_checks_early") /* SPF run ahead, from MAIL */    \
+	X(SPF_LATE, "spf_checks_late")    /* no early check for the MAIL */ \
+	X(AUTH_PASS, "auth_pass")         /* the auth rule's outcomes */    \
+	X(AUTH_REJECT, "auth_reject")                                       \
+	X(AUTH_DEFER, "auth_defer")                                         \
+	X(AUTH_LOGGED, "auth_logged")                                       \
+	X(LOG_LINES, "log_lines")                                           \
+	X(LOG_FAILED, "log_failed")                                         \
+	X(VERDICTS_SENT, "verdicts_sent")                                   \
+	X(SPF_INFLIGHT, "spf_checks_inflight")                              \
+	X(SPF_CANCELLED, "spf_checks_cancelled")                            \
+	X(SPF_REFUSED, "spf_checks_refused")                                \
+	X(SPF_PARKED, "spf_deliveries_parked")                              \
+	X(SPF_LOOKUPS, "spf_lookups")                                       \
+	X(SPF_PASSES, "spf_passes")                                         \
+	X(SPF_PASSES_MAX, "spf_passes_max")                                 \
+	X(SPF_PASSES_1, "spf_passes_1")                                     \
+	X(SPF_PASSES_2, "spf_passes_2")                                     \
+	X(SPF_PASSES_4, "spf_passes_3_4")                                   \
+	X(SPF_PASSES_8, "spf_passes_5_8")                                   \
+	X(SPF_PASSES_16, "spf_passes_9_16")                                 \
+	X(SPF_PASSES_MORE, "spf_passes_gt16")                               \
 	X(UNKNOWN_MSG, "unknown_messages")
 
 enum ctl_counter {

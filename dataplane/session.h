@@ -36,14 +36,14 @@ struct sess_params {
 	uint32_t delivery_timeout_s;  /* the end of DATA waits this long */
 	uint32_t body_budget_mb;      /* per worker */
 	uint32_t fault_spf_lost_from; /* test shim: 0, or the Nth MAIL on */
+	struct smtp_params smtp;      /* hostname, limits, our domains */
+	uint32_t tls_max_sessions;    /* sessions in TLS per worker */
+	bool tls_refuse_early;        /* a known refusal answers STARTTLS */
+	/* A snapshot of the live rules, taken as a session opens. */
+	void (*rules_get)(struct policy *out);
 	/* Set by the control plane while its SPF checks are at their bound:
 	 * MAIL gets 451 4.7.26 then. NULL: never. */
 	const volatile uint8_t *spf_full;
-	struct smtp_params smtp;   /* hostname, limits, our domains */
-	uint32_t tls_max_sessions; /* sessions in TLS per worker */
-	bool tls_refuse_early;     /* a known refusal answers STARTTLS */
-	/* A snapshot of the live rules, taken as a session opens. */
-	void (*rules_get)(struct policy *out);
 };
 
 /* A TCP segment out; false when it could not be sent (counted by emit). */
