@@ -108,19 +108,6 @@ auth_spf_result(const struct spf_eval *ev, struct auth_spf *out)
 	snprintf(out->identity, sizeof(out->identity), "%s", ans.identity);
 }
 
-void
-auth_spf(struct auth *a, uint8_t family, const uint8_t *addr, const char *helo,
-	 const char *mail_from, struct auth_spf *out)
-{
-	struct spf_query q;
-	struct spf_answer ans;
-
-	auth_spf_query(family, addr, helo, mail_from, &q);
-	out->result = spf_check(a->spf, &q, &ans);
-	out->kind = ans.identity_kind;
-	snprintf(out->identity, sizeof(out->identity), "%s", ans.identity);
-}
-
 static void
 dkim_run(struct auth *a, const struct chunk *msg, struct auth_verdict *v)
 {

@@ -53,9 +53,6 @@ struct spf_eval *auth_spf_start(struct auth *a, uint8_t family, const uint8_t *a
 				const char *helo, const char *mail_from);
 /* The result of a finished evaluation. */
 void auth_spf_result(const struct spf_eval *ev, struct auth_spf *out);
-/* SPF of the transaction (blocks on DNS). */
-void auth_spf(struct auth *a, uint8_t family, const uint8_t *addr, const char *helo,
-	      const char *mail_from, struct auth_spf *out);
 /* DKIM of the message (blocks on DNS), then the rule's verdict. */
 void auth_verify(struct auth *a, const struct chunk *msg, const struct policy_rule *rule,
 		 uint8_t family, struct auth_verdict *v);
