@@ -16,20 +16,27 @@
  * share nothing but the ub_ctx, which libunbound makes thread-safe.
  */
 #include <arpa/inet.h>
+#include <arpa/nameser.h>
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <spf2/spf.h>
+#include <unbound.h>
 
 #include "auth/spf.h"
 #include "auth/spf_syntax.h"
 #include "auth/spf_ub.h"
 
 #define SPF_DEFAULT_TIMEOUT_MS 5000
+/* The synchronous check's poll slice: short against a DNS round trip. */
+#define SPF_POLL_SLICE_MS      10
 
 struct spf_checker {
 	struct ub_ctx *ub;
@@ -227,10 +234,11 @@ spf_describe(struct spf_answer *a, const struct spf_ub_check *c, SPF_response_t 
 	spf_copy(a->comment, sizeof(a->comment), SPF_response_get_header_comment(resp));
 }
 
-/* Run libspf2 on a prepared check; fills a->result and the texts. */
-static void
-spf_evaluate(const struct spf_checker *ck, const struct spf_query *q, struct spf_ub_check *c,
-	     const struct spf_ub_params *p, struct spf_answer *a)
+/* One pass of libspf2 over the answers fetched so far.  False when the
+ * pass met a lookup with no answer yet (a->result then means nothing). */
+static bool
+spf_pass(const struct spf_checker *ck, const struct spf_query *q, struct spf_ub_check *c,
+	 const struct spf_ub_params *p, struct spf_answer *a)
 {
 	SPF_server_t *server = NULL;
 	SPF_request_t *req = NULL;
@@ -238,8 +246,11 @@ spf_evaluate(const struct spf_checker *ck, const struct spf_query *q, struct spf
 	SPF_errcode_t err;
 	const char *why;
 
+	spf_ub_check_begin_pass(c);
 	a->result = SPF_RES_TEMPERROR;
 	spf_copy(a->mechanism, sizeof(a->mechanism), "out of memory");
+	a->explanation[0] = '\0';
+	a->comment[0] = '\0';
 	server = SPF_server_new_dns(spf_ub_check_layer(c), 0);
 	if (server == NULL || SPF_server_set_rec_dom(server, ck->receiver) != SPF_E_SUCCESS)
 		goto out;
@@ -259,7 +270,7 @@ spf_evaluate(const struct spf_checker *ck, const struct spf_query *q, struct spf
 		goto out;
 	spf_ub_check_set_request(c, req);
 	err = SPF_request_query_mailfrom(req, &resp);
-	if (resp == NULL)
+	if (resp == NULL || spf_ub_check_incomplete(c))
 		goto out;
 	if (spf_ub_check_forced_permerror(c, &why)) {
 		a->result = SPF_RES_PERMERROR;
@@ -276,38 +287,296 @@ out:
 		SPF_request_free(req);
 	if (server != NULL)
 		SPF_server_free(server);
+	return !spf_ub_check_incomplete(c);
+}
+
+/* --- the resumable evaluation --- */
+
+/* Passes of one check at most: each incomplete pass adds a query or waits
+ * for one, so this is only a guard against our own bug. */
+#define SPF_EVAL_MAX_PASSES 1024
+
+struct spf_eval {
+	struct spf_checker *ck;
+	struct spf_query q;
+	char helo[256];
+	char mail_from[SPF_IDENTITY_MAX];
+	struct spf_ub_params p;
+	struct spf_ub_check *c; /* NULL: decided without DNS */
+	struct spf_answer a;
+	unsigned passes, next; /* next: where to look for a NEW query */
+	bool done;
+};
+
+struct spf_eval *
+spf_eval_start(struct spf_checker *checker, const struct spf_query *query)
+{
+	struct spf_eval *ev = calloc(1, sizeof(*ev));
+
+	if (ev == NULL)
+		return NULL;
+	ev->ck = checker;
+	ev->q = *query;
+	spf_copy(ev->helo, sizeof(ev->helo), query->helo);
+	spf_copy(ev->mail_from, sizeof(ev->mail_from), query->mail_from);
+	ev->q.helo = ev->helo;
+	ev->q.mail_from = ev->mail_from;
+	spf_identity(&ev->q, &ev->a);
+	/* §4.3: a malformed or single-label domain has no SPF: none */
+	if (!spf_syntax_identity_domain_ok(ev->a.domain)) {
+		ev->a.result = SPF_RES_NONE;
+		spf_copy(ev->a.mechanism, sizeof(ev->a.mechanism),
+			 "no usable domain in the identity");
+		ev->done = true;
+		return ev;
+	}
+	if (!spf_address(&ev->q, &ev->p)) {
+		ev->a.result = SPF_RES_PERMERROR;
+		spf_copy(ev->a.mechanism, sizeof(ev->a.mechanism), "unknown address family");
+		ev->done = true;
+		return ev;
+	}
+	ev->c = spf_ub_check_create(&ev->p);
+	if (ev->c == NULL) {
+		free(ev);
+		return NULL;
+	}
+	return ev;
+}
+
+enum spf_step
+spf_eval_step(struct spf_eval *ev)
+{
+	if (ev->done)
+		return SPF_STEP_DONE;
+	ev->passes++;
+	if (spf_pass(ev->ck, &ev->q, ev->c, &ev->p, &ev->a))
+		ev->done = true;
+	else if (ev->passes >= SPF_EVAL_MAX_PASSES) {
+		ev->a.result = SPF_RES_TEMPERROR;
+		spf_copy(ev->a.mechanism, sizeof(ev->a.mechanism), "SPF evaluation did not settle");
+		ev->done = true;
+	}
+	return ev->done ? SPF_STEP_DONE : SPF_STEP_NEED_DNS;
+}
+
+bool
+spf_eval_next_query(struct spf_eval *ev, struct spf_dns_query *out)
+{
+	const char *name;
+	int type;
+
+	if (ev->c == NULL || ev->done)
+		return false;
+	for (; ev->next < spf_ub_check_nqueries(ev->c); ev->next++) {
+		if (spf_ub_check_query(ev->c, ev->next, &name, &type) != SPF_UB_Q_NEW)
+			continue;
+		out->id = ev->next;
+		out->name = name;
+		out->type = type;
+		out->timeout_ms = spf_ub_check_query_timeout(ev->c, ev->ck->timeout_ms);
+		spf_ub_check_issued(ev->c, ev->next);
+		ev->next++;
+		if (out->timeout_ms == 0) {
+			/* the check's budget is spent: no more lookups */
+			spf_ub_check_failed(ev->c, out->id, "SPF check took too long");
+			continue;
+		}
+		return true;
+	}
+	return false;
+}
+
+void
+spf_eval_answer(struct spf_eval *ev, unsigned id, int err, struct ub_result *res)
+{
+	if (ev->c == NULL)
+		ub_resolve_free(res);
+	else
+		spf_ub_check_answer(ev->c, id, err, res);
+}
+
+void
+spf_eval_timeout(struct spf_eval *ev, unsigned id)
+{
+	if (ev->c != NULL)
+		spf_ub_check_failed(ev->c, id, "DNS timeout");
+}
+
+unsigned
+spf_eval_waiting(const struct spf_eval *ev)
+{
+	unsigned i, n = 0;
+
+	for (i = 0; ev->c != NULL && i < spf_ub_check_nqueries(ev->c); i++)
+		if (spf_ub_check_query(ev->c, i, NULL, NULL) != SPF_UB_Q_ANSWERED)
+			n++;
+	return n;
+}
+
+enum spf_result
+spf_eval_result(const struct spf_eval *ev, struct spf_answer *answer)
+{
+	if (!ev->done) {
+		memset(answer, 0, sizeof(*answer));
+		*answer = ev->a;
+		answer->result = SPF_RES_TEMPERROR;
+		spf_copy(answer->mechanism, sizeof(answer->mechanism), "SPF check not finished");
+		return answer->result;
+	}
+	*answer = ev->a;
+	return answer->result;
+}
+
+unsigned
+spf_eval_passes(const struct spf_eval *ev)
+{
+	return ev->passes;
+}
+
+unsigned
+spf_eval_lookups(const struct spf_eval *ev)
+{
+	return ev->c != NULL ? spf_ub_check_nqueries(ev->c) : 0;
+}
+
+struct spf_eval *
+spf_eval_free(struct spf_eval *ev)
+{
+	if (ev != NULL) {
+		spf_ub_check_destroy(ev->c);
+		free(ev);
+	}
+	return NULL;
+}
+
+/* --- the synchronous check: the same evaluation, with its own loop --- */
+
+/* One query of a round.  The callback writes res and err, then sets done
+ * last: after that store it never touches the struct again. */
+struct spf_wait {
+	struct ub_result *res;
+	int err;
+	atomic_int done;
+	int async_id;
+	unsigned id;
+	bool out; /* issued and not cancelled */
+	int64_t deadline;
+};
+
+static void
+spf_wait_callback(void *arg, int err, struct ub_result *res)
+{
+	struct spf_wait *w = arg;
+
+	w->res = res;
+	w->err = err;
+	atomic_store_explicit(&w->done, 1, memory_order_release);
+}
+
+static int64_t
+spf_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Issues what the last pass asked for, all at once, and waits for every
+ * answer or deadline: polling ub_fd() and calling ub_process(), which may
+ * deliver other threads' answers too (a callback only sets its own flag). */
+static void
+spf_round(struct spf_eval *ev)
+{
+	struct spf_dns_query dq, *qs = NULL, *grown;
+	struct spf_wait *w;
+	unsigned nq = 0, cap = 0, n = 0, left = 0, i;
+	struct pollfd pfd;
+	int64_t now, next;
+
+	while (spf_eval_next_query(ev, &dq)) {
+		if (nq == cap) {
+			cap = cap ? cap * 2 : 8;
+			grown = realloc(qs, cap * sizeof(*qs));
+			if (grown == NULL) {
+				spf_eval_answer(ev, dq.id, UB_NOMEM, NULL);
+				cap = nq;
+				continue;
+			}
+			qs = grown;
+		}
+		qs[nq++] = dq;
+	}
+	w = calloc(nq ? nq : 1, sizeof(*w));
+	for (i = 0; i < nq; i++) {
+		if (w == NULL) {
+			spf_eval_answer(ev, qs[i].id, UB_NOMEM, NULL);
+			continue;
+		}
+		atomic_init(&w[n].done, 0);
+		w[n].id = qs[i].id;
+		w[n].deadline = spf_now_ms() + qs[i].timeout_ms;
+		if (ub_resolve_async(ev->ck->ub, qs[i].name, qs[i].type, ns_c_in, &w[n],
+				     spf_wait_callback, &w[n].async_id) != 0) {
+			spf_eval_answer(ev, qs[i].id, UB_NOMEM, NULL);
+			continue;
+		}
+		w[n].out = true;
+		n++;
+		left++;
+	}
+	free(qs);
+	while (left > 0) {
+		now = spf_now_ms();
+		next = INT64_MAX;
+		for (i = 0; i < n; i++) {
+			if (!w[i].out)
+				continue;
+			if (atomic_load_explicit(&w[i].done, memory_order_acquire)) {
+				spf_eval_answer(ev, w[i].id, w[i].err, w[i].res);
+				w[i].out = false;
+				left--;
+			} else if (now >= w[i].deadline &&
+				   ub_cancel(ev->ck->ub, w[i].async_id) == 0) {
+				spf_eval_timeout(ev, w[i].id);
+				w[i].out = false;
+				left--;
+			} else if (w[i].deadline < next) {
+				/* too late to cancel: another thread is
+				 * delivering it, so wait a slice more */
+				next = w[i].deadline > now ? w[i].deadline : now + 1;
+			}
+		}
+		if (left == 0)
+			break;
+		pfd.fd = ub_fd(ev->ck->ub);
+		pfd.events = POLLIN;
+		pfd.revents = 0;
+		poll(&pfd, 1,
+		     (int)(next - now < SPF_POLL_SLICE_MS ? (next - now > 0 ? next - now : 1) :
+							    SPF_POLL_SLICE_MS));
+		ub_process(ev->ck->ub);
+	}
+	free(w);
 }
 
 enum spf_result
 spf_check(struct spf_checker *checker, const struct spf_query *query, struct spf_answer *answer)
 {
-	struct spf_ub_params p = { 0 };
-	struct spf_ub_check *c;
+	struct spf_eval *ev = spf_eval_start(checker, query);
 
-	memset(answer, 0, sizeof(*answer));
-	spf_identity(query, answer);
-	/* §4.3: a malformed or single-label domain has no SPF: none */
-	if (!spf_syntax_identity_domain_ok(answer->domain)) {
-		answer->result = SPF_RES_NONE;
-		spf_copy(answer->mechanism, sizeof(answer->mechanism),
-			 "no usable domain in the identity");
-		return answer->result;
-	}
-	if (!spf_address(query, &p)) {
-		answer->result = SPF_RES_PERMERROR;
-		spf_copy(answer->mechanism, sizeof(answer->mechanism), "unknown address family");
-		return answer->result;
-	}
-	p.ub = checker->ub;
-	p.timeout_ms = checker->timeout_ms;
-	c = spf_ub_check_create(&p);
-	if (c == NULL) {
+	if (ev == NULL) {
+		memset(answer, 0, sizeof(*answer));
+		spf_identity(query, answer);
 		answer->result = SPF_RES_TEMPERROR;
 		spf_copy(answer->mechanism, sizeof(answer->mechanism), "out of memory");
 		return answer->result;
 	}
-	spf_evaluate(checker, query, c, &p, answer);
-	spf_ub_check_destroy(c);
+	while (spf_eval_step(ev) == SPF_STEP_NEED_DNS)
+		spf_round(ev);
+	spf_eval_result(ev, answer);
+	spf_eval_free(ev);
 	return answer->result;
 }
 

@@ -2,11 +2,17 @@
 /*
  * auth/spf.h — SPF (RFC 7208) checks for the control plane.
  *
- * spf_check() evaluates check_host() for the MAIL FROM identity, or for
- * the HELO identity (postmaster@helo) when the sender is null.  It runs on
- * a control-plane pool thread, blocks that thread on DNS, and may be called
- * from several pool threads at once on one checker.  All DNS goes through
- * the caller's libunbound context: one resolver, one cache.
+ * A check evaluates check_host() for the MAIL FROM identity, or for the
+ * HELO identity (postmaster@helo) when the sender is null.  It is
+ * resumable, so that no thread waits for DNS: spf_eval_step() runs a pass
+ * of the evaluator over the answers the check has so far; a pass that met
+ * a lookup with no answer yet returns SPF_STEP_NEED_DNS, and the caller
+ * issues the queries spf_eval_next_query() gives (all at once), hands each
+ * answer to spf_eval_answer() (or its deadline to spf_eval_timeout()) and
+ * steps again.  A pass costs microseconds.  spf_check() is the same
+ * evaluation driven by a loop of its own that blocks on the caller's
+ * libunbound context.  Checks share nothing but the checker (read-only)
+ * and the ub_ctx, so several threads may run checks at once.
  *
  * The evaluator is libspf2; the wrapper (spf_syntax.c, spf_ub.c) checks
  * the record grammar, selects records (§4.5), enforces the §4.6.4 limits
@@ -16,6 +22,7 @@
 #ifndef SMTPEDGE_AUTH_SPF_H
 #define SMTPEDGE_AUTH_SPF_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -79,8 +86,51 @@ struct spf_answer {
 	char comment[256];
 };
 
+/* --- the resumable check --- */
+
+struct ub_result;
+struct spf_eval;
+
+enum spf_step {
+	SPF_STEP_DONE,     /* spf_eval_result() has the answer */
+	SPF_STEP_NEED_DNS, /* issue the new queries, step again on an answer */
+};
+
+struct spf_dns_query {
+	unsigned id;         /* for spf_eval_answer() and spf_eval_timeout() */
+	const char *name;    /* valid until spf_eval_free() */
+	int type;            /* ns_t_txt, ns_t_a, ... (class IN) */
+	uint32_t timeout_ms; /* the query's deadline, from now: the checker's
+				dns_timeout_ms or what is left of the check's
+				20 s budget (§4.6.4), which starts here */
+};
+
+/* NULL on ENOMEM.  The query's strings are copied. */
+struct spf_eval *spf_eval_start(struct spf_checker *checker, const struct spf_query *query);
+/* One pass over the answers so far.  The limits of §4.6.4 are counted
+ * per pass, so they mean what they mean for one whole evaluation. */
+enum spf_step spf_eval_step(struct spf_eval *ev);
+/* The next query the passes asked for and nobody issued yet; it counts as
+ * issued from now on.  False when there is none. */
+bool spf_eval_next_query(struct spf_eval *ev, struct spf_dns_query *out);
+/* libunbound's answer to query id (err, result); res becomes the check's. */
+void spf_eval_answer(struct spf_eval *ev, unsigned id, int err, struct ub_result *res);
+/* Query id's deadline passed: it failed ("DNS timeout"). */
+void spf_eval_timeout(struct spf_eval *ev, unsigned id);
+/* Queries issued and not answered yet. */
+unsigned spf_eval_waiting(const struct spf_eval *ev);
+/* After SPF_STEP_DONE; before it, temperror "SPF check not finished". */
+enum spf_result spf_eval_result(const struct spf_eval *ev, struct spf_answer *answer);
+/* Passes run so far, and distinct lookups asked for. */
+unsigned spf_eval_passes(const struct spf_eval *ev);
+unsigned spf_eval_lookups(const struct spf_eval *ev);
+/* Tolerates NULL; returns NULL. */
+struct spf_eval *spf_eval_free(struct spf_eval *ev);
+
+/* --- the blocking check --- */
+
 /* Never fails: a problem is one of the results (temperror on resource
- * trouble).  Returns answer->result. */
+ * trouble).  Returns answer->result.  Blocks on DNS. */
 enum spf_result spf_check(struct spf_checker *checker, const struct spf_query *query,
 			  struct spf_answer *answer);
 

@@ -16,14 +16,20 @@
  * when their record is fetched.  Lookups made for the explanation, after
  * the result is known, count for nothing (§6.2, test exp-void).
  *
- * Each query is asynchronous with a deadline: the waiting thread polls
- * ub_fd() and calls ub_process(), which may deliver other threads'
- * answers too; a callback only sets that query's own flag.
+ * The layer never waits for DNS.  It answers from the check's own table
+ * of answers, filled by the caller between passes (spf.c).  A lookup whose
+ * answer is not in the table yet is entered there as a query to issue,
+ * and the pass is marked incomplete; the lookup is then answered with a
+ * placeholder (no data, or an include record that matches nothing) so
+ * that libspf2 goes on and the pass finds the lookups that do not depend
+ * on it, to be issued at the same time.  An incomplete pass never yields
+ * a result; the pass that does is one in which every lookup was answered
+ * from the table, so it is check_host() on those answers, limits and all,
+ * exactly as a blocking evaluation would have made it.
  */
 #include <arpa/nameser.h>
 #include <errno.h>
 #include <netdb.h>
-#include <poll.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,35 +44,51 @@
 #include "auth/spf_ub.h"
 
 #define SPF_UB_NAME_MAX        1025 /* a presentation name, escapes included */
-#define SPF_UB_POLL_SLICE_MS   10
 /* §4.6.4 asks for a bound on the whole of check_host(), of at least 20 s;
- * past it every lookup fails, which makes the result temperror. */
+ * past it every lookup not yet answered fails, which makes the result
+ * temperror. */
 #define SPF_UB_CHECK_BUDGET_MS 20000
+/* Distinct lookups of one check.  A complete evaluation makes at most
+ * about 140 (11 records, 10 terms, 10 names for each mx or ptr term, the
+ * explanation); placeholders can add a few more.  Past it a lookup fails. */
+#define SPF_UB_MAX_QUERIES     256
 
 enum spf_ub_outcome {
 	SPF_UB_DATA,
 	SPF_UB_NODATA,
 	SPF_UB_NXDOMAIN,
-	SPF_UB_FAIL, /* timeout, SERVFAIL, REFUSED, resolver error */
+	SPF_UB_FAIL,    /* timeout, SERVFAIL, REFUSED, resolver error */
+	SPF_UB_MISSING, /* not answered yet: the pass is incomplete */
+};
+
+/* One lookup of the check and, once it is in, its answer. */
+struct spf_ub_entry {
+	char *name;
+	int type;
+	enum spf_ub_query_state state;
+	enum spf_ub_outcome out;
+	struct ub_result *res; /* SPF_UB_DATA: the records */
+	const char *problem;   /* SPF_UB_FAIL: why */
 };
 
 struct spf_ub_check {
 	SPF_dns_server_t layer; /* layer.hook points back here */
-	struct ub_ctx *ub;
-	uint32_t timeout_ms;
 	int64_t check_deadline; /* monotonic ms: the whole evaluation */
 	int family;
 	struct in_addr v4;
 	struct in6_addr v6;
+	struct spf_ub_entry *q;
+	unsigned nq, cap;
+	/* per pass, from here down (spf_ub_check_begin_pass) */
 	SPF_request_t *req;
 	int records; /* SPF records fetched so far */
 	int terms;
 	int voids;
 	bool permerror; /* a limit or a syntax fault */
 	bool exp_phase; /* inside get_exp: lookups count for nothing */
+	bool missing;   /* a lookup had no answer yet */
 	const char *dns_problem;
 	char why[160];
-	char cidr0_key[SPF_SYNTAX_CIDR0_KEY_LEN + 1]; /* see spf_syntax.h */
 	/* the names an mx or ptr term will look up next, in order */
 	struct {
 		char names[SPF_UB_MAX_NAMES][256];
@@ -74,26 +96,8 @@ struct spf_ub_check {
 		int cidr0; /* the mx term's /0 lengths (4, 6, 46) */
 		bool from_ptr;
 	} follow;
+	char cidr0_key[SPF_SYNTAX_CIDR0_KEY_LEN + 1]; /* see spf_syntax.h */
 };
-
-/* One outstanding query.  The callback writes res and err, then sets done
- * last: after that store it never touches the struct again, so the waiter
- * may return (and free its stack) as soon as it sees done. */
-struct spf_ub_pending {
-	struct ub_result *res;
-	int err;
-	atomic_int done;
-};
-
-static void
-spf_ub_callback(void *arg, int err, struct ub_result *res)
-{
-	struct spf_ub_pending *p = arg;
-
-	p->res = res;
-	p->err = err;
-	atomic_store_explicit(&p->done, 1, memory_order_release);
-}
 
 static int64_t
 spf_ub_now_ms(void)
@@ -104,63 +108,80 @@ spf_ub_now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static bool
-spf_ub_is_done(struct spf_ub_pending *p)
+static enum spf_ub_outcome
+spf_ub_classify(struct spf_ub_entry *e, int err, const struct ub_result *res)
 {
-	return atomic_load_explicit(&p->done, memory_order_acquire) != 0;
+	if (err != 0 || res == NULL) {
+		e->problem = "resolver error";
+		return SPF_UB_FAIL;
+	}
+	if (res->rcode == ns_r_nxdomain || res->nxdomain)
+		return SPF_UB_NXDOMAIN;
+	if (res->rcode != ns_r_noerror) {
+		e->problem = res->rcode == ns_r_servfail ? "SERVFAIL" : "DNS error";
+		return SPF_UB_FAIL;
+	}
+	return res->havedata ? SPF_UB_DATA : SPF_UB_NODATA;
 }
 
-/* Resolve name/type with the check's deadline; *res is ours to free. */
-static enum spf_ub_outcome
-spf_ub_resolve(struct spf_ub_check *c, const char *name, int type, struct ub_result **res)
+/* The entry for name/type, added (to be issued) when there is none; NULL
+ * when the check has made too many lookups or memory ran out. */
+static struct spf_ub_entry *
+spf_ub_entry(struct spf_ub_check *c, const char *name, int type)
 {
-	struct spf_ub_pending p = { .res = NULL, .err = 0 };
-	struct pollfd pfd;
-	int id = 0, rc;
-	int64_t deadline, left;
+	struct spf_ub_entry *e;
+	unsigned i;
+
+	for (i = 0; i < c->nq; i++)
+		if (c->q[i].type == type && strcasecmp(c->q[i].name, name) == 0)
+			return &c->q[i];
+	if (c->nq == SPF_UB_MAX_QUERIES)
+		return NULL;
+	if (c->nq == c->cap) {
+		unsigned cap = c->cap ? c->cap * 2 : 16;
+
+		e = realloc(c->q, cap * sizeof(*e));
+		if (e == NULL)
+			return NULL;
+		c->q = e;
+		c->cap = cap;
+	}
+	e = &c->q[c->nq];
+	memset(e, 0, sizeof(*e));
+	e->name = strdup(name);
+	if (e->name == NULL)
+		return NULL;
+	e->type = type;
+	e->state = SPF_UB_Q_NEW;
+	c->nq++;
+	return e;
+}
+
+/* name/type from the check's answers.  *res (DATA only) stays the
+ * check's.  MISSING marks the pass incomplete. */
+static enum spf_ub_outcome
+spf_ub_resolve(struct spf_ub_check *c, const char *name, int type, const struct ub_result **res)
+{
+	struct spf_ub_entry *e = spf_ub_entry(c, name, type);
 
 	*res = NULL;
-	atomic_init(&p.done, 0);
-	if (spf_ub_now_ms() >= c->check_deadline) {
-		c->dns_problem = "SPF check took too long";
+	if (e == NULL) {
+		c->dns_problem = "too many lookups";
 		return SPF_UB_FAIL;
 	}
-	rc = ub_resolve_async(c->ub, name, type, ns_c_in, &p, spf_ub_callback, &id);
-	if (rc != 0) {
-		c->dns_problem = "resolver error";
-		return SPF_UB_FAIL;
-	}
-	deadline = spf_ub_now_ms() + c->timeout_ms;
-	if (deadline > c->check_deadline)
-		deadline = c->check_deadline;
-	while (!spf_ub_is_done(&p)) {
-		left = deadline - spf_ub_now_ms();
-		if (left <= 0) {
-			if (ub_cancel(c->ub, id) == 0) {
-				c->dns_problem = "DNS timeout";
-				return SPF_UB_FAIL;
-			}
-			/* too late to cancel: another thread is delivering it */
-			left = 1;
+	if (e->state != SPF_UB_Q_ANSWERED) {
+		/* past the budget nothing more is waited for */
+		if (spf_ub_now_ms() >= c->check_deadline) {
+			c->dns_problem = "SPF check took too long";
+			return SPF_UB_FAIL;
 		}
-		pfd.fd = ub_fd(c->ub);
-		pfd.events = POLLIN;
-		pfd.revents = 0;
-		poll(&pfd, 1, (int)(left < SPF_UB_POLL_SLICE_MS ? left : SPF_UB_POLL_SLICE_MS));
-		ub_process(c->ub);
+		c->missing = true;
+		return SPF_UB_MISSING;
 	}
-	*res = p.res;
-	if (p.err != 0 || p.res == NULL) {
-		c->dns_problem = "resolver error";
-		return SPF_UB_FAIL;
-	}
-	if (p.res->rcode == ns_r_nxdomain || p.res->nxdomain)
-		return SPF_UB_NXDOMAIN;
-	if (p.res->rcode != ns_r_noerror) {
-		c->dns_problem = p.res->rcode == ns_r_servfail ? "SERVFAIL" : "DNS error";
-		return SPF_UB_FAIL;
-	}
-	return p.res->havedata ? SPF_UB_DATA : SPF_UB_NODATA;
+	if (e->out == SPF_UB_FAIL)
+		c->dns_problem = e->problem;
+	*res = e->res;
+	return e->out;
 }
 
 /* --- answers in libspf2's form --- */
@@ -391,7 +412,7 @@ spf_ub_lookup(SPF_dns_server_t *layer, const char *domain, ns_type type, int sho
 	int cidr0 = spf_syntax_cidr0_tag(domain, c->cidr0_key, &base);
 	bool follows = false, primary;
 	const char *fitted;
-	struct ub_result *r = NULL;
+	const struct ub_result *r = NULL;
 	enum spf_ub_outcome out;
 	SPF_dns_rr_t *rr;
 
@@ -421,15 +442,16 @@ spf_ub_lookup(SPF_dns_server_t *layer, const char *domain, ns_type type, int sho
 		out = spf_ub_resolve(c, name, type, &r);
 
 	switch (out) {
+	case SPF_UB_MISSING:
+		/* a placeholder, so the pass goes on to the other lookups */
+		return spf_ub_rr(c, domain, type, NO_DATA);
 	case SPF_UB_FAIL:
-		ub_resolve_free(r);
 		/* §5.5: a failed address lookup of a PTR name skips that name */
 		if (follows && c->follow.from_ptr)
 			return spf_ub_rr(c, domain, type, NO_DATA);
 		return spf_ub_rr(c, domain, type, TRY_AGAIN);
 	case SPF_UB_NXDOMAIN:
 	case SPF_UB_NODATA:
-		ub_resolve_free(r);
 		if (primary && !spf_ub_void(c))
 			return spf_ub_rr(c, domain, type, TRY_AGAIN);
 		return spf_ub_rr(c, domain, type,
@@ -439,15 +461,12 @@ spf_ub_lookup(SPF_dns_server_t *layer, const char *domain, ns_type type, int sho
 	/* §4.6.4: an mx term whose name has more than 10 MX records is a
 	 * permerror, whichever 10 the resolver happens to list first */
 	if (type == ns_t_mx && primary && spf_ub_count(r) > SPF_UB_MAX_NAMES) {
-		ub_resolve_free(r);
 		spf_ub_force_permerror(c, "more than 10 MX records");
 		return spf_ub_rr(c, domain, type, TRY_AGAIN);
 	}
 	rr = spf_ub_rr(c, domain, type, NETDB_SUCCESS);
-	if (rr == NULL) {
-		ub_resolve_free(r);
+	if (rr == NULL)
 		return NULL;
-	}
 	switch (type) {
 	case ns_t_a:
 	case ns_t_aaaa: spf_ub_fill_addresses(c, rr, r, type, cidr0); break;
@@ -456,7 +475,6 @@ spf_ub_lookup(SPF_dns_server_t *layer, const char *domain, ns_type type, int sho
 	case ns_t_txt: spf_ub_fill_txt(rr, r); break;
 	default: break;
 	}
-	ub_resolve_free(r);
 	if (rr->num_rr == 0)
 		rr->herrno = NO_DATA;
 	return rr;
@@ -515,7 +533,7 @@ spf_ub_get_spf(SPF_server_t *server, SPF_request_t *req, SPF_response_t *resp,
 	struct spf_ub_check *c = server->resolver->hook;
 	const char *domain = spf_ub_fit(req->cur_dom);
 	bool top = c->records++ == 0;
-	struct ub_result *r = NULL;
+	const struct ub_result *r = NULL;
 	enum spf_ub_outcome out;
 	char *text = NULL, *rewrite;
 	char problem[128];
@@ -533,19 +551,25 @@ spf_ub_get_spf(SPF_server_t *server, SPF_request_t *req, SPF_response_t *resp,
 		out = SPF_UB_NXDOMAIN;
 	else
 		out = spf_ub_resolve(c, domain, ns_t_txt, &r);
-	if (out == SPF_UB_FAIL) {
-		ub_resolve_free(r);
-		return spf_ub_record_error(resp, SPF_RESULT_TEMPERROR, SPF_E_DNS_ERROR, domain);
+	if (out == SPF_UB_MISSING && !top) {
+		/* a placeholder that matches nothing: the pass goes on past
+		 * the include (or ends at the redirect) */
+		err = SPF_record_compile(server, resp, recordp, "v=spf1");
+		if (err == SPF_E_SUCCESS)
+			return err;
+		if (*recordp != NULL)
+			SPF_record_free(*recordp);
+		*recordp = NULL;
 	}
+	if (out == SPF_UB_FAIL || out == SPF_UB_MISSING)
+		return spf_ub_record_error(resp, SPF_RESULT_TEMPERROR, SPF_E_DNS_ERROR, domain);
 	if (out != SPF_UB_DATA) {
-		ub_resolve_free(r);
 		if (!top && !spf_ub_void(c))
 			return spf_ub_record_error(
 				resp, SPF_RESULT_PERMERROR, SPF_E_BIG_DNS, domain);
 		return spf_ub_record_error(resp, SPF_RESULT_NONE, SPF_E_NOT_SPF, domain);
 	}
 	n = spf_ub_select(r, &text, &len);
-	ub_resolve_free(r);
 	/* out of memory is temporary; libspf2 makes any include error but
 	 * SPF_E_DNS_ERROR a permerror, so that is the code to give */
 	if (n < 0)
@@ -608,16 +632,14 @@ spf_ub_expand(SPF_server_t *server, SPF_request_t *req, SPF_macro_t *mac, char *
 static bool
 spf_ub_exp_text(struct spf_ub_check *c, const char *domain, char **text)
 {
-	struct ub_result *r = NULL;
+	const struct ub_result *r = NULL;
 	long l;
 	int i;
 
 	*text = NULL;
 	if (!spf_syntax_query_name_ok(domain) ||
-	    spf_ub_resolve(c, domain, ns_t_txt, &r) != SPF_UB_DATA) {
-		ub_resolve_free(r);
+	    spf_ub_resolve(c, domain, ns_t_txt, &r) != SPF_UB_DATA)
 		return false;
-	}
 	/* exactly one TXT record, visible ASCII and spaces only */
 	if (r->data[0] == NULL || r->data[1] != NULL)
 		goto fail;
@@ -628,12 +650,10 @@ spf_ub_exp_text(struct spf_ub_check *c, const char *domain, char **text)
 	for (i = 0; i < l; i++)
 		if ((unsigned char)(*text)[i] < 0x20 || (unsigned char)(*text)[i] > 0x7e)
 			goto fail;
-	ub_resolve_free(r);
 	return true;
 fail:
 	free(*text);
 	*text = NULL;
-	ub_resolve_free(r);
 	return false;
 }
 
@@ -741,8 +761,6 @@ spf_ub_check_create(const struct spf_ub_params *params)
 
 	if (c == NULL)
 		return NULL;
-	c->ub = params->ub;
-	c->timeout_ms = params->timeout_ms;
 	c->check_deadline = spf_ub_now_ms() + SPF_UB_CHECK_BUDGET_MS;
 	c->family = params->family;
 	c->v4 = params->v4;
@@ -764,7 +782,103 @@ spf_ub_check_create(const struct spf_ub_params *params)
 void
 spf_ub_check_destroy(struct spf_ub_check *check)
 {
+	unsigned i;
+
+	if (check == NULL)
+		return;
+	for (i = 0; i < check->nq; i++) {
+		free(check->q[i].name);
+		ub_resolve_free(check->q[i].res);
+	}
+	free(check->q);
 	free(check);
+}
+
+void
+spf_ub_check_begin_pass(struct spf_ub_check *check)
+{
+	struct spf_ub_check *c = check;
+
+	c->req = NULL;
+	c->records = 0;
+	c->terms = 0;
+	c->voids = 0;
+	c->permerror = false;
+	c->exp_phase = false;
+	c->missing = false;
+	c->dns_problem = NULL;
+	c->why[0] = '\0';
+	c->follow.n = 0;
+	c->follow.next = 0;
+}
+
+bool
+spf_ub_check_incomplete(const struct spf_ub_check *check)
+{
+	return check->missing;
+}
+
+unsigned
+spf_ub_check_nqueries(const struct spf_ub_check *check)
+{
+	return check->nq;
+}
+
+enum spf_ub_query_state
+spf_ub_check_query(const struct spf_ub_check *check, unsigned i, const char **name, int *type)
+{
+	if (i >= check->nq)
+		return SPF_UB_Q_ANSWERED;
+	if (name != NULL)
+		*name = check->q[i].name;
+	if (type != NULL)
+		*type = check->q[i].type;
+	return check->q[i].state;
+}
+
+void
+spf_ub_check_issued(struct spf_ub_check *check, unsigned i)
+{
+	if (i < check->nq && check->q[i].state == SPF_UB_Q_NEW)
+		check->q[i].state = SPF_UB_Q_ISSUED;
+}
+
+void
+spf_ub_check_answer(struct spf_ub_check *check, unsigned i, int err, struct ub_result *res)
+{
+	struct spf_ub_entry *e;
+
+	if (i >= check->nq || check->q[i].state == SPF_UB_Q_ANSWERED) {
+		ub_resolve_free(res);
+		return;
+	}
+	e = &check->q[i];
+	e->out = spf_ub_classify(e, err, res);
+	if (e->out == SPF_UB_DATA)
+		e->res = res;
+	else
+		ub_resolve_free(res);
+	e->state = SPF_UB_Q_ANSWERED;
+}
+
+void
+spf_ub_check_failed(struct spf_ub_check *check, unsigned i, const char *problem)
+{
+	if (i >= check->nq || check->q[i].state == SPF_UB_Q_ANSWERED)
+		return;
+	check->q[i].out = SPF_UB_FAIL;
+	check->q[i].problem = problem;
+	check->q[i].state = SPF_UB_Q_ANSWERED;
+}
+
+uint32_t
+spf_ub_check_query_timeout(const struct spf_ub_check *check, uint32_t timeout_ms)
+{
+	int64_t left = check->check_deadline - spf_ub_now_ms();
+
+	if (left <= 0)
+		return 0;
+	return left < (int64_t)timeout_ms ? (uint32_t)left : timeout_ms;
 }
 
 SPF_dns_server_t *

@@ -8,6 +8,11 @@
  * DNS-querying terms (10) and the void lookups (2), fetches and selects
  * SPF records itself (§4.5) and runs them through spf_syntax before
  * libspf2 compiles them.  A limit or syntax fault forces permerror.
+ *
+ * It never waits for DNS: it answers from the check's table of answers.
+ * A lookup not in the table yet becomes a query for the caller to issue
+ * and makes the pass incomplete (see spf_ub.c); the caller fills in the
+ * answer and evaluates again.
  */
 #ifndef SMTPEDGE_AUTH_SPF_UB_H
 #define SMTPEDGE_AUTH_SPF_UB_H
@@ -18,13 +23,11 @@
 
 #include <spf2/spf.h>
 
-struct ub_ctx;
+struct ub_result;
 struct spf_ub_check;
 
 struct spf_ub_params {
-	struct ub_ctx *ub;
-	uint32_t timeout_ms; /* per query */
-	int family;          /* AF_INET or AF_INET6: the client address */
+	int family; /* AF_INET or AF_INET6: the client address */
 	struct in_addr v4;
 	struct in6_addr v6;
 };
@@ -33,9 +36,38 @@ struct spf_ub_params {
 #define SPF_UB_MAX_VOIDS 2
 #define SPF_UB_MAX_NAMES 10 /* PTR names looked at; MX names allowed */
 
-/* NULL on ENOMEM. */
+enum spf_ub_query_state {
+	SPF_UB_Q_NEW,      /* needed, not issued yet */
+	SPF_UB_Q_ISSUED,   /* issued, no answer yet */
+	SPF_UB_Q_ANSWERED, /* in the table */
+};
+
+/* NULL on ENOMEM.  The 20 s budget of the check starts here. */
 struct spf_ub_check *spf_ub_check_create(const struct spf_ub_params *params);
 void spf_ub_check_destroy(struct spf_ub_check *check);
+
+/* Before each pass: the limits, the permerror and the problem start
+ * afresh; the answers stay. */
+void spf_ub_check_begin_pass(struct spf_ub_check *check);
+
+/* True when the pass met a lookup with no answer yet: its result means
+ * nothing. */
+bool spf_ub_check_incomplete(const struct spf_ub_check *check);
+
+/* The check's lookups, numbered from 0 in the order first met. */
+unsigned spf_ub_check_nqueries(const struct spf_ub_check *check);
+enum spf_ub_query_state spf_ub_check_query(const struct spf_ub_check *check, unsigned i,
+					   const char **name, int *type);
+/* Query i has gone out (NEW -> ISSUED). */
+void spf_ub_check_issued(struct spf_ub_check *check, unsigned i);
+/* Query i's answer: libunbound's err and result; res becomes the
+ * check's.  An answer for an answered query is only freed. */
+void spf_ub_check_answer(struct spf_ub_check *check, unsigned i, int err, struct ub_result *res);
+/* Query i failed without an answer ("DNS timeout", "resolver error"). */
+void spf_ub_check_failed(struct spf_ub_check *check, unsigned i, const char *problem);
+/* How long a query issued now may take: timeout_ms, or what is left of
+ * the check's budget; 0 when it is spent. */
+uint32_t spf_ub_check_query_timeout(const struct spf_ub_check *check, uint32_t timeout_ms);
 
 /* The layer to give SPF_server_new_dns(); it belongs to the check. */
 SPF_dns_server_t *spf_ub_check_layer(struct spf_ub_check *check);

@@ -78,17 +78,32 @@ auth_destroy(struct auth *a)
 	free(a);
 }
 
-void
-auth_spf(struct auth *a, uint8_t family, const uint8_t *addr, const char *helo,
-	 const char *mail_from, struct auth_spf *out)
+static void
+auth_spf_query(uint8_t family, const uint8_t *addr, const char *helo, const char *mail_from,
+	       struct spf_query *q)
 {
-	struct spf_query q = {
+	*q = (struct spf_query){
 		.family = family == 6 ? AF_INET6 : AF_INET, .helo = helo, .mail_from = mail_from
 	};
+	memcpy(q->addr, addr, 16);
+}
+
+struct spf_eval *
+auth_spf_start(struct auth *a, uint8_t family, const uint8_t *addr, const char *helo,
+	       const char *mail_from)
+{
+	struct spf_query q;
+
+	auth_spf_query(family, addr, helo, mail_from, &q);
+	return spf_eval_start(a->spf, &q);
+}
+
+void
+auth_spf_result(const struct spf_eval *ev, struct auth_spf *out)
+{
 	struct spf_answer ans;
 
-	memcpy(q.addr, addr, 16);
-	out->result = spf_check(a->spf, &q, &ans);
+	out->result = spf_eval_result(ev, &ans);
 	out->kind = ans.identity_kind;
 	snprintf(out->identity, sizeof(out->identity), "%s", ans.identity);
 }

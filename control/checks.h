@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /*
- * control/checks.h — the authentication step of the control plane: SPF and DKIM on
- * a work thread, the ipv6-auth rule's verdict, and the headers we add
+ * control/checks.h — the authentication step of the control plane: SPF (resumable,
+ * on the dispatcher) and DKIM on a work thread, the ipv6-auth rule's verdict, and the headers we add
  * (Authentication-Results, RFC 8601) and remove (forged ones that claim our
  * authserv-id).
  */
@@ -47,9 +47,12 @@ struct auth *auth_create(struct ub_ctx *ub, const char *hostname, uint32_t dns_t
 			 char *err, size_t errlen);
 void auth_destroy(struct auth *a);
 
-/* SPF of the transaction (blocks on DNS; any work thread). */
-void auth_spf(struct auth *a, uint8_t family, const uint8_t *addr, const char *helo,
-	      const char *mail_from, struct auth_spf *out);
+/* SPF of the transaction, resumable (no DNS yet; see auth/spf.h): NULL
+ * out of memory. */
+struct spf_eval *auth_spf_start(struct auth *a, uint8_t family, const uint8_t *addr,
+				const char *helo, const char *mail_from);
+/* The result of a finished evaluation. */
+void auth_spf_result(const struct spf_eval *ev, struct auth_spf *out);
 /* DKIM of the message (blocks on DNS), then the rule's verdict. */
 void auth_verify(struct auth *a, const struct chunk *msg, const struct policy_rule *rule,
 		 uint8_t family, struct auth_verdict *v);

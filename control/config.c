@@ -440,6 +440,7 @@ static const struct cfg_key keys[] = {
 	{ "control", "threads", parse_u32, OFF(control_threads), 1, 64, "2", false },
 	{ "control", "delivery_timeout_s", parse_u32, OFF(delivery_timeout_s), 1, 540, "300",
 	  false },
+	{ "control", "max_spf_checks", parse_u32, OFF(max_spf_checks), 1, 1000000, "4096", false },
 	RULE_KEYS("ipv6-ptr", "enforce"),
 	RULE_KEYS("ipv4-ptr", "off"),
 	{ "ipv6-auth", "action", parse_rule, 0, 0, 0, NULL, false },

@@ -71,6 +71,7 @@ struct edge_config {
 	/* [control] */
 	uint32_t control_threads;
 	uint32_t delivery_timeout_s; /* the end of DATA waits this long at most */
+	uint32_t max_spf_checks;     /* SPF checks in flight at most */
 
 	/* [dataplane] body memory, per worker */
 	uint32_t body_budget_mb;

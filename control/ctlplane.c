@@ -10,14 +10,22 @@
  * to 1 ms when their job ring is empty.
  *
  * What the control plane keeps per session is one slot per worker session
- * slot (generation, PTR result and name, the transaction's SPF job): written
+ * slot (generation, PTR result and name, the transaction's SPF check): written
  * by the dispatcher only, and overwritten when the worker reuses the slot.
  *
- * SPF starts at MAIL FROM: the dispatcher queues an SPF job and keeps a
- * reference in the session's slot; the delivery job at the end of DATA takes
- * it over. Whichever work thread gets to a queued SPF job first runs it (a
- * delivery job runs it itself rather than wait for a queued one), so no work
- * thread ever waits for a job that sits behind it in the queue.
+ * SPF starts at MAIL FROM and runs on the dispatcher itself, without a
+ * thread: the check is a resumable evaluation (auth/spf.h) whose queries go
+ * out through dns/dnsq.h; each answer that comes back runs one more pass
+ * (microseconds), until a pass needs nothing more. The check hangs off the
+ * session's slot, named by the transaction it was asked for. At the end of
+ * DATA the delivery takes the result when it is there; when it is not, the
+ * delivery is parked on the check and goes to a work thread only once the
+ * result is in (the check's 20 s budget bounds the wait). So a work thread
+ * only ever runs a delivery whose SPF is done, and a slow domain holds
+ * nothing but its own check. A session has at most one live check (a new
+ * MAIL cancels the last one), and the checks in flight are bounded by
+ * [control] max_spf_checks: at the bound the dispatcher raises a flag that
+ * the workers read at MAIL, and answer 451 4.7.26 until it drops.
  */
 #include <errno.h>
 #include <poll.h>
@@ -35,7 +43,9 @@
 #include <rte_mempool.h>
 #include <rte_ring.h>
 #include <rte_ring_elem.h>
+#include <unbound.h>
 
+#include "dns/dnsq.h"
 #include "dns/rdns.h"
 #include "dns/resolver.h"
 
@@ -55,17 +65,18 @@
  * dequeue, few enough that every worker's ring is visited often. */
 #define BURST               32
 /* Jobs waiting for a work thread (rte_ring wants a power of two). When it is
- * full a delivery is answered 451 and an SPF job is left to its delivery, so
- * the size only bounds the backlog that memory holds, one malloc'd job each. */
+ * full a delivery is answered 451, so the size only bounds the backlog that
+ * memory holds, one malloc'd job each. */
 #define JOB_RING_SIZE       65536
 /* A work thread with nothing to do sleeps, from the first, doubling while
  * below the last (so 1280 us at most): a job waits about 1 ms at worst, and
  * an idle thread costs under 1000 wakeups a second. */
 #define WORK_BACKOFF_MIN_US 20
 #define WORK_BACKOFF_MAX_US 1000
-/* Polling a running SPF job that a delivery waits for: much shorter than a
- * DNS round trip, long enough to leave the core to the thread running it. */
-#define SPF_WAIT_US         200
+/* DNS queries the SPF checks may have out at once, per check allowed in
+ * flight: a pass rarely asks for more than a handful together. */
+#define SPF_QUERIES_EACH    32
+#define SPF_QUERIES_MIN     4096
 /* The reverse-DNS result cache: results kept (a set-associative table of
  * 288-byte entries, about 19 MB) and for how long at most, so that a client
  * that reconnects is not looked up again, and a PTR record fixed by its owner
@@ -117,30 +128,46 @@ ctl_stats_total(struct ctl_stats *out)
 	}
 }
 
-/* An SPF check begun at MAIL FROM. refs: the session slot, the queue, the
- * delivery job. state: queued, running, done. txn: the session's
- * transaction it was asked for. */
-struct spf_job {
-	atomic_int refs;
-	atomic_int state;
-	uint32_t txn;
-	uint8_t family;
-	uint8_t addr[16];
-	char helo[256];
-	char mail_from[260];
-	struct auth_spf result;
+struct job;
+
+/* One query of a check out on the resolver: the callback's argument. It
+ * stays put (the check keeps an array of pointers to them) until the check
+ * is freed. */
+struct spf_qref {
+	struct spf_chk *c;
+	unsigned id;     /* the evaluation's query id */
+	uint64_t handle; /* dnsq's, while out; 0 once answered */
 };
 
-enum { SPF_QUEUED, SPF_RUNNING, SPF_DONE };
+/* An SPF check on the dispatcher: begun at MAIL FROM (or, when that
+ * request was lost, at the end of DATA), for the session's transaction
+ * txn. The session's slot holds it until the end of DATA takes it; a
+ * delivery that finds it unfinished parks on it. */
+struct spf_chk {
+	struct ctlplane *pl;
+	struct spf_eval *ev; /* NULL once done */
+	uint32_t txn;
+	bool early; /* begun at MAIL */
+	bool done;
+	struct auth_spf result;
+	struct job *parked;            /* the delivery waiting for the result */
+	struct spf_chk *pprev, *pnext; /* the parked checks' list */
+	bool dead;                     /* done and parked: to be freed */
+	struct spf_qref **refs;
+	unsigned nrefs, caprefs;
+};
 
 struct ctl_sess {
 	uint32_t gen;
 	uint8_t ptr;
 	char ptr_name[256];
-	struct spf_job *spf; /* the current transaction's, or NULL */
+	struct spf_chk *spf;  /* the current transaction's, or NULL */
+	uint32_t refused_txn; /* the MAIL refused at the bound, or 0 */
 };
 /* The configuration sizes flows with this (common/sizing.h). */
 _Static_assert(sizeof(struct ctl_sess) <= SIZING_CTL_SLOT_BYTES, "ctl_sess outgrew its sizing");
+
+static struct spf_chk *spf_chk_drop(struct ctlplane *pl, struct spf_chk *c);
 
 #define RDNS_INFLIGHT 16384 /* lookups the resolver holds at once */
 
@@ -170,6 +197,11 @@ struct ctlplane {
 	struct rdns_req **req_free;
 	uint32_t n_req_free;
 	struct auth *auth;
+	struct dnsq *dnsq;         /* the SPF checks' queries */
+	uint32_t spf_inflight;     /* checks not done */
+	uint32_t max_spf;          /* [control] max_spf_checks */
+	volatile uint8_t spf_full; /* read by the workers at MAIL */
+	struct spf_chk *parked;    /* checks a delivery waits for */
 	struct spool *spool;
 	struct relay *relay;
 	FILE *log;
@@ -182,36 +214,13 @@ struct ctlplane {
 	struct ctl_stats *st; /* the dispatcher's block */
 };
 
-/* A job for a work thread: an SPF check, or a message to check and hand
- * on for a worker's session. */
+/* A job for a work thread: a message to check and hand on for a worker's
+ * session, with its SPF result. */
 struct job {
-	bool is_spf;
-	struct spf_job *spf;
+	struct auth_spf spf;
 	struct txrec *rec;
 	uint32_t worker, idx, gen;
 };
-
-static void
-spf_unref(struct spf_job *j)
-{
-	if (j && atomic_fetch_sub(&j->refs, 1) == 1)
-		free(j);
-}
-
-/* Run it here unless another thread has; wait only for a running one. */
-static void
-spf_finish(struct ctlplane *pl, struct spf_job *j)
-{
-	int expect = SPF_QUEUED;
-
-	if (atomic_compare_exchange_strong(&j->state, &expect, SPF_RUNNING)) {
-		auth_spf(pl->auth, j->family, j->addr, j->helo, j->mail_from, &j->result);
-		atomic_store(&j->state, SPF_DONE);
-		return;
-	}
-	while (atomic_load(&j->state) != SPF_DONE)
-		usleep(SPF_WAIT_US);
-}
 
 static uint64_t
 now_us(void)
@@ -319,8 +328,8 @@ on_rdns(struct ctlplane *pl, uint32_t worker, const struct ctl_msg *m)
 	cs->gen = m->gen;
 	cs->ptr = PTR_UNKNOWN;
 	cs->ptr_name[0] = '\0';
-	spf_unref(cs->spf);
-	cs->spf = NULL;
+	cs->spf = spf_chk_drop(pl, cs->spf);
+	cs->refused_txn = 0;
 	q = rdns_req_get(pl, worker, m->idx, m->gen);
 	if (!q || rdns_lookup(pl->rdns, m->family, m->u.addr, rdns_done, q, now_us()) < 0) {
 		struct ctl_msg v = {
@@ -359,71 +368,330 @@ queue_job(struct ctlplane *pl, const struct job *j)
 	return false;
 }
 
+/* --- SPF checks on the dispatcher --- */
+
+static void
+spf_publish(struct ctlplane *pl)
+{
+	pl->st->c[CTL_SPF_INFLIGHT] = pl->spf_inflight;
+	pl->spf_full = pl->spf_inflight >= pl->max_spf;
+}
+
+/* Withdraws the check's queries still out and frees it (and a delivery
+ * parked on it: only at the end). */
+static void
+spf_chk_free(struct ctlplane *pl, struct spf_chk *c)
+{
+	unsigned i;
+
+	for (i = 0; i < c->nrefs; i++) {
+		if (c->refs[i]->handle != 0)
+			dnsq_cancel(pl->dnsq, c->refs[i]->handle);
+		free(c->refs[i]);
+	}
+	free(c->refs);
+	if (c->ev != NULL) {
+		spf_eval_free(c->ev);
+		pl->spf_inflight--;
+		spf_publish(pl);
+	}
+	free(c->parked);
+	free(c);
+}
+
+/* The slot lets go of its check: a new MAIL, a new session. A check not
+ * done yet is cancelled. Returns NULL. */
+static struct spf_chk *
+spf_chk_drop(struct ctlplane *pl, struct spf_chk *c)
+{
+	if (c == NULL)
+		return NULL;
+	if (!c->done)
+		pl->st->c[CTL_SPF_CANCELLED]++;
+	spf_chk_free(pl, c);
+	return NULL;
+}
+
+static void
+spf_unpark(struct ctlplane *pl, struct spf_chk *c)
+{
+	if (c->pprev)
+		c->pprev->pnext = c->pnext;
+	else
+		pl->parked = c->pnext;
+	if (c->pnext)
+		c->pnext->pprev = c->pprev;
+	c->pprev = c->pnext = NULL;
+	c->parked = NULL;
+}
+
+/* At the end, as for the jobs still queued: the checks deliveries wait
+ * for. */
+static void
+spf_parked_free(struct ctlplane *pl)
+{
+	while (pl->parked) {
+		struct spf_chk *c = pl->parked;
+
+		free(c->parked);
+		spf_unpark(pl, c);
+		spf_chk_free(pl, c);
+	}
+}
+
+/* The reply for a delivery that cannot go on: to the worker at once. */
+static void
+deliver_refuse(struct ctlplane *pl, const struct job *j, uint16_t code, const char *enh,
+	       const char *text)
+{
+	struct ctl_msg v = { .kind = MSG_SPOOL_DONE, .idx = j->idx, .gen = j->gen, .result = 1 };
+	struct txrec *r = j->rec;
+
+	r->reply_code = code;
+	snprintf(r->reply_enh, sizeof(r->reply_enh), "%s", enh);
+	snprintf(r->reply_text, sizeof(r->reply_text), "%s", text);
+	v.u.rec = r;
+	send_verdict(pl, j->worker, &v, pl->st);
+}
+
+/* A delivery whose SPF is done, to the work threads. One job object per
+ * request, from the heap: the control plane may allocate, and the ring
+ * carries pointers. */
+static void
+deliver_queue(struct ctlplane *pl, const struct job *j)
+{
+	if (queue_job(pl, j))
+		return;
+	/* No room for the job: the sender gets a 451, not a 250. */
+	pl->st->c[CTL_SPOOL_FAILED]++;
+	deliver_refuse(pl, j, 451, "4.3.0",
+		       "Temporary local problem, message not queued, try again later");
+}
+
+static void
+spf_count_passes(struct ctlplane *pl, unsigned passes)
+{
+	static const unsigned bounds[] = { 1, 2, 4, 8, 16 };
+	unsigned i;
+
+	pl->st->c[CTL_SPF_PASSES] += passes;
+	if (passes > pl->st->c[CTL_SPF_PASSES_MAX])
+		pl->st->c[CTL_SPF_PASSES_MAX] = passes;
+	for (i = 0; i < sizeof(bounds) / sizeof(bounds[0]); i++)
+		if (passes <= bounds[i])
+			break;
+	pl->st->c[CTL_SPF_PASSES_1 + i]++;
+}
+
+/* The result is in: the evaluation goes, the result stays for the
+ * delivery; a parked delivery goes to the work threads now. */
+static void
+spf_chk_finish(struct ctlplane *pl, struct spf_chk *c)
+{
+	struct job *j = c->parked;
+	unsigned i;
+
+	auth_spf_result(c->ev, &c->result);
+	spf_count_passes(pl, spf_eval_passes(c->ev));
+	pl->st->c[CTL_SPF_LOOKUPS] += spf_eval_lookups(c->ev);
+	if (c->early)
+		pl->st->c[CTL_SPF_CHECKS]++;
+	for (i = 0; i < c->nrefs; i++)
+		if (c->refs[i]->handle != 0) {
+			dnsq_cancel(pl->dnsq, c->refs[i]->handle);
+			c->refs[i]->handle = 0;
+		}
+	c->ev = spf_eval_free(c->ev);
+	c->done = true;
+	pl->spf_inflight--;
+	spf_publish(pl);
+	if (j != NULL) {
+		spf_unpark(pl, c);
+		j->spf = c->result;
+		deliver_queue(pl, j);
+		free(j);
+		c->dead = true; /* nobody holds it: freed as the stack unwinds */
+	}
+}
+
+static void spf_on_answer(void *arg, int err, struct ub_result *res);
+
+/* Issues one query of the check; false when it could not go out (the
+ * evaluation then has its failure already). */
+static bool
+spf_issue(struct ctlplane *pl, struct spf_chk *c, const struct spf_dns_query *q)
+{
+	struct spf_qref *ref = malloc(sizeof(*ref));
+
+	if (ref != NULL && c->nrefs == c->caprefs) {
+		unsigned cap = c->caprefs ? c->caprefs * 2 : 8;
+		struct spf_qref **grown = realloc(c->refs, cap * sizeof(*grown));
+
+		if (grown == NULL) {
+			free(ref);
+			ref = NULL;
+		} else {
+			c->refs = grown;
+			c->caprefs = cap;
+		}
+	}
+	if (ref == NULL) {
+		spf_eval_answer(c->ev, q->id, UB_NOMEM, NULL);
+		return false;
+	}
+	*ref = (struct spf_qref){ .c = c, .id = q->id };
+	ref->handle = dnsq_issue(pl->dnsq, q->name, q->type, q->timeout_ms, spf_on_answer, ref,
+				 now_us());
+	if (ref->handle == 0) {
+		free(ref);
+		spf_eval_answer(c->ev, q->id, UB_NOMEM, NULL);
+		return false;
+	}
+	c->refs[c->nrefs++] = ref;
+	return true;
+}
+
+/* Runs passes until the check is done or waits for an answer. */
+static void
+spf_advance(struct ctlplane *pl, struct spf_chk *c)
+{
+	struct spf_dns_query q;
+	bool failed;
+
+	for (;;) {
+		if (spf_eval_step(c->ev) == SPF_STEP_DONE) {
+			spf_chk_finish(pl, c);
+			return;
+		}
+		failed = false;
+		while (spf_eval_next_query(c->ev, &q))
+			if (!spf_issue(pl, c, &q))
+				failed = true;
+		/* a query that could not go out is answered already: the next
+		 * pass may not need to wait */
+		if (!failed && spf_eval_waiting(c->ev) > 0)
+			return;
+	}
+}
+
+static void
+spf_on_answer(void *arg, int err, struct ub_result *res)
+{
+	struct spf_qref *ref = arg;
+	struct spf_chk *c = ref->c;
+
+	ref->handle = 0;
+	if (c->done) { /* cannot happen: done withdraws every query */
+		ub_resolve_free(res);
+		return;
+	}
+	if (err == DNSQ_TIMEOUT)
+		spf_eval_timeout(c->ev, ref->id);
+	else
+		spf_eval_answer(c->ev, ref->id, err, res);
+	spf_advance(c->pl, c);
+	if (c->dead)
+		spf_chk_free(c->pl, c);
+}
+
+/* A check for the transaction in r; NULL at the bound (counted) or out of
+ * memory. It may be done when it returns. */
+static struct spf_chk *
+spf_chk_start(struct ctlplane *pl, const struct txrec *r, bool early)
+{
+	struct spf_chk *c;
+
+	if (pl->spf_inflight >= pl->max_spf) {
+		pl->st->c[CTL_SPF_REFUSED]++;
+		return NULL;
+	}
+	c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		return NULL;
+	c->ev = auth_spf_start(pl->auth, r->family, r->addr, r->helo, r->mail_from);
+	if (c->ev == NULL) {
+		free(c);
+		return NULL;
+	}
+	c->pl = pl;
+	c->txn = r->txn;
+	c->early = early;
+	pl->spf_inflight++;
+	spf_publish(pl);
+	spf_advance(pl, c);
+	return c;
+}
+
 static void
 on_spf(struct ctlplane *pl, uint32_t worker, const struct ctl_msg *m)
 {
 	struct ctl_sess *cs = sess_at(pl, worker, m->idx);
 	struct txrec *r = m->u.rec;
-	struct spf_job *j;
 
-	if (cs && cs->gen == m->gen && (j = calloc(1, sizeof(*j)))) {
-		atomic_init(&j->refs, 1);
-		atomic_init(&j->state, SPF_QUEUED);
-		j->family = r->family;
-		j->txn = r->txn;
-		memcpy(j->addr, r->addr, 16);
-		memcpy(j->helo, r->helo, sizeof(j->helo));
-		memcpy(j->mail_from, r->mail_from, sizeof(j->mail_from));
-		spf_unref(cs->spf); /* a new MAIL: the old transaction's is done */
-		cs->spf = j;
-		atomic_fetch_add(&j->refs, 1);
-		if (!queue_job(pl, &(struct job){ .is_spf = true, .spf = j }))
-			spf_unref(j); /* the delivery job will run it */
+	if (cs && cs->gen == m->gen) {
+		/* a new MAIL: the last transaction's check is of no use */
+		cs->spf = spf_chk_drop(pl, cs->spf);
+		cs->spf = spf_chk_start(pl, r, true);
+		cs->refused_txn = cs->spf == NULL ? r->txn : 0;
 	}
 	rte_mempool_put(pl->txrec_pool, r);
 }
+
+static const char spf_busy_text[] = "Too many SPF checks in progress, try again later";
 
 static void
 on_spool(struct ctlplane *pl, uint32_t worker, const struct ctl_msg *m)
 {
 	struct job j = { .rec = m->u.rec, .worker = worker, .idx = m->idx, .gen = m->gen };
 	struct ctl_sess *cs = sess_at(pl, worker, m->idx);
+	struct spf_chk *c = NULL;
 
 	pl->st->c[CTL_SPOOL_REQUESTS]++;
 	fill_ptr_name(pl, worker, m);
 	if (cs && cs->gen == m->gen) {
-		j.spf = cs->spf; /* the delivery job takes the slot's reference */
+		c = cs->spf; /* the delivery takes the slot's check */
 		cs->spf = NULL;
+		/* its MAIL met the bound: the sender tries again later */
+		if (!c && cs->refused_txn != 0 && cs->refused_txn == m->u.rec->txn) {
+			cs->refused_txn = 0;
+			deliver_refuse(pl, &j, 451, "4.7.26", spf_busy_text);
+			return;
+		}
 	}
 	/* Only this transaction's own check will do: when its request was
-	 * lost, the slot holds an earlier MAIL's (or none), and the delivery
-	 * job checks SPF itself. */
-	if (j.spf && j.spf->txn != m->u.rec->txn) {
-		spf_unref(j.spf);
-		j.spf = NULL;
-	}
-	if (!j.spf)
+	 * lost, the slot holds an earlier MAIL's (or none), and a check for
+	 * this transaction starts now. */
+	if (c && c->txn != m->u.rec->txn)
+		c = spf_chk_drop(pl, c);
+	if (!c) {
 		pl->st->c[CTL_SPF_LATE]++;
-	/* One job object per request, from the heap: the control plane may
-	 * allocate, and the ring carries pointers. */
-	if (queue_job(pl, &j))
-		return;
-	/* No room for the job: the sender gets a 451, not a 250. */
-	{
-		struct ctl_msg v = {
-			.kind = MSG_SPOOL_DONE, .idx = m->idx, .gen = m->gen, .result = 1
-		};
-		struct txrec *r = m->u.rec;
-
-		spf_unref(j.spf);
-		r->reply_code = 451;
-		memcpy(r->reply_enh, "4.3.0", 6);
-		snprintf(r->reply_text, sizeof(r->reply_text),
-			 "Temporary local problem, message not queued, try again later");
-		v.u.rec = r;
-		pl->st->c[CTL_SPOOL_FAILED]++;
-		send_verdict(pl, worker, &v, pl->st);
+		c = spf_chk_start(pl, m->u.rec, false);
+		if (!c) {
+			deliver_refuse(pl, &j, 451, "4.7.26", spf_busy_text);
+			return;
+		}
 	}
+	if (c->done) {
+		j.spf = c->result;
+		spf_chk_free(pl, c);
+		deliver_queue(pl, &j);
+		return;
+	}
+	/* not done yet: the delivery waits on the check, not on a thread */
+	c->parked = malloc(sizeof(*c->parked));
+	if (!c->parked) {
+		spf_chk_drop(pl, c);
+		pl->st->c[CTL_SPOOL_FAILED]++;
+		deliver_refuse(pl, &j, 451, "4.3.0",
+			       "Temporary local problem, message not queued, try again later");
+		return;
+	}
+	*c->parked = j;
+	c->pnext = pl->parked;
+	if (pl->parked)
+		pl->parked->pprev = c;
+	pl->parked = c;
+	pl->st->c[CTL_SPF_PARKED]++;
 }
 
 static void
@@ -466,16 +734,22 @@ drain_requests(struct ctlplane *pl)
 void
 ctlplane_run(struct ctlplane *pl, volatile sig_atomic_t *stop)
 {
-	struct pollfd pfd = { .fd = rdns_fd(pl->rdns), .events = POLLIN };
+	struct pollfd pfd[2] = {
+		{ .fd = rdns_fd(pl->rdns), .events = POLLIN },
+		{ .fd = dnsq_fd(pl->dnsq), .events = POLLIN },
+	};
 	unsigned did;
 	bool wrote;
+	uint64_t now;
 
 	while (!*stop) {
 		did = drain_requests(pl);
 		wrote = did > 0;
-		if (did == 0 && poll(&pfd, 1, 1) < 0 && errno != EINTR)
+		if (did == 0 && poll(pfd, 2, 1) < 0 && errno != EINTR)
 			break;
-		rdns_process(pl->rdns, now_us());
+		now = now_us();
+		rdns_process(pl->rdns, now);
+		dnsq_process(pl->dnsq, now);
 		if (wrote)
 			fflush(pl->log);
 	}
@@ -636,13 +910,7 @@ deliver_job(struct ctlplane *pl, struct job *j, struct ctl_stats *st)
 
 	memset(&v, 0, sizeof(v));
 	r->spool_errno = 0;
-	if (j->spf) {
-		spf_finish(pl, j->spf);
-		v.spf = j->spf->result;
-		spf_unref(j->spf);
-	} else {
-		auth_spf(pl->auth, r->family, r->addr, r->helo, r->mail_from, &v.spf);
-	}
+	v.spf = j->spf; /* done on the dispatcher, for this transaction */
 	auth_verify(pl->auth, r->body, &r->auth_rule, r->family, &v);
 	snprintf(r->spf, sizeof(r->spf), "%s", spf_result_name(v.spf.result));
 	snprintf(r->dkim, sizeof(r->dkim), "%s", auth_dkim_summary(&v));
@@ -679,13 +947,7 @@ work_thread(void *arg)
 		backoff_us = WORK_BACKOFF_MIN_US;
 		j = *(struct job *)jp;
 		free(jp);
-		if (j.is_spf) {
-			spf_finish(pl, j.spf);
-			spf_unref(j.spf);
-			st->c[CTL_SPF_CHECKS]++;
-		} else {
-			deliver_job(pl, &j, st);
-		}
+		deliver_job(pl, &j, st);
 	}
 	return NULL;
 }
@@ -717,6 +979,7 @@ ctlplane_create(const struct ctlplane_params *p, char *err, size_t errlen)
 	const char *servers[CONFIG_MAX_DNS];
 	struct dns_resolver_params rp = { 0 };
 	struct rdns_params dp = { 0 };
+	struct dnsq_params qp = { 0 };
 	unsigned i;
 
 	if (!pl) {
@@ -768,6 +1031,16 @@ ctlplane_create(const struct ctlplane_params *p, char *err, size_t errlen)
 	pl->auth = auth_create(pl->ub, c->hostname, c->dns_timeout_ms, err, errlen);
 	if (!pl->auth)
 		goto fail;
+	pl->max_spf = c->max_spf_checks;
+	qp.ub = pl->ub;
+	qp.max_inflight = c->max_spf_checks < SPF_QUERIES_MIN / SPF_QUERIES_EACH ?
+				  SPF_QUERIES_MIN :
+				  c->max_spf_checks * SPF_QUERIES_EACH;
+	pl->dnsq = dnsq_create(&qp);
+	if (!pl->dnsq) {
+		snprintf(err, errlen, "SPF's DNS queries: %s", strerror(errno));
+		goto fail;
+	}
 	if (c->spool_dir[0]) {
 		struct spool_params sp = { .stall_s = c->fault_spool_stall_s,
 					   .on_group = spool_group_done };
@@ -811,6 +1084,12 @@ fail:
 	return NULL;
 }
 
+const volatile uint8_t *
+ctlplane_spf_full(const struct ctlplane *pl)
+{
+	return &pl->spf_full;
+}
+
 void
 ctlplane_destroy(struct ctlplane *pl)
 {
@@ -825,15 +1104,15 @@ ctlplane_destroy(struct ctlplane *pl)
 	/* No more submissions: what the spool holds is committed and answered. */
 	spool_close(pl->spool);
 	if (pl->jobs) {
-		while (rte_ring_dequeue(pl->jobs, &jp) == 0) {
-			spf_unref(((struct job *)jp)->spf);
+		while (rte_ring_dequeue(pl->jobs, &jp) == 0)
 			free(jp);
-		}
 		rte_ring_free(pl->jobs);
 	}
 	if (pl->sess)
 		for (i = 0; i < pl->n_workers * pl->max_flows; i++)
-			spf_unref(pl->sess[i].spf);
+			pl->sess[i].spf = spf_chk_drop(pl, pl->sess[i].spf);
+	spf_parked_free(pl);
+	pl->dnsq = dnsq_destroy(pl->dnsq);
 	rdns_destroy(pl->rdns);
 	auth_destroy(pl->auth);
 	relay_destroy(pl->relay);

@@ -4,9 +4,9 @@
  * and a pool of work threads, off the worker cores.
  *
  * The dispatcher drains every worker's request ring, runs the asynchronous
- * reverse-DNS lookups (thousands in flight on one thread), writes the
- * transaction log, and hands blocking work (SPF, DKIM, the relay) to the
- * work threads. A message for the spool is submitted to the spool's
+ * reverse-DNS lookups and SPF checks (thousands in flight on one thread),
+ * writes the transaction log, and hands DKIM, our headers and the relay to
+ * the work threads. A message for the spool is submitted to the spool's
  * committer, which answers the worker when the message's group is on disk.
  * Verdicts go back on each worker's verdict ring. Neither side ever waits
  * for the other.
@@ -29,7 +29,14 @@ struct rte_ring;
 #define CTLPLANE_SPOOL_BLOCK (CTLPLANE_MAX_THREADS - 1) /* the committer's counters */
 #define DNS_LATENCY_BUCKETS  11
 
-/* Counters, one block per control thread (block 0: the dispatcher). */
+/* Counters, one block per control thread (block 0: the dispatcher). The
+ * SPF checks': spf_checks_inflight is a gauge (checks not done yet);
+ * spf_checks_cancelled (a new MAIL or session let go of a check not done),
+ * spf_checks_refused (max_spf_checks reached), spf_deliveries_parked (the
+ * end of DATA came before the result), spf_lookups (distinct DNS queries of
+ * the checks done), spf_passes (evaluator passes, all checks), its largest
+ * for one check spf_passes_max, and checks by passes taken
+ * (spf_passes_1 ... spf_passes_gt16). */
 #define CTL_COUNTERS(X)                                                     \
 	X(RDNS_REQUESTS, "rdns_requests")                                   \
 	X(RDNS_PASS, "rdns_pass")                                           \
@@ -60,6 +67,19 @@ struct rte_ring;
 	X(LOG_LINES, "log_lines")                                           \
 	X(LOG_FAILED, "log_failed")                                         \
 	X(VERDICTS_SENT, "verdicts_sent")                                   \
+	X(SPF_INFLIGHT, "spf_checks_inflight")                              \
+	X(SPF_CANCELLED, "spf_checks_cancelled")                            \
+	X(SPF_REFUSED, "spf_checks_refused")                                \
+	X(SPF_PARKED, "spf_deliveries_parked")                              \
+	X(SPF_LOOKUPS, "spf_lookups")                                       \
+	X(SPF_PASSES, "spf_passes")                                         \
+	X(SPF_PASSES_MAX, "spf_passes_max")                                 \
+	X(SPF_PASSES_1, "spf_passes_1")                                     \
+	X(SPF_PASSES_2, "spf_passes_2")                                     \
+	X(SPF_PASSES_4, "spf_passes_3_4")                                   \
+	X(SPF_PASSES_8, "spf_passes_5_8")                                   \
+	X(SPF_PASSES_16, "spf_passes_9_16")                                 \
+	X(SPF_PASSES_MORE, "spf_passes_gt16")                               \
 	X(UNKNOWN_MSG, "unknown_messages")
 
 enum ctl_counter {
@@ -95,6 +115,9 @@ struct ctlplane;
 struct ctlplane *ctlplane_create(const struct ctlplane_params *p, char *err, size_t errlen);
 /* The dispatcher's loop, on the calling thread, until *stop. */
 void ctlplane_run(struct ctlplane *pl, volatile sig_atomic_t *stop);
+/* Nonzero while the SPF checks in flight are at [control]
+ * max_spf_checks: the workers read it at MAIL (sess_params.spf_full). */
+const volatile uint8_t *ctlplane_spf_full(const struct ctlplane *pl);
 /* Stops the work threads; tolerates NULL and half-built pools. */
 void ctlplane_destroy(struct ctlplane *pl);
 

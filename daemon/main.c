@@ -279,6 +279,7 @@ main(int argc, char **argv)
 		fprintf(stderr, "smtpedge: %s\n", err);
 		goto fail;
 	}
+	planes.sess.spf_full = ctlplane_spf_full(pool);
 
 	if (tlsctl_init(&cfg, n_workers, err, sizeof(err)) < 0) {
 		fprintf(stderr, "smtpedge: %s: %s\n", cfg.path, err);

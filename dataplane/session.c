@@ -627,6 +627,14 @@ smtp_check(void *ctx, const struct smtp_check *chk, struct smtp_verdict *v)
 	memset(v, 0, sizeof(*v));
 	if (chk->stage == SMTP_STAGE_DATA_END)
 		return check_data_end(s, chk, v);
+	/* the control plane holds as many SPF checks as it may: try later */
+	if (mail && s->sl->p->spf_full && *s->sl->p->spf_full) {
+		s->sl->st->c[DP_MAIL_SPF_BUSY]++;
+		v->code = 451;
+		memcpy(v->enh, "4.7.26", 7);
+		v->text = "Too many SPF checks in progress, try again later";
+		return SMTP_CHECK_DONE;
+	}
 	if (mail)
 		spf_prepare(s, chk);
 	if (s->rule.action == POLICY_OFF || stage_of[chk->stage] != s->rule.stage) {

@@ -46,6 +46,9 @@ struct sess_params {
 	bool tls_refuse_early;        /* a known refusal answers STARTTLS */
 	/* A snapshot of the live rules, taken as a session opens. */
 	void (*rules_get)(struct policy *out);
+	/* Set by the control plane while its SPF checks are at their bound:
+	 * MAIL gets 451 4.7.26 then. NULL: never. */
+	const volatile uint8_t *spf_full;
 };
 
 /* A TCP segment out; false when it could not be sent (counted by emit). */

@@ -46,6 +46,7 @@
 	X(SESSION_BUFFERS_EMPTY, "session_buffers_empty") /* a session waited */  \
 	X(LOG_DROPPED, "log_dropped")                                             \
 	X(VERDICTS_STALE, "verdicts_stale") /* for a session that has gone */     \
+	X(MAIL_SPF_BUSY, "mail_spf_busy")   /* 451 4.7.26: SPF checks at bound */ \
 	X(IPV6_PTR_PASS, "ipv6_ptr_pass")   /* the rules' outcomes */             \
 	X(IPV6_PTR_REJECT, "ipv6_ptr_reject")                                     \
 	X(IPV6_PTR_DEFER, "ipv6_ptr_defer")                                       \

@@ -67,6 +67,9 @@ server:
   # Sender domains for SPF and DKIM: every lab peer may send for
   # example.org; spf-fail.example allows nobody; spf-temp.example fails to
   # resolve; dkim.example allows nobody but publishes the lab's DKIM key.
+  # Every name under slow.example has the apex's records (a redirect zone),
+  # so each session of a flood can have a domain of its own that no cache
+  # holds: the DNS-delay test (test_slowdns.py) holds those answers back.
   local-zone: "example.org." static
   local-data: 'example.org. 300 IN TXT "v=spf1 ip6:2001:db8:1::/64 ip4:198.51.100.0/24 -all"'
   local-zone: "example.net." static
@@ -76,6 +79,8 @@ server:
   local-zone: "dkim.example." static
   local-data: 'dkim.example. 300 IN TXT "v=spf1 -all"'
   local-data: '$LAB_DKIM_SELECTOR._domainkey.dkim.example. 300 IN TXT $(dkim_txt)'
+  local-zone: "slow.example." redirect
+  local-data: 'slow.example. 300 IN TXT "v=spf1 ip6:2001:db8:1::/64 ip4:198.51.100.0/24 -all"'
 CONF
 	bulk6 | while read -r i a; do
 		if [ $((i % 2)) = 0 ]; then

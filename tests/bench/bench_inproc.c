@@ -1146,6 +1146,7 @@ main(int argc, char **argv)
 		fprintf(stderr, "bench: %s\n", err);
 		goto out;
 	}
+	planes.sess.spf_full = ctlplane_spf_full(pool);
 	pkt_local_init(&wp.local, port.mac);
 	wp.local.mtu = cfg.mtu;
 	wp.local.has_ip6 = true;

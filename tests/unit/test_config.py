@@ -121,6 +121,8 @@ CASES = [
     ("message size", GOOD + "[smtp]\nmax_message_mb = 0\n", r"^smtpedge: {f}: \[smtp\] max_message_mb: 0 is out of range \(1..1024\)"),
     ("no control threads", GOOD + "[control]\nthreads = 0\n", r"^smtpedge: {f}: \[control\] threads: 0 is out of range \(1..64\)"),
     ("no delivery deadline", GOOD + "[control]\ndelivery_timeout_s = 0\n", r"^smtpedge: {f}: \[control\] delivery_timeout_s: 0 is out of range \(1..540\)"),
+    ("no SPF checks", GOOD + "[control]\nmax_spf_checks = 0\n", r"^smtpedge: {f}: \[control\] max_spf_checks: 0 is out of range \(1..1000000\)"),
+    ("SPF checks not a number", GOOD + "[control]\nmax_spf_checks = many\n", r"^smtpedge: {f}: \[control\] max_spf_checks: "),
     ("fault too high", GOOD + "[faults]\nrx_drop_pct = 90\n", r"^smtpedge: {f}: \[faults\] rx_drop_pct: 90 is out of range \(0..50\)"),
     ("body budget", add("dataplane", "body_budget_mb = 1"), r"^smtpedge: {f}: \[dataplane\] body_budget_mb: 1 is out of range"),
     ("unknown key", add("edge", "greeting = hello"), r"^smtpedge: {f}: \[edge\] greeting: unknown key"),
@@ -214,7 +216,10 @@ with tempfile.TemporaryDirectory() as d:
         f.write(GOOD + "[smtp]\nidle_timeout_s = 10\n")
     with open(good + ".pressure", "w") as f:
         f.write(GOOD + "[smtp]\nidle_timeout_s = 60\nidle_pressure_pct = 50\nidle_timeout_min_s = 60\n")
-    for path in (good, good + ".tls", good + ".idle", good + ".pressure", os.path.join(here, "../../conf/smtpedge.conf"),
+    with open(good + ".spf", "w") as f:
+        f.write(GOOD + "[control]\nmax_spf_checks = 1\n")
+    for path in (good, good + ".tls", good + ".idle", good + ".pressure", good + ".spf",
+                 os.path.join(here, "../../conf/smtpedge.conf"),
                  os.path.join(here, "../../conf/lab.conf")):
         r = run(["--", "--config", path, "--check"])
         check(f"good {path}", r.returncode == 0 and r.stdout.startswith("config ok"),
