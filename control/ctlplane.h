@@ -54,7 +54,11 @@ struct rte_ring;
 	X(SPF_PASSES_8, "spf_passes_5_8")                                             \
 	X(SPF_PASSES_16, "spf_passes_9_16")                                           \
 	X(SPF_PASSES_MORE, "spf_passes_gt16")                                         \
-	X(AUTH_PASS, "auth_pass") /* the auth rule's outcomes */                      \
+	X(DKIM_KEY_QUERIES, "dkim_key_queries")   /* key records fetched ahead */     \
+	X(DKIM_PARKED, "dkim_deliveries_parked")  /* SPF done before the keys */      \
+	X(DKIM_KEYS_SERVED, "dkim_keys_served")   /* lookups answered from the set */ \
+	X(DKIM_KEYS_MISSING, "dkim_keys_missing") /* not in the set: temperror */     \
+	X(AUTH_PASS, "auth_pass")                 /* the auth rule's outcomes */      \
 	X(AUTH_REJECT, "auth_reject")                                                 \
 	X(AUTH_DEFER, "auth_defer")                                                   \
 	X(AUTH_LOGGED, "auth_logged")                                                 \
