@@ -376,8 +376,7 @@ dkim_keys_start(void *srv, int type, unsigned char *name, unsigned char *buf, si
 }
 
 static int
-dkim_keys_wait(void *srv, void *qh, struct timeval *timeout, size_t *bytes, int *error,
-	       int *dnssec)
+dkim_keys_wait(void *srv, void *qh, struct timeval *timeout, size_t *bytes, int *error, int *dnssec)
 {
 	struct dkim_keyq *q = qh;
 
