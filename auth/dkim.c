@@ -11,9 +11,9 @@
  *    dkim_header() per field (when the next line shows the field is
  *    complete), dkim_eoh() at the empty line and dkim_body() per chunk,
  *    straight from the caller's buffer: the body is never stored nor re-read;
- *  - the same splitter, without the library, names the key records of the
- *    message's signatures (dkim_keys_*, auth/dkim_keys.c) for the caller
- *    to fetch ahead;
+ *  - a job that stops at the end of the headers (a scanner) names the key
+ *    records of the message's signatures from the library's own parse of
+ *    them (dkim_keys_*, auth/dkim_keys.c), for the caller to fetch ahead;
  *  - signature processing delayed to dkim_job_end() (DELAYSIGPROC), where
  *    every key lookup is answered from the job's key set, never by DNS;
  *  - the RFC 8301 rules enforced here whatever the library does: rsa-sha1
@@ -61,8 +61,8 @@ enum dkim_job_state {
 
 struct dkim_job {
 	struct dkim_verifier *v;
-	DKIM *dkim;             /* NULL for a scanner */
-	struct dkim_keys *scan; /* a scanner's key set */
+	DKIM *dkim;
+	struct dkim_keys *scan; /* a scanner's key set: stops at the headers' end */
 	struct dkim_keys *keys; /* what dkim_job_end() looks keys up in */
 	enum dkim_job_state state;
 	/* Set when BROKEN: what every unprocessed signature becomes. */
@@ -222,6 +222,12 @@ fail:
 	return NULL;
 }
 
+uint32_t
+dkim_verifier_max_signatures(const struct dkim_verifier *v)
+{
+	return v != NULL ? v->max_signatures : DKIM_DEFAULT_MAX_SIGNATURES;
+}
+
 struct dkim_verifier *
 dkim_verifier_destroy(struct dkim_verifier *v)
 {
@@ -303,23 +309,15 @@ fail:
 
 static void dkim_job_eoh(struct dkim_job *job);
 
-/* A scanner is a job without the library: its splitter gives each header
- * field to the key set and stops at the end of the header block. */
+/* A scanner: a job whose end of the headers hands the library's signature
+ * list to the key set, and which ignores the body. */
 struct dkim_job *
-dkim_job_scanner(struct dkim_keys *k)
+dkim_job_scanner(struct dkim_verifier *v, struct dkim_keys *k)
 {
-	struct dkim_job *job = calloc(1, sizeof(*job));
+	struct dkim_job *job = dkim_job_begin(v, "scan");
 
-	if (job == NULL)
-		return NULL;
-	job->scan = k;
-	job->field = malloc(DKIM_FIELD_INITIAL);
-	if (job->field == NULL) {
-		free(job);
-		return NULL;
-	}
-	job->field_cap = DKIM_FIELD_INITIAL;
-	dkim_job_enter(job, DKIM_JOB_HDR_LINE);
+	if (job != NULL)
+		job->scan = k;
 	return job;
 }
 
@@ -398,10 +396,6 @@ dkim_field_flush(struct dkim_job *job)
 	if (len >= 2 && job->field[len - 2] == '\r' && job->field[len - 1] == '\n')
 		len -= 2;
 	job->field_len = 0;
-	if (job->dkim == NULL) {
-		dkim_keys_field(job->scan, job->field, len);
-		return true;
-	}
 	stat = dkim_header(job->dkim, job->field, len);
 	/* SYNTAX: a field the library cannot use (no colon, say). It is left
 	 * out; a signature that covered it will not verify. */
@@ -419,11 +413,18 @@ dkim_job_eoh(struct dkim_job *job)
 
 	if (!dkim_field_flush(job))
 		return;
-	if (job->dkim == NULL) {
+	stat = dkim_eoh(job->dkim);
+	if (job->scan != NULL) {
+		DKIM_SIGINFO **sigs;
+		int nsigs, i;
+
+		if (stat == DKIM_STAT_OK &&
+		    dkim_getsiglist(job->dkim, &sigs, &nsigs) == DKIM_STAT_OK)
+			for (i = 0; i < nsigs; i++)
+				dkim_keys_sig(job->scan, sigs[i]);
 		dkim_job_enter(job, DKIM_JOB_SKIP);
 		return;
 	}
-	stat = dkim_eoh(job->dkim);
 	if (stat == DKIM_STAT_OK)
 		dkim_job_enter(job, DKIM_JOB_BODY);
 	else if (stat == DKIM_STAT_NOSIG)
@@ -641,7 +642,7 @@ dkim_job_end(struct dkim_job *job, struct dkim_sig_result *out, unsigned max, un
 	if (n != NULL)
 		*n = 0;
 	if (job == NULL || n == NULL || (out == NULL && max != 0) || job->state == DKIM_JOB_DONE ||
-	    job->dkim == NULL) {
+	    job->scan != NULL) {
 		errno = EINVAL;
 		return -1;
 	}

@@ -35,8 +35,7 @@ struct dkim_params {
 	uint32_t dns_timeout_ms;
 	/* Signatures evaluated per message, in header order; the rest are
 	 * reported as DKIM_RES_POLICY and cost no DNS. 0 means
-	 * DKIM_DEFAULT_MAX_SIGNATURES. The key set of a message must be made
-	 * with the same bound. */
+	 * DKIM_DEFAULT_MAX_SIGNATURES. */
 	uint32_t max_signatures;
 };
 
@@ -67,19 +66,20 @@ struct dkim_sig_result {
 	unsigned key_bits;  /* 0 when no key was loaded */
 };
 
-/* A message's key records: the names to fetch, then their answers. NULL +
- * errno (ENOMEM). max_signatures as the verifier's (0: the default). */
-struct dkim_keys *dkim_keys_create(uint32_t max_signatures);
+/* A message's key records for v's verification: the names to fetch, then
+ * their answers. NULL + errno (EINVAL, ENOMEM). The verifier is only used
+ * while naming (feed, scan_end). */
+struct dkim_keys *dkim_keys_create(struct dkim_verifier *v);
 
 /* Tolerates NULL; returns NULL. */
 struct dkim_keys *dkim_keys_free(struct dkim_keys *k);
 
 /*
  * The message as for dkim_job_feed(), from its start, any split: only the
- * header block is read. Returns 1 once the header block has ended (feed no
- * more), 0 while it goes on. A field the verifier will find malformed (no
- * d= or s=, a tag twice) and an rsa-sha1 signature name no record; the
- * same name twice is fetched once.
+ * header block is read, by the library as the verification will read it.
+ * Returns 1 once the header block has ended (feed no more), 0 while it goes
+ * on. A signature the library finds malformed, one over the bound and an
+ * rsa-sha1 one name no record; the same name twice is fetched once.
  */
 int dkim_keys_feed(struct dkim_keys *k, const uint8_t *p, size_t n);
 

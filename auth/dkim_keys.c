@@ -8,15 +8,17 @@
  * caller's event loop fetches them while the rest of the message is dealt
  * with, and the verification that follows needs no DNS at all.
  *
- * Reading the fields as libopendkim does: the fields come from the
- * verifier's own splitter (the same unfolding, the same bound on a field);
- * the name is matched in any case, with WSP allowed before the colon; the
- * tags are split at ';' and '=', and FWS (SP, HTAB, CR, LF) is dropped
- * from tag names and values. Signatures past max_signatures and rsa-sha1
- * ones are ignored by the verifier before it asks for a key, so they name
- * nothing; a field without d= or s=, or with one twice, is malformed and
- * gets no query (the verifier reports it). A name the scan got wrong costs
- * only a temperror, never a wait.
+ * Reading the fields as libopendkim does, by having libopendkim read them:
+ * a scanner job (auth/dkim.c) feeds the header block through the
+ * verifier's own splitter into a library handle and, at the end of the
+ * headers, takes the signatures the library parsed, after the same
+ * prescreen as the verification. Signatures it ignores (past
+ * max_signatures, rsa-sha1) or found malformed name nothing; the others
+ * name their s= and d= exactly as the library will ask for them. No
+ * signature is checked and the body is not read, so this costs
+ * microseconds on the caller's thread. A name missing from the set costs
+ * only a temperror, never a wait; the fuzz target (tests/dkim/fuzz_dkim.c)
+ * checks that the verifier never asks for a key the scan did not name.
  *
  * Serving: libopendkim's DNS layer is pluggable (start, wait, cancel) and
  * parses the raw DNS reply itself, so each answer is kept in wire format
@@ -42,7 +44,6 @@
 
 /* s=, "._domainkey.", d=: a DNS name is at most 253 characters. */
 #define DKIM_KEY_NAME_MAX 254u
-#define DKIM_TAG_MAX      256u
 
 enum dkim_key_state {
 	DKIM_KEY_PENDING, /* named, not answered */
@@ -61,7 +62,6 @@ struct dkim_key {
 struct dkim_keys {
 	struct dkim_job *scan; /* NULL once the scan ended */
 	uint32_t max_signatures;
-	unsigned nsigs; /* DKIM-Signature fields seen */
 	unsigned n;
 	struct dkim_key *key; /* max_signatures */
 	uint32_t served, missing;
@@ -76,15 +76,15 @@ struct dkim_keyq {
 static __thread struct dkim_keys *dkim_keys_current;
 
 struct dkim_keys *
-dkim_keys_create(uint32_t max_signatures)
+dkim_keys_create(struct dkim_verifier *v)
 {
 	struct dkim_keys *k = calloc(1, sizeof(*k));
 
 	if (k == NULL)
 		return NULL;
-	k->max_signatures = max_signatures ? max_signatures : DKIM_DEFAULT_MAX_SIGNATURES;
+	k->max_signatures = dkim_verifier_max_signatures(v);
 	k->key = calloc(k->max_signatures, sizeof(*k->key));
-	k->scan = k->key != NULL ? dkim_job_scanner(k) : NULL;
+	k->scan = k->key != NULL && v != NULL ? dkim_job_scanner(v, k) : NULL;
 	if (k->scan == NULL) {
 		dkim_keys_free(k);
 		errno = ENOMEM;
@@ -152,71 +152,22 @@ dkim_keys_missing(const struct dkim_keys *k)
 
 /* ---- the scan ---------------------------------------------------------- */
 
-static bool
-dkim_is_fws(unsigned char c)
+/* The length of a name without its root dot. */
+static size_t
+dkim_name_len(const char *name)
 {
-	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+	size_t len = strlen(name);
+
+	return len > 0 && name[len - 1] == '.' ? len - 1 : len;
 }
 
-/* p[0..n) without its FWS, into out (NUL-terminated); false when longer
- * than cap - 1. */
+/* DNS names: in any case, with or without the root dot. */
 static bool
-dkim_squeeze(const unsigned char *p, size_t n, char *out, size_t cap)
+dkim_name_same(const char *a, const char *b)
 {
-	size_t i, o = 0;
+	size_t len = dkim_name_len(a);
 
-	for (i = 0; i < n; i++) {
-		if (dkim_is_fws(p[i]))
-			continue;
-		if (o + 1 >= cap)
-			return false;
-		out[o++] = (char)p[i];
-	}
-	out[o] = '\0';
-	return true;
-}
-
-/* The tags we need of one signature, each at most once. */
-struct dkim_sig_tags {
-	char d[DKIM_TAG_MAX], s[DKIM_TAG_MAX], a[DKIM_TAG_MAX];
-	bool has_d, has_s, has_a;
-	bool bad;
-};
-
-static void
-dkim_sig_tag(struct dkim_sig_tags *t, const unsigned char *p, size_t n)
-{
-	const unsigned char *eq = memchr(p, '=', n);
-	char name[8];
-	char *val;
-	bool *has;
-
-	if (eq == NULL) {
-		/* only FWS (after the last ';') is no tag at all */
-		size_t i;
-
-		for (i = 0; i < n; i++)
-			if (!dkim_is_fws(p[i]))
-				t->bad = true;
-		return;
-	}
-	if (!dkim_squeeze(p, (size_t)(eq - p), name, sizeof(name)))
-		return; /* a tag we do not read */
-	if (strcmp(name, "d") == 0) {
-		val = t->d;
-		has = &t->has_d;
-	} else if (strcmp(name, "s") == 0) {
-		val = t->s;
-		has = &t->has_s;
-	} else if (strcmp(name, "a") == 0) {
-		val = t->a;
-		has = &t->has_a;
-	} else {
-		return;
-	}
-	if (*has || !dkim_squeeze(eq + 1, n - (size_t)(eq - p) - 1, val, DKIM_TAG_MAX))
-		t->bad = true;
-	*has = true;
+	return dkim_name_len(b) == len && strncasecmp(a, b, len) == 0;
 }
 
 static void
@@ -225,7 +176,7 @@ dkim_keys_add(struct dkim_keys *k, const char *name)
 	unsigned i;
 
 	for (i = 0; i < k->n; i++)
-		if (strcasecmp(k->key[i].name, name) == 0)
+		if (dkim_name_same(k->key[i].name, name))
 			return;
 	if (k->n >= k->max_signatures)
 		return;
@@ -235,43 +186,21 @@ dkim_keys_add(struct dkim_keys *k, const char *name)
 }
 
 void
-dkim_keys_field(struct dkim_keys *k, const unsigned char *f, size_t len)
+dkim_keys_sig(struct dkim_keys *k, DKIM_SIGINFO *sig)
 {
-	static const char sig_name[] = "DKIM-Signature";
-	const unsigned char *colon = memchr(f, ':', len);
-	const unsigned char *p, *end = f + len;
-	struct dkim_sig_tags t;
+	const char *sel = (const char *)dkim_sig_getselector(sig);
+	const char *dom = (const char *)dkim_sig_getdomain(sig);
 	char name[DKIM_KEY_NAME_MAX];
-	size_t nlen;
 	int w;
 
-	if (colon == NULL)
+	/* ignored (over the bound, rsa-sha1) or found malformed: no key */
+	if ((dkim_sig_getflags(sig) & DKIM_SIGFLAG_IGNORE) != 0 ||
+	    dkim_sig_geterror(sig) != DKIM_SIGERROR_UNKNOWN || sel == NULL || dom == NULL ||
+	    sel[0] == '\0' || dom[0] == '\0')
 		return;
-	nlen = (size_t)(colon - f);
-	while (nlen > 0 && (f[nlen - 1] == ' ' || f[nlen - 1] == '\t'))
-		nlen--;
-	if (nlen != sizeof(sig_name) - 1 || strncasecmp((const char *)f, sig_name, nlen) != 0)
-		return;
-	/* every signature counts towards the bound, sound or not */
-	if (k->nsigs++ >= k->max_signatures)
-		return;
-
-	memset(&t, 0, sizeof(t));
-	for (p = colon + 1; p < end;) {
-		const unsigned char *semi = memchr(p, ';', (size_t)(end - p));
-		const unsigned char *stop = semi != NULL ? semi : end;
-
-		dkim_sig_tag(&t, p, (size_t)(stop - p));
-		p = semi != NULL ? semi + 1 : end;
-	}
-	if (t.bad || !t.has_d || !t.has_s || t.d[0] == '\0' || t.s[0] == '\0')
-		return;
-	if (t.has_a && strcasecmp(t.a, "rsa-sha1") == 0)
-		return;
-	w = snprintf(name, sizeof(name), "%s._domainkey.%s", t.s, t.d);
-	if (w < 0 || (size_t)w >= sizeof(name))
-		return;
-	dkim_keys_add(k, name);
+	w = snprintf(name, sizeof(name), "%s._domainkey.%s", sel, dom);
+	if (w > 0 && (size_t)w < sizeof(name))
+		dkim_keys_add(k, name);
 }
 
 /* ---- answers ----------------------------------------------------------- */
@@ -332,15 +261,12 @@ dkim_keys_leave(void)
 static struct dkim_key *
 dkim_keys_find(struct dkim_keys *k, const char *name)
 {
-	size_t len = strlen(name);
 	unsigned i;
 
 	if (k == NULL)
 		return NULL;
-	if (len > 0 && name[len - 1] == '.')
-		len--;
 	for (i = 0; i < k->n; i++)
-		if (strlen(k->key[i].name) == len && strncasecmp(k->key[i].name, name, len) == 0)
+		if (dkim_name_same(k->key[i].name, name))
 			return &k->key[i];
 	return NULL;
 }

@@ -4,10 +4,10 @@
  * auth/dkim_keys.c. Private to auth/dkim*.c: the control plane only sees
  * auth/dkim.h.
  *
- * The splitter (dkim.c) hands the scan every header field; the key set
- * keeps the names and, once fetched, the answers; libopendkim's DNS hooks
- * (dkim_keys_attach) answer from the set of the job being verified on the
- * calling thread.
+ * A scanner job (dkim.c) hands the key set the library's signatures at the
+ * end of the headers; the key set keeps the names and, once fetched, the
+ * answers; libopendkim's DNS hooks (dkim_keys_attach) answer from the set
+ * of the job being verified on the calling thread.
  */
 #ifndef SMTPEDGE_AUTH_DKIM_KEYS_H
 #define SMTPEDGE_AUTH_DKIM_KEYS_H
@@ -19,16 +19,21 @@
 struct dkim_job;
 struct dkim_keys;
 
-/* A job with no library handle: its splitter passes each header field to
- * dkim_keys_field() and stops at the end of the header block. */
-struct dkim_job *dkim_job_scanner(struct dkim_keys *k);
+struct dkim_verifier;
+
+/* A job that gives k the library's signatures at the end of the header
+ * block (dkim_keys_sig()) and reads no further. NULL out of memory. */
+struct dkim_job *dkim_job_scanner(struct dkim_verifier *v, struct dkim_keys *k);
+/* The verifier's bound on signatures per message. */
+uint32_t dkim_verifier_max_signatures(const struct dkim_verifier *v);
 /* true once the scanner is past the header block. */
 bool dkim_job_scanned(const struct dkim_job *job);
 /* The message ended: the field being collected is complete. */
 void dkim_job_scan_end(struct dkim_job *job);
 
-/* One unfolded header field, with its inner CRLFs, without the last. */
-void dkim_keys_field(struct dkim_keys *k, const unsigned char *f, size_t len);
+/* One signature of the message, in header order, as the library parsed
+ * it, after the prescreen. */
+void dkim_keys_sig(struct dkim_keys *k, DKIM_SIGINFO *sig);
 
 /* Point the library's DNS hooks at the key sets (and switch off its
  * resolv.conf init/close hooks). */

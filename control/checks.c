@@ -121,9 +121,9 @@ auth_spf(struct auth *a, uint8_t family, const uint8_t *addr, const char *helo,
 }
 
 struct dkim_keys *
-auth_dkim_keys(const struct chunk *msg)
+auth_dkim_keys(struct auth *a, const struct chunk *msg)
 {
-	struct dkim_keys *k = dkim_keys_create(AUTH_MAX_SIGS);
+	struct dkim_keys *k = dkim_keys_create(a->dkim);
 
 	if (!k)
 		return NULL;

@@ -60,7 +60,7 @@ void auth_spf(struct auth *a, uint8_t family, const uint8_t *addr, const char *h
 /* The key records msg's DKIM signatures name, to be fetched
  * (dkim_keys_name(), dkim_keys_answer()): read from the header block, at
  * most AUTH_MAX_SIGS signatures. NULL out of memory. */
-struct dkim_keys *auth_dkim_keys(const struct chunk *msg);
+struct dkim_keys *auth_dkim_keys(struct auth *a, const struct chunk *msg);
 /* DKIM of the message with the keys fetched (no DNS: a key not in keys,
  * or keys NULL, is a temperror), then the rule's verdict. */
 void auth_verify(struct auth *a, const struct chunk *msg, struct dkim_keys *keys,

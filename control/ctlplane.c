@@ -474,7 +474,7 @@ key_fetch_start(struct ctlplane *pl, const struct txrec *r)
 	if (!f)
 		return NULL;
 	f->pl = pl;
-	f->keys = auth_dkim_keys(r->body);
+	f->keys = auth_dkim_keys(pl->auth, r->body);
 	n = dkim_keys_count(f->keys);
 	if (!f->keys || (n && !(f->refs = calloc(n, sizeof(*f->refs)))))
 		return key_fetch_free(f);

@@ -41,10 +41,10 @@ prefetch_done(void *arg, int err, struct ub_result *res)
 }
 
 struct dkim_keys *
-dkim_prefetch(struct ub_ctx *ub, const uint8_t *m, size_t len, size_t chunk,
-	      uint32_t max_signatures, uint32_t timeout_ms)
+dkim_prefetch(struct ub_ctx *ub, struct dkim_verifier *v, const uint8_t *m, size_t len,
+	      size_t chunk, uint32_t timeout_ms)
 {
-	struct dkim_keys *k = dkim_keys_create(max_signatures);
+	struct dkim_keys *k = dkim_keys_create(v);
 	struct dnsq_params qp = { .ub = ub, .max_inflight = 64 };
 	struct prefetch_ref *refs;
 	struct dnsq *q;

@@ -13,11 +13,12 @@
 
 struct ub_ctx;
 struct dkim_keys;
+struct dkim_verifier;
 
-/* Names the keys of m[0..len) (fed in pieces of `chunk` bytes, 0: at
- * once) with max_signatures, and fetches them through a dnsq on ub with
+/* Names the keys of m[0..len) for v (fed in pieces of `chunk` bytes, 0:
+ * at once), and fetches them through a dnsq on ub with
  * timeout_ms each. NULL out of memory. ub NULL: nothing is fetched. */
-struct dkim_keys *dkim_prefetch(struct ub_ctx *ub, const uint8_t *m, size_t len, size_t chunk,
-				uint32_t max_signatures, uint32_t timeout_ms);
+struct dkim_keys *dkim_prefetch(struct ub_ctx *ub, struct dkim_verifier *v, const uint8_t *m,
+				size_t len, size_t chunk, uint32_t timeout_ms);
 
 #endif

@@ -371,11 +371,11 @@ make_ub(int port)
 }
 
 /* What verify() needs to fetch a verifier's keys: the resolver and the
- * bounds it was made with. */
+ * deadline it was made with. */
 struct vreg {
 	struct dkim_verifier *v;
 	struct ub_ctx *ub;
-	uint32_t timeout_ms, max_sigs;
+	uint32_t timeout_ms;
 };
 static struct vreg vregs[8];
 
@@ -410,9 +410,7 @@ make_verifier(struct ub_ctx *ub, uint32_t timeout_ms, uint32_t max_sigs)
 			slot = i;
 	if (slot == sizeof(vregs) / sizeof(vregs[0]))
 		die("too many verifiers");
-	vregs[slot] = (struct vreg){
-		.v = v, .ub = ub, .timeout_ms = timeout_ms, .max_sigs = max_sigs
-	};
+	vregs[slot] = (struct vreg){ .v = v, .ub = ub, .timeout_ms = timeout_ms };
 	return v;
 }
 
@@ -435,7 +433,7 @@ verify(struct dkim_verifier *v, const struct buf *m, size_t chunk)
 	struct dkim_job *job = dkim_job_begin(v, "test");
 	uint64_t t0 = now_ms();
 	struct dkim_keys *keys = dkim_prefetch(
-		reg->ub, (const uint8_t *)m->p, m->len, chunk, reg->max_sigs, reg->timeout_ms);
+		reg->ub, v, (const uint8_t *)m->p, m->len, chunk, reg->timeout_ms);
 	size_t off = 0;
 
 	memset(&run, 0, sizeof(run));

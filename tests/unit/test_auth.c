@@ -395,24 +395,37 @@ txt_reply(const char *name, int rcode, const char *txt)
 }
 
 /* The names auth_dkim_keys() reads from msg cut in pieces of `cut`, joined
- * with spaces. */
-static void
-key_names(const char *msg, size_t cut, char *out, size_t n)
+ * with spaces; returns how many lookups the verification then made that
+ * the set could not answer (every name answered NXDOMAIN). */
+static unsigned
+key_names(struct auth *a, const char *msg, size_t cut, char *out, size_t n)
 {
 	struct chunk *c = chain(msg, cut);
-	struct dkim_keys *k = auth_dkim_keys(c);
-	unsigned i;
+	struct dkim_keys *k = auth_dkim_keys(a, c);
+	struct policy_rule rule = { 0 };
+	struct auth_verdict v;
+	unsigned i, missing;
 
 	out[0] = '\0';
-	for (i = 0; k && i < dkim_keys_count(k); i++)
+	for (i = 0; k && i < dkim_keys_count(k); i++) {
 		snprintf(out + strlen(out), n - strlen(out), "%s%s", i ? " " : "",
 			 dkim_keys_name(k, i));
+		dkim_keys_answer(k, i, 0, txt_reply(dkim_keys_name(k, i), 3, NULL));
+	}
+	memset(&v, 0, sizeof(v));
+	auth_verify(a, c, k, &rule, 6, &v);
+	missing = dkim_keys_missing(k);
 	dkim_keys_free(k);
 	chain_free(c);
+	return missing;
 }
 
+/* The tags a signature needs besides v, a, d and s to be parsed at all. */
+#define SIGT      "h=from; bh=2jUSOH9NhtVGCQWNr9BrIAPreKQjO6Sn7XIkfJVOzv8=; b=dGVzdHRlc3R0ZXN0;"
+#define SIG9(sel) "DKIM-Signature: v=1; a=rsa-sha256; " SIGT " d=ex.org; s=" sel "\r\n"
+
 static void
-test_dkim_key_names(void)
+test_dkim_key_names(struct auth *a)
 {
 	static const struct {
 		const char *msg, *want, *what;
@@ -421,29 +434,42 @@ test_dkim_key_names(void)
 		  "brisbane._domainkey.football.example.com "
 		  "test._domainkey.football.example.com",
 		  "RFC 8463 A.3: both signatures' records" },
-		{ "dkim-SIGNATURE \t: v=1; a=rsa-sha256;\r\n d = Ex\r\n\t.Org ; s\t=\r\n sel\r\n"
+		{ "DKIM-Signature: v=1; a=rsa-sha256; " SIGT
+		  "\r\n d = Ex\r\n\t.Org ; s\t=\r\n sel\r\n"
 		  "\r\nbody\r\n",
-		  "sel._domainkey.Ex.Org",
-		  "the name in any case, WSP before the colon, FWS in tags" },
-		{ "DKIM-Signature: v=1; a=rsa-sha256; d=ex.org; b=x\r\n\r\n", "",
+		  "sel._domainkey.Ex.Org", "FWS in tags" },
+		{ "dkim-SIGNATURE: v=1; a=rsa-sha256; " SIGT " d=ex.org; s=a\r\n\r\n",
+		  "a._domainkey.ex.org", "the field name in any case" },
+		{ "DKIM-Signature: v=1; a=rsa-sha256; " SIGT " d=ex.org\r\n\r\n", "",
 		  "no s=: malformed, no query" },
-		{ "DKIM-Signature: v=1; d=ex.org; s=a; d=ex.net; b=x\r\n\r\n", "",
-		  "d= twice: malformed, no query" },
-		{ "DKIM-Signature: v=1; a=RSA-SHA1; d=ex.org; s=a\r\n\r\n", "",
+		{ "DKIM-Signature: v=1; a=rsa-sha256; d=ex.org; s=a; bh=x; b=x\r\n\r\n", "",
+		  "no h=: malformed" },
+		{ "DKIM-Signature: v=1; a=rsa-sha256; " SIGT
+		  " d=ex.org; s=a; D=ex.net; s=b\r\n\r\n",
+		  "b._domainkey.ex.org", "tags given again, as the library reads them" },
+		{ "DKIM-Signature: v=1; a=rsa-sha256; " SIGT " D=ex.org; s=a\r\n\r\n", "",
+		  "a tag first written in upper case is not found" },
+		{ "DKIM-Signature: v=1; a=rsa-sha256; " SIGT " d=ex.org; s=a\x01\r\n\r\n", "",
+		  "a control character: malformed" },
+		{ "DKIM-Signature: v=1; a=rsa-sha256; " SIGT " d=ex.org; s s=a\r\n\r\n", "",
+		  "white space inside a tag name: malformed" },
+		{ "DKIM-Signature: v=1; a=rsa-sha256; " SIGT " d=ex.org; s=a; ;\r\n\r\n",
+		  "a._domainkey.ex.org", "an empty tag between two ';', as the library reads it" },
+		{ "DKIM-Signature: v=1; a=RSA-SHA1; " SIGT " d=ex.org; s=a\r\n\r\n", "",
 		  "rsa-sha1 never passes: no query" },
-		{ "DKIM-Signature: d=ex.org; s=a\r\nDKIM-Signature: s=a; d=EX.org\r\n\r\n",
+		{ "DKIM-Signature: v=1; a=rsa-sha256; " SIGT " d=ex.org; s=a\r\n"
+		  "DKIM-Signature: v=1; a=rsa-sha256; " SIGT " s=a; d=EX.org\r\n\r\n",
 		  "a._domainkey.ex.org", "the same record named twice is fetched once" },
-		{ "Subject: x\r\n\r\nDKIM-Signature: d=ex.org; s=a\r\n", "",
-		  "a field in the body is no signature" },
-		{ "X-DKIM-Signature: d=ex.org; s=a\r\nDKIM-Signature-X: d=ex.org; s=b\r\n\r\n", "",
-		  "other field names" },
-		{ "From: a\r\nDKIM-Signature: d=ex.org; s=last", "last._domainkey.ex.org",
+		{ "Subject: x\r\n\r\nDKIM-Signature: v=1; a=rsa-sha256; " SIGT " d=ex.org; s=a\r\n",
+		  "", "a field in the body is no signature" },
+		{ "X-DKIM-Signature: v=1; a=rsa-sha256; " SIGT " d=ex.org; s=a\r\n"
+		  "DKIM-Signature-X: v=1; a=rsa-sha256; " SIGT " d=ex.org; s=b\r\n\r\n",
+		  "", "other field names" },
+		{ "From: a\r\nDKIM-Signature: v=1; a=rsa-sha256; " SIGT " d=ex.org; s=last",
+		  "last._domainkey.ex.org",
 		  "a message that ends in its header block: the last field counts" },
-		{ "DKIM-Signature: d=ex.org; s=1\r\nDKIM-Signature: d=ex.org; b; s=2\r\n"
-		  "DKIM-Signature: d=ex.org; s=3\r\nDKIM-Signature: d=ex.org; s=4\r\n"
-		  "DKIM-Signature: d=ex.org; s=5\r\nDKIM-Signature: d=ex.org; s=6\r\n"
-		  "DKIM-Signature: d=ex.org; s=7\r\nDKIM-Signature: d=ex.org; s=8\r\n"
-		  "DKIM-Signature: d=ex.org; s=9\r\n\r\n",
+		{ SIG9("1") SIG9("2\x01") SIG9("3") SIG9("4") SIG9("5") SIG9("6") SIG9("7")
+			  SIG9("8") SIG9("9") "\r\n",
 		  "1._domainkey.ex.org 3._domainkey.ex.org 4._domainkey.ex.org 5._domainkey.ex.org "
 		  "6._domainkey.ex.org 7._domainkey.ex.org 8._domainkey.ex.org",
 		  "AUTH_MAX_SIGS signatures counted, malformed ones too; the rest cost no DNS" },
@@ -454,9 +480,13 @@ test_dkim_key_names(void)
 
 	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
 		for (c = 0; c < sizeof(cuts) / sizeof(cuts[0]); c++) {
-			key_names(cases[i].msg, cuts[c], got, sizeof(got));
+			unsigned missing = key_names(a, cases[i].msg, cuts[c], got, sizeof(got));
+
 			CHECK(strcmp(got, cases[i].want) == 0,
 			      "DKIM keys: %s (cut %zu): got \"%s\"", cases[i].what, cuts[c], got);
+			CHECK(missing == 0,
+			      "DKIM keys: %s (cut %zu): the verifier asked for %u key(s) not named",
+			      cases[i].what, cuts[c], missing);
 		}
 }
 
@@ -471,7 +501,7 @@ static struct key_run
 verify_with(struct auth *a, void (*fill)(struct dkim_keys *), bool no_set)
 {
 	struct chunk *c = chain(rfc8463_msg, 64);
-	struct dkim_keys *k = auth_dkim_keys(c);
+	struct dkim_keys *k = auth_dkim_keys(a, c);
 	struct policy_rule rule = { 0 };
 	struct key_run r;
 
@@ -514,16 +544,9 @@ fill_servfail(struct dkim_keys *k)
 }
 
 static void
-test_dkim_key_set(void)
+test_dkim_key_set(struct auth *a)
 {
-	struct ub_ctx *ub = ub_ctx_create();
-	char err[256];
-	struct auth *a = auth_create(ub, "mx.lab.example", 1000, err, sizeof(err));
 	struct key_run r;
-
-	CHECK(a != NULL, "auth_create: %s", a ? "" : err);
-	if (!a)
-		return;
 	r = verify_with(a, fill_both, false);
 	CHECK(r.v.ndkim == 2 && r.v.dkim[0].result == DKIM_RES_PASS &&
 		      r.v.dkim[1].result == DKIM_RES_PASS && r.v.dkim_pass && !r.v.temp,
@@ -560,15 +583,22 @@ test_dkim_key_set(void)
 		      r.v.dkim[1].result == DKIM_RES_TEMPERROR,
 	      "SERVFAIL, in the reply or from libunbound, is a temperror (%s, %s)",
 	      dkim_outcome_name(r.v.dkim[0].result), dkim_outcome_name(r.v.dkim[1].result));
-	auth_destroy(a);
-	ub_ctx_delete(ub);
 }
 
 int
 main(void)
 {
-	test_dkim_key_names();
-	test_dkim_key_set();
+	struct ub_ctx *ub = ub_ctx_create();
+	char err[256];
+	struct auth *a = auth_create(ub, "mx.lab.example", 1000, err, sizeof(err));
+
+	CHECK(a != NULL, "auth_create: %s", a ? "" : err);
+	if (a) {
+		test_dkim_key_names(a);
+		test_dkim_key_set(a);
+	}
+	auth_destroy(a);
+	ub_ctx_delete(ub);
 	test_strip();
 	test_results_header();
 	test_ptr_name();
