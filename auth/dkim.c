@@ -11,8 +11,11 @@
  *    dkim_header() per field (when the next line shows the field is
  *    complete), dkim_eoh() at the empty line and dkim_body() per chunk,
  *    straight from the caller's buffer: the body is never stored nor re-read;
- *  - signature processing delayed to dkim_job_end() (DELAYSIGPROC), so
- *    feeding never blocks on DNS; the DNS itself is auth/dkim_ub.c;
+ *  - a job that stops at the end of the headers (a scanner) names the key
+ *    records of the message's signatures from the library's own parse of
+ *    them (dkim_keys_*, auth/dkim_keys.c), for the caller to fetch ahead;
+ *  - signature processing delayed to dkim_job_end() (DELAYSIGPROC), where
+ *    every key lookup is answered from the job's key set, never by DNS;
  *  - the RFC 8301 rules enforced here whatever the library does: rsa-sha1
  *    never passes (skipped before any DNS), RSA keys under 1024 bits fail;
  *  - each signature judged with DKIM_SIG_CHECK() and the library's error
@@ -31,7 +34,7 @@
 #include <opendkim/dkim.h>
 
 #include "auth/dkim.h"
-#include "auth/dkim_ub.h"
+#include "auth/dkim_keys.h"
 
 /* RFC 8301 §3.2: verifiers MUST NOT consider smaller RSA keys valid. */
 #define DKIM_RSA_MIN_BITS  1024u
@@ -40,7 +43,6 @@
 
 struct dkim_verifier {
 	DKIM_LIB *lib;
-	struct dkim_ub *dns;
 	uint32_t max_signatures;
 };
 
@@ -60,6 +62,8 @@ enum dkim_job_state {
 struct dkim_job {
 	struct dkim_verifier *v;
 	DKIM *dkim;
+	struct dkim_keys *scan; /* a scanner's key set: stops at the headers' end */
+	struct dkim_keys *keys; /* what dkim_job_end() looks keys up in */
 	enum dkim_job_state state;
 	/* Set when BROKEN: what every unprocessed signature becomes. */
 	enum dkim_outcome broken_outcome;
@@ -186,7 +190,7 @@ dkim_verifier_create(const struct dkim_params *params)
 	unsigned int timeout_s;
 	int err = EINVAL;
 
-	if (params == NULL || params->ub == NULL) {
+	if (params == NULL) {
 		errno = EINVAL;
 		return NULL;
 	}
@@ -197,17 +201,12 @@ dkim_verifier_create(const struct dkim_params *params)
 	v->max_signatures = params->max_signatures ? params->max_signatures :
 						     DKIM_DEFAULT_MAX_SIGNATURES;
 
-	v->dns = dkim_ub_create(params->ub, timeout_ms);
-	if (v->dns == NULL) {
-		err = errno;
-		goto fail;
-	}
 	v->lib = dkim_init(NULL, NULL);
 	if (v->lib == NULL) {
 		err = ENOMEM;
 		goto fail;
 	}
-	/* The library's own timeout is whole seconds; ours (in the adapter)
+	/* The library's own timeout is whole seconds; the caller's fetch
 	 * is the real bound, so give the library at least as much. */
 	timeout_s = (timeout_ms + 999u) / 1000u;
 	if (dkim_lib_setopt(v->lib, DKIM_OPTS_FLAGS, &flags, sizeof(flags)) != 0 ||
@@ -215,12 +214,18 @@ dkim_verifier_create(const struct dkim_params *params)
 	    dkim_lib_setopt(v->lib, DKIM_OPTS_TIMEOUT, &timeout_s, sizeof(timeout_s)) != 0 ||
 	    dkim_set_prescreen(v->lib, dkim_prescreen) != DKIM_STAT_OK)
 		goto fail;
-	dkim_ub_attach(v->lib, v->dns);
+	dkim_keys_attach(v->lib);
 	return v;
 fail:
 	dkim_verifier_destroy(v);
 	errno = err;
 	return NULL;
+}
+
+uint32_t
+dkim_verifier_max_signatures(const struct dkim_verifier *v)
+{
+	return v != NULL ? v->max_signatures : DKIM_DEFAULT_MAX_SIGNATURES;
 }
 
 struct dkim_verifier *
@@ -230,7 +235,6 @@ dkim_verifier_destroy(struct dkim_verifier *v)
 		return NULL;
 	if (v->lib != NULL)
 		dkim_close(v->lib);
-	v->dns = dkim_ub_destroy(v->dns);
 	free(v);
 	return NULL;
 }
@@ -301,6 +305,40 @@ fail:
 	dkim_job_free(job);
 	errno = ENOMEM;
 	return NULL;
+}
+
+static void dkim_job_eoh(struct dkim_job *job);
+
+/* A scanner: a job whose end of the headers hands the library's signature
+ * list to the key set, and which ignores the body. */
+struct dkim_job *
+dkim_job_scanner(struct dkim_verifier *v, struct dkim_keys *k)
+{
+	struct dkim_job *job = dkim_job_begin(v, "scan");
+
+	if (job != NULL)
+		job->scan = k;
+	return job;
+}
+
+bool
+dkim_job_scanned(const struct dkim_job *job)
+{
+	return !dkim_job_in_header(job);
+}
+
+void
+dkim_job_scan_end(struct dkim_job *job)
+{
+	if (dkim_job_in_header(job))
+		dkim_job_eoh(job);
+}
+
+void
+dkim_job_use_keys(struct dkim_job *job, struct dkim_keys *k)
+{
+	if (job != NULL)
+		job->keys = k;
 }
 
 struct dkim_job *
@@ -376,6 +414,17 @@ dkim_job_eoh(struct dkim_job *job)
 	if (!dkim_field_flush(job))
 		return;
 	stat = dkim_eoh(job->dkim);
+	if (job->scan != NULL) {
+		DKIM_SIGINFO **sigs;
+		int nsigs, i;
+
+		if (stat == DKIM_STAT_OK &&
+		    dkim_getsiglist(job->dkim, &sigs, &nsigs) == DKIM_STAT_OK)
+			for (i = 0; i < nsigs; i++)
+				dkim_keys_sig(job->scan, sigs[i]);
+		dkim_job_enter(job, DKIM_JOB_SKIP);
+		return;
+	}
 	if (stat == DKIM_STAT_OK)
 		dkim_job_enter(job, DKIM_JOB_BODY);
 	else if (stat == DKIM_STAT_NOSIG)
@@ -592,7 +641,8 @@ dkim_job_end(struct dkim_job *job, struct dkim_sig_result *out, unsigned max, un
 
 	if (n != NULL)
 		*n = 0;
-	if (job == NULL || n == NULL || (out == NULL && max != 0) || job->state == DKIM_JOB_DONE) {
+	if (job == NULL || n == NULL || (out == NULL && max != 0) || job->state == DKIM_JOB_DONE ||
+	    job->scan != NULL) {
 		errno = EINVAL;
 		return -1;
 	}
@@ -602,7 +652,11 @@ dkim_job_end(struct dkim_job *job, struct dkim_sig_result *out, unsigned max, un
 		dkim_job_eoh(job);
 
 	if (job->state == DKIM_JOB_BODY) {
-		DKIM_STAT stat = dkim_eom(job->dkim, NULL);
+		DKIM_STAT stat;
+
+		dkim_keys_enter(job->keys);
+		stat = dkim_eom(job->dkim, NULL);
+		dkim_keys_leave();
 
 		/* Verdict statuses (BADSIG, NOKEY, CANTVRFY...) are read
 		 * per signature below; only a library failure matters here. */

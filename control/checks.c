@@ -49,9 +49,8 @@ auth_create(struct ub_ctx *ub, const char *hostname, uint32_t dns_timeout_ms, ch
 {
 	struct auth *a = calloc(1, sizeof(*a));
 	struct spf_params sp = { .ub = ub, .receiver = hostname, .dns_timeout_ms = dns_timeout_ms };
-	struct dkim_params dp = {
-		.ub = ub, .dns_timeout_ms = dns_timeout_ms, .max_signatures = AUTH_MAX_SIGS
-	};
+	struct dkim_params dp = { .dns_timeout_ms = dns_timeout_ms,
+				  .max_signatures = AUTH_MAX_SIGS };
 
 	if (!a) {
 		snprintf(err, errlen, "out of memory");
@@ -108,8 +107,22 @@ auth_spf_result(const struct spf_eval *ev, struct auth_spf *out)
 	snprintf(out->identity, sizeof(out->identity), "%s", ans.identity);
 }
 
+struct dkim_keys *
+auth_dkim_keys(struct auth *a, const struct chunk *msg)
+{
+	struct dkim_keys *k = dkim_keys_create(a->dkim);
+
+	if (!k)
+		return NULL;
+	for (; msg; msg = msg->next)
+		if (dkim_keys_feed(k, msg->data, msg->len))
+			break;
+	dkim_keys_scan_end(k);
+	return k;
+}
+
 static void
-dkim_run(struct auth *a, const struct chunk *msg, struct auth_verdict *v)
+dkim_run(struct auth *a, const struct chunk *msg, struct dkim_keys *keys, struct auth_verdict *v)
 {
 	struct dkim_job *job = dkim_job_begin(a->dkim, "smtpedge");
 	unsigned i;
@@ -121,6 +134,7 @@ dkim_run(struct auth *a, const struct chunk *msg, struct auth_verdict *v)
 	}
 	for (; msg; msg = msg->next)
 		dkim_job_feed(job, msg->data, msg->len);
+	dkim_job_use_keys(job, keys);
 	if (dkim_job_end(job, v->dkim, AUTH_MAX_SIGS, &v->ndkim) < 0)
 		v->temp = true;
 	dkim_job_free(job);
@@ -133,12 +147,12 @@ dkim_run(struct auth *a, const struct chunk *msg, struct auth_verdict *v)
 }
 
 void
-auth_verify(struct auth *a, const struct chunk *msg, const struct policy_rule *rule, uint8_t family,
-	    struct auth_verdict *v)
+auth_verify(struct auth *a, const struct chunk *msg, struct dkim_keys *keys,
+	    const struct policy_rule *rule, uint8_t family, struct auth_verdict *v)
 {
 	v->dkim_pass = false;
 	v->temp = v->spf.result == SPF_RES_TEMPERROR;
-	dkim_run(a, msg, v);
+	dkim_run(a, msg, keys, v);
 	memset(&v->reply, 0, sizeof(v->reply));
 	v->outcome = policy_auth(rule, v->spf.result == SPF_RES_PASS, v->dkim_pass, v->temp, family,
 				 &v->reply);

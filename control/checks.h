@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * control/checks.h — the authentication step of the control plane: SPF (resumable,
- * on the dispatcher) and DKIM on a work thread, the ipv6-auth rule's verdict, and the headers we add
- * (Authentication-Results, RFC 8601) and remove (forged ones that claim our
- * authserv-id).
+ * on the dispatcher), DKIM's key records named for the dispatcher to fetch and
+ * the signatures verified from them on a work thread, the ipv6-auth rule's
+ * verdict, and the headers we add (Authentication-Results, RFC 8601) and
+ * remove (forged ones that claim our authserv-id).
  */
 #ifndef SMTPEDGE_CONTROL_CHECKS_H
 #define SMTPEDGE_CONTROL_CHECKS_H
@@ -53,9 +54,14 @@ struct spf_eval *auth_spf_start(struct auth *a, uint8_t family, const uint8_t *a
 				const char *helo, const char *mail_from);
 /* The result of a finished evaluation. */
 void auth_spf_result(const struct spf_eval *ev, struct auth_spf *out);
-/* DKIM of the message (blocks on DNS), then the rule's verdict. */
-void auth_verify(struct auth *a, const struct chunk *msg, const struct policy_rule *rule,
-		 uint8_t family, struct auth_verdict *v);
+/* The key records msg's DKIM signatures name, to be fetched
+ * (dkim_keys_name(), dkim_keys_answer()): read from the header block, at
+ * most AUTH_MAX_SIGS signatures. NULL out of memory. */
+struct dkim_keys *auth_dkim_keys(struct auth *a, const struct chunk *msg);
+/* DKIM of the message with the keys fetched (no DNS: a key not in keys,
+ * or keys NULL, is a temperror), then the rule's verdict. */
+void auth_verify(struct auth *a, const struct chunk *msg, struct dkim_keys *keys,
+		 const struct policy_rule *rule, uint8_t family, struct auth_verdict *v);
 
 /* The Authentication-Results header of authserv_id for rec and v (iprev,
  * spf, dkim), CRLF-terminated, folded. The client's PTR name appears, in a

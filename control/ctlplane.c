@@ -22,7 +22,15 @@
  * delivery is parked on the check and goes to a work thread only once the
  * result is in (the check's 20 s budget bounds the wait). So a work thread
  * only ever runs a delivery whose SPF is done, and a slow domain holds
- * nothing but its own check. A session has at most one live check (a new
+ * nothing but its own check.
+ *
+ * DKIM's key records are fetched the same way: when the delivery request
+ * arrives, the dispatcher reads the DKIM-Signature fields of the header
+ * block (checks.h) and issues their TXT queries at once, alongside the SPF
+ * check, each with dns_timeout_ms. The delivery goes to a work thread when
+ * its SPF result is in and every key query is answered, failed or timed
+ * out; the work thread verifies from those answers alone (a key not among
+ * them is a temperror), so it never waits on DNS either. A session has at most one live check (a new
  * MAIL cancels the last one), and the checks in flight are bounded by
  * [control] max_spf_checks: at the bound the dispatcher raises a flag that
  * the workers read at MAIL, and answer 451 4.7.26 until it drops.
@@ -77,6 +85,9 @@
  * flight: a pass rarely asks for more than a handful together. */
 #define SPF_QUERIES_EACH    32
 #define SPF_QUERIES_MIN     4096
+/* DKIM key queries out at once, on top of those (a fetch that finds none
+ * left counts its key missing: temperror). */
+#define KEY_QUERIES         4096
 /* The reverse-DNS result cache: results kept (a set-associative table of
  * 288-byte entries, about 19 MB) and for how long at most, so that a client
  * that reconnects is not looked up again, and a PTR record fixed by its owner
@@ -197,11 +208,12 @@ struct ctlplane {
 	struct rdns_req **req_free;
 	uint32_t n_req_free;
 	struct auth *auth;
-	struct dnsq *dnsq;         /* the SPF checks' queries */
+	struct dnsq *dnsq;         /* SPF's and DKIM keys' queries */
 	uint32_t spf_inflight;     /* checks not done */
 	uint32_t max_spf;          /* [control] max_spf_checks */
 	volatile uint8_t spf_full; /* read by the workers at MAIL */
 	struct spf_chk *parked;    /* checks a delivery waits for */
+	struct key_fetch *kparked; /* key fetches a delivery waits for */
 	struct spool *spool;
 	struct relay *relay;
 	FILE *log;
@@ -214,10 +226,30 @@ struct ctlplane {
 	struct ctl_stats *st; /* the dispatcher's block */
 };
 
+/* One key query of a delivery out on the resolver: the callback's
+ * argument. */
+struct key_qref {
+	struct key_fetch *f;
+	unsigned i;      /* the name's index in the key set */
+	uint64_t handle; /* dnsq's, while out; 0 once answered */
+};
+
+/* A delivery's DKIM key records, fetched on the dispatcher. Once nothing
+ * is pending it goes with the job to a work thread, which frees it. */
+struct key_fetch {
+	struct ctlplane *pl;
+	struct dkim_keys *keys;
+	struct key_qref *refs; /* one per name */
+	unsigned pending;      /* queries still out */
+	struct job *parked;    /* the delivery, SPF done, waiting for the keys */
+	struct key_fetch *pprev, *pnext;
+};
+
 /* A job for a work thread: a message to check and hand on for a worker's
- * session, with its SPF result. */
+ * session, with its SPF result and its DKIM keys. */
 struct job {
 	struct auth_spf spf;
+	struct key_fetch *keys; /* NULL: no keys (out of memory) */
 	struct txrec *rec;
 	uint32_t worker, idx, gen;
 };
@@ -368,6 +400,145 @@ queue_job(struct ctlplane *pl, const struct job *j)
 	return false;
 }
 
+/* --- DKIM keys fetched on the dispatcher --- */
+
+/* Withdraws what is still out and frees the fetch (not its parked job). */
+static struct key_fetch *
+key_fetch_free(struct key_fetch *f)
+{
+	unsigned i;
+
+	if (!f)
+		return NULL;
+	for (i = 0; f->refs && i < dkim_keys_count(f->keys); i++)
+		if (f->refs[i].handle != 0)
+			dnsq_cancel(f->pl->dnsq, f->refs[i].handle);
+	free(f->refs);
+	dkim_keys_free(f->keys);
+	free(f);
+	return NULL;
+}
+
+/* A job that will not reach a work thread lets go of its keys. */
+static void
+job_discard(struct job *j)
+{
+	if (j)
+		j->keys = key_fetch_free(j->keys);
+}
+
+static void deliver_queue(struct ctlplane *pl, const struct job *j);
+static void deliver_refuse(struct ctlplane *pl, const struct job *j, uint16_t code, const char *enh,
+			   const char *text);
+
+static void
+key_unpark(struct ctlplane *pl, struct key_fetch *f)
+{
+	if (f->pprev)
+		f->pprev->pnext = f->pnext;
+	else
+		pl->kparked = f->pnext;
+	if (f->pnext)
+		f->pnext->pprev = f->pprev;
+	f->pprev = f->pnext = NULL;
+	f->parked = NULL;
+}
+
+static void
+key_on_answer(void *arg, int err, struct ub_result *res)
+{
+	struct key_qref *ref = arg;
+	struct key_fetch *f = ref->f;
+	struct job *j;
+
+	ref->handle = 0;
+	if (err == DNSQ_TIMEOUT)
+		dkim_keys_timeout(f->keys, ref->i);
+	else
+		dkim_keys_answer(f->keys, ref->i, err, res);
+	if (--f->pending > 0 || !f->parked)
+		return;
+	/* the last key of a delivery whose SPF is done: it goes now (and f
+	 * with it: not to be touched after) */
+	j = f->parked;
+	key_unpark(f->pl, f);
+	deliver_queue(f->pl, j);
+	free(j);
+}
+
+/* The key records of the message in r, their queries issued; NULL out of
+ * memory (the verification then finds every key missing). */
+static struct key_fetch *
+key_fetch_start(struct ctlplane *pl, const struct txrec *r)
+{
+	struct key_fetch *f = calloc(1, sizeof(*f));
+	unsigned i, n;
+
+	if (!f)
+		return NULL;
+	f->pl = pl;
+	f->keys = auth_dkim_keys(pl->auth, r->body);
+	n = dkim_keys_count(f->keys);
+	if (!f->keys || (n && !(f->refs = calloc(n, sizeof(*f->refs)))))
+		return key_fetch_free(f);
+	for (i = 0; i < n; i++) {
+		f->refs[i] = (struct key_qref){ .f = f, .i = i };
+		f->refs[i].handle = dnsq_issue(
+			pl->dnsq, dkim_keys_name(f->keys, i), 16 /* TXT */, pl->cfg->dns_timeout_ms,
+			key_on_answer, &f->refs[i], now_us());
+		if (f->refs[i].handle == 0) {
+			dkim_keys_answer(f->keys, i, UB_NOMEM, NULL);
+			continue;
+		}
+		f->pending++;
+		pl->st->c[CTL_DKIM_KEY_QUERIES]++;
+	}
+	return f;
+}
+
+/* A delivery whose SPF is done: to the work threads once its keys are in,
+ * parked on them until then. */
+static void
+deliver_ready(struct ctlplane *pl, const struct job *j)
+{
+	struct key_fetch *f = j->keys;
+
+	if (!f || f->pending == 0) {
+		deliver_queue(pl, j);
+		return;
+	}
+	f->parked = malloc(sizeof(*f->parked));
+	if (!f->parked) {
+		struct job copy = *j;
+
+		job_discard(&copy);
+		pl->st->c[CTL_SPOOL_FAILED]++;
+		deliver_refuse(pl, &copy, 451, "4.3.0",
+			       "Temporary local problem, message not queued, try again later");
+		return;
+	}
+	*f->parked = *j;
+	f->pnext = pl->kparked;
+	if (pl->kparked)
+		pl->kparked->pprev = f;
+	pl->kparked = f;
+	pl->st->c[CTL_DKIM_PARKED]++;
+}
+
+/* At the end: the deliveries still waiting for their keys. */
+static void
+key_parked_free(struct ctlplane *pl)
+{
+	while (pl->kparked) {
+		struct key_fetch *f = pl->kparked;
+		struct job *j = f->parked;
+
+		key_unpark(pl, f);
+		job_discard(j);
+		free(j);
+	}
+}
+
 /* --- SPF checks on the dispatcher --- */
 
 static void
@@ -395,6 +566,7 @@ spf_chk_free(struct ctlplane *pl, struct spf_chk *c)
 		pl->spf_inflight--;
 		spf_publish(pl);
 	}
+	job_discard(c->parked);
 	free(c->parked);
 	free(c);
 }
@@ -433,6 +605,7 @@ spf_parked_free(struct ctlplane *pl)
 	while (pl->parked) {
 		struct spf_chk *c = pl->parked;
 
+		job_discard(c->parked);
 		free(c->parked);
 		spf_unpark(pl, c);
 		spf_chk_free(pl, c);
@@ -460,11 +633,14 @@ deliver_refuse(struct ctlplane *pl, const struct job *j, uint16_t code, const ch
 static void
 deliver_queue(struct ctlplane *pl, const struct job *j)
 {
+	struct job copy = *j;
+
 	if (queue_job(pl, j))
 		return;
 	/* No room for the job: the sender gets a 451, not a 250. */
+	job_discard(&copy);
 	pl->st->c[CTL_SPOOL_FAILED]++;
-	deliver_refuse(pl, j, 451, "4.3.0",
+	deliver_refuse(pl, &copy, 451, "4.3.0",
 		       "Temporary local problem, message not queued, try again later");
 }
 
@@ -508,7 +684,7 @@ spf_chk_finish(struct ctlplane *pl, struct spf_chk *c)
 	if (j != NULL) {
 		spf_unpark(pl, c);
 		j->spf = c->result;
-		deliver_queue(pl, j);
+		deliver_ready(pl, j);
 		free(j);
 		c->dead = true; /* nobody holds it: freed as the stack unwinds */
 	}
@@ -671,15 +847,18 @@ on_spool(struct ctlplane *pl, uint32_t worker, const struct ctl_msg *m)
 			return;
 		}
 	}
+	/* the keys are fetched while the check runs */
+	j.keys = key_fetch_start(pl, m->u.rec);
 	if (c->done) {
 		j.spf = c->result;
 		spf_chk_free(pl, c);
-		deliver_queue(pl, &j);
+		deliver_ready(pl, &j);
 		return;
 	}
 	/* not done yet: the delivery waits on the check, not on a thread */
 	c->parked = malloc(sizeof(*c->parked));
 	if (!c->parked) {
+		job_discard(&j);
 		spf_chk_drop(pl, c);
 		pl->st->c[CTL_SPOOL_FAILED]++;
 		deliver_refuse(pl, &j, 451, "4.3.0",
@@ -907,11 +1086,16 @@ deliver_job(struct ctlplane *pl, struct job *j, struct ctl_stats *st)
 	struct txrec *r = j->rec;
 	struct auth_verdict v;
 	struct ctl_msg m = { .kind = MSG_SPOOL_DONE, .idx = j->idx, .gen = j->gen };
+	struct dkim_keys *keys;
 
 	memset(&v, 0, sizeof(v));
 	r->spool_errno = 0;
 	v.spf = j->spf; /* done on the dispatcher, for this transaction */
-	auth_verify(pl->auth, r->body, &r->auth_rule, r->family, &v);
+	keys = j->keys ? j->keys->keys : NULL;
+	auth_verify(pl->auth, r->body, keys, &r->auth_rule, r->family, &v);
+	st->c[CTL_DKIM_KEYS_SERVED] += dkim_keys_served(keys);
+	st->c[CTL_DKIM_KEYS_MISSING] += dkim_keys_missing(keys);
+	j->keys = key_fetch_free(j->keys); /* nothing of it is out any more */
 	snprintf(r->spf, sizeof(r->spf), "%s", spf_result_name(v.spf.result));
 	snprintf(r->dkim, sizeof(r->dkim), "%s", auth_dkim_summary(&v));
 	r->auth_outcome = (uint8_t)v.outcome;
@@ -1036,9 +1220,10 @@ ctlplane_create(const struct ctlplane_params *p, char *err, size_t errlen)
 	qp.max_inflight = c->max_spf_checks < SPF_QUERIES_MIN / SPF_QUERIES_EACH ?
 				  SPF_QUERIES_MIN :
 				  c->max_spf_checks * SPF_QUERIES_EACH;
+	qp.max_inflight += KEY_QUERIES;
 	pl->dnsq = dnsq_create(&qp);
 	if (!pl->dnsq) {
-		snprintf(err, errlen, "SPF's DNS queries: %s", strerror(errno));
+		snprintf(err, errlen, "SPF's and DKIM's DNS queries: %s", strerror(errno));
 		goto fail;
 	}
 	if (c->spool_dir[0]) {
@@ -1104,14 +1289,17 @@ ctlplane_destroy(struct ctlplane *pl)
 	/* No more submissions: what the spool holds is committed and answered. */
 	spool_close(pl->spool);
 	if (pl->jobs) {
-		while (rte_ring_dequeue(pl->jobs, &jp) == 0)
+		while (rte_ring_dequeue(pl->jobs, &jp) == 0) {
+			job_discard(jp);
 			free(jp);
+		}
 		rte_ring_free(pl->jobs);
 	}
 	if (pl->sess)
 		for (i = 0; i < pl->n_workers * pl->max_flows; i++)
 			pl->sess[i].spf = spf_chk_drop(pl, pl->sess[i].spf);
 	spf_parked_free(pl);
+	key_parked_free(pl);
 	pl->dnsq = dnsq_destroy(pl->dnsq);
 	rdns_destroy(pl->rdns);
 	auth_destroy(pl->auth);

@@ -80,6 +80,10 @@ struct rte_ring;
 	X(SPF_PASSES_8, "spf_passes_5_8")                                   \
 	X(SPF_PASSES_16, "spf_passes_9_16")                                 \
 	X(SPF_PASSES_MORE, "spf_passes_gt16")                               \
+	X(DKIM_KEY_QUERIES, "dkim_key_queries")                             \
+	X(DKIM_PARKED, "dkim_deliveries_parked")                            \
+	X(DKIM_KEYS_SERVED, "dkim_keys_served")                             \
+	X(DKIM_KEYS_MISSING, "dkim_keys_missing")                           \
 	X(UNKNOWN_MSG, "unknown_messages")
 
 enum ctl_counter {

@@ -7,6 +7,11 @@
  * behind it and the result mapping must survive anything. The first input
  * byte picks the chunk size, so the same message is also fed in odd splits.
  *
+ * The keys are fetched ahead as the dispatcher does (prefetch.c: the
+ * header block scanned for the key records, queried through dns/dnsq.c),
+ * and one invariant is checked: every key the verifier looked up was in the
+ * fetched set, so the scan reads the fields as libopendkim does.
+ *
  * DNS never leaves the process: the libunbound context answers from local
  * data (the RFC 8463 and RFC 6376 keys, so the seeds verify for real) and
  * says NXDOMAIN for everything else.
@@ -19,6 +24,8 @@
 #include <unbound.h>
 
 #include "auth/dkim.h"
+
+#include "tests/dkim/prefetch.h"
 
 static const char *const local_data[] = {
 	"brisbane._domainkey.football.example.com. TXT "
@@ -36,12 +43,12 @@ static const char *const local_data[] = {
 };
 
 static struct dkim_verifier *verifier;
+static struct ub_ctx *ub;
 
 static struct dkim_verifier *
 fuzz_verifier(void)
 {
 	struct dkim_params params = { .dns_timeout_ms = 1000 };
-	struct ub_ctx *ub;
 	size_t i;
 
 	if (verifier != NULL)
@@ -52,7 +59,6 @@ fuzz_verifier(void)
 	for (i = 0; i < sizeof(local_data) / sizeof(local_data[0]); i++)
 		if (ub_ctx_data_add(ub, local_data[i]) != 0)
 			abort();
-	params.ub = ub;
 	verifier = dkim_verifier_create(&params);
 	if (verifier == NULL)
 		abort();
@@ -66,6 +72,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct dkim_sig_result out[DKIM_DEFAULT_MAX_SIGNATURES + 2];
 	struct dkim_job *job;
+	struct dkim_keys *keys;
 	size_t chunk, off = 0;
 	unsigned n, i;
 
@@ -75,8 +82,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	data++;
 	size--;
 	job = dkim_job_begin(fuzz_verifier(), "fuzz");
-	if (job == NULL)
+	keys = dkim_prefetch(ub, fuzz_verifier(), data, size, chunk, 1000);
+	if (job == NULL || keys == NULL)
 		abort();
+	dkim_job_use_keys(job, keys);
 	while (off < size) {
 		size_t take = size - off < chunk ? size - off : chunk;
 
@@ -88,6 +97,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (i = 0; i < n; i++)
 		if (dkim_outcome_name(out[i].result)[0] == 'u')
 			abort(); /* an outcome outside the enum */
+	if (dkim_keys_missing(keys) != 0)
+		abort(); /* the verifier wanted a key the scan did not name */
 	dkim_job_free(job);
+	dkim_keys_free(keys);
 	return 0;
 }

@@ -7,17 +7,29 @@ may send), spf-fail.example (nobody may), spf-temp.example (its zone is
 refused: a temporary failure) and dkim.example (SPF -all, and the lab's DKIM
 key under the selector `lab`). Messages are signed here with that key
 (python3-dkim) and sent from the peer namespace.
+
+DKIM's key records are fetched by the dispatcher when the delivery request
+arrives, and the work thread verifies from those answers: the counters show
+every key served from the fetched set and none looked up by a work thread.
+With the key records' answers held back by scripts/dnsdelay.py, signed
+messages wait for their keys without a work thread each, so other senders'
+mail goes through meanwhile, and the signed message still passes once its
+key arrives.
 """
 import hashlib
 import json
 import os
 import re
+import signal
+import subprocess
+import threading
 
 import dkim
 
 import labkit
 from labkit import LAB, Edge, expect, in_peer, delta
 from test_smtp import EDGE6, EDGE4, SPOOL, peer, spool_files, spooled_body
+from test_slowdns import DNSDELAY, PROXY, proxied_conf
 
 PTR6 = LAB["LAB_PEER6_PTR"]
 FAIL_TEXT = "Service unavailable, message sent over IPv6 must pass either SPF or DKIM validation"
@@ -29,9 +41,9 @@ def message(sender, subject="auth test", extra=b""):
         b"\r\nHello from the lab.\r\n.leading dot line\r\n"
 
 
-def signed(msg):
+def signed(msg, selector=LAB["LAB_DKIM_SELECTOR"]):
     key = open(LAB["LAB_DIR"] + "/dkim.key", "rb").read()
-    sig = dkim.sign(msg, LAB["LAB_DKIM_SELECTOR"].encode(), b"dkim.example", key,
+    sig = dkim.sign(msg, selector.encode(), b"dkim.example", key,
                     include_headers=[b"from", b"to", b"subject", b"message-id"])
     return sig + msg
 
@@ -93,10 +105,17 @@ def test_hard_mode_554_live():
 
 
 def test_dkim_pass_with_spf_fail_gets_250():
-    with Edge():
+    with Edge() as edge:
+        before = edge.stats()
         msg = signed(message("dave@dkim.example", "signed"))
         r = send_bytes(msg, "dave@dkim.example")
         expect(r["code"] == 250, f"DKIM pass, SPF fail: {r}")
+        # the key was fetched on the dispatcher and served to the work
+        # thread from the fetched answers: no work thread asked DNS
+        after = edge.stats()
+        expect(delta(after, before, "dkim_key_queries") == 1, f"dkim_key_queries: {after}")
+        expect(delta(after, before, "dkim_keys_served") == 1, f"dkim_keys_served: {after}")
+        expect(delta(after, before, "dkim_keys_missing") == 0, f"dkim_keys_missing: {after}")
         path = stored(r)
         ar = auth_results(path)
         expect("spf=fail smtp.mailfrom=dave@dkim.example;" in ar, ar)
@@ -194,6 +213,137 @@ def test_forged_results_header_every_form_is_removed():
         expect(b"forged.example" not in data, "headers only: the forged field survived")
         expect(data.endswith(b"From: <alice@example.org>\r\nSubject: no body\r\n"),
                f"headers only: {data[-200:]!r}")
+
+
+# Signed messages, one session each, all at once from the peer namespace;
+# each prints its index and its reply to the end of DATA as it comes.
+SIGNED_CLIENT = r"""
+import asyncio, json, sys
+src, dst, mail_from, paths = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+async def reply(r):
+    while True:
+        line = await r.readline()
+        if not line:
+            return "closed"
+        if len(line) < 4 or line[3:4] != b"-":
+            return line.decode().rstrip()
+async def session(i, path):
+    r, w = await asyncio.open_connection(dst, 25, local_addr=(src, 0))
+    await reply(r)
+    for cmd in ("EHLO client.lab.example", f"MAIL FROM:<{mail_from}>",
+                "RCPT TO:<bob@example.net>", "DATA"):
+        w.write(cmd.encode() + b"\r\n")
+        await reply(r)
+    data = open(path, "rb").read()
+    w.write(b"".join(b"." + l if l.startswith(b".") else l
+                     for l in data.splitlines(keepends=True)) + b".\r\n")
+    got = await reply(r)
+    print(json.dumps([i, got]), flush=True)
+    w.write(b"QUIT\r\n")
+    await reply(r)
+    w.close()
+async def main():
+    await asyncio.gather(*(asyncio.wait_for(session(i, p), 120) for i, p in enumerate(paths)))
+asyncio.run(main())
+"""
+# Held long enough that, on work threads waiting for keys, the others' mail
+# would queue behind them; short of where the lab's libunbound gives up on
+# its forwarder (about 4 s: SERVFAIL, a temperror).
+KEY_SLOW_MS = 2000
+SIGNED = 4  # more than the work threads (2)
+
+
+class KeyProxy:
+    """dnsdelay.py in the edge namespace holding back the answers for DKIM
+    key records of dkim.example; stopped by its own pid."""
+
+    def __enter__(self):
+        cmd = ["ip", "netns", "exec", LAB["LAB_EDGE_NS"], "/usr/bin/python3", DNSDELAY,
+               "--listen", PROXY, "--upstream", f"127.0.0.1@{LAB['LAB_DNS_PORT']}",
+               "--delay-ms", "0", "--slow", f"_domainkey.dkim.example={KEY_SLOW_MS}"]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True)
+        line = self.proc.stdout.readline()
+        if not line.startswith("dnsdelay: "):
+            self.proc.kill()
+            raise labkit.Failure(f"dnsdelay did not start: {line}")
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def test_slow_dkim_keys_hold_no_work_thread():
+    # Every key record's answer is held KEY_SLOW_MS. Message 0 is signed
+    # with the lab's key, the others with selectors that do not exist (their
+    # answers, NXDOMAIN, are just as slow). While they all wait for their
+    # keys, other senders deliver; then message 0 passes DKIM (SPF fails
+    # for dkim.example) and the others do not.
+    cfg = proxied_conf("slowkeys")
+    paths = []
+    for i in range(SIGNED):
+        msg = signed(message("dave@dkim.example", f"slow key {i}"),
+                     f"none{i}" if i else LAB["LAB_DKIM_SELECTOR"])
+        paths.append(LAB["LAB_DIR"] + f"/slowkey{i}.eml")
+        with open(paths[-1], "wb") as f:
+            f.write(msg)
+    replies = {}
+    with KeyProxy(), Edge(cfg) as edge:
+        before = edge.stats()
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", LAB["LAB_PEER_NS"], "/usr/bin/python3", "-c", SIGNED_CLIENT,
+             PTR6, EDGE6, "dave@dkim.example"] + paths,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+        def read():
+            for line in proc.stdout:
+                i, got = json.loads(line)
+                replies[i] = got
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        try:
+            waiting = labkit.wait_for(
+                lambda: (lambda s: s if delta(s, before, "dkim_key_queries") >= SIGNED
+                         else None)(edge.stats()), timeout=30)
+            expect(waiting, f"the signed messages' key queries are not out: {edge.stats()}")
+            before_files = spool_files()
+            for k in range(2):
+                r = peer("send", PTR6, EDGE6, "alice@example.org", "bob@example.net", "800",
+                         str(k))
+                expect(r["code"] == 250, f"other sender {k}: {r}")
+                qid = r["text"].split()[-1]
+                new = [p for p in spool_files() - before_files
+                       if f"id {qid}".encode() in open(p, "rb").read(600)]
+                expect(len(new) == 1, f"other sender {k}: queue id {qid}: {len(new)} files")
+            answered = dict(replies)
+            expect(not answered, f"signed messages answered before the others: {answered}")
+            proc.wait(120)
+            reader.join(5)
+            expect(proc.returncode == 0, f"the signed sessions: {proc.stderr.read()[-1000:]}")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        expect(len(replies) == SIGNED, f"replies: {replies}")
+        expect(replies[0].startswith("250 2.0.0 "), f"the signed message, once its key came: "
+               f"{replies[0]}")
+        for i in range(1, SIGNED):
+            expect(replies[i].startswith("450 "), f"message {i}, no such key: {replies[i]}")
+        after = edge.stats()
+        expect(delta(after, before, "dkim_deliveries_parked") >= SIGNED,
+               f"dkim_deliveries_parked: {after}")
+        expect(delta(after, before, "dkim_keys_served") == SIGNED, f"dkim_keys_served: {after}")
+        expect(delta(after, before, "dkim_keys_missing") == 0, f"dkim_keys_missing: {after}")
+        qid = replies[0].split()[-1]
+        files = [p for p in spool_files() if f"id {qid}".encode() in open(p, "rb").read(600)]
+        expect(len(files) == 1, f"queue id {qid}: {len(files)} files")
+        expect("dkim=pass header.d=dkim.example header.s=lab" in auth_results(files[0]),
+               auth_results(files[0]))
 
 
 if __name__ == "__main__":
