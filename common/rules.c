@@ -62,6 +62,103 @@ policy_rule_find(const char *name)
 	return -1;
 }
 
+/* An address as inet_ntop() writes it (RFC 5952 for IPv6: lower-case hex,
+ * the longest run of two or more zero groups, the first of equals, as
+ * "::"), without its sprintf per group: the refusal's text is made on every
+ * refused session. The IPv4-compatible and -mapped forms, which inet_ntop
+ * writes with a dotted quad and which the edge drops as martians, are left
+ * to inet_ntop. */
+static void
+addr_text(uint8_t family, const uint8_t *a, char *out, size_t cap)
+{
+	static const char hex[] = "0123456789abcdef";
+	static const uint8_t zero10[10];
+	int best = -1, best_len = 0, run = -1, i;
+	char *p = out;
+
+	if (family != 6) {
+		for (i = 0; i < 4; i++) {
+			unsigned v = a[i];
+
+			if (v >= 100)
+				*p++ = (char)('0' + v / 100);
+			if (v >= 10)
+				*p++ = (char)('0' + v / 10 % 10);
+			*p++ = (char)('0' + v % 10);
+			*p++ = i < 3 ? '.' : '\0';
+		}
+		return;
+	}
+	if (memcmp(a, zero10, 10) == 0 &&
+	    ((a[10] == 0 && a[11] == 0) || (a[10] == 0xff && a[11] == 0xff))) {
+		inet_ntop(AF_INET6, a, out, (socklen_t)cap);
+		return;
+	}
+	for (i = 0; i <= 8; i++) {
+		bool zero = i < 8 && a[2 * i] == 0 && a[2 * i + 1] == 0;
+
+		if (zero && run < 0)
+			run = i;
+		if (!zero && run >= 0) {
+			if (i - run > best_len && i - run >= 2) {
+				best = run;
+				best_len = i - run;
+			}
+			run = -1;
+		}
+	}
+	for (i = 0; i < 8; i++) {
+		unsigned v = (unsigned)a[2 * i] << 8 | a[2 * i + 1];
+		int shift;
+
+		if (i == best) {
+			*p++ = ':';
+			if (i == 0)
+				*p++ = ':';
+			i += best_len - 1;
+			continue;
+		}
+		for (shift = 12; shift > 0 && (v >> shift) == 0; shift -= 4)
+			;
+		for (; shift >= 0; shift -= 4)
+			*p++ = hex[(v >> shift) & 0xf];
+		if (i < 7)
+			*p++ = ':';
+	}
+	*p = '\0';
+}
+
+/* Appends s to the text in buf (cap bytes with its NUL), clipped; returns
+ * the new length. The refusal's text is made on every refused session, so
+ * it is copied together instead of going through snprintf. */
+static size_t
+text_add(char *buf, size_t len, size_t cap, const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n > cap - 1 - len)
+		n = cap - 1 - len;
+	memcpy(buf + len, s, n);
+	buf[len + n] = '\0';
+	return len + n;
+}
+
+static void
+ptr_reply(struct policy_reply *reply, uint16_t code, const char *enh, const char *before,
+	  const char *fam, const char *addr, const char *after)
+{
+	size_t n;
+
+	reply->code = code;
+	memcpy(reply->enh, enh, strlen(enh) + 1);
+	n = text_add(reply->text, 0, sizeof(reply->text), before);
+	n = text_add(reply->text, n, sizeof(reply->text), fam);
+	n = text_add(reply->text, n, sizeof(reply->text), " address [");
+	n = text_add(reply->text, n, sizeof(reply->text), addr);
+	n = text_add(reply->text, n, sizeof(reply->text), "]");
+	text_add(reply->text, n, sizeof(reply->text), after);
+}
+
 enum policy_outcome
 policy_ptr(const struct policy_rule *r, enum ptr_result res, uint8_t family, const uint8_t *addr,
 	   struct policy_reply *reply)
@@ -75,21 +172,15 @@ policy_ptr(const struct policy_rule *r, enum ptr_result res, uint8_t family, con
 		return POLICY_PASS;
 	if (r->action == POLICY_LOG)
 		return POLICY_LOGGED;
-	inet_ntop(family == 6 ? AF_INET6 : AF_INET, addr, a, sizeof(a));
+	addr_text(family, addr, a, sizeof(a));
 	if (res == PTR_TEMPERROR) {
-		reply->code = 451;
-		snprintf(reply->enh, sizeof(reply->enh), "4.7.25");
-		snprintf(
-			reply->text, sizeof(reply->text),
-			"Service temporarily unavailable, the reverse DNS lookup of sending %s address [%s] failed, try again later",
-			fam, a);
+		ptr_reply(reply, 451, "4.7.25",
+			  "Service temporarily unavailable, the reverse DNS lookup of sending ",
+			  fam, a, " failed, try again later");
 		return POLICY_DEFER;
 	}
-	reply->code = r->reply;
-	snprintf(reply->enh, sizeof(reply->enh), r->reply == 550 ? "5.7.25" : "4.7.25");
-	snprintf(reply->text, sizeof(reply->text),
-		 "Service unavailable, sending %s address [%s] must have a reverse DNS record", fam,
-		 a);
+	ptr_reply(reply, r->reply, r->reply == 550 ? "5.7.25" : "4.7.25",
+		  "Service unavailable, sending ", fam, a, " must have a reverse DNS record");
 	return POLICY_REJECT;
 }
 

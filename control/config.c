@@ -45,6 +45,11 @@ struct cfg_key {
 	bool list;         /* may be given more than once: each adds */
 };
 
+/* [smtp] idle_timeout_min_s when not given (or idle_timeout_s when that is
+ * shorter): half a minute still lets a client between two commands finish
+ * its next, and turns a full table over twice a minute. */
+#define CONFIG_IDLE_MIN_S_DEFAULT 30
+
 #define OFF(f)              offsetof(struct edge_config, f)
 #define FIELD(cfg, k, type) ((type *)((char *)(cfg) + (k)->off))
 
@@ -425,6 +430,8 @@ static const struct cfg_key keys[] = {
 	{ "smtp", "pregreet", parse_pregreet, 0, 0, 0, "record", false },
 	{ "smtp", "idle_timeout_s", parse_u32, OFF(idle_timeout_s), 10, 3600, "300", false },
 	{ "smtp", "lifetime_s", parse_u32, OFF(lifetime_s), 30, 86400, "3600", false },
+	{ "smtp", "idle_pressure_pct", parse_u32, OFF(idle_pressure_pct), 1, 100, "75", false },
+	{ "smtp", "idle_timeout_min_s", parse_u32, OFF(idle_timeout_min_s), 1, 3600, NULL, false },
 	{ "control", "threads", parse_u32, OFF(control_threads), 1, 64, "2", false },
 	{ "control", "delivery_timeout_s", parse_u32, OFF(delivery_timeout_s), 1, 540, "300",
 	  false },
@@ -644,6 +651,16 @@ check_whole(const char *path, struct edge_config *cfg, FILE *err)
 		fprintf(err,
 			"smtpedge: %s: [domains] accept: missing (with no domain every recipient is refused)\n",
 			path);
+		return -1;
+	}
+	if (cfg->idle_timeout_min_s == 0) /* not given */
+		cfg->idle_timeout_min_s = cfg->idle_timeout_s < CONFIG_IDLE_MIN_S_DEFAULT ?
+						  cfg->idle_timeout_s :
+						  CONFIG_IDLE_MIN_S_DEFAULT;
+	if (cfg->idle_timeout_min_s > cfg->idle_timeout_s) {
+		fprintf(err,
+			"smtpedge: %s: [smtp] idle_timeout_min_s: %u is above idle_timeout_s (%u)\n",
+			path, cfg->idle_timeout_min_s, cfg->idle_timeout_s);
 		return -1;
 	}
 	if (cfg->relay_target[0] && cfg->spool_dir[0]) {

@@ -62,6 +62,9 @@ struct edge_config {
 	uint64_t max_message_size;
 	bool pregreet_reject;
 	uint32_t idle_timeout_s, lifetime_s;
+	uint32_t idle_pressure_pct;  /* flows in use, percent, where the idle
+					timeout starts to fall (100: never) */
+	uint32_t idle_timeout_min_s; /* the idle timeout with every flow in use */
 
 	/* [control] */
 	uint32_t control_threads;

@@ -206,8 +206,8 @@ struct ctlplane {
 	struct rte_ring *jobs; /* dispatcher -> work threads */
 	atomic_bool stop;
 	unsigned n_threads;
-	pthread_t threads[CTLPLANE_MAX_THREADS - 1];
-	struct work_arg thread_args[CTLPLANE_MAX_THREADS - 1];
+	pthread_t threads[CTLPLANE_MAX_THREADS - 2];
+	struct work_arg thread_args[CTLPLANE_MAX_THREADS - 2];
 	struct ctl_stats *st; /* the dispatcher's block */
 };
 
@@ -762,13 +762,74 @@ set_reply(struct txrec *r, uint16_t code, const char *enh, const char *text)
 	snprintf(r->reply_text, sizeof(r->reply_text), "%s", text);
 }
 
-/* Our headers, then the message (without forged Authentication-Results),
- * to the spool or the downstream. */
+/* A message in the spool's hands: what its done call needs to answer the
+ * worker. The txrec and its chunks stay alive until then (they are the
+ * worker's again only when the verdict goes back). */
+struct spooling {
+	struct ctlplane *pl;
+	struct txrec *rec;
+	struct chunk *stripped; /* the body without forged headers, or NULL */
+	uint32_t worker, idx, gen;
+};
+
 static void
-hand_on(struct ctlplane *pl, struct txrec *r, const struct auth_verdict *v, struct ctl_stats *st)
+spool_failed(struct txrec *r, int err, struct ctl_stats *st)
+{
+	r->spool_errno = err ? err : EIO;
+	set_reply(r, 451, "4.3.0",
+		  "Requested action aborted: local problem in processing, message not queued");
+	st->c[CTL_SPOOL_FAILED]++;
+}
+
+/* On the spool's committer thread, once the message's group is on disk. */
+static void
+spooled(void *arg, int err)
+{
+	struct spooling *sp = arg;
+	struct ctl_stats *st = &ctl_stats[CTLPLANE_SPOOL_BLOCK];
+	struct txrec *r = sp->rec;
+	struct ctl_msg m = { .kind = MSG_SPOOL_DONE, .idx = sp->idx, .gen = sp->gen };
+	char text[200];
+
+	if (err == 0) {
+		snprintf(text, sizeof(text), "Ok: queued as %s", r->queue_id);
+		set_reply(r, 250, "2.0.0", text);
+		st->c[CTL_SPOOL_WRITTEN]++;
+	} else {
+		spool_failed(r, err, st);
+	}
+	free(sp->stripped);
+	m.result = r->reply_code / 100 != 2;
+	m.u.rec = r;
+	send_verdict(sp->pl, sp->worker, &m, st);
+	free(sp);
+}
+
+static void
+spool_group_done(void *arg, unsigned msgs, unsigned fsyncs)
+{
+	struct ctl_stats *st = &ctl_stats[CTLPLANE_SPOOL_BLOCK];
+
+	(void)arg;
+	st->c[CTL_SPOOL_GROUPS]++;
+	st->c[CTL_SPOOL_FSYNCS] += fsyncs;
+	st->c[msgs <= 1  ? CTL_SPOOL_GROUP_1 :
+	      msgs <= 4  ? CTL_SPOOL_GROUP_2_4 :
+	      msgs <= 16 ? CTL_SPOOL_GROUP_5_16 :
+	      msgs <= 64 ? CTL_SPOOL_GROUP_17_64 :
+			   CTL_SPOOL_GROUP_65_UP]++;
+}
+
+/* Our headers, then the message (without forged Authentication-Results),
+ * to the spool or the downstream. True when the spool took it: its done
+ * call answers the worker. */
+static bool
+hand_on(struct ctlplane *pl, const struct job *j, const struct auth_verdict *v,
+	struct ctl_stats *st)
 {
 	char prefix[4096], text[200];
 	const char *rcpts[TXREC_MAX_RCPTS];
+	struct txrec *r = j->rec;
 	struct chunk *stripped;
 	const struct chunk *msg, *c;
 	size_t plen;
@@ -780,20 +841,25 @@ hand_on(struct ctlplane *pl, struct txrec *r, const struct auth_verdict *v, stru
 		pl->cfg->authserv_id, r, v, prefix + plen, sizeof(prefix) - plen);
 	stripped = auth_strip_forged(pl->cfg->authserv_id, r->body);
 	msg = stripped ? stripped : r->body;
-	if (pl->cfg->fault_spool_stall_s) /* the test shim: a slow disk */
-		sleep(pl->cfg->fault_spool_stall_s);
 	if (pl->spool) {
-		if (spool_write(pl->spool, prefix, plen, msg) == 0) {
-			snprintf(text, sizeof(text), "Ok: queued as %s", r->queue_id);
-			set_reply(r, 250, "2.0.0", text);
-			st->c[CTL_SPOOL_WRITTEN]++;
-		} else {
-			r->spool_errno = errno ? errno : EIO;
-			set_reply(
-				r, 451, "4.3.0",
-				"Requested action aborted: local problem in processing, message not queued");
-			st->c[CTL_SPOOL_FAILED]++;
+		struct spooling *sp = malloc(sizeof(*sp));
+		int err = ENOMEM;
+
+		if (sp) {
+			*sp = (struct spooling){ .pl = pl,
+						 .rec = r,
+						 .stripped = stripped,
+						 .worker = j->worker,
+						 .idx = j->idx,
+						 .gen = j->gen };
+			if (spool_submit(pl->spool, prefix, plen, msg, spooled, sp) == 0)
+				return true;
+			err = errno;
+			free(sp);
 		}
+		if (err == EAGAIN) /* too many wait for the disk: 451 at once */
+			st->c[CTL_SPOOL_BUSY]++;
+		spool_failed(r, err, st);
 	} else {
 		struct relay_result res;
 		struct relay_msg rm = {
@@ -811,6 +877,8 @@ hand_on(struct ctlplane *pl, struct txrec *r, const struct auth_verdict *v, stru
 			.smtputf8 = r->smtputf8,
 		};
 
+		if (pl->cfg->fault_spool_stall_s) /* the test shim: a slow downstream */
+			sleep(pl->cfg->fault_spool_stall_s);
 		CHUNK_FOREACH(c, r->rcpts)
 		for (off = 0; off < c->len && n < TXREC_MAX_RCPTS;
 		     off += (uint32_t)strlen((const char *)c->data + off) + 1)
@@ -827,6 +895,7 @@ hand_on(struct ctlplane *pl, struct txrec *r, const struct auth_verdict *v, stru
 		}
 	}
 	free(stripped);
+	return false;
 }
 
 static void
@@ -847,8 +916,8 @@ deliver_job(struct ctlplane *pl, struct job *j, struct ctl_stats *st)
 	st->c[CTL_AUTH_PASS + v.outcome]++;
 	if (v.outcome == POLICY_REJECT || v.outcome == POLICY_DEFER)
 		set_reply(r, v.reply.code, v.reply.enh, v.reply.text);
-	else
-		hand_on(pl, r, &v, st);
+	else if (hand_on(pl, j, &v, st))
+		return; /* the spool answers when the message's group is on disk */
 	m.result = r->reply_code / 100 != 2;
 	m.u.rec = r;
 	send_verdict(pl, j->worker, &m, st);
@@ -970,7 +1039,10 @@ ctlplane_create(const struct ctlplane_params *p, char *err, size_t errlen)
 		goto fail;
 	}
 	if (c->spool_dir[0]) {
-		pl->spool = spool_open(c->spool_dir, c->hostname, err, errlen);
+		struct spool_params sp = { .stall_s = c->fault_spool_stall_s,
+					   .on_group = spool_group_done };
+
+		pl->spool = spool_open(c->spool_dir, c->hostname, &sp, err, errlen);
 		if (!pl->spool)
 			goto fail;
 	} else {
@@ -991,7 +1063,7 @@ ctlplane_create(const struct ctlplane_params *p, char *err, size_t errlen)
 		snprintf(err, errlen, "job ring: %s", rte_strerror(rte_errno));
 		goto fail;
 	}
-	for (i = 0; i < c->control_threads && i < CTLPLANE_MAX_THREADS - 1; i++) {
+	for (i = 0; i < c->control_threads && i < CTLPLANE_MAX_THREADS - 2; i++) {
 		char name[16];
 
 		snprintf(name, sizeof(name), "se-work-%u", i);
@@ -1026,6 +1098,8 @@ ctlplane_destroy(struct ctlplane *pl)
 	atomic_store(&pl->stop, true);
 	for (i = 0; i < pl->n_threads; i++)
 		pthread_join(pl->threads[i], NULL);
+	/* No more submissions: what the spool holds is committed and answered. */
+	spool_close(pl->spool);
 	if (pl->jobs) {
 		while (rte_ring_dequeue(pl->jobs, &jp) == 0)
 			free(jp);
@@ -1038,7 +1112,6 @@ ctlplane_destroy(struct ctlplane *pl)
 	pl->dnsq = dnsq_destroy(pl->dnsq);
 	rdns_destroy(pl->rdns);
 	auth_destroy(pl->auth);
-	spool_close(pl->spool);
 	relay_destroy(pl->relay);
 	if (pl->ub)
 		dns_resolver_destroy(pl->ub);

@@ -5,9 +5,11 @@
  *
  * The dispatcher drains every worker's request ring, runs the asynchronous
  * reverse-DNS lookups and SPF checks (thousands in flight on one thread),
- * writes the transaction log, and hands blocking work (the spool's fsync,
- * DKIM) to the work threads. Verdicts go back on each worker's verdict
- * ring. Neither side ever waits for the other.
+ * writes the transaction log, and hands blocking work (DKIM, the relay) to
+ * the work threads. A message for the spool is submitted to the spool's
+ * committer, which answers the worker when the message's group is on disk.
+ * Verdicts go back on each worker's verdict ring. Neither side ever waits
+ * for the other.
  */
 #ifndef SMTPEDGE_CONTROL_CTLPLANE_H
 #define SMTPEDGE_CONTROL_CTLPLANE_H
@@ -22,7 +24,9 @@ struct edge_config;
 struct rte_mempool;
 struct rte_ring;
 
-#define CTLPLANE_MAX_THREADS 65 /* the dispatcher and up to 64 work threads */
+/* The dispatcher, up to 64 work threads and the spool's committer. */
+#define CTLPLANE_MAX_THREADS 66
+#define CTLPLANE_SPOOL_BLOCK (CTLPLANE_MAX_THREADS - 1) /* the committer's counters */
 #define DNS_LATENCY_BUCKETS  11
 
 /* Counters, one block per control thread (block 0: the dispatcher). */
@@ -37,6 +41,14 @@ struct rte_ring;
 	X(SPOOL_REQUESTS, "spool_requests")                                           \
 	X(SPOOL_WRITTEN, "spool_written")                                             \
 	X(SPOOL_FAILED, "spool_failed")                                               \
+	X(SPOOL_BUSY, "spool_busy") /* too many wait: 451 */                          \
+	X(SPOOL_GROUPS, "spool_groups")                                               \
+	X(SPOOL_FSYNCS, "spool_fsyncs")                                               \
+	X(SPOOL_GROUP_1, "spool_group_1") /* messages per group */                    \
+	X(SPOOL_GROUP_2_4, "spool_group_2_4")                                         \
+	X(SPOOL_GROUP_5_16, "spool_group_5_16")                                       \
+	X(SPOOL_GROUP_17_64, "spool_group_17_64")                                     \
+	X(SPOOL_GROUP_65_UP, "spool_group_65_up")                                     \
 	X(RELAY_DELIVERED, "relay_delivered")                                         \
 	X(RELAY_FAILED, "relay_failed")                                               \
 	X(SPF_CHECKS, "spf_checks_early")        /* SPF run ahead, from MAIL */       \

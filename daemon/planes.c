@@ -31,6 +31,8 @@ sess_params_fill(const struct edge_config *c, struct sess_params *sp)
 		.mtu = c->mtu,
 		.idle_timeout_s = c->idle_timeout_s,
 		.lifetime_s = c->lifetime_s,
+		.idle_pressure_pct = c->idle_pressure_pct,
+		.idle_timeout_min_s = c->idle_timeout_min_s,
 		.delivery_timeout_s = c->delivery_timeout_s,
 		.body_budget_mb = c->body_budget_mb,
 		.fault_spf_lost_from = c->fault_spf_lost_from,

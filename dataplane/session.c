@@ -40,6 +40,21 @@
  * work of one ClientHello). A close waits until the TLS records ahead of
  * it have all gone to TCP.
  *
+ * Idle sessions under pressure. A session waiting for its client's next
+ * command with nothing pending (no verdict, no spool write, no TLS
+ * handshake step, no unsent reply) is on the idle list, ordered by when it
+ * became idle; input moves it to the tail, so the head is the session idle
+ * longest. When a new connection finds fewer than a reserve of slots free
+ * (flows/64, at least 2), the head is closed with 421 4.7.0 before the new
+ * one is taken, one per new connection: the slot comes back once the FIN
+ * exchange is done, and the reserve covers that round trip. A session with a
+ * verdict or a spool write pending is never on the list, so no message that
+ * got (or may yet get) its 250 is lost. And past [smtp] idle_pressure_pct
+ * of the slots in use, the idle timeout of the listed sessions falls
+ * linearly with the fill, to idle_timeout_min_s when every slot is taken;
+ * the list is in idle order, so the tick looks only at its head. Sessions
+ * with work pending keep the TCP engine's full idle_timeout_s.
+ *
  * The PTR rule. A session snapshots the rule of its peer's family when it
  * opens, so a live change applies to new sessions and never half-way
  * through one. The lookup starts at open; the SMTP reply at the rule's
@@ -110,6 +125,9 @@ struct sess {
 	uint64_t tls_cpu_cycles;        /* spent in the handshake so far */
 	struct sess *hs_next, *hs_prev; /* the handshake FIFO */
 	bool hs_queued;
+	bool idle_listed;              /* on the idle list */
+	uint32_t idle_prev, idle_next; /* the idle list, longest idle first */
+	uint64_t idle_since_us;
 };
 
 struct sess_layer {
@@ -140,6 +158,11 @@ struct sess_layer {
 	uint32_t tls_active, tls_max;
 	bool tls_refuse_early;          /* refused peers get no handshake */
 	struct sess *hs_head, *hs_tail; /* handshake steps waiting */
+	uint32_t idle_head, idle_tail;  /* sessions between commands, longest idle first */
+	uint32_t evict_reserve;         /* fewer free slots than this: evict */
+	uint32_t idle_fill;             /* slots in use when idle_ms was set */
+	uint32_t idle_ms;               /* the idle timeout at that fill */
+	uint64_t now_us;                /* the latest input's or poll's time */
 };
 
 static const struct smtp_ops smtp_ops;
@@ -296,6 +319,7 @@ spf_prepare(struct sess *s, const struct smtp_check *chk)
 }
 
 static void tls_resume(struct sess *s);
+static void idle_update(struct sess *s, bool touched);
 static void slot_release(struct sess *s);
 
 #define DL_NONE UINT32_MAX
@@ -352,6 +376,7 @@ deadline_expire(struct sess *s)
 	if (s->tcp) {
 		smtp_session_verdict(s->smtp, s->spool_token, &v);
 		tls_resume(s);
+		idle_update(s, false);
 	}
 }
 
@@ -400,6 +425,140 @@ deadline_check(struct sess_layer *sl, uint64_t now_us)
 {
 	while (sl->dl_head != DL_NONE && sl->sess[sl->dl_head].spool_deadline_us <= now_us)
 		deadline_expire(&sl->sess[sl->dl_head]);
+}
+
+/* ------------------------------------------------------ the idle list */
+
+/* Fewer free slots than flows / SESS_EVICT_RESERVE_SHARE (and at least
+ * SESS_EVICT_RESERVE_MIN) is "nearly full": a new connection closes the
+ * longest idle session. The reserve holds the new connections that arrive
+ * while an evicted session's FIN exchange runs (one round trip). */
+#define SESS_EVICT_RESERVE_SHARE 64
+#define SESS_EVICT_RESERVE_MIN   2
+/* Stale heads (a session that stopped qualifying without passing through
+ * idle_update) skipped per eviction: bounds the work of one open. */
+#define SESS_EVICT_TRIES         4
+
+uint32_t
+sess_idle_timeout_ms(const struct sess_params *p, uint32_t in_use)
+{
+	uint64_t full_ms = (uint64_t)p->idle_timeout_s * 1000u;
+	uint64_t min_ms = (uint64_t)p->idle_timeout_min_s * 1000u;
+	uint64_t start = (uint64_t)p->flows * p->idle_pressure_pct / 100u;
+	uint64_t span, over;
+
+	if (p->idle_pressure_pct >= 100 || min_ms >= full_ms || in_use <= start ||
+	    p->flows <= start)
+		return (uint32_t)full_ms;
+	span = p->flows - start;
+	over = in_use - start < span ? in_use - start : span;
+	return (uint32_t)(full_ms - (full_ms - min_ms) * over / span);
+}
+
+static bool
+idle_qualifies(const struct sess *s)
+{
+	return s->tcp && !s->waiting_ptr && !s->spool_pending && s->orphans == 0 && !s->hs_queued &&
+	       !s->close_pending && (!s->tls_on || tls_conn_established(s->tls)) &&
+	       smtp_session_awaits_command(s->smtp);
+}
+
+static void
+idle_unlink(struct sess *s)
+{
+	struct sess_layer *sl = s->sl;
+
+	if (!s->idle_listed)
+		return;
+	if (s->idle_prev != DL_NONE)
+		sl->sess[s->idle_prev].idle_next = s->idle_next;
+	else
+		sl->idle_head = s->idle_next;
+	if (s->idle_next != DL_NONE)
+		sl->sess[s->idle_next].idle_prev = s->idle_prev;
+	else
+		sl->idle_tail = s->idle_prev;
+	s->idle_prev = s->idle_next = DL_NONE;
+	s->idle_listed = false;
+}
+
+static void
+idle_push(struct sess *s)
+{
+	struct sess_layer *sl = s->sl;
+
+	s->idle_since_us = sl->now_us;
+	s->idle_next = DL_NONE;
+	s->idle_prev = sl->idle_tail;
+	if (sl->idle_tail != DL_NONE)
+		sl->sess[sl->idle_tail].idle_next = s->idx;
+	else
+		sl->idle_head = s->idx;
+	sl->idle_tail = s->idx;
+	s->idle_listed = true;
+}
+
+/* After anything that may change whether the session waits idle: on the
+ * list if it does, off it if not; input (touched) restarts its idle time. */
+static void
+idle_update(struct sess *s, bool touched)
+{
+	if (!idle_qualifies(s)) {
+		idle_unlink(s);
+		return;
+	}
+	if (s->idle_listed && !touched)
+		return;
+	idle_unlink(s);
+	idle_push(s);
+}
+
+/* Closes the session idle longest with 421 4.7.0, so that a new
+ * connection has a slot; false when none qualifies. */
+static bool
+idle_evict(struct sess_layer *sl)
+{
+	unsigned tries;
+
+	for (tries = 0; tries < SESS_EVICT_TRIES && sl->idle_head != DL_NONE; tries++) {
+		struct sess *s = &sl->sess[sl->idle_head];
+
+		idle_unlink(s);
+		if (!idle_qualifies(s))
+			continue;
+		sl->st->c[DP_SESS_IDLE_EVICTED]++;
+		smtp_session_evict(s->smtp);
+		tls_resume(s);
+		return true;
+	}
+	return false;
+}
+
+/* The idle timeout follows the fill: the listed sessions idle longer than
+ * it allows are closed as the idle timer closes them (421 4.4.2). */
+static void
+idle_pressure_check(struct sess_layer *sl, uint64_t now_us)
+{
+	uint32_t in_use = sl->max_flows - sl->n_free;
+
+	if (in_use != sl->idle_fill) {
+		sl->idle_fill = in_use;
+		sl->idle_ms = sess_idle_timeout_ms(sl->p, in_use);
+	}
+	if (sl->idle_ms >= sl->p->idle_timeout_s * 1000u)
+		return; /* no pressure: the TCP engine's idle timer rules */
+	while (sl->idle_head != DL_NONE) {
+		struct sess *s = &sl->sess[sl->idle_head];
+
+		if (now_us - s->idle_since_us < (uint64_t)sl->idle_ms * 1000u)
+			break;
+		idle_unlink(s);
+		if (!idle_qualifies(s))
+			continue;
+		sl->st->c[DP_SESS_IDLE_SHORTENED]++;
+		smtp_session_idle(s->smtp);
+		tls_resume(s);
+	}
 }
 
 /* The end of DATA: the message goes to the control plane, the reply waits. */
@@ -503,6 +662,7 @@ smtp_close(void *ctx)
 {
 	struct sess *s = ctx;
 
+	idle_unlink(s);
 	if (s->tls_on)
 		tls_conn_shutdown(s->tls); /* close_notify */
 	close_when_sent(s);
@@ -761,6 +921,7 @@ slot_release(struct sess *s)
 		sl->st->c[DP_TLS_SESSIONS] = sl->tls_active;
 	}
 	s->tls_on = s->close_pending = false;
+	idle_unlink(s);
 	spf_drop(s);
 	s->in_use = false;
 	s->gen++;
@@ -776,6 +937,8 @@ tcp_open(void *ctx, struct tcp_conn *c, const struct tcp_conn_info *info)
 	struct policy p;
 	struct sess *s;
 
+	if (sl->n_free <= sl->evict_reserve)
+		idle_evict(sl);
 	if (sl->n_free == 0) {
 		sl->st->c[DP_SESSIONS_REFUSED]++;
 		return NULL;
@@ -787,6 +950,7 @@ tcp_open(void *ctx, struct tcp_conn *c, const struct tcp_conn_info *info)
 	s->spool_rec = NULL;
 	s->orphans = 0;
 	s->queue_id[0] = '\0';
+	s->idle_listed = false;
 	s->id = ((uint64_t)sl->lcore << SESS_ID_SEQ_BITS) |
 		(sl->next_id++ & ((1ull << SESS_ID_SEQ_BITS) - 1));
 	s->peer.family = info->family;
@@ -812,6 +976,7 @@ tcp_open(void *ctx, struct tcp_conn *c, const struct tcp_conn_info *info)
 	if (!send_msg(sl, &m))
 		s->ptr = PTR_TEMPERROR;
 	smtp_session_start(s->smtp);
+	idle_update(s, true);
 	return s;
 }
 
@@ -823,14 +988,17 @@ tcp_recv(void *app, const uint8_t *p, uint32_t n)
 	struct sess *s = app;
 	uint32_t k;
 
-	if (!s->tls_on)
-		return smtp_session_feed(s->smtp, p, n);
-	if (tls_conn_established(s->tls))
-		return tls_conn_input(s->tls, p, n);
-	/* Mid-handshake: kept for sess_layer_handshakes(). */
-	k = tls_conn_buffer(s->tls, p, n);
-	if (k > 0)
-		hs_enqueue(s);
+	if (!s->tls_on) {
+		k = smtp_session_feed(s->smtp, p, n);
+	} else if (tls_conn_established(s->tls)) {
+		k = tls_conn_input(s->tls, p, n);
+	} else {
+		/* Mid-handshake: kept for sess_layer_handshakes(). */
+		k = tls_conn_buffer(s->tls, p, n);
+		if (k > 0)
+			hs_enqueue(s);
+	}
+	idle_update(s, true);
 	return k;
 }
 
@@ -849,6 +1017,7 @@ hs_step(struct sess *s)
 		s->tls_cpu_cycles = 0;
 	}
 	tls_resume(s);
+	idle_update(s, false);
 }
 
 unsigned
@@ -889,6 +1058,7 @@ tcp_sent(void *app)
 	}
 	smtp_session_writable(s->smtp);
 	tls_resume(s);
+	idle_update(s, false);
 }
 
 /* A FIN (CLOSE_WAIT: we may still send) ends the peer's input only; the
@@ -896,7 +1066,10 @@ tcp_sent(void *app)
 static void
 tcp_peer_fin(void *app)
 {
-	smtp_session_peer_closed(((struct sess *)app)->smtp);
+	struct sess *s = app;
+
+	smtp_session_peer_closed(s->smtp);
+	idle_update(s, false);
 }
 
 static void
@@ -921,6 +1094,7 @@ tcp_closed(void *app, int reason)
 
 	(void)reason;
 	s->tcp = NULL;
+	idle_unlink(s);
 	if (s->spool_pending || s->orphans) {
 		s->sl->st->c[DP_SPOOL_ZOMBIES]++;
 		return; /* the spool's answer releases the slot */
@@ -980,6 +1154,7 @@ on_rdns_done(struct sess_layer *sl, const struct ctl_msg *m)
 			spf_drop(s);
 		smtp_session_verdict(s->smtp, s->wait_token, &v);
 		tls_resume(s);
+		idle_update(s, false);
 	}
 }
 
@@ -1019,6 +1194,7 @@ on_spool_done(struct sess_layer *sl, const struct ctl_msg *m)
 	}
 	smtp_session_verdict(s->smtp, s->spool_token, &v);
 	tls_resume(s);
+	idle_update(s, false);
 }
 
 unsigned
@@ -1027,6 +1203,7 @@ sess_layer_poll(struct sess_layer *sl, uint64_t now_us)
 	struct ctl_msg msgs[VERDICT_BURST];
 	unsigned n, i;
 
+	sl->now_us = now_us;
 	n = rte_ring_sc_dequeue_burst_elem(sl->ver, msgs, sizeof(msgs[0]), VERDICT_BURST, NULL);
 	for (i = 0; i < n; i++) {
 		if (msgs[i].kind == MSG_RDNS_DONE)
@@ -1038,6 +1215,7 @@ sess_layer_poll(struct sess_layer *sl, uint64_t now_us)
 		sl->last_tick_us = now_us;
 		tcp_engine_tick(sl->tcp, now_us);
 		deadline_check(sl, now_us);
+		idle_pressure_check(sl, now_us);
 		sl->st->c[DP_TLS_ALERTS_SENT] = sl->tls_st.alerts_sent;
 		sl->st->c[DP_TLS_ALERTS_RECEIVED] = sl->tls_st.alerts_received;
 	}
@@ -1048,6 +1226,7 @@ sess_layer_poll(struct sess_layer *sl, uint64_t now_us)
 void
 sess_layer_input(struct sess_layer *sl, const struct tcp_pkt *pkt, uint64_t now_us)
 {
+	sl->now_us = now_us;
 	tcp_input(sl->tcp, pkt, now_us);
 }
 
@@ -1165,10 +1344,16 @@ sess_layer_create(const struct sess_layer_params *p)
 	for (i = 0; i < c->flows; i++) {
 		sl->sess[i].sl = sl;
 		sl->sess[i].idx = i;
+		sl->sess[i].idle_prev = sl->sess[i].idle_next = DL_NONE;
 		sl->free_stack[i] = c->flows - 1 - i;
 	}
 	sl->n_free = c->flows;
 	sl->dl_head = sl->dl_tail = DL_NONE;
+	sl->idle_head = sl->idle_tail = DL_NONE;
+	sl->evict_reserve = c->flows / SESS_EVICT_RESERVE_SHARE;
+	if (sl->evict_reserve < SESS_EVICT_RESERVE_MIN)
+		sl->evict_reserve = SESS_EVICT_RESERVE_MIN;
+	sl->idle_fill = UINT32_MAX; /* the first tick sets idle_ms */
 
 	/* The body budget: chunks, so a message is kept as it arrives and the
 	 * 452 comes when the budget, not the machine, runs out. */

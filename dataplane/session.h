@@ -33,6 +33,9 @@ struct sess_params {
 	uint32_t n_smtp_ports;
 	uint32_t mtu;
 	uint32_t idle_timeout_s, lifetime_s;
+	uint32_t idle_pressure_pct;   /* slots in use where the idle timeout starts
+					  to fall (100: never) */
+	uint32_t idle_timeout_min_s;  /* the idle timeout with every slot in use */
 	uint32_t delivery_timeout_s;  /* the end of DATA waits this long */
 	uint32_t body_budget_mb;      /* per worker */
 	uint32_t fault_spf_lost_from; /* test shim: 0, or the Nth MAIL on */
@@ -76,6 +79,11 @@ uint64_t sess_layer_now_us(const struct sess_layer *sl, uint64_t tsc);
  * of the burst have gone out, so a handshake never holds them back.
  * Returns the steps run. */
 unsigned sess_layer_handshakes(struct sess_layer *sl, uint32_t budget_us);
+
+/* The idle timeout of a session waiting between commands with in_use of
+ * p->flows slots taken: idle_timeout_s up to idle_pressure_pct of the flows,
+ * then linearly down to idle_timeout_min_s with every slot in use. */
+uint32_t sess_idle_timeout_ms(const struct sess_params *p, uint32_t in_use);
 
 /* For telemetry (read from another thread; counters only). */
 const struct tcp_engine *sess_layer_tcp(const struct sess_layer *sl);

@@ -210,12 +210,19 @@ out_line(struct smtp_session *s, uint16_t code, char sep, const char *enh, const
 			d[k++] = enh[i];
 		d[k++] = ' ';
 	}
-	/* Text from the control plane is clipped and kept to one line. */
-	for (i = 0; i < tlen && k + 2 < room; i++) {
-		unsigned char ch = (unsigned char)text[i];
+	/* Text from the control plane is clipped and kept to one line: copied
+	 * whole, then any control character blanked in place (a loop the
+	 * compiler can vectorise, unlike a byte-by-byte copy with a test). */
+	if (tlen > room - 2 - k)
+		tlen = room - 2 - k;
+	memcpy(d + k, text, tlen);
+	for (i = 0; i < tlen; i++) {
+		unsigned char ch = (unsigned char)d[k + i];
 
-		d[k++] = (ch < 0x20 || ch == 0x7f) ? ' ' : (char)ch;
+		if (ch < 0x20 || ch == 0x7f)
+			d[k + i] = ' ';
 	}
+	k += tlen;
 	d[k++] = '\r';
 	d[k++] = '\n';
 	s->out_len += (uint32_t)k;
@@ -665,8 +672,14 @@ verdict_connect(struct smtp_session *s, uint16_t code, const char *enh, const ch
 		reply(s, 554, "5.7.1", "%s Error: talked before greeting", s->params->hostname);
 		enter_state(s, SMTP_ST_REJECTED);
 	} else {
-		/* RFC 2034: no enhanced code in the greeting. */
-		reply(s, 220, NULL, "%s ESMTP", s->params->hostname);
+		/* RFC 2034: no enhanced code in the greeting. Copied, not
+		 * formatted: every session is greeted. */
+		char greeting[SMTP_DOMAIN_MAX + sizeof(" ESMTP")];
+		size_t n = strlen(s->params->hostname);
+
+		memcpy(greeting, s->params->hostname, n);
+		memcpy(greeting + n, " ESMTP", 6);
+		reply_text(s, 220, NULL, greeting, n + 6);
 		enter_state(s, SMTP_ST_GREETED);
 	}
 }
@@ -859,17 +872,24 @@ ehlo_reply(struct smtp_session *s)
 	};
 	const size_t n = sizeof(extensions) / sizeof(extensions[0]) -
 			 (s->params->tls_offer && !s->tls ? 0 : 1);
-	char line[64];
-	size_t i;
+	char size[sizeof("SIZE ") + 20], digits[20];
+	size_t i, k = 0, m = 0;
+	uint64_t v = s->max_msg;
 
+	/* "SIZE n" by hand: the EHLO reply is on every session's path. */
+	memcpy(size, "SIZE ", 5);
+	do {
+		digits[m++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v > 0);
+	while (m > 0)
+		size[5 + k++] = digits[--m];
 	out_line(s, 250, '-', NULL, s->params->hostname, strlen(s->params->hostname));
 	for (i = 0; i < n; i++) {
-		int k = snprintf(line, sizeof(line), "%s", extensions[i]);
+		bool is_size = strcmp(extensions[i], "SIZE") == 0;
 
-		if (strcmp(extensions[i], "SIZE") == 0)
-			k = snprintf(line, sizeof(line), "SIZE %llu",
-				     (unsigned long long)s->max_msg);
-		out_line(s, 250, i + 1 < n ? '-' : ' ', NULL, line, (size_t)k);
+		out_line(s, 250, i + 1 < n ? '-' : ' ', NULL, is_size ? size : extensions[i],
+			 is_size ? 5 + k : strlen(extensions[i]));
 	}
 	log_reply(s, 250);
 }
@@ -1230,7 +1250,7 @@ static void
 do_quit(struct smtp_session *s, const struct smtp_cmd *cmd, char *arg, uint32_t len)
 {
 	(void)cmd, (void)arg, (void)len;
-	reply(s, 221, "2.0.0", "Bye");
+	reply_text(s, 221, "2.0.0", "Bye", 3);
 	go_closing(s);
 }
 
@@ -1565,6 +1585,29 @@ smtp_session_idle(struct smtp_session *s)
 		reply(s, 421, "4.4.2", "%s Error: timeout exceeded", s->params->hostname);
 		go_closing(s);
 	}
+	flush(s);
+}
+
+bool
+smtp_session_awaits_command(const struct smtp_session *s)
+{
+	/* Between commands: greeted (or refused at connect), no body being
+	 * read, no verdict or switch to TLS awaited, nothing held, every reply
+	 * handed to the transport. A partial command line still qualifies:
+	 * closing it loses nothing the peer was told was taken. */
+	return s->state >= SMTP_ST_REJECTED && s->state <= SMTP_ST_RCPT && !s->waiting &&
+	       !s->tls_switch && !s->peer_eof && s->pend_len == 0 && s->bdat_left == 0 &&
+	       s->out_len == s->out_off;
+}
+
+void
+smtp_session_evict(struct smtp_session *s)
+{
+	if (s->state >= SMTP_ST_CLOSING)
+		return;
+	reply(s, 421, "4.7.0", "%s Too many connections, closing idle session",
+	      s->params->hostname);
+	go_closing(s);
 	flush(s);
 }
 

@@ -188,6 +188,12 @@ void smtp_session_verdict(struct smtp_session *s, uint32_t token, const struct s
 void smtp_session_writable(struct smtp_session *s);
 /* Idle timer: 421 4.4.2 and close (or drop unsent output when closing). */
 void smtp_session_idle(struct smtp_session *s);
+/* True while the session waits for the client's next command with nothing
+ * pending (no verdict, no body, no held input, no unsent reply): closing it
+ * loses nothing the client was told was taken. */
+bool smtp_session_awaits_command(const struct smtp_session *s);
+/* The worker needs the slot: 421 4.7.0 and close, as the idle timer does. */
+void smtp_session_evict(struct smtp_session *s);
 /* The peer sent FIN: its input is complete, but it still reads. Every
  * command received (held ones included) is answered as its verdict comes,
  * then the session closes; an incomplete line or body is dropped and its

@@ -34,6 +34,8 @@
 	X(BUSY_CYCLES, "busy_cycles") /* TSC cycles spent on that work */         \
 	X(SESSIONS_OPENED, "sessions_opened")                                     \
 	X(SESSIONS_CLOSED, "sessions_closed")                                     \
+	X(SESS_IDLE_EVICTED, "sess_idle_evicted")                                 \
+	X(SESS_IDLE_SHORTENED, "sess_idle_shortened")                             \
 	X(SESSIONS_REFUSED, "sessions_refused") /* no session slot: RST */        \
 	X(SPOOL_ZOMBIES, "spool_zombies")       /* TCP gone while spooling */     \
 	X(SPOOL_TIMEOUTS, "spool_timeouts")     /* no answer in time: 451 */      \

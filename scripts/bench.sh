@@ -8,12 +8,18 @@
 # its own (LAB_ID, default 3, so it never disturbs the tests' lab), then:
 #   1. in-process (tests/bench/bench_inproc): the real worker on lcore 1
 #      behind a net_ring port, the real control plane, a generator of
-#      scripted IPv6 SMTP clients: the reject path (no PTR -> 550 5.7.25),
-#      the accept path (PTR and SPF pass, 2 KB to a spool on /dev/shm) and
-#      idle sessions held per GiB;
+#      scripted IPv6 SMTP clients: the reject path (no PTR -> 550 5.7.25,
+#      five runs: median and best), the accept path (PTR and SPF pass, 2 KB
+#      to a spool on /dev/shm) and idle sessions held per GiB;
+#   1b. TLS handshakes (bench_tls against openssl speed);
+#   1c. instructions per refused session, which the load does not move:
+#      the reject path's engines without DPDK (bench_reject_insns) under
+#      valgrind's callgrind (this VM exposes no hardware counters);
 #   2. side by side (tests/bench/side_by_side.py): smtpedge in the lab and
 #      Postfix (postscreen + smtpd) driven by smtp-source from the peer
 #      namespace with no-PTR sessions at 1, 5, 10 and 20 concurrent;
+#      and over STARTTLS (tests/bench/tls_side_by_side.py): the accept path
+#      in TLS, with the same certificate on both, at 1 and 10 concurrent;
 # prints a table, writes build-bench/bench.json and build-bench/bench.png,
 # and names the JSON file on its last line. The whole run takes a few
 # minutes; --quick shortens every phase (for trying the script).
@@ -25,9 +31,10 @@ build=$root/build-bench
 quick=no
 [ "${1:-}" = "--quick" ] && quick=yes
 
-secs=5 msgs=3000 idle=12000 reject_conc=256 accept_conc=64
+secs=5 msgs=3000 idle=12000 reject_conc=256 accept_conc=64 tls_msgs=600 reject_runs=5
+insn_sessions=3000
 if [ $quick = yes ]; then
-	secs=1 msgs=500 idle=2000
+	secs=1 msgs=500 idle=2000 tls_msgs=150 insn_sessions=500
 fi
 
 bash "$here/deps.sh"
@@ -76,7 +83,7 @@ echo "bench: in-process runs (${secs}s each) ..." >&2
 inproc_out=$(ip netns exec "$LAB_EDGE_NS" "$build/tests/bench/bench_inproc" \
 	-l 0-1 --no-huge -m 1536 --no-pci --no-telemetry \
 	--file-prefix "smtpedge-inproc$LAB_ID" -- --config "$conf" \
-	--reject $reject_conc --accept $accept_conc --idle $idle --secs $secs \
+	--reject $reject_conc --repeat $reject_runs --accept $accept_conc --idle $idle --secs $secs \
 	2> "$build/bench-inproc.stderr")
 grep -v '^EAL:' "$build/bench-inproc.stderr" >&2 || true
 inproc_json=$(printf '%s\n' "$inproc_out" | sed -n 's/^BENCH_JSON //p')
@@ -98,20 +105,61 @@ openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=mx.bench.example \
 	-days 2 -keyout "$tlsdir/rsa.key" -out "$tlsdir/rsa.crt" 2>/dev/null
 tls_out=$(taskset -c 1 "$build/tests/bench/bench_tls" "$tlsdir/ec.crt" "$tlsdir/ec.key" \
 	"$tlsdir/rsa.crt" "$tlsdir/rsa.key" "$secs")
-speed_out=$(taskset -c 1 openssl speed -seconds "$secs" ecdsap256 ecdhx25519 2>/dev/null)
-/usr/bin/python3 - "$tls_out" "$speed_out" > "$build/bench-tls.json" <<'PY'
+speed_out=$(taskset -c 1 openssl speed -seconds "$secs" ecdhx25519 ecdsap256 2>/dev/null)
+# OpenSSL's own server as a reference: openssl s_server's CPU per full
+# TLS 1.3 handshake (the same certificate, the kernel's TCP on the edge
+# namespace's loopback), driven by s_time; the client's CPU is not counted.
+ip netns exec "$LAB_EDGE_NS" ip link set lo up
+ip netns exec "$LAB_EDGE_NS" taskset -c 1 openssl s_server -accept 127.0.0.1:4433 -quiet \
+	-cert "$tlsdir/ec.crt" -key "$tlsdir/ec.key" -num_tickets 1 >/dev/null 2>&1 &
+ssrv=$!
+sleep 1
+ticks0=$(awk '{print $14 + $15}' /proc/$ssrv/stat)
+stime_out=$(ip netns exec "$LAB_EDGE_NS" taskset -c 0 openssl s_time -connect 127.0.0.1:4433 \
+	-new -tls1_3 -time "$secs" 2>&1 || true)
+ticks1=$(awk '{print $14 + $15}' /proc/$ssrv/stat)
+kill $ssrv 2>/dev/null || true
+wait $ssrv 2>/dev/null || true
+/usr/bin/python3 - "$tls_out" "$speed_out" "$stime_out" "$((ticks1 - ticks0))" "$(getconf CLK_TCK)" \
+	> "$build/bench-tls.json" <<'PY'
 import json, re, sys
 tls = json.loads(sys.argv[1].split("BENCH_TLS_JSON ", 1)[1])
 sign = float(re.search(r"ecdsa \(nistp256\)\s+\S+\s+\S+\s+([\d.]+)", sys.argv[2]).group(1))
 x25519 = float(re.search(r"ecdh \(X25519\)\s+\S+\s+([\d.]+)", sys.argv[2]).group(1))
-# A full handshake's private-key work is one signature and one X25519
-# (key generation and derivation counted as one op, as openssl speed does).
+# The issue's measure: one signature and one X25519 operation (openssl
+# speed's op is the derivation alone).
 ideal = 1 / (1 / sign + 1 / x25519)
+# The server also generates its X25519 key pair (bench_tls times that
+# through the EVP API, as libssl does it): the crypto floor of a handshake.
+floor = 1 / (1 / sign + 1 / x25519 + 1 / tls["x25519_keygen_per_s"])
 tls.update({"openssl_speed_ecdsap256_sign_per_s": sign, "openssl_speed_x25519_per_s": x25519,
             "tls_speed_handshakes_per_s": round(ideal),
-            "tls_handshake_efficiency": round(tls["tls_full_handshakes_per_s_per_core"] / ideal, 3)})
+            "tls_handshake_efficiency": round(tls["tls_full_handshakes_per_s_per_core"] / ideal, 3),
+            "tls_crypto_floor_handshakes_per_s": round(floor),
+            "tls_handshake_efficiency_vs_floor":
+                round(tls["tls_full_handshakes_per_s_per_core"] / floor, 3)})
+m = re.search(r"(\d+) connections in [\d.]+s", sys.argv[3])
+if m and int(m.group(1)) > 0:
+    n = int(m.group(1))
+    tls["openssl_s_server_handshakes"] = n
+    tls["openssl_s_server_full_handshake_us"] = round(int(sys.argv[4]) / int(sys.argv[5]) / n * 1e6, 1)
 print(json.dumps(tls))
 PY
+
+# ---- 1c. instructions per refused session ------------------------------------
+# Counted only inside the edge's entry points (the client's frames and the
+# set-up are not), so the figure is the same on a loaded machine and an idle
+# one: a change's effect shows in one run.
+echo "bench: instructions per refused session (callgrind, $insn_sessions sessions) ..." >&2
+insn_out=$(valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+	--toggle-collect=pkt_classify --toggle-collect=tcp_input \
+	--toggle-collect=tcp_engine_tick --toggle-collect=client_take \
+	"$build/tests/bench/bench_reject_insns" "$insn_sessions" 2>&1) ||
+	{ echo "bench: bench_reject_insns failed: $insn_out" >&2; exit 1; }
+insns=$(printf '%s\n' "$insn_out" | sed -n 's/.*Collected : *\([0-9][0-9]*\).*/\1/p')
+[ -n "$insns" ] || { echo "bench: callgrind printed no count: $insn_out" >&2; exit 1; }
+printf '{"instructions_per_reject_session": %d, "instructions_sessions": %d, "instructions_total": %d}\n' \
+	$((insns / insn_sessions)) "$insn_sessions" "$insns" > "$build/bench-insns.json"
 
 # ---- 2. side by side -----------------------------------------------------------
 echo "bench: side by side with Postfix ($msgs sessions per point) ..." >&2
@@ -120,10 +168,23 @@ echo "bench: side by side with Postfix ($msgs sessions per point) ..." >&2
 	--tsc-hz "$tsc_hz" --conc 1,5,10,20 --ratio-conc 10 --msgs $msgs \
 	> "$build/bench-side.json"
 
+# ---- 2b. side by side with STARTTLS ----------------------------------------------
+# The accept path over TLS (EHLO, STARTTLS, a full handshake, EHLO, a 2 KB
+# message, QUIT), smtpedge and Postfix (smtpd_tls_security_level = may) with
+# the same certificate, driven by a Python smtplib client from the peer
+# namespace whose own CPU is not counted.
+echo "bench: side by side with Postfix over STARTTLS ($tls_msgs sessions per point) ..." >&2
+/usr/bin/python3 "$root/tests/bench/tls_side_by_side.py" \
+	--smtpedge "$build/daemon/smtpedge" --ctl "$build/daemon/smtpedgectl" \
+	--tsc-hz "$tsc_hz" --cert "$tlsdir/ec.crt" --key "$tlsdir/ec.key" \
+	--conc 1,10 --ratio-conc 10 --msgs $tls_msgs \
+	> "$build/bench-tls-side.json"
+
 # ---- 3. the figures, the table, the chart --------------------------------------
 /usr/bin/python3 "$root/tests/bench/report.py" \
 	--inproc "$build/bench-inproc.json" --side "$build/bench-side.json" \
-	--tls "$build/bench-tls.json" \
+	--tls "$build/bench-tls.json" --tls-side "$build/bench-tls-side.json" \
+	--insns "$build/bench-insns.json" \
 	--out "$build/bench.json" --dat "$build/bench-chart.dat" \
 	--command "scripts/bench.sh${1:+ $1}"
 gnuplot <<GP

@@ -18,7 +18,7 @@ PKGS=(
   # so scripts/exim.sh unpacks it instead of installing it
   libidn12
   # benchmarks
-  gnuplot-nox linux-perf
+  gnuplot-nox linux-perf valgrind
 )
 
 missing=()

@@ -134,6 +134,16 @@ def test_smtp_source_concurrent_sessions():
         expect(len(spool_files()) - before_files == n, f"{len(spool_files()) - before_files} messages spooled of {n}")
         expect(delta(after, before, "spool_written") == n, "spool_written")
         expect(delta(after, before, "sessions_opened") == n, "one session per message")
+        # Concurrent senders share the disk's flushes: fewer groups than
+        # messages, one fsync per file and one of new/ per group.
+        groups = delta(after, before, "spool_groups")
+        sizes = [delta(after, before, f"spool_group_{b}")
+                 for b in ("1", "2_4", "5_16", "17_64", "65_up")]
+        expect(sum(sizes) == groups, f"the group sizes {sizes} do not sum to {groups} groups")
+        expect(0 < groups < n, f"{groups} groups for {n} messages")
+        expect(delta(after, before, "spool_fsyncs") == n + groups,
+               f"{delta(after, before, 'spool_fsyncs')} fsyncs for {n} messages in {groups} groups")
+        print(f"  {n} messages in {groups} groups, sizes 1/2-4/5-16/17-64/65+: {sizes}")
 
 
 def test_spool_unwritable_gives_451():

@@ -5,6 +5,10 @@
 messages byte-exact over TLS, also through the fault shim; the PTR rule
 over TLS; hostile handshakes; max_sessions; tls reload.
 
+Postfix as a sender (its own instance in the peer namespace, relayhost =
+the edge) with smtp_tls_security_level = encrypt and = secure delivers,
+and defers when no STARTTLS is offered.
+
 The certificates (a self-signed ECDSA P-256 and an RSA 2048) are made in
 LAB_DIR/tls when the tests start.
 """
@@ -12,6 +16,8 @@ import hashlib
 import json
 import os
 import re
+import shutil
+import signal
 import subprocess
 import time
 
@@ -284,9 +290,7 @@ def test_client_stops_mid_handshake_and_max_sessions():
 
 def test_postfix_tls_client_encrypt():
     """Postfix's own TLS client (posttls-finger, the smtp client's TLS code)
-    at security level encrypt: STARTTLS, the handshake, EHLO again, QUIT.
-    A full delivery by a Postfix instance with smtp_tls_security_level =
-    encrypt is not set up here."""
+    at security level encrypt: STARTTLS, the handshake, EHLO again, QUIT."""
     d = LAB["LAB_DIR"] + "/postfix-client"
     os.makedirs(d, exist_ok=True)
     with open(d + "/main.cf", "w") as f:
@@ -300,6 +304,204 @@ def test_postfix_tls_client_encrypt():
                          r"TLS_AES_256_GCM_SHA384 \(256/256 bits\)", out),
                f"posttls-finger: {r.returncode} {out[-1500:]}")
         expect(edge.stats()["tls_handshakes_full"] == 1, "no handshake counted")
+
+
+POSTFIX_MASTER_CF = """\
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+"""
+
+
+class PostfixSender:
+    """A Postfix instance of its own in the peer namespace (its own config
+    and queue directories under the lab directory, no listener) that sends
+    everything to the edge: relayhost = [edge]:25, TLS at `level`."""
+
+    def __init__(self, level, dst, src, name="postfix-sender", policy=""):
+        self.d = f"{LAB['LAB_DIR']}/{name}"
+        self.dst, self.level = dst, level
+        subprocess.run(["rm", "-rf", self.d], check=True)
+        os.makedirs(self.d + "/queue")
+        os.makedirs(self.d + "/data")
+        for f in ("postfix-files", "dynamicmaps.cf"):
+            shutil.copy(f"/etc/postfix/{f}", self.d)
+        for f in ("postfix-files.d", "dynamicmaps.cf.d"):
+            if os.path.isdir(f"/etc/postfix/{f}"):
+                shutil.copytree(f"/etc/postfix/{f}", f"{self.d}/{f}")
+        v6 = ":" in dst
+        relay = f"[ipv6:{dst}]:25" if v6 else f"[{dst}]:25"
+        # The lab's certificates are self-signed: each is its own CA.
+        with open(self.d + "/ca.pem", "w") as f:
+            f.write(open(TLSDIR + "/ec.crt").read() + open(TLSDIR + "/rsa.crt").read())
+        maps = ""   # no CA file at encrypt: the certificate goes unchecked
+        if policy:
+            with open(self.d + "/tls_policy", "w") as f:
+                f.write(f"{relay} {policy}\n")
+            maps = (f"smtp_tls_policy_maps = texthash:{self.d}/tls_policy\n"
+                    f"smtp_tls_CAfile = {self.d}/ca.pem\n")
+        with open(self.d + "/main.cf", "w") as f:
+            f.write(f"""# written by tests/lab/test_tls.py
+compatibility_level = 3.6
+queue_directory = {self.d}/queue
+data_directory = {self.d}/data
+meta_directory = {self.d}
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = client.lab.example
+mydomain = lab.example
+myorigin = example.org
+mydestination =
+inet_interfaces = loopback-only
+inet_protocols = {"ipv6" if v6 else "ipv4"}
+mynetworks = 127.0.0.0/8 [::1]/128
+relayhost = {relay}
+smtp_bind_address6 = {PTR6}
+smtp_bind_address = {PTR4}
+smtp_dns_support_level = disabled
+smtp_tls_security_level = {level}
+smtp_tls_loglevel = 1
+{maps}maillog_file = {self.d}/maillog
+maillog_file_prefixes = {self.d}
+alias_maps =
+alias_database =
+biff = no
+smtputf8_enable = no
+""")
+        with open(self.d + "/master.cf", "w") as f:
+            f.write(POSTFIX_MASTER_CF)
+        in_peer("postfix", "-c", self.d, "check", check=False)  # makes the queue
+        in_peer("postfix", "-c", self.d, "set-permissions", check=False)
+        shutil.chown(self.d + "/data", "postfix", "postfix")
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", LAB["LAB_PEER_NS"], "/usr/lib/postfix/sbin/master",
+             "-c", self.d, "-d"],
+            stdout=open(self.d + "/master.out", "w"), stderr=subprocess.STDOUT)
+
+    def sendmail(self, message):
+        r = in_peer("/usr/sbin/sendmail", "-C", self.d, "-i", "-f", "alice@example.org",
+                    "bob@example.net", input=message.decode(), check=False, timeout=60)
+        expect(r.returncode == 0, f"sendmail: {r.returncode} {r.stderr}")
+
+    def log(self):
+        try:
+            with open(self.d + "/maillog") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def flush(self):
+        in_peer("postqueue", "-c", self.d, "-f", check=False)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def postfix_message(tag):
+    """A message with its own header fields (so Postfix's cleanup adds only
+    its Received:), dot-stuffing and 200 KB of lines."""
+    lines = [f"From: alice@example.org", "To: bob@example.net",
+             f"Subject: postfix over TLS {tag}", f"Message-ID: <{tag}@client.lab.example>",
+             "Date: Thu, 03 Dec 2026 10:00:00 +0000", "", "first line", ".a leading dot",
+             "..two dots", "."]
+    lines += [hashlib.sha256(f"{tag}{i}".encode()).hexdigest() * 2 for i in range(1600)]
+    return ("\n".join(lines) + "\nlast line\n").encode()
+
+
+def spooled_with(marker):
+    files = [p for p in spool_files() if marker in open(p, "rb").read()]
+    expect(len(files) == 1, f"{marker!r}: {len(files)} spool files")
+    return files[0]
+
+
+def test_postfix_sender_tls_enforced_delivers():
+    """A Postfix sender with smtp_tls_security_level = encrypt (IPv6 and
+    IPv4), and = secure against the lab's certificates (the certificate
+    verified, its name matched), delivers through smtpedge: Postfix logs
+    status=sent over an established TLS connection, the spool holds the
+    message byte-exact under a Received: with ESMTPS and the cipher."""
+    cases = [("encrypt", EDGE6, "", "Untrusted TLS connection established to"),
+             ("encrypt", EDGE4, "", "Untrusted TLS connection established to"),
+             ("secure", EDGE6, "secure match=mx.lab.example",
+              "Verified TLS connection established to")]
+    with Edge(config=conf()) as edge:
+        for i, (level, dst, policy, established) in enumerate(cases):
+            tag = f"pf{i}-{os.getpid()}"
+            msg = postfix_message(tag)
+            with PostfixSender(level, dst, PTR6, policy=policy) as pf:
+                pf.sendmail(msg)
+                ok = wait_for(lambda: "status=sent" in pf.log() or "status=deferred" in pf.log(),
+                              timeout=60, step=0.5)
+                log = pf.log()
+                expect(ok and "status=sent" in log, f"{level} to {dst}: not sent: {log[-2000:]}")
+                expect(re.search(established + r" \S+: TLSv1\.3 with cipher "
+                                 r"TLS_AES_256_GCM_SHA384 \(256/256 bits\)", log),
+                       f"{level} to {dst}: no TLS connection logged: {log[-2000:]}")
+                expect(re.search(r"status=sent \(250 2\.0\.0 Ok: queued as ", log),
+                       f"{level}: {log[-1500:]}")
+            path = spooled_with(f"<{tag}@client.lab.example>".encode())
+            body, data = spooled_body(path)
+            wire = msg.replace(b"\n", b"\r\n")
+            # Postfix's cleanup put its own Received: first; what follows
+            # is the submitted message, byte for byte.
+            expect(body.startswith(b"Received: by client.lab.example (Postfix, from userid 0)"),
+                   f"{level}: {body[:300]!r}")
+            expect(body.endswith(wire) and body.count(b"\r\nFrom: alice@") == 1,
+                   f"{level} to {dst}: spooled message differs from the submitted one")
+            head = data[:600].decode()
+            expect(re.search(r"^Received: from client\.lab\.example \(peer-ok\.lab\.example "
+                             r"\[(?:IPv6:)?[0-9a-f.:]+\]\)\r\n"
+                             r"\t\(using TLSv1\.3 with cipher TLS_AES_256_GCM_SHA384 \(256/256 bits\)\)\r\n"
+                             r"\tby mx\.lab\.example \(smtpedge\) with ESMTPS id ", head),
+                   f"{level}: Received: {head}")
+        expect(edge.stats()["tls_handshakes_full"] >= len(cases), "handshakes not counted")
+
+
+def test_postfix_sender_tls_enforced_defers_without_starttls():
+    """No certificate, so no STARTTLS: Postfix with encrypt defers the
+    message and sends nothing in plaintext; the spool stays empty."""
+    before = spool_files()
+    with Edge() as edge:
+        with PostfixSender("encrypt", EDGE6, PTR6, name="postfix-sender-plain") as pf:
+            pf.sendmail(postfix_message(f"plain-{os.getpid()}"))
+            ok = wait_for(lambda: "status=" in pf.log(), timeout=60, step=0.5)
+            log = pf.log()
+            expect(ok and "status=deferred" in log and "status=sent" not in log,
+                   f"not deferred: {log[-2000:]}")
+            expect("TLS is required, but was not offered by host" in log,
+                   f"deferred for another reason: {log[-2000:]}")
+        expect(spool_files() == before, "something reached the spool")
+        st = edge.stats()
+        expect(st.get("tls_starttls", 0) == 0 and st["tls_handshakes_full"] == 0,
+               "TLS without a certificate")
 
 
 def test_tls_reload_keeps_old_sessions():

@@ -114,6 +114,10 @@ CASES = [
     ("recipients below RFC minimum", GOOD + "[smtp]\nmax_recipients = 10\n", r"^smtpedge: {f}: \[smtp\] max_recipients: 10 is out of range \(100..10000\)"),
     ("command line below RFC minimum", GOOD + "[smtp]\nmax_cmd_line = 100\n", r"^smtpedge: {f}: \[smtp\] max_cmd_line: 100 is out of range \(512..2048\)"),
     ("idle timeout", GOOD + "[smtp]\nidle_timeout_s = 1\n", r"^smtpedge: {f}: \[smtp\] idle_timeout_s: 1 is out of range"),
+    ("idle pressure 0", GOOD + "[smtp]\nidle_pressure_pct = 0\n", r"^smtpedge: {f}: \[smtp\] idle_pressure_pct: 0 is out of range \(1..100\)"),
+    ("idle pressure above 100", GOOD + "[smtp]\nidle_pressure_pct = 101\n", r"^smtpedge: {f}: \[smtp\] idle_pressure_pct: 101 is out of range \(1..100\)"),
+    ("shortest idle timeout 0", GOOD + "[smtp]\nidle_timeout_min_s = 0\n", r"^smtpedge: {f}: \[smtp\] idle_timeout_min_s: 0 is out of range \(1..3600\)"),
+    ("shortest idle timeout above idle timeout", GOOD + "[smtp]\nidle_timeout_s = 60\nidle_timeout_min_s = 120\n", r"^smtpedge: {f}: \[smtp\] idle_timeout_min_s: 120 is above idle_timeout_s \(60\)$"),
     ("message size", GOOD + "[smtp]\nmax_message_mb = 0\n", r"^smtpedge: {f}: \[smtp\] max_message_mb: 0 is out of range \(1..1024\)"),
     ("no control threads", GOOD + "[control]\nthreads = 0\n", r"^smtpedge: {f}: \[control\] threads: 0 is out of range \(1..64\)"),
     ("no delivery deadline", GOOD + "[control]\ndelivery_timeout_s = 0\n", r"^smtpedge: {f}: \[control\] delivery_timeout_s: 0 is out of range \(1..540\)"),
@@ -199,7 +203,14 @@ with tempfile.TemporaryDirectory() as d:
                     "max_sessions = 10", "ticket_rotate_s = 600", "refuse_before_handshake = yes"))
     with open(good + ".spf", "w") as f:
         f.write(GOOD + "[control]\nmax_spf_checks = 1\n")
-    for path in (good, good + ".tls", good + ".spf", os.path.join(here, "../../conf/smtpedge.conf"),
+    # An idle timeout below the shortest one's default takes it as the
+    # shortest; both keys given within each other's bounds are good.
+    with open(good + ".idle", "w") as f:
+        f.write(GOOD + "[smtp]\nidle_timeout_s = 10\n")
+    with open(good + ".pressure", "w") as f:
+        f.write(GOOD + "[smtp]\nidle_timeout_s = 60\nidle_pressure_pct = 50\nidle_timeout_min_s = 60\n")
+    for path in (good, good + ".tls", good + ".spf", good + ".idle", good + ".pressure",
+                 os.path.join(here, "../../conf/smtpedge.conf"),
                  os.path.join(here, "../../conf/lab.conf")):
         r = run(["--", "--config", path, "--check"])
         check(f"good {path}", r.returncode == 0 and r.stdout.startswith("config ok"),

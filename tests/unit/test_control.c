@@ -2,15 +2,20 @@
 /*
  * tests/unit/test_control.c — the policy rules and their replies, the transaction log
  * line (bounded whatever the peer sent) and the log file's mode, and the
- * Maildir spool (through the directories it opened), each against its
- * module alone.
+ * Maildir spool (through the directories it opened) and its group commit
+ * (fewer flushes than messages, each message answered once, a failing one
+ * alone), each against its module alone.
  */
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -94,6 +99,64 @@ test_ptr_rule(void)
 		if (c->text)
 			CHECK(strcmp(r.text, c->text) == 0, "case %zu: text \"%s\"", i, r.text);
 	}
+}
+
+/* The address in the refusal is written as inet_ntop() writes it, for
+ * every shape of IPv6 zero runs and for IPv4: each address is checked in
+ * the 550 text against inet_ntop's form. */
+static void
+check_addr_form(uint8_t family, const uint8_t *a, unsigned *bad)
+{
+	static const struct policy_rule rule = {
+		.action = POLICY_ENFORCE, .stage = POLICY_AT_MAIL, .reply = 550
+	};
+	struct policy_reply r = { 0 };
+	char want[INET6_ADDRSTRLEN], text[sizeof(r.text)];
+
+	inet_ntop(family == 6 ? AF_INET6 : AF_INET, a, want, sizeof(want));
+	snprintf(text, sizeof(text),
+		 "Service unavailable, sending %s address [%s] must have a reverse DNS record",
+		 family == 6 ? "IPv6" : "IPv4", want);
+	policy_ptr(&rule, PTR_NONE, family, a, &r);
+	if (strcmp(r.text, text) != 0 && (*bad)++ < 5)
+		CHECK(false, "address %s: \"%s\"", want, r.text);
+}
+
+static void
+test_ptr_addr_forms(void)
+{
+	uint8_t a[16];
+	unsigned mask, i, bad = 0, n = 0;
+
+	/* Every pattern of zero and non-zero groups, with values of one to
+	 * four hex digits: all the runs "::" may stand for, ties included. */
+	for (mask = 0; mask < 256; mask++) {
+		for (i = 0; i < 8; i++) {
+			uint16_t v = (uint16_t)(mask & (1u << i) ?
+							0 :
+							(0x1u << (4 * ((i + mask) % 4))) + i);
+
+			a[2 * i] = (uint8_t)(v >> 8);
+			a[2 * i + 1] = (uint8_t)v;
+		}
+		check_addr_form(6, a, &bad);
+		n++;
+	}
+	srand(7);
+	for (i = 0; i < 2000; i++) {
+		unsigned k;
+
+		for (k = 0; k < 16; k++)
+			a[k] = (uint8_t)(rand() % 4 ? rand() : 0);
+		check_addr_form(6, a, &bad);
+		memcpy(a,
+		       (const uint8_t[4]){ (uint8_t)rand(), (uint8_t)(rand() % 10),
+					   (uint8_t)(rand() % 100), (uint8_t)rand() },
+		       4);
+		check_addr_form(4, a, &bad);
+		n += 2;
+	}
+	CHECK(bad == 0, "%u of %u addresses written unlike inet_ntop", bad, n);
 }
 
 static void
@@ -467,7 +530,7 @@ test_spool(void)
 
 	CHECK(mkdtemp(dir) != NULL, "mkdtemp");
 	snprintf(sub, sizeof(sub), "%s/maildir", dir);
-	s = spool_open(sub, "mx.lab.example", err, sizeof(err));
+	s = spool_open(sub, "mx.lab.example", NULL, err, sizeof(err));
 	CHECK(s != NULL, "spool_open: %s", err);
 	if (!s)
 		return;
@@ -582,10 +645,342 @@ test_spool(void)
 	snprintf(sub, sizeof(sub), "%s/file", dir);
 	fclose(fopen(sub, "w"));
 	snprintf(sub, sizeof(sub), "%s/file/maildir", dir);
-	s = spool_open(sub, "mx", err, sizeof(err));
+	s = spool_open(sub, "mx", NULL, err, sizeof(err));
 	CHECK(s == NULL && strstr(err, "cannot create") != NULL, "%s", err);
 	snprintf(sub, sizeof(sub), "rm -rf %s", dir);
 	CHECK(system(sub) == 0, "cleanup");
+}
+
+/* Group commit: what each submission was answered, and what the groups
+ * were. */
+struct answer {
+	atomic_int calls;
+	int err;
+};
+
+static struct {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	unsigned answered;
+	atomic_uint groups, msgs, fsyncs;
+} gc = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
+
+static void
+answered(void *arg, int err)
+{
+	struct answer *a = arg;
+
+	a->err = err;
+	atomic_fetch_add(&a->calls, 1);
+	pthread_mutex_lock(&gc.lock);
+	gc.answered++;
+	pthread_cond_broadcast(&gc.cond);
+	pthread_mutex_unlock(&gc.lock);
+}
+
+static void
+grouped(void *arg, unsigned msgs, unsigned fsyncs)
+{
+	(void)arg;
+	atomic_fetch_add(&gc.groups, 1);
+	atomic_fetch_add(&gc.msgs, msgs);
+	atomic_fetch_add(&gc.fsyncs, fsyncs);
+}
+
+static void
+gc_reset(void)
+{
+	gc.answered = 0;
+	atomic_store(&gc.groups, 0);
+	atomic_store(&gc.msgs, 0);
+	atomic_store(&gc.fsyncs, 0);
+}
+
+static void
+gc_wait(unsigned n)
+{
+	pthread_mutex_lock(&gc.lock);
+	while (gc.answered < n)
+		pthread_cond_wait(&gc.cond, &gc.lock);
+	pthread_mutex_unlock(&gc.lock);
+}
+
+/* A spool in a fresh directory of dir (mkdtemp'd), for group tests. */
+static struct spool *
+group_spool(const char *dir, const char *name, struct spool_params *p)
+{
+	char path[256], err[256];
+	struct spool *s;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	p->on_group = grouped;
+	s = spool_open(path, "mx.lab.example", p, err, sizeof(err));
+	CHECK(s != NULL, "spool_open: %s", err);
+	return s;
+}
+
+static int
+submit_seq(struct spool *s, unsigned seq, const struct chunk *body, struct answer *a)
+{
+	char hdr[32];
+	int n = snprintf(hdr, sizeof(hdr), "X-Seq: %u\r\n", seq);
+
+	return spool_submit(s, hdr, (size_t)n, body, answered, a);
+}
+
+/* new/ of dir/name holds exactly the messages whose answer was 0, each
+ * whole: its X-Seq header and the body, and tmp/ is empty. */
+static void
+check_committed(const char *dir, const char *name, const struct answer *a, unsigned n,
+		const struct chunk *body)
+{
+	char path[512], file[1024], want[16384];
+	unsigned char *seen = calloc(n, 1);
+	struct dirent *e;
+	unsigned whole = 0, ok_answers = 0, i, seq;
+	size_t blen = 0, len;
+	const struct chunk *c;
+	DIR *d;
+	FILE *f;
+
+	for (c = body; c; c = c->next) {
+		memcpy(want + blen, c->data, c->len);
+		blen += c->len;
+	}
+	snprintf(path, sizeof(path), "%s/%s/new", dir, name);
+	d = opendir(path);
+	while (d && (e = readdir(d))) {
+		char *buf;
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(file, sizeof(file), "%s/%s", path, e->d_name);
+		buf = malloc(blen + 64);
+		f = fopen(file, "r");
+		len = f ? fread(buf, 1, blen + 64, f) : 0;
+		if (f)
+			fclose(f);
+		if (sscanf(buf, "X-Seq: %u\r\n", &seq) == 1 && seq < n && !seen[seq] &&
+		    a[seq].err == 0) {
+			char hdr[32];
+			int h = snprintf(hdr, sizeof(hdr), "X-Seq: %u\r\n", seq);
+
+			if (len == (size_t)h + blen && memcmp(buf + h, want, blen) == 0) {
+				seen[seq] = 1;
+				whole++;
+			}
+		}
+		free(buf);
+	}
+	if (d)
+		closedir(d);
+	for (i = 0; i < n; i++)
+		ok_answers += a[i].err == 0;
+	CHECK(whole == ok_answers, "%u whole files in new/, %u messages answered 0", whole,
+	      ok_answers);
+	snprintf(path, sizeof(path), "%s/%s/new", dir, name);
+	CHECK(count_dir(path) == (int)ok_answers, "%d files in new/, want %u", count_dir(path),
+	      ok_answers);
+	snprintf(path, sizeof(path), "%s/%s/tmp", dir, name);
+	CHECK(count_dir(path) == 0, "%d files left in tmp/", count_dir(path));
+	free(seen);
+}
+
+static struct spool *submit_spool;
+static struct answer submit_answers[256];
+static const struct chunk *submit_body;
+
+/* Thread t of 8 submits messages t, t+8, ... of 256. */
+static void *
+submitter(void *arg)
+{
+	unsigned t = (unsigned)(uintptr_t)arg, i;
+
+	for (i = t; i < 256; i += 8)
+		if (submit_seq(submit_spool, i, submit_body, &submit_answers[i]) < 0)
+			return (void *)1;
+	return NULL;
+}
+
+static void
+test_spool_groups(void)
+{
+	char dir[] = "/tmp/smtpedge-group-XXXXXX", cmd[128];
+	struct chunk *ca = (struct chunk *)chunk_mem[0];
+	struct chunk *cb = (struct chunk *)chunk_mem[1];
+	static struct answer a[256];
+	struct spool_params p;
+	struct spool *s;
+	pthread_t t[8];
+	unsigned i, once = 1, zero = 1;
+	int ok = 1;
+
+	CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+	ca->next = cb;
+	ca->len = 10;
+	memcpy(ca->data, "Subject: g", 10);
+	cb->next = NULL;
+	cb->len = 9;
+	memcpy(cb->data, "\r\n\r\nhi\r\n", 9);
+	ca->cap = cb->cap = 16;
+
+	/* Sixteen submitted together, a window long enough to gather them and
+	 * a group of sixteen: one group, seventeen fsyncs (each file's and
+	 * new/'s once), and only then the sixteen answers. */
+	gc_reset();
+	p = (struct spool_params){ .max_group = 16, .window_us = 10000000 };
+	s = group_spool(dir, "one", &p);
+	if (!s)
+		return;
+	for (i = 0; i < 16; i++)
+		CHECK(submit_seq(s, i, ca, &a[i]) == 0, "submit %u: %s", i, strerror(errno));
+	gc_wait(16);
+	CHECK_EQ_INT(atomic_load(&gc.groups), 1);
+	CHECK_EQ_INT(atomic_load(&gc.msgs), 16);
+	CHECK_EQ_INT(atomic_load(&gc.fsyncs), 17);
+	for (i = 0; i < 16; i++) {
+		once &= atomic_load(&a[i].calls) == 1;
+		zero &= a[i].err == 0;
+	}
+	CHECK(once && zero, "every submission answered once, with success");
+	check_committed(dir, "one", a, 16, ca);
+	spool_close(s);
+
+	/* 256 from eight threads at once: fewer groups than messages (a group
+	 * holds two or more but for the last), one fsync of new/ per group,
+	 * each answered once, every file whole. */
+	gc_reset();
+	p = (struct spool_params){ .max_group = 16, .window_us = 10000000 };
+	submit_spool = s = group_spool(dir, "many", &p);
+	if (!s)
+		return;
+	submit_body = ca;
+	for (i = 0; i < 8; i++)
+		pthread_create(&t[i], NULL, submitter, (void *)(uintptr_t)i);
+	for (i = 0; i < 8; i++) {
+		void *rv;
+
+		pthread_join(t[i], &rv);
+		ok &= rv == NULL;
+	}
+	CHECK(ok, "a concurrent submit failed");
+	spool_close(s);
+	CHECK_EQ_INT(gc.answered, 256);
+	CHECK_EQ_INT(atomic_load(&gc.msgs), 256);
+	CHECK(atomic_load(&gc.groups) <= 256 / 2 + 1, "%u groups for 256 messages",
+	      atomic_load(&gc.groups));
+	CHECK_EQ_INT(atomic_load(&gc.fsyncs), 256 + atomic_load(&gc.groups));
+	for (i = 0, once = 1, zero = 1; i < 256; i++) {
+		once &= atomic_load(&submit_answers[i].calls) == 1;
+		zero &= submit_answers[i].err == 0;
+	}
+	CHECK(once && zero, "every concurrent submission answered once, with success");
+	check_committed(dir, "many", submit_answers, 256, ca);
+
+	/* Closing with submissions waiting for company: the window ends,
+	 * they are committed, and each is answered before spool_close
+	 * returns. */
+	gc_reset();
+	memset(a, 0, sizeof(a));
+	p = (struct spool_params){ .max_group = 64, .window_us = 10000000 };
+	s = group_spool(dir, "close", &p);
+	if (!s)
+		return;
+	for (i = 0; i < 40; i++)
+		CHECK(submit_seq(s, i, ca, &a[i]) == 0, "submit %u: %s", i, strerror(errno));
+	spool_close(s);
+	CHECK_EQ_INT(gc.answered, 40);
+	for (i = 0, once = 1, zero = 1; i < 40; i++) {
+		once &= atomic_load(&a[i].calls) == 1;
+		zero &= a[i].err == 0;
+	}
+	CHECK(once && zero, "every pending submission answered once at close");
+	check_committed(dir, "close", a, 40, ca);
+
+	/* Bounded: past max_waiting a submit fails at once with EAGAIN and is
+	 * never answered; those taken are. */
+	gc_reset();
+	memset(a, 0, sizeof(a));
+	p = (struct spool_params){ .max_group = 16, .max_waiting = 4, .window_us = 10000000 };
+	s = group_spool(dir, "bound", &p);
+	if (!s)
+		return;
+	for (i = 0; i < 4; i++)
+		CHECK(submit_seq(s, i, ca, &a[i]) == 0, "submit %u: %s", i, strerror(errno));
+	errno = 0;
+	CHECK(submit_seq(s, 4, ca, &a[4]) < 0 && errno == EAGAIN,
+	      "the fifth submit: %s, want EAGAIN", strerror(errno));
+	spool_close(s);
+	CHECK_EQ_INT(gc.answered, 4);
+	CHECK(atomic_load(&a[4].calls) == 0, "a refused submission was answered");
+	check_committed(dir, "bound", a, 4, ca);
+
+	/* One syncfs for the group's files instead of one fsync each. */
+	gc_reset();
+	memset(a, 0, sizeof(a));
+	p = (struct spool_params){ .max_group = 8, .window_us = 10000000, .syncfs = true };
+	s = group_spool(dir, "syncfs", &p);
+	if (!s)
+		return;
+	for (i = 0; i < 8; i++)
+		CHECK(submit_seq(s, i, ca, &a[i]) == 0, "submit %u: %s", i, strerror(errno));
+	gc_wait(8);
+	CHECK_EQ_INT(atomic_load(&gc.groups), 1);
+	CHECK_EQ_INT(atomic_load(&gc.fsyncs), 2);
+	spool_close(s);
+	check_committed(dir, "syncfs", a, 8, ca);
+
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	CHECK(system(cmd) == 0, "cleanup");
+}
+
+/* A message the kernel refuses to write (past RLIMIT_FSIZE: EFBIG) gets
+ * its error alone; the rest of its group commits. */
+static void
+test_spool_group_failure(void)
+{
+	char dir[] = "/tmp/smtpedge-gfail-XXXXXX", cmd[128];
+	static _Alignas(16) uint8_t big_mem[sizeof(struct chunk) + 8192];
+	struct chunk *ca = (struct chunk *)chunk_mem[0];
+	struct chunk *big = (struct chunk *)big_mem;
+	static struct answer a[9], b[9];
+	struct spool_params p = { .max_group = 9, .window_us = 10000000 };
+	struct rlimit old, lim;
+	struct spool *s;
+	unsigned i, good = 1;
+
+	CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+	ca->next = NULL;
+	ca->len = 10;
+	memcpy(ca->data, "Subject: g", 10);
+	big->next = NULL;
+	big->len = big->cap = 8192;
+	memset(big->data, 'x', 8192);
+	gc_reset();
+	s = group_spool(dir, "fail", &p);
+	if (!s)
+		return;
+	signal(SIGXFSZ, SIG_IGN);
+	getrlimit(RLIMIT_FSIZE, &old);
+	lim = old;
+	lim.rlim_cur = 4096;
+	CHECK(setrlimit(RLIMIT_FSIZE, &lim) == 0, "setrlimit: %s", strerror(errno));
+	for (i = 0; i < 9; i++)
+		CHECK(submit_seq(s, i, i == 4 ? big : ca, i == 4 ? &b[4] : &a[i]) == 0,
+		      "submit %u: %s", i, strerror(errno));
+	gc_wait(9);
+	setrlimit(RLIMIT_FSIZE, &old);
+	CHECK_EQ_INT(atomic_load(&gc.groups), 1);
+	CHECK(b[4].err == EFBIG, "the big message: %s, want EFBIG", strerror(b[4].err));
+	for (i = 0; i < 9; i++)
+		if (i != 4)
+			good &= a[i].err == 0 && atomic_load(&a[i].calls) == 1;
+	CHECK(good, "the group's other messages committed");
+	spool_close(s);
+	a[4].err = EFBIG; /* its file must not be in new/ */
+	check_committed(dir, "fail", a, 9, ca);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	CHECK(system(cmd) == 0, "cleanup");
 }
 
 int
@@ -594,10 +989,13 @@ main(void)
 	inet_pton(AF_INET6, "2001:db8:1::20", peer6);
 	inet_pton(AF_INET, "198.51.100.20", peer4);
 	test_ptr_rule();
+	test_ptr_addr_forms();
 	test_settings();
 	test_auth_rule();
 	test_txlog();
 	test_log_mode();
 	test_spool();
+	test_spool_groups();
+	test_spool_group_failure();
 	return check_done();
 }
