@@ -13,6 +13,9 @@
 #      to a spool on /dev/shm) and idle sessions: in a run of their own with
 #      a million flows (the generator's 16 source addresses x 64,512 ports
 #      bound it near 1.03 million), what one worker holds and what each costs;
+#   1a. the accept path in-process at 1,000 concurrent sessions (PTR, SPF
+#      and DKIM pass, 2 KB, to a spool on the disk under build-bench/) with
+#      DNS answers delayed 0 and 50 ms by scripts/dnsdelay.py;
 #   1b. TLS handshakes (bench_tls against openssl speed);
 #   1c. instructions per refused session, which the load does not move:
 #      the reject path's engines without DPDK (bench_reject_insns) under
@@ -22,6 +25,9 @@
 #      namespace with no-PTR sessions at 1, 5, 10 and 20 concurrent;
 #      and over STARTTLS (tests/bench/tls_side_by_side.py): the accept path
 #      in TLS, with the same certificate on both, at 1 and 10 concurrent;
+#      and the accept path in clear (tests/bench/accept_side_by_side.py):
+#      the same DKIM-signed message, queue and spool on the same disk, at
+#      10 and 50 concurrent;
 # prints a table, writes build-bench/bench.json and build-bench/bench.png,
 # and names the JSON file on its last line. The whole run takes a few
 # minutes; --quick shortens every phase (for trying the script).
@@ -35,9 +41,10 @@ quick=no
 
 secs=5 msgs=3000 idle=1000000 reject_conc=256 accept_conc=64 tls_msgs=600 reject_runs=5
 insn_sessions=3000 idle_flows=1048576 idle_memory_mb=2600 idle_eal_mb=2816
+accept_secs=5 accept_msgs=2000
 if [ $quick = yes ]; then
 	secs=1 msgs=500 idle=20000 tls_msgs=150 insn_sessions=500
-	idle_flows=65536 idle_memory_mb=256 idle_eal_mb=1024
+	idle_flows=65536 idle_memory_mb=256 idle_eal_mb=1024 accept_secs=2 accept_msgs=300
 fi
 
 bash "$here/deps.sh"
@@ -51,8 +58,10 @@ set +a
 lab_was_up=no
 LAB_ID=$LAB_ID bash "$here/lab.sh" status >/dev/null 2>&1 && lab_was_up=yes
 LAB_ID=$LAB_ID bash "$here/lab.sh" up >/dev/null
+dnsdelay_pid=
 cleanup() {
-	rm -rf /dev/shm/smtpedge-bench-spool
+	[ -z "$dnsdelay_pid" ] || kill "$dnsdelay_pid" 2>/dev/null || true
+	rm -rf /dev/shm/smtpedge-bench-spool "$build/bench-accept-spool"
 	if [ $lab_was_up = no ]; then
 		LAB_ID=$LAB_ID bash "$here/lab.sh" down >/dev/null 2>&1 || true
 	fi
@@ -115,6 +124,80 @@ json.dump(main, open(sys.argv[1], "w"))
 PY
 tsc_hz=$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["tsc_hz"])' \
 	"$build/bench-inproc.json")
+
+# ---- 1a. the accept path in-process, DNS delayed 0 and 50 ms ------------------
+# Every session: a forward-confirmed bulk peer (the PTR cached after the
+# first of each of the 16 peers), MAIL FROM a domain of its own under
+# slow.example (SPF pass; no cache holds it, so every session's SPF record
+# comes through the delay), a 2 KB message signed once with the lab's DKIM
+# key for dkim.example (its key record cached after the first), to a spool
+# on the disk. The control plane's limits are raised as a large MX would
+# raise them: 16 work threads, 100,000 SPF checks in flight.
+echo "bench: accept path in-process, 1,000 sessions, DNS +0 and +50 ms (${accept_secs}s each) ..." >&2
+accept_conc_big=1000
+dkim_msg=$build/bench-accept-signed.eml
+/usr/bin/python3 - "$LAB_DIR/dkim.key" "$LAB_DKIM_SELECTOR" "$dkim_msg" <<'PY'
+import dkim, sys
+key, sel, out = open(sys.argv[1], "rb").read(), sys.argv[2].encode(), sys.argv[3]
+msg = (b"From: <bench@dkim.example>\r\nTo: <postmaster@example.net>\r\n"
+       b"Subject: bench, signed\r\nMessage-ID: <bench.signed@dkim.example>\r\n\r\n")
+while len(msg) < 2048 - 160:  # 2 KB with the signature's header
+    msg += b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcd\r\n"
+sig = dkim.sign(msg, sel, b"dkim.example", key, canonicalize=(b"relaxed", b"relaxed"),
+                include_headers=[b"from", b"to", b"subject", b"message-id"])
+open(out, "wb").write((sig + msg).replace(b"\r\n", b"\n"))
+PY
+accept_dns_port=$((LAB_DNS_PORT + 2))
+accept_json='{'
+for delay in 0 50; do
+	ip netns exec "$LAB_EDGE_NS" /usr/bin/python3 "$here/dnsdelay.py" \
+		--listen "127.0.0.1@$accept_dns_port" --upstream "127.0.0.1@$LAB_DNS_PORT" \
+		--delay-ms $delay 2>> "$build/dnsdelay.log" &
+	dnsdelay_pid=$!
+	sleep 0.5
+	rm -rf "$build/bench-accept-spool"
+	mkdir -p "$build/bench-accept-spool"
+	aconf=$build/bench-accept-dns$delay.conf
+	cat > "$aconf" <<CONF
+; written by scripts/bench.sh: the in-process accept path, DNS +$delay ms
+[edge]
+hostname = mx.bench.example
+address6 = $LAB_EDGE6
+smtp_ports = 25
+[dns]
+server = 127.0.0.1@$accept_dns_port
+[domains]
+accept = example.net example.org
+[relay]
+; the disk (build-bench/): fsync and group commit as in production
+spool = $build/bench-accept-spool
+[control]
+threads = 16
+max_spf_checks = 100000
+[dataplane]
+mbufs = 65535
+flows = 16384
+body_budget_mb = 256
+[log]
+file = $LAB_DIR/bench-accept.log
+level = notice
+CONF
+	out=$(ip netns exec "$LAB_EDGE_NS" "$build/tests/bench/bench_inproc" \
+		-l 0-1 --no-huge -m 2048 --no-pci --no-telemetry \
+		--file-prefix "smtpedge-accept$LAB_ID" -- --config "$aconf" \
+		--reject 0 --idle 0 --accept $accept_conc_big --secs $accept_secs --warm 5 --stall 30 \
+		--body "$dkim_msg" --mail-domain slow.example \
+		2> "$build/bench-accept-dns$delay.stderr") || true
+	kill "$dnsdelay_pid" 2>/dev/null || true
+	wait "$dnsdelay_pid" 2>/dev/null || true
+	dnsdelay_pid=
+	grep -v '^EAL:' "$build/bench-accept-dns$delay.stderr" | sed "s/^/dns+${delay}ms /" >&2 || true
+	j=$(printf '%s\n' "$out" | sed -n 's/^BENCH_JSON //p')
+	[ -n "$j" ] || { echo "bench: accept run (DNS +$delay ms) printed no result" >&2; exit 1; }
+	accept_json="$accept_json\"dns$delay\":$j,"
+done
+printf '%s"concurrency":%d,"threads":16,"max_spf_checks":100000,"spool":"disk (build-bench/)"}\n' \
+	"$accept_json" $accept_conc_big > "$build/bench-accept.json"
 
 # ---- 1b. TLS handshakes -------------------------------------------------------
 # What a STARTTLS handshake costs the worker's code (bench_tls, server side
@@ -204,11 +287,24 @@ echo "bench: side by side with Postfix over STARTTLS ($tls_msgs sessions per poi
 	--conc 1,10 --ratio-conc 10 --msgs $tls_msgs \
 	> "$build/bench-tls-side.json"
 
+# ---- 2c. side by side on the accept path -------------------------------------------
+# The same DKIM-signed message (smtp-source -F) from the forward-confirmed
+# peer to each, smtpedge's spool and Postfix's queue both on the disk
+# under build-bench/, at 10 and 50 concurrent.
+echo "bench: side by side with Postfix on the accept path ($accept_msgs sessions per point) ..." >&2
+mkdir -p "$build/bench-accept-lab"
+/usr/bin/python3 "$root/tests/bench/accept_side_by_side.py" \
+	--smtpedge "$build/daemon/smtpedge" --ctl "$build/daemon/smtpedgectl" \
+	--tsc-hz "$tsc_hz" --msg "$dkim_msg" --dir "$build/bench-accept-lab" \
+	--conc 10,50 --ratio-conc 50 --msgs $accept_msgs \
+	> "$build/bench-accept-side.json"
+
 # ---- 3. the figures, the table, the chart --------------------------------------
 /usr/bin/python3 "$root/tests/bench/report.py" \
 	--inproc "$build/bench-inproc.json" --side "$build/bench-side.json" \
 	--tls "$build/bench-tls.json" --tls-side "$build/bench-tls-side.json" \
 	--insns "$build/bench-insns.json" \
+	--accept "$build/bench-accept.json" --accept-side "$build/bench-accept-side.json" \
 	--out "$build/bench.json" --dat "$build/bench-chart.dat" \
 	--command "scripts/bench.sh${1:+ $1}"
 gnuplot <<GP

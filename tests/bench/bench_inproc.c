@@ -28,6 +28,14 @@
  * It asserts nothing but that the sessions got the replies their script
  * expects; any that did not are counted and printed.
  *
+ * The accept run's message can be a file (--body, e.g. one signed with
+ * DKIM) and its senders can each have a domain of their own under a suffix
+ * (--mail-domain), so that every SPF check asks the DNS; scripts/bench.sh
+ * runs it so at 1,000 sessions behind a DNS proxy that delays answers.
+ * Sessions that wait longer than --stall seconds (3 by default) for a
+ * reply are reset and counted as stalled: at 1,000 sessions a reply may
+ * wait seconds behind the others without anything being wrong.
+ *
  * The reject run is repeated (--repeat, 5 by default) and reported as the
  * median and the best of its runs: on a shared machine one run's figure
  * says as much about the neighbours as about the code. The "reject" object
@@ -84,12 +92,15 @@
 #define GEN_MAX_ADDR 16
 #define GEN_PORTS    64512u /* source ports 1024..65535 */
 #define GEN_LINE     600
-#define GEN_STALL_S  3 /* no progress this long: abandoned (RST) */
+#define GEN_STALL_S  3 /* no progress this long: abandoned (RST); --stall */
 #define GEN_MSS      1400
 
 /* ---- the scripts ---------------------------------------------------- */
 
-enum gen_send { SEND_CMD, SEND_BODY, SEND_CLOSE, SEND_HOLD };
+/* SEND_MAIL: the accept run's MAIL FROM, bench@example.org, or with
+ * --mail-domain SUFFIX a sender domain of the session's own under SUFFIX,
+ * so that no DNS cache holds its SPF record. */
+enum gen_send { SEND_CMD, SEND_BODY, SEND_CLOSE, SEND_HOLD, SEND_MAIL };
 
 /* One row per server reply: the code the script expects, and what the
  * client does next. An unexpected code sends QUIT and jumps to the
@@ -109,7 +120,7 @@ static const struct gen_step script_reject[] = {
 
 static const struct gen_step script_accept[] = {
 	{ 220, SEND_CMD, "EHLO bench.example\r\n" },
-	{ 250, SEND_CMD, "MAIL FROM:<bench@example.org>\r\n" },
+	{ 250, SEND_MAIL, NULL },
 	{ 250, SEND_CMD, "RCPT TO:<postmaster@example.net>\r\n" },
 	{ 250, SEND_CMD, "DATA\r\n" },
 	{ 354, SEND_BODY, NULL },
@@ -171,7 +182,10 @@ struct gen {
 	struct gen_counts cnt;
 	char *body;
 	uint32_t body_len;
+	const char *mail_domain; /* NULL: example.org for every session */
+	uint64_t mail_seq;
 	uint32_t idle_turns;
+	uint32_t stall_s;
 	uint16_t ntx;
 	struct rte_mbuf *txq[GEN_TXQ];
 };
@@ -354,6 +368,18 @@ gen_reply(struct gen *g, struct gen_sess *s, int code)
 	switch (st->what) {
 	case SEND_CMD: gen_send(g, s, st->cmd, (uint32_t)strlen(st->cmd)); break;
 	case SEND_BODY: gen_send(g, s, g->body, g->body_len); break;
+	case SEND_MAIL: {
+		char cmd[GEN_LINE];
+		int n;
+
+		if (g->mail_domain)
+			n = snprintf(cmd, sizeof(cmd), "MAIL FROM:<bench@s%" PRIu64 "-%d.%s>\r\n",
+				     g->mail_seq++, (int)getpid(), g->mail_domain);
+		else
+			n = snprintf(cmd, sizeof(cmd), "MAIL FROM:<bench@example.org>\r\n");
+		gen_send(g, s, cmd, (uint32_t)n);
+		break;
+	}
 	case SEND_HOLD: s->held = true; return;
 	case SEND_CLOSE: return; /* the server closes after 221; we answer its FIN */
 	}
@@ -453,11 +479,11 @@ gen_input(struct gen *g, struct rte_mbuf *m, uint64_t now)
 	gen_segment(g, &g->sess[idx - 1], tcp, tcp + doff, plen - doff, now);
 }
 
-/* Sessions that made no progress for GEN_STALL_S are reset and counted. */
+/* Sessions that made no progress for g->stall_s are reset and counted. */
 static void
 gen_reap(struct gen *g, uint64_t now)
 {
-	uint64_t limit = g->tsc_hz * GEN_STALL_S;
+	uint64_t limit = g->tsc_hz * g->stall_s;
 	uint32_t i;
 
 	for (i = 0; i < g->cap; i++) {
@@ -618,7 +644,7 @@ gen_reset_counts(struct gen *g, const struct gen_script *sc, unsigned conc)
 static void
 gen_drain(struct gen *g)
 {
-	uint64_t end = rte_rdtsc() + g->tsc_hz * (GEN_STALL_S + 2);
+	uint64_t end = rte_rdtsc() + g->tsc_hz * (g->stall_s + 2);
 
 	g->opening = false;
 	while (g->active && rte_rdtsc() < end) {
@@ -762,6 +788,8 @@ struct bench_args {
 	unsigned reject_conc, accept_conc, idle_n;
 	double secs, warm;
 	unsigned reject_repeat;
+	const char *body_file, *mail_domain; /* the accept run's message, sender */
+	unsigned stall_s;
 };
 
 struct bench_out {
@@ -791,6 +819,49 @@ gen_body(struct gen *g)
 			"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdef");
 	n += (uint32_t)snprintf(g->body + n, cap - n, ".\r\n");
 	g->body_len = n;
+}
+
+/* The accept run's message from a file (e.g. one signed with DKIM): lines
+ * ending in LF or CRLF, sent with CRLF, dot-stuffed, then the final dot. */
+static int
+gen_body_file(struct gen *g, const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	bool bol = true;
+	uint32_t n = 0, cap;
+	long size;
+	int c;
+
+	if (!f || fseek(f, 0, SEEK_END) < 0 || (size = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) < 0) {
+		fprintf(stderr, "bench: --body %s: %s\n", path, strerror(errno));
+		if (f)
+			fclose(f);
+		return -1;
+	}
+	cap = (uint32_t)size * 2 + 8;
+	g->body = malloc(cap);
+	if (!g->body) {
+		fclose(f);
+		return -1;
+	}
+	while ((c = getc(f)) != EOF) {
+		if (c == '\r')
+			continue;
+		if (bol && c == '.')
+			g->body[n++] = '.';
+		if (c == '\n')
+			g->body[n++] = '\r';
+		g->body[n++] = (char)c;
+		bol = c == '\n';
+	}
+	fclose(f);
+	if (!bol) {
+		g->body[n++] = '\r';
+		g->body[n++] = '\n';
+	}
+	memcpy(g->body + n, ".\r\n", 3);
+	g->body_len = n + 3;
+	return 0;
 }
 
 static void *
@@ -849,6 +920,9 @@ parse_args(int argc, char **argv)
 		{ "secs", required_argument, NULL, 's' },
 		{ "warm", required_argument, NULL, 'w' },
 		{ "repeat", required_argument, NULL, 'n' },
+		{ "body", required_argument, NULL, 'b' },
+		{ "mail-domain", required_argument, NULL, 'm' },
+		{ "stall", required_argument, NULL, 't' },
 		{ NULL, 0, NULL, 0 },
 	};
 	int o;
@@ -863,6 +937,9 @@ parse_args(int argc, char **argv)
 		case 's': g_args.secs = atof(optarg); break;
 		case 'w': g_args.warm = atof(optarg); break;
 		case 'n': g_args.reject_repeat = (unsigned)atoi(optarg); break;
+		case 'b': g_args.body_file = optarg; break;
+		case 'm': g_args.mail_domain = optarg; break;
+		case 't': g_args.stall_s = (unsigned)atoi(optarg); break;
 		default: return -1;
 		}
 	}
@@ -871,7 +948,7 @@ parse_args(int argc, char **argv)
 		fprintf(stderr,
 			"usage: bench_inproc [EAL options] -- --config FILE "
 			"[--reject CONC] [--accept CONC] [--idle N] [--secs S] [--warm S] "
-			"[--repeat 1..%u (reject runs)]\n",
+			"[--repeat 1..%u (reject runs)] [--body FILE] [--mail-domain SUFFIX] [--stall S]\n",
 			REJECT_RUNS_MAX);
 		return -1;
 	}
@@ -914,6 +991,10 @@ gen_create(struct gen *g, const struct edge_config *cfg, const struct port_state
 		return -1;
 	for (i = 0; i < g->cap; i++)
 		g->free_stack[g->n_free++] = g->cap - 1 - i;
+	g->mail_domain = g_args.mail_domain;
+	g->stall_s = g_args.stall_s ? g_args.stall_s : GEN_STALL_S;
+	if (g_args.body_file)
+		return gen_body_file(g, g_args.body_file);
 	gen_body(g);
 	return 0;
 }

@@ -39,11 +39,15 @@ def main():
     ap.add_argument("--tls", help="bench-tls.json (bench_tls and openssl speed)")
     ap.add_argument("--tls-side", help="bench-tls-side.json (tls_side_by_side.py)")
     ap.add_argument("--insns", help="bench-insns.json (bench_reject_insns under callgrind)")
+    ap.add_argument("--accept", help="bench-accept.json (bench_inproc's accept runs, DNS +0/+50 ms)")
+    ap.add_argument("--accept-side", help="bench-accept-side.json (accept_side_by_side.py)")
     a = ap.parse_args()
     ip = json.load(open(a.inproc))
     tls = json.load(open(a.tls)) if a.tls else {}
     tsd = json.load(open(a.tls_side)) if a.tls_side else {}
     insns = json.load(open(a.insns)) if a.insns else {}
+    accd = json.load(open(a.accept)) if a.accept else {}
+    asd = json.load(open(a.accept_side)) if a.accept_side else {}
     sd = json.load(open(a.side))
     rej, acc, idle = ip.get("reject", {}), ip.get("accept", {}), ip.get("idle", {})
     # Five runs or more of the reject path: the median and the best, since
@@ -87,6 +91,24 @@ def main():
         "side_by_side": sd,
     }
     out.update(tls)   # tls_* figures, when measured
+    if accd:
+        # The in-process accept path at 1,000 concurrent, DNS answers
+        # delayed 0 and 50 ms: how much of the delay the control plane hides.
+        a0 = accd["dns0"]["accept"]["sessions_per_s_wall"]
+        a50 = accd["dns50"]["accept"]["sessions_per_s_wall"]
+        out["accept_sessions_per_s_wall_dns0"] = a0
+        out["accept_sessions_per_s_wall_dns50"] = a50
+        out["dns_latency_hiding"] = round(a50 / a0, 3) if a0 else None
+        out["accept_inproc"] = accd
+        out["targets"].update({"dns_latency_hiding": 0.5, "accept_sessions_per_s_wall_dns50": 5000})
+    if asd:
+        out["postfix_accept_sessions_per_s"] = asd["postfix_accept_sessions_per_s"]
+        out["smtpedge_accept_sessions_per_s_lab"] = asd["smtpedge_accept_sessions_per_s_lab"]
+        out["accept_cpu_s_per_1k"] = asd["accept_cpu_s_per_1k"]
+        out["accept_cpu_ratio_vs_postfix"] = asd["accept_cpu_ratio_vs_postfix"]
+        out["accept_side_by_side"] = asd
+        out["targets"].update({"accept_sessions_ratio_vs_postfix": 5,
+                               "accept_cpu_ratio_vs_postfix": 0.1})
     if tsd:
         out["tls_side_by_side"] = tsd
         out.update({k: v for k, v in tsd.items() if k.startswith("tls_")})
@@ -166,6 +188,28 @@ def main():
         row(f"TLS CPU ratio smtpedge/Postfix at {tsd['ratio_concurrency']} concurrent",
             f"{tsd['tls_cpu_ratio_vs_postfix']}",
             f"busy cycles alone: {tsd['tls_cpu_ratio_vs_postfix_tsc']}; target <= 0.33")
+    if accd:
+        print(f"accept path in-process ({accd['concurrency']:,} concurrent, DKIM-signed 2 KB, "
+              f"spool on {accd['spool']}, {accd['threads']} work threads)")
+        for k in ("dns0", "dns50"):
+            r = accd[k]["accept"]
+            row(f"accept, DNS +{k[3:]} ms: sessions/s wall", f"{r['sessions_per_s_wall']:,.0f}",
+                f"failed {r['failed']}, stalled {r['stalled']}, spooled {r['spooled']}"
+                + (", target >= 5,000" if k == "dns50" else ""))
+        row("dns_latency_hiding (+50 ms / +0 ms)", f"{out['dns_latency_hiding']}", "target >= 0.5")
+    if asd:
+        print(f"side by side on the accept path (lab, smtp-source -F, {asd['sessions_per_point']} "
+              f"sessions per point, queue and spool on {asd['filesystem']})")
+        print(f"  {'concurrent':>10} {'smtpedge/s':>11} {'Postfix/s':>10} {'smtpedge cpu s/1k':>18} "
+              f"{'(tsc)':>7} {'Postfix cpu s/1k':>17}")
+        for e, p in zip(asd["smtpedge"], asd["postfix"]):
+            print(f"  {e['concurrency']:>10} {e['sessions_per_s']:>11,.0f} {p['sessions_per_s']:>10,.0f} "
+                  f"{e['cpu_s_per_1k'] or 0:>18.3f} {e['cpu_s_per_1k_tsc'] or 0:>7.3f} "
+                  f"{p['cpu_s_per_1k'] or 0:>17.3f}")
+        row(f"accept sessions/s smtpedge/Postfix at {asd['ratio_concurrency']} concurrent",
+            f"{asd['accept_sessions_ratio_vs_postfix']}", "target >= 5")
+        row(f"accept CPU ratio smtpedge/Postfix at {asd['ratio_concurrency']} concurrent",
+            f"{asd['accept_cpu_ratio_vs_postfix']}", "target <= 0.1")
 
 
 if __name__ == "__main__":
