@@ -242,11 +242,9 @@ def run_smtpedge(args, concs):
 
 # ---- Postfix -----------------------------------------------------------------
 
-MASTER_CF = """\
-smtp      inet  n       -       n       -       1       postscreen
-smtpd     pass  -       -       n       -       -       smtpd
-dnsblog   unix  -       -       n       -       0       dnsblog
-tlsproxy  unix  -       -       n       -       0       tlsproxy
+# The services every private Postfix instance of the benchmarks runs, after
+# its front (postscreen or smtpd) and, with STARTTLS, tlsmgr.
+POSTFIX_SERVICES = """\
 pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
@@ -267,6 +265,20 @@ anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 """
+
+
+def postfix_master_cf(front, tls=False):
+    """master.cf: the front's lines, tlsmgr when TLS is on, then the rest."""
+    tlsmgr = "tlsmgr    unix  -       -       n       1000?   1       tlsmgr\n"
+    return front + (tlsmgr if tls else "") + POSTFIX_SERVICES
+
+
+MASTER_CF = postfix_master_cf("""\
+smtp      inet  n       -       n       -       1       postscreen
+smtpd     pass  -       -       n       -       -       smtpd
+dnsblog   unix  -       -       n       -       0       dnsblog
+tlsproxy  unix  -       -       n       -       0       tlsproxy
+""")
 
 
 def postfix_dir():
