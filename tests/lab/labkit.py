@@ -163,6 +163,35 @@ def expect(cond, msg):
         raise Failure(msg)
 
 
+class DnsDelay:
+    """scripts/dnsdelay.py in the edge namespace, listening on listen
+    (addr@port) in front of the lab's unbound, holding back the answers for
+    names under slow_suffix by slow_ms; stopped by its own pid."""
+
+    def __init__(self, listen, slow_suffix, slow_ms):
+        self.cmd = ["ip", "netns", "exec", LAB["LAB_EDGE_NS"], "/usr/bin/python3",
+                    os.path.join(ROOT, "scripts/dnsdelay.py"), "--listen", listen,
+                    "--upstream", f"127.0.0.1@{LAB['LAB_DNS_PORT']}", "--delay-ms", "0",
+                    "--slow", f"{slow_suffix}={slow_ms}"]
+
+    def __enter__(self):
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True)
+        line = self.proc.stdout.readline()
+        if not line.startswith("dnsdelay: "):
+            self.proc.kill()
+            raise Failure(f"dnsdelay did not start: {line}")
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
 def main(tests):
     """Run every test_* in the caller's globals inside one lab."""
     names = [n for n in tests if n.startswith("test_") and callable(tests[n])]

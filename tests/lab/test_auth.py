@@ -18,9 +18,7 @@ key arrives.
 """
 import hashlib
 import json
-import os
 import re
-import signal
 import subprocess
 import threading
 
@@ -29,7 +27,7 @@ import dkim
 import labkit
 from labkit import LAB, Edge, expect, in_peer, delta
 from test_smtp import EDGE6, EDGE4, SPOOL, peer, spool_files, spooled_body
-from test_slowdns import DNSDELAY, PROXY, proxied_conf
+from test_slowdns import PROXY, proxied_conf
 
 PTR6 = LAB["LAB_PEER6_PTR"]
 FAIL_TEXT = "Service unavailable, message sent over IPv6 must pass either SPF or DKIM validation"
@@ -253,31 +251,6 @@ KEY_SLOW_MS = 2000
 SIGNED = 4  # more than the work threads (2)
 
 
-class KeyProxy:
-    """dnsdelay.py in the edge namespace holding back the answers for DKIM
-    key records of dkim.example; stopped by its own pid."""
-
-    def __enter__(self):
-        cmd = ["ip", "netns", "exec", LAB["LAB_EDGE_NS"], "/usr/bin/python3", DNSDELAY,
-               "--listen", PROXY, "--upstream", f"127.0.0.1@{LAB['LAB_DNS_PORT']}",
-               "--delay-ms", "0", "--slow", f"_domainkey.dkim.example={KEY_SLOW_MS}"]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True)
-        line = self.proc.stdout.readline()
-        if not line.startswith("dnsdelay: "):
-            self.proc.kill()
-            raise labkit.Failure(f"dnsdelay did not start: {line}")
-        return self
-
-    def __exit__(self, *exc):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
 def test_slow_dkim_keys_hold_no_work_thread():
     # Every key record's answer is held KEY_SLOW_MS. Message 0 is signed
     # with the lab's key, the others with selectors that do not exist (their
@@ -293,7 +266,7 @@ def test_slow_dkim_keys_hold_no_work_thread():
         with open(paths[-1], "wb") as f:
             f.write(msg)
     replies = {}
-    with KeyProxy(), Edge(cfg) as edge:
+    with labkit.DnsDelay(PROXY, "_domainkey.dkim.example", KEY_SLOW_MS), Edge(cfg) as edge:
         before = edge.stats()
         proc = subprocess.Popen(
             ["ip", "netns", "exec", LAB["LAB_PEER_NS"], "/usr/bin/python3", "-c", SIGNED_CLIENT,

@@ -18,7 +18,6 @@ take every work thread and the others' deliveries queue behind them.
 """
 import json
 import os
-import signal
 import subprocess
 import threading
 
@@ -29,34 +28,9 @@ from test_smtp import EDGE6, peer, spool_files
 
 PTR6 = LAB["LAB_PEER6_PTR"]
 PROXY = f"127.0.0.1@{int(LAB['LAB_DNS_PORT']) + 1}"
-DNSDELAY = os.path.join(labkit.ROOT, "scripts/dnsdelay.py")
 SLOW_MS = 6000
 FLOOD = 16  # more than the work threads (2), fewer than peer.py's timeout allows
 FAST = 4
-
-
-class Proxy:
-    """dnsdelay.py in the edge namespace, stopped by its own pid."""
-
-    def __enter__(self):
-        cmd = ["ip", "netns", "exec", LAB["LAB_EDGE_NS"], "/usr/bin/python3", DNSDELAY,
-               "--listen", PROXY, "--upstream", f"127.0.0.1@{LAB['LAB_DNS_PORT']}",
-               "--delay-ms", "0", "--slow", f"slow.example={SLOW_MS}"]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True)
-        line = self.proc.stdout.readline()
-        if not line.startswith("dnsdelay: "):
-            self.proc.kill()
-            raise labkit.Failure(f"dnsdelay did not start: {line}")
-        return self
-
-    def __exit__(self, *exc):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def proxied_conf(name, **sections):
@@ -134,7 +108,7 @@ class Flood:
 
 def test_slow_spf_flood_leaves_other_senders_unharmed():
     cfg = proxied_conf("slowdns")
-    with Proxy(), Edge(cfg) as edge:
+    with labkit.DnsDelay(PROXY, "slow.example", SLOW_MS), Edge(cfg) as edge:
         before = edge.stats()
         flood = Flood(0, FLOOD)
         try:
@@ -179,7 +153,7 @@ def test_max_spf_checks_answers_451_past_the_bound():
     # the temporary 451 4.7.26, counted, and once they are done MAIL works
     # again.
     cfg = proxied_conf("slowdns-bound", control={"max_spf_checks": 2})
-    with Proxy(), Edge(cfg) as edge:
+    with labkit.DnsDelay(PROXY, "slow.example", SLOW_MS), Edge(cfg) as edge:
         before = edge.stats()
         flood = Flood(100, 2)
         try:
