@@ -198,23 +198,30 @@ def edge_stats(ctl, prefix):
     return json.loads(r.stdout)["/smtpedge/stats"]
 
 
-def run_smtpedge(args, concs):
-    prefix = "smtpedge-bench" + E.get("LAB_ID", "")
-    conf = f"{LAB_DIR}/bench-edge.conf"
-    edge_conf(conf)
-    logf = open(f"{LAB_DIR}/bench-edge.log", "w")
+def start_edge(args, conf, prefix, log_path):
+    """smtpedge on the lab's port with conf, its output to log_path; returns
+    once its CLI answers (RuntimeError if it exits first)."""
+    logf = open(log_path, "w")
     proc = subprocess.Popen(["ip", "netns", "exec", EDGE_NS, args.smtpedge,
                              *shlex.split(E["LAB_EAL_ARGS"]), "--file-prefix", prefix,
                              "--", "--config", conf],
                             stdout=logf, stderr=subprocess.STDOUT)
+    for _ in range(200):
+        if proc.poll() is not None:
+            raise RuntimeError("smtpedge exited: " + open(log_path).read()[-800:])
+        if sh(args.ctl, "--file-prefix", prefix, "version", check=False).returncode == 0:
+            break
+        time.sleep(0.1)
+    return proc
+
+
+def run_smtpedge(args, concs):
+    prefix = "smtpedge-bench" + E.get("LAB_ID", "")
+    conf = f"{LAB_DIR}/bench-edge.conf"
+    edge_conf(conf)
+    proc = start_edge(args, conf, prefix, f"{LAB_DIR}/bench-edge.log")
     points = []
     try:
-        for _ in range(200):
-            if proc.poll() is not None:
-                raise RuntimeError("smtpedge exited: " + open(f"{LAB_DIR}/bench-edge.log").read()[-800:])
-            if sh(args.ctl, "--file-prefix", prefix, "version", check=False).returncode == 0:
-                break
-            time.sleep(0.1)
         in_peer("ip", "-6", "route", "replace", f"{EDGE6}/128", "dev", PEER_IF, "src", NOPTR6)
         source(EDGE6, 1, 5)                       # ND, the DNS cache
         for c in concs:

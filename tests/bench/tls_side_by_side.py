@@ -34,7 +34,6 @@ Prints one JSON object on stdout.
 import argparse
 import json
 import os
-import shlex
 import shutil
 import signal
 import smtplib
@@ -166,20 +165,9 @@ key = {args.key}
 file = {LAB_DIR}/bench-tls-edge-txlog.log
 level = notice
 """)
-    logf = open(f"{LAB_DIR}/bench-tls-edge.log", "w")
-    proc = subprocess.Popen(["ip", "netns", "exec", sbs.EDGE_NS, args.smtpedge,
-                             *shlex.split(E["LAB_EAL_ARGS"]), "--file-prefix", prefix,
-                             "--", "--config", conf],
-                            stdout=logf, stderr=subprocess.STDOUT)
+    proc = sbs.start_edge(args, conf, prefix, f"{LAB_DIR}/bench-tls-edge.log")
     points = []
     try:
-        for _ in range(200):
-            if proc.poll() is not None:
-                raise RuntimeError("smtpedge exited: " +
-                                   open(f"{LAB_DIR}/bench-tls-edge.log").read()[-800:])
-            if sbs.sh(args.ctl, "--file-prefix", prefix, "version", check=False).returncode == 0:
-                break
-            time.sleep(0.1)
         sessions(sbs.EDGE6, 1, 5)                 # ND, the DNS cache
         for c in concs:
             s0, t0 = sbs.edge_stats(args.ctl, prefix), sbs.thread_ticks(proc.pid, "rte-worker")
