@@ -183,12 +183,33 @@ s_chunk_put(void *ctx, void *chunk)
 	(void)chunk;
 }
 
+/* Session buffers as the worker lends them: a LIFO free list, the one
+ * given back last lent first. */
+static void **g_buf_free;
+static uint32_t g_buf_nfree;
+
+static void *
+s_buf_get(void *ctx)
+{
+	(void)ctx;
+	return g_buf_nfree ? g_buf_free[--g_buf_nfree] : NULL;
+}
+
+static void
+s_buf_put(void *ctx, void *buf)
+{
+	(void)ctx;
+	g_buf_free[g_buf_nfree++] = buf;
+}
+
 static const struct smtp_ops smtp_ops = {
 	.write = s_write,
 	.close = s_close,
 	.check = s_check,
 	.chunk_get = s_chunk_get,
 	.chunk_put = s_chunk_put,
+	.buf_get = s_buf_get,
+	.buf_put = s_buf_put,
 };
 
 /* ------------------------------------------------- the TCP engine's glue */
@@ -390,6 +411,18 @@ main(int argc, char **argv)
 	memcpy(g_local.ip6, g_edge6, 16);
 	g_smtp_size = (smtp_session_size() + 63) & ~(size_t)63;
 	g_smtp_mem = aligned_alloc(64, g_smtp_size * BATCH);
+	{
+		size_t bsz = (smtp_buf_size() + 63) & ~(size_t)63;
+		uint8_t *bufs = aligned_alloc(64, bsz * BATCH);
+
+		g_buf_free = malloc(sizeof(*g_buf_free) * BATCH);
+		if (!bufs || !g_buf_free) {
+			fprintf(stderr, "bench_reject_insns: out of memory\n");
+			return 1;
+		}
+		for (g_buf_nfree = 0; g_buf_nfree < BATCH; g_buf_nfree++)
+			g_buf_free[g_buf_nfree] = bufs + bsz * (BATCH - 1 - g_buf_nfree);
+	}
 	g_tcp = tcp_engine_create(&prm, &tcp_ops, NULL, g_now);
 	if (!g_smtp_mem || !g_tcp)
 		return 1;
