@@ -9,6 +9,16 @@
  * site's own 10/8 or fd00::/8 senders, and the lab's 2001:db8::/32, must
  * get their PTR from the forwarder, not an NXDOMAIN made up locally). In
  * full recursion both defaults stay: nobody should ask AS112 about them.
+ *
+ * A forwarder is itself a resolver and may spend seconds recursing for a
+ * name whose servers are slow. libunbound retransmits after a timeout
+ * derived from the round trips it has seen (to a local forwarder, its floor
+ * of 50 ms, doubled at each timeout) and answers SERVFAIL after five
+ * timeouts of one query: a forwarder's answer a few seconds late could
+ * become a temperror before our own deadlines ([dns] timeout_ms, SPF's
+ * budget) had their say. With a floor of one second the five timeouts span
+ * about half a minute, so our deadlines decide; a datagram lost on the way
+ * to the forwarder costs a second instead of 50 ms.
  */
 #include <arpa/nameser.h>
 #include <stdarg.h>
@@ -37,6 +47,7 @@ static const char *const resolver_forward_options[][2] = {
 	{ "do-not-query-localhost:", "no" },
 	{ "unblock-lan-zones:", "yes" },
 	{ "insecure-lan-zones:", "yes" },
+	{ "infra-cache-min-rtt:", "1000" },
 };
 
 struct ub_ctx *
