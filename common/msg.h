@@ -19,10 +19,11 @@
 
 enum msg_kind {
 	/* worker -> control */
-	MSG_RDNS = 1, /* look up the peer: addr */
-	MSG_SPOOL,    /* hand a message on: rec (a struct txrec) */
-	MSG_LOG,      /* write a transaction log line: rec */
-	MSG_SPF,      /* MAIL accepted: start SPF (rec: helo, mail_from, addr) */
+	MSG_RDNS = 1,   /* look up the peer: addr */
+	MSG_SPOOL,      /* hand a message on: rec (a struct txrec) */
+	MSG_LOG,        /* write a transaction log line: rec */
+	MSG_SPF,        /* MAIL accepted: start SPF (rec: helo, mail_from, addr) */
+	MSG_SPF_CANCEL, /* RSET ended transaction txn: its SPF check is of no use */
 	/* control -> worker */
 	MSG_RDNS_DONE,  /* result: enum ptr_result */
 	MSG_SPOOL_DONE, /* rec comes back with reply_code/enh/text set */
@@ -37,7 +38,7 @@ struct ctl_msg {
 	uint8_t pad;
 	uint32_t idx; /* the session's slot in its worker */
 	uint32_t gen; /* the slot's generation when the message was made */
-	uint32_t pad2;
+	uint32_t txn; /* MSG_SPF_CANCEL: the session's transaction */
 	union {
 		uint8_t addr[16];
 		struct txrec *rec;

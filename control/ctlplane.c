@@ -813,6 +813,19 @@ on_spf(struct ctlplane *pl, uint32_t worker, const struct ctl_msg *m)
 	rte_mempool_put(pl->txrec_pool, r);
 }
 
+/* The transaction ended without a message: its check, if the slot still
+ * holds that transaction's, is of no use. */
+static void
+on_spf_cancel(struct ctlplane *pl, uint32_t worker, const struct ctl_msg *m)
+{
+	struct ctl_sess *cs = sess_at(pl, worker, m->idx);
+
+	if (!cs || cs->gen != m->gen)
+		return;
+	if (cs->spf && cs->spf->txn == m->txn)
+		cs->spf = spf_chk_drop(pl, cs->spf);
+}
+
 static const char spf_busy_text[] = "Too many SPF checks in progress, try again later";
 
 static void
@@ -902,6 +915,7 @@ drain_requests(struct ctlplane *pl)
 			case MSG_SPOOL: on_spool(pl, w, &msgs[i]); break;
 			case MSG_LOG: on_log(pl, w, &msgs[i]); break;
 			case MSG_SPF: on_spf(pl, w, &msgs[i]); break;
+			case MSG_SPF_CANCEL: on_spf_cancel(pl, w, &msgs[i]); break;
 			default: pl->st->c[CTL_UNKNOWN_MSG]++;
 			}
 		}

@@ -31,7 +31,7 @@ struct rte_ring;
 
 /* Counters, one block per control thread (block 0: the dispatcher). The
  * SPF checks': spf_checks_inflight is a gauge (checks not done yet);
- * spf_checks_cancelled (a new MAIL or session let go of a check not done),
+ * spf_checks_cancelled (a new MAIL, RSET or session let go of a check not done),
  * spf_checks_refused (max_spf_checks reached), spf_deliveries_parked (the
  * end of DATA came before the result), spf_lookups (distinct DNS queries of
  * the checks done), spf_passes (evaluator passes, all checks), its largest

@@ -116,6 +116,8 @@ struct sess {
 					  PTR verdict is pending */
 	uint32_t txn;                 /* the session's MAILs so far: names the
 					  transaction its SPF result is for */
+	uint32_t spf_txn;             /* the transaction whose SPF request
+					  went out, or 0 */
 	uint8_t ptr;                  /* enum ptr_result */
 	uint8_t ptr_outcome;          /* enum policy_outcome, the latest */
 	bool in_use;
@@ -320,8 +322,25 @@ spf_send(struct sess *s)
 		rte_mempool_put(s->sl->txrecs, m.u.rec);
 		return;
 	}
-	if (!send_msg(s->sl, &m))
+	if (send_msg(s->sl, &m))
+		s->spf_txn = s->txn;
+	else
 		rte_mempool_put(s->sl->txrecs, m.u.rec); /* it runs at DATA end */
+}
+
+/* A transaction ended without a message (RSET, HELO, the session's end):
+ * the control plane lets go of its SPF check if it is still this one's. A
+ * full ring loses the notice, counted; the check then simply runs out. */
+static void
+spf_cancel(struct sess *s)
+{
+	struct ctl_msg m = { .kind = MSG_SPF_CANCEL, .idx = s->idx, .gen = s->gen };
+
+	if (s->spf_txn == 0 || s->spf_txn != s->txn)
+		return;
+	m.txn = s->spf_txn;
+	s->spf_txn = 0;
+	send_msg(s->sl, &m);
 }
 
 static void
@@ -975,6 +994,8 @@ smtp_record(void *ctx, const struct smtp_record *rec)
 	struct txrec *r = txrec_get(sl);
 	struct ctl_msg m = { .kind = MSG_LOG, .idx = s->idx, .gen = s->gen };
 
+	if (rec->smtp.kind == TXREC_TRANSACTION && (rec->smtp.flags & TXREC_F_ABORTED))
+		spf_cancel(s);
 	if (!r) {
 		sl->st->c[DP_LOG_DROPPED]++;
 		return;
@@ -1072,6 +1093,7 @@ tcp_open(void *ctx, struct tcp_conn *c, const struct tcp_conn_info *info)
 	s->auth_checked = false;
 	s->spf_rec = NULL;
 	s->txn = 0;
+	s->spf_txn = 0;
 	s->smtp = smtp_session_init(sl->smtp_mem + (size_t)s->idx * sl->smtp_size, sl->smtp_size,
 				    &sl->smtp_params, &smtp_ops, s, &s->peer);
 	sl->st->c[DP_SESSIONS_OPENED]++;

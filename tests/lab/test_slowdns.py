@@ -174,5 +174,27 @@ def test_max_spf_checks_answers_451_past_the_bound():
         expect(r[2].startswith("250 "), f"MAIL after the bound: {r}")
 
 
+def test_rset_cancels_the_transactions_spf_check():
+    # MAIL+RSET pairs from one session against slow domains: each RSET lets
+    # go of its transaction's check, so none is left in flight, and every
+    # one is counted cancelled (the last one too, which no later MAIL
+    # would cancel).
+    pairs = 5
+    cfg = proxied_conf("slowdns-rset")
+    with labkit.DnsDelay(PROXY, "slow.example", SLOW_MS), Edge(cfg) as edge:
+        before = edge.stats()
+        cmds = ["EHLO client.lab.example"]
+        for i in range(pairs):
+            cmds += [f"MAIL FROM:<r{i}@r{i}-{os.getpid()}.slow.example>", "RSET"]
+        r = peer("dialogue", PTR6, EDGE6, *cmds, "QUIT")["replies"]
+        expect(all(x.startswith("250 ") for x in r[2:2 + 2 * pairs]), f"replies: {r}")
+        after = wait_for(lambda: (lambda s: s if delta(s, before, "spf_checks_cancelled") >= pairs
+                                  else None)(edge.stats()), timeout=30)
+        expect(after, f"spf_checks_cancelled: {edge.stats()}")
+        expect(delta(after, before, "spf_checks_cancelled") == pairs,
+               f"spf_checks_cancelled: {after}")
+        expect(after.get("spf_checks_inflight", 1) == 0, f"checks left in flight: {after}")
+
+
 if __name__ == "__main__":
     labkit.main(globals())
