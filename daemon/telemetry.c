@@ -33,6 +33,25 @@
 #include "dataplane/worker.h"
 #include "smtpedge_version.h"
 
+/*
+ * DPDK 22.11's telemetry server splits each request with strtok(), whose
+ * state glibc keeps in one static for the whole process, and it serves
+ * every client on a thread of its own: two operators' commands at the same
+ * moment could take each other's parameters, or none ("(none): no such
+ * rule"). The executable's own strtok() comes first in the dynamic
+ * linker's lookup, ahead of libc's, and keeps that state per thread.
+ * Nothing of ours calls strtok().
+ */
+char *strtok(char *s, const char *delim);
+
+char *
+strtok(char *s, const char *delim)
+{
+	static __thread char *save;
+
+	return strtok_r(s, delim, &save);
+}
+
 static struct telemetry_sources src;
 #define the_cfg       (src.cfg)
 #define the_port      (src.port)
