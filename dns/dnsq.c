@@ -238,13 +238,18 @@ dnsq_issue(struct dnsq *q, const char *name, int type, uint32_t timeout_ms, dnsq
 		errno = EBUSY;
 		return 0;
 	}
+	/* Off the free list first: once libunbound has the query, another
+	 * thread's ub_process() may run our callback, which links s->next
+	 * into the arrived list at once. */
+	q->free = s->next;
+	s->next = NULL;
 	if (ub_resolve_async(q->ub, name, type, ns_c_in, s, dnsq_ub_callback, &s->async_id) != 0) {
+		s->next = q->free;
+		q->free = s;
 		dnsq_count(q, DNSQ_C_REFUSED);
 		errno = EIO;
 		return 0;
 	}
-	q->free = s->next;
-	s->next = NULL;
 	s->done = done;
 	s->arg = arg;
 	s->deadline_us = now_us + (uint64_t)timeout_ms * 1000u;
