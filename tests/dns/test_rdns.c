@@ -16,6 +16,7 @@
  * Usage: test_rdns /path/to/unbound
  */
 #include <arpa/inet.h>
+#include <arpa/nameser.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -753,6 +754,114 @@ test_busy_and_destroy(struct ub_ctx *ub)
 	      "no callback for lookups cancelled by destroy");
 }
 
+/* A query of lane 0 (SPF's, in the dispatcher): its answer. */
+struct other {
+	int calls, err;
+	bool data;
+};
+
+static void
+on_other(void *arg, int err, struct ub_result *res)
+{
+	struct other *o = arg;
+
+	o->calls++;
+	o->err = err;
+	o->data = res != NULL && res->havedata;
+	ub_resolve_free(res);
+}
+
+static uint64_t
+dq_count(unsigned id)
+{
+	return dnsq_counter(dq, id);
+}
+
+/*
+ * The lookups' queries are dnsq's: counted there, timed out by its heap,
+ * withdrawn through it (an early PASS, destroy); a lookup and another
+ * query on the same dnsq are both answered by the one dnsq_process(); and
+ * each kind has its own slots: with lane 0 full a lookup still passes,
+ * and with every lookup out lane 0 still takes queries.
+ */
+static void
+test_shared_dnsq(struct ub_ctx *ub)
+{
+	struct rdns *r = make_rdns(ub, 300, 0, 2);
+	struct other o[OTHER_SLOTS + 1], spf = { 0 };
+	struct waiter w, w2 = { 0 };
+	uint8_t a[16];
+	int i;
+
+	w = lookup(r, 6, "2001:db8:53::1", 0);
+	CHECK(w.a.result == RDNS_PASS, "pass: %s", rdns_result_name(w.a.result));
+	CHECK(dq_count(DNSQ_C_ISSUED) == 2 && dq_count(DNSQ_C_ANSWERED) == 2,
+	      "the PTR and the AAAA went through dnsq: issued %llu answered %llu",
+	      (unsigned long long)dq_count(DNSQ_C_ISSUED),
+	      (unsigned long long)dq_count(DNSQ_C_ANSWERED));
+	w = lookup(r, 6, "2001:db8:55::1", 0);
+	CHECK(w.a.result == RDNS_TEMPERROR && rdns_counter(r, RDNS_C_TIMEOUTS) == 1 &&
+		      dq_count(DNSQ_C_TIMEOUTS) == 1,
+	      "the PTR's deadline is dnsq's: %s, dnsq timeouts %llu", rdns_result_name(w.a.result),
+	      (unsigned long long)dq_count(DNSQ_C_TIMEOUTS));
+	/* the second name confirms while the first is unanswered: the first
+	 * is withdrawn */
+	w = lookup(r, 6, "2001:db8:53::f", 0);
+	CHECK(w.a.result == RDNS_PASS && dq_count(DNSQ_C_CANCELLED) == 1 && dnsq_inflight(dq) == 0,
+	      "an early pass withdraws the other query: %s, dnsq cancelled %llu, %u out",
+	      rdns_result_name(w.a.result), (unsigned long long)dq_count(DNSQ_C_CANCELLED),
+	      dnsq_inflight(dq));
+
+	/* lane 0 full of queries that never end: the lookup still goes */
+	for (i = 0; i < OTHER_SLOTS; i++) {
+		memset(&o[i], 0, sizeof(o[i]));
+		CHECK(dnsq_issue(dq, "s.hole.example", ns_t_txt, 5000, on_other, &o[i], now_us()) !=
+			      0,
+		      "lane 0 query %d", i);
+	}
+	errno = 0;
+	memset(&o[i], 0, sizeof(o[i]));
+	CHECK(dnsq_issue(dq, "t.hole.example", ns_t_txt, 5000, on_other, &o[i], now_us()) == 0 &&
+		      errno == EBUSY,
+	      "lane 0 is full");
+	w = lookup(r, 6, "2001:db8:53::4", 0);
+	CHECK(w.a.result == RDNS_PASS && strcmp(w.a.name, "alias6.rdns.example") == 0,
+	      "a lookup passes beside a full lane 0: %s", rdns_result_name(w.a.result));
+	r = free_rdns(r);
+	for (i = 0; i <= OTHER_SLOTS; i++)
+		CHECK(o[i].calls == 0, "lane 0 query %d withdrawn by destroy, no callback", i);
+
+	/* every lookup out (the silent zone), then a lookup and a lane-0
+	 * query answered together */
+	r = make_rdns(ub, 5000, 0, 3);
+	parse_addr(6, "2001:db8:55::3", a);
+	CHECK(rdns_lookup(r, 6, a, on_done, &w2, now_us()) == 0, "silent lookup 1");
+	a[15] = 4;
+	CHECK(rdns_lookup(r, 6, a, on_done, &w2, now_us()) == 0, "silent lookup 2");
+	memset(&w, 0, sizeof(w));
+	parse_addr(6, "2001:db8:53::c", a);
+	CHECK(rdns_lookup(r, 6, a, on_done, &w, now_us()) == 0, "a lookup");
+	CHECK(dnsq_issue(dq, "other.rdns.example", ns_t_a, 5000, on_other, &spf, now_us()) != 0,
+	      "lane 0 takes a query with every lookup out");
+	for (uint64_t end = now_us() + 5000000; (!w.done || spf.calls == 0) && now_us() < end;) {
+		struct pollfd pfd = { .fd = dnsq_fd(dq), .events = POLLIN };
+
+		(void)poll(&pfd, 1, 50);
+		dnsq_process(dq, now_us());
+	}
+	CHECK(w.done && w.a.result == RDNS_PASS && spf.calls == 1 && spf.err == 0 && spf.data,
+	      "both answered by dnsq_process: %s, other %d/%d", rdns_result_name(w.a.result),
+	      spf.calls, spf.data);
+	CHECK(rdns_inflight(r) == 2 && dnsq_inflight(dq) == 2, "the silent two still out: %u %u",
+	      rdns_inflight(r), dnsq_inflight(dq));
+	i = (int)dq_count(DNSQ_C_CANCELLED);
+	r = rdns_destroy(r);
+	CHECK(dq_count(DNSQ_C_CANCELLED) == (uint64_t)i + 2 && dnsq_inflight(dq) == 0 && !w2.done,
+	      "destroy withdraws its queries from dnsq: cancelled %llu, %u out",
+	      (unsigned long long)dq_count(DNSQ_C_CANCELLED), dnsq_inflight(dq));
+	dq = dnsq_destroy(dq);
+}
+
 /* Another thread drains libunbound's pipe: our answer is handed over
  * through dnsq's mailbox and dnsq_fd() wakes us. */
 struct thief {
@@ -993,6 +1102,7 @@ main(int argc, char **argv)
 	test_timeout(ub);
 	test_max_names(ub);
 	test_busy_and_destroy(ub);
+	test_shared_dnsq(ub);
 	test_other_thread(ub);
 	test_bulk(ub);
 	test_bulk_cancel(ub);
