@@ -37,7 +37,6 @@ enum rdns_state {
 	RDNS_S_FREE,    /* on the free list */
 	RDNS_S_PTR,     /* waiting for the PTR answer */
 	RDNS_S_FORWARD, /* waiting for the A/AAAA answers of the names */
-	RDNS_S__COUNT
 };
 
 struct rdns_lookup;
