@@ -20,7 +20,6 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,10 +32,9 @@
 #include "auth/spf.h"
 #include "auth/spf_syntax.h"
 #include "auth/spf_ub.h"
+#include "dns/dnsq.h"
 
 #define SPF_DEFAULT_TIMEOUT_MS 5000
-/* The synchronous check's poll slice: short against a DNS round trip. */
-#define SPF_POLL_SLICE_MS      10
 
 struct spf_checker {
 	struct ub_ctx *ub;
@@ -452,48 +450,48 @@ spf_eval_free(struct spf_eval *ev)
 
 /* --- the synchronous check: the same evaluation, with its own loop --- */
 
-/* One query of a round.  The callback writes res and err, then sets done
- * last: after that store it never touches the struct again. */
+/* One query of a round: dnsq's callback argument. */
 struct spf_wait {
-	struct ub_result *res;
-	int err;
-	atomic_int done;
-	int async_id;
+	struct spf_eval *ev;
 	unsigned id;
-	bool out; /* issued and not cancelled */
-	int64_t deadline;
+	unsigned *left; /* the round's queries not answered yet */
 };
 
 static void
-spf_wait_callback(void *arg, int err, struct ub_result *res)
+spf_wait_done(void *arg, int err, struct ub_result *res)
 {
 	struct spf_wait *w = arg;
 
-	w->res = res;
-	w->err = err;
-	atomic_store_explicit(&w->done, 1, memory_order_release);
+	if (err == DNSQ_TIMEOUT)
+		spf_eval_timeout(w->ev, w->id);
+	else
+		spf_eval_answer(w->ev, w->id, err, res);
+	(*w->left)--;
 }
 
-static int64_t
-spf_now_ms(void)
+static uint64_t
+spf_now_us(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
-/* Issues what the last pass asked for, all at once, and waits for every
- * answer or deadline: polling ub_fd() and calling ub_process(), which may
- * deliver other threads' answers too (a callback only sets its own flag). */
+/* Issues what the last pass asked for, all at once, through a dnsq of the
+ * round's own (the one way to query the shared context), and waits in
+ * poll() on its fd until every query is answered or past its deadline.
+ * Another thread's ub_process() may take our answers: dnsq hands them
+ * back, and its fd wakes us. */
 static void
 spf_round(struct spf_eval *ev)
 {
 	struct spf_dns_query dq, *qs = NULL, *grown;
-	struct spf_wait *w;
-	unsigned nq = 0, cap = 0, n = 0, left = 0, i;
+	struct dnsq_params qp = { .ub = ev->ck->ub };
+	struct spf_wait *w = NULL;
+	struct dnsq *q = NULL;
+	unsigned nq = 0, cap = 0, left = 0, i;
 	struct pollfd pfd;
-	int64_t now, next;
 
 	while (spf_eval_next_query(ev, &dq)) {
 		if (nq == cap) {
@@ -508,56 +506,38 @@ spf_round(struct spf_eval *ev)
 		}
 		qs[nq++] = dq;
 	}
-	w = calloc(nq ? nq : 1, sizeof(*w));
+	if (nq > 0) {
+		qp.max_inflight = nq;
+		q = dnsq_create(&qp);
+		w = calloc(nq, sizeof(*w));
+		if (q == NULL || w == NULL) {
+			q = dnsq_destroy(q);
+			free(w);
+			w = NULL;
+		}
+	}
 	for (i = 0; i < nq; i++) {
-		if (w == NULL) {
+		if (q == NULL) {
 			spf_eval_answer(ev, qs[i].id, UB_NOMEM, NULL);
 			continue;
 		}
-		atomic_init(&w[n].done, 0);
-		w[n].id = qs[i].id;
-		w[n].deadline = spf_now_ms() + qs[i].timeout_ms;
-		if (ub_resolve_async(ev->ck->ub, qs[i].name, qs[i].type, ns_c_in, &w[n],
-				     spf_wait_callback, &w[n].async_id) != 0) {
+		w[i] = (struct spf_wait){ .ev = ev, .id = qs[i].id, .left = &left };
+		if (dnsq_issue(q, qs[i].name, qs[i].type, qs[i].timeout_ms, spf_wait_done, &w[i],
+			       spf_now_us()) == 0) {
 			spf_eval_answer(ev, qs[i].id, UB_NOMEM, NULL);
 			continue;
 		}
-		w[n].out = true;
-		n++;
 		left++;
 	}
 	free(qs);
 	while (left > 0) {
-		now = spf_now_ms();
-		next = INT64_MAX;
-		for (i = 0; i < n; i++) {
-			if (!w[i].out)
-				continue;
-			if (atomic_load_explicit(&w[i].done, memory_order_acquire)) {
-				spf_eval_answer(ev, w[i].id, w[i].err, w[i].res);
-				w[i].out = false;
-				left--;
-			} else if (now >= w[i].deadline &&
-				   ub_cancel(ev->ck->ub, w[i].async_id) == 0) {
-				spf_eval_timeout(ev, w[i].id);
-				w[i].out = false;
-				left--;
-			} else if (w[i].deadline < next) {
-				/* too late to cancel: another thread is
-				 * delivering it, so wait a slice more */
-				next = w[i].deadline > now ? w[i].deadline : now + 1;
-			}
-		}
-		if (left == 0)
-			break;
-		pfd.fd = ub_fd(ev->ck->ub);
+		pfd.fd = dnsq_fd(q);
 		pfd.events = POLLIN;
 		pfd.revents = 0;
-		poll(&pfd, 1,
-		     (int)(next - now < SPF_POLL_SLICE_MS ? (next - now > 0 ? next - now : 1) :
-							    SPF_POLL_SLICE_MS));
-		ub_process(ev->ck->ub);
+		(void)poll(&pfd, 1, dnsq_timeout_ms(q, spf_now_us()));
+		dnsq_process(q, spf_now_us());
 	}
+	dnsq_destroy(q);
 	free(w);
 }
 

@@ -10,9 +10,10 @@
  * issues the queries spf_eval_next_query() gives (all at once), hands each
  * answer to spf_eval_answer() (or its deadline to spf_eval_timeout()) and
  * steps again.  A pass costs microseconds.  spf_check() is the same
- * evaluation driven by a loop of its own that blocks on the caller's
- * libunbound context.  Checks share nothing but the checker (read-only)
- * and the ub_ctx, so several threads may run checks at once.
+ * evaluation driven by a loop of its own that blocks: its queries go out
+ * through a dns/dnsq.h of its own on the caller's libunbound context.
+ * Checks share nothing but the checker (read-only) and the ub_ctx, so
+ * several threads may run checks at once.
  *
  * The evaluator is libspf2; the wrapper (spf_syntax.c, spf_ub.c) checks
  * the record grammar, selects records (§4.5), enforces the §4.6.4 limits

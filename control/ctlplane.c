@@ -4,7 +4,8 @@
  * (see ctlplane.h).
  *
  * Waking: the workers never make a system call for the control plane. The
- * dispatcher polls the request rings and libunbound's fd: while it finds
+ * dispatcher polls the request rings and dnsq's fd (every DNS query, PTR,
+ * SPF and DKIM keys, goes through the one dnsq): while it finds
  * work it does not sleep; when idle it waits in poll() for at most 1 ms,
  * which is also the worst latency it adds. Work threads back off from 20 us
  * to 1 ms when their job ring is empty.
@@ -181,6 +182,10 @@ _Static_assert(sizeof(struct ctl_sess) <= SIZING_CTL_SLOT_BYTES, "ctl_sess outgr
 static struct spf_chk *spf_chk_drop(struct ctlplane *pl, struct spf_chk *c);
 
 #define RDNS_INFLIGHT 16384 /* lookups the resolver holds at once */
+/* The PTR and forward queries go in a dnsq lane of their own, as many
+ * slots as the lookups can have out (rdns.h): SPF's queries cannot take
+ * them, nor they SPF's. */
+#define RDNS_LANE     1
 
 /* Who asked for a lookup: the argument of its callback. */
 struct rdns_req {
@@ -208,7 +213,7 @@ struct ctlplane {
 	struct rdns_req **req_free;
 	uint32_t n_req_free;
 	struct auth *auth;
-	struct dnsq *dnsq;         /* SPF's and DKIM keys' queries */
+	struct dnsq *dnsq;         /* every query: SPF's, DKIM keys', rdns's */
 	uint32_t spf_inflight;     /* checks not done */
 	uint32_t max_spf;          /* [control] max_spf_checks */
 	volatile uint8_t spf_full; /* read by the workers at MAIL */
@@ -927,10 +932,7 @@ drain_requests(struct ctlplane *pl)
 void
 ctlplane_run(struct ctlplane *pl, volatile sig_atomic_t *stop)
 {
-	struct pollfd pfd[2] = {
-		{ .fd = rdns_fd(pl->rdns), .events = POLLIN },
-		{ .fd = dnsq_fd(pl->dnsq), .events = POLLIN },
-	};
+	struct pollfd pfd = { .fd = dnsq_fd(pl->dnsq), .events = POLLIN };
 	unsigned did;
 	bool wrote;
 	uint64_t now;
@@ -938,10 +940,9 @@ ctlplane_run(struct ctlplane *pl, volatile sig_atomic_t *stop)
 	while (!*stop) {
 		did = drain_requests(pl);
 		wrote = did > 0;
-		if (did == 0 && poll(pfd, 2, 1) < 0 && errno != EINTR)
+		if (did == 0 && poll(&pfd, 1, 1) < 0 && errno != EINTR)
 			break;
 		now = now_us();
-		rdns_process(pl->rdns, now);
 		dnsq_process(pl->dnsq, now);
 		if (wrote)
 			fflush(pl->log);
@@ -1215,17 +1216,6 @@ ctlplane_create(const struct ctlplane_params *p, char *err, size_t errlen)
 	pl->ub = dns_resolver_create(&rp, err, errlen);
 	if (!pl->ub)
 		goto fail;
-	dp.ub = pl->ub;
-	dp.timeout_ms = c->dns_timeout_ms;
-	dp.max_names = RDNS_MAX_NAMES;
-	dp.cache_entries = PTR_CACHE_ENTRIES;
-	dp.cache_ttl_s = PTR_CACHE_TTL_S;
-	dp.max_inflight = RDNS_INFLIGHT;
-	pl->rdns = rdns_create(&dp);
-	if (!pl->rdns) {
-		snprintf(err, errlen, "reverse DNS: %s", strerror(errno));
-		goto fail;
-	}
 	pl->auth = auth_create(pl->ub, c->hostname, c->dns_timeout_ms, err, errlen);
 	if (!pl->auth)
 		goto fail;
@@ -1235,9 +1225,22 @@ ctlplane_create(const struct ctlplane_params *p, char *err, size_t errlen)
 				  SPF_QUERIES_MIN :
 				  c->max_spf_checks * SPF_QUERIES_EACH;
 	qp.max_inflight += KEY_QUERIES;
+	qp.lane_max[RDNS_LANE - 1] = RDNS_INFLIGHT * RDNS_MAX_NAMES;
 	pl->dnsq = dnsq_create(&qp);
 	if (!pl->dnsq) {
-		snprintf(err, errlen, "SPF's and DKIM's DNS queries: %s", strerror(errno));
+		snprintf(err, errlen, "DNS queries: %s", strerror(errno));
+		goto fail;
+	}
+	dp.dnsq = pl->dnsq;
+	dp.lane = RDNS_LANE;
+	dp.timeout_ms = c->dns_timeout_ms;
+	dp.max_names = RDNS_MAX_NAMES;
+	dp.cache_entries = PTR_CACHE_ENTRIES;
+	dp.cache_ttl_s = PTR_CACHE_TTL_S;
+	dp.max_inflight = RDNS_INFLIGHT;
+	pl->rdns = rdns_create(&dp);
+	if (!pl->rdns) {
+		snprintf(err, errlen, "reverse DNS: %s", strerror(errno));
 		goto fail;
 	}
 	if (c->spool_dir[0]) {
@@ -1314,8 +1317,9 @@ ctlplane_destroy(struct ctlplane *pl)
 			pl->sess[i].spf = spf_chk_drop(pl, pl->sess[i].spf);
 	spf_parked_free(pl);
 	key_parked_free(pl);
+	/* rdns withdraws its queries from dnsq: it goes first */
+	pl->rdns = rdns_destroy(pl->rdns);
 	pl->dnsq = dnsq_destroy(pl->dnsq);
-	rdns_destroy(pl->rdns);
 	auth_destroy(pl->auth);
 	relay_destroy(pl->relay);
 	if (pl->ub)

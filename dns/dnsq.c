@@ -7,7 +7,9 @@
  * index and a generation, so that a handle kept after the query ended
  * names nothing. Deadlines differ from query to query (a check's budget
  * shortens its last ones), so the slots waiting are kept in a binary heap
- * by deadline: O(log n) to add, cancel or expire.
+ * by deadline: O(log n) to add, cancel or expire. The lanes are only
+ * free lists: a slot belongs to one lane for good and goes back to its
+ * free list; the heap and the mailbox are shared.
  *
  * Why answers arrive through a queue of our own: the ub_ctx is shared,
  * and other threads call ub_process() on it too. ub_process() hands every
@@ -57,6 +59,7 @@ struct dnsq_slot {
 	int async_id;           /* owner thread only, from here down */
 	uint32_t gen;
 	uint8_t state;
+	uint8_t lane; /* fixed at create */
 	uint32_t heap_pos;
 	uint64_t deadline_us;
 	dnsq_done_fn done;
@@ -65,9 +68,10 @@ struct dnsq_slot {
 
 struct dnsq {
 	struct ub_ctx *ub;
-	uint32_t max_inflight, inflight, draining;
+	uint32_t n_slots, inflight, draining; /* n_slots: every lane's */
+	uint64_t now_us;                      /* dnsq_now() */
 	struct dnsq_slot *pool;
-	struct dnsq_slot *free;
+	struct dnsq_slot *free[DNSQ_LANES];
 	struct dnsq_slot **heap; /* WAIT slots, earliest deadline first */
 	uint32_t heap_n;
 	int efd, epfd;
@@ -183,8 +187,8 @@ dnsq_enter(struct dnsq *q, struct dnsq_slot *s, enum dnsq_state to)
 		s->gen++;
 		s->done = NULL;
 		s->arg = NULL;
-		s->next = q->free;
-		q->free = s;
+		s->next = q->free[s->lane];
+		q->free[s->lane] = s;
 		break;
 	case DNSQ_S_WAIT:
 		q->inflight++;
@@ -228,23 +232,33 @@ dnsq_ub_callback(void *mydata, int err, struct ub_result *res)
 }
 
 uint64_t
-dnsq_issue(struct dnsq *q, const char *name, int type, uint32_t timeout_ms, dnsq_done_fn done,
-	   void *arg, uint64_t now_us)
+dnsq_issue_lane(struct dnsq *q, unsigned lane, const char *name, int type, uint32_t timeout_ms,
+		dnsq_done_fn done, void *arg, uint64_t now_us)
 {
-	struct dnsq_slot *s = q->free;
+	struct dnsq_slot *s;
 
+	if (lane >= DNSQ_LANES) {
+		errno = EINVAL;
+		return 0;
+	}
+	s = q->free[lane];
 	if (s == NULL) {
 		dnsq_count(q, DNSQ_C_BUSY);
 		errno = EBUSY;
 		return 0;
 	}
+	/* Off the free list first: once libunbound has the query, another
+	 * thread's ub_process() may run our callback, which links s->next
+	 * into the arrived list at once. */
+	q->free[lane] = s->next;
+	s->next = NULL;
 	if (ub_resolve_async(q->ub, name, type, ns_c_in, s, dnsq_ub_callback, &s->async_id) != 0) {
+		s->next = q->free[lane];
+		q->free[lane] = s;
 		dnsq_count(q, DNSQ_C_REFUSED);
 		errno = EIO;
 		return 0;
 	}
-	q->free = s->next;
-	s->next = NULL;
 	s->done = done;
 	s->arg = arg;
 	s->deadline_us = now_us + (uint64_t)timeout_ms * 1000u;
@@ -253,13 +267,20 @@ dnsq_issue(struct dnsq *q, const char *name, int type, uint32_t timeout_ms, dnsq
 	return (uint64_t)s->gen << 32 | ((uint64_t)(s - q->pool) + 1u);
 }
 
+uint64_t
+dnsq_issue(struct dnsq *q, const char *name, int type, uint32_t timeout_ms, dnsq_done_fn done,
+	   void *arg, uint64_t now_us)
+{
+	return dnsq_issue_lane(q, 0, name, type, timeout_ms, done, arg, now_us);
+}
+
 void
 dnsq_cancel(struct dnsq *q, uint64_t handle)
 {
 	uint32_t i = (uint32_t)handle;
 	struct dnsq_slot *s;
 
-	if (i == 0 || i > q->max_inflight)
+	if (i == 0 || i > q->n_slots)
 		return;
 	s = &q->pool[i - 1];
 	if (s->gen != (uint32_t)(handle >> 32) || s->state != DNSQ_S_WAIT)
@@ -331,6 +352,7 @@ dnsq_process(struct dnsq *q, uint64_t now_us)
 	dnsq_done_fn done;
 	void *arg;
 
+	q->now_us = now_us;
 	/* answers still in libunbound's pipe go through our callback too */
 	(void)ub_process(q->ub);
 	dnsq_deliver(q);
@@ -342,6 +364,12 @@ dnsq_process(struct dnsq *q, uint64_t now_us)
 		dnsq_withdraw(q, s);
 		done(arg, DNSQ_TIMEOUT, NULL);
 	}
+}
+
+uint64_t
+dnsq_now(const struct dnsq *q)
+{
+	return q->now_us;
 }
 
 int
@@ -383,12 +411,23 @@ dnsq_watch(int epfd, int fd)
 struct dnsq *
 dnsq_create(const struct dnsq_params *p)
 {
+	uint32_t lane_max[DNSQ_LANES];
+	uint64_t total;
 	struct dnsq *q;
-	uint32_t i;
+	uint32_t i, lane, first;
 	int e;
 
-	if (p == NULL || p->ub == NULL || p->max_inflight == 0 || p->max_inflight > INT32_MAX ||
-	    ub_fd(p->ub) < 0) {
+	if (p == NULL || p->ub == NULL || p->max_inflight == 0 || ub_fd(p->ub) < 0) {
+		errno = EINVAL;
+		return NULL;
+	}
+	lane_max[0] = p->max_inflight;
+	total = p->max_inflight;
+	for (lane = 1; lane < DNSQ_LANES; lane++) {
+		lane_max[lane] = p->lane_max[lane - 1];
+		total += lane_max[lane];
+	}
+	if (total > INT32_MAX) {
 		errno = EINVAL;
 		return NULL;
 	}
@@ -397,7 +436,7 @@ dnsq_create(const struct dnsq_params *p)
 		return NULL;
 	q->efd = q->epfd = -1;
 	q->ub = p->ub;
-	q->max_inflight = p->max_inflight;
+	q->n_slots = (uint32_t)total;
 	if (pthread_mutex_init(&q->lock, NULL) != 0)
 		goto fail;
 	q->lock_ok = true;
@@ -406,18 +445,24 @@ dnsq_create(const struct dnsq_params *p)
 	if (q->efd < 0 || q->epfd < 0 || dnsq_watch(q->epfd, q->efd) != 0 ||
 	    dnsq_watch(q->epfd, ub_fd(q->ub)) != 0)
 		goto fail;
-	q->pool = calloc(p->max_inflight, sizeof(*q->pool));
-	q->heap = calloc(p->max_inflight, sizeof(*q->heap));
+	q->pool = calloc(q->n_slots, sizeof(*q->pool));
+	q->heap = calloc(q->n_slots, sizeof(*q->heap));
 	if (q->pool == NULL || q->heap == NULL)
 		goto fail;
-	for (i = p->max_inflight; i-- > 0;) {
-		struct dnsq_slot *s = &q->pool[i];
+	/* lane 0's slots first, then lane 1's, ... */
+	first = 0;
+	for (lane = 0; lane < DNSQ_LANES; lane++) {
+		for (i = first + lane_max[lane]; i-- > first;) {
+			struct dnsq_slot *s = &q->pool[i];
 
-		s->q = q;
-		s->state = DNSQ_S_FREE;
-		s->gen = 1;
-		s->next = q->free;
-		q->free = s;
+			s->q = q;
+			s->state = DNSQ_S_FREE;
+			s->lane = (uint8_t)lane;
+			s->gen = 1;
+			s->next = q->free[lane];
+			q->free[lane] = s;
+		}
+		first += lane_max[lane];
 	}
 	return q;
 fail:

@@ -1,126 +1,78 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /*
- * dns/rdns.c — forward-confirmed reverse DNS on libunbound, asynchronous
+ * dns/rdns.c — forward-confirmed reverse DNS, asynchronous, on dns/dnsq
  * (see rdns.h for the check itself).
  *
  * A lookup is a slot of a pool allocated at create, with room for its PTR
  * query and its RDNS_MAX_NAMES forward queries: nothing is allocated per
  * lookup by us (libunbound allocates its answers; we free them).
  *
- * Why answers arrive through a queue of our own: the ub_ctx is shared,
- * and the SPF/DKIM threads call ub_process() on it too. ub_process() hands
- * every waiting answer to its callback on the calling thread, so our
- * callback may run on a pool thread. It therefore touches nothing but the
- * query's mailbox: under r->lock it files the answer on r->arrived and
- * signals an eventfd; the owner thread takes the list in rdns_process().
- * rdns_fd() is an epoll fd over ub_fd() (answers still in libunbound's
- * pipe) and that eventfd (answers another thread took out for us).
- *
- * Cancelling (deadline, an early PASS, destroy): in thread mode,
- * ub_cancel() returning 0 means the callback will never run; UB_NOID means
- * the answer was already taken out of the pipe, so its callback has run
- * or is running on some thread. Such a query stays pending, and its slot
- * waits in DRAIN until the answer reaches our queue: a slot is never
- * reused, nor freed, while a callback may still write into it.
+ * The queries go out through dnsq, in a lane of their own, and their
+ * answers come back through dnsq's callback on the owner thread, from the
+ * dnsq_process() that the event loop calls anyway: dnsq already hands back
+ * what other threads' ub_process() took out, and its withdrawal waits for
+ * an answer already on its way, so here a withdrawn query is simply gone.
+ * Every query of a lookup carries the lookup's own deadline (its start
+ * plus timeout_ms), so the deadline is dnsq's: the first query of a lookup
+ * to time out answers TEMPERROR and withdraws the others.
  */
 #include <arpa/nameser.h>
 #include <errno.h>
 #include <limits.h>
-#include <poll.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
-#include <unistd.h>
 
 #include <unbound.h>
 
+#include "dns/dnsq.h"
 #include "dns/rdns.h"
 #include "dns/rdns_cache.h"
 #include "dns/rdns_name.h"
 
 #define RDNS_DEFAULT_TIMEOUT_MS 5000
-#define RDNS_DRAIN_SLICE_MS     10
 
 enum rdns_state {
 	RDNS_S_FREE,    /* on the free list */
 	RDNS_S_PTR,     /* waiting for the PTR answer */
 	RDNS_S_FORWARD, /* waiting for the A/AAAA answers of the names */
-	RDNS_S_DRAIN,   /* answered; an answer is still on its way to us */
-	RDNS_S__COUNT
 };
 
 struct rdns_lookup;
 
 struct rdns_query {
 	struct rdns_lookup *lookup; /* fixed at create: the callback's way in */
-	struct rdns_query *next;    /* on r->arrived, under r->lock */
-	struct ub_result *res;      /* set by the callback, under r->lock */
-	int err;                    /* set by the callback, under r->lock */
-	int async_id;               /* owner thread only, from here down */
-	bool pending;               /* issued; answer not consumed yet */
+	uint64_t handle;            /* dnsq's while out, else 0 */
 	uint8_t index;              /* 0: the PTR; 1 + i: PTR name i */
 };
 
 struct rdns_lookup {
-	struct rdns *r;                  /* fixed at create */
-	struct rdns_lookup *prev, *next; /* deadline list, or free list */
-	uint8_t state;                   /* enum rdns_state */
+	struct rdns *r;           /* fixed at create */
+	struct rdns_lookup *next; /* free list */
+	uint8_t state;            /* enum rdns_state */
 	uint8_t family;
 	uint8_t addr[16];
 	bool fwd_temp; /* a forward lookup failed */
 	rdns_done_fn done;
 	void *arg;
-	uint64_t start_us, deadline_us;
+	uint64_t start_us;
 	struct ub_result *ptr; /* the PTR answer, for the names */
 	uint32_t fwd_left;     /* forward answers awaited */
-	uint32_t pending;      /* queries with .pending set */
 	int ttl_ptr, ttl_fwd;  /* bounds for the result cache */
 	struct rdns_query q[1 + RDNS_MAX_NAMES];
 };
 
 struct rdns {
-	struct ub_ctx *ub;
-	uint64_t timeout_us;
+	struct dnsq *dnsq;
+	unsigned lane;
+	uint32_t timeout_ms;
 	uint32_t max_names, max_inflight, cache_ttl_s;
 	struct rdns_cache *cache;
 	struct rdns_lookup *pool;
-	struct rdns_lookup *free;        /* singly linked through next */
-	struct rdns_lookup *head, *tail; /* in flight, by deadline */
+	struct rdns_lookup *free; /* singly linked through next */
 	uint32_t inflight;
-	int efd, epfd;
-	bool lock_ok;
-	pthread_mutex_t lock; /* guards arrived and signalled */
-	struct rdns_query *arrived;
-	bool signalled;
 	_Atomic uint64_t counters[RDNS_C__COUNT];
-};
-
-static void rdns_on_ptr(struct rdns *r, struct rdns_lookup *l, struct rdns_query *q, int err,
-			struct ub_result *res, uint64_t now_us);
-static void rdns_on_forward(struct rdns *r, struct rdns_lookup *l, struct rdns_query *q, int err,
-			    struct ub_result *res, uint64_t now_us);
-static void rdns_on_late(struct rdns *r, struct rdns_lookup *l, struct rdns_query *q, int err,
-			 struct ub_result *res, uint64_t now_us);
-
-/* What each state means: for the slot's bookkeeping, and for an answer
- * that arrives in it. */
-static const struct {
-	const char *name;
-	bool timed; /* on the deadline list */
-	bool held;  /* counts in rdns_inflight() */
-	void (*on_answer)(struct rdns *r, struct rdns_lookup *l, struct rdns_query *q, int err,
-			  struct ub_result *res, uint64_t now_us);
-} rdns_states[RDNS_S__COUNT] = {
-	/* FREE has nothing pending: an answer there would be our bug, and
-	 * is only freed */
-	[RDNS_S_FREE] = { "free", false, false, rdns_on_late },
-	[RDNS_S_PTR] = { "ptr", true, true, rdns_on_ptr },
-	[RDNS_S_FORWARD] = { "forward", true, true, rdns_on_forward },
-	[RDNS_S_DRAIN] = { "drain", false, true, rdns_on_late },
 };
 
 static const char *const rdns_counter_names[RDNS_C__COUNT] = {
@@ -203,104 +155,51 @@ rdns_count_latency(struct rdns *r, uint64_t us)
 	rdns_count(r, (enum rdns_counter_id)(RDNS_C_LAT_1MS + i));
 }
 
-/*
- * The one place a slot changes state; it keeps the deadline list, the
- * free list and the in-flight count in step with the state table.
- */
+/* A slot taken from the free list, or given back to it. */
 static void
 rdns_enter(struct rdns *r, struct rdns_lookup *l, enum rdns_state to)
 {
-	enum rdns_state from = (enum rdns_state)l->state;
-
-	if (rdns_states[from].timed && !rdns_states[to].timed) {
-		if (l->prev != NULL)
-			l->prev->next = l->next;
-		else
-			r->head = l->next;
-		if (l->next != NULL)
-			l->next->prev = l->prev;
-		else
-			r->tail = l->prev;
-		l->prev = l->next = NULL;
-	} else if (!rdns_states[from].timed && rdns_states[to].timed) {
-		/* one timeout for all, so appending keeps deadline order */
-		l->prev = r->tail;
-		l->next = NULL;
-		if (r->tail != NULL)
-			r->tail->next = l;
-		else
-			r->head = l;
-		r->tail = l;
-	}
-	if (rdns_states[from].held && !rdns_states[to].held) {
+	if (l->state == RDNS_S_FREE && to != RDNS_S_FREE) {
+		r->inflight++;
+	} else if (l->state != RDNS_S_FREE && to == RDNS_S_FREE) {
 		r->inflight--;
 		l->next = r->free;
 		r->free = l;
-	} else if (!rdns_states[from].held && rdns_states[to].held) {
-		r->inflight++;
 	}
 	l->state = (uint8_t)to;
 }
 
-/* libunbound's callback: may run on any thread that calls ub_process(). */
-static void
-rdns_ub_callback(void *mydata, int err, struct ub_result *res)
-{
-	struct rdns_query *q = mydata;
-	struct rdns *r = q->lookup->r;
-	uint64_t one = 1;
+static void rdns_on_answer(void *arg, int err, struct ub_result *res);
 
-	pthread_mutex_lock(&r->lock);
-	q->err = err;
-	q->res = res;
-	q->next = r->arrived;
-	r->arrived = q;
-	/* inside the lock: once unlocked, r may be gone (rdns_destroy) */
-	if (!r->signalled && write(r->efd, &one, sizeof(one)) == (ssize_t)sizeof(one))
-		r->signalled = true;
-	pthread_mutex_unlock(&r->lock);
-}
-
+/* Every query of a lookup has the lookup's deadline: start + timeout. */
 static int
 rdns_issue(struct rdns *r, struct rdns_lookup *l, unsigned qi, const char *name, int type)
 {
 	struct rdns_query *q = &l->q[qi];
-	int rc;
 
-	rc = ub_resolve_async(r->ub, name, type, ns_c_in, q, rdns_ub_callback, &q->async_id);
-	if (rc == 0) {
-		q->pending = true;
-		l->pending++;
-	}
-	return rc;
+	q->handle = dnsq_issue_lane(
+		r->dnsq, r->lane, name, type, r->timeout_ms, rdns_on_answer, q, l->start_us);
+	return q->handle != 0 ? 0 : -1;
 }
 
-/* Withdraws the queries still out; see the file comment for UB_NOID. */
-static void
-rdns_cancel_pending(struct rdns *r, struct rdns_lookup *l)
-{
-	unsigned i;
-
-	for (i = 0; i < 1 + RDNS_MAX_NAMES && l->pending > 0; i++) {
-		struct rdns_query *q = &l->q[i];
-
-		if (q->pending && ub_cancel(r->ub, q->async_id) == 0) {
-			q->pending = false;
-			l->pending--;
-		}
-	}
-}
-
-/* Ends the slot's lookup: it drains or goes back to the free list. */
+/* Ends the slot's lookup: the queries still out are withdrawn (dnsq calls
+ * nothing for them), and the slot goes back to the free list. */
 static void
 rdns_release(struct rdns *r, struct rdns_lookup *l)
 {
-	rdns_cancel_pending(r, l);
+	unsigned i;
+
+	for (i = 0; i < 1 + RDNS_MAX_NAMES; i++) {
+		if (l->q[i].handle != 0) {
+			dnsq_cancel(r->dnsq, l->q[i].handle);
+			l->q[i].handle = 0;
+		}
+	}
 	ub_resolve_free(l->ptr);
 	l->ptr = NULL;
 	l->done = NULL;
 	l->arg = NULL;
-	rdns_enter(r, l, l->pending > 0 ? RDNS_S_DRAIN : RDNS_S_FREE);
+	rdns_enter(r, l, RDNS_S_FREE);
 }
 
 /* Records in an answer: data[] ends with NULL. */
@@ -399,14 +298,12 @@ rdns_forward_done(struct rdns *r, struct rdns_lookup *l, uint64_t now_us)
 
 /* The PTR answer: NONE, TEMPERROR, or the forward queries, all at once. */
 static void
-rdns_on_ptr(struct rdns *r, struct rdns_lookup *l, struct rdns_query *q, int err,
-	    struct ub_result *res, uint64_t now_us)
+rdns_on_ptr(struct rdns *r, struct rdns_lookup *l, int err, struct ub_result *res, uint64_t now_us)
 {
 	char name[RDNS_NAME_LEN];
 	uint32_t i, n;
 	int ttl;
 
-	(void)q; /* always q[0] */
 	switch (rdns_classify(err, res)) {
 	case RDNS_DNS_FAIL:
 		ub_resolve_free(res);
@@ -475,82 +372,23 @@ rdns_on_forward(struct rdns *r, struct rdns_lookup *l, struct rdns_query *q, int
 		rdns_forward_done(r, l, now_us);
 }
 
-/* An answer for a lookup already answered: only its memory matters. */
+/* dnsq's callback, on the owner thread: an answer, or the deadline. */
 static void
-rdns_on_late(struct rdns *r, struct rdns_lookup *l, struct rdns_query *q, int err,
-	     struct ub_result *res, uint64_t now_us)
+rdns_on_answer(void *arg, int err, struct ub_result *res)
 {
-	(void)q;
-	(void)err;
-	(void)now_us;
-	ub_resolve_free(res);
-	if (l->pending == 0 && l->state == RDNS_S_DRAIN)
-		rdns_enter(r, l, RDNS_S_FREE);
-}
-
-/* One answer taken off the queue, on the owner thread. */
-static void
-rdns_consume(struct rdns *r, struct rdns_query *q, uint64_t now_us)
-{
+	struct rdns_query *q = arg;
 	struct rdns_lookup *l = q->lookup;
-	struct ub_result *res = q->res;
+	struct rdns *r = l->r;
+	uint64_t now_us = dnsq_now(r->dnsq);
 
-	q->res = NULL;
-	q->pending = false;
-	l->pending--;
-	rdns_states[l->state].on_answer(r, l, q, q->err, res, now_us);
-}
-
-/* Takes what the callbacks filed, in the order it arrived. */
-static struct rdns_query *
-rdns_take_arrived(struct rdns *r)
-{
-	struct rdns_query *list, *rev = NULL;
-	uint64_t v;
-
-	pthread_mutex_lock(&r->lock);
-	list = r->arrived;
-	r->arrived = NULL;
-	if (r->signalled) {
-		r->signalled = false;
-		if (read(r->efd, &v, sizeof(v)) < 0) {
-			/* EAGAIN: nothing to clear */
-		}
-	}
-	pthread_mutex_unlock(&r->lock);
-	while (list != NULL) {
-		struct rdns_query *next = list->next;
-
-		list->next = rev;
-		rev = list;
-		list = next;
-	}
-	return rev;
-}
-
-static void
-rdns_deliver(struct rdns *r, uint64_t now_us)
-{
-	struct rdns_query *q = rdns_take_arrived(r);
-
-	while (q != NULL) {
-		struct rdns_query *next = q->next;
-
-		q->next = NULL;
-		rdns_consume(r, q, now_us);
-		q = next;
-	}
-}
-
-void
-rdns_process(struct rdns *r, uint64_t now_us)
-{
-	/* answers still in libunbound's pipe go through our callback too */
-	(void)ub_process(r->ub);
-	rdns_deliver(r, now_us);
-	while (r->head != NULL && r->head->deadline_us <= now_us) {
+	q->handle = 0;
+	if (err == DNSQ_TIMEOUT) {
 		rdns_count(r, RDNS_C_TIMEOUTS);
-		rdns_finish(r, r->head, RDNS_TEMPERROR, 0, 0, now_us);
+		rdns_finish(r, l, RDNS_TEMPERROR, 0, 0, now_us);
+	} else if (l->state == RDNS_S_PTR) {
+		rdns_on_ptr(r, l, err, res, now_us);
+	} else {
+		rdns_on_forward(r, l, q, err, res, now_us);
 	}
 }
 
@@ -611,7 +449,6 @@ rdns_lookup(struct rdns *r, uint8_t family, const uint8_t addr[16], rdns_done_fn
 	l->done = done;
 	l->arg = arg;
 	l->start_us = now_us;
-	l->deadline_us = now_us + r->timeout_us;
 	l->fwd_temp = false;
 	l->fwd_left = 0;
 	l->ptr = NULL;
@@ -623,40 +460,10 @@ rdns_lookup(struct rdns *r, uint8_t family, const uint8_t addr[16], rdns_done_fn
 	return 0;
 }
 
-int
-rdns_fd(const struct rdns *r)
-{
-	return r->epfd;
-}
-
-int
-rdns_timeout_ms(const struct rdns *r, uint64_t now_us)
-{
-	uint64_t left;
-
-	if (r->head == NULL)
-		return -1;
-	if (r->head->deadline_us <= now_us)
-		return 0;
-	left = (r->head->deadline_us - now_us + 999) / 1000;
-	return left > INT_MAX ? INT_MAX : (int)left;
-}
-
 uint32_t
 rdns_inflight(const struct rdns *r)
 {
 	return r->inflight;
-}
-
-static int
-rdns_watch(int epfd, int fd)
-{
-	struct epoll_event ev;
-
-	memset(&ev, 0, sizeof(ev));
-	ev.events = EPOLLIN;
-	ev.data.fd = fd;
-	return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
 }
 
 struct rdns *
@@ -666,28 +473,20 @@ rdns_create(const struct rdns_params *p)
 	uint32_t i, j;
 	int e;
 
-	if (p == NULL || p->ub == NULL || p->max_inflight == 0 || p->max_names > RDNS_MAX_NAMES ||
-	    ub_fd(p->ub) < 0) {
+	if (p == NULL || p->dnsq == NULL || p->lane >= DNSQ_LANES || p->max_inflight == 0 ||
+	    p->max_names > RDNS_MAX_NAMES) {
 		errno = EINVAL;
 		return NULL;
 	}
 	r = calloc(1, sizeof(*r));
 	if (r == NULL)
 		return NULL;
-	r->efd = r->epfd = -1;
-	r->ub = p->ub;
-	r->timeout_us = (uint64_t)(p->timeout_ms ? p->timeout_ms : RDNS_DEFAULT_TIMEOUT_MS) * 1000u;
+	r->dnsq = p->dnsq;
+	r->lane = p->lane;
+	r->timeout_ms = p->timeout_ms ? p->timeout_ms : RDNS_DEFAULT_TIMEOUT_MS;
 	r->max_names = p->max_names ? p->max_names : RDNS_MAX_NAMES;
 	r->max_inflight = p->max_inflight;
 	r->cache_ttl_s = p->cache_ttl_s;
-	if (pthread_mutex_init(&r->lock, NULL) != 0)
-		goto fail;
-	r->lock_ok = true;
-	r->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	r->epfd = epoll_create1(EPOLL_CLOEXEC);
-	if (r->efd < 0 || r->epfd < 0 || rdns_watch(r->epfd, r->efd) != 0 ||
-	    rdns_watch(r->epfd, ub_fd(r->ub)) != 0)
-		goto fail;
 	if (p->cache_entries > 0 && p->cache_ttl_s > 0) {
 		r->cache = rdns_cache_create(p->cache_entries);
 		if (r->cache == NULL)
@@ -726,33 +525,13 @@ rdns_destroy(struct rdns *r)
 	for (i = 0; r->pool != NULL && i < r->max_inflight; i++) {
 		struct rdns_lookup *l = &r->pool[i];
 
-		if (rdns_states[l->state].timed) {
+		if (l->state != RDNS_S_FREE) {
 			rdns_count(r, RDNS_C_CANCELLED);
 			rdns_release(r, l);
 		}
 	}
-	/* Answers that another thread is handing us right now: wait for
-	 * them, or their callback would write into freed memory. */
-	while (r->inflight > 0) {
-		struct pollfd pfd = { .fd = r->efd, .events = POLLIN };
-
-		(void)ub_process(r->ub);
-		rdns_deliver(r, 0);
-		if (r->inflight > 0)
-			(void)poll(&pfd, 1, RDNS_DRAIN_SLICE_MS);
-	}
 	free(r->pool);
 	r->cache = rdns_cache_destroy(r->cache);
-	if (r->epfd >= 0)
-		close(r->epfd);
-	if (r->efd >= 0)
-		close(r->efd);
-	if (r->lock_ok) {
-		/* the last callback's unlock is done once we can lock */
-		pthread_mutex_lock(&r->lock);
-		pthread_mutex_unlock(&r->lock);
-		pthread_mutex_destroy(&r->lock);
-	}
 	free(r);
 	return NULL;
 }

@@ -4,13 +4,12 @@
  *
  * The control plane's one dispatcher thread must keep thousands of sender
  * lookups in flight without a thread each, so a lookup is a small state
- * machine driven by the dispatcher's event loop: rdns_lookup() starts it,
- * the loop polls rdns_fd() and calls rdns_process(), and the result comes
- * back through a callback. One struct rdns belongs to one thread; the
- * ub_ctx under it is shared with the SPF and DKIM threads, which may call
- * ub_resolve(), or ub_resolve_async() and ub_process() (answers of ours
- * that they take out are handed back to us), but never ub_wait(): it
- * holds libunbound's answer pipe while it sleeps.
+ * machine on the dispatcher's event loop: rdns_lookup() starts it, its
+ * queries go out through dns/dnsq.h (the one asynchronous way to query
+ * the shared libunbound context), the loop polls dnsq_fd() and calls
+ * dnsq_process() as it does for every other query, and the result comes
+ * back through a callback. One struct rdns belongs to the thread that
+ * owns its dnsq.
  *
  * The check: PTR of the peer; NXDOMAIN or no PTR -> NONE. Then
  * the A (IPv4 peer) or AAAA (IPv6 peer) records of up to max_names PTR
@@ -18,6 +17,10 @@
  * confirms -> PASS. No name confirms -> MISMATCH, unless a forward lookup
  * failed temporarily -> TEMPERROR. Any other failure, and the whole-lookup
  * deadline, -> TEMPERROR: a DNS outage of ours never becomes a 5xx.
+ *
+ * A lookup has at most max_names queries out at once (the PTR, then the
+ * forward ones), so a dnsq lane of max_inflight * max_names slots of its
+ * own never refuses one, and other queries cannot take them.
  */
 #ifndef SMTPEDGE_DNS_RDNS_H
 #define SMTPEDGE_DNS_RDNS_H
@@ -26,7 +29,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct ub_ctx;
+struct dnsq;
 struct rdns;
 
 enum rdns_result { RDNS_PASS, RDNS_NONE, RDNS_MISMATCH, RDNS_TEMPERROR };
@@ -46,7 +49,8 @@ struct rdns_answer {
 };
 
 struct rdns_params {
-	struct ub_ctx *ub;      /* dns_resolver_create(); not owned */
+	struct dnsq *dnsq;      /* the owner's; not owned, outlives r */
+	unsigned lane;          /* dnsq's lane for the queries */
 	uint32_t timeout_ms;    /* whole-lookup deadline; 0 = 5000 */
 	uint32_t max_names;     /* 1..RDNS_MAX_NAMES; 0 = RDNS_MAX_NAMES */
 	uint32_t cache_entries; /* result cache size; 0 = no cache */
@@ -56,42 +60,30 @@ struct rdns_params {
 	uint32_t max_inflight;  /* lookups at once (fixed pool), >= 1 */
 };
 
-/* NULL and errno: EINVAL (bad params), ENOMEM, or what eventfd/epoll
- * said. Everything a lookup needs is allocated here. */
+/* NULL and errno: EINVAL (bad params) or ENOMEM. Everything a lookup
+ * needs is allocated here. */
 struct rdns *rdns_create(const struct rdns_params *params);
 
-/* Cancels what is in flight (counted as cancelled, no callback for it),
- * waits for the answers other threads may be delivering to us this very
- * moment, and frees. Tolerates NULL and half-built; returns NULL. Not
- * from inside a done() callback. */
+/* Cancels what is in flight (counted as cancelled, no callback for it;
+ * its queries are withdrawn from dnsq) and frees. Before the dnsq is
+ * destroyed. Tolerates NULL and half-built; returns NULL. Not from inside
+ * a done() callback. */
 struct rdns *rdns_destroy(struct rdns *r);
 
 typedef void (*rdns_done_fn)(void *arg, const struct rdns_answer *a);
 
 /*
- * Looks up the peer: family 4 (address in addr[0..3]) or 6. Returns 0 when
- * done() will be called: later from rdns_process(), or already, before
- * this returns (a cache hit, or a resolver that refused the query at once,
- * which answers TEMPERROR). Returns -1 without calling done() when
- * max_inflight lookups are in flight (errno EBUSY: answer a 4xx) or the
- * family is not 4 or 6 (EINVAL). done() may start new lookups, but must
- * not call rdns_process() or rdns_destroy().
+ * Looks up the peer: family 4 (address in addr[0..3]) or 6. now_us is the
+ * caller's monotonic clock, the one it gives dnsq_process(). Returns 0
+ * when done() will be called: later from dnsq_process(), or already,
+ * before this returns (a cache hit, or a query refused at once by dnsq or
+ * the resolver, which answers TEMPERROR). Returns -1 without calling
+ * done() when max_inflight lookups are in flight (errno EBUSY: answer a
+ * 4xx) or the family is not 4 or 6 (EINVAL). done() may start new
+ * lookups, but must not call dnsq_process() or rdns_destroy().
  */
 int rdns_lookup(struct rdns *r, uint8_t family, const uint8_t addr[16], rdns_done_fn done,
 		void *arg, uint64_t now_us);
-
-/* Readable when rdns_process() has answers to deliver. Stays the same
- * for the life of r. */
-int rdns_fd(const struct rdns *r);
-
-/* Delivers the answers that arrived and the deadlines that passed. now_us
- * is the caller's monotonic clock, the same as given to rdns_lookup(); it
- * must not go backwards (deadlines are kept in start order). */
-void rdns_process(struct rdns *r, uint64_t now_us);
-
-/* Milliseconds until the next deadline (rounded up; 0 when one has
- * passed), or -1 when nothing is in flight: a poll() timeout. */
-int rdns_timeout_ms(const struct rdns *r, uint64_t now_us);
 
 /* Lookups holding a pool slot (started and not yet finished with). */
 uint32_t rdns_inflight(const struct rdns *r);

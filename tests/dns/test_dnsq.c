@@ -330,6 +330,104 @@ test_other_thread(struct ub_ctx *ub)
 	dnsq_destroy(q);
 }
 
+/*
+ * The same, with answers libunbound has cached: its thread answers at
+ * once, so the other thread's ub_process() runs our callback while
+ * dnsq_issue() is still returning. Every query must be taken (none
+ * refused as busy for a slot the callback relinked) and answered once.
+ */
+static void
+test_other_thread_cached(struct ub_ctx *ub)
+{
+	enum { N = 2000, ROUNDS = 20 };
+	struct dnsq *q = make(ub, N);
+	static struct got g[N];
+	char name[64];
+	pthread_t thief;
+	int answered = 0, issued = 0;
+
+	atomic_store(&thief_stop, false);
+	pthread_create(&thief, NULL, thief_main, ub);
+	for (int r = 0; r < ROUNDS; r++) {
+		/* the first round fills libunbound's cache */
+		memset(g, 0, sizeof(g));
+		for (int i = 0; i < N; i++) {
+			snprintf(name, sizeof(name), "c%d.ok.example", i);
+			issued += dnsq_issue(q, name, ns_t_a, 5000, on_done, &g[i], now_us()) != 0;
+		}
+		drive(q, 6000);
+		for (int i = 0; i < N; i++)
+			answered += g[i].calls == 1 && g[i].data;
+	}
+	atomic_store(&thief_stop, true);
+	pthread_join(thief, NULL);
+	CHECK_EQ_INT(dnsq_counter(q, DNSQ_C_BUSY), 0);
+	CHECK_EQ_INT(issued, N * ROUNDS);
+	CHECK_EQ_INT(answered, N * ROUNDS);
+	CHECK_EQ_INT(dnsq_inflight(q), 0);
+	dnsq_destroy(q);
+}
+
+/* Lanes: each has slots of its own, and a full one leaves the others be. */
+static void
+test_lanes(struct ub_ctx *ub)
+{
+	struct dnsq_params p = { .ub = ub, .max_inflight = 2, .lane_max = { 3 } };
+	struct dnsq *q = dnsq_create(&p);
+	struct got hole[5] = { { 0 } }, ok0 = { 0 }, ok1 = { 0 }, over = { 0 };
+	uint64_t h[3];
+
+	CHECK(q != NULL, "dnsq_create with a lane: %s", strerror(errno));
+	if (q == NULL)
+		return;
+	for (int i = 0; i < 3; i++) {
+		h[i] = dnsq_issue_lane(q, 1, "l1.hole.example", ns_t_a, 5000, on_done, &hole[i],
+				       now_us());
+		CHECK(h[i] != 0, "lane 1 query %d", i);
+	}
+	errno = 0;
+	CHECK(dnsq_issue_lane(q, 1, "l.ok.example", ns_t_a, 5000, on_done, &over, now_us()) == 0 &&
+		      errno == EBUSY,
+	      "lane 1 full");
+	/* lane 0 has its two slots whatever lane 1 holds */
+	CHECK(dnsq_issue(q, "l0.hole.example", ns_t_a, 5000, on_done, &hole[3], now_us()) != 0);
+	CHECK(dnsq_issue(q, "a0.ok.example", ns_t_a, 5000, on_done, &ok0, now_us()) != 0);
+	errno = 0;
+	CHECK(dnsq_issue(q, "b0.ok.example", ns_t_a, 5000, on_done, &over, now_us()) == 0 &&
+		      errno == EBUSY,
+	      "lane 0 full");
+	CHECK_EQ_INT(dnsq_inflight(q), 5);
+	CHECK_EQ_INT(dnsq_counter(q, DNSQ_C_BUSY), 2);
+	errno = 0;
+	CHECK(dnsq_issue_lane(q, DNSQ_LANES, "x.ok.example", ns_t_a, 5000, on_done, &over,
+			      now_us()) == 0 &&
+		      errno == EINVAL,
+	      "a lane out of range");
+	/* a slot given back goes to its own lane */
+	dnsq_cancel(q, h[0]);
+	CHECK(dnsq_issue_lane(q, 1, "a1.ok.example", ns_t_a, 5000, on_done, &ok1, now_us()) != 0,
+	      "lane 1 again after a cancel");
+	errno = 0;
+	CHECK(dnsq_issue(q, "c0.ok.example", ns_t_a, 5000, on_done, &over, now_us()) == 0 &&
+		      errno == EBUSY,
+	      "lane 1's slot did not go to lane 0");
+	/* answers reach both lanes' callers through the one fd */
+	for (uint64_t end = now_us() + 3000000;
+	     (ok0.calls == 0 || ok1.calls == 0) && now_us() < end;) {
+		struct pollfd pfd = { .fd = dnsq_fd(q), .events = POLLIN };
+
+		poll(&pfd, 1, 50);
+		dnsq_process(q, now_us());
+	}
+	CHECK(ok0.calls == 1 && ok0.data && ok1.calls == 1 && ok1.data, "both lanes answered");
+	CHECK(over.calls == 0 && hole[0].calls == 0, "nothing for the refused or cancelled");
+	dnsq_destroy(q);
+	p.max_inflight = 1;
+	p.lane_max[0] = INT32_MAX;
+	errno = 0;
+	CHECK(dnsq_create(&p) == NULL && errno == EINVAL, "lanes over INT32_MAX in all");
+}
+
 int
 main(void)
 {
@@ -356,6 +454,8 @@ main(void)
 	test_cancel(ub);
 	test_busy_and_destroy(ub);
 	test_other_thread(ub);
+	test_other_thread_cached(ub);
+	test_lanes(ub);
 	dns_resolver_destroy(ub);
 	stop_server();
 	return check_done();

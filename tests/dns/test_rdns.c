@@ -7,13 +7,16 @@
  * `unbound -d` as its child on a free port, and points a libunbound
  * context made by dns_resolver_create() at it. Failing zones are
  * stub-zones whose server is a closed port (unbound answers SERVFAIL) or
- * a socket of ours that never answers (the deadline fires). Each lookup is
- * driven the way the dispatcher drives it: poll(rdns_fd()) with
- * rdns_timeout_ms(), then rdns_process().
+ * a socket of ours that never answers (the deadline fires). Each rdns has a
+ * dnsq of its own (its queries in lane RDNS_LANE, lane 0 left for the
+ * test's own queries, as the dispatcher leaves it for SPF's), and each
+ * lookup is driven the way the dispatcher drives it: poll(dnsq_fd()) with
+ * dnsq_timeout_ms(), then dnsq_process().
  *
  * Usage: test_rdns /path/to/unbound
  */
 #include <arpa/inet.h>
+#include <arpa/nameser.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -31,6 +34,7 @@
 
 #include <unbound.h>
 
+#include "dns/dnsq.h"
 #include "dns/rdns.h"
 #include "dns/resolver.h"
 
@@ -38,6 +42,8 @@
 
 #define BULK_N      10000
 #define BULK_PREFIX "2001:db8:60::" /* a /112: the last 16 bits vary */
+#define RDNS_LANE   1
+#define OTHER_SLOTS 8 /* lane 0: the queries of SPF's stand-in */
 
 static char tmpdir[64];
 static pid_t server_pid = -1;
@@ -433,19 +439,23 @@ on_done(void *arg, const struct rdns_answer *a)
 	w->a = *a;
 }
 
+/* The dnsq under the rdns being tested (one at a time). */
+static struct dnsq *dq;
+
 /* The dispatcher's loop, until *flag or the guard time runs out. clock
- * is added to every time given to rdns (to age the cache). */
+ * is added to every time given to rdns and dnsq (to age the cache). */
 static void
 drive(struct rdns *r, const bool *flag, uint64_t clock, uint64_t guard_ms)
 {
 	uint64_t end = now_us() + guard_ms * 1000;
 
+	(void)r;
 	while (!*flag && now_us() < end) {
-		struct pollfd pfd = { .fd = rdns_fd(r), .events = POLLIN };
-		int t = rdns_timeout_ms(r, now_us() + clock);
+		struct pollfd pfd = { .fd = dnsq_fd(dq), .events = POLLIN };
+		int t = dnsq_timeout_ms(dq, now_us() + clock);
 
 		(void)poll(&pfd, 1, t < 0 || t > 100 ? 100 : t);
-		rdns_process(r, now_us() + clock);
+		dnsq_process(dq, now_us() + clock);
 	}
 }
 
@@ -470,21 +480,55 @@ lookup(struct rdns *r, uint8_t family, const char *addr, uint64_t clock)
 	return w;
 }
 
+/* An rdns on a dnsq of its own, whose lane holds every query the lookups
+ * can have out (rdns.h); p->dnsq and p->lane are filled in. NULL when
+ * rdns_create() refuses p. */
+static struct rdns *
+make_rdns_p(struct ub_ctx *ub, struct rdns_params *p)
+{
+	uint32_t names = p->max_names ? p->max_names : RDNS_MAX_NAMES;
+	struct dnsq_params qp = { .ub = ub, .max_inflight = OTHER_SLOTS };
+	struct rdns *r;
+	int e;
+
+	qp.lane_max[RDNS_LANE - 1] = p->max_inflight * names;
+	dq = dnsq_create(&qp);
+	if (dq == NULL)
+		die("dnsq_create: %s", strerror(errno));
+	p->dnsq = dq;
+	p->lane = RDNS_LANE;
+	r = rdns_create(p);
+	if (r == NULL) {
+		e = errno;
+		dq = dnsq_destroy(dq);
+		errno = e;
+	}
+	return r;
+}
+
 static struct rdns *
 make_rdns(struct ub_ctx *ub, uint32_t timeout_ms, uint32_t cache, uint32_t max_inflight)
 {
 	struct rdns_params p = {
-		.ub = ub,
 		.timeout_ms = timeout_ms,
 		.max_names = 10,
 		.cache_entries = cache,
 		.cache_ttl_s = 60,
 		.max_inflight = max_inflight,
 	};
-	struct rdns *r = rdns_create(&p);
+	struct rdns *r = make_rdns_p(ub, &p);
 
 	if (r == NULL)
 		die("rdns_create: %s", strerror(errno));
+	return r;
+}
+
+/* rdns first: it withdraws its queries from the dnsq. */
+static struct rdns *
+free_rdns(struct rdns *r)
+{
+	r = rdns_destroy(r);
+	dq = dnsq_destroy(dq);
 	return r;
 }
 
@@ -571,7 +615,7 @@ test_cases(struct ub_ctx *ub)
 	      (unsigned long long)rdns_counter(r, RDNS_C_PASS));
 	CHECK(rdns_counter(r, RDNS_C_TEMPERROR) == n_temp, "temperror counted: %llu",
 	      (unsigned long long)rdns_counter(r, RDNS_C_TEMPERROR));
-	r = rdns_destroy(r);
+	r = free_rdns(r);
 }
 
 static void
@@ -612,7 +656,7 @@ test_cache(struct ub_ctx *ub)
 	CHECK(w.a.result == RDNS_PASS && !w.a.cached, "expired entry looked up again");
 	CHECK(rdns_counter(r, RDNS_C_CACHE_HITS) == 3, "cache_hits %llu",
 	      (unsigned long long)rdns_counter(r, RDNS_C_CACHE_HITS));
-	r = rdns_destroy(r);
+	r = free_rdns(r);
 
 	/* same family bits, other family: no false hit */
 	r = make_rdns(ub, 5000, 64, 4);
@@ -625,7 +669,7 @@ test_cache(struct ub_ctx *ub)
 		drive(r, &w2.done, 0, 10000);
 		CHECK(!w2.a.cached, "a v6 address is not the cached v4 one");
 	}
-	r = rdns_destroy(r);
+	r = free_rdns(r);
 }
 
 static void
@@ -656,15 +700,15 @@ test_timeout(struct ub_ctx *ub)
 	      "%s %s %u us",
 	      rdns_result_name(w.a.result), w.a.name, w.a.latency_us);
 	CHECK(rdns_inflight(r) == 0, "inflight back to 0: %u", rdns_inflight(r));
-	r = rdns_destroy(r);
+	r = free_rdns(r);
 }
 
 /* max_names bounds the names checked. */
 static void
 test_max_names(struct ub_ctx *ub)
 {
-	struct rdns_params p = { .ub = ub, .timeout_ms = 5000, .max_names = 2, .max_inflight = 2 };
-	struct rdns *r = rdns_create(&p);
+	struct rdns_params p = { .timeout_ms = 5000, .max_names = 2, .max_inflight = 2 };
+	struct rdns *r = make_rdns_p(ub, &p);
 	struct waiter w;
 
 	if (r == NULL)
@@ -672,10 +716,10 @@ test_max_names(struct ub_ctx *ub)
 	w = lookup(r, 6, "2001:db8:53::5", 0);
 	CHECK(w.a.result == RDNS_MISMATCH && w.a.n_ptr == 3,
 	      "max_names 2: the third name is not checked: %s", rdns_result_name(w.a.result));
-	r = rdns_destroy(r);
+	r = free_rdns(r);
 	p.max_names = RDNS_MAX_NAMES + 1;
 	errno = 0;
-	CHECK(rdns_create(&p) == NULL && errno == EINVAL, "max_names above %d refused",
+	CHECK(make_rdns_p(ub, &p) == NULL && errno == EINVAL, "max_names above %d refused",
 	      RDNS_MAX_NAMES);
 }
 
@@ -704,14 +748,122 @@ test_busy_and_destroy(struct ub_ctx *ub)
 	errno = 0;
 	CHECK(rdns_lookup(r, 5, a, on_done, &hit, now_us()) == -1 && errno == EINVAL,
 	      "family 5 refused");
-	rdns_process(r, now_us());
-	r = rdns_destroy(r);
+	dnsq_process(dq, now_us());
+	r = free_rdns(r);
 	CHECK(!w[0].done && !w[1].done && !w[2].done,
 	      "no callback for lookups cancelled by destroy");
 }
 
-/* Another thread (as SPF's do) drains libunbound's pipe: our answer is
- * handed over through rdns's own queue and rdns_fd() wakes us. */
+/* A query of lane 0 (SPF's, in the dispatcher): its answer. */
+struct other {
+	int calls, err;
+	bool data;
+};
+
+static void
+on_other(void *arg, int err, struct ub_result *res)
+{
+	struct other *o = arg;
+
+	o->calls++;
+	o->err = err;
+	o->data = res != NULL && res->havedata;
+	ub_resolve_free(res);
+}
+
+static uint64_t
+dq_count(unsigned id)
+{
+	return dnsq_counter(dq, id);
+}
+
+/*
+ * The lookups' queries are dnsq's: counted there, timed out by its heap,
+ * withdrawn through it (an early PASS, destroy); a lookup and another
+ * query on the same dnsq are both answered by the one dnsq_process(); and
+ * each kind has its own slots: with lane 0 full a lookup still passes,
+ * and with every lookup out lane 0 still takes queries.
+ */
+static void
+test_shared_dnsq(struct ub_ctx *ub)
+{
+	struct rdns *r = make_rdns(ub, 300, 0, 2);
+	struct other o[OTHER_SLOTS + 1], spf = { 0 };
+	struct waiter w, w2 = { 0 };
+	uint8_t a[16];
+	int i;
+
+	w = lookup(r, 6, "2001:db8:53::1", 0);
+	CHECK(w.a.result == RDNS_PASS, "pass: %s", rdns_result_name(w.a.result));
+	CHECK(dq_count(DNSQ_C_ISSUED) == 2 && dq_count(DNSQ_C_ANSWERED) == 2,
+	      "the PTR and the AAAA went through dnsq: issued %llu answered %llu",
+	      (unsigned long long)dq_count(DNSQ_C_ISSUED),
+	      (unsigned long long)dq_count(DNSQ_C_ANSWERED));
+	w = lookup(r, 6, "2001:db8:55::1", 0);
+	CHECK(w.a.result == RDNS_TEMPERROR && rdns_counter(r, RDNS_C_TIMEOUTS) == 1 &&
+		      dq_count(DNSQ_C_TIMEOUTS) == 1,
+	      "the PTR's deadline is dnsq's: %s, dnsq timeouts %llu", rdns_result_name(w.a.result),
+	      (unsigned long long)dq_count(DNSQ_C_TIMEOUTS));
+	/* the second name confirms while the first is unanswered: the first
+	 * is withdrawn */
+	w = lookup(r, 6, "2001:db8:53::f", 0);
+	CHECK(w.a.result == RDNS_PASS && dq_count(DNSQ_C_CANCELLED) == 1 && dnsq_inflight(dq) == 0,
+	      "an early pass withdraws the other query: %s, dnsq cancelled %llu, %u out",
+	      rdns_result_name(w.a.result), (unsigned long long)dq_count(DNSQ_C_CANCELLED),
+	      dnsq_inflight(dq));
+
+	/* lane 0 full of queries that never end: the lookup still goes */
+	for (i = 0; i < OTHER_SLOTS; i++) {
+		memset(&o[i], 0, sizeof(o[i]));
+		CHECK(dnsq_issue(dq, "s.hole.example", ns_t_txt, 5000, on_other, &o[i], now_us()) !=
+			      0,
+		      "lane 0 query %d", i);
+	}
+	errno = 0;
+	memset(&o[i], 0, sizeof(o[i]));
+	CHECK(dnsq_issue(dq, "t.hole.example", ns_t_txt, 5000, on_other, &o[i], now_us()) == 0 &&
+		      errno == EBUSY,
+	      "lane 0 is full");
+	w = lookup(r, 6, "2001:db8:53::4", 0);
+	CHECK(w.a.result == RDNS_PASS && strcmp(w.a.name, "alias6.rdns.example") == 0,
+	      "a lookup passes beside a full lane 0: %s", rdns_result_name(w.a.result));
+	r = free_rdns(r);
+	for (i = 0; i <= OTHER_SLOTS; i++)
+		CHECK(o[i].calls == 0, "lane 0 query %d withdrawn by destroy, no callback", i);
+
+	/* every lookup out (the silent zone), then a lookup and a lane-0
+	 * query answered together */
+	r = make_rdns(ub, 5000, 0, 3);
+	parse_addr(6, "2001:db8:55::3", a);
+	CHECK(rdns_lookup(r, 6, a, on_done, &w2, now_us()) == 0, "silent lookup 1");
+	a[15] = 4;
+	CHECK(rdns_lookup(r, 6, a, on_done, &w2, now_us()) == 0, "silent lookup 2");
+	memset(&w, 0, sizeof(w));
+	parse_addr(6, "2001:db8:53::c", a);
+	CHECK(rdns_lookup(r, 6, a, on_done, &w, now_us()) == 0, "a lookup");
+	CHECK(dnsq_issue(dq, "other.rdns.example", ns_t_a, 5000, on_other, &spf, now_us()) != 0,
+	      "lane 0 takes a query with every lookup out");
+	for (uint64_t end = now_us() + 5000000; (!w.done || spf.calls == 0) && now_us() < end;) {
+		struct pollfd pfd = { .fd = dnsq_fd(dq), .events = POLLIN };
+
+		(void)poll(&pfd, 1, 50);
+		dnsq_process(dq, now_us());
+	}
+	CHECK(w.done && w.a.result == RDNS_PASS && spf.calls == 1 && spf.err == 0 && spf.data,
+	      "both answered by dnsq_process: %s, other %d/%d", rdns_result_name(w.a.result),
+	      spf.calls, spf.data);
+	CHECK(rdns_inflight(r) == 2 && dnsq_inflight(dq) == 2, "the silent two still out: %u %u",
+	      rdns_inflight(r), dnsq_inflight(dq));
+	i = (int)dq_count(DNSQ_C_CANCELLED);
+	r = rdns_destroy(r);
+	CHECK(dq_count(DNSQ_C_CANCELLED) == (uint64_t)i + 2 && dnsq_inflight(dq) == 0 && !w2.done,
+	      "destroy withdraws its queries from dnsq: cancelled %llu, %u out",
+	      (unsigned long long)dq_count(DNSQ_C_CANCELLED), dnsq_inflight(dq));
+	dq = dnsq_destroy(dq);
+}
+
+/* Another thread drains libunbound's pipe: our answer is handed over
+ * through dnsq's mailbox and dnsq_fd() wakes us. */
 struct thief {
 	struct ub_ctx *ub;
 	atomic_bool stop;
@@ -750,15 +902,15 @@ test_other_thread(struct ub_ctx *ub)
 	usleep(300000); /* the thief takes every answer meanwhile */
 	atomic_store(&t.stop, true);
 	pthread_join(th, NULL);
-	CHECK(!w.done, "not answered before rdns_process");
-	pfd.fd = rdns_fd(r);
+	CHECK(!w.done, "not answered before dnsq_process");
+	pfd.fd = dnsq_fd(dq);
 	pfd.events = POLLIN;
-	CHECK(poll(&pfd, 1, 0) == 1, "rdns_fd readable after another thread "
+	CHECK(poll(&pfd, 1, 0) == 1, "dnsq_fd readable after another thread "
 				     "took the answers");
 	drive(r, &w.done, 0, 5000);
 	CHECK(w.done && w.a.result == RDNS_PASS && strcmp(w.a.name, "c5.rdns.example") == 0,
 	      "answer delivered: %s %s", rdns_result_name(w.a.result), w.a.name);
-	r = rdns_destroy(r);
+	r = free_rdns(r);
 }
 
 /* BULK_N lookups in flight at once, one thread, while another thread
@@ -790,6 +942,10 @@ test_bulk(struct ub_ctx *ub)
 	}
 	max_inflight = rdns_inflight(r);
 	CHECK(max_inflight == BULK_N, "%u lookups in flight at once", max_inflight);
+	CHECK(dnsq_counter(dq, DNSQ_C_BUSY) == 0 && dnsq_counter(dq, DNSQ_C_REFUSED) == 0,
+	      "every query taken: busy %llu, refused %llu",
+	      (unsigned long long)dnsq_counter(dq, DNSQ_C_BUSY),
+	      (unsigned long long)dnsq_counter(dq, DNSQ_C_REFUSED));
 	while (!all && now_us() - t0 < 25000000) {
 		drive(r, &all, 0, 100);
 		all = rdns_inflight(r) == 0;
@@ -819,7 +975,7 @@ test_bulk(struct ub_ctx *ub)
 	printf("bulk: %d lookups in %.2f s, the other thread polled %u "
 	       "times\n",
 	       BULK_N, (double)(t1 - t0) / 1e6, t.rounds);
-	r = rdns_destroy(r);
+	r = free_rdns(r);
 }
 
 /*
@@ -866,7 +1022,7 @@ test_bulk_cancel(struct ub_ctx *ub)
 	      temp);
 	CHECK(rdns_inflight(r) == 0, "inflight back to 0: %u", rdns_inflight(r));
 	printf("deadline race: %u of %d timed out\n", temp, BULK_N);
-	r = rdns_destroy(r);
+	r = free_rdns(r);
 
 	memset(&b, 0, sizeof(b));
 	r = make_rdns(ub, 5000, 0, BULK_N);
@@ -880,8 +1036,8 @@ test_bulk_cancel(struct ub_ctx *ub)
 		if (rdns_lookup(r, 6, a, on_done, &b.w[i], now_us()) != 0)
 			die("lookup: %s", strerror(errno));
 	}
-	rdns_process(r, now_us());
-	r = rdns_destroy(r);
+	dnsq_process(dq, now_us());
+	r = free_rdns(r);
 	after = 0;
 	for (int i = 0; i < BULK_N; i++)
 		after += b.w[i].calls;
@@ -917,9 +1073,9 @@ test_resolver_params(void)
 	CHECK(dns_resolver_destroy(NULL) == NULL, "destroy(NULL)");
 	CHECK(rdns_destroy(NULL) == NULL, "rdns_destroy(NULL)");
 	errno = 0;
-	CHECK(rdns_create(&(struct rdns_params){ .ub = NULL, .max_inflight = 1 }) == NULL &&
+	CHECK(rdns_create(&(struct rdns_params){ .dnsq = NULL, .max_inflight = 1 }) == NULL &&
 		      errno == EINVAL,
-	      "rdns_create without a resolver: EINVAL");
+	      "rdns_create without a dnsq: EINVAL");
 }
 
 int
@@ -946,6 +1102,7 @@ main(int argc, char **argv)
 	test_timeout(ub);
 	test_max_names(ub);
 	test_busy_and_destroy(ub);
+	test_shared_dnsq(ub);
 	test_other_thread(ub);
 	test_bulk(ub);
 	test_bulk_cancel(ub);

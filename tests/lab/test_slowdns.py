@@ -15,7 +15,13 @@ reply yet. Afterwards the flood's messages are accepted too.
 
 On a control plane whose work threads wait for SPF, the flood's checks
 take every work thread and the others' deliveries queue behind them.
+
+The same holds for reverse DNS: with one peer's PTR answers held back, its
+sessions wait at MAIL for their verdict while other senders deliver, and
+the dispatcher, polling the one dnsq that carries both kinds of query,
+answers each in turn.
 """
+import ipaddress
 import json
 import os
 import subprocess
@@ -27,6 +33,7 @@ from test_ctlplane import conf_with
 from test_smtp import EDGE6, peer, spool_files
 
 PTR6 = LAB["LAB_PEER6_PTR"]
+NOPTR6 = LAB["LAB_PEER6_NOPTR"]
 PROXY = f"127.0.0.1@{int(LAB['LAB_DNS_PORT']) + 1}"
 SLOW_MS = 6000
 FLOOD = 16  # more than the work threads (2), fewer than peer.py's timeout allows
@@ -194,6 +201,53 @@ def test_rset_cancels_the_transactions_spf_check():
         expect(delta(after, before, "spf_checks_cancelled") == pairs,
                f"spf_checks_cancelled: {after}")
         expect(after.get("spf_checks_inflight", 1) == 0, f"checks left in flight: {after}")
+
+
+def rdns_out(now, before):
+    """Lookups asked for since before and not answered yet."""
+    done = sum(delta(now, before, k) for k in
+               ("rdns_pass", "rdns_none", "rdns_mismatch", "rdns_temperror", "rdns_busy"))
+    return delta(now, before, "rdns_requests") - done
+
+
+def test_slow_ptr_answers_leave_other_senders_unharmed():
+    # The no-PTR peer's reverse name answers SLOW_MS late: its sessions
+    # wait at MAIL while a sender whose PTR answers at once delivers, and
+    # only then do they get the no-PTR refusal.
+    sessions = 4
+    rev = ipaddress.ip_address(NOPTR6).reverse_pointer
+    cfg = proxied_conf("slowdns-ptr")
+    with labkit.DnsDelay(PROXY, rev, SLOW_MS), Edge(cfg) as edge:
+        before = edge.stats()
+        replies = {}
+
+        def slow(i):
+            replies[i] = peer("dialogue", NOPTR6, EDGE6, "EHLO client.lab.example",
+                              "MAIL FROM:<alice@example.org>", "QUIT")["replies"]
+
+        threads = [threading.Thread(target=slow, args=(i,), daemon=True) for i in range(sessions)]
+        for t in threads:
+            t.start()
+        out = wait_for(lambda: (lambda s: s if rdns_out(s, before) >= sessions else None)(
+            edge.stats()), timeout=30)
+        expect(out, f"the slow lookups are not in flight: {edge.stats()}")
+        for k in range(FAST):
+            r = peer("send", PTR6, EDGE6, "alice@example.org", "bob@example.net", "800",
+                     str(100 + k))
+            expect(r["code"] == 250, f"fast sender {k}: {r}")
+        during = edge.stats()
+        answered = dict(replies)
+        expect(rdns_out(during, before) >= sessions,
+               f"the slow lookups ended before the fast senders: {during}")
+        expect(not answered, f"slow-PTR sessions answered before the fast senders: {answered}")
+        for t in threads:
+            t.join(60)
+        expect(len(replies) == sessions and
+               all(r[2].startswith("550 5.7.25 ") for r in replies.values()),
+               f"the slow-PTR sessions' MAIL replies: {replies}")
+        after = edge.stats()
+        expect(rdns_out(after, before) == 0, f"lookups left in flight: {after}")
+        expect(delta(after, before, "rdns_none") >= sessions, f"rdns_none: {after}")
 
 
 if __name__ == "__main__":
