@@ -5,9 +5,10 @@
  *
  * The dispatcher drains every worker's request ring, runs the asynchronous
  * reverse-DNS lookups and SPF checks (thousands in flight on one thread),
- * writes the transaction log, and hands DKIM, our headers and the relay to
- * the work threads. A message for the spool is submitted to the spool's
- * committer, which answers the worker when the message's group is on disk.
+ * writes the transaction log, and hands DKIM and our headers to the work
+ * threads. A message for the spool is submitted to the spool's committer,
+ * which answers the worker when the message's group is on disk; one for the
+ * downstream to the relay's loop, which answers when the downstream has.
  * Verdicts go back on each worker's verdict ring. Neither side ever waits
  * for the other.
  */

@@ -1713,6 +1713,7 @@ relay_create(const struct relay_params *p, char *err, size_t errlen)
 		goto fail;
 	}
 	r->thread_ok = true;
+	(void)pthread_setname_np(r->thread, "se-relay");
 	return r;
 fail:
 	relay_destroy(r);
