@@ -1225,6 +1225,9 @@ on_reply(struct relay_conn *c, const struct reply *rep)
 		c->deadline = now_ms() + r->timeout_ms;
 		fill_body(c);
 		conn_flush(c);
+		/* The whole message may have gone at once, and its reply be
+		 * here already: conn_input reads on, as for any state that
+		 * waits for a reply. */
 		return;
 	case S_FINAL: on_final(c, rep); return;
 	default: conn_fail(c, IO_GARBLED); return;
@@ -1459,7 +1462,12 @@ relay_loop(void *arg)
 			}
 			if (c->out_armed && (ev[i].events & EPOLLOUT)) {
 				conn_flush(c);
-				continue; /* input, if any, on the next turn */
+				/* A reply that came while the message was being
+				 * written is read now that it is asked for; new
+				 * input waits for the next turn. */
+				if (!c->dead && c->rpos < c->rlen && c->state == S_FINAL)
+					conn_input(c);
+				continue;
 			}
 			if (ev[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP))
 				conn_input(c);
