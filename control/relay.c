@@ -700,6 +700,7 @@ conn_retry(struct relay_conn *c)
 	c->job = NULL;
 	count_inflight(r, -1);
 	j->fresh = true;
+	j->deadline = now_ms() + r->timeout_ms; /* a wait of its own */
 	memset(&j->res, 0, sizeof(j->res));
 	j->next = r->queue;
 	r->queue = j;
