@@ -341,6 +341,14 @@ def test_pool():
               and [len(s.msgs) for s in fake.sessions] == [1, 1],
               "dead at RSET: second message on a fresh connection",
               repr([s.cmds for s in fake.sessions]))
+    # a kept connection whose RSET is never answered: after the timeout
+    # the message goes on a fresh one, with a wait of its own
+    with FakeMTA({"replies": {"RSET": "HANG"}}) as fake:
+        res, out, rc = run(f"127.0.0.1:{fake.port}",
+                           args=["--count", "2", "--timeout", "300"])
+        check(len(res) == 2 and all(r.code == 250 for r in res) and
+              [len(s.msgs) for s in fake.sessions] == [1, 1],
+              "RSET unanswered: retried on a fresh connection", out)
     # retried once only: a fresh connection that fails is the answer
     with FakeMTA({"replies": {"RSET": "DROP",
                               "MAIL": {1: "DROP"}}}) as fake:
