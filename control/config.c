@@ -418,6 +418,7 @@ static const struct cfg_key keys[] = {
 	{ "relay", "target", parse_target, OFF(relay_target), 0, 0, NULL, false },
 	{ "relay", "spool", parse_dir, OFF(spool_dir), 0, 0, NULL, false },
 	{ "relay", "protocol", parse_protocol, 0, 0, 0, "smtp", false },
+	{ "relay", "connections", parse_u32, OFF(relay_connections), 1, 1024, "64", false },
 	{ "dataplane", "mbufs", parse_u32, OFF(mbufs), 1023, 4194303, "8191", false },
 	{ "dataplane", "rx_desc", parse_u32, OFF(rx_desc), 64, 16384, "1024", false },
 	{ "dataplane", "tx_desc", parse_u32, OFF(tx_desc), 64, 16384, "1024", false },

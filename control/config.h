@@ -50,6 +50,7 @@ struct edge_config {
 	char relay_target[CONFIG_NAME_LEN]; /* "[host]:port" or "" */
 	char spool_dir[CONFIG_PATH_LEN];
 	enum relay_protocol relay_protocol;
+	uint32_t relay_connections; /* to the downstream, open at most */
 
 	/* [dataplane] */
 	uint32_t mbufs; /* per port, shared by its queues */

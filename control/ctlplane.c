@@ -959,8 +959,8 @@ set_reply(struct txrec *r, uint16_t code, const char *enh, const char *text)
 	snprintf(r->reply_text, sizeof(r->reply_text), "%s", text);
 }
 
-/* A message in the spool's hands: what its done call needs to answer the
- * worker. The txrec and its chunks stay alive until then (they are the
+/* A message in the spool's (or the relay's) hands: what its done call
+ * needs to answer the worker. The txrec and its chunks stay alive until then (they are the
  * worker's again only when the verdict goes back). */
 struct spooling {
 	struct ctlplane *pl;
@@ -1017,14 +1017,44 @@ spool_group_done(void *arg, unsigned msgs, unsigned fsyncs)
 			   CTL_SPOOL_GROUP_65_UP]++;
 }
 
+/* The relay writes its counters straight into the block, in its order. */
+_Static_assert(CTL_RELAY_QUEUED - CTL_RELAY_CONN_OPENED == RELAY_QUEUED - RELAY_CONN_OPENED &&
+		       RELAY_QUEUED + 1 == RELAY__COUNTERS && RELAY_CONN_OPENED == 0,
+	       "the relay's counters and CTL_COUNTERS disagree");
+
+/* On the relay's thread, once the downstream has answered for the message. */
+static void
+relayed(void *arg, const struct relay_result *res)
+{
+	struct spooling *rl = arg;
+	struct ctl_stats *st = &ctl_stats[CTLPLANE_RELAY_BLOCK];
+	struct txrec *r = rl->rec;
+	struct ctl_msg m = { .kind = MSG_SPOOL_DONE, .idx = rl->idx, .gen = rl->gen };
+	char text[200];
+
+	if (res->code / 100 == 2) {
+		snprintf(text, sizeof(text), "Ok: queued as %s", r->queue_id);
+		set_reply(r, 250, "2.0.0", text);
+		st->c[CTL_RELAY_DELIVERED]++;
+	} else {
+		set_reply(r, res->code, res->enh, res->text);
+		st->c[CTL_RELAY_FAILED]++;
+	}
+	free(rl->stripped);
+	m.result = r->reply_code / 100 != 2;
+	m.u.rec = r;
+	send_verdict(rl->pl, rl->worker, &m, st);
+	free(rl);
+}
+
 /* Our headers, then the message (without forged Authentication-Results),
- * to the spool or the downstream. True when the spool took it: its done
- * call answers the worker. */
+ * to the spool or the downstream. True when the spool or the relay took
+ * it: its done call answers the worker. */
 static bool
 hand_on(struct ctlplane *pl, const struct job *j, const struct auth_verdict *v,
 	struct ctl_stats *st)
 {
-	char prefix[4096], text[200];
+	char prefix[4096];
 	const char *rcpts[TXREC_MAX_RCPTS];
 	struct txrec *r = j->rec;
 	struct chunk *stripped;
@@ -1058,7 +1088,7 @@ hand_on(struct ctlplane *pl, const struct job *j, const struct auth_verdict *v,
 			st->c[CTL_SPOOL_BUSY]++;
 		spool_failed(r, err, st);
 	} else {
-		struct relay_result res;
+		struct spooling *rl = malloc(sizeof(*rl));
 		struct relay_msg rm = {
 			.mail_from = r->mail_from,
 			.rcpts = rcpts,
@@ -1081,15 +1111,24 @@ hand_on(struct ctlplane *pl, const struct job *j, const struct auth_verdict *v,
 		     off += (uint32_t)strlen((const char *)c->data + off) + 1)
 			rcpts[n++] = (const char *)c->data + off;
 		rm.nrcpts = n;
-		relay_deliver(pl->relay, &rm, &res);
-		if (res.code / 100 == 2) {
-			snprintf(text, sizeof(text), "Ok: queued as %s", r->queue_id);
-			set_reply(r, 250, "2.0.0", text);
-			st->c[CTL_RELAY_DELIVERED]++;
-		} else {
-			set_reply(r, res.code, res.enh, res.text);
-			st->c[CTL_RELAY_FAILED]++;
+		/* The relay copies the envelope and the prefix; the body's
+		 * chunks stay alive until relayed() answers the worker. */
+		if (rl) {
+			*rl = (struct spooling){ .pl = pl,
+						 .rec = r,
+						 .stripped = stripped,
+						 .worker = j->worker,
+						 .idx = j->idx,
+						 .gen = j->gen };
+			if (relay_submit(pl->relay, &rm, relayed, rl) == 0)
+				return true;
+			free(rl);
 		}
+		/* Out of memory, or an envelope the engine never passes. */
+		set_reply(
+			r, 451, "4.3.0",
+			"Requested action aborted: local problem in processing, message not relayed");
+		st->c[CTL_RELAY_FAILED]++;
 	}
 	free(stripped);
 	return false;
@@ -1255,7 +1294,9 @@ ctlplane_create(const struct ctlplane_params *p, char *err, size_t errlen)
 			.target = c->relay_target,
 			.lmtp = c->relay_protocol == RELAY_LMTP,
 			.helo = c->hostname,
-			.pool_size = c->control_threads,
+			.pool_size = c->relay_connections,
+			.connections = c->relay_connections,
+			.counters = ctl_stats[CTLPLANE_RELAY_BLOCK].c + CTL_RELAY_CONN_OPENED,
 		};
 
 		pl->relay = relay_create(&rp2, err, errlen);
@@ -1303,8 +1344,11 @@ ctlplane_destroy(struct ctlplane *pl)
 	atomic_store(&pl->stop, true);
 	for (i = 0; i < pl->n_threads; i++)
 		pthread_join(pl->threads[i], NULL);
-	/* No more submissions: what the spool holds is committed and answered. */
+	/* No more submissions: what the spool holds is committed and answered,
+	 * what the relay holds answered. */
 	spool_close(pl->spool);
+	relay_destroy(pl->relay);
+	pl->relay = NULL;
 	if (pl->jobs) {
 		while (rte_ring_dequeue(pl->jobs, &jp) == 0) {
 			job_discard(jp);
@@ -1321,7 +1365,6 @@ ctlplane_destroy(struct ctlplane *pl)
 	pl->rdns = rdns_destroy(pl->rdns);
 	pl->dnsq = dnsq_destroy(pl->dnsq);
 	auth_destroy(pl->auth);
-	relay_destroy(pl->relay);
 	if (pl->ub)
 		dns_resolver_destroy(pl->ub);
 	if (pl->log_owned)

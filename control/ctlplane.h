@@ -5,9 +5,10 @@
  *
  * The dispatcher drains every worker's request ring, runs the asynchronous
  * reverse-DNS lookups and SPF checks (thousands in flight on one thread),
- * writes the transaction log, and hands DKIM, our headers and the relay to
- * the work threads. A message for the spool is submitted to the spool's
- * committer, which answers the worker when the message's group is on disk.
+ * writes the transaction log, and hands DKIM and our headers to the work
+ * threads. A message for the spool is submitted to the spool's committer,
+ * which answers the worker when the message's group is on disk; one for the
+ * downstream to the relay's loop, which answers when the downstream has.
  * Verdicts go back on each worker's verdict ring. Neither side ever waits
  * for the other.
  */
@@ -27,6 +28,7 @@ struct rte_ring;
 /* The dispatcher, up to 64 work threads and the spool's committer. */
 #define CTLPLANE_MAX_THREADS 66
 #define CTLPLANE_SPOOL_BLOCK (CTLPLANE_MAX_THREADS - 1) /* the committer's counters */
+#define CTLPLANE_RELAY_BLOCK CTLPLANE_SPOOL_BLOCK       /* the relay's: only one of the two runs */
 #define DNS_LATENCY_BUCKETS  11
 
 /* Counters, one block per control thread (block 0: the dispatcher). The
@@ -36,7 +38,13 @@ struct rte_ring;
  * end of DATA came before the result), spf_lookups (distinct DNS queries of
  * the checks done), spf_passes (evaluator passes, all checks), its largest
  * for one check spf_passes_max, and checks by passes taken
- * (spf_passes_1 ... spf_passes_gt16). */
+ * (spf_passes_1 ... spf_passes_gt16). The relay's (its own thread):
+ * connections made (relay_connections_opened), messages begun on a
+ * connection kept open (relay_connections_reused), connections open now
+ * (gauge), messages whose MAIL, RCPTs and DATA went in one write
+ * (relay_pipelined), messages on a connection now (relay_inflight, gauge)
+ * and the most at once (relay_inflight_max), messages waiting for a
+ * connection (relay_queued, gauge). */
 #define CTL_COUNTERS(X)                                                     \
 	X(RDNS_REQUESTS, "rdns_requests")                                   \
 	X(RDNS_PASS, "rdns_pass")                                           \
@@ -58,6 +66,13 @@ struct rte_ring;
 	X(SPOOL_GROUP_65_UP, "spool_group_65_up")                           \
 	X(RELAY_DELIVERED, "relay_delivered")                               \
 	X(RELAY_FAILED, "relay_failed")                                     \
+	X(RELAY_CONN_OPENED, "relay_connections_opened")                    \
+	X(RELAY_CONN_REUSED, "relay_connections_reused")                    \
+	X(RELAY_CONN_OPEN, "relay_connections_open")                        \
+	X(RELAY_PIPELINED, "relay_pipelined")                               \
+	X(RELAY_INFLIGHT, "relay_inflight")                                 \
+	X(RELAY_INFLIGHT_MAX, "relay_inflight_max")                         \
+	X(RELAY_QUEUED, "relay_queued")                                     \
 	X(SPF_CHECKS, "spf_checks_early") /* SPF run ahead, from MAIL */    \
 	X(SPF_LATE, "spf_checks_late")    /* no early check for the MAIL */ \
 	X(AUTH_PASS, "auth_pass")         /* the auth rule's outcomes */    \

@@ -4,17 +4,25 @@
  *
  * The promise is the spool's: the sender hears 250 only once the next hop
  * has answered 250 to the final dot, and anything short of that is a 4xx,
- * so the sender keeps the message and retries. The work threads call
- * relay_deliver and wait (nothing here runs on a worker core); every wait
- * is a poll() with a deadline and every reply is bounded in lines and
- * bytes, so a downstream that stalls or babbles costs a thread one timeout,
- * never more.
+ * so the sender keeps the message and retries.
  *
- * Connections: a shared list of idle ones under a mutex, never held across
- * network I/O. A pooled connection may have been closed by the downstream
- * while idle (Postfix drops idle clients after smtpd_timeout): it is tested
- * with a zero-timeout poll when taken (and not reused at all past
- * idle_max_ms), and if it still fails at its RSET, before any part of the
+ * One thread of its own runs an epoll loop over non-blocking sockets; no
+ * call on it blocks (the target's name is resolved once, at create). Each
+ * connection is a state machine: connect, greeting, EHLO, then for each
+ * message RSET (when reused), XCLIENT, the envelope, DATA, the body, the
+ * final reply. Messages wait in a FIFO for a connection; up to
+ * `connections` are open at once, each carrying one message, so that many
+ * messages are in flight. Every wait has a deadline: the connect and each
+ * reply timeout_ms (final_timeout_ms for the dot), each wait for room to
+ * write timeout_ms, a message waiting for a connection timeout_ms; and
+ * every reply is bounded in lines and bytes, so a downstream that stalls or
+ * babbles costs its messages one timeout, never more.
+ *
+ * Connections: those idle are kept (at most pool_size) and reused. A kept
+ * connection may have been closed by the downstream while idle (Postfix
+ * drops idle clients after smtpd_timeout): any input or hangup while idle
+ * closes it at once, one idle longer than idle_max_ms is not reused, and if
+ * a reused one still fails at its RSET (or XCLIENT), before any part of the
  * message was sent, the message goes once more over a fresh connection.
  * Any other error closes the connection: after a refusal or a timeout its
  * state is not worth the doubt.
@@ -26,7 +34,7 @@
  * Whether and what to send is decided once per connection, by the first
  * EHLO: the EHLO after XCLIENT is answered to the client we stand for, and
  * a downstream may offer that one less (or more); were it to decide, the
- * next message on the pooled connection could go on as the previous
+ * next message on the kept connection could go on as the previous
  * message's client. The name is the forward-confirmed one only: Postfix
  * takes NAME as verified, so anything else is [UNAVAILABLE], or
  * [TEMPUNAVAIL] when the lookup failed or has not answered.
@@ -41,9 +49,10 @@
  *    it at that point), and the reply text says so ("delivered to 2 of 3
  *    recipients"), so the bounce the sender receives tells the whole truth.
  *  - else any 4xx: 451. At RCPT time the transaction is abandoned before
- *    DATA, so the retry duplicates nothing. In LMTP, after the dot, the
- *    recipients that answered 2xx have the message and will get it again
- *    when the sender retries: duplicates are the safe direction.
+ *    the message is sent, so the retry duplicates nothing. In LMTP, after
+ *    the dot, the recipients that answered 2xx have the message and will
+ *    get it again when the sender retries: duplicates are the safe
+ *    direction.
  *  - else 250.
  * Refusals of the session itself (greeting, EHLO, XCLIENT, RSET), even 5xx,
  * are a fault between the edge and its own downstream, not a verdict on the
@@ -51,22 +60,29 @@
  * of the wrong class (a 250 to DATA, a 354 to RCPT) is a garbled exchange:
  * 451 4.5.0.
  *
- * The bytes: MAIL, RCPT (in batches when PIPELINING is offered), DATA, then
- * the prefix and the body as one dot-stuffed stream, a CRLF if it does not
- * end with one, and the dot. The downstream stores exactly prefix + body
- * (plus that CRLF: SMTP cannot carry a message without a final line end).
+ * The bytes: MAIL, RCPT and DATA; when the downstream offers PIPELINING
+ * (RFC 2920) MAIL, the RCPTs and DATA go in one write (the RCPTs in batches
+ * of RELAY_PIPE_BATCH, DATA with the last) and the replies are read in
+ * order, every one checked. A transaction the rule abandons after a
+ * pipelined DATA was accepted is cut by closing the connection, never by a
+ * dot, so nothing is delivered. Then the prefix and the body as one
+ * dot-stuffed stream, a CRLF if it does not end with one, and the dot. The
+ * downstream stores exactly prefix + body (plus that CRLF: SMTP cannot
+ * carry a message without a final line end).
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -86,6 +102,9 @@
 				   * fill both socket buffers while we write */
 #define RELAY_TIMEOUT_DEF 30000u
 #define RELAY_IDLE_DEF    30000u
+#define RELAY_CONNS_DEF   64u
+#define RELAY_ADDRS       8u /* addresses of a name tried in turn */
+#define RELAY_XLINES      4u /* XCLIENT commands at most */
 
 /* What the EHLO/LHLO reply offered. */
 enum {
@@ -122,14 +141,76 @@ static const struct {
 	[IO_LOCAL] = { "4.3.0", "could not be given the message" },
 };
 
+/* Where a connection is; every state but S_IDLE and S_BODY waits for a
+ * reply (S_CONNECT for the connect). */
+enum conn_state {
+	S_CONNECT,
+	S_GREETING,
+	S_HELLO,
+	S_IDLE,
+	S_RSET,
+	S_XCLIENT,
+	S_XHELLO, /* the EHLO after XCLIENT */
+	S_MAIL,
+	S_RCPT,
+	S_DATA,
+	S_BODY,
+	S_FINAL,
+};
+
+/* One reply: its code, enhanced code and first line's text. */
+struct reply {
+	uint16_t code;
+	char enh[8];
+	char text[200];
+};
+
+/* One message, from relay_submit to its done call. */
+struct job {
+	struct job *next; /* in the inbox or the FIFO */
+	struct relay *r;
+	struct relay_msg m; /* its strings in this allocation */
+	relay_done_fn *done;
+	void *arg;
+	uint64_t deadline; /* for a connection */
+	bool fresh;        /* a reused connection failed it: a new one only */
+	struct relay_result res;
+	const char *step;    /* for texts: the command waiting */
+	uint32_t n2, n4, n5; /* recipients' outcomes so far */
+	struct reply first2, first4, first5;
+};
+
 struct relay_conn {
-	struct relay_conn *next;
+	struct relay_conn *next; /* in the idle list */
+	struct relay *r;
 	int fd;
+	enum conn_state state;
 	uint32_t caps;       /* the latest EHLO's */
 	uint32_t xclient;    /* CAP_XCLIENT and XA_*: the first EHLO's */
-	uint64_t idle_since; /* now_ms() when put in the pool */
-	size_t rpos, rlen;
-	size_t wlen;
+	uint64_t deadline;   /* of the wait under way */
+	uint64_t idle_since; /* now_ms() when it became idle */
+	struct job *job;
+	unsigned slot; /* in r->conns */
+	unsigned ai;   /* the address being tried */
+	int conn_err;  /* the last connect's errno */
+	bool reused;   /* the message began with RSET */
+	bool pipelined;
+	bool data_sent;
+	bool eof;
+	bool out_armed;
+	bool dead; /* closed; freed at the end of the loop's turn */
+	/* the reply being read */
+	struct reply rep;
+	uint32_t nlines, rcaps;
+	/* the envelope */
+	uint32_t sent, got, accepted;
+	char xl[RELAY_XLINES][RELAY_CMD_MAX];
+	unsigned nx, ix;
+	/* the body stream */
+	const struct chunk *bch;
+	size_t boff;
+	bool in_prefix, bol, body_done;
+	size_t rpos, rlen, woff, wlen;
 	char rbuf[RELAY_RBUF];
 	char wbuf[RELAY_WBUF];
 };
@@ -140,34 +221,38 @@ struct relay {
 	char target[300]; /* as configured, for texts */
 	char helo[256];
 	bool lmtp;
-	bool lock_ok;
 	uint32_t pool_size;
+	uint32_t max_conns;
 	uint32_t timeout_ms;
 	uint32_t final_timeout_ms;
 	uint32_t idle_max_ms;
+	struct sockaddr_storage addr[RELAY_ADDRS];
+	socklen_t addrlen[RELAY_ADDRS];
+	unsigned naddr;
+	char resolve_err[128]; /* why naddr is 0 */
+	uint64_t own_counters[RELAY__COUNTERS];
+	uint64_t *ctr;
+	/* between the submitting threads and the loop */
 	pthread_mutex_t lock;
-	struct relay_conn *idle; /* guarded by lock */
-	uint32_t nidle;          /* guarded by lock */
+	struct job *inbox, **inbox_tail; /* guarded by lock */
+	int evfd;
+	atomic_bool stop;
+	/* the loop's own */
+	int ep;
+	pthread_t thread;
+	bool thread_ok, lock_ok;
+	struct job *queue, **queue_tail;
+	struct relay_conn **conns; /* max_conns places */
+	unsigned nconns;
+	struct relay_conn *idle; /* most recent first */
+	uint32_t nidle;
+	struct relay_conn *dead; /* closed this turn */
 };
 
-/* One reply: its code, enhanced code and first line's text. */
-struct reply {
-	uint16_t code;
-	char enh[8];
-	char text[200];
-};
-
-/* One message's exchange on one connection. */
-struct txn {
-	struct relay *r;
-	struct relay_conn *c;
-	const struct relay_msg *m;
-	struct relay_result *res;
-	const char *step;    /* for texts: the command waiting */
-	uint32_t n2, n4, n5; /* recipients' outcomes so far */
-	struct reply first2, first4, first5;
-	bool bol; /* the body stream is at a line start */
-};
+static void conn_close(struct relay_conn *c, bool quit);
+static void conn_flush(struct relay_conn *c);
+static void conn_fail(struct relay_conn *c, enum relay_io io);
+static void begin_txn(struct relay_conn *c);
 
 /* --- time, results ------------------------------------------------------ */
 
@@ -178,14 +263,6 @@ now_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static int
-left_ms(uint64_t deadline)
-{
-	uint64_t now = now_ms();
-
-	return now >= deadline ? 0 : (int)(deadline - now);
 }
 
 static void
@@ -205,7 +282,7 @@ set_result(struct relay_result *res, uint16_t code, const char *enh, const char 
 }
 
 static void
-fail_io(struct txn *t, enum relay_io io)
+fail_io(struct job *t, enum relay_io io)
 {
 	const char *why = t->step && strcmp(t->step, "end of data") == 0 &&
 					  (io == IO_TIMEOUT || io == IO_CLOSED ||
@@ -216,13 +293,13 @@ fail_io(struct txn *t, enum relay_io io)
 	/* After the final dot the downstream may have stored the message
 	 * already: a 451 makes the sender retry, so it may arrive twice, which
 	 * is the safe direction (a 250 here could lose it). */
-	set_result(t->res, 451, io_answer[io].enh, "downstream %s %s at %s%s", t->r->target,
+	set_result(&t->res, 451, io_answer[io].enh, "downstream %s %s at %s%s", t->r->target,
 		   io_answer[io].what, t->step ? t->step : "connect", why);
 }
 
 /* A refusal that is about the session, not the message: never a bounce. */
 static void
-fail_session(struct txn *t, const struct reply *rep)
+fail_session(struct job *t, const struct reply *rep)
 {
 	char enh[8];
 
@@ -233,90 +310,49 @@ fail_session(struct txn *t, const struct reply *rep)
 
 	snprintf(enh, sizeof(enh), "%s", rep->enh[0] ? rep->enh : "4.3.0");
 	enh[0] = '4';
-	set_result(t->res, 451, enh, "downstream %s refused %s: %u %s", t->r->target, t->step,
+	set_result(&t->res, 451, enh, "downstream %s refused %s: %u %s", t->r->target, t->step,
 		   rep->code, rep->text);
 }
 
 /* A refusal of the message (MAIL, RCPT, DATA, the dot). */
 static void
-fail_message(struct txn *t, const struct reply *rep)
+fail_message(struct job *t, const struct reply *rep)
 {
 	if (rep->code < 400) {
 		fail_io(t, IO_GARBLED);
 	} else if (rep->code >= 500) {
-		set_result(t->res, rep->code, rep->enh[0] ? rep->enh : "5.0.0", "%s", rep->text);
-		if (t->res->delivered)
-			snprintf(t->res->text + strlen(t->res->text),
-				 sizeof(t->res->text) - strlen(t->res->text),
-				 " (delivered to %u of %u recipients)", t->res->delivered,
-				 t->m->nrcpts);
+		set_result(&t->res, rep->code, rep->enh[0] ? rep->enh : "5.0.0", "%s", rep->text);
+		if (t->res.delivered)
+			snprintf(t->res.text + strlen(t->res.text),
+				 sizeof(t->res.text) - strlen(t->res.text),
+				 " (delivered to %u of %u recipients)", t->res.delivered,
+				 t->m.nrcpts);
 	} else {
-		set_result(t->res, 451, rep->enh[0] ? rep->enh : "4.0.0",
+		set_result(&t->res, 451, rep->enh[0] ? rep->enh : "4.0.0",
 			   "downstream %s deferred %s: %u %s", t->r->target, t->step, rep->code,
 			   rep->text);
 	}
 }
 
+/* --- counters, jobs ----------------------------------------------------- */
+
+static void
+count_inflight(struct relay *r, int delta)
+{
+	r->ctr[RELAY_INFLIGHT] += (uint64_t)(int64_t)delta;
+	if (r->ctr[RELAY_INFLIGHT] > r->ctr[RELAY_INFLIGHT_MAX])
+		r->ctr[RELAY_INFLIGHT_MAX] = r->ctr[RELAY_INFLIGHT];
+}
+
+/* The message's answer, then its memory. */
+static void
+job_done(struct job *j)
+{
+	j->done(j->arg, &j->res);
+	free(j);
+}
+
 /* --- reading replies ---------------------------------------------------- */
-
-static enum relay_io
-wait_fd(int fd, short events, uint64_t deadline)
-{
-	for (;;) {
-		struct pollfd pfd = { .fd = fd, .events = events };
-		int ms = left_ms(deadline), n;
-
-		if (ms == 0)
-			return IO_TIMEOUT;
-		n = poll(&pfd, 1, ms);
-		if (n > 0)
-			return IO_OK;
-		if (n == 0)
-			return IO_TIMEOUT;
-		if (errno != EINTR)
-			return IO_CLOSED;
-	}
-}
-
-/* The next line, CRLF (or LF) stripped, valid until the next call. */
-static enum relay_io
-read_line(struct relay_conn *c, uint64_t deadline, char **line, size_t *len)
-{
-	for (;;) {
-		char *start = c->rbuf + c->rpos;
-		char *lf = memchr(start, '\n', c->rlen - c->rpos);
-		enum relay_io io;
-		ssize_t n;
-
-		if (lf) {
-			*line = start;
-			*len = (size_t)(lf - start);
-			if (*len > 0 && start[*len - 1] == '\r')
-				(*len)--;
-			c->rpos = (size_t)(lf + 1 - c->rbuf);
-			return IO_OK;
-		}
-		if (c->rlen - c->rpos >= RELAY_LINE_MAX)
-			return IO_GARBLED;
-		if (c->rpos > 0) {
-			memmove(c->rbuf, start, c->rlen - c->rpos);
-			c->rlen -= c->rpos;
-			c->rpos = 0;
-		}
-		io = wait_fd(c->fd, POLLIN, deadline);
-		if (io != IO_OK)
-			return io;
-		n = recv(c->fd, c->rbuf + c->rlen, sizeof(c->rbuf) - c->rlen, 0);
-		if (n == 0)
-			return IO_CLOSED;
-		if (n < 0) {
-			if (errno == EINTR || errno == EAGAIN)
-				continue;
-			return IO_CLOSED;
-		}
-		c->rlen += (size_t)n;
-	}
-}
 
 static bool
 word_is(const char *s, size_t n, const char *w)
@@ -382,101 +418,93 @@ parse_enh(const char *s, size_t len, uint16_t code, char enh[8])
 	enh[i] = '\0';
 	return i < len ? i + 1 : i;
 }
-
-static enum relay_io
-read_reply(struct txn *t, uint32_t timeout_ms, struct reply *rep, uint32_t *caps)
+/* One line into the reply being read: 1 when the reply is whole, 0 when
+ * more lines follow, -1 when garbled. */
+static int
+reply_line(struct relay_conn *c, const char *l, size_t len, bool want_caps)
 {
-	uint64_t deadline = now_ms() + timeout_ms;
-	uint32_t nlines;
+	uint16_t code;
+	size_t skip;
 
-	if (caps)
-		*caps = 0;
-	memset(rep, 0, sizeof(*rep));
-	for (nlines = 1; nlines <= RELAY_REPLY_LINES; nlines++) {
-		enum relay_io io;
-		uint16_t code;
-		size_t len, skip;
-		char *l;
-
-		io = read_line(t->c, deadline, &l, &len);
-		if (io != IO_OK)
-			return io;
-		if (len < 3 || l[0] < '2' || l[0] > '5' || l[1] < '0' || l[1] > '9' || l[2] < '0' ||
-		    l[2] > '9' || (len > 3 && l[3] != ' ' && l[3] != '-'))
-			return IO_GARBLED;
-		code = (uint16_t)((l[0] - '0') * 100 + (l[1] - '0') * 10 + (l[2] - '0'));
-		if (nlines > 1 && code != rep->code)
-			return IO_GARBLED;
-		l += len > 3 ? 4 : 3;
-		len -= len > 3 ? 4 : 3;
-		if (nlines == 1) {
-			rep->code = code;
-			skip = parse_enh(l, len, code, rep->enh);
-			snprintf(rep->text, sizeof(rep->text), "%.*s", (int)(len - skip), l + skip);
-		} else if (caps) {
-			parse_cap(l, len, caps);
-		}
-		if (l[-1] != '-')
-			return IO_OK;
+	if (++c->nlines > RELAY_REPLY_LINES)
+		return -1;
+	if (len < 3 || l[0] < '2' || l[0] > '5' || l[1] < '0' || l[1] > '9' || l[2] < '0' ||
+	    l[2] > '9' || (len > 3 && l[3] != ' ' && l[3] != '-'))
+		return -1;
+	code = (uint16_t)((l[0] - '0') * 100 + (l[1] - '0') * 10 + (l[2] - '0'));
+	if (c->nlines > 1 && code != c->rep.code)
+		return -1;
+	l += len > 3 ? 4 : 3;
+	len -= len > 3 ? 4 : 3;
+	if (c->nlines == 1) {
+		c->rep.code = code;
+		skip = parse_enh(l, len, code, c->rep.enh);
+		snprintf(c->rep.text, sizeof(c->rep.text), "%.*s", (int)(len - skip), l + skip);
+	} else if (want_caps) {
+		parse_cap(l, len, &c->rcaps);
 	}
-	return IO_GARBLED;
+	return l[-1] == '-' ? 0 : 1;
+}
+
+/* The next whole reply in the read buffer: IO_OK with *got true when there
+ * is one (in c->rep, and c->rcaps for an EHLO), *got false when more bytes
+ * are needed. */
+static enum relay_io
+next_reply(struct relay_conn *c, bool *got)
+{
+	bool caps = c->state == S_HELLO || c->state == S_XHELLO;
+
+	*got = false;
+	for (;;) {
+		char *start = c->rbuf + c->rpos, *lf;
+		size_t len;
+		int rc;
+
+		lf = memchr(start, '\n', c->rlen - c->rpos);
+		if (!lf)
+			return c->rlen - c->rpos >= RELAY_LINE_MAX ? IO_GARBLED : IO_OK;
+		len = (size_t)(lf - start);
+		if (len > 0 && start[len - 1] == '\r')
+			len--;
+		c->rpos = (size_t)(lf + 1 - c->rbuf);
+		if (c->nlines == 0) {
+			memset(&c->rep, 0, sizeof(c->rep));
+			c->rcaps = 0;
+		}
+		rc = reply_line(c, start, len, caps);
+		if (rc < 0)
+			return IO_GARBLED;
+		if (rc > 0) {
+			c->nlines = 0;
+			*got = true;
+			return IO_OK;
+		}
+	}
 }
 
 /* --- writing ------------------------------------------------------------ */
 
 static enum relay_io
-flush(struct txn *t)
+put(struct relay_conn *c, const void *p, size_t n)
 {
-	struct relay_conn *c = t->c;
-	size_t off = 0;
-
-	while (off < c->wlen) {
-		ssize_t n = send(c->fd, c->wbuf + off, c->wlen - off, MSG_NOSIGNAL);
-
-		if (n > 0) {
-			off += (size_t)n;
-			continue;
-		}
-		if (n < 0 && (errno == EINTR))
-			continue;
-		if (n < 0 && errno == EAGAIN) {
-			/* Each wait for room is bounded: a downstream that
-			 * stops reading is cut off after one timeout. */
-			enum relay_io io = wait_fd(c->fd, POLLOUT, now_ms() + t->r->timeout_ms);
-			if (io != IO_OK)
-				return io;
-			continue;
-		}
-		return IO_CLOSED;
+	if (c->woff == c->wlen)
+		c->woff = c->wlen = 0;
+	if (sizeof(c->wbuf) - c->wlen < n && c->woff > 0) {
+		memmove(c->wbuf, c->wbuf + c->woff, c->wlen - c->woff);
+		c->wlen -= c->woff;
+		c->woff = 0;
 	}
-	c->wlen = 0;
-	return IO_OK;
-}
-
-static enum relay_io
-put(struct txn *t, const void *p, size_t n)
-{
-	struct relay_conn *c = t->c;
-	const char *s = p;
-
-	while (n > 0) {
-		size_t room = sizeof(c->wbuf) - c->wlen, k = n < room ? n : room;
-		enum relay_io io;
-
-		memcpy(c->wbuf + c->wlen, s, k);
-		c->wlen += k;
-		s += k;
-		n -= k;
-		if (c->wlen == sizeof(c->wbuf) && (io = flush(t)) != IO_OK)
-			return io;
-	}
+	if (sizeof(c->wbuf) - c->wlen < n)
+		return IO_LOCAL;
+	memcpy(c->wbuf + c->wlen, p, n);
+	c->wlen += n;
 	return IO_OK;
 }
 
 /* A command line; the caller has checked that its arguments hold no
  * control characters. */
 static enum relay_io
-put_cmd(struct txn *t, const char *fmt, ...)
+put_cmd(struct relay_conn *c, const char *fmt, ...)
 {
 	char line[RELAY_CMD_MAX + 64];
 	va_list ap;
@@ -488,203 +516,351 @@ put_cmd(struct txn *t, const char *fmt, ...)
 	if (n < 0 || (size_t)n > sizeof(line) - 3)
 		return IO_LOCAL;
 	memcpy(line + n, "\r\n", 2);
-	return put(t, line, (size_t)n + 2);
+	return put(c, line, (size_t)n + 2);
 }
 
-/* Message bytes, dot-stuffed (RFC 5321 4.5.2): a line that starts with '.'
- * gets one more. The line-start state runs across calls, so the prefix and
- * every chunk boundary are one stream. */
-static enum relay_io
-put_stuffed(struct txn *t, const uint8_t *p, size_t n)
+/* Fills the write buffer from the message: the prefix and the body's
+ * chunks as one stream, dot-stuffed (RFC 5321 4.5.2: a line that starts
+ * with '.' gets one more), then the CRLF it may lack and the dot. */
+static void
+fill_body(struct relay_conn *c)
 {
-	enum relay_io io;
+	const struct relay_msg *m = &c->job->m;
 
-	while (n > 0) {
-		const uint8_t *lf;
-		size_t k;
+	while (!c->body_done) {
+		size_t room = sizeof(c->wbuf) - c->wlen, n, k;
+		const uint8_t *p, *lf;
 
-		if (t->bol && p[0] == '.' && (io = put(t, ".", 1)) != IO_OK)
-			return io;
+		if (c->in_prefix) {
+			p = (const uint8_t *)m->prefix + c->boff;
+			n = m->prefix_len - c->boff;
+		} else if (c->bch) {
+			p = c->bch->data + c->boff;
+			n = c->bch->len - c->boff;
+		} else {
+			/* SMTP cannot carry a message that does not end with
+			 * CRLF: the downstream stores one more CRLF than we
+			 * received. */
+			if (room < 5)
+				return;
+			if (!c->bol) {
+				memcpy(c->wbuf + c->wlen, "\r\n", 2);
+				c->wlen += 2;
+			}
+			memcpy(c->wbuf + c->wlen, ".\r\n", 3);
+			c->wlen += 3;
+			c->body_done = true;
+			return;
+		}
+		if (n == 0) {
+			if (c->in_prefix)
+				c->bch = m->body;
+			else
+				c->bch = c->bch->next;
+			c->in_prefix = false;
+			c->boff = 0;
+			continue;
+		}
+		if (room < 2)
+			return;
+		if (c->bol && p[0] == '.') {
+			c->wbuf[c->wlen++] = '.';
+			room--;
+		}
 		lf = memchr(p, '\n', n);
 		k = lf ? (size_t)(lf - p) + 1 : n;
-		if ((io = put(t, p, k)) != IO_OK)
-			return io;
-		t->bol = lf != NULL;
-		p += k;
-		n -= k;
+		if (k > room)
+			k = room;
+		memcpy(c->wbuf + c->wlen, p, k);
+		c->wlen += k;
+		c->boff += k;
+		c->bol = p[k - 1] == '\n';
 	}
-	return IO_OK;
 }
 
 /* --- connections -------------------------------------------------------- */
 
 static void
+arm(struct relay_conn *c, bool out)
+{
+	struct epoll_event ev = { .events = EPOLLIN | (out ? EPOLLOUT : 0), .data.ptr = c };
+
+	if (out == c->out_armed)
+		return;
+	c->out_armed = out;
+	(void)epoll_ctl(c->r->ep, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+static void
+idle_unlink(struct relay_conn *c)
+{
+	struct relay_conn **p;
+
+	for (p = &c->r->idle; *p; p = &(*p)->next)
+		if (*p == c) {
+			*p = c->next;
+			c->r->nidle--;
+			return;
+		}
+}
+
+/* Closes c; its message, if any, was answered already. Its memory stays
+ * until the loop's turn ends, so that whoever called can still see it is
+ * dead. */
+static void
 conn_close(struct relay_conn *c, bool quit)
 {
-	if (!c)
+	struct relay *r = c->r;
+
+	if (c->dead)
 		return;
+	if (c->state == S_IDLE)
+		idle_unlink(c);
 	if (c->fd >= 0) {
 		/* Best effort, never waited for: the downstream logs a clean
 		 * end instead of a lost connection. */
 		if (quit)
 			(void)send(c->fd, "QUIT\r\n", 6, MSG_NOSIGNAL | MSG_DONTWAIT);
-		close(c->fd);
+		close(c->fd); /* leaves the epoll set with it */
 	}
-	free(c);
-}
-
-static enum relay_io
-connect_one(const struct addrinfo *ai, uint64_t deadline, int *fdp, int *err)
-{
-	int fd, soerr = 0;
-	socklen_t sl = sizeof(soerr);
-	enum relay_io io;
-
-	fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
-	if (fd < 0) {
-		*err = errno;
-		return IO_UNREACHABLE;
-	}
-	if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
-		if (errno != EINPROGRESS) {
-			*err = errno;
-			close(fd);
-			return IO_UNREACHABLE;
-		}
-		io = wait_fd(fd, POLLOUT, deadline);
-		if (io == IO_OK && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 &&
-		    soerr != 0) {
-			*err = soerr;
-			io = IO_UNREACHABLE;
-		}
-		if (io != IO_OK) {
-			close(fd);
-			return io;
-		}
-	}
-	*fdp = fd;
-	return IO_OK;
-}
-
-/* EHLO or LHLO with name; refreshes the connection's capabilities. */
-static enum relay_io
-hello(struct txn *t, const char *name, struct reply *rep)
-{
-	enum relay_io io;
-
-	t->step = t->r->lmtp ? "LHLO" : "EHLO";
-	if ((io = put_cmd(t, "%s %s", t->step, name)) != IO_OK || (io = flush(t)) != IO_OK)
-		return io;
-	return read_reply(t, t->r->timeout_ms, rep, &t->c->caps);
-}
-
-/* A fresh connection, greeted and introduced; t->c set on success. On
- * failure t->res is filled and -1 returned. */
-static int
-conn_open(struct txn *t)
-{
-	struct relay *r = t->r;
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV }, *ai, *a;
-	uint64_t deadline = now_ms() + r->timeout_ms;
-	enum relay_io io = IO_UNREACHABLE;
-	struct reply rep;
-	char eb[128];
-	int fd = -1, err = 0, gai;
-
-	t->step = "connect";
-	gai = getaddrinfo(r->host, r->port, &hints, &ai);
-	if (gai != 0) {
-		set_result(t->res, 451, "4.4.1", "downstream %s unreachable: %s", r->target,
-			   gai_strerror(gai));
-		return -1;
-	}
-	for (a = ai; a; a = a->ai_next) {
-		io = connect_one(a, deadline, &fd, &err);
-		if (io == IO_OK || io == IO_TIMEOUT)
-			break;
-	}
-	freeaddrinfo(ai);
-	if (io == IO_UNREACHABLE) {
-		set_result(t->res, 451, "4.4.1", "downstream %s unreachable: %s", r->target,
-			   strerror_r(err, eb, sizeof(eb)));
-		return -1;
-	}
-	if (io != IO_OK) {
-		fail_io(t, io);
-		return -1;
-	}
-	t->c = calloc(1, sizeof(*t->c));
-	if (!t->c) {
-		close(fd);
-		fail_io(t, IO_LOCAL);
-		return -1;
-	}
-	t->c->fd = fd;
-	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
-	t->step = "greeting";
-	io = read_reply(t, r->timeout_ms, &rep, NULL);
-	if (io == IO_OK && rep.code == 220)
-		io = hello(t, r->helo, &rep);
-	else if (io == IO_OK) {
-		fail_session(t, &rep);
-		return -1;
-	}
-	if (io != IO_OK) {
-		fail_io(t, io);
-		return -1;
-	}
-	if (rep.code != 250) {
-		fail_session(t, &rep);
-		return -1;
-	}
-	t->c->xclient = t->c->caps & (CAP_XCLIENT | XA_NAME | XA_ADDR | XA_PROTO | XA_HELO);
-	return 0;
-}
-
-/* An idle connection, or NULL. One that shows input or a hangup while idle
- * (a 421 before a close, say) is dead, and one idle too long is likely to
- * be (a firewall may have forgotten it without a word): either is closed
- * and the next taken. */
-static struct relay_conn *
-pool_take(struct relay *r)
-{
-	for (;;) {
-		struct relay_conn *c;
-		struct pollfd pfd;
-
-		pthread_mutex_lock(&r->lock);
-		c = r->idle;
-		if (c) {
-			r->idle = c->next;
-			r->nidle--;
-		}
-		pthread_mutex_unlock(&r->lock);
-		if (!c)
-			return NULL;
-		if (now_ms() - c->idle_since > r->idle_max_ms) {
-			conn_close(c, true);
-			continue;
-		}
-		pfd = (struct pollfd){ .fd = c->fd, .events = POLLIN };
-		if (poll(&pfd, 1, 0) == 0 && c->rpos == c->rlen)
-			return c;
-		conn_close(c, false);
-	}
+	r->conns[c->slot] = r->conns[--r->nconns];
+	r->conns[c->slot]->slot = c->slot;
+	r->ctr[RELAY_CONN_OPEN] = r->nconns;
+	c->fd = -1;
+	c->dead = true;
+	c->next = r->dead;
+	r->dead = c;
 }
 
 static void
-pool_give(struct relay *r, struct relay_conn *c)
+bury(struct relay *r)
 {
-	c->idle_since = now_ms();
-	pthread_mutex_lock(&r->lock);
-	if (r->nidle < r->pool_size) {
-		c->next = r->idle;
-		r->idle = c;
-		r->nidle++;
-		c = NULL;
+	while (r->dead) {
+		struct relay_conn *c = r->dead;
+
+		r->dead = c->next;
+		free(c);
 	}
-	pthread_mutex_unlock(&r->lock);
-	conn_close(c, true);
+}
+
+/* The connection's message is answered (res filled); on success the
+ * connection goes on to the next message, or idle, or is closed. */
+static void
+conn_finish(struct relay_conn *c, bool ok)
+{
+	struct relay *r = c->r;
+	struct job *j = c->job;
+
+	c->job = NULL;
+	count_inflight(r, -1);
+	job_done(j);
+	if (!ok || c->rpos != c->rlen || c->eof) {
+		/* A reply nobody asked for: not worth the doubt either. */
+		conn_close(c, ok);
+		return;
+	}
+	c->rpos = c->rlen = 0;
+	if (r->queue && !r->queue->fresh) {
+		c->job = r->queue;
+		r->queue = c->job->next;
+		if (!r->queue)
+			r->queue_tail = &r->queue;
+		r->ctr[RELAY_QUEUED]--;
+		count_inflight(r, 1);
+		c->reused = true;
+		r->ctr[RELAY_CONN_REUSED]++;
+		c->job->step = "RSET";
+		c->state = S_RSET;
+		c->deadline = now_ms() + r->timeout_ms;
+		if (put_cmd(c, "RSET") != IO_OK)
+			conn_fail(c, IO_LOCAL);
+		else
+			conn_flush(c);
+		return;
+	}
+	if (r->nidle >= r->pool_size) {
+		conn_close(c, true);
+		return;
+	}
+	c->state = S_IDLE;
+	c->idle_since = now_ms();
+	c->next = r->idle;
+	r->idle = c;
+	r->nidle++;
+}
+
+/* The message goes back to the head of the queue, for a fresh connection:
+ * the reused one died before any of it was sent. */
+static void
+conn_retry(struct relay_conn *c)
+{
+	struct relay *r = c->r;
+	struct job *j = c->job;
+
+	c->job = NULL;
+	count_inflight(r, -1);
+	j->fresh = true;
+	j->deadline = now_ms() + r->timeout_ms; /* a wait of its own */
+	memset(&j->res, 0, sizeof(j->res));
+	j->next = r->queue;
+	r->queue = j;
+	if (!j->next)
+		r->queue_tail = &j->next;
+	r->ctr[RELAY_QUEUED]++;
+	conn_close(c, false);
+}
+
+/* An exchange that ended without the reply it waited for. */
+static void
+conn_fail(struct relay_conn *c, enum relay_io io)
+{
+	if (c->reused && (c->state == S_RSET || c->state == S_XCLIENT || c->state == S_XHELLO)) {
+		conn_retry(c);
+		return;
+	}
+	if (c->state == S_FINAL)
+		c->job->res.delivered = c->job->n2;
+	fail_io(c->job, io);
+	conn_finish(c, false);
+}
+
+/* Writes what the buffer holds (and, in S_BODY, the message as room
+ * allows); waits for room with EPOLLOUT. */
+static void
+conn_flush(struct relay_conn *c)
+{
+	struct relay *r = c->r;
+
+	for (;;) {
+		while (c->woff < c->wlen) {
+			ssize_t n = send(c->fd, c->wbuf + c->woff, c->wlen - c->woff,
+					 MSG_NOSIGNAL | MSG_DONTWAIT);
+
+			if (n > 0) {
+				c->woff += (size_t)n;
+				if (c->state == S_BODY)
+					c->deadline = now_ms() + r->timeout_ms;
+				continue;
+			}
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+				/* Each wait for room is bounded: a downstream that
+				 * stops reading is cut off after one timeout. */
+				if (c->state != S_BODY)
+					c->deadline = now_ms() + r->timeout_ms;
+				arm(c, true);
+				return;
+			}
+			conn_fail(c, IO_CLOSED);
+			return;
+		}
+		c->woff = c->wlen = 0;
+		if (c->state != S_BODY || c->body_done)
+			break;
+		fill_body(c);
+	}
+	arm(c, false);
+	if (c->state == S_BODY) {
+		c->state = S_FINAL;
+		c->job->step = "end of data";
+		c->deadline = now_ms() + r->final_timeout_ms;
+	}
+}
+
+/* Starts a connect to the next address; false when none is left. */
+static bool
+try_connect(struct relay_conn *c)
+{
+	struct relay *r = c->r;
+
+	for (; c->ai < r->naddr; c->ai++) {
+		struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT, .data.ptr = c };
+		const struct sockaddr *sa = (const struct sockaddr *)&r->addr[c->ai];
+		int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+		if (fd < 0) {
+			c->conn_err = errno;
+			continue;
+		}
+		if (connect(fd, sa, r->addrlen[c->ai]) < 0 && errno != EINPROGRESS) {
+			c->conn_err = errno;
+			close(fd);
+			continue;
+		}
+		if (epoll_ctl(r->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+			c->conn_err = errno;
+			close(fd);
+			continue;
+		}
+		c->fd = fd;
+		c->out_armed = true;
+		return true;
+	}
+	return false;
+}
+
+static void
+fail_unreachable(struct relay_conn *c)
+{
+	char eb[128];
+
+	set_result(&c->job->res, 451, "4.4.1", "downstream %s unreachable: %s", c->r->target,
+		   c->r->naddr ? strerror_r(c->conn_err, eb, sizeof(eb)) : c->r->resolve_err);
+	conn_finish(c, false);
+}
+
+/* A fresh connection for j. */
+static void
+conn_open(struct relay *r, struct job *j)
+{
+	struct relay_conn *c = calloc(1, sizeof(*c));
+
+	count_inflight(r, 1);
+	if (!c) {
+		fail_io(j, IO_LOCAL);
+		count_inflight(r, -1);
+		job_done(j);
+		return;
+	}
+	c->r = r;
+	c->fd = -1;
+	c->job = j;
+	c->state = S_CONNECT;
+	c->slot = r->nconns;
+	r->conns[r->nconns++] = c;
+	r->ctr[RELAY_CONN_OPEN] = r->nconns;
+	j->step = "connect";
+	c->deadline = now_ms() + r->timeout_ms;
+	if (!try_connect(c))
+		fail_unreachable(c);
+}
+
+static void
+connected(struct relay_conn *c)
+{
+	struct relay *r = c->r;
+	int soerr = 0;
+	socklen_t sl = sizeof(soerr);
+
+	if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0)
+		soerr = errno;
+	if (soerr != 0) {
+		c->conn_err = soerr;
+		(void)epoll_ctl(r->ep, EPOLL_CTL_DEL, c->fd, NULL);
+		close(c->fd);
+		c->fd = -1;
+		c->ai++;
+		if (!try_connect(c))
+			fail_unreachable(c);
+		return;
+	}
+	r->ctr[RELAY_CONN_OPENED]++;
+	(void)setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
+	arm(c, false);
+	c->state = S_GREETING;
+	c->job->step = "greeting";
+	c->deadline = now_ms() + r->timeout_ms;
 }
 
 /* --- the transaction ---------------------------------------------------- */
@@ -721,20 +897,16 @@ xtext(char *out, size_t n, const char *s)
 }
 
 /* XCLIENT with the attributes offered, as few commands as fit in 512
- * bytes each, then a new EHLO under the client's own HELO name (the
- * downstream takes the EHLO argument as the HELO name). */
-static int
-send_xclient(struct txn *t)
+ * bytes each, into c->xl. */
+static void
+build_xclient(struct relay_conn *c)
 {
-	const struct relay_msg *m = t->m;
+	const struct relay_msg *m = &c->job->m;
 	char addr[INET6_ADDRSTRLEN + 8] = "[UNAVAILABLE]", val[256];
 	char ntop[INET6_ADDRSTRLEN];
-	char attr[4][300], line[RELAY_CMD_MAX];
-	uint32_t caps = t->c->xclient;
-	struct reply rep;
-	enum relay_io io;
+	char attr[4][300];
+	uint32_t caps = c->xclient;
 	size_t na = 0, len, i;
-	bool helo_ok = m->helo && m->helo[0] && strlen(m->helo) < 256 && safe_arg(m->helo, false);
 
 	if (m->addr && (m->family == 4 || m->family == 6) &&
 	    inet_ntop(m->family == 6 ? AF_INET6 : AF_INET, m->addr, ntop, sizeof(ntop)))
@@ -757,38 +929,19 @@ send_xclient(struct txn *t)
 		snprintf(attr[na++], sizeof(attr[0]), "HELO=%.255s",
 			 val[0] ? val : "[UNAVAILABLE]");
 	}
-	if (na == 0)
-		return 0;
-	t->step = "XCLIENT";
-	for (i = 0; i < na;) {
-		len = (size_t)snprintf(line, sizeof(line), "XCLIENT");
+	c->nx = c->ix = 0;
+	for (i = 0; i < na && c->nx < RELAY_XLINES;) {
+		char *line = c->xl[c->nx++];
+
+		len = (size_t)snprintf(line, RELAY_CMD_MAX, "XCLIENT");
 		while (i < na && len + 1 + strlen(attr[i]) + 2 <= RELAY_CMD_MAX)
-			len += (size_t)snprintf(line + len, sizeof(line) - len, " %s", attr[i++]);
-		if ((io = put_cmd(t, "%s", line)) != IO_OK || (io = flush(t)) != IO_OK ||
-		    (io = read_reply(t, t->r->timeout_ms, &rep, NULL)) != IO_OK) {
-			fail_io(t, io);
-			return -1;
-		}
-		if (rep.code / 100 != 2) {
-			fail_session(t, &rep);
-			return -1;
-		}
+			len += (size_t)snprintf(line + len, RELAY_CMD_MAX - len, " %s", attr[i++]);
 	}
-	io = hello(t, helo_ok ? m->helo : t->r->helo, &rep);
-	if (io != IO_OK) {
-		fail_io(t, io);
-		return -1;
-	}
-	if (rep.code != 250) {
-		fail_session(t, &rep);
-		return -1;
-	}
-	return 0;
 }
 
 /* Counts one recipient's answer into the worst-wins rule. */
 static void
-tally(struct txn *t, const struct reply *rep)
+tally(struct job *t, const struct reply *rep)
 {
 	if (rep->code < 300) {
 		if (t->n2++ == 0)
@@ -801,173 +954,535 @@ tally(struct txn *t, const struct reply *rep)
 	}
 }
 
-/* MAIL and the RCPTs, pipelined in batches when offered. 0 when at least
- * one recipient was accepted and the rule lets the message go on. */
-static int
-send_envelope(struct txn *t)
+/* Sends a command and waits for its reply in state s. */
+static void
+send_cmd(struct relay_conn *c, enum conn_state s, const char *step, const char *fmt,
+	 const char *arg)
 {
-	const struct relay_msg *m = t->m;
-	uint32_t batch = t->c->caps & CAP_PIPELINING ? RELAY_PIPE_BATCH : 1;
-	uint32_t sent = 0, got, i;
-	bool mail_pending = true;
-	struct reply rep;
-	enum relay_io io;
-
-	while (sent < m->nrcpts) {
-		uint32_t first = sent;
-
-		if (mail_pending)
-			io = put_cmd(
-				t, "MAIL FROM:<%s>%s%s", m->mail_from,
-				m->body_8bit && (t->c->caps & CAP_8BITMIME) ? " BODY=8BITMIME" : "",
-				m->smtputf8 && (t->c->caps & CAP_SMTPUTF8) ? " SMTPUTF8" : "");
-		else
-			io = IO_OK;
-		/* Without PIPELINING, MAIL's reply comes before any RCPT. */
-		for (i = 0;
-		     io == IO_OK && i < batch && sent < m->nrcpts && !(mail_pending && batch == 1);
-		     i++)
-			io = put_cmd(t, "RCPT TO:<%s>", m->rcpts[sent++]);
-		if (io == IO_OK)
-			io = flush(t);
-		t->step = mail_pending ? "MAIL" : "RCPT";
-		if (io == IO_OK && mail_pending) {
-			io = read_reply(t, t->r->timeout_ms, &rep, NULL);
-			if (io == IO_OK && rep.code / 100 != 2) {
-				fail_message(t, &rep);
-				return -1;
-			}
-			mail_pending = false;
-		}
-		if (io == IO_OK)
-			t->step = "RCPT";
-		for (got = first; io == IO_OK && got < sent; got++) {
-			io = read_reply(t, t->r->timeout_ms, &rep, NULL);
-			if (io == IO_OK)
-				tally(t, &rep);
-		}
-		if (io != IO_OK) {
-			fail_io(t, io);
-			return -1;
-		}
+	c->state = s;
+	c->job->step = step;
+	c->deadline = now_ms() + c->r->timeout_ms;
+	if (put_cmd(c, fmt, arg) != IO_OK) {
+		conn_fail(c, IO_LOCAL);
+		return;
 	}
-	if (t->n5 > 0 && t->n2 == 0) {
-		fail_message(t, &t->first5);
-		return -1;
-	}
-	if (t->n4 > 0 && t->n5 == 0) {
-		/* Nothing is delivered yet: the retry will duplicate nothing. */
-		fail_message(t, &t->first4);
-		return -1;
-	}
-	return 0;
+	conn_flush(c);
 }
 
-static enum relay_io
-send_body(struct txn *t)
+static void
+send_hello(struct relay_conn *c, enum conn_state s, const char *name)
 {
-	const struct chunk *ch;
-	enum relay_io io;
+	send_cmd(c, s, c->r->lmtp ? "LHLO" : "EHLO", c->r->lmtp ? "LHLO %s" : "EHLO %s", name);
+}
 
-	t->bol = true;
-	io = put_stuffed(t, (const uint8_t *)t->m->prefix, t->m->prefix_len);
-	for (ch = t->m->body; io == IO_OK && ch; ch = ch->next)
-		io = put_stuffed(t, ch->data, ch->len);
-	/* SMTP cannot carry a message that does not end with CRLF: the
-	 * downstream stores one more CRLF than we received. */
-	if (io == IO_OK && !t->bol)
-		io = put(t, "\r\n", 2);
-	if (io == IO_OK)
-		io = put(t, ".\r\n", 3);
-	if (io == IO_OK)
-		io = flush(t);
+/* The next RCPTs (all of a batch when pipelining, else one), and DATA
+ * after the last when pipelining. */
+static enum relay_io
+put_rcpts(struct relay_conn *c)
+{
+	const struct relay_msg *m = &c->job->m;
+	uint32_t batch = c->pipelined ? RELAY_PIPE_BATCH : 1, i;
+	enum relay_io io = IO_OK;
+
+	for (i = 0; io == IO_OK && i < batch && c->sent < m->nrcpts; i++)
+		io = put_cmd(c, "RCPT TO:<%s>", m->rcpts[c->sent++]);
+	if (io == IO_OK && c->pipelined && c->sent == m->nrcpts) {
+		io = put_cmd(c, "DATA");
+		c->data_sent = true;
+	}
 	return io;
 }
 
-/* After the dot: one reply (SMTP) or one per accepted recipient (LMTP). */
-static int
-read_final(struct txn *t)
+/* MAIL, and with PIPELINING the first RCPTs (and DATA) in the same write. */
+static void
+send_envelope(struct relay_conn *c)
 {
-	uint32_t i, accepted = t->n2, n = t->r->lmtp ? accepted : 1;
-	struct reply rep;
+	const struct relay_msg *m = &c->job->m;
 	enum relay_io io;
 
-	t->step = "end of data";
-	t->n2 = t->n4 = 0; /* RCPT's 5xx stay counted */
-	for (i = 0; i < n; i++) {
-		io = read_reply(t, t->r->final_timeout_ms, &rep, NULL);
-		if (io != IO_OK) {
-			t->res->delivered = t->n2;
-			fail_io(t, io);
-			return -1;
-		}
-		tally(t, &rep);
+	c->pipelined = (c->caps & CAP_PIPELINING) != 0;
+	c->sent = c->got = 0;
+	c->data_sent = false;
+	c->state = S_MAIL;
+	c->job->step = "MAIL";
+	c->deadline = now_ms() + c->r->timeout_ms;
+	io = put_cmd(c, "MAIL FROM:<%s>%s%s", m->mail_from,
+		     m->body_8bit && (c->caps & CAP_8BITMIME) ? " BODY=8BITMIME" : "",
+		     m->smtputf8 && (c->caps & CAP_SMTPUTF8) ? " SMTPUTF8" : "");
+	if (io == IO_OK && c->pipelined) {
+		io = put_rcpts(c);
+		c->r->ctr[RELAY_PIPELINED]++;
 	}
-	if (!t->r->lmtp) {
+	if (io != IO_OK) {
+		conn_fail(c, IO_LOCAL);
+		return;
+	}
+	conn_flush(c);
+}
+
+/* The message's part on its connection, once greeted (and RSET). */
+static void
+begin_txn(struct relay_conn *c)
+{
+	struct job *j = c->job;
+
+	j->n2 = j->n4 = j->n5 = 0;
+	if (c->xclient & CAP_XCLIENT) {
+		build_xclient(c);
+		if (c->nx > 0) {
+			send_cmd(c, S_XCLIENT, "XCLIENT", "%s", c->xl[c->ix++]);
+			return;
+		}
+	}
+	send_envelope(c);
+}
+
+/* After the last RCPT reply: on to DATA, or the rule's answer. */
+static void
+after_rcpts(struct relay_conn *c)
+{
+	struct job *j = c->job;
+
+	if (j->n5 > 0 && j->n2 == 0) {
+		fail_message(j, &j->first5);
+		conn_finish(c, false);
+		return;
+	}
+	if (j->n4 > 0 && j->n5 == 0) {
+		/* Nothing is delivered yet: the retry will duplicate nothing.
+		 * A pipelined DATA is never followed by the dot: the
+		 * connection is closed. */
+		fail_message(j, &j->first4);
+		conn_finish(c, false);
+		return;
+	}
+	c->accepted = j->n2;
+	if (c->data_sent) {
+		c->state = S_DATA;
+		j->step = "DATA";
+		c->deadline = now_ms() + c->r->timeout_ms;
+		return;
+	}
+	send_cmd(c, S_DATA, "DATA", "%s", "DATA");
+}
+
+/* After the dot: one reply (SMTP) or one per accepted recipient (LMTP). */
+static void
+on_final(struct relay_conn *c, const struct reply *rep)
+{
+	struct job *t = c->job;
+
+	tally(t, rep);
+	if (c->r->lmtp && ++c->got < c->accepted) {
+		c->deadline = now_ms() + c->r->final_timeout_ms;
+		return;
+	}
+	if (!c->r->lmtp) {
 		/* One reply for all the recipients accepted at RCPT. */
-		if (rep.code / 100 != 2) {
-			fail_message(t, &rep);
-			return -1;
+		if (rep->code / 100 != 2) {
+			t->res.delivered = 0;
+			fail_message(t, rep);
+			conn_finish(c, false);
+			return;
 		}
-		t->n2 = accepted;
+		t->n2 = c->accepted;
 	}
-	t->res->delivered = t->n2;
+	t->res.delivered = t->n2;
 	if (t->n5 > 0) {
 		/* A refusal at RCPT time, or a recipient refused after the dot
 		 * in LMTP: the message reached the others (see the top). */
 		fail_message(t, &t->first5);
-		return -1;
+		conn_finish(c, false);
+		return;
 	}
 	if (t->n4 > 0) {
 		/* LMTP only: those that answered 2xx have it, and get it again
 		 * when the sender retries. */
 		fail_message(t, &t->first4);
-		return -1;
+		conn_finish(c, false);
+		return;
 	}
-	set_result(t->res, 250, t->first2.enh[0] ? t->first2.enh : "2.0.0", "%s", t->first2.text);
-	return 0;
+	set_result(&t->res, 250, t->first2.enh[0] ? t->first2.enh : "2.0.0", "%s", t->first2.text);
+	conn_finish(c, true);
 }
 
-/* The whole exchange on t->c. Returns 0 on success, -1 with t->res filled,
- * or 1 when a reused connection failed at RSET or XCLIENT, before any of
- * the message was sent (the caller retries on a fresh one). */
-static int
-transact(struct txn *t, bool reused)
+/* One whole reply, in the connection's state. */
+static void
+on_reply(struct relay_conn *c, const struct reply *rep)
 {
-	struct reply rep;
-	enum relay_io io;
+	struct relay *r = c->r;
+	struct job *j = c->job;
+	const struct relay_msg *m = &j->m;
 
-	t->n2 = t->n4 = t->n5 = 0;
-	if (reused) {
-		t->step = "RSET";
-		if ((io = put_cmd(t, "RSET")) != IO_OK || (io = flush(t)) != IO_OK ||
-		    (io = read_reply(t, t->r->timeout_ms, &rep, NULL)) != IO_OK ||
-		    rep.code / 100 != 2)
-			return 1;
+	switch (c->state) {
+	case S_GREETING:
+		if (rep->code != 220) {
+			fail_session(j, rep);
+			conn_finish(c, false);
+			return;
+		}
+		send_hello(c, S_HELLO, r->helo);
+		return;
+	case S_HELLO:
+		c->caps = c->rcaps;
+		if (rep->code != 250) {
+			fail_session(j, rep);
+			conn_finish(c, false);
+			return;
+		}
+		c->xclient = c->caps & (CAP_XCLIENT | XA_NAME | XA_ADDR | XA_PROTO | XA_HELO);
+		begin_txn(c);
+		return;
+	case S_RSET:
+		if (rep->code / 100 != 2) {
+			conn_retry(c);
+			return;
+		}
+		begin_txn(c);
+		return;
+	case S_XCLIENT:
+		if (rep->code / 100 != 2) {
+			/* A reused connection that refuses XCLIENT now may
+			 * have let it be used once only: a fresh one is tried,
+			 * none of the message sent. */
+			if (c->reused) {
+				conn_retry(c);
+				return;
+			}
+			fail_session(j, rep);
+			conn_finish(c, false);
+			return;
+		}
+		if (c->ix < c->nx) {
+			send_cmd(c, S_XCLIENT, "XCLIENT", "%s", c->xl[c->ix++]);
+			return;
+		}
+		/* A new EHLO under the client's own HELO name (the
+		 * downstream takes the EHLO argument as the HELO name). */
+		send_hello(
+			c, S_XHELLO,
+			m->helo && m->helo[0] && strlen(m->helo) < 256 && safe_arg(m->helo, false) ?
+				m->helo :
+				r->helo);
+		return;
+	case S_XHELLO:
+		c->caps = c->rcaps;
+		if (rep->code != 250) {
+			if (c->reused) {
+				conn_retry(c);
+				return;
+			}
+			fail_session(j, rep);
+			conn_finish(c, false);
+			return;
+		}
+		send_envelope(c);
+		return;
+	case S_MAIL:
+		if (rep->code / 100 != 2) {
+			fail_message(j, rep);
+			conn_finish(c, false);
+			return;
+		}
+		c->state = S_RCPT;
+		j->step = "RCPT";
+		c->deadline = now_ms() + r->timeout_ms;
+		if (!c->pipelined) {
+			if (put_rcpts(c) != IO_OK)
+				conn_fail(c, IO_LOCAL);
+			else
+				conn_flush(c);
+		}
+		return;
+	case S_RCPT:
+		tally(j, rep);
+		c->deadline = now_ms() + r->timeout_ms;
+		if (++c->got < c->sent)
+			return;
+		if (c->sent < m->nrcpts) {
+			if (put_rcpts(c) != IO_OK)
+				conn_fail(c, IO_LOCAL);
+			else
+				conn_flush(c);
+			return;
+		}
+		after_rcpts(c);
+		return;
+	case S_DATA:
+		if (rep->code != 354) {
+			fail_message(j, rep);
+			conn_finish(c, false);
+			return;
+		}
+		c->state = S_BODY;
+		j->step = "message";
+		c->in_prefix = true;
+		c->boff = 0;
+		c->bch = NULL;
+		c->bol = true;
+		c->body_done = false;
+		c->got = 0;
+		j->n2 = j->n4 = 0; /* RCPT's 5xx stay counted */
+		c->deadline = now_ms() + r->timeout_ms;
+		fill_body(c);
+		conn_flush(c);
+		/* The whole message may have gone at once, and its reply be
+		 * here already: conn_input reads on, as for any state that
+		 * waits for a reply. */
+		return;
+	case S_FINAL: on_final(c, rep); return;
+	default: conn_fail(c, IO_GARBLED); return;
 	}
-	/* A reused connection that refuses XCLIENT now may have let it be
-	 * used once only: a fresh one is tried, none of the message sent. */
-	if ((t->c->xclient & CAP_XCLIENT) && send_xclient(t) < 0)
-		return reused ? 1 : -1;
-	if (send_envelope(t) < 0)
-		return -1;
-	t->step = "DATA";
-	if ((io = put_cmd(t, "DATA")) != IO_OK || (io = flush(t)) != IO_OK ||
-	    (io = read_reply(t, t->r->timeout_ms, &rep, NULL)) != IO_OK) {
-		fail_io(t, io);
-		return -1;
-	}
-	if (rep.code != 354) {
-		fail_message(t, &rep);
-		return -1;
-	}
-	t->step = "message";
-	if ((io = send_body(t)) != IO_OK) {
-		fail_io(t, io);
-		return -1;
-	}
-	return read_final(t);
 }
+
+/* Input on a connection: read what there is, then every whole reply. */
+static void
+conn_input(struct relay_conn *c)
+{
+	for (;;) {
+		enum conn_state st = c->state;
+		ssize_t n;
+		bool got;
+
+		if (c->rpos > 0) {
+			memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
+			c->rlen -= c->rpos;
+			c->rpos = 0;
+		}
+		n = 0;
+		if (!c->eof && c->rlen < sizeof(c->rbuf)) {
+			n = recv(c->fd, c->rbuf + c->rlen, sizeof(c->rbuf) - c->rlen, MSG_DONTWAIT);
+			if (n > 0)
+				c->rlen += (size_t)n;
+			else if (n == 0 ||
+				 (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+				c->eof = true;
+		}
+		if (st == S_IDLE) {
+			/* Input or a hangup while idle (a 421 before a close,
+			 * say): dead. */
+			if (n > 0 || c->eof)
+				conn_close(c, false);
+			return;
+		}
+		if (st == S_BODY || st == S_CONNECT) {
+			/* Nothing is asked: a reply now is out of turn. */
+			if (c->eof)
+				conn_fail(c, IO_CLOSED);
+			else if (c->rlen == sizeof(c->rbuf))
+				conn_fail(c, IO_GARBLED);
+			return;
+		}
+		for (;;) {
+			enum relay_io io = next_reply(c, &got);
+
+			if (io != IO_OK) {
+				conn_fail(c, io);
+				return;
+			}
+			if (!got)
+				break;
+			on_reply(c, &c->rep);
+			/* Pipelined replies may have come together: on while
+			 * the connection lives and waits for one. */
+			if (c->dead || c->state == S_IDLE || c->state == S_BODY)
+				return;
+		}
+		if (c->eof) {
+			conn_fail(c, IO_CLOSED);
+			return;
+		}
+		if (n <= 0)
+			return;
+	}
+}
+
+/* --- the loop ----------------------------------------------------------- */
+
+/* Messages waiting for a connection get one, as far as they go. */
+static void
+dispatch(struct relay *r)
+{
+	uint64_t now = now_ms();
+
+	while (r->queue) {
+		struct job *j = r->queue;
+		struct relay_conn *c = NULL;
+
+		while (!j->fresh && r->idle && !c) {
+			c = r->idle;
+			r->idle = c->next;
+			r->nidle--;
+			c->state = S_RSET; /* off the idle list */
+			if (now - c->idle_since > r->idle_max_ms) {
+				/* Likely dead (a firewall may have forgotten
+				 * it without a word): not reused. */
+				conn_close(c, true);
+				c = NULL;
+			}
+		}
+		if (!c && r->nconns >= r->max_conns && r->idle)
+			conn_close(r->idle, true); /* room for a fresh one */
+		if (!c && r->nconns >= r->max_conns)
+			return;
+		r->queue = j->next;
+		if (!r->queue)
+			r->queue_tail = &r->queue;
+		r->ctr[RELAY_QUEUED]--;
+		if (!c) {
+			conn_open(r, j);
+			continue;
+		}
+		c->job = j;
+		c->reused = true;
+		count_inflight(r, 1);
+		r->ctr[RELAY_CONN_REUSED]++;
+		send_cmd(c, S_RSET, "RSET", "%s", "RSET");
+	}
+}
+
+/* Whatever waited past its deadline. */
+static void
+expire(struct relay *r)
+{
+	uint64_t now = now_ms();
+	unsigned i;
+
+	for (i = 0; i < r->nconns;) {
+		struct relay_conn *c = r->conns[i];
+
+		if (c->state != S_IDLE && c->deadline <= now) {
+			conn_fail(c, IO_TIMEOUT); /* closes it: conns[i] is another */
+			if (i < r->nconns && r->conns[i] == c)
+				i++;
+			continue;
+		}
+		i++;
+	}
+	while (r->queue && r->queue->deadline <= now) {
+		struct job *j = r->queue;
+
+		r->queue = j->next;
+		if (!r->queue)
+			r->queue_tail = &r->queue;
+		r->ctr[RELAY_QUEUED]--;
+		set_result(&j->res, 451, "4.4.5",
+			   "downstream %s busy: no connection free within %u ms", r->target,
+			   r->timeout_ms);
+		job_done(j);
+	}
+}
+
+static int
+next_wait_ms(struct relay *r)
+{
+	uint64_t now = now_ms(), first = UINT64_MAX;
+	unsigned i;
+
+	for (i = 0; i < r->nconns; i++)
+		if (r->conns[i]->state != S_IDLE && r->conns[i]->deadline < first)
+			first = r->conns[i]->deadline;
+	if (r->queue && r->queue->deadline < first)
+		first = r->queue->deadline;
+	if (first == UINT64_MAX)
+		return -1;
+	return first <= now ? 0 : (int)(first - now > 60000 ? 60000 : first - now);
+}
+
+static void
+take_inbox(struct relay *r)
+{
+	struct job *j;
+	uint64_t v;
+
+	(void)!read(r->evfd, &v, sizeof(v));
+	pthread_mutex_lock(&r->lock);
+	j = r->inbox;
+	r->inbox = NULL;
+	r->inbox_tail = &r->inbox;
+	pthread_mutex_unlock(&r->lock);
+	while (j) {
+		struct job *next = j->next;
+
+		j->next = NULL;
+		*r->queue_tail = j;
+		r->queue_tail = &j->next;
+		r->ctr[RELAY_QUEUED]++;
+		j = next;
+	}
+}
+
+/* Every message not answered yet: 451, as the loop stops. */
+static void
+drain(struct relay *r)
+{
+	take_inbox(r);
+	while (r->nconns > 0) {
+		struct relay_conn *c = r->conns[r->nconns - 1];
+
+		if (c->job) {
+			set_result(&c->job->res, 451, "4.3.0", "relay shutting down");
+			conn_finish(c, false);
+		} else {
+			conn_close(c, true);
+		}
+	}
+	while (r->queue) {
+		struct job *j = r->queue;
+
+		r->queue = j->next;
+		r->ctr[RELAY_QUEUED]--;
+		set_result(&j->res, 451, "4.3.0", "relay shutting down");
+		job_done(j);
+	}
+	r->queue_tail = &r->queue;
+}
+
+static void *
+relay_loop(void *arg)
+{
+	struct relay *r = arg;
+	struct epoll_event ev[64];
+
+	while (!atomic_load(&r->stop)) {
+		int n = epoll_wait(r->ep, ev, 64, next_wait_ms(r)), i;
+
+		for (i = 0; i < n; i++) {
+			struct relay_conn *c = ev[i].data.ptr;
+
+			if (!c) {
+				take_inbox(r);
+				continue;
+			}
+			if (c->dead)
+				continue;
+			if (c->state == S_CONNECT) {
+				if (ev[i].events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
+					connected(c);
+				continue;
+			}
+			if (c->out_armed && (ev[i].events & EPOLLOUT)) {
+				conn_flush(c);
+				/* A reply that came while the message was being
+				 * written is read now that it is asked for; new
+				 * input waits for the next turn. */
+				if (!c->dead && c->rpos < c->rlen && c->state == S_FINAL)
+					conn_input(c);
+				continue;
+			}
+			if (ev[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP))
+				conn_input(c);
+		}
+		expire(r);
+		dispatch(r);
+		bury(r);
+	}
+	drain(r);
+	bury(r);
+	return NULL;
+}
+
+/* --- submitting --------------------------------------------------------- */
 
 static bool
 msg_ok(const struct relay_msg *m)
@@ -983,42 +1498,111 @@ msg_ok(const struct relay_msg *m)
 	return true;
 }
 
+/* s into the job's memory at *p. */
+static const char *
+own(char **p, const char *s, size_t n)
+{
+	char *d = *p;
+
+	memcpy(d, s, n);
+	d[n] = '\0';
+	*p += n + 1;
+	return d;
+}
+
+int
+relay_submit(struct relay *r, const struct relay_msg *m, relay_done_fn *done, void *arg)
+{
+	const char *helo = m->helo ? m->helo : "", *ptr_name = m->ptr_name ? m->ptr_name : "";
+	size_t need = sizeof(struct job), i;
+	const char **rcpts;
+	struct job *j;
+	char *p;
+
+	if (!msg_ok(m)) {
+		errno = EINVAL;
+		return -1;
+	}
+	need += m->nrcpts * sizeof(char *) + 16 + strlen(m->mail_from) + 1 + strlen(helo) + 1 +
+		strlen(ptr_name) + 1 + m->prefix_len + 1;
+	for (i = 0; i < m->nrcpts; i++)
+		need += strlen(m->rcpts[i]) + 1;
+	j = calloc(1, need);
+	if (!j) {
+		errno = ENOMEM;
+		return -1;
+	}
+	j->r = r;
+	j->m = *m;
+	j->done = done;
+	j->arg = arg;
+	rcpts = (const char **)(j + 1);
+	p = (char *)(rcpts + m->nrcpts);
+	if (m->addr && (m->family == 4 || m->family == 6)) {
+		memcpy(p, m->addr, m->family == 6 ? 16 : 4);
+		j->m.addr = (const uint8_t *)p;
+	} else {
+		j->m.addr = NULL;
+	}
+	p += 16;
+	j->m.mail_from = own(&p, m->mail_from, strlen(m->mail_from));
+	j->m.helo = own(&p, helo, strlen(helo));
+	j->m.ptr_name = own(&p, ptr_name, strlen(ptr_name));
+	j->m.prefix = own(&p, m->prefix ? m->prefix : "", m->prefix_len);
+	for (i = 0; i < m->nrcpts; i++)
+		rcpts[i] = own(&p, m->rcpts[i], strlen(m->rcpts[i]));
+	j->m.rcpts = rcpts;
+	j->deadline = now_ms() + r->timeout_ms;
+	pthread_mutex_lock(&r->lock);
+	*r->inbox_tail = j;
+	r->inbox_tail = &j->next;
+	pthread_mutex_unlock(&r->lock);
+	(void)!write(r->evfd, &(uint64_t){ 1 }, sizeof(uint64_t));
+	return 0;
+}
+
+/* relay_deliver's wait for the loop's answer. */
+struct waiter {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool done;
+	struct relay_result *res;
+};
+
+static void
+deliver_done(void *arg, const struct relay_result *res)
+{
+	struct waiter *w = arg;
+
+	pthread_mutex_lock(&w->mu);
+	*w->res = *res;
+	w->done = true;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
 int
 relay_deliver(struct relay *r, const struct relay_msg *m, struct relay_result *res)
 {
-	struct txn t = { .r = r, .m = m, .res = res };
-	int rc, attempt;
+	struct waiter w = {
+		.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .res = res
+	};
 
 	memset(res, 0, sizeof(*res));
-	if (!msg_ok(m)) {
+	if (relay_submit(r, m, deliver_done, &w) < 0) {
 		/* The engine never passes these: a bug of ours, so a 4xx. */
-		set_result(res, 451, "4.3.0", "invalid envelope, not relayed");
+		set_result(res, 451, "4.3.0",
+			   errno == EINVAL ? "invalid envelope, not relayed" :
+					     "out of memory, not relayed");
 		return -1;
 	}
-	for (attempt = 0;; attempt++) {
-		bool reused = false;
-
-		t.c = attempt == 0 ? pool_take(r) : NULL;
-		if (t.c)
-			reused = true;
-		else if (conn_open(&t) < 0) {
-			conn_close(t.c, false);
-			rc = -1;
-			break;
-		}
-		rc = transact(&t, reused);
-		if (rc == 1) {
-			/* Dead before the message began: once more, fresh. */
-			conn_close(t.c, false);
-			continue;
-		}
-		if (rc == 0)
-			pool_give(r, t.c);
-		else
-			conn_close(t.c, false);
-		break;
-	}
-	return rc == 0 ? 0 : -1;
+	pthread_mutex_lock(&w.mu);
+	while (!w.done)
+		pthread_cond_wait(&w.cv, &w.mu);
+	pthread_mutex_unlock(&w.mu);
+	pthread_mutex_destroy(&w.mu);
+	pthread_cond_destroy(&w.cv);
+	return res->code / 100 == 2 ? 0 : -1;
 }
 
 /* --- setup -------------------------------------------------------------- */
@@ -1063,15 +1647,44 @@ bad:
 	return -1;
 }
 
+/* The target's addresses, once: a literal as it is, a name through the
+ * resolver (the loop never resolves). A name that does not resolve leaves
+ * none, and every message the reason. */
+static void
+resolve(struct relay *r)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV }, *ai, *a;
+	int gai = getaddrinfo(r->host, r->port, &hints, &ai);
+
+	if (gai != 0) {
+		snprintf(r->resolve_err, sizeof(r->resolve_err), "%s", gai_strerror(gai));
+		return;
+	}
+	for (a = ai; a && r->naddr < RELAY_ADDRS; a = a->ai_next) {
+		if (a->ai_addrlen > sizeof(r->addr[0]))
+			continue;
+		memcpy(&r->addr[r->naddr], a->ai_addr, a->ai_addrlen);
+		r->addrlen[r->naddr++] = a->ai_addrlen;
+	}
+	freeaddrinfo(ai);
+	if (r->naddr == 0)
+		snprintf(r->resolve_err, sizeof(r->resolve_err), "no address");
+}
+
 struct relay *
 relay_create(const struct relay_params *p, char *err, size_t errlen)
 {
 	struct relay *r = calloc(1, sizeof(*r));
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
 
 	if (!r) {
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
+	r->ep = r->evfd = -1;
+	r->inbox_tail = &r->inbox;
+	r->queue_tail = &r->queue;
+	r->ctr = p->counters ? p->counters : r->own_counters;
 	if (!p->target || !p->helo || !p->helo[0] || strlen(p->helo) >= sizeof(r->helo) ||
 	    !safe_arg(p->helo, false)) {
 		snprintf(err, errlen, "relay: a target and a hostname are needed");
@@ -1083,14 +1696,33 @@ relay_create(const struct relay_params *p, char *err, size_t errlen)
 	snprintf(r->helo, sizeof(r->helo), "%s", p->helo);
 	r->lmtp = p->lmtp;
 	r->pool_size = p->pool_size;
+	r->max_conns = p->connections ? p->connections : RELAY_CONNS_DEF;
 	r->timeout_ms = p->timeout_ms ? p->timeout_ms : RELAY_TIMEOUT_DEF;
 	r->final_timeout_ms = p->final_timeout_ms ? p->final_timeout_ms : r->timeout_ms;
 	r->idle_max_ms = p->idle_max_ms ? p->idle_max_ms : RELAY_IDLE_DEF;
+	resolve(r);
+	r->conns = calloc(r->max_conns, sizeof(*r->conns));
+	if (!r->conns) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
 	if (pthread_mutex_init(&r->lock, NULL) != 0) {
 		snprintf(err, errlen, "relay: cannot create a mutex");
 		goto fail;
 	}
 	r->lock_ok = true;
+	r->ep = epoll_create1(EPOLL_CLOEXEC);
+	r->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (r->ep < 0 || r->evfd < 0 || epoll_ctl(r->ep, EPOLL_CTL_ADD, r->evfd, &ev) < 0) {
+		snprintf(err, errlen, "relay: epoll: %s", strerror(errno));
+		goto fail;
+	}
+	if (pthread_create(&r->thread, NULL, relay_loop, r) != 0) {
+		snprintf(err, errlen, "relay: cannot start its thread");
+		goto fail;
+	}
+	r->thread_ok = true;
+	(void)pthread_setname_np(r->thread, "se-relay");
 	return r;
 fail:
 	relay_destroy(r);
@@ -1102,13 +1734,17 @@ relay_destroy(struct relay *r)
 {
 	if (!r)
 		return;
-	while (r->idle) {
-		struct relay_conn *c = r->idle;
-
-		r->idle = c->next;
-		conn_close(c, true);
+	if (r->thread_ok) {
+		atomic_store(&r->stop, true);
+		(void)!write(r->evfd, &(uint64_t){ 1 }, sizeof(uint64_t));
+		pthread_join(r->thread, NULL);
 	}
+	if (r->ep >= 0)
+		close(r->ep);
+	if (r->evfd >= 0)
+		close(r->evfd);
 	if (r->lock_ok)
 		pthread_mutex_destroy(&r->lock);
+	free(r->conns);
 	free(r);
 }

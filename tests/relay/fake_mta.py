@@ -26,6 +26,13 @@ Scenario keys (all optional):
   idle_close_ms  after a message, a connection idle this long is given
              "421 4.4.2 timeout" and shut for writing (Postfix's smtpd
              closes); anything the client still sends is recorded
+  delay_ms   hold every reply (the greeting too) this long: a slow
+             downstream, so that sessions overlap
+
+Besides the commands, each session records for each command line the
+bytes that had already arrived behind it when it was read (`behind`): with
+PIPELINING, the commands the client sent in the same write.  And the fake
+counts its sessions open at once (max_active).
 """
 
 import asyncio
@@ -49,6 +56,7 @@ class Session:
         self.msgs = []          # message bytes, un-stuffed
         self.closed_by_peer = False
         self.xclients = 0       # XCLIENT commands received
+        self.behind = []        # (command, bytes already received after it)
 
 
 class FakeMTA:
@@ -57,6 +65,7 @@ class FakeMTA:
         self.sessions = []
         self.delivered = 0
         self.active = 0             # sessions not yet ended
+        self.max_active = 0         # the most sessions open at once
         self.lock = threading.Lock()
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
@@ -141,6 +150,8 @@ class FakeMTA:
 
     async def _send(self, w, reply, sess):
         """Sends a reply; False when the session must end."""
+        if self.sc.get("delay_ms"):
+            await asyncio.sleep(self.sc["delay_ms"] / 1000)
         if reply == "DROP":
             sess.closed_by_peer = True
             w.close()
@@ -185,6 +196,7 @@ class FakeMTA:
         self.writers.add(w)
         with self.lock:
             self.active += 1
+            self.max_active = max(self.max_active, self.active)
         sock = w.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -218,6 +230,9 @@ class FakeMTA:
                     line = await r.readuntil(b"\n")
                 cmd = line.rstrip(b"\r\n").decode("latin-1")
                 sess.cmds.append(cmd)
+                # What the client sent with it and is already here (the
+                # reader's buffer: no public way to look into it).
+                sess.behind.append((cmd, bytes(r._buffer)))
                 verb = cmd.split(" ", 1)[0].split(":", 1)[0].upper()
                 index = 0
                 if verb == "MAIL":

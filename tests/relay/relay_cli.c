@@ -13,12 +13,20 @@
  * --ptr and --ptr-result (pass, the default; none, mismatch, temperror,
  * unknown) are the client's PTR name and its result.
  *
- * Prints one line per message:
+ * --submit N hands N messages over at once with relay_submit (from one
+ * thread, as the control plane's work threads do) instead of the threads'
+ * relay_deliver, and waits for their answers. --connections is the
+ * relay's bound on open connections.
+ *
+ * Prints one line per message, then the relay's counters:
  *   RESULT T.I CODE ENH DELIVERED MILLISECONDS TEXT
+ *   STATS opened=N reused=N open=N pipelined=N inflight=N inflight_max=N queued=N
  */
 #include <arpa/inet.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,7 +55,9 @@ static struct {
 	const char *client_helo;
 	const char *ptr;
 	uint8_t ptr_result;
-	unsigned count, threads, pause_ms;
+	unsigned count, threads, pause_ms, submit;
+	uint64_t counters[RELAY__COUNTERS];
+	sem_t answered;
 	bool seq, utf8, eightbit;
 	struct relay *relay;
 	pthread_mutex_t out;
@@ -163,6 +173,82 @@ run(void *arg)
 	return NULL;
 }
 
+/* One --submit message, from relay_submit to its answer. */
+struct submitted {
+	unsigned i;
+	struct timespec t0;
+};
+
+static void
+answered(void *arg, const struct relay_result *res)
+{
+	struct submitted *s = arg;
+
+	pthread_mutex_lock(&g.out);
+	printf("RESULT 0.%u %u %s %u %.1f %s\n", s->i, res->code, res->enh, res->delivered,
+	       ms_since(&s->t0), res->text);
+	fflush(stdout);
+	pthread_mutex_unlock(&g.out);
+	sem_post(&g.answered);
+}
+
+/* --submit: every message queued at once, then the answers awaited. */
+static void
+submit_all(void)
+{
+	struct chunk *chain = make_chain(), *c;
+	struct submitted *s = calloc(g.submit, sizeof(*s));
+	char **prefix = calloc(g.submit, sizeof(*prefix));
+	unsigned i, queued = 0;
+
+	if (!s || !prefix)
+		exit(2);
+	for (i = 0; i < g.submit; i++) {
+		struct relay_msg m = {
+			.mail_from = g.from,
+			.rcpts = g.rcpts,
+			.nrcpts = g.nrcpts,
+			.family = g.family,
+			.addr = g.addr,
+			.helo = g.client_helo,
+			.ptr = g.ptr_result,
+			.ptr_name = g.ptr,
+			.body = chain,
+			.body_8bit = g.eightbit,
+			.smtputf8 = g.utf8,
+		};
+		size_t n = 0;
+
+		/* The prefix is freed before the answer: the relay owns a copy. */
+		prefix[i] = malloc(g.prefix_len + 64);
+		if (!prefix[i])
+			exit(2);
+		if (g.seq)
+			n = (size_t)sprintf(prefix[i], "X-Seq: 0.%u\r\n", i);
+		if (g.prefix_len)
+			memcpy(prefix[i] + n, g.prefix, g.prefix_len);
+		m.prefix = prefix[i];
+		m.prefix_len = n + g.prefix_len;
+		s[i].i = i;
+		clock_gettime(CLOCK_MONOTONIC, &s[i].t0);
+		if (relay_submit(g.relay, &m, answered, &s[i]) == 0)
+			queued++;
+		else
+			printf("SUBMIT-FAILED 0.%u\n", i);
+		memset(prefix[i], 'Z', m.prefix_len);
+		free(prefix[i]);
+	}
+	for (i = 0; i < queued; i++)
+		sem_wait(&g.answered);
+	while (chain) {
+		c = chain->next;
+		free(chain);
+		chain = c;
+	}
+	free(prefix);
+	free(s);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -189,6 +275,8 @@ main(int argc, char **argv)
 		{ "8bit", 0, 0, '8' },
 		{ "idle-max", 1, 0, 'I' },
 		{ "ptr-result", 1, 0, 'R' },
+		{ "submit", 1, 0, 'S' },
+		{ "connections", 1, 0, 'C' },
 		{ 0, 0, 0, 0 },
 	};
 	pthread_t th[64];
@@ -241,6 +329,8 @@ main(int argc, char **argv)
 		case 's': g.seq = true; break;
 		case 'u': g.utf8 = true; break;
 		case '8': g.eightbit = true; break;
+		case 'S': g.submit = (unsigned)atoi(optarg); break;
+		case 'C': g.p.connections = (uint32_t)atoi(optarg); break;
 		default: return 2;
 		}
 	}
@@ -248,18 +338,29 @@ main(int argc, char **argv)
 		fprintf(stderr, "relay_cli: --target needed; chunk, threads sane\n");
 		return 2;
 	}
+	g.p.counters = g.counters;
 	g.relay = relay_create(&g.p, err, sizeof(err));
 	if (!g.relay) {
 		printf("CREATE-FAILED %s\n", err);
 		return 3;
 	}
 	pthread_mutex_init(&g.out, NULL);
-	for (i = 0; i < g.threads; i++)
-		if (pthread_create(&th[i], NULL, run, (void *)(uintptr_t)i) != 0)
-			return 2;
-	for (i = 0; i < g.threads; i++)
-		pthread_join(th[i], NULL);
+	sem_init(&g.answered, 0, 0);
+	if (g.submit) {
+		submit_all();
+	} else {
+		for (i = 0; i < g.threads; i++)
+			if (pthread_create(&th[i], NULL, run, (void *)(uintptr_t)i) != 0)
+				return 2;
+		for (i = 0; i < g.threads; i++)
+			pthread_join(th[i], NULL);
+	}
 	relay_destroy(g.relay);
+	printf("STATS opened=%" PRIu64 " reused=%" PRIu64 " open=%" PRIu64 " pipelined=%" PRIu64
+	       " inflight=%" PRIu64 " inflight_max=%" PRIu64 " queued=%" PRIu64 "\n",
+	       g.counters[RELAY_CONN_OPENED], g.counters[RELAY_CONN_REUSED],
+	       g.counters[RELAY_CONN_OPEN], g.counters[RELAY_PIPELINED], g.counters[RELAY_INFLIGHT],
+	       g.counters[RELAY_INFLIGHT_MAX], g.counters[RELAY_QUEUED]);
 	free(g.prefix);
 	free(g.body);
 	/* A return code that disagrees with the result's code is a bug. */

@@ -341,6 +341,14 @@ def test_pool():
               and [len(s.msgs) for s in fake.sessions] == [1, 1],
               "dead at RSET: second message on a fresh connection",
               repr([s.cmds for s in fake.sessions]))
+    # a kept connection whose RSET is never answered: after the timeout
+    # the message goes on a fresh one, with a wait of its own
+    with FakeMTA({"replies": {"RSET": "HANG"}}) as fake:
+        res, out, rc = run(f"127.0.0.1:{fake.port}",
+                           args=["--count", "2", "--timeout", "300"])
+        check(len(res) == 2 and all(r.code == 250 for r in res) and
+              [len(s.msgs) for s in fake.sessions] == [1, 1],
+              "RSET unanswered: retried on a fresh connection", out)
     # retried once only: a fresh connection that fails is the answer
     with FakeMTA({"replies": {"RSET": "DROP",
                               "MAIL": {1: "DROP"}}}) as fake:
@@ -426,9 +434,20 @@ def test_mixed_smtp():
         r = one(fake, "smtp 2xx+4xx", rcpts=rc3)
         check(r and r.code == 451 and r.enh == "4.2.1" and r.delivered == 0,
               "smtp 2xx+4xx: 451", repr(r))
-        check(fake.all_msgs() == [] and "DATA" not in fake.sessions[0].cmds,
-              "smtp 2xx+4xx: abandoned before DATA",
+        # DATA went with the RCPTs (PIPELINING) and got its 354: the
+        # transaction is cut by closing the connection, never by a dot.
+        check(fake.wait_ended() and fake.all_msgs() == [] and
+              "<DOT>" not in fake.sessions[0].cmds and
+              fake.sessions[0].cmds[-1] == "DATA",
+              "smtp 2xx+4xx pipelined: abandoned after DATA, no dot",
               repr(fake.sessions[0].cmds))
+    with FakeMTA({"replies": {"RCPT": ["250 2.1.5 Ok", "450 4.2.1 later",
+                                       "250 2.1.5 Ok"]}}) as fake:
+        r = one(fake, "smtp 2xx+4xx, no pipelining", rcpts=rc3)
+        check(r and r.code == 451 and r.enh == "4.2.1" and r.delivered == 0
+              and fake.all_msgs() == [] and "DATA" not in fake.sessions[0].cmds,
+              "smtp 2xx+4xx without PIPELINING: abandoned before DATA",
+              f"{r!r} {fake.sessions[0].cmds!r}")
     with FakeMTA({"replies": {"RCPT": ["550 5.1.1 no a", "550 5.1.1 no b",
                                        "550 5.1.1 no c"]}}) as fake:
         r = one(fake, "smtp all 5xx", rcpts=rc3)
@@ -447,6 +466,98 @@ def test_mixed_smtp():
         r = one(fake, "smtp no pipelining", rcpts=rc3)
         check(r and r.code == 250 and r.delivered == 3,
               "3 recipients without PIPELINING", repr(r))
+
+
+# --- PIPELINING ---------------------------------------------------------
+def test_pipelining():
+    rc3 = ("a@example.net", "b@example.net", "c@example.net")
+    group = b"".join(b"RCPT TO:<%s>\r\n" % a.encode() for a in rc3) + \
+        b"DATA\r\n"
+    for lmtp in (False, True):
+        name = "LMTP" if lmtp else "SMTP"
+        with FakeMTA({"caps": ["PIPELINING"], "lmtp": lmtp}) as fake:
+            r = one(fake, f"{name} pipelined", rcpts=rc3,
+                    args=["--lmtp"] if lmtp else [])
+            mail = [b for c, b in fake.sessions[0].behind
+                    if c.startswith("MAIL")]
+            check(r and r.code == 250 and r.delivered == 3 and
+                  fake.all_msgs() == [PREFIX + BODY],
+                  f"{name} pipelined: delivered", repr(r))
+            # MAIL, the RCPTs and DATA came in one write: all of them
+            # were there before the fake answered MAIL.
+            check(mail == [group], f"{name} pipelined: MAIL, RCPTs and DATA "
+                  "in one write", repr(fake.sessions[0].behind))
+    # a reused connection pipelines too, after its RSET
+    with FakeMTA({"caps": ["PIPELINING"]}) as fake:
+        res, out, rc = run(f"127.0.0.1:{fake.port}", rcpts=rc3,
+                           args=["--count", "2"])
+        mail = [b for c, b in fake.sessions[0].behind if c.startswith("MAIL")]
+        check(len(res) == 2 and all(r.code == 250 for r in res) and
+              len(fake.sessions) == 1 and mail == [group, group] and
+              "pipelined=2 " in out and "reused=1 " in out,
+              "pipelined on a reused connection, counted",
+              repr(fake.sessions[0].behind) + out[-200:])
+    # without PIPELINING: one command, then its reply, then the next
+    with FakeMTA({"caps": ["8BITMIME"]}) as fake:
+        res, out, rc = run(f"127.0.0.1:{fake.port}", rcpts=rc3)
+        b = fake.sessions[0].behind
+        check(len(res) == 1 and res[0].code == 250 and
+              [c for c, _ in b][:6] == ["EHLO edge.test",
+                                        "MAIL FROM:<alice@example.org>"] +
+              [f"RCPT TO:<{a}>" for a in rc3] + ["DATA"] and
+              all(x == b"" for _, x in b[:6]) and "pipelined=0 " in out,
+              "without PIPELINING: one command per reply", repr(b))
+    # the refusals still count one by one: MAIL refused, the rest unused
+    with FakeMTA({"caps": ["PIPELINING"],
+                  "replies": {"MAIL": "550 5.7.1 sender refused"}}) as fake:
+        r = one(fake, "pipelined MAIL 550", rcpts=rc3)
+        check(r and r.code == 550 and r.enh == "5.7.1" and
+              fake.all_msgs() == [], "pipelined MAIL 550", repr(r))
+    with FakeMTA({"caps": ["PIPELINING"],
+                  "replies": {"DATA": "554 5.5.1 no"}}) as fake:
+        r = one(fake, "pipelined DATA 554", rcpts=rc3)
+        check(r and r.code == 554 and fake.all_msgs() == [],
+              "pipelined DATA 554", repr(r))
+
+
+# --- many messages at once ----------------------------------------------
+def test_concurrent():
+    # 20 messages handed over at once by one thread; a downstream that
+    # holds every reply 300 ms; at most 5 connections.
+    with FakeMTA({"caps": ["PIPELINING"], "delay_ms": 300}) as fake:
+        res, out, rc = run(f"127.0.0.1:{fake.port}",
+                           args=["--submit", "20", "--connections", "5",
+                                 "--seq", "--timeout", "20000"],
+                           timeout=120)
+        seqs = sorted(m.split(b"\r\n", 1)[0] for m in fake.all_msgs())
+        want = sorted(f"X-Seq: 0.{i}".encode() for i in range(20))
+        check(rc == 0 and len(res) == 20 and all(r.code == 250 for r in res)
+              and seqs == want,
+              "20 at once: each delivered exactly once", out[-600:])
+        check(all(m.split(b"\r\n", 1)[1] == PREFIX + BODY
+                  for m in fake.all_msgs()),
+              "20 at once: each whole (the prefix was the relay's copy)")
+        stats = dict(kv.split("=") for kv in
+                     out.split("STATS ", 1)[1].split()) if "STATS " in out \
+            else {}
+        check(2 < fake.max_active <= 5 and len(fake.sessions) <= 5,
+              "20 at once: more than 2 sessions at once, never more than 5",
+              f"max {fake.max_active}, {len(fake.sessions)} sessions")
+        check(stats.get("inflight_max") == "5" and
+              int(stats.get("reused", 0)) >= 15 and
+              stats.get("opened") == str(len(fake.sessions)) and
+              stats.get("inflight") == "0" and stats.get("queued") == "0",
+              "20 at once: the counters", repr(stats))
+    # a message that finds no connection free in time: 451 4.4.5
+    with FakeMTA({"delay_ms": 300}) as fake:
+        res, out, rc = run(f"127.0.0.1:{fake.port}",
+                           args=["--submit", "3", "--connections", "1",
+                                 "--timeout", "1000"])
+        codes = sorted((r.code, r.enh) for r in res)
+        check(codes == [(250, "2.0.0"), (451, "4.4.5"), (451, "4.4.5")] and
+              all("no connection free" in r.text for r in res
+                  if r.code == 451) and len(fake.sessions) == 1,
+              "queued past the timeout: 451 4.4.5", out)
 
 
 def test_lmtp():
@@ -649,7 +760,8 @@ def main():
     try:
         for t in [test_bytes, test_xclient, test_xclient_name,
                   test_xclient_pooled, test_params, test_pool,
-                  test_failures, test_mixed_smtp, test_lmtp,
+                  test_failures, test_mixed_smtp, test_pipelining,
+                  test_concurrent, test_lmtp,
                   test_unreachable_and_timeouts, test_threads, test_targets,
                   test_smtp_sink]:
             t()

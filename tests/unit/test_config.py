@@ -152,6 +152,9 @@ CASES = [
     ("bad target", replace("spool", "target = ::1:10025"), r"^smtpedge: {f}: \[relay\] target: \"::1:10025\": write an IPv6 address as \[addr\]:port"),
     ("target without port", replace("spool", "target = [::1]"), r"^smtpedge: {f}: \[relay\] target: .*is not a number|^smtpedge: {f}: \[relay\] target: .* is not host:port"),
     ("bad protocol", add("relay", "protocol = uucp"), r"^smtpedge: {f}: \[relay\] protocol: \"uucp\" is neither smtp nor lmtp"),
+    ("no relay connections", replace("spool", "target = [::1]:10025\nconnections = 0"), r"^smtpedge: {f}: \[relay\] connections: 0 is out of range \(1..1024\)"),
+    ("too many relay connections", replace("spool", "target = [::1]:10025\nconnections = 1025"), r"^smtpedge: {f}: \[relay\] connections: 1025 is out of range \(1..1024\)"),
+    ("relay connections not a number", replace("spool", "target = [::1]:10025\nconnections = lots"), r"^smtpedge: {f}: \[relay\] connections: "),
     ("too few mbufs", replace("mbufs", "mbufs = 10"), r"^smtpedge: {f}: \[dataplane\] mbufs: 10 is out of range \(1023..4194303\)"),
     ("flows beyond memory_mb", add("dataplane", "flows = 1000000"),
      r"^smtpedge: {f}: \[dataplane\] flows: 1000000 flows and 8192 session buffers need \d+ MiB per worker, memory_mb is 512 \(it holds \d+ flows\)$"),
@@ -218,7 +221,10 @@ with tempfile.TemporaryDirectory() as d:
         f.write(GOOD + "[smtp]\nidle_timeout_s = 60\nidle_pressure_pct = 50\nidle_timeout_min_s = 60\n")
     with open(good + ".spf", "w") as f:
         f.write(GOOD + "[control]\nmax_spf_checks = 1\n")
+    with open(good + ".relay", "w") as f:
+        f.write(replace("spool", "target = [::1]:10025\nconnections = 1024"))
     for path in (good, good + ".tls", good + ".idle", good + ".pressure", good + ".spf",
+                 good + ".relay",
                  os.path.join(here, "../../conf/smtpedge.conf"),
                  os.path.join(here, "../../conf/lab.conf")):
         r = run(["--", "--config", path, "--check"])
