@@ -28,11 +28,11 @@
 
 enum msg_kind {
 	/* worker -> control */
-	MSG_RDNS = 1,   /* look up the peer: addr */
-	MSG_SPOOL,      /* hand a message on: rec (a struct txrec) */
-	MSG_LOG,        /* write a transaction log line: rec */
-	MSG_SPF,        /* MAIL accepted: start SPF (rec: helo, mail_from, addr) */
-	MSG_SPF_CANCEL, /* RSET ended transaction txn: its SPF check is of no use */
+	MSG_RDNS = 1,     /* look up the peer: addr */
+	MSG_SPOOL,        /* hand a message on: rec (a struct txrec) */
+	MSG_LOG,          /* write a transaction log line: rec */
+	MSG_SPF,          /* MAIL accepted: start SPF (rec: helo, mail_from, addr) */
+	MSG_SPF_CANCEL,   /* RSET ended transaction txn: its SPF check is of no use */
 	MSG_DKIM_HEADERS, /* the header block of txn's message is in (u.hdrs):
 			     fetch its DKIM keys now */
 	MSG_BODY_RETURN,  /* free the chain u.hdrs.body (one or more lent

@@ -36,7 +36,12 @@ struct rte_ring;
  * end of DATA came before the result), spf_lookups (distinct DNS queries of
  * the checks done), spf_passes (evaluator passes, all checks), its largest
  * for one check spf_passes_max, and checks by passes taken
- * (spf_passes_1 ... spf_passes_gt16). */
+ * (spf_passes_1 ... spf_passes_gt16). DKIM's keys: dkim_keys_early
+ * (fetches of signed messages begun at the end of the header block, while
+ * the body arrives), dkim_keys_early_used (deliveries that found theirs),
+ * dkim_keys_early_skipped (none begun: KEY_EARLY_MAX held), and
+ * bodies_returned (chunks of lent bodies whose transaction ended without a
+ * delivery, freed by the dispatcher). */
 #define CTL_COUNTERS(X)                                                     \
 	X(RDNS_REQUESTS, "rdns_requests")                                   \
 	X(RDNS_PASS, "rdns_pass")                                           \
@@ -84,7 +89,7 @@ struct rte_ring;
 	X(DKIM_PARKED, "dkim_deliveries_parked")                            \
 	X(DKIM_KEYS_SERVED, "dkim_keys_served")                             \
 	X(DKIM_KEYS_MISSING, "dkim_keys_missing")                           \
-	X(DKIM_KEYS_EARLY, "dkim_keys_early") /* fetched at the header end */ \
+	X(DKIM_KEYS_EARLY, "dkim_keys_early")                               \
 	X(DKIM_EARLY_USED, "dkim_keys_early_used")                          \
 	X(DKIM_EARLY_SKIPPED, "dkim_keys_early_skipped")                    \
 	X(BODIES_RETURNED, "bodies_returned")                               \

@@ -1039,7 +1039,9 @@ static bool
 smtp_headers(void *ctx, const struct chunk *body, uint32_t len)
 {
 	struct sess *s = ctx;
-	struct ctl_msg m = { .kind = MSG_DKIM_HEADERS, .idx = s->idx, .gen = s->gen, .txn = s->txn };
+	struct ctl_msg m = {
+		.kind = MSG_DKIM_HEADERS, .idx = s->idx, .gen = s->gen, .txn = s->txn
+	};
 
 	m.u.hdrs.body = (struct chunk *)(uintptr_t)body;
 	m.u.hdrs.len = len;

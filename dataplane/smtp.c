@@ -58,11 +58,11 @@ struct txn {
 	uint64_t body_size;
 	struct chunk *rcpt_head, *rcpt_tail;
 	struct chunk *body_head, *body_tail;
-	bool chains_kept; /* the glue keeps them (keep_message) */
+	bool chains_kept;        /* the glue keeps them (keep_message) */
 	struct smtp_hdr_end hdr; /* where the body's header block ends */
 	bool hdr_told;           /* ops->headers was called */
 	bool body_lent;          /* ...and lent the chain: body_release */
-			  /* MAIL FROM's path is in the session buffer (buf->mail_from): a
+				 /* MAIL FROM's path is in the session buffer (buf->mail_from): a
 	 * session keeps its buffer while a transaction is open. */
 };
 
