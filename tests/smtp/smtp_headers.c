@@ -37,8 +37,8 @@ enum ending {
 
 struct row {
 	const char *name;
-	const char *msg;  /* unstuffed, CRLF lines */
-	long hdr_len;     /* bytes of the header block; -1: never told */
+	const char *msg; /* unstuffed, CRLF lines */
+	long hdr_len;    /* bytes of the header block; -1: never told */
 	enum ending ending;
 };
 
@@ -62,13 +62,13 @@ static const struct row rows[] = {
 
 struct ctx {
 	const struct row *row;
-	long told;         /* len given to headers(), -1 none */
-	unsigned n_told;   /* calls */
-	bool block_right;  /* the chain held the block when told */
+	long told;                /* len given to headers(), -1 none */
+	unsigned n_told;          /* calls */
+	bool block_right;         /* the chain held the block when told */
 	const struct chunk *lent; /* the head of the chain lent */
-	uint32_t lent_chunks; /* chunks of the lent chain at release */
-	unsigned released;    /* body_release calls */
-	bool put_lent;        /* a chunk of the lent chain came to chunk_put */
+	uint32_t lent_chunks;     /* chunks of the lent chain at release */
+	unsigned released;        /* body_release calls */
+	bool put_lent;            /* a chunk of the lent chain came to chunk_put */
 	int32_t chunks_out;
 	uint32_t pending_token;
 	char last_reply[128];
@@ -257,8 +257,8 @@ run(const struct row *r, bool bdat, uint32_t packet)
 	struct smtp_params params = { .hostname = "mx.example.com", .domain_accepted = accept_all };
 	struct ctx x = { .row = r, .told = -1 };
 	void *mem = malloc(smtp_session_size());
-	struct smtp_session *s = smtp_session_init(mem, smtp_session_size(), &params, &ops, &x,
-						   &peer);
+	struct smtp_session *s = smtp_session_init(
+		mem, smtp_session_size(), &params, &ops, &x, &peer);
 	bool cut = r->ending == END_CLOSE || r->ending == END_RSET;
 	size_t mlen = strlen(r->msg), wlen;
 	static const char greeting[] =
@@ -294,8 +294,8 @@ run(const struct row *r, bool bdat, uint32_t packet)
 	      "%s by %s, packets %u: told %ld (%u calls), want %ld", r->name, how, packet, x.told,
 	      x.n_told, want);
 	if (want >= 0)
-		CHECK(x.block_right, "%s by %s, packets %u: the block was not in the chain", r->name,
-		      how, packet);
+		CHECK(x.block_right, "%s by %s, packets %u: the block was not in the chain",
+		      r->name, how, packet);
 	if (r->ending == END_RSET)
 		feed(s, "RSET\r\n", 6, packet);
 	if (r->ending == END_DELIVER && x.pending_token != 0) {
