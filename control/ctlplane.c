@@ -531,6 +531,7 @@ key_early_drop(struct ctlplane *pl, struct ctl_sess *cs)
 		return;
 	cs->keys = key_fetch_free(cs->keys);
 	pl->early_n--;
+	pl->st->c[CTL_DKIM_EARLY_DROPPED]++;
 }
 
 /* The slot's early fetch when it is transaction txn's (taken from the
