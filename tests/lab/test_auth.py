@@ -408,5 +408,43 @@ def test_dkim_keys_fetched_while_the_body_arrives():
                auth_results(files[0]))
 
 
+
+def test_body_cut_after_its_header_block_comes_back():
+    # The client sends the header block and the body's first line, then
+    # hangs up: the body was lent to the dispatcher, which frees it (the
+    # worker never does), and lets go of the key fetch. Every body chunk is
+    # back in the budget afterwards.
+    cfg = proxied_conf("cutbody")
+    msg = signed(message("dave@dkim.example", "cut body"))
+    path = LAB["LAB_DIR"] + "/cutbody.eml"
+    with open(path, "wb") as f:
+        f.write(msg)
+    cut = msg.index(b"\r\n\r\n") + 4 + len(b"Hello from the lab.\r\n")
+    with labkit.DnsDelay(PROXY, "_domainkey.dkim.example", KEY_SLOW_MS), Edge(cfg) as edge:
+        before = edge.stats()
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", LAB["LAB_PEER_NS"], "/usr/bin/python3", "-c", HELD_CLIENT,
+             PTR6, EDGE6, "dave@dkim.example", path, str(cut)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            held = proc.stdout.readline().strip()
+            expect(held == "held", f"the client: {held}")
+            out = labkit.wait_for(
+                lambda: (lambda st: st if delta(st, before, "dkim_keys_early") >= 1
+                         else None)(edge.stats()), timeout=30)
+            expect(out, f"no early fetch: {edge.stats()}")
+        finally:
+            proc.kill()  # the connection goes with it, the body half sent
+            proc.wait()
+        back = labkit.wait_for(
+            lambda: (lambda st: st if delta(st, before, "bodies_returned") >= 1 and
+                     st["pools"]["body_chunks_free"] == st["pools"]["body_chunks_total"]
+                     else None)(edge.stats()), timeout=30)
+        expect(back, f"the cut body's chunks are not back: {edge.stats()}")
+        expect(delta(back, before, "dkim_keys_early_dropped") == 1,
+               f"dkim_keys_early_dropped: {back}")
+        expect(delta(back, before, "spool_requests") == 0, f"spool_requests: {back}")
+
+
 if __name__ == "__main__":
     labkit.main(globals())
