@@ -33,10 +33,9 @@
  * does, and a new MAIL, RSET, the end of the session or the body handed
  * back unsent (MSG_BODY_RETURN, whose chain the dispatcher frees) lets go
  * of it. The delivery request takes the fetch of its own transaction, in
- * flight or answered; without one (a ring that was full, the bound of
- * KEY_EARLY_MAX), it reads the header block and fetches then. The delivery
- * goes to a work thread when
- * its SPF result is in and every key query is answered, failed or timed
+ * flight or answered; without one (a ring that was full, the bounds of
+ * KEY_EARLY_MAX and KEY_EARLY_QUERIES), it reads the header block and
+ * fetches then. The delivery goes to a work thread when its SPF result is in and every key query is answered, failed or timed
  * out; the work thread verifies from those answers alone (a key not among
  * them is a temperror), so it never waits on DNS either. A session has at most one live check (a new
  * MAIL cancels the last one), and the checks in flight are bounded by
@@ -97,10 +96,13 @@
  * left counts its key missing: temperror). */
 #define KEY_QUERIES         4096
 /* Key fetches begun at a header block's end and held by session slots at
- * once; past it a message's keys wait for its delivery request, as they
- * would without (dkim_keys_early_skipped). Each holds a few hundred bytes
- * and at most AUTH_MAX_SIGS queries. */
+ * once, and their queries out at once: past either, a message's keys wait
+ * for its delivery request, as they would without (dkim_keys_early_skipped).
+ * A fetch holds a few hundred bytes and at most AUTH_MAX_SIGS queries; the
+ * early ones may take half of KEY_QUERIES, so that sessions stalled after
+ * their header block never leave the deliveries without queries. */
 #define KEY_EARLY_MAX       4096
+#define KEY_EARLY_QUERIES   (KEY_QUERIES / 2)
 /* The reverse-DNS result cache: results kept (a set-associative table of
  * 288-byte entries, about 19 MB) and for how long at most, so that a client
  * that reconnects is not looked up again, and a PTR record fixed by its owner
@@ -230,6 +232,7 @@ struct ctlplane {
 	struct spf_chk *parked;    /* checks a delivery waits for */
 	struct key_fetch *kparked; /* key fetches a delivery waits for */
 	uint32_t early_n;          /* key fetches held by slots */
+	uint32_t early_queries;    /* ...and their queries out */
 	struct spool *spool;
 	struct relay *relay;
 	FILE *log;
@@ -260,6 +263,7 @@ struct key_fetch {
 	struct job *parked;    /* the delivery, SPF done, waiting for the keys */
 	struct key_fetch *pprev, *pnext;
 	uint32_t txn; /* begun early: the transaction it is for */
+	bool held;    /* held by a slot: its queries count as early */
 };
 
 /* A job for a work thread: a message to check and hand on for a worker's
@@ -470,6 +474,8 @@ key_on_answer(void *arg, int err, struct ub_result *res)
 	struct job *j;
 
 	ref->handle = 0;
+	if (f->held)
+		f->pl->early_queries--;
 	if (err == DNSQ_TIMEOUT)
 		dkim_keys_timeout(f->keys, ref->i);
 	else
@@ -529,6 +535,7 @@ key_early_drop(struct ctlplane *pl, struct ctl_sess *cs)
 {
 	if (cs->keys == NULL)
 		return;
+	pl->early_queries -= cs->keys->pending;
 	cs->keys = key_fetch_free(cs->keys);
 	pl->early_n--;
 	pl->st->c[CTL_DKIM_EARLY_DROPPED]++;
@@ -547,6 +554,8 @@ key_early_take(struct ctlplane *pl, struct ctl_sess *cs, uint32_t txn)
 	}
 	cs->keys = NULL;
 	pl->early_n--;
+	pl->early_queries -= f->pending;
+	f->held = false;
 	return f;
 }
 
@@ -561,7 +570,7 @@ on_dkim_headers(struct ctlplane *pl, uint32_t worker, const struct ctl_msg *m)
 	if (!cs || cs->gen != m->gen)
 		return;
 	key_early_drop(pl, cs);
-	if (pl->early_n >= KEY_EARLY_MAX) {
+	if (pl->early_n >= KEY_EARLY_MAX || pl->early_queries + AUTH_MAX_SIGS > KEY_EARLY_QUERIES) {
 		pl->st->c[CTL_DKIM_EARLY_SKIPPED]++;
 		return;
 	}
@@ -569,8 +578,10 @@ on_dkim_headers(struct ctlplane *pl, uint32_t worker, const struct ctl_msg *m)
 	if (!f)
 		return;
 	f->txn = m->txn;
+	f->held = true;
 	cs->keys = f;
 	pl->early_n++;
+	pl->early_queries += f->pending;
 	if (dkim_keys_count(f->keys) > 0)
 		pl->st->c[CTL_DKIM_KEYS_EARLY]++;
 }

@@ -39,9 +39,9 @@ struct rte_ring;
  * (spf_passes_1 ... spf_passes_gt16). DKIM's keys: dkim_keys_early
  * (fetches of signed messages begun at the end of the header block, while
  * the body arrives), dkim_keys_early_used (deliveries that found theirs),
- * dkim_keys_early_skipped (none begun: KEY_EARLY_MAX held),
- * dkim_keys_early_dropped (let go by a new MAIL, RSET, the session's end
- * or the body handed back, without a delivery), and
+ * dkim_keys_early_skipped (none begun: too many early fetches or their
+ * queries out), dkim_keys_early_dropped (let go by a new MAIL, RSET, the
+ * session's end or the body handed back, without a delivery), and
  * bodies_returned (chunks of lent bodies whose transaction ended without a
  * delivery, freed by the dispatcher). */
 #define CTL_COUNTERS(X)                                                     \
