@@ -103,6 +103,13 @@
  * their header block never leave the deliveries without queries. */
 #define KEY_EARLY_MAX       4096
 #define KEY_EARLY_QUERIES   (KEY_QUERIES / 2)
+/* Their counters: dkim_keys_early (fetches of signed messages begun at the
+ * end of the header block, while the body arrives), dkim_keys_early_used
+ * (deliveries that found theirs), dkim_keys_early_skipped (none begun: at
+ * a bound above), dkim_keys_early_dropped (let go by a new MAIL, RSET, the
+ * session's end or the body handed back, without a delivery), and
+ * bodies_returned (chunks of lent bodies whose transaction ended without a
+ * delivery, freed by the dispatcher). */
 /* The reverse-DNS result cache: results kept (a set-associative table of
  * 288-byte entries, about 19 MB) and for how long at most, so that a client
  * that reconnects is not looked up again, and a PTR record fixed by its owner

@@ -36,14 +36,7 @@ struct rte_ring;
  * end of DATA came before the result), spf_lookups (distinct DNS queries of
  * the checks done), spf_passes (evaluator passes, all checks), its largest
  * for one check spf_passes_max, and checks by passes taken
- * (spf_passes_1 ... spf_passes_gt16). DKIM's keys: dkim_keys_early
- * (fetches of signed messages begun at the end of the header block, while
- * the body arrives), dkim_keys_early_used (deliveries that found theirs),
- * dkim_keys_early_skipped (none begun: too many early fetches or their
- * queries out), dkim_keys_early_dropped (let go by a new MAIL, RSET, the
- * session's end or the body handed back, without a delivery), and
- * bodies_returned (chunks of lent bodies whose transaction ended without a
- * delivery, freed by the dispatcher). */
+ * (spf_passes_1 ... spf_passes_gt16). */
 #define CTL_COUNTERS(X)                                                     \
 	X(RDNS_REQUESTS, "rdns_requests")                                   \
 	X(RDNS_PASS, "rdns_pass")                                           \
