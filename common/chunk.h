@@ -7,6 +7,17 @@
  *
  * Bodies are the dot-unstuffed message in CRLF wire form; recipient lists
  * hold each address NUL-terminated, one after another.
+ *
+ * A body is filled at its tail only, and a chunk is followed by another
+ * only once it is full (len == cap). So once the header block is in, its
+ * bytes and every chunk before the one it ends in are final, and the
+ * control plane may read them while the worker goes on at the tail
+ * (MSG_DKIM_HEADERS, common/msg.h). Such a reader takes the header block's
+ * length from the message, never from the chunks: it walks `next` only
+ * while bytes remain to be read, takes `len` only of chunks it reads past
+ * (full, so final), and of the chunk the length ends in takes what the
+ * length leaves, reading neither its `len` nor its `next`, which the
+ * worker may be writing.
  */
 #ifndef SMTPEDGE_COMMON_CHUNK_H
 #define SMTPEDGE_COMMON_CHUNK_H

@@ -9,6 +9,15 @@
  * longer matches is for a session that has closed, and is dropped and
  * counted. Anything larger than a message (a transaction record, a message
  * body) travels by pointer to an object the worker owns and gets back.
+ *
+ * A body lent early (MSG_DKIM_HEADERS) is the exception: the worker goes on
+ * filling the chain while the dispatcher reads its header block, so the
+ * two keep to the rules in common/chunk.h, and a chain whose transaction
+ * ends without reaching the dispatcher in a MSG_SPOOL is not the worker's
+ * to free any more: it goes to the dispatcher in MSG_BODY_RETURN, behind
+ * the MSG_DKIM_HEADERS on the same ring, so it is freed only after the
+ * dispatcher has read it. The worker frees a lent chain itself only once
+ * the MSG_SPOOL_DONE for it has come back.
  */
 #ifndef SMTPEDGE_COMMON_MSG_H
 #define SMTPEDGE_COMMON_MSG_H
@@ -19,16 +28,21 @@
 
 enum msg_kind {
 	/* worker -> control */
-	MSG_RDNS = 1,   /* look up the peer: addr */
-	MSG_SPOOL,      /* hand a message on: rec (a struct txrec) */
-	MSG_LOG,        /* write a transaction log line: rec */
-	MSG_SPF,        /* MAIL accepted: start SPF (rec: helo, mail_from, addr) */
-	MSG_SPF_CANCEL, /* RSET ended transaction txn: its SPF check is of no use */
+	MSG_RDNS = 1,     /* look up the peer: addr */
+	MSG_SPOOL,        /* hand a message on: rec (a struct txrec) */
+	MSG_LOG,          /* write a transaction log line: rec */
+	MSG_SPF,          /* MAIL accepted: start SPF (rec: helo, mail_from, addr) */
+	MSG_SPF_CANCEL,   /* RSET ended transaction txn: its SPF check is of no use */
+	MSG_DKIM_HEADERS, /* the header block of txn's message is in (u.hdrs):
+			     fetch its DKIM keys now */
+	MSG_BODY_RETURN,  /* free the chain u.hdrs.body (one or more lent
+			     bodies, linked); the fetch of txn is of no use */
 	/* control -> worker */
 	MSG_RDNS_DONE,  /* result: enum ptr_result */
 	MSG_SPOOL_DONE, /* rec comes back with reply_code/enh/text set */
 };
 
+struct chunk;
 struct txrec;
 
 struct ctl_msg {
@@ -38,10 +52,15 @@ struct ctl_msg {
 	uint8_t pad;
 	uint32_t idx; /* the session's slot in its worker */
 	uint32_t gen; /* the slot's generation when the message was made */
-	uint32_t txn; /* MSG_SPF_CANCEL: the session's transaction */
+	uint32_t txn; /* MSG_SPF_CANCEL, _DKIM_HEADERS, _BODY_RETURN: the
+			 session's transaction */
 	union {
 		uint8_t addr[16];
 		struct txrec *rec;
+		struct {
+			struct chunk *body; /* the body chain's head */
+			uint32_t len;       /* the header block's bytes */
+		} hdrs;
 	} u;
 };
 

@@ -121,6 +121,28 @@ auth_dkim_keys(struct auth *a, const struct chunk *msg)
 	return k;
 }
 
+struct dkim_keys *
+auth_dkim_keys_head(struct auth *a, const struct chunk *msg, uint32_t len)
+{
+	struct dkim_keys *k = dkim_keys_create(a->dkim);
+	uint32_t left = len, n;
+
+	if (!k)
+		return NULL;
+	while (msg && left > 0) {
+		/* a chunk read past is full, its len final; of the one the
+		 * block ends in, neither len nor next is ours to read */
+		n = left > msg->cap ? msg->len : left;
+		if (dkim_keys_feed(k, msg->data, n))
+			break;
+		left -= n;
+		if (left > 0)
+			msg = msg->next;
+	}
+	dkim_keys_scan_end(k);
+	return k;
+}
+
 static void
 dkim_run(struct auth *a, const struct chunk *msg, struct dkim_keys *keys, struct auth_verdict *v)
 {

@@ -58,6 +58,9 @@ void auth_spf_result(const struct spf_eval *ev, struct auth_spf *out);
  * (dkim_keys_name(), dkim_keys_answer()): read from the header block, at
  * most AUTH_MAX_SIGS signatures. NULL out of memory. */
 struct dkim_keys *auth_dkim_keys(struct auth *a, const struct chunk *msg);
+/* The same from the header block alone: the first len bytes of a chain
+ * the worker is still filling, read by the rules of common/chunk.h. */
+struct dkim_keys *auth_dkim_keys_head(struct auth *a, const struct chunk *msg, uint32_t len);
 /* DKIM of the message with the keys fetched (no DNS: a key not in keys,
  * or keys NULL, is a temperror), then the rule's verdict. */
 void auth_verify(struct auth *a, const struct chunk *msg, struct dkim_keys *keys,

@@ -25,11 +25,18 @@
  * only ever runs a delivery whose SPF is done, and a slow domain holds
  * nothing but its own check.
  *
- * DKIM's key records are fetched the same way: when the delivery request
- * arrives, the dispatcher reads the DKIM-Signature fields of the header
- * block (checks.h) and issues their TXT queries at once, alongside the SPF
- * check, each with dns_timeout_ms. The delivery goes to a work thread when
- * its SPF result is in and every key query is answered, failed or timed
+ * DKIM's key records are fetched the same way, and as early: when a
+ * worker says a message's header block is in (MSG_DKIM_HEADERS, while the
+ * body still arrives), the dispatcher reads the DKIM-Signature fields of
+ * exactly those bytes (checks.h; the chain is lent, common/chunk.h) and
+ * issues their TXT queries at once, each with dns_timeout_ms; the fetch
+ * hangs off the session's slot, named by its transaction, as the SPF check
+ * does, and a new MAIL, RSET, the end of the session or the body handed
+ * back unsent (MSG_BODY_RETURN, whose chain the dispatcher frees) lets go
+ * of it. The delivery request takes the fetch of its own transaction, in
+ * flight or answered; without one (a ring that was full, the bounds of
+ * KEY_EARLY_MAX and KEY_EARLY_QUERIES), it reads the header block and
+ * fetches then. The delivery goes to a work thread when its SPF result is in and every key query is answered, failed or timed
  * out; the work thread verifies from those answers alone (a key not among
  * them is a temperror), so it never waits on DNS either. A session has at most one live check (a new
  * MAIL cancels the last one), and the checks in flight are bounded by
@@ -89,6 +96,21 @@
 /* DKIM key queries out at once, on top of those (a fetch that finds none
  * left counts its key missing: temperror). */
 #define KEY_QUERIES         4096
+/* Key fetches begun at a header block's end and held by session slots at
+ * once, and their queries out at once: past either, a message's keys wait
+ * for its delivery request, as they would without (dkim_keys_early_skipped).
+ * A fetch holds a few hundred bytes and at most AUTH_MAX_SIGS queries; the
+ * early ones may take half of KEY_QUERIES, so that sessions stalled after
+ * their header block never leave the deliveries without queries. */
+#define KEY_EARLY_MAX       4096
+#define KEY_EARLY_QUERIES   (KEY_QUERIES / 2)
+/* Their counters: dkim_keys_early (fetches of signed messages begun at the
+ * end of the header block, while the body arrives), dkim_keys_early_used
+ * (deliveries that found theirs), dkim_keys_early_skipped (none begun: at
+ * a bound above), dkim_keys_early_dropped (let go by a new MAIL, RSET, the
+ * session's end or the body handed back, without a delivery), and
+ * bodies_returned (chunks of lent bodies whose transaction ended without a
+ * delivery, freed by the dispatcher). */
 /* The reverse-DNS result cache: results kept (a set-associative table of
  * 288-byte entries, about 19 MB) and for how long at most, so that a client
  * that reconnects is not looked up again, and a PTR record fixed by its owner
@@ -173,13 +195,15 @@ struct ctl_sess {
 	uint32_t gen;
 	uint8_t ptr;
 	char ptr_name[256];
-	struct spf_chk *spf;  /* the current transaction's, or NULL */
-	uint32_t refused_txn; /* the MAIL refused at the bound, or 0 */
+	struct spf_chk *spf;    /* the current transaction's, or NULL */
+	struct key_fetch *keys; /* its DKIM keys fetched early, or NULL */
+	uint32_t refused_txn;   /* the MAIL refused at the bound, or 0 */
 };
 /* The configuration sizes flows with this (common/sizing.h). */
 _Static_assert(sizeof(struct ctl_sess) <= SIZING_CTL_SLOT_BYTES, "ctl_sess outgrew its sizing");
 
 static struct spf_chk *spf_chk_drop(struct ctlplane *pl, struct spf_chk *c);
+static void key_early_drop(struct ctlplane *pl, struct ctl_sess *cs);
 
 #define RDNS_INFLIGHT 16384 /* lookups the resolver holds at once */
 /* The PTR and forward queries go in a dnsq lane of their own, as many
@@ -219,6 +243,8 @@ struct ctlplane {
 	volatile uint8_t spf_full; /* read by the workers at MAIL */
 	struct spf_chk *parked;    /* checks a delivery waits for */
 	struct key_fetch *kparked; /* key fetches a delivery waits for */
+	uint32_t early_n;          /* key fetches held by slots */
+	uint32_t early_queries;    /* ...and their queries out */
 	struct spool *spool;
 	struct relay *relay;
 	FILE *log;
@@ -248,6 +274,8 @@ struct key_fetch {
 	unsigned pending;      /* queries still out */
 	struct job *parked;    /* the delivery, SPF done, waiting for the keys */
 	struct key_fetch *pprev, *pnext;
+	uint32_t txn; /* begun early: the transaction it is for */
+	bool held;    /* held by a slot: its queries count as early */
 };
 
 /* A job for a work thread: a message to check and hand on for a worker's
@@ -366,6 +394,7 @@ on_rdns(struct ctlplane *pl, uint32_t worker, const struct ctl_msg *m)
 	cs->ptr = PTR_UNKNOWN;
 	cs->ptr_name[0] = '\0';
 	cs->spf = spf_chk_drop(pl, cs->spf);
+	key_early_drop(pl, cs);
 	cs->refused_txn = 0;
 	q = rdns_req_get(pl, worker, m->idx, m->gen);
 	if (!q || rdns_lookup(pl->rdns, m->family, m->u.addr, rdns_done, q, now_us()) < 0) {
@@ -457,6 +486,8 @@ key_on_answer(void *arg, int err, struct ub_result *res)
 	struct job *j;
 
 	ref->handle = 0;
+	if (f->held)
+		f->pl->early_queries--;
 	if (err == DNSQ_TIMEOUT)
 		dkim_keys_timeout(f->keys, ref->i);
 	else
@@ -471,18 +502,20 @@ key_on_answer(void *arg, int err, struct ub_result *res)
 	free(j);
 }
 
-/* The key records of the message in r, their queries issued; NULL out of
+/* The key records named in keys, their queries issued; NULL out of
  * memory (the verification then finds every key missing). */
 static struct key_fetch *
-key_fetch_start(struct ctlplane *pl, const struct txrec *r)
+key_fetch_issue(struct ctlplane *pl, struct dkim_keys *keys)
 {
 	struct key_fetch *f = calloc(1, sizeof(*f));
 	unsigned i, n;
 
-	if (!f)
+	if (!f) {
+		dkim_keys_free(keys);
 		return NULL;
+	}
 	f->pl = pl;
-	f->keys = auth_dkim_keys(pl->auth, r->body);
+	f->keys = keys;
 	n = dkim_keys_count(f->keys);
 	if (!f->keys || (n && !(f->refs = calloc(n, sizeof(*f->refs)))))
 		return key_fetch_free(f);
@@ -499,6 +532,88 @@ key_fetch_start(struct ctlplane *pl, const struct txrec *r)
 		pl->st->c[CTL_DKIM_KEY_QUERIES]++;
 	}
 	return f;
+}
+
+/* The key records of the message in r, read from its whole chain. */
+static struct key_fetch *
+key_fetch_start(struct ctlplane *pl, const struct txrec *r)
+{
+	return key_fetch_issue(pl, auth_dkim_keys(pl->auth, r->body));
+}
+
+/* The slot lets go of its early fetch (its queries withdrawn). */
+static void
+key_early_drop(struct ctlplane *pl, struct ctl_sess *cs)
+{
+	if (cs->keys == NULL)
+		return;
+	pl->early_queries -= cs->keys->pending;
+	cs->keys = key_fetch_free(cs->keys);
+	pl->early_n--;
+	pl->st->c[CTL_DKIM_EARLY_DROPPED]++;
+}
+
+/* The slot's early fetch when it is transaction txn's (taken from the
+ * slot), else NULL, any other dropped. */
+static struct key_fetch *
+key_early_take(struct ctlplane *pl, struct ctl_sess *cs, uint32_t txn)
+{
+	struct key_fetch *f = cs->keys;
+
+	if (f == NULL || f->txn != txn) {
+		key_early_drop(pl, cs);
+		return NULL;
+	}
+	cs->keys = NULL;
+	pl->early_n--;
+	pl->early_queries -= f->pending;
+	f->held = false;
+	return f;
+}
+
+/* A header block is in while its body still arrives: its keys are fetched
+ * now, from exactly those bytes (the chain is the worker's, lent). */
+static void
+on_dkim_headers(struct ctlplane *pl, uint32_t worker, const struct ctl_msg *m)
+{
+	struct ctl_sess *cs = sess_at(pl, worker, m->idx);
+	struct key_fetch *f;
+
+	if (!cs || cs->gen != m->gen)
+		return;
+	key_early_drop(pl, cs);
+	if (pl->early_n >= KEY_EARLY_MAX || pl->early_queries + AUTH_MAX_SIGS > KEY_EARLY_QUERIES) {
+		pl->st->c[CTL_DKIM_EARLY_SKIPPED]++;
+		return;
+	}
+	f = key_fetch_issue(pl, auth_dkim_keys_head(pl->auth, m->u.hdrs.body, m->u.hdrs.len));
+	if (!f)
+		return;
+	f->txn = m->txn;
+	f->held = true;
+	cs->keys = f;
+	pl->early_n++;
+	pl->early_queries += f->pending;
+	if (dkim_keys_count(f->keys) > 0)
+		pl->st->c[CTL_DKIM_KEYS_EARLY]++;
+}
+
+/* A lent body whose transaction ended without a delivery: read (its
+ * MSG_DKIM_HEADERS came first on this ring), so freed here. The chain may
+ * hold several bodies, linked by the worker. */
+static void
+on_body_return(struct ctlplane *pl, uint32_t worker, const struct ctl_msg *m)
+{
+	struct ctl_sess *cs = sess_at(pl, worker, m->idx);
+	struct chunk *c = m->u.hdrs.body, *next;
+
+	if (cs && cs->gen == m->gen && cs->keys && cs->keys->txn == m->txn)
+		key_early_drop(pl, cs);
+	for (; c != NULL; c = next) {
+		next = c->next;
+		rte_mempool_put(rte_mempool_from_obj(c), c);
+		pl->st->c[CTL_BODIES_RETURNED]++;
+	}
 }
 
 /* A delivery whose SPF is done: to the work threads once its keys are in,
@@ -812,6 +927,7 @@ on_spf(struct ctlplane *pl, uint32_t worker, const struct ctl_msg *m)
 	if (cs && cs->gen == m->gen) {
 		/* a new MAIL: the last transaction's check is of no use */
 		cs->spf = spf_chk_drop(pl, cs->spf);
+		key_early_drop(pl, cs);
 		cs->spf = spf_chk_start(pl, r, true);
 		cs->refused_txn = cs->spf == NULL ? r->txn : 0;
 	}
@@ -829,6 +945,8 @@ on_spf_cancel(struct ctlplane *pl, uint32_t worker, const struct ctl_msg *m)
 		return;
 	if (cs->spf && cs->spf->txn == m->txn)
 		cs->spf = spf_chk_drop(pl, cs->spf);
+	if (cs->keys && cs->keys->txn == m->txn)
+		key_early_drop(pl, cs);
 }
 
 static const char spf_busy_text[] = "Too many SPF checks in progress, try again later";
@@ -839,15 +957,18 @@ on_spool(struct ctlplane *pl, uint32_t worker, const struct ctl_msg *m)
 	struct job j = { .rec = m->u.rec, .worker = worker, .idx = m->idx, .gen = m->gen };
 	struct ctl_sess *cs = sess_at(pl, worker, m->idx);
 	struct spf_chk *c = NULL;
+	struct key_fetch *early = NULL;
 
 	pl->st->c[CTL_SPOOL_REQUESTS]++;
 	fill_ptr_name(pl, worker, m);
 	if (cs && cs->gen == m->gen) {
 		c = cs->spf; /* the delivery takes the slot's check */
 		cs->spf = NULL;
+		early = key_early_take(pl, cs, m->u.rec->txn);
 		/* its MAIL met the bound: the sender tries again later */
 		if (!c && cs->refused_txn != 0 && cs->refused_txn == m->u.rec->txn) {
 			cs->refused_txn = 0;
+			key_fetch_free(early);
 			deliver_refuse(pl, &j, 451, "4.7.26", spf_busy_text);
 			return;
 		}
@@ -861,12 +982,16 @@ on_spool(struct ctlplane *pl, uint32_t worker, const struct ctl_msg *m)
 		pl->st->c[CTL_SPF_LATE]++;
 		c = spf_chk_start(pl, m->u.rec, false);
 		if (!c) {
+			key_fetch_free(early);
 			deliver_refuse(pl, &j, 451, "4.7.26", spf_busy_text);
 			return;
 		}
 	}
-	/* the keys are fetched while the check runs */
-	j.keys = key_fetch_start(pl, m->u.rec);
+	/* the keys, fetched since the header block came, or now while the
+	 * check runs */
+	if (early)
+		pl->st->c[CTL_DKIM_EARLY_USED] += dkim_keys_count(early->keys) > 0;
+	j.keys = early ? early : key_fetch_start(pl, m->u.rec);
 	if (c->done) {
 		j.spf = c->result;
 		spf_chk_free(pl, c);
@@ -921,6 +1046,8 @@ drain_requests(struct ctlplane *pl)
 			case MSG_LOG: on_log(pl, w, &msgs[i]); break;
 			case MSG_SPF: on_spf(pl, w, &msgs[i]); break;
 			case MSG_SPF_CANCEL: on_spf_cancel(pl, w, &msgs[i]); break;
+			case MSG_DKIM_HEADERS: on_dkim_headers(pl, w, &msgs[i]); break;
+			case MSG_BODY_RETURN: on_body_return(pl, w, &msgs[i]); break;
 			default: pl->st->c[CTL_UNKNOWN_MSG]++;
 			}
 		}
@@ -1357,8 +1484,10 @@ ctlplane_destroy(struct ctlplane *pl)
 		rte_ring_free(pl->jobs);
 	}
 	if (pl->sess)
-		for (i = 0; i < pl->n_workers * pl->max_flows; i++)
+		for (i = 0; i < pl->n_workers * pl->max_flows; i++) {
 			pl->sess[i].spf = spf_chk_drop(pl, pl->sess[i].spf);
+			key_early_drop(pl, &pl->sess[i]);
+		}
 	spf_parked_free(pl);
 	key_parked_free(pl);
 	/* rdns withdraws its queries from dnsq: it goes first */

@@ -99,6 +99,11 @@ struct rte_ring;
 	X(DKIM_PARKED, "dkim_deliveries_parked")                            \
 	X(DKIM_KEYS_SERVED, "dkim_keys_served")                             \
 	X(DKIM_KEYS_MISSING, "dkim_keys_missing")                           \
+	X(DKIM_KEYS_EARLY, "dkim_keys_early")                               \
+	X(DKIM_EARLY_USED, "dkim_keys_early_used")                          \
+	X(DKIM_EARLY_SKIPPED, "dkim_keys_early_skipped")                    \
+	X(DKIM_EARLY_DROPPED, "dkim_keys_early_dropped")                    \
+	X(BODIES_RETURNED, "bodies_returned")                               \
 	X(UNKNOWN_MSG, "unknown_messages")
 
 enum ctl_counter {

@@ -68,6 +68,16 @@
  * oldest first, which reopens their windows and resumes a greeting that
  * could not be written.
  *
+ * DKIM keys ahead. When the SMTP engine has a message's header block whole
+ * it tells the session, which sends it to the control plane
+ * (MSG_DKIM_HEADERS) so that the key records are fetched while the body
+ * still arrives. The chain is lent from then on (common/msg.h): a
+ * transaction that ends without its MSG_SPOOL answered hands the chain to
+ * the dispatcher (MSG_BODY_RETURN), which frees it after reading. When the
+ * ring is full the chain waits on the worker's list of chains to return,
+ * tried again every poll: never freed here, so never under the reader.
+ * The chunk pool takes puts from both threads for this.
+ *
  * The PTR rule. A session snapshots the rule of its peer's family when it
  * opens, so a live change applies to new sessions and never half-way
  * through one. The lookup starts at open; the SMTP reply at the rule's
@@ -190,6 +200,9 @@ struct sess_layer {
 	uint32_t buf_n, buf_nfree;
 	size_t buf_size;
 	uint32_t bw_head, bw_tail;
+	/* Lent bodies whose MSG_BODY_RETURN found the ring full: one chain,
+	 * sent whole once there is room. */
+	struct chunk *ret_head, *ret_tail;
 };
 
 static const struct smtp_ops smtp_ops;
@@ -1020,6 +1033,56 @@ smtp_record(void *ctx, const struct smtp_record *rec)
 	}
 }
 
+/* The header block is in: the control plane fetches the DKIM keys now. A
+ * full ring leaves them to the delivery, and the chain stays ours. */
+static bool
+smtp_headers(void *ctx, const struct chunk *body, uint32_t len)
+{
+	struct sess *s = ctx;
+	struct ctl_msg m = {
+		.kind = MSG_DKIM_HEADERS, .idx = s->idx, .gen = s->gen, .txn = s->txn
+	};
+
+	m.u.hdrs.body = (struct chunk *)(uintptr_t)body;
+	m.u.hdrs.len = len;
+	return send_msg(s->sl, &m);
+}
+
+/* Sends the chains waiting to go back, if the ring has room. */
+static void
+body_return_flush(struct sess_layer *sl, uint32_t idx, uint32_t gen, uint32_t txn)
+{
+	struct ctl_msg m = { .kind = MSG_BODY_RETURN, .idx = idx, .gen = gen, .txn = txn };
+
+	if (sl->ret_head == NULL)
+		return;
+	m.u.hdrs.body = sl->ret_head;
+	if (!send_msg(sl, &m))
+		return;
+	sl->ret_head = sl->ret_tail = NULL;
+}
+
+/* A lent body's transaction ended without a delivery: the chain goes to
+ * the dispatcher, which frees it behind its MSG_DKIM_HEADERS. The chunks
+ * of the returns still waiting are linked ahead of it (only the tails'
+ * `next`, which the reader never reads, change). */
+static void
+smtp_body_release(void *ctx, struct chunk *body)
+{
+	struct sess *s = ctx;
+	struct sess_layer *sl = s->sl;
+	struct chunk *tail = body;
+
+	while (tail->next != NULL)
+		tail = tail->next;
+	if (sl->ret_tail != NULL)
+		sl->ret_tail->next = body;
+	else
+		sl->ret_head = body;
+	sl->ret_tail = tail;
+	body_return_flush(sl, s->idx, s->gen, s->txn);
+}
+
 static const struct smtp_ops smtp_ops = {
 	.write = smtp_write,
 	.close = smtp_close,
@@ -1031,6 +1094,8 @@ static const struct smtp_ops smtp_ops = {
 	.record = smtp_record,
 	.starttls = smtp_starttls,
 	.tls_begin = smtp_tls_begin,
+	.headers = smtp_headers,
+	.body_release = smtp_body_release,
 };
 
 static void
@@ -1348,6 +1413,8 @@ sess_layer_poll(struct sess_layer *sl, uint64_t now_us)
 	}
 	if (sl->bw_head != BW_NONE && sl->buf_nfree > 0)
 		buf_wake(sl);
+	if (sl->ret_head != NULL) /* no session's fetch left to cancel */
+		body_return_flush(sl, UINT32_MAX, 0, 0);
 	if (now_us - sl->last_tick_us >= TICK_US) {
 		sl->last_tick_us = now_us;
 		tcp_engine_tick(sl->tcp, now_us);
@@ -1530,7 +1597,7 @@ sess_layer_create(const struct sess_layer_params *p)
 	snprintf(name, sizeof(name), "body_%u", p->worker_id);
 	sl->chunks = rte_mempool_create(
 		name, n_chunks, CHUNK_BYTES, 0, 0, NULL, NULL, NULL, NULL, (int)rte_socket_id(),
-		RTE_MEMPOOL_F_SP_PUT | RTE_MEMPOOL_F_SC_GET);
+		RTE_MEMPOOL_F_SC_GET); /* puts: the dispatcher frees returned bodies */
 	if (!sl->chunks)
 		goto nomem;
 	sl->tcp = make_tcp(sl, p);

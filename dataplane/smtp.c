@@ -58,8 +58,11 @@ struct txn {
 	uint64_t body_size;
 	struct chunk *rcpt_head, *rcpt_tail;
 	struct chunk *body_head, *body_tail;
-	bool chains_kept; /* the glue keeps them (keep_message) */
-			  /* MAIL FROM's path is in the session buffer (buf->mail_from): a
+	bool chains_kept;        /* the glue keeps them (keep_message) */
+	struct smtp_hdr_end hdr; /* where the body's header block ends */
+	bool hdr_told;           /* ops->headers was called */
+	bool body_lent;          /* ...and lent the chain: body_release */
+				 /* MAIL FROM's path is in the session buffer (buf->mail_from): a
 	 * session keeps its buffer while a transaction is open. */
 };
 
@@ -497,6 +500,23 @@ chain_forget(struct smtp_session *s, struct chunk **head, struct chunk **tail)
 	*head = *tail = NULL;
 }
 
+/* Gives the body chain back: to the reader it was lent to, whole, or to
+ * the budget chunk by chunk. */
+static void
+body_put(struct smtp_session *s)
+{
+	struct txn *t = &s->txn;
+	struct chunk *head = t->body_head;
+
+	if (!t->body_lent || head == NULL) {
+		chain_put(s, &t->body_head, &t->body_tail);
+		return;
+	}
+	chain_forget(s, &t->body_head, &t->body_tail);
+	t->body_lent = false;
+	s->ops->body_release(s->ctx, head);
+}
+
 static void
 txn_clear(struct smtp_session *s)
 {
@@ -505,7 +525,7 @@ txn_clear(struct smtp_session *s)
 		chain_forget(s, &s->txn.body_head, &s->txn.body_tail);
 	}
 	chain_put(s, &s->txn.rcpt_head, &s->txn.rcpt_tail);
-	chain_put(s, &s->txn.body_head, &s->txn.body_tail);
+	body_put(s);
 	memset(&s->txn, 0, sizeof(s->txn));
 }
 
@@ -551,12 +571,28 @@ go_closing(struct smtp_session *s)
 	session_end(s, asked);
 }
 
+/* The header block is in, the first len bytes of a clean body chain. */
+static void
+headers_told(struct smtp_session *s, uint64_t len)
+{
+	struct txn *t = &s->txn;
+
+	if (t->hdr_told)
+		return;
+	t->hdr_told = true;
+	if (s->ops->headers != NULL && s->ops->body_release != NULL && t->body_head != NULL &&
+	    len <= UINT32_MAX)
+		t->body_lent = s->ops->headers(s->ctx, t->body_head, (uint32_t)len);
+}
+
 /* Body bytes from the scanners; kept until a limit or an error. */
 static void
 body_sink(void *arg, const uint8_t *p, uint32_t n)
 {
 	struct smtp_session *s = arg;
 	struct txn *t = &s->txn;
+	uint32_t hdr = SMTP_HDR_END_NONE;
+	uint64_t at = t->body_size;
 
 	t->body_size += n;
 	if (t->flags & (TXREC_F_TOO_BIG | TXREC_F_NO_MEM))
@@ -564,21 +600,23 @@ body_sink(void *arg, const uint8_t *p, uint32_t n)
 	if (s->body.flags != 0) {
 		/* Doomed (bare CR/LF, long line): give the budget back now
 		 * rather than at the end of a possibly huge body. */
-		chain_put(s, &t->body_head, &t->body_tail);
+		body_put(s);
 		return;
 	}
 	if (t->body_size > s->max_msg) {
 		/* Never buffer past the limit: drop what we have now. */
 		t->flags |= TXREC_F_TOO_BIG;
-		chain_put(s, &t->body_head, &t->body_tail);
+		body_put(s);
 		return;
 	}
+	if (!t->hdr_told)
+		hdr = smtp_hdr_end_scan(&t->hdr, p, n);
 	while (n > 0) {
 		uint32_t k;
 
 		if (!chain_room(s, &t->body_head, &t->body_tail, 1)) {
 			t->flags |= TXREC_F_NO_MEM;
-			chain_put(s, &t->body_head, &t->body_tail);
+			body_put(s);
 			return;
 		}
 		k = t->body_tail->cap - t->body_tail->len;
@@ -589,6 +627,8 @@ body_sink(void *arg, const uint8_t *p, uint32_t n)
 		p += k;
 		n -= k;
 	}
+	if (hdr != SMTP_HDR_END_NONE)
+		headers_told(s, at + hdr);
 }
 
 /* The reply owed for a body that broke a rule; false when it is clean. */
@@ -1225,6 +1265,7 @@ do_data(struct smtp_session *s, const struct smtp_cmd *cmd, char *arg, uint32_t 
 	/* RFC 2034: no enhanced code on 3xx. */
 	reply(s, 354, NULL, "End data with <CR><LF>.<CR><LF>");
 	smtp_body_begin(&s->body, true, s->max_text_line);
+	smtp_hdr_end_begin(&s->txn.hdr);
 	enter_state(s, SMTP_ST_DATA);
 }
 
@@ -1240,6 +1281,9 @@ body_done(struct smtp_session *s, bool last)
 		reply(s, r.code, r.enh, "%s", r.text);
 		txn_end(s, 0);
 	} else if (last) {
+		/* A message without an empty line is all header block. */
+		if (s->txn.body_size > 0)
+			headers_told(s, s->txn.body_size);
 		ask(s, SMTP_STAGE_DATA_END);
 	} else {
 		reply(s, 250, "2.0.0", "Ok: %llu bytes", (unsigned long long)s->bdat_size);
@@ -1296,6 +1340,7 @@ do_bdat(struct smtp_session *s, const struct smtp_cmd *cmd, char *arg, uint32_t 
 								     "Error: no valid recipients" };
 	} else if (s->state != SMTP_ST_BDAT) {
 		smtp_body_begin(&s->body, false, s->max_text_line);
+		smtp_hdr_end_begin(&s->txn.hdr);
 		enter_state(s, SMTP_ST_BDAT);
 	}
 	if (size == 0)
@@ -1649,6 +1694,10 @@ smtp_session_verdict(struct smtp_session *s, uint32_t token, const struct smtp_v
 		return;
 	}
 	s->waiting = false;
+	/* The reader of a lent chain answers the end of DATA only after it
+	 * is done with it. */
+	if (s->wait_stage == SMTP_STAGE_DATA_END)
+		s->txn.body_lent = false;
 	apply_verdict(s, (enum smtp_stage)s->wait_stage, v);
 	error_limit(s);
 	run(s);

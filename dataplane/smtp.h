@@ -159,6 +159,17 @@ struct smtp_ops { /* ctx is the glue's, one per session */
 	 * comes back through smtp_session_feed(). */
 	bool (*starttls)(void *ctx, struct smtp_verdict *v);
 	void (*tls_begin)(void *ctx);
+	/* The header block of the message being received is complete: the
+	 * first len bytes of the body chain at body (up to and with the empty
+	 * line that ends it, or the whole of a message that has none) will
+	 * not change, nor will the chunks that hold them, save the `len` and
+	 * `next` of the last one. Once per transaction. Returns true when it
+	 * lent the chain to a reader: from then on the engine gives that
+	 * chain back through body_release, whole, instead of chunk_put,
+	 * unless a DATA_END verdict that was PENDING has come (the reader is
+	 * done by then). NULL: not told. */
+	bool (*headers)(void *ctx, const struct chunk *body, uint32_t len);
+	void (*body_release)(void *ctx, struct chunk *body);
 };
 
 enum smtp_state {

@@ -12,6 +12,8 @@
  * Bytes are still handed to the sink after a flag: the caller decides
  * whether to keep them.
  */
+#include <string.h>
+
 #include "dataplane/smtp_body.h"
 
 enum {
@@ -126,4 +128,39 @@ smtp_body_end(struct smtp_body *b)
 {
 	if (b->st == B_CR || b->st == B_DOT_CR)
 		b->flags |= SMTP_BODY_BARE_CR;
+}
+
+static const uint8_t hdr_end[4] = { '\r', '\n', '\r', '\n' };
+
+void
+smtp_hdr_end_begin(struct smtp_hdr_end *h)
+{
+	/* The start of the message is the start of a line: a CRLF there is
+	 * the empty line. */
+	h->matched = 2;
+}
+
+uint32_t
+smtp_hdr_end_scan(struct smtp_hdr_end *h, const uint8_t *p, uint32_t n)
+{
+	uint32_t i = 0;
+
+	while (i < n) {
+		if (h->matched == 0) {
+			/* Inside a line: only a CR can start the match. */
+			const uint8_t *cr = memchr(p + i, '\r', n - i);
+
+			if (cr == NULL)
+				return SMTP_HDR_END_NONE;
+			i = (uint32_t)(cr - p);
+		}
+		if (p[i] == hdr_end[h->matched])
+			h->matched++;
+		else
+			h->matched = p[i] == '\r' ? 1 : 0;
+		i++;
+		if (h->matched == sizeof(hdr_end))
+			return i;
+	}
+	return SMTP_HDR_END_NONE;
 }

@@ -8,9 +8,12 @@ refused: a temporary failure) and dkim.example (SPF -all, and the lab's DKIM
 key under the selector `lab`). Messages are signed here with that key
 (python3-dkim) and sent from the peer namespace.
 
-DKIM's key records are fetched by the dispatcher when the delivery request
-arrives, and the work thread verifies from those answers: the counters show
-every key served from the fetched set and none looked up by a work thread.
+DKIM's key records are fetched by the dispatcher as soon as a message's
+header block has arrived, while its body is still coming, and the work
+thread verifies from those answers: the counters show every key served from
+the fetched set and none looked up by a work thread. A message whose body
+is held back after its header block has its key query out before the end
+of DATA.
 With the key records' answers held back by scripts/dnsdelay.py, signed
 messages wait for their keys without a work thread each, so other senders'
 mail goes through meanwhile, and the signed message still passes once its
@@ -21,6 +24,7 @@ import json
 import re
 import subprocess
 import threading
+import time
 
 import dkim
 
@@ -317,6 +321,129 @@ def test_slow_dkim_keys_hold_no_work_thread():
         expect(len(files) == 1, f"queue id {qid}: {len(files)} files")
         expect("dkim=pass header.d=dkim.example header.s=lab" in auth_results(files[0]),
                auth_results(files[0]))
+
+
+# One signed message sent in two parts: the header block and the body's
+# first line, then, when a line comes on stdin, the rest and the end of
+# DATA. Prints "held" once the first part is out, then the reply.
+HELD_CLIENT = r"""
+import socket, sys
+src, dst, mail_from, path, cut = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+s = socket.create_connection((dst, 25), source_address=(src, 0), timeout=120)
+f = s.makefile("rb")
+def reply():
+    while True:
+        line = f.readline()
+        if not line:
+            return "closed"
+        if len(line) < 4 or line[3:4] != b"-":
+            return line.decode().rstrip()
+reply()
+for cmd in ("EHLO client.lab.example", f"MAIL FROM:<{mail_from}>",
+            "RCPT TO:<bob@example.net>", "DATA"):
+    s.sendall(cmd.encode() + b"\r\n")
+    reply()
+data = open(path, "rb").read()
+wire = b"".join(b"." + l if l.startswith(b".") else l for l in data.splitlines(keepends=True))
+s.sendall(wire[:cut])
+print("held", flush=True)
+sys.stdin.readline()
+s.sendall(wire[cut:] + b".\r\n")
+print(reply(), flush=True)
+s.sendall(b"QUIT\r\n")
+reply()
+"""
+
+
+def test_dkim_keys_fetched_while_the_body_arrives():
+    # The key record's answer is held KEY_SLOW_MS. The client sends the
+    # header block and the body's first line, then holds the rest: the key
+    # query must go out now, before the end of DATA, counted as fetched at
+    # the header end. Then the rest of the body comes, and the message
+    # passes DKIM (SPF fails for dkim.example) with the key fetched early.
+    cfg = proxied_conf("earlykeys")
+    msg = signed(message("dave@dkim.example", "early key"))
+    path = LAB["LAB_DIR"] + "/earlykey.eml"
+    with open(path, "wb") as f:
+        f.write(msg)
+    cut = msg.index(b"\r\n\r\n") + 4 + len(b"Hello from the lab.\r\n")
+    with labkit.DnsDelay(PROXY, "_domainkey.dkim.example", KEY_SLOW_MS), Edge(cfg) as edge:
+        before = edge.stats()
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", LAB["LAB_PEER_NS"], "/usr/bin/python3", "-c", HELD_CLIENT,
+             PTR6, EDGE6, "dave@dkim.example", path, str(cut)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            held = proc.stdout.readline().strip()
+            if held != "held":
+                proc.wait(60)
+                expect(False, f"the client: {held} {proc.stderr.read()[-1000:]}")
+            out = labkit.wait_for(
+                lambda: (lambda st: st if delta(st, before, "dkim_key_queries") >= 1
+                         else None)(edge.stats()), timeout=30)
+            expect(out, f"no key query before the end of DATA: {edge.stats()}")
+            expect(delta(out, before, "dkim_keys_early") == 1, f"dkim_keys_early: {out}")
+            expect(delta(out, before, "spool_requests") == 0, f"the delivery came early: {out}")
+            # Past the key's delay: its answer is in before the body ends.
+            time.sleep(KEY_SLOW_MS / 1000 + 1)
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+            got = proc.stdout.readline().strip()
+            proc.wait(60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        expect(got.startswith("250 2.0.0 "), f"the signed message: {got}")
+        after = edge.stats()
+        expect(delta(after, before, "dkim_key_queries") == 1, f"dkim_key_queries: {after}")
+        expect(delta(after, before, "dkim_keys_early_used") == 1,
+               f"dkim_keys_early_used: {after}")
+        expect(delta(after, before, "dkim_keys_served") == 1, f"dkim_keys_served: {after}")
+        expect(delta(after, before, "dkim_keys_missing") == 0, f"dkim_keys_missing: {after}")
+        qid = got.split()[-1]
+        files = [p for p in spool_files() if f"id {qid}".encode() in open(p, "rb").read(600)]
+        expect(len(files) == 1, f"queue id {qid}: {len(files)} files")
+        expect("dkim=pass header.d=dkim.example header.s=lab" in auth_results(files[0]),
+               auth_results(files[0]))
+
+
+
+def test_body_cut_after_its_header_block_comes_back():
+    # The client sends the header block and the body's first line, then
+    # hangs up: the body was lent to the dispatcher, which frees it (the
+    # worker never does), and lets go of the key fetch. Every body chunk is
+    # back in the budget afterwards.
+    cfg = proxied_conf("cutbody")
+    msg = signed(message("dave@dkim.example", "cut body"))
+    path = LAB["LAB_DIR"] + "/cutbody.eml"
+    with open(path, "wb") as f:
+        f.write(msg)
+    cut = msg.index(b"\r\n\r\n") + 4 + len(b"Hello from the lab.\r\n")
+    with labkit.DnsDelay(PROXY, "_domainkey.dkim.example", KEY_SLOW_MS), Edge(cfg) as edge:
+        before = edge.stats()
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", LAB["LAB_PEER_NS"], "/usr/bin/python3", "-c", HELD_CLIENT,
+             PTR6, EDGE6, "dave@dkim.example", path, str(cut)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            held = proc.stdout.readline().strip()
+            expect(held == "held", f"the client: {held}")
+            out = labkit.wait_for(
+                lambda: (lambda st: st if delta(st, before, "dkim_keys_early") >= 1
+                         else None)(edge.stats()), timeout=30)
+            expect(out, f"no early fetch: {edge.stats()}")
+        finally:
+            proc.kill()  # the connection goes with it, the body half sent
+            proc.wait()
+        back = labkit.wait_for(
+            lambda: (lambda st: st if delta(st, before, "bodies_returned") >= 1 and
+                     st["pools"]["body_chunks_free"] == st["pools"]["body_chunks_total"]
+                     else None)(edge.stats()), timeout=30)
+        expect(back, f"the cut body's chunks are not back: {edge.stats()}")
+        expect(delta(back, before, "dkim_keys_early_dropped") == 1,
+               f"dkim_keys_early_dropped: {back}")
+        expect(delta(back, before, "spool_requests") == 0, f"spool_requests: {back}")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,13 @@
  * Maildir spool (through the directories it opened) and its group commit
  * (fewer flushes than messages, each message answered once, a failing one
  * alone), each against its module alone.
+ *
+ * Last, the dispatcher itself, on rings as a worker feeds them (EAL without
+ * hugepages, no worker): a header block lent in MSG_DKIM_HEADERS has its
+ * DKIM key queried at once, and its fetch is let go by a new MAIL or by the
+ * body handed back in MSG_BODY_RETURN, whose chunks the dispatcher returns
+ * to their pool; the delivery request takes a fetch of its own
+ * transaction, and fetches nothing again. Under ASan no fetch leaks.
  */
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -19,8 +26,17 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <rte_eal.h>
+#include <rte_mempool.h>
+#include <rte_ring.h>
+#include <rte_ring_elem.h>
+
+#include "common/chunk.h"
+#include "common/msg.h"
 #include "common/txrec.h"
 
+#include "control/config.h"
+#include "control/ctlplane.h"
 #include "control/policy.h"
 #include "control/spool.h"
 #include "control/txlog.h"
@@ -983,6 +999,317 @@ test_spool_group_failure(void)
 	CHECK(system(cmd) == 0, "cleanup");
 }
 
+/* --- the dispatcher and lent header blocks --- */
+
+#define EARLY_DATA_CAP 300u /* chunk room: a block spans chunks */
+#define EARLY_CHUNKS   63u
+
+struct early {
+	struct rte_ring *req, *ver;
+	struct rte_mempool *chunks, *txrecs;
+	struct ctlplane *pl;
+	volatile sig_atomic_t stop;
+	char msg[2048];
+	uint32_t hdr_len, msg_len;
+};
+
+static void *
+early_dispatch(void *arg)
+{
+	struct early *e = arg;
+
+	ctlplane_run(e->pl, &e->stop);
+	return NULL;
+}
+
+static uint64_t
+early_counter(const char *name)
+{
+	struct ctl_stats t;
+	unsigned i;
+
+	ctl_stats_total(&t);
+	for (i = 0; i < CTL__COUNT; i++)
+		if (strcmp(ctl_counter_name(i), name) == 0)
+			return t.c[i];
+	CHECK(false, "no counter %s", name);
+	return 0;
+}
+
+/* Waits until counter name reaches want (a few seconds at most). */
+static bool
+early_wait(const char *name, uint64_t want)
+{
+	unsigned i;
+
+	for (i = 0; i < 500 && early_counter(name) < want; i++)
+		usleep(10000);
+	return early_counter(name) == want;
+}
+
+static void
+early_send(struct early *e, const struct ctl_msg *m)
+{
+	CHECK(rte_ring_enqueue_elem(e->req, (void *)(uintptr_t)m, sizeof(*m)) == 0, "request ring");
+}
+
+/* The message in chunks of the pool, as the worker leaves it: filled past
+ * the header block, so the last chunk's len is beyond it. */
+static struct chunk *
+early_chain(struct early *e)
+{
+	struct chunk *head = NULL, **link = &head;
+	uint32_t off = 0;
+
+	while (off < e->msg_len) {
+		void *obj;
+		struct chunk *c;
+		uint32_t n = e->msg_len - off < EARLY_DATA_CAP ? e->msg_len - off : EARLY_DATA_CAP;
+
+		if (!CHECK(rte_mempool_get(e->chunks, &obj) == 0, "chunk pool"))
+			break;
+		c = obj;
+		c->next = NULL;
+		c->cap = EARLY_DATA_CAP;
+		c->len = n;
+		memcpy(c->data, e->msg + off, n);
+		off += n;
+		*link = c;
+		link = &c->next;
+	}
+	return head;
+}
+
+static unsigned
+early_chain_count(const struct chunk *c)
+{
+	unsigned n = 0;
+
+	CHUNK_FOREACH(c, c)
+	n++;
+	return n;
+}
+
+static void
+early_headers(struct early *e, uint32_t gen, uint32_t txn, struct chunk *body)
+{
+	struct ctl_msg m = { .kind = MSG_DKIM_HEADERS, .idx = 3, .gen = gen, .txn = txn };
+
+	m.u.hdrs.body = body;
+	m.u.hdrs.len = e->hdr_len;
+	early_send(e, &m);
+}
+
+static void
+early_return(struct early *e, uint32_t gen, uint32_t txn, struct chunk *body)
+{
+	struct ctl_msg m = { .kind = MSG_BODY_RETURN, .idx = 3, .gen = gen, .txn = txn };
+
+	m.u.hdrs.body = body;
+	early_send(e, &m);
+}
+
+static struct txrec *
+early_rec(struct early *e, uint32_t txn)
+{
+	void *obj = NULL;
+	struct txrec *r;
+
+	CHECK(rte_mempool_get(e->txrecs, &obj) == 0, "txrec pool");
+	r = obj;
+	memset(r, 0, sizeof(*r));
+	r->family = 6;
+	memcpy(r->addr, peer6, 16);
+	r->txn = txn;
+	snprintf(r->helo, sizeof(r->helo), "client.ex.org");
+	snprintf(r->mail_from, sizeof(r->mail_from), "a@ex.org");
+	snprintf(r->rcpt, sizeof(r->rcpt), "b@example.net");
+	return r;
+}
+
+static void
+early_scenes(struct early *e)
+{
+	struct ctl_msg m = { .kind = MSG_RDNS, .family = 6, .idx = 3, .gen = 1 };
+	struct chunk *body, *rcpts;
+	struct txrec *r;
+	unsigned n, waited;
+	bool done = false;
+
+	memcpy(m.u.addr, peer6, 16);
+	early_send(e, &m); /* a session opens in slot 3, generation 1 */
+
+	/* Aborted: the block's key is queried before any delivery; the body
+	 * handed back lets go of the fetch and comes back to the pool. */
+	body = early_chain(e);
+	n = early_chain_count(body);
+	CHECK(n >= 3, "the block spans chunks: %u", n);
+	early_headers(e, 1, 1, body);
+	CHECK(early_wait("dkim_keys_early", 1), "fetch begun at the header end");
+	CHECK(early_counter("dkim_key_queries") == 1, "one key queried: %llu",
+	      (unsigned long long)early_counter("dkim_key_queries"));
+	early_return(e, 1, 1, body);
+	CHECK(early_wait("bodies_returned", n), "the returned chain freed");
+	CHECK(early_counter("dkim_keys_early_dropped") == 1, "the fetch let go");
+	CHECK(rte_mempool_avail_count(e->chunks) == EARLY_CHUNKS, "chunks back: %u",
+	      rte_mempool_avail_count(e->chunks));
+
+	/* A new MAIL lets go of the last transaction's fetch; its body comes
+	 * back later all the same. */
+	body = early_chain(e);
+	early_headers(e, 1, 2, body);
+	CHECK(early_wait("dkim_keys_early", 2), "second fetch");
+	m = (struct ctl_msg){ .kind = MSG_SPF, .idx = 3, .gen = 1 };
+	m.u.rec = early_rec(e, 3);
+	early_send(e, &m);
+	CHECK(early_wait("dkim_keys_early_dropped", 2), "a new MAIL let go of the fetch");
+	early_return(e, 1, 2, body);
+	CHECK(early_wait("bodies_returned", 2 * n), "the second chain freed");
+	CHECK(early_counter("dkim_keys_early_dropped") == 2, "dropped once only");
+
+	/* A header block of a session gone (an older generation): no fetch,
+	 * and the body still comes back. */
+	body = early_chain(e);
+	early_headers(e, 0, 3, body);
+	early_return(e, 0, 3, body);
+	CHECK(early_wait("bodies_returned", 3 * n), "the stale session's chain freed");
+	CHECK(early_counter("dkim_keys_early") == 2, "no fetch for a stale session");
+
+	/* The delivery takes its transaction's fetch, in flight or answered,
+	 * and queries nothing again. */
+	body = early_chain(e);
+	early_headers(e, 1, 4, body);
+	CHECK(early_wait("dkim_keys_early", 3), "third fetch");
+	CHECK(rte_mempool_get(e->chunks, (void **)&rcpts) == 0, "chunk for the recipients");
+	rcpts->next = NULL;
+	rcpts->cap = EARLY_DATA_CAP;
+	rcpts->len = (uint32_t)sizeof("b@example.net");
+	memcpy(rcpts->data, "b@example.net", rcpts->len);
+	r = early_rec(e, 4);
+	r->smtp.kind = TXREC_TRANSACTION;
+	r->smtp.size = e->msg_len;
+	r->body = body;
+	r->rcpts = rcpts;
+	r->auth_rule.action = POLICY_OFF;
+	m = (struct ctl_msg){ .kind = MSG_SPOOL, .idx = 3, .gen = 1 };
+	m.u.rec = r;
+	early_send(e, &m);
+	for (waited = 0; waited < 3000 && !done; waited++) {
+		struct ctl_msg v;
+
+		if (rte_ring_dequeue_elem(e->ver, &v, sizeof(v)) == 0 && v.kind == MSG_SPOOL_DONE)
+			done = v.u.rec == r;
+		else
+			usleep(10000);
+	}
+	CHECK(done, "the delivery answered");
+	CHECK(early_counter("dkim_keys_early_used") == 1, "the delivery took the early fetch");
+	CHECK(early_counter("dkim_key_queries") == 3, "no key fetched again: %llu",
+	      (unsigned long long)early_counter("dkim_key_queries"));
+	if (done) { /* the worker's to free once answered */
+		rte_mempool_put(e->chunks, rcpts);
+		while (body) {
+			struct chunk *next = body->next;
+
+			rte_mempool_put(e->chunks, body);
+			body = next;
+		}
+		rte_mempool_put(e->txrecs, r);
+	}
+
+	/* A fetch left in its slot at the end is freed with the plane (a
+	 * leak under ASan otherwise). */
+	body = early_chain(e);
+	early_headers(e, 1, 5, body);
+	CHECK(early_wait("dkim_keys_early", 4), "fourth fetch");
+	early_return(e, 1, 6, body); /* another transaction's: the fetch stays */
+	CHECK(early_wait("bodies_returned", 4 * n), "the last chain freed");
+	CHECK(early_counter("dkim_keys_early_dropped") == 2, "another transaction's return");
+}
+
+static void
+test_dkim_early(void)
+{
+	static struct edge_config cfg;
+	static struct early e;
+	char dir[] = "/tmp/test_control_early.XXXXXX", conf[256], prefix[64];
+	char *eal[] = { "test_control", "-l",          "0",        "--no-huge",
+			"-m",           "128",         "--no-pci", "--file-prefix",
+			prefix,         "--log-level", "*:error" };
+	struct ctlplane_params cp = { 0 };
+	char err[256];
+	pthread_t t;
+	FILE *f;
+	size_t k = 0;
+	unsigned i;
+
+	snprintf(prefix, sizeof(prefix), "test_control_%d", (int)getpid());
+	if (!CHECK(mkdtemp(dir) != NULL, "mkdtemp"))
+		return;
+	snprintf(conf, sizeof(conf), "%s/edge.conf", dir);
+	f = fopen(conf, "w");
+	fprintf(f,
+		"[edge]\nhostname = mx.ex.net\naddress6 = 2001:db8:1::1\n"
+		"[dns]\nserver = 127.0.0.1@9\ntimeout_ms = 100\n"
+		"[domains]\naccept = example.net\n[relay]\nspool = %s/spool\n"
+		"[dataplane]\nflows = 64\n[log]\nfile = %s/log\n",
+		dir, dir);
+	fclose(f);
+	if (!CHECK(config_load(conf, &cfg, stderr) == 0, "config"))
+		return;
+	if (!CHECK(rte_eal_init((int)(sizeof(eal) / sizeof(eal[0])), eal) >= 0, "EAL"))
+		return;
+	e.req = rte_ring_create_elem("tc_req", sizeof(struct ctl_msg), 1024, SOCKET_ID_ANY,
+				     RING_F_SP_ENQ | RING_F_SC_DEQ);
+	e.ver = rte_ring_create_elem("tc_ver", sizeof(struct ctl_msg), 1024, SOCKET_ID_ANY,
+				     RING_F_MP_HTS_ENQ | RING_F_SC_DEQ);
+	/* as the worker's body budget: one getter, puts from both threads */
+	e.chunks = rte_mempool_create(
+		"tc_chunks", EARLY_CHUNKS, sizeof(struct chunk) + EARLY_DATA_CAP, 0, 0, NULL, NULL,
+		NULL, NULL, SOCKET_ID_ANY, RTE_MEMPOOL_F_SC_GET);
+	e.txrecs = rte_mempool_create("tc_txrecs", 15, sizeof(struct txrec), 0, 0, NULL, NULL, NULL,
+				      NULL, SOCKET_ID_ANY, 0);
+	if (!CHECK(e.req && e.ver && e.chunks && e.txrecs, "rings and pools"))
+		return;
+	policy_live_init(&cfg.policy);
+	cp.cfg = &cfg;
+	cp.n_workers = 1;
+	cp.req = &e.req;
+	cp.ver = &e.ver;
+	cp.txrec_pool = e.txrecs;
+	cp.max_flows = 8;
+	e.pl = ctlplane_create(&cp, err, sizeof(err));
+	if (!CHECK(e.pl != NULL, "ctlplane_create: %s", err))
+		return;
+	/* A signed header block longer than a chunk, then a body whose own
+	 * signature-like line must not count. */
+	k += (size_t)snprintf(e.msg + k, sizeof(e.msg) - k,
+			      "From: a@ex.org\r\nDKIM-Signature: v=1; a=rsa-sha256; h=from; "
+			      "bh=2jUSOH9NhtVGCQWNr9BrIAPreKQjO6Sn7XIkfJVOzv8=; b=dGVzdA==; "
+			      "d=ex.org; s=early\r\n");
+	for (i = 0; k < 2 * EARLY_DATA_CAP + 40; i++)
+		k += (size_t)snprintf(e.msg + k, sizeof(e.msg) - k,
+				      "X-Pad-%u: a field to make the block long\r\n", i);
+	k += (size_t)snprintf(e.msg + k, sizeof(e.msg) - k, "\r\n");
+	e.hdr_len = (uint32_t)k;
+	k += (size_t)snprintf(e.msg + k, sizeof(e.msg) - k,
+			      "DKIM-Signature: v=1; a=rsa-sha256; h=from; b=dGVzdA==; "
+			      "bh=dGVzdA==; d=ex.org; s=body\r\nthe body\r\n");
+	e.msg_len = (uint32_t)k;
+	pthread_create(&t, NULL, early_dispatch, &e);
+	early_scenes(&e);
+	e.stop = 1;
+	pthread_join(t, NULL);
+	ctlplane_destroy(e.pl);
+	CHECK(rte_mempool_avail_count(e.chunks) == EARLY_CHUNKS, "every chunk back: %u",
+	      rte_mempool_avail_count(e.chunks));
+	rte_mempool_free(e.chunks);
+	rte_mempool_free(e.txrecs);
+	rte_ring_free(e.req);
+	rte_ring_free(e.ver);
+	rte_eal_cleanup();
+}
+
 int
 main(void)
 {
@@ -997,5 +1324,6 @@ main(void)
 	test_spool();
 	test_spool_groups();
 	test_spool_group_failure();
+	test_dkim_early();
 	return check_done();
 }
