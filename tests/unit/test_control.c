@@ -15,7 +15,7 @@
  * hashed as the worker says its chunks are final (MSG_BODY_FINAL), before
  * the delivery request, which finishes the same job; a body handed back
  * with its job part fed frees both once, and a later MSG_BODY_FINAL for it
- * reads nothing. Under ASan no fetch or job leaks, nothing is read freed.
+ * reads nothing. Under ASan no fetch or job leaks.
  */
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -1225,7 +1225,8 @@ hash_scenes(struct early *e, uint64_t early, uint64_t dropped)
 
 	/* Aborted with its job part fed: the returned chain frees the job
 	 * and the fetch once; a MSG_BODY_FINAL after it reads nothing (the
-	 * chunks are back in the pool: ASan would see a read). */
+	 * chunks are back in the pool: the count of bytes hashed would
+	 * grow). */
 	body = early_chain(e);
 	early_headers(e, 1, 9, body);
 	CHECK(early_wait("dkim_hash_jobs", jobs + 2), "a second job");
