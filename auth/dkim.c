@@ -334,6 +334,12 @@ dkim_job_scan_end(struct dkim_job *job)
 		dkim_job_eoh(job);
 }
 
+bool
+dkim_job_hashing(const struct dkim_job *job)
+{
+	return job != NULL && job->state == DKIM_JOB_BODY;
+}
+
 void
 dkim_job_use_keys(struct dkim_job *job, struct dkim_keys *k)
 {

@@ -20,6 +20,7 @@
 #ifndef SMTPEDGE_AUTH_DKIM_H
 #define SMTPEDGE_AUTH_DKIM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -121,6 +122,12 @@ struct dkim_job *dkim_job_begin(struct dkim_verifier *v, const char *id);
  * not an error here: it shows in the results.
  */
 int dkim_job_feed(struct dkim_job *job, const uint8_t *p, size_t n);
+
+/* Past the header block with signatures to verify: from here on the job
+ * only hashes the body, so it may be fed piece by piece as the body
+ * arrives, long before dkim_job_end(). False for an unsigned message (its
+ * body is ignored), one the library gave up on, and before the empty line. */
+bool dkim_job_hashing(const struct dkim_job *job);
 
 /* The key set dkim_job_end() answers lookups from (not owned; it must live
  * until then). Without one, every key is missing. */

@@ -17,7 +17,8 @@
  * while bytes remain to be read, takes `len` only of chunks it reads past
  * (full, so final), and of the chunk the length ends in takes what the
  * length leaves, reading neither its `len` nor its `next`, which the
- * worker may be writing.
+ * worker may be writing. The same holds for a longer length the worker
+ * announces later (MSG_BODY_FINAL): those bytes are final too.
  */
 #ifndef SMTPEDGE_COMMON_CHUNK_H
 #define SMTPEDGE_COMMON_CHUNK_H

@@ -17,7 +17,11 @@
  * to free any more: it goes to the dispatcher in MSG_BODY_RETURN, behind
  * the MSG_DKIM_HEADERS on the same ring, so it is freed only after the
  * dispatcher has read it. The worker frees a lent chain itself only once
- * the MSG_SPOOL_DONE for it has come back.
+ * the MSG_SPOOL_DONE for it has come back. While the body arrives the
+ * worker says, each time a chunk of it fills, how many of its bytes are
+ * final (MSG_BODY_FINAL: every chunk before the one being filled), and
+ * the dispatcher may read those too, by the same rules, until the
+ * MSG_SPOOL or MSG_BODY_RETURN that comes behind them on the ring.
  */
 #ifndef SMTPEDGE_COMMON_MSG_H
 #define SMTPEDGE_COMMON_MSG_H
@@ -37,6 +41,8 @@ enum msg_kind {
 			     fetch its DKIM keys now */
 	MSG_BODY_RETURN,  /* free the chain u.hdrs.body (one or more lent
 			     bodies, linked); the fetch of txn is of no use */
+	MSG_BODY_FINAL,   /* the first u.hdrs.len bytes of txn's lent body
+			     are final: they may be hashed now */
 	/* control -> worker */
 	MSG_RDNS_DONE,  /* result: enum ptr_result */
 	MSG_SPOOL_DONE, /* rec comes back with reply_code/enh/text set */
@@ -52,14 +58,15 @@ struct ctl_msg {
 	uint8_t pad;
 	uint32_t idx; /* the session's slot in its worker */
 	uint32_t gen; /* the slot's generation when the message was made */
-	uint32_t txn; /* MSG_SPF_CANCEL, _DKIM_HEADERS, _BODY_RETURN: the
-			 session's transaction */
+	uint32_t txn; /* MSG_SPF_CANCEL, _DKIM_HEADERS, _BODY_RETURN,
+			 _BODY_FINAL: the session's transaction */
 	union {
 		uint8_t addr[16];
 		struct txrec *rec;
 		struct {
 			struct chunk *body; /* the body chain's head */
-			uint32_t len;       /* the header block's bytes */
+			uint32_t len;       /* the header block's bytes;
+					       MSG_BODY_FINAL: the final ones */
 		} hdrs;
 	} u;
 };

@@ -143,19 +143,111 @@ auth_dkim_keys_head(struct auth *a, const struct chunk *msg, uint32_t len)
 	return k;
 }
 
+/* A signed message's job and where its feeding stands in the chain: the
+ * chunk that holds the next byte (or whose end was reached: its `next` is
+ * read only once bytes past it are final) and the offset in it. */
+struct auth_hash {
+	struct dkim_job *job;
+	const struct chunk *head;
+	const struct chunk *at;
+	uint32_t off;
+	uint32_t fed;
+};
+
+/* Feeds the chain up to byte final. A chunk read past is full, so its cap
+ * is its length; of the one final ends in, neither len nor next is read. */
 static void
-dkim_run(struct auth *a, const struct chunk *msg, struct dkim_keys *keys, struct auth_verdict *v)
+hash_feed_to(struct auth_hash *h, uint32_t final)
 {
-	struct dkim_job *job = dkim_job_begin(a->dkim, "smtpedge");
+	while (h->fed < final) {
+		uint32_t n;
+
+		if (h->off == h->at->cap) {
+			if (h->at->next == NULL)
+				return;
+			h->at = h->at->next;
+			h->off = 0;
+		}
+		n = h->at->cap - h->off;
+		if (n > final - h->fed)
+			n = final - h->fed;
+		dkim_job_feed(h->job, h->at->data + h->off, n);
+		h->off += n;
+		h->fed += n;
+	}
+}
+
+struct auth_hash *
+auth_hash_begin(struct auth *a, const struct chunk *msg, uint32_t len)
+{
+	struct auth_hash *h;
+
+	if (!msg || len == 0 || !(h = calloc(1, sizeof(*h))))
+		return NULL;
+	h->job = dkim_job_begin(a->dkim, "smtpedge");
+	h->head = h->at = msg;
+	if (!h->job)
+		return auth_hash_free(h);
+	hash_feed_to(h, len);
+	if (!dkim_job_hashing(h->job))
+		return auth_hash_free(h);
+	return h;
+}
+
+uint32_t
+auth_hash_feed(struct auth_hash *h, uint32_t final)
+{
+	uint32_t before = h->fed;
+
+	hash_feed_to(h, final);
+	return h->fed - before;
+}
+
+uint32_t
+auth_hash_fed(const struct auth_hash *h)
+{
+	return h ? h->fed : 0;
+}
+
+struct auth_hash *
+auth_hash_free(struct auth_hash *h)
+{
+	if (h) {
+		dkim_job_free(h->job);
+		free(h);
+	}
+	return NULL;
+}
+
+/* The DKIM job of msg: h's, fed the rest of the (complete) chain, or a new
+ * one fed all of it. Takes h. */
+static void
+dkim_run(struct auth *a, const struct chunk *msg, struct auth_hash *h, struct dkim_keys *keys,
+	 struct auth_verdict *v)
+{
+	struct dkim_job *job;
 	unsigned i;
 
 	v->ndkim = 0;
-	if (!job) {
-		v->temp = true;
-		return;
+	if (h) {
+		const struct chunk *c = h->at;
+		uint32_t off = h->off;
+
+		job = h->job;
+		h->job = NULL;
+		auth_hash_free(h);
+		for (; c; c = c->next, off = 0)
+			if (off < c->len)
+				dkim_job_feed(job, c->data + off, c->len - off);
+	} else {
+		job = dkim_job_begin(a->dkim, "smtpedge");
+		if (!job) {
+			v->temp = true;
+			return;
+		}
+		for (; msg; msg = msg->next)
+			dkim_job_feed(job, msg->data, msg->len);
 	}
-	for (; msg; msg = msg->next)
-		dkim_job_feed(job, msg->data, msg->len);
 	dkim_job_use_keys(job, keys);
 	if (dkim_job_end(job, v->dkim, AUTH_MAX_SIGS, &v->ndkim) < 0)
 		v->temp = true;
@@ -169,15 +261,25 @@ dkim_run(struct auth *a, const struct chunk *msg, struct dkim_keys *keys, struct
 }
 
 void
-auth_verify(struct auth *a, const struct chunk *msg, struct dkim_keys *keys,
-	    const struct policy_rule *rule, uint8_t family, struct auth_verdict *v)
+auth_verify_hashed(struct auth *a, const struct chunk *msg, struct auth_hash *h,
+		   struct dkim_keys *keys, const struct policy_rule *rule, uint8_t family,
+		   struct auth_verdict *v)
 {
+	if (h && h->head != msg)
+		h = auth_hash_free(h);
 	v->dkim_pass = false;
 	v->temp = v->spf.result == SPF_RES_TEMPERROR;
-	dkim_run(a, msg, keys, v);
+	dkim_run(a, msg, h, keys, v);
 	memset(&v->reply, 0, sizeof(v->reply));
 	v->outcome = policy_auth(rule, v->spf.result == SPF_RES_PASS, v->dkim_pass, v->temp, family,
 				 &v->reply);
+}
+
+void
+auth_verify(struct auth *a, const struct chunk *msg, struct dkim_keys *keys,
+	    const struct policy_rule *rule, uint8_t family, struct auth_verdict *v)
+{
+	auth_verify_hashed(a, msg, NULL, keys, rule, family, v);
 }
 
 const char *

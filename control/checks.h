@@ -41,6 +41,7 @@ struct auth_verdict {
 };
 
 struct auth;
+struct auth_hash;
 
 /* SPF checker and DKIM verifier over the shared resolver. NULL with one
  * line in err. */
@@ -65,6 +66,32 @@ struct dkim_keys *auth_dkim_keys_head(struct auth *a, const struct chunk *msg, u
  * or keys NULL, is a temperror), then the rule's verdict. */
 void auth_verify(struct auth *a, const struct chunk *msg, struct dkim_keys *keys,
 		 const struct policy_rule *rule, uint8_t family, struct auth_verdict *v);
+
+/*
+ * A signed message's body hashed while it arrives: a DKIM job begun on the
+ * header block (the first len bytes of a chain the worker is still
+ * filling, read by the rules of common/chunk.h), then fed the body as
+ * bytes of the chain become final. NULL when the message has no signature
+ * to verify (or out of memory): it is verified whole at the end. One
+ * thread at a time; it holds no pointer into the chain that it reads
+ * beyond what the rules allow, and may be freed whatever became of the
+ * chain.
+ */
+struct auth_hash *auth_hash_begin(struct auth *a, const struct chunk *msg, uint32_t len);
+/* The first final bytes of the chain are final (every chunk before the
+ * one the worker fills): feeds those not fed yet. Returns how many. */
+uint32_t auth_hash_feed(struct auth_hash *h, uint32_t final);
+/* Bytes of the message fed so far, the header block's included. */
+uint32_t auth_hash_fed(const struct auth_hash *h);
+/* Tolerates NULL; returns NULL. */
+struct auth_hash *auth_hash_free(struct auth_hash *h);
+/* auth_verify() with the job h begun on msg's header block and fed part
+ * of it (NULL: none): msg is complete, the rest is fed and the signatures
+ * verified. Takes h (freed). An h begun on another chain is freed and msg
+ * verified whole. */
+void auth_verify_hashed(struct auth *a, const struct chunk *msg, struct auth_hash *h,
+			struct dkim_keys *keys, const struct policy_rule *rule, uint8_t family,
+			struct auth_verdict *v);
 
 /* The Authentication-Results header of authserv_id for rec and v (iprev,
  * spf, dkim), CRLF-terminated, folded. The client's PTR name appears, in a

@@ -104,6 +104,8 @@ struct rte_ring;
 	X(DKIM_EARLY_SKIPPED, "dkim_keys_early_skipped")                    \
 	X(DKIM_EARLY_DROPPED, "dkim_keys_early_dropped")                    \
 	X(BODIES_RETURNED, "bodies_returned")                               \
+	X(DKIM_HASH_JOBS, "dkim_hash_jobs")                                 \
+	X(DKIM_BODY_EARLY, "dkim_body_bytes_early")                         \
 	X(UNKNOWN_MSG, "unknown_messages")
 
 enum ctl_counter {

@@ -76,6 +76,9 @@
  * the dispatcher (MSG_BODY_RETURN), which frees it after reading. When the
  * ring is full the chain waits on the worker's list of chains to return,
  * tried again every poll: never freed here, so never under the reader.
+ * While the body goes on arriving, each chunk that fills tells the
+ * dispatcher how much of the chain is final (MSG_BODY_FINAL), so that a
+ * signed message's body is hashed before the end of DATA.
  * The chunk pool takes puts from both threads for this.
  *
  * The PTR rule. A session snapshots the rule of its peer's family when it
@@ -1048,6 +1051,18 @@ smtp_headers(void *ctx, const struct chunk *body, uint32_t len)
 	return send_msg(s->sl, &m);
 }
 
+/* Another chunk of a lent body filled: the bytes before it may be hashed
+ * now. A full ring loses this one; the next says more. */
+static void
+smtp_body_final(void *ctx, uint32_t final)
+{
+	struct sess *s = ctx;
+	struct ctl_msg m = { .kind = MSG_BODY_FINAL, .idx = s->idx, .gen = s->gen, .txn = s->txn };
+
+	m.u.hdrs.len = final;
+	send_msg(s->sl, &m);
+}
+
 /* Sends the chains waiting to go back, if the ring has room. */
 static void
 body_return_flush(struct sess_layer *sl, uint32_t idx, uint32_t gen, uint32_t txn)
@@ -1096,6 +1111,7 @@ static const struct smtp_ops smtp_ops = {
 	.tls_begin = smtp_tls_begin,
 	.headers = smtp_headers,
 	.body_release = smtp_body_release,
+	.body_final = smtp_body_final,
 };
 
 static void

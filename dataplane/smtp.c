@@ -62,6 +62,7 @@ struct txn {
 	struct smtp_hdr_end hdr; /* where the body's header block ends */
 	bool hdr_told;           /* ops->headers was called */
 	bool body_lent;          /* ...and lent the chain: body_release */
+	uint32_t final_told;     /* the last count given to body_final */
 				 /* MAIL FROM's path is in the session buffer (buf->mail_from): a
 	 * session keeps its buffer while a transaction is open. */
 };
@@ -585,6 +586,19 @@ headers_told(struct smtp_session *s, uint64_t len)
 		t->body_lent = s->ops->headers(s->ctx, t->body_head, (uint32_t)len);
 }
 
+/* The lent chain grew by a chunk: the bytes before its tail are final. */
+static void
+final_told(struct smtp_session *s)
+{
+	struct txn *t = &s->txn;
+	uint64_t fixed = t->body_size - t->body_tail->len;
+
+	if (s->ops->body_final == NULL || fixed <= t->final_told || fixed > UINT32_MAX)
+		return;
+	t->final_told = (uint32_t)fixed;
+	s->ops->body_final(s->ctx, t->final_told);
+}
+
 /* Body bytes from the scanners; kept until a limit or an error. */
 static void
 body_sink(void *arg, const uint8_t *p, uint32_t n)
@@ -627,6 +641,8 @@ body_sink(void *arg, const uint8_t *p, uint32_t n)
 		p += k;
 		n -= k;
 	}
+	if (t->body_lent)
+		final_told(s);
 	if (hdr != SMTP_HDR_END_NONE)
 		headers_told(s, at + hdr);
 }

@@ -170,6 +170,10 @@ struct smtp_ops { /* ctx is the glue's, one per session */
 	 * done by then). NULL: not told. */
 	bool (*headers)(void *ctx, const struct chunk *body, uint32_t len);
 	void (*body_release)(void *ctx, struct chunk *body);
+	/* The chain is lent and another chunk of it filled: its first final
+	 * bytes (every chunk before the one now filling) will not change.
+	 * Each time a chunk fills, the count only growing. NULL: not told. */
+	void (*body_final)(void *ctx, uint32_t final);
 };
 
 enum smtp_state {

@@ -423,6 +423,89 @@ struct run {
 	uint64_t ms;
 };
 
+static void
+show(const char *name, const struct run *run)
+{
+	unsigned i;
+
+	for (i = 0; i < run->n; i++)
+		printf("# %s[%u]: %s d=%s s=%s a=%s bits=%u reason=\"%s\"\n", name, i,
+		       dkim_outcome_name(run->r[i].result), run->r[i].domain, run->r[i].selector,
+		       run->r[i].algorithm, run->r[i].key_bits, run->r[i].reason);
+}
+
+static bool
+same_runs(const struct run *a, const struct run *b)
+{
+	return a->rc == b->rc && a->n == b->n && memcmp(a->r, b->r, sizeof(a->r[0]) * a->n) == 0;
+}
+
+/* Every message verified whole is verified again as the control plane
+ * hashes one while it arrives: the header block, then the body, each in
+ * pieces at pseudo-random splits, the keys handed over only at the end.
+ * Off where verify() runs on several threads at once. */
+static bool pieces_on;
+static unsigned pieces_runs, pieces_differ, pieces_early_hashing, pieces_late_hashing;
+static uint64_t pieces_seed = 0x9e3779b97f4a7c15u;
+
+static size_t
+piece_len(size_t max)
+{
+	pieces_seed ^= pieces_seed << 13;
+	pieces_seed ^= pieces_seed >> 7;
+	pieces_seed ^= pieces_seed << 17;
+	return 1 + (size_t)(pieces_seed % max);
+}
+
+/* Feeds m[from, to) in random pieces of at most max bytes; counts a job
+ * that says it hashes the body before `to` when to is the header end. */
+static void
+feed_pieces(struct dkim_job *job, const struct buf *m, size_t from, size_t to, size_t max,
+	    bool in_header)
+{
+	while (from < to) {
+		size_t n = piece_len(max);
+
+		if (n > to - from)
+			n = to - from;
+		if (dkim_job_feed(job, (const uint8_t *)m->p + from, n) != 0)
+			die("dkim_job_feed");
+		from += n;
+		if (in_header && from < to && dkim_job_hashing(job))
+			pieces_early_hashing++;
+	}
+}
+
+static struct run
+verify_pieces(struct dkim_verifier *v, const struct buf *m)
+{
+	struct run run;
+	const struct vreg *reg = vreg_of(v);
+	struct dkim_job *job = dkim_job_begin(v, "pieces");
+	struct dkim_keys *keys = dkim_prefetch(
+		reg->ub, v, (const uint8_t *)m->p, m->len, 0, reg->timeout_ms);
+	const char *eoh = memmem(m->p, m->len, "\r\n\r\n", 4);
+	size_t hdr = eoh != NULL ? (size_t)(eoh - m->p) + 4 : m->len;
+	unsigned i;
+	bool hashing;
+
+	memset(&run, 0, sizeof(run));
+	if (job == NULL || keys == NULL)
+		die("dkim_job_begin");
+	feed_pieces(job, m, 0, hdr, 64, true);
+	hashing = dkim_job_hashing(job);
+	feed_pieces(job, m, hdr, m->len, 700, false);
+	dkim_job_use_keys(job, keys);
+	run.rc = dkim_job_end(job, run.r, MAX_RESULTS, &run.n);
+	dkim_job_free(job);
+	dkim_keys_free(keys);
+	/* a message with a signature that passes was being hashed */
+	for (i = 0; i < run.n; i++)
+		if (run.r[i].result == DKIM_RES_PASS && !hashing)
+			pieces_late_hashing++;
+	return run;
+}
+
 /* Fetch m's keys ahead as the dispatcher does, feed m in chunks of `chunk`
  * bytes (0: all at once), then end. */
 static struct run
@@ -435,6 +518,7 @@ verify(struct dkim_verifier *v, const struct buf *m, size_t chunk)
 	struct dkim_keys *keys = dkim_prefetch(
 		reg->ub, v, (const uint8_t *)m->p, m->len, chunk, reg->timeout_ms);
 	size_t off = 0;
+	bool whole = chunk == 0;
 
 	memset(&run, 0, sizeof(run));
 	if (job == NULL || keys == NULL)
@@ -453,6 +537,16 @@ verify(struct dkim_verifier *v, const struct buf *m, size_t chunk)
 	run.ms = now_ms() - t0;
 	dkim_job_free(job);
 	dkim_keys_free(keys);
+	if (pieces_on && whole) {
+		struct run p = verify_pieces(v, m);
+
+		pieces_runs++;
+		if (!same_runs(&run, &p)) {
+			pieces_differ++;
+			show("pieces-whole", &run);
+			show("pieces-split", &p);
+		}
+	}
 	return run;
 }
 
@@ -466,23 +560,6 @@ static bool
 is(const struct run *run, unsigned i, enum dkim_outcome want)
 {
 	return run->rc == 0 && i < run->n && run->r[i].result == want;
-}
-
-static void
-show(const char *name, const struct run *run)
-{
-	unsigned i;
-
-	for (i = 0; i < run->n; i++)
-		printf("# %s[%u]: %s d=%s s=%s a=%s bits=%u reason=\"%s\"\n", name, i,
-		       dkim_outcome_name(run->r[i].result), run->r[i].domain, run->r[i].selector,
-		       run->r[i].algorithm, run->r[i].key_bits, run->r[i].reason);
-}
-
-static bool
-same_runs(const struct run *a, const struct run *b)
-{
-	return a->rc == b->rc && a->n == b->n && memcmp(a->r, b->r, sizeof(a->r[0]) * a->n) == 0;
 }
 
 /* ---- the tests ----------------------------------------------------------- */
@@ -991,12 +1068,22 @@ main(int argc, char **argv)
 
 	CHECK(create_refuses_null(), "dkim_verifier_create without parameters is refused (EINVAL)");
 	test_names();
+	pieces_on = true;
 	test_rfc8463(&fx);
 	test_rfc6376(&fx);
 	test_generated(&fx);
 	test_key_rules(&fx);
 	test_limits(&fx);
 	test_max_signatures(&fx, ub);
+	pieces_on = false;
+	CHECK(pieces_runs >= 20 && pieces_differ == 0,
+	      "every message verified whole, fed again in pieces at random splits with "
+	      "its keys given at the end, has the same results (%u of %u differ)",
+	      pieces_differ, pieces_runs);
+	CHECK(pieces_early_hashing == 0 && pieces_late_hashing == 0,
+	      "a job hashes the body from its header block's end, never before (%u early, "
+	      "%u late)",
+	      pieces_early_hashing, pieces_late_hashing);
 	test_threads(&fx);
 	test_dns_faults(&fx, dns.port);
 

@@ -13,7 +13,8 @@ header block has arrived, while its body is still coming, and the work
 thread verifies from those answers: the counters show every key served from
 the fetched set and none looked up by a work thread. A message whose body
 is held back after its header block has its key query out before the end
-of DATA.
+of DATA, and a signed message's body is hashed while it arrives, chunk by
+chunk, so that the end of DATA leaves little but the signature checks.
 With the key records' answers held back by scripts/dnsdelay.py, signed
 messages wait for their keys without a work thread each, so other senders'
 mail goes through meanwhile, and the signed message still passes once its
@@ -444,6 +445,66 @@ def test_body_cut_after_its_header_block_comes_back():
         expect(delta(back, before, "dkim_keys_early_dropped") == 1,
                f"dkim_keys_early_dropped: {back}")
         expect(delta(back, before, "spool_requests") == 0, f"spool_requests: {back}")
+
+
+def test_signed_body_hashed_while_it_arrives():
+    # A signed message of many body chunks sent slowly: the header block
+    # and half the body, a pause, then the rest. During the pause the
+    # dispatcher has hashed every body chunk the worker filled (before
+    # any delivery request), and at the end the message passes DKIM with
+    # only the rest hashed by the work thread.
+    lines = b"".join(b"line %05d of a long signed body, hashed while it arrives\r\n" % i
+                     for i in range(1600))
+    msg = signed(message("dave@dkim.example", "hashed early", b"") + lines)
+    path = LAB["LAB_DIR"] + "/hashearly.eml"
+    with open(path, "wb") as f:
+        f.write(msg)
+    eoh = msg.index(b"\r\n\r\n") + 4
+    cut = eoh + (len(msg) - eoh) // 2
+    with Edge() as edge:
+        before = edge.stats()
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", LAB["LAB_PEER_NS"], "/usr/bin/python3", "-c", HELD_CLIENT,
+             PTR6, EDGE6, "dave@dkim.example", path, str(cut)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            held = proc.stdout.readline().strip()
+            if held != "held":
+                proc.wait(60)
+                expect(False, f"the client: {held} {proc.stderr.read()[-1000:]}")
+            # at least the chunks of half the body but the one being
+            # filled: 8 KB chunks, minus their heads
+            half = cut - eoh - 2 * 8192
+            out = labkit.wait_for(
+                lambda: (lambda st: st if delta(st, before, "dkim_body_bytes_early") >= half
+                         else None)(edge.stats()), timeout=30)
+            expect(out, f"the body is not hashed while it arrives: {edge.stats()}")
+            expect(delta(out, before, "dkim_hash_jobs") == 1, f"dkim_hash_jobs: {out}")
+            expect(delta(out, before, "spool_requests") == 0, f"the delivery came early: {out}")
+            expect(delta(out, before, "dkim_body_bytes_early") <= cut - eoh,
+                   f"more hashed than sent: {out}")
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+            got = proc.stdout.readline().strip()
+            proc.wait(60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        expect(got.startswith("250 2.0.0 "), f"the signed message: {got}")
+        after = edge.stats()
+        early = delta(after, before, "dkim_body_bytes_early")
+        expect(len(msg) - eoh - 8192 <= early < len(msg) - eoh,
+               f"all but the tail chunk hashed early: {early} of {len(msg) - eoh}")
+        expect(delta(after, before, "dkim_keys_early_used") == 1,
+               f"dkim_keys_early_used: {after}")
+        qid = got.split()[-1]
+        files = [p for p in spool_files() if f"id {qid}".encode() in open(p, "rb").read(600)]
+        expect(len(files) == 1, f"queue id {qid}: {len(files)} files")
+        expect("dkim=pass header.d=dkim.example header.s=lab" in auth_results(files[0]),
+               auth_results(files[0]))
+        body, _ = spooled_body(files[0])
+        expect(body == msg, "the signed message was changed")
 
 
 if __name__ == "__main__":

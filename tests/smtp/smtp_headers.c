@@ -14,6 +14,12 @@
  * real session by DATA and by BDAT, in packets of 1, 7 and 1500 bytes and
  * in random splits, with chunks small enough that the header block spans
  * several of them.
+ *
+ * While a lent body goes on arriving, the engine says how much of it is
+ * final (ops->body_final) each time a chunk fills: the count only grows,
+ * covers whole chunks (never the one being filled), holds the message's
+ * own bytes, comes only while the chain is lent, and by the end of a long
+ * body covers every chunk but the last.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,7 +48,7 @@ struct row {
 	enum ending ending;
 };
 
-static char long_hdrs[4096], boundary_hdrs[1024];
+static char long_hdrs[4096], boundary_hdrs[1024], long_body[4096];
 
 static const struct row rows[] = {
 	{ "short", "From: a@example.net\r\nSubject: hi\r\n\r\nbody\r\n", 36, END_DELIVER },
@@ -58,6 +64,8 @@ static const struct row rows[] = {
 	{ "bare LF after the block", "From: a@example.net\r\n\r\nbo\ndy\r\n", 23, END_BARE_LF },
 	{ "bare LF in the block", "From: a@\nexample.net\r\n\r\nbody\r\n", -1, END_BARE_LF },
 	{ "not lent", "From: a@example.net\r\n\r\nbody\r\n", 23, END_NOT_LENT },
+	{ "long body", long_body, 23, END_DELIVER },
+	{ "long body, closed", long_body, 23, END_CLOSE },
 };
 
 struct ctx {
@@ -69,6 +77,11 @@ struct ctx {
 	uint32_t lent_chunks;     /* chunks of the lent chain at release */
 	unsigned released;        /* body_release calls */
 	bool put_lent;            /* a chunk of the lent chain came to chunk_put */
+	uint32_t final;           /* the last count given to body_final */
+	unsigned n_final;         /* body_final calls */
+	bool final_wrong;         /* a count that shrank, split a chunk, or
+				     whose bytes were not the message's, or
+				     one that came while nothing was lent */
 	int32_t chunks_out;
 	uint32_t pending_token;
 	char last_reply[128];
@@ -165,6 +178,25 @@ w_headers(void *c, const struct chunk *body, uint32_t len)
 	return true;
 }
 
+/* Reads the final bytes as the control plane does: whole chunks only. */
+static void
+w_final(void *c, uint32_t final)
+{
+	struct ctx *x = c;
+	const struct chunk *body = x->lent;
+	uint32_t off = 0;
+
+	x->n_final++;
+	if (body == NULL || final <= x->final || final % DATA_CAP != 0) {
+		x->final_wrong = true;
+		return;
+	}
+	x->final = final;
+	for (; off < final; off += body->cap, body = off < final ? body->next : body)
+		if (body->len != body->cap || memcmp(body->data, x->row->msg + off, body->cap) != 0)
+			x->final_wrong = true;
+}
+
 static void
 w_release(void *c, struct chunk *body)
 {
@@ -253,6 +285,7 @@ run(const struct row *r, bool bdat, uint32_t packet)
 		.buf_put = w_buf_put,
 		.headers = w_headers,
 		.body_release = w_release,
+		.body_final = w_final,
 	};
 	struct smtp_params params = { .hostname = "mx.example.com", .domain_accepted = accept_all };
 	struct ctx x = { .row = r, .told = -1 };
@@ -307,6 +340,15 @@ run(const struct row *r, bool bdat, uint32_t packet)
 		CHECK(strncmp(x.last_reply, "250", 3) == 0, "%s by %s: %s", r->name, how,
 		      x.last_reply);
 	}
+	CHECK(!x.final_wrong, "%s by %s, packets %u: a wrong final count (%u calls)", r->name, how,
+	      packet, x.n_final);
+	if (r->msg == long_body && !cut)
+		CHECK(x.final == (mlen - 1) / DATA_CAP * DATA_CAP,
+		      "%s by %s, packets %u: %u bytes said final of %zu", r->name, how, packet,
+		      x.final, mlen);
+	else if (r->msg == long_body)
+		CHECK(x.n_final > 0, "%s by %s, packets %u: nothing said final", r->name, how,
+		      packet);
 	smtp_session_fini(s);
 	CHECK(!x.put_lent, "%s by %s: a lent chunk came back through chunk_put", r->name, how);
 	CHECK(x.chunks_out == 0, "%s by %s: %d chunks not back", r->name, how, x.chunks_out);
@@ -334,6 +376,11 @@ make_messages(void)
 	memcpy(boundary_hdrs, "X-Pad: ", 7);
 	snprintf(boundary_hdrs + DATA_CAP - 2, sizeof(boundary_hdrs) - DATA_CAP + 2,
 		 "\r\n\r\nbody\r\n");
+	/* A short block, then a body of many chunks. */
+	k = (size_t)snprintf(long_body, sizeof(long_body), "From: a@example.net\r\n\r\n");
+	for (i = 0; k < 10 * DATA_CAP + 17; i++)
+		k += (size_t)snprintf(long_body + k, sizeof(long_body) - k,
+				      "line %03zu of a body of many chunks\r\n", i);
 }
 
 int

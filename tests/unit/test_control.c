@@ -11,7 +11,11 @@
  * DKIM key queried at once, and its fetch is let go by a new MAIL or by the
  * body handed back in MSG_BODY_RETURN, whose chunks the dispatcher returns
  * to their pool; the delivery request takes a fetch of its own
- * transaction, and fetches nothing again. Under ASan no fetch leaks.
+ * transaction, and fetches nothing again. A signed message's body is
+ * hashed as the worker says its chunks are final (MSG_BODY_FINAL), before
+ * the delivery request, which finishes the same job; a body handed back
+ * with its job part fed frees both once, and a later MSG_BODY_FINAL for it
+ * reads nothing. Under ASan no fetch or job leaks.
  */
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -1101,6 +1105,15 @@ early_headers(struct early *e, uint32_t gen, uint32_t txn, struct chunk *body)
 }
 
 static void
+early_final(struct early *e, uint32_t gen, uint32_t txn, uint32_t final)
+{
+	struct ctl_msg m = { .kind = MSG_BODY_FINAL, .idx = 3, .gen = gen, .txn = txn };
+
+	m.u.hdrs.len = final;
+	early_send(e, &m);
+}
+
+static void
 early_return(struct early *e, uint32_t gen, uint32_t txn, struct chunk *body)
 {
 	struct ctl_msg m = { .kind = MSG_BODY_RETURN, .idx = 3, .gen = gen, .txn = txn };
@@ -1125,6 +1138,122 @@ early_rec(struct early *e, uint32_t txn)
 	snprintf(r->mail_from, sizeof(r->mail_from), "a@ex.org");
 	snprintf(r->rcpt, sizeof(r->rcpt), "b@example.net");
 	return r;
+}
+
+/* Hands r on as MSG_SPOOL and waits for its answer; frees what the worker
+ * would once answered. */
+static bool
+early_deliver(struct early *e, struct txrec *r, struct chunk *body)
+{
+	struct ctl_msg m = { .kind = MSG_SPOOL, .idx = 3, .gen = 1 };
+	struct chunk *rcpts;
+	unsigned waited;
+	bool done = false;
+
+	if (!CHECK(rte_mempool_get(e->chunks, (void **)&rcpts) == 0, "chunk for the recipients"))
+		return false;
+	rcpts->next = NULL;
+	rcpts->cap = EARLY_DATA_CAP;
+	rcpts->len = (uint32_t)sizeof("b@example.net");
+	memcpy(rcpts->data, "b@example.net", rcpts->len);
+	r->smtp.kind = TXREC_TRANSACTION;
+	r->smtp.size = e->msg_len;
+	r->body = body;
+	r->rcpts = rcpts;
+	r->auth_rule.action = POLICY_OFF;
+	m.u.rec = r;
+	early_send(e, &m);
+	for (waited = 0; waited < 3000 && !done; waited++) {
+		struct ctl_msg v;
+
+		if (rte_ring_dequeue_elem(e->ver, &v, sizeof(v)) == 0 && v.kind == MSG_SPOOL_DONE)
+			done = v.u.rec == r;
+		else
+			usleep(10000);
+	}
+	if (!done)
+		return false;
+	rte_mempool_put(e->chunks, rcpts);
+	while (body) {
+		struct chunk *next = body->next;
+
+		rte_mempool_put(e->chunks, body);
+		body = next;
+	}
+	return true;
+}
+
+/* A signed message's body hashed while it arrives, and let go of. Begins
+ * with dkim_keys_early at `early` and dkim_keys_early_dropped at `dropped`. */
+static void
+hash_scenes(struct early *e, uint64_t early, uint64_t dropped)
+{
+	struct chunk *body = early_chain(e);
+	unsigned n = early_chain_count(body), k;
+	uint32_t want = (n - 1) * EARLY_DATA_CAP - e->hdr_len;
+	uint64_t returned = early_counter("bodies_returned");
+	uint64_t jobs = early_counter("dkim_hash_jobs"); /* the last delivery's */
+	uint32_t part = 3 * EARLY_DATA_CAP - e->hdr_len; /* an aborted one's */
+	struct txrec *r;
+	char dkim[sizeof(r->dkim)];
+
+	CHECK(n >= 5 && e->hdr_len < 3 * EARLY_DATA_CAP, "the body spans chunks: %u", n);
+	early_headers(e, 1, 7, body);
+	CHECK(early_wait("dkim_hash_jobs", jobs + 1), "a hashing job begun at the header end");
+	/* as the worker fills the chain: each chunk before the tail, final */
+	for (k = 1; k < n; k++)
+		early_final(e, 1, 7, k * EARLY_DATA_CAP);
+	early_final(e, 1, 6, n * EARLY_DATA_CAP); /* another transaction's: nothing */
+	CHECK(early_wait("dkim_body_bytes_early", want),
+	      "the body hashed before the end of DATA: %llu of %u bytes",
+	      (unsigned long long)early_counter("dkim_body_bytes_early"), want);
+	r = early_rec(e, 7);
+	CHECK(early_deliver(e, r, body), "the hashed delivery answered");
+	snprintf(dkim, sizeof(dkim), "%s", r->dkim);
+	rte_mempool_put(e->txrecs, r);
+	CHECK(early_counter("dkim_keys_early_used") == 2, "the delivery took the fetch and job");
+	CHECK(early_counter("dkim_body_bytes_early") == want, "nothing hashed twice early");
+
+	/* the same message verified whole (no job: no header block lent)
+	 * comes to the same verdict */
+	body = early_chain(e);
+	r = early_rec(e, 8);
+	CHECK(early_deliver(e, r, body), "the whole delivery answered");
+	CHECK(dkim[0] != '\0' && strcmp(dkim, r->dkim) == 0, "the same DKIM verdict: %s, %s", dkim,
+	      r->dkim);
+	rte_mempool_put(e->txrecs, r);
+
+	/* Aborted with its job part fed: the returned chain frees the job
+	 * and the fetch once; a MSG_BODY_FINAL after it reads nothing (the
+	 * chunks are back in the pool: the count of bytes hashed would
+	 * grow). */
+	body = early_chain(e);
+	early_headers(e, 1, 9, body);
+	CHECK(early_wait("dkim_hash_jobs", jobs + 2), "a second job");
+	early_final(e, 1, 9, 3 * EARLY_DATA_CAP);
+	CHECK(early_wait("dkim_body_bytes_early", want + part), "part of the second body hashed");
+	early_return(e, 1, 9, body);
+	CHECK(early_wait("bodies_returned", returned + n), "the returned chain freed");
+	early_final(e, 1, 9, 4 * EARLY_DATA_CAP);
+	CHECK(early_wait("dkim_keys_early_dropped", dropped + 1), "the fetch and job let go once");
+	/* behind it on the ring: a new MAIL of the next transaction */
+	body = early_chain(e);
+	early_headers(e, 1, 10, body);
+	CHECK(early_wait("dkim_hash_jobs", jobs + 3), "a third job");
+	early_final(e, 1, 10, 3 * EARLY_DATA_CAP);
+	{
+		struct ctl_msg m = { .kind = MSG_SPF, .idx = 3, .gen = 1 };
+
+		m.u.rec = early_rec(e, 11);
+		early_send(e, &m);
+	}
+	CHECK(early_wait("dkim_keys_early_dropped", dropped + 2), "a new MAIL let go of the job");
+	early_return(e, 1, 10, body);
+	CHECK(early_wait("bodies_returned", returned + 2 * n), "the third chain freed");
+	CHECK(early_wait("dkim_body_bytes_early", want + 2 * part),
+	      "the jobs let go were fed no more: %llu",
+	      (unsigned long long)early_counter("dkim_body_bytes_early"));
+	CHECK(early_counter("dkim_keys_early") == early + 3, "three fetches");
 }
 
 static void
@@ -1217,14 +1346,17 @@ early_scenes(struct early *e)
 		rte_mempool_put(e->txrecs, r);
 	}
 
+	hash_scenes(e, 3, 2);
+
 	/* A fetch left in its slot at the end is freed with the plane (a
-	 * leak under ASan otherwise). */
+	 * leak under ASan otherwise), and its hashing job with it. */
 	body = early_chain(e);
-	early_headers(e, 1, 5, body);
-	CHECK(early_wait("dkim_keys_early", 4), "fourth fetch");
-	early_return(e, 1, 6, body); /* another transaction's: the fetch stays */
-	CHECK(early_wait("bodies_returned", 4 * n), "the last chain freed");
-	CHECK(early_counter("dkim_keys_early_dropped") == 2, "another transaction's return");
+	early_headers(e, 1, 12, body);
+	CHECK(early_wait("dkim_keys_early", 7), "seventh fetch");
+	early_final(e, 1, 12, 4 * EARLY_DATA_CAP);
+	early_return(e, 1, 13, body); /* another transaction's: the fetch stays */
+	CHECK(early_wait("bodies_returned", 6 * n), "the last chain freed");
+	CHECK(early_counter("dkim_keys_early_dropped") == 4, "another transaction's return");
 }
 
 static void
@@ -1295,6 +1427,9 @@ test_dkim_early(void)
 	k += (size_t)snprintf(e.msg + k, sizeof(e.msg) - k,
 			      "DKIM-Signature: v=1; a=rsa-sha256; h=from; b=dGVzdA==; "
 			      "bh=dGVzdA==; d=ex.org; s=body\r\nthe body\r\n");
+	for (i = 0; k < 5 * EARLY_DATA_CAP + 40; i++)
+		k += (size_t)snprintf(e.msg + k, sizeof(e.msg) - k,
+				      "line %u of a body that spans chunks\r\n", i);
 	e.msg_len = (uint32_t)k;
 	pthread_create(&t, NULL, early_dispatch, &e);
 	early_scenes(&e);
