@@ -40,15 +40,18 @@
  * out; the work thread verifies from those answers alone (a key not among
  * them is a temperror), so it never waits on DNS either.
  *
- * A signed message's body is hashed as it arrives, on the dispatcher: the
- * early fetch of a header block that names keys also begins a DKIM job on
- * it (checks.h, auth_hash), and each time the worker says more of the
- * body is final (MSG_BODY_FINAL, a chunk filled) the job is fed those
- * bytes, a chunk at a time: libopendkim's canonicalization and SHA-256,
- * some tens of microseconds for a chunk of 8 KB, about a hundred with
- * relaxed body canonicalization. It is the same work the work thread
- * would do at the end of DATA, moved ahead onto the dispatcher; a message
- * whose body fits in one chunk has nothing hashed early. The job lives
+ * A signed message's body is hashed as it arrives, on the dispatcher, with
+ * time it would otherwise sleep: the early fetch of a header block that
+ * names keys also begins a DKIM job on it (checks.h, auth_hash); each time
+ * the worker says more of the body is final (MSG_BODY_FINAL, a chunk
+ * filled) the fetch notes it and joins a FIFO, and whenever a round of the
+ * loop finds no request the dispatcher feeds the first job of the FIFO one
+ * step (HASH_STEP bytes: libopendkim's canonicalization and SHA-256, some
+ * tens of microseconds, about a hundred with relaxed body
+ * canonicalization), then puts it back at the end if more is final. So a
+ * busy dispatcher spends nothing on it, and what it did not hash the work
+ * thread hashes at the end of DATA as before; a message whose body fits in
+ * one chunk has nothing hashed early. The job lives
  * with the fetch: the delivery takes both to its work thread, which feeds
  * only the rest (the tail chunk) and verifies; whatever lets go of the
  * fetch frees the job. Because the job is fed on the same thread that
@@ -130,6 +133,9 @@
  * body is hashed as it arrives: one per early fetch whose header block has
  * a signature to verify) and dkim_body_bytes_early (body bytes hashed
  * before the end of DATA). */
+/* Body bytes one idle round of the dispatcher hashes for one message: about
+ * a chunk, so a request that arrives meanwhile waits at most that long. */
+#define HASH_STEP           8192u
 /* The reverse-DNS result cache: results kept (a set-associative table of
  * 288-byte entries, about 19 MB) and for how long at most, so that a client
  * that reconnects is not looked up again, and a PTR record fixed by its owner
@@ -264,6 +270,9 @@ struct ctlplane {
 	struct key_fetch *kparked; /* key fetches a delivery waits for */
 	uint32_t early_n;          /* key fetches held by slots */
 	uint32_t early_queries;    /* ...and their queries out */
+	/* Early fetches with body bytes final but not yet hashed, first to be
+	 * fed first (struct key_fetch's hprev/hnext). */
+	struct key_fetch *hash_head, *hash_tail;
 	struct spool *spool;
 	struct relay *relay;
 	FILE *log;
@@ -299,6 +308,9 @@ struct key_fetch {
 	 * until the delivery takes it to a work thread; NULL: the work
 	 * thread verifies the message whole. */
 	struct auth_hash *hash;
+	uint32_t final; /* body bytes the worker says are final */
+	bool hlisted;   /* on the ctlplane's hash FIFO */
+	struct key_fetch *hprev, *hnext;
 };
 
 /* A job for a work thread: a message to check and hand on for a worker's
@@ -565,12 +577,65 @@ key_fetch_start(struct ctlplane *pl, const struct txrec *r)
 	return key_fetch_issue(pl, auth_dkim_keys(pl->auth, r->body));
 }
 
+/* The hash FIFO: a fetch joins at the end when more of its body is final
+ * than it has hashed, and leaves when it is fed, taken or dropped. */
+static void
+hash_list(struct ctlplane *pl, struct key_fetch *f)
+{
+	if (f->hlisted)
+		return;
+	f->hlisted = true;
+	f->hnext = NULL;
+	f->hprev = pl->hash_tail;
+	if (pl->hash_tail)
+		pl->hash_tail->hnext = f;
+	else
+		pl->hash_head = f;
+	pl->hash_tail = f;
+}
+
+static void
+hash_unlist(struct ctlplane *pl, struct key_fetch *f)
+{
+	if (!f->hlisted)
+		return;
+	f->hlisted = false;
+	if (f->hprev)
+		f->hprev->hnext = f->hnext;
+	else
+		pl->hash_head = f->hnext;
+	if (f->hnext)
+		f->hnext->hprev = f->hprev;
+	else
+		pl->hash_tail = f->hprev;
+	f->hprev = f->hnext = NULL;
+}
+
+/* One step of the first job waiting: true when it hashed something. */
+static bool
+hash_step(struct ctlplane *pl)
+{
+	struct key_fetch *f = pl->hash_head;
+	uint32_t fed, upto;
+
+	if (!f)
+		return false;
+	hash_unlist(pl, f);
+	fed = auth_hash_fed(f->hash);
+	upto = f->final - fed > HASH_STEP ? fed + HASH_STEP : f->final;
+	pl->st->c[CTL_DKIM_BODY_EARLY] += auth_hash_feed(f->hash, upto);
+	if (auth_hash_fed(f->hash) < f->final)
+		hash_list(pl, f);
+	return true;
+}
+
 /* The slot lets go of its early fetch (its queries withdrawn). */
 static void
 key_early_drop(struct ctlplane *pl, struct ctl_sess *cs)
 {
 	if (cs->keys == NULL)
 		return;
+	hash_unlist(pl, cs->keys);
 	pl->early_queries -= cs->keys->pending;
 	cs->keys = key_fetch_free(cs->keys);
 	pl->early_n--;
@@ -588,6 +653,7 @@ key_early_take(struct ctlplane *pl, struct ctl_sess *cs, uint32_t txn)
 		key_early_drop(pl, cs);
 		return NULL;
 	}
+	hash_unlist(pl, f);
 	cs->keys = NULL;
 	pl->early_n--;
 	pl->early_queries -= f->pending;
@@ -625,16 +691,22 @@ on_dkim_headers(struct ctlplane *pl, uint32_t worker, const struct ctl_msg *m)
 	pl->st->c[CTL_DKIM_HASH_JOBS] += f->hash != NULL;
 }
 
-/* More of a lent body is final: a signed message's job hashes it now. A
- * message of another transaction, or with no job, changes nothing. */
+/* More of a lent body is final: a signed message's job will hash it when
+ * the dispatcher has a round to spare. A message of another transaction,
+ * or with no job, changes nothing. */
 static void
 on_body_final(struct ctlplane *pl, uint32_t worker, const struct ctl_msg *m)
 {
 	struct ctl_sess *cs = sess_at(pl, worker, m->idx);
+	struct key_fetch *f;
 
 	if (!cs || cs->gen != m->gen || !cs->keys || cs->keys->txn != m->txn || !cs->keys->hash)
 		return;
-	pl->st->c[CTL_DKIM_BODY_EARLY] += auth_hash_feed(cs->keys->hash, m->u.hdrs.len);
+	f = cs->keys;
+	if (m->u.hdrs.len > f->final)
+		f->final = m->u.hdrs.len;
+	if (auth_hash_fed(f->hash) < f->final)
+		hash_list(pl, f);
 }
 
 /* A lent body whose transaction ended without a delivery: read (its
@@ -1107,7 +1179,9 @@ ctlplane_run(struct ctlplane *pl, volatile sig_atomic_t *stop)
 	while (!*stop) {
 		did = drain_requests(pl);
 		wrote = did > 0;
-		if (did == 0 && poll(&pfd, 1, 1) < 0 && errno != EINTR)
+		/* A round with no request hashes a step of a body instead
+		 * of sleeping. */
+		if (did == 0 && !hash_step(pl) && poll(&pfd, 1, 1) < 0 && errno != EINTR)
 			break;
 		now = now_us();
 		dnsq_process(pl->dnsq, now);
