@@ -813,9 +813,11 @@ verdict_data_end(struct smtp_session *s, uint16_t code, const char *enh, const c
 
 /* -------------------------------------------------------------- commands */
 
+#define CMD_VERB_MAX 8 /* STARTTLS, the longest verb */
+
 struct smtp_cmd {
-	const char *verb;
-	uint16_t states; /* bit per enum smtp_state allowed */
+	char verb[CMD_VERB_MAX + 1]; /* upper case, zero-padded: read as one word */
+	uint16_t states;             /* bit per enum smtp_state allowed */
 	uint8_t flags;
 	void (*fn)(struct smtp_session *s, const struct smtp_cmd *cmd, char *arg, uint32_t len);
 	const char *syntax;   /* for 501 5.5.4 */
@@ -884,11 +886,37 @@ seq_refusal(const struct smtp_session *s, const struct smtp_cmd *cmd)
 	return cmd->seq_idle != NULL ? cmd->seq_idle : "Error: bad sequence";
 }
 
+/*
+ * The verb as the table holds it: upper case, zero-padded to one 64-bit
+ * word, so the lookup compares one word per row, with no string
+ * function on the path of every command. Clearing bit 0x20 folds a-z to A-Z and turns no
+ * other byte into a letter, so only a verb that differs from a row in
+ * letter case alone can match it. 0 (never a row) for a verb longer than any
+ * or holding a byte that folds to 0 (NUL), which would read as padding.
+ */
+static uint64_t
+verb_key(const char *p, uint32_t n)
+{
+	char w[CMD_VERB_MAX] = { 0 };
+	uint64_t k;
+
+	if (n == 0 || n > CMD_VERB_MAX)
+		return 0;
+	for (uint32_t i = 0; i < n; i++) {
+		w[i] = (char)(p[i] & ~0x20);
+		if (w[i] == 0)
+			return 0;
+	}
+	memcpy(&k, w, sizeof(k));
+	return k;
+}
+
 static void
 dispatch(struct smtp_session *s, char *line, uint32_t len)
 {
 	const struct smtp_cmd *cmd = NULL;
 	uint32_t vlen = 0, a, i;
+	uint64_t key;
 	const char *why;
 
 	while (vlen < len && line[vlen] != ' ')
@@ -898,9 +926,12 @@ dispatch(struct smtp_session *s, char *line, uint32_t len)
 	while (len > a && line[len - 1] == ' ')
 		len--;
 	line[len] = '\0';
-	for (i = 0; i < sizeof(smtp_cmds) / sizeof(smtp_cmds[0]); i++) {
-		if (strlen(smtp_cmds[i].verb) == vlen &&
-		    strncasecmp(smtp_cmds[i].verb, line, vlen) == 0) {
+	key = verb_key(line, vlen);
+	for (i = 0; key != 0 && i < sizeof(smtp_cmds) / sizeof(smtp_cmds[0]); i++) {
+		uint64_t k;
+
+		memcpy(&k, smtp_cmds[i].verb, sizeof(k));
+		if (k == key) {
 			cmd = &smtp_cmds[i];
 			break;
 		}
