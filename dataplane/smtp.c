@@ -241,18 +241,69 @@ out_free(const struct smtp_session *s)
 	return SMTP_OUT_CAP - (s->out_len - s->out_off);
 }
 
+/* True when one of the eight bytes of w is a control character (below
+ * 0x20, or 0x7f). Exact: a byte below 0x20 borrows into its own top bit
+ * only, and ~w leaves out bytes whose top bit was set already; 0x7f is the
+ * zero byte of w ^ 0x7f..7f. */
+static inline bool
+word_has_ctl(uint64_t w)
+{
+	const uint64_t ones = 0x0101010101010101ull, tops = ones * 0x80;
+	uint64_t del = w ^ ones * 0x7f;
+
+	return (((w - ones * 0x20) & ~w) | ((del - ones) & ~del)) & tops;
+}
+
+static void
+blank_ctl_bytes(char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)p[i];
+
+		if (ch < 0x20 || ch == 0x7f)
+			p[i] = ' ';
+	}
+}
+
+/* Any control character of p blanked, eight bytes at a time: text is
+ * normally clean, so each word is tested and only a word that has one is
+ * gone through byte by byte. */
+static void
+blank_ctl(char *p, size_t n)
+{
+	size_t i;
+	uint64_t w;
+
+	if (n < 8) {
+		blank_ctl_bytes(p, n);
+		return;
+	}
+	for (i = 0; i + 8 <= n; i += 8) {
+		memcpy(&w, p + i, 8);
+		if (word_has_ctl(w))
+			blank_ctl_bytes(p + i, 8);
+	}
+	if (i < n) { /* the last eight bytes, overlapping what was done */
+		memcpy(&w, p + n - 8, 8);
+		if (word_has_ctl(w))
+			blank_ctl_bytes(p + n - 8, 8);
+	}
+}
+
 /* Lays one reply line at d (room bytes, at least 16, at most
  * SMTP_LINE_MAX); returns its length. Clipped, never overflowing. */
 static size_t
 line_format(char *d, size_t room, uint16_t code, char sep, const char *enh, const char *text,
 	    size_t tlen)
 {
+	uint32_t c = code, hundreds = c / 100u, tens = c / 10u;
 	size_t k, i;
 
-	/* "250-2.0.0 ": by hand, not snprintf, on every reply of the hot path. */
-	d[0] = (char)('0' + code / 100 % 10);
-	d[1] = (char)('0' + code / 10 % 10);
-	d[2] = (char)('0' + code % 10);
+	/* "250-2.0.0 ": by hand, not snprintf, on every reply of the hot path;
+	 * unsigned, so that the divisions by constants are multiplications. */
+	d[0] = (char)('0' + hundreds % 10u);
+	d[1] = (char)('0' + tens - hundreds * 10u);
+	d[2] = (char)('0' + c - tens * 10u);
 	d[3] = sep;
 	k = 4;
 	if (enh) {
@@ -261,17 +312,11 @@ line_format(char *d, size_t room, uint16_t code, char sep, const char *enh, cons
 		d[k++] = ' ';
 	}
 	/* Text from the control plane is clipped and kept to one line: copied
-	 * whole, then any control character blanked in place (a loop the
-	 * compiler can vectorise, unlike a byte-by-byte copy with a test). */
+	 * whole, then any control character blanked in place. */
 	if (tlen > room - 2 - k)
 		tlen = room - 2 - k;
 	memcpy(d + k, text, tlen);
-	for (i = 0; i < tlen; i++) {
-		unsigned char ch = (unsigned char)d[k + i];
-
-		if (ch < 0x20 || ch == 0x7f)
-			d[k + i] = ' ';
-	}
+	blank_ctl(d + k, tlen);
 	k += tlen;
 	d[k++] = '\r';
 	d[k++] = '\n';
