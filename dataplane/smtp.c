@@ -1476,7 +1476,21 @@ cmd_bytes(struct smtp_session *s, const uint8_t *p, uint32_t n)
 	const uint8_t *lf = memchr(p, '\n', n);
 	uint32_t m = lf != NULL ? (uint32_t)(lf - p) : n, i;
 	uint32_t max = s->max_cmd_line - 2;
+	uint32_t text = m > 0 && p[m - 1] == '\r' ? m - 1 : m;
 
+	/* The usual case, copied whole: no CR waiting from before and none in
+	 * the bytes but the one that may end them. */
+	if (!s->line_cr && memchr(p, '\r', text) == NULL) {
+		uint32_t room = max > s->line_len ? max - s->line_len : 0;
+		uint32_t k = text < room ? text : room;
+
+		memcpy(s->buf->line + s->line_len, p, k);
+		s->line_len += k;
+		if (k < text)
+			s->line_long = true; /* the rest is skipped on to the LF */
+		s->line_cr = text < m;
+		m = 0; /* all taken: nothing left for the loop below */
+	}
 	for (i = 0; i < m; i++) {
 		uint8_t ch = p[i];
 
@@ -1494,9 +1508,9 @@ cmd_bytes(struct smtp_session *s, const uint8_t *p, uint32_t n)
 			s->line_long = true; /* skip on to the LF */
 	}
 	if (lf == NULL)
-		return m;
+		return n;
 	line_done(s, !s->line_cr);
-	return m + 1;
+	return (uint32_t)(lf - p) + 1;
 }
 
 static uint32_t
