@@ -111,7 +111,6 @@ out(void *ctx, const struct tcp_out *o)
 	struct rte_ipv6_hdr *h = (struct rte_ipv6_hdr *)(g_out + ETH_LEN);
 	uint8_t *tcp = g_out + ETH_LEN + IP6_LEN;
 	uint32_t l4 = o->hdr_len + o->data_len[0] + o->data_len[1];
-	uint16_t ck;
 
 	(void)ctx;
 	memcpy(g_out, &o->link, 6);
@@ -130,8 +129,7 @@ out(void *ctx, const struct tcp_out *o)
 	h->hop_limits = 64;
 	memcpy(h->src_addr, o->saddr, 16);
 	memcpy(h->dst_addr, o->daddr, 16);
-	ck = rte_ipv6_udptcp_cksum(h, tcp);
-	memcpy(tcp + 16, &ck, 2);
+	pkt_tx_cksum((uint8_t *)h, true, tcp, l4, 0); /* no offloads, as net_ring */
 	client_take(&g_conns[g_cur], tcp, l4);
 	g_segs_out++;
 	return true;
