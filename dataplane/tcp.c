@@ -384,9 +384,11 @@ siphash24(const uint64_t k[2], const uint8_t *in, size_t n)
 	size_t i, full = n & ~(size_t)7;
 
 	for (i = 0; i < full; i += 8) {
-		m = 0;
-		for (int j = 7; j >= 0; j--)
-			m = (m << 8) | in[i + (size_t)j];
+		/* The little-endian word SipHash reads, in one load. */
+		memcpy(&m, in + i, 8);
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+		m = __builtin_bswap64(m);
+#endif
 		v3 ^= m;
 		SIPROUND;
 		SIPROUND;
