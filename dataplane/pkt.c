@@ -253,6 +253,17 @@ is_martian4(const uint8_t *a)
 
 /* ::1, ::/96, ::ffff:0:0/96 and ::ffff:0:0:0/96; :: itself is the caller's
  * to judge (it is valid for duplicate address detection). */
+/* ::, tested as two words rather than through memcmp on every frame. */
+static bool
+addr6_is_unspec(const uint8_t *a)
+{
+	uint64_t w0, w1;
+
+	memcpy(&w0, a, 8);
+	memcpy(&w1, a + 8, 8);
+	return (w0 | w1) == 0;
+}
+
 static bool
 is_martian6(const uint8_t *a)
 {
@@ -270,6 +281,8 @@ is_solicited_ours(const struct pkt_local *l, const uint8_t *a)
 {
 	uint8_t sn[16];
 
+	if (a[0] != 0xff) /* not multicast: the unicast frame's usual case */
+		return false;
 	if (l->has_ip6) {
 		pkt_solicited_node(l->ip6, sn);
 		if (memcmp(a, sn, 16) == 0)
@@ -436,7 +449,6 @@ static enum pkt_kind
 classify_ip6(const uint8_t *p, uint32_t len, uint32_t rx_flags, const struct pkt_local *l,
 	     struct pkt_info *info)
 {
-	static const uint8_t unspec[16];
 	const struct rte_ipv6_hdr *ip = (const struct rte_ipv6_hdr *)p;
 	uint32_t plen;
 	bool nd_dst, from_unspec;
@@ -451,7 +463,7 @@ classify_ip6(const uint8_t *p, uint32_t len, uint32_t rx_flags, const struct pkt
 	nd_dst = is_solicited_ours(l, ip->dst_addr);
 	if (!is_ours6(l, ip->dst_addr) && !nd_dst)
 		return drop(info, PKT_DROP_IP6_NOT_OURS);
-	from_unspec = memcmp(ip->src_addr, unspec, 16) == 0;
+	from_unspec = addr6_is_unspec(ip->src_addr);
 	if (ip->src_addr[0] == 0xff || (!nd_dst && from_unspec))
 		return drop(info, PKT_DROP_IP6_SRC);
 	if (!from_unspec && is_martian6(ip->src_addr))
