@@ -254,6 +254,28 @@ word_has_ctl(uint64_t w)
 	return (((w - ones * 0x20) & ~w) | ((del - ones) & ~del)) & tops;
 }
 
+/* True when p holds a control character: a word at a time, as blank_ctl(). */
+static bool
+has_ctl(const char *p, size_t n)
+{
+	size_t i;
+	uint64_t w;
+
+	if (n < 8) {
+		for (i = 0; i < n; i++)
+			if ((unsigned char)p[i] < 0x20 || p[i] == 0x7f)
+				return true;
+		return false;
+	}
+	for (i = 0; i + 8 <= n; i += 8) {
+		memcpy(&w, p + i, 8);
+		if (word_has_ctl(w))
+			return true;
+	}
+	memcpy(&w, p + n - 8, 8); /* the last eight bytes, overlapping */
+	return word_has_ctl(w);
+}
+
 static void
 blank_ctl_bytes(char *p, size_t n)
 {
@@ -1060,19 +1082,13 @@ ehlo_reply(struct smtp_session *s)
 static void
 do_helo(struct smtp_session *s, const struct smtp_cmd *cmd, char *arg, uint32_t len)
 {
-	uint32_t i;
-
 	if (len > SMTP_DOMAIN_MAX) {
 		reply(s, 501, "5.5.2", "Error: hostname too long");
 		return;
 	}
-	for (i = 0; i < len; i++) {
-		unsigned char ch = (unsigned char)arg[i];
-
-		if (ch < 0x20 || ch == 0x7f) {
-			reply(s, 501, "5.5.2", "Error: invalid hostname");
-			return;
-		}
+	if (has_ctl(arg, len)) {
+		reply(s, 501, "5.5.2", "Error: invalid hostname");
+		return;
 	}
 	/* RFC 5321 4.1.4: HELO/EHLO within a transaction acts as RSET. */
 	if (s->txn.active)
