@@ -260,7 +260,7 @@ PY
 echo "bench: instructions per refused session (callgrind, $insn_sessions sessions) ..." >&2
 insn_out=$(valgrind --tool=callgrind --callgrind-out-file=/dev/null \
 	--toggle-collect=pkt_classify --toggle-collect=tcp_input \
-	--toggle-collect=tcp_engine_tick --toggle-collect=client_take \
+	--toggle-collect=tcp_engine_tick '--toggle-collect=client_take*' \
 	"$build/tests/bench/bench_reject_insns" "$insn_sessions" 2>&1) ||
 	{ echo "bench: bench_reject_insns failed: $insn_out" >&2; exit 1; }
 insns=$(printf '%s\n' "$insn_out" | sed -n 's/.*Collected : *\([0-9][0-9]*\).*/\1/p')

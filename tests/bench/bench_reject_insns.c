@@ -8,8 +8,8 @@
  * hardware counters (perf_event_open's instructions event is "not
  * supported"), so scripts/bench.sh runs this program under callgrind,
  * collecting only inside the edge's entry points (pkt_classify,
- * tcp_input, tcp_engine_tick) and not inside client_take (the client
- * reading our segments), and divides by the sessions. The client's own
+ * tcp_input, tcp_engine_tick) and not inside client_take or a clone of it
+ * (the client reading our segments), and divides by the sessions. The client's own
  * frames and checksums and the setup are not counted.
  *
  * What one session runs here is what the worker runs for it, less DPDK's
@@ -84,7 +84,8 @@ wr32(uint8_t *p, uint32_t v)
 }
 
 /* What the client reads from a segment of ours. Not inlined: the count
- * leaves it out (--toggle-collect, see the head comment). */
+ * leaves it out (see the head comment; the toggle is a pattern, since GCC
+ * may call it through a clone named client_take.constprop.0). */
 static __attribute__((noinline)) void
 client_take(struct conn *c, const uint8_t *tcp, uint32_t len)
 {
