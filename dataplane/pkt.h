@@ -7,7 +7,9 @@
  * strictly (versions, lengths, checksums unless the NIC verified them) and
  * says what the frame is for, or why it is dropped. It works on a flat byte
  * buffer, not an mbuf, so the unit tests and fuzzers feed it crafted frames
- * without EAL.
+ * without EAL. The Internet checksums it verifies with are here too, with
+ * the TX path's: what a segment out leaves to the device's offloads and
+ * what is summed in software.
  */
 #ifndef SMTPEDGE_DATAPLANE_PKT_H
 #define SMTPEDGE_DATAPLANE_PKT_H
