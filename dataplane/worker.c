@@ -182,6 +182,7 @@ emit_tcp(void *arg, const struct tcp_out *o)
 	uint32_t l4 = o->hdr_len + o->data_len[0] + o->data_len[1];
 	struct rte_mbuf *m = rte_pktmbuf_alloc(w->pool);
 	uint8_t *p, *ip, *tcp;
+	uint64_t ol;
 
 	if (!m) {
 		w->st->c[DP_TX_NOMBUF]++;
@@ -232,8 +233,9 @@ emit_tcp(void *arg, const struct tcp_out *o)
 		h->hdr_checksum = 0;
 	}
 	/* In software, or the pseudo-header sum and flags for the device. */
-	m->ol_flags |= pkt_tx_cksum(ip, o->family == 6, tcp, l4, w->tx_offloads);
-	if (m->ol_flags != 0) {
+	ol = pkt_tx_cksum(ip, o->family == 6, tcp, l4, w->tx_offloads);
+	if (ol != 0) {
+		m->ol_flags |= ol;
 		m->l2_len = RTE_ETHER_HDR_LEN;
 		m->l3_len = l3;
 	}
