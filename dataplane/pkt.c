@@ -11,7 +11,8 @@
  * - VLAN tags, IPv4 fragments and options, and IPv6 extension headers are
  *   dropped. An SMTP edge needs none of them, and each is a classic way to
  *   smuggle data past a parser.
- * - Checksums are verified in software unless the NIC flagged them good.
+ * - Checksums are verified in software unless the NIC flagged them good,
+ *   by pkt_sum(): eight bytes a step, as the TX path sums what it sends.
  * - Ethernet padding after the IP packet is ignored, as it must be: a
  *   60-byte minimum frame often carries a shorter IP packet.
  * - Martian sources get no answer at all (no RST, no ARP, ND or echo
@@ -27,6 +28,7 @@
  *   0.0.0.0: that is an address probe (RFC 5227), answered so that the
  *   prober sees the address is taken.
  */
+#include <stddef.h>
 #include <string.h>
 
 #include <rte_arp.h>
@@ -34,6 +36,7 @@
 #include <rte_ether.h>
 #include <rte_icmp.h>
 #include <rte_ip.h>
+#include <rte_mbuf_core.h>
 #include <rte_tcp.h>
 
 #include "dataplane/pkt.h"
@@ -58,6 +61,147 @@ pkt_drop_name(enum pkt_drop d)
 {
 	return (unsigned)d < PKT_DROP__COUNT ? drop_names[d] : "?";
 }
+
+/* ------------------------------------------------------------ checksums */
+
+/* Adds b to a with the end-around carry: a ones' complement sum in 64 bits. */
+static inline uint64_t
+sum_add(uint64_t a, uint64_t b)
+{
+	a += b;
+	return a + (a < b);
+}
+
+/* pkt_sum(), inlined where the length is known (the pseudo-header's
+ * addresses), so that no loop or tail test is left there. */
+static inline __attribute__((always_inline)) uint64_t
+sum_bytes(const uint8_t *p, uint32_t len, uint64_t sum)
+{
+	uint64_t w0, w1, w2, w3, carry = 0;
+
+	/* Four words a turn, each carry out of the 64 bits counted. */
+	for (; len >= 32; p += 32, len -= 32) {
+		memcpy(&w0, p, 8);
+		memcpy(&w1, p + 8, 8);
+		memcpy(&w2, p + 16, 8);
+		memcpy(&w3, p + 24, 8);
+		sum += w0;
+		carry += sum < w0;
+		sum += w1;
+		carry += sum < w1;
+		sum += w2;
+		carry += sum < w2;
+		sum += w3;
+		carry += sum < w3;
+	}
+	for (; len >= 8; p += 8, len -= 8) {
+		memcpy(&w0, p, 8);
+		sum += w0;
+		carry += sum < w0;
+	}
+	/* The tail: each piece starts at an even offset, so it adds as the
+	 * 16-bit words it holds; a last odd byte is the high-order byte of
+	 * a word padded with zero (RFC 1071 4.1). */
+	w0 = 0;
+	if (len & 4) {
+		uint32_t v;
+
+		memcpy(&v, p, 4);
+		w0 += v;
+		p += 4;
+	}
+	if (len & 2) {
+		uint16_t v;
+
+		memcpy(&v, p, 2);
+		w0 += v;
+		p += 2;
+	}
+	if (len & 1) {
+		uint8_t pad[2] = { p[0], 0 };
+		uint16_t v;
+
+		memcpy(&v, pad, 2);
+		w0 += v;
+	}
+	return sum_add(sum_add(sum, w0), carry);
+}
+
+uint64_t
+pkt_sum(const void *p, uint32_t len, uint64_t sum)
+{
+	return sum_bytes(p, len, sum);
+}
+
+static inline uint16_t
+fold16(uint64_t sum)
+{
+	sum = (sum & 0xffffffffu) + (sum >> 32); /* < 2^33 */
+	sum = (sum & 0xffffffffu) + (sum >> 32); /* < 2^32 */
+	sum = (sum & 0xffffu) + (sum >> 16);     /* < 2^17 */
+	sum = (sum & 0xffffu) + (sum >> 16);
+	return (uint16_t)sum;
+}
+
+uint16_t
+pkt_sum_fold(uint64_t sum)
+{
+	return fold16(sum);
+}
+
+uint64_t
+pkt_phdr_sum(const uint8_t *l3, bool v6, uint8_t proto, uint32_t l4_len)
+{
+	/* Length and protocol as the big-endian words they are on the wire;
+	 * then the two addresses, which stand together in both headers. */
+	uint64_t sum = (uint64_t)rte_cpu_to_be_32(l4_len) + rte_cpu_to_be_32(proto);
+
+	if (v6)
+		return sum_bytes(l3 + offsetof(struct rte_ipv6_hdr, src_addr), 32, sum);
+	return sum_bytes(l3 + offsetof(struct rte_ipv4_hdr, src_addr), 8, sum);
+}
+
+uint16_t
+pkt_l4_cksum(const uint8_t *l3, bool v6, uint8_t proto, const uint8_t *l4, uint32_t l4_len)
+{
+	uint16_t c = (uint16_t)~fold16(sum_bytes(l4, l4_len, pkt_phdr_sum(l3, v6, proto, l4_len)));
+
+	return c == 0 ? 0xffff : c;
+}
+
+bool
+pkt_l4_cksum_ok(const uint8_t *l3, bool v6, uint8_t proto, const uint8_t *l4, uint32_t l4_len)
+{
+	return fold16(sum_bytes(l4, l4_len, pkt_phdr_sum(l3, v6, proto, l4_len))) == 0xffff;
+}
+
+uint64_t
+pkt_tx_cksum(uint8_t *l3, bool v6, uint8_t *l4, uint32_t l4_len, uint32_t tx_offloads)
+{
+	uint64_t fl = 0;
+	uint16_t c;
+
+	if (!v6) {
+		if (tx_offloads & PKT_TX_IP4_CKSUM) {
+			fl |= RTE_MBUF_F_TX_IP_CKSUM;
+		} else {
+			c = (uint16_t)~fold16(sum_bytes(l3, sizeof(struct rte_ipv4_hdr), 0));
+			memcpy(l3 + offsetof(struct rte_ipv4_hdr, hdr_checksum), &c, 2);
+		}
+	}
+	if (tx_offloads & PKT_TX_TCP_CKSUM) {
+		fl |= RTE_MBUF_F_TX_TCP_CKSUM;
+		c = fold16(pkt_phdr_sum(l3, v6, IPPROTO_TCP, l4_len));
+	} else {
+		c = pkt_l4_cksum(l3, v6, IPPROTO_TCP, l4, l4_len);
+	}
+	memcpy(l4 + offsetof(struct rte_tcp_hdr, cksum), &c, 2);
+	if (fl != 0)
+		fl |= v6 ? RTE_MBUF_F_TX_IPV6 : RTE_MBUF_F_TX_IPV4;
+	return fl;
+}
+
+/* ---------------------------------------------------------- classifying */
 
 void
 pkt_solicited_node(const uint8_t addr[16], uint8_t out[16])
@@ -109,6 +253,17 @@ is_martian4(const uint8_t *a)
 
 /* ::1, ::/96, ::ffff:0:0/96 and ::ffff:0:0:0/96; :: itself is the caller's
  * to judge (it is valid for duplicate address detection). */
+/* ::, tested as two words rather than through memcmp on every frame. */
+static bool
+addr6_is_unspec(const uint8_t *a)
+{
+	uint64_t w0, w1;
+
+	memcpy(&w0, a, 8);
+	memcpy(&w1, a + 8, 8);
+	return (w0 | w1) == 0;
+}
+
 static bool
 is_martian6(const uint8_t *a)
 {
@@ -126,6 +281,8 @@ is_solicited_ours(const struct pkt_local *l, const uint8_t *a)
 {
 	uint8_t sn[16];
 
+	if (a[0] != 0xff) /* not multicast: the unicast frame's usual case */
+		return false;
 	if (l->has_ip6) {
 		pkt_solicited_node(l->ip6, sn);
 		if (memcmp(a, sn, 16) == 0)
@@ -172,7 +329,7 @@ classify_icmp4(const uint8_t *p, uint32_t len, uint32_t rx_flags, struct pkt_inf
 
 	if (len < sizeof(*icmp))
 		return drop(info, PKT_DROP_ICMP_HDR);
-	if (!(rx_flags & PKT_RX_L4_CKSUM_GOOD) && rte_raw_cksum(p, len) != 0xffff)
+	if (!(rx_flags & PKT_RX_L4_CKSUM_GOOD) && pkt_sum_fold(pkt_sum(p, len, 0)) != 0xffff)
 		return drop(info, PKT_DROP_ICMP_CKSUM);
 	if (icmp->icmp_type != RTE_IP_ICMP_ECHO_REQUEST || icmp->icmp_code != 0)
 		return drop(info, PKT_DROP_ICMP_TYPE);
@@ -186,19 +343,14 @@ classify_tcp(const uint8_t *l3, const uint8_t *p, uint32_t len, bool v6, uint32_
 {
 	const struct rte_tcp_hdr *tcp = (const struct rte_tcp_hdr *)p;
 	uint32_t doff;
-	int bad;
 
 	if (len < sizeof(*tcp))
 		return drop(info, PKT_DROP_TCP_HDR);
 	doff = (uint32_t)(tcp->data_off >> 4) * 4;
 	if (doff < sizeof(*tcp) || doff > len)
 		return drop(info, PKT_DROP_TCP_HDR);
-	if (!(rx_flags & PKT_RX_L4_CKSUM_GOOD)) {
-		bad = v6 ? rte_ipv6_udptcp_cksum_verify((const struct rte_ipv6_hdr *)l3, p) :
-			   rte_ipv4_udptcp_cksum_verify((const struct rte_ipv4_hdr *)l3, p);
-		if (bad)
-			return drop(info, PKT_DROP_TCP_CKSUM);
-	}
+	if (!(rx_flags & PKT_RX_L4_CKSUM_GOOD) && !pkt_l4_cksum_ok(l3, v6, IPPROTO_TCP, p, len))
+		return drop(info, PKT_DROP_TCP_CKSUM);
 	info->kind = v6 ? PKT_KIND_TCP6 : PKT_KIND_TCP4;
 	return info->kind;
 }
@@ -218,7 +370,7 @@ classify_ip4(const uint8_t *p, uint32_t len, uint32_t rx_flags, const struct pkt
 		return drop(info, PKT_DROP_IP4_HDR);
 	if (tlen > l->mtu)
 		return drop(info, PKT_DROP_OVERSIZE);
-	if (!(rx_flags & PKT_RX_IP_CKSUM_GOOD) && rte_raw_cksum(p, hlen) != 0xffff)
+	if (!(rx_flags & PKT_RX_IP_CKSUM_GOOD) && pkt_sum_fold(pkt_sum(p, hlen, 0)) != 0xffff)
 		return drop(info, PKT_DROP_IP4_CKSUM);
 	if (hlen != sizeof(*ip))
 		return drop(info, PKT_DROP_IP4_OPTIONS);
@@ -277,7 +429,8 @@ classify_icmp6(const struct rte_ipv6_hdr *ip, const uint8_t *p, uint32_t len, ui
 {
 	if (len < 4)
 		return drop(info, PKT_DROP_ICMP_HDR);
-	if (!(rx_flags & PKT_RX_L4_CKSUM_GOOD) && rte_ipv6_udptcp_cksum_verify(ip, p) != 0)
+	if (!(rx_flags & PKT_RX_L4_CKSUM_GOOD) &&
+	    !pkt_l4_cksum_ok((const uint8_t *)ip, true, IPPROTO_ICMPV6, p, len))
 		return drop(info, PKT_DROP_ICMP6_CKSUM);
 	switch (p[0]) {
 	case ICMP6_ND_SOLICIT: return classify_ns(ip, p, len, l, info);
@@ -296,7 +449,6 @@ static enum pkt_kind
 classify_ip6(const uint8_t *p, uint32_t len, uint32_t rx_flags, const struct pkt_local *l,
 	     struct pkt_info *info)
 {
-	static const uint8_t unspec[16];
 	const struct rte_ipv6_hdr *ip = (const struct rte_ipv6_hdr *)p;
 	uint32_t plen;
 	bool nd_dst, from_unspec;
@@ -311,7 +463,7 @@ classify_ip6(const uint8_t *p, uint32_t len, uint32_t rx_flags, const struct pkt
 	nd_dst = is_solicited_ours(l, ip->dst_addr);
 	if (!is_ours6(l, ip->dst_addr) && !nd_dst)
 		return drop(info, PKT_DROP_IP6_NOT_OURS);
-	from_unspec = memcmp(ip->src_addr, unspec, 16) == 0;
+	from_unspec = addr6_is_unspec(ip->src_addr);
 	if (ip->src_addr[0] == 0xff || (!nd_dst && from_unspec))
 		return drop(info, PKT_DROP_IP6_SRC);
 	if (!from_unspec && is_martian6(ip->src_addr))

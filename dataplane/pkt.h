@@ -7,7 +7,9 @@
  * strictly (versions, lengths, checksums unless the NIC verified them) and
  * says what the frame is for, or why it is dropped. It works on a flat byte
  * buffer, not an mbuf, so the unit tests and fuzzers feed it crafted frames
- * without EAL.
+ * without EAL. The Internet checksums it verifies with are here too, with
+ * the TX path's: what a segment out leaves to the device's offloads and
+ * what is summed in software.
  */
 #ifndef SMTPEDGE_DATAPLANE_PKT_H
 #define SMTPEDGE_DATAPLANE_PKT_H
@@ -99,5 +101,44 @@ enum pkt_kind pkt_classify(const uint8_t *frame, uint32_t len, uint32_t rx_flags
 			   const struct pkt_local *local, struct pkt_info *info);
 
 const char *pkt_drop_name(enum pkt_drop d);
+
+/*
+ * Internet checksums (RFC 1071), summed eight bytes at a time into 64 bits
+ * with the carries counted apart (2^64 = 1 in ones' complement arithmetic
+ * over 16-bit words), so a sum is a handful of instructions per word, not
+ * per byte, at any alignment.
+ *
+ * pkt_sum() adds len bytes to a partial sum; a partial sum may be carried
+ * on into the next block only when every block before it has an even
+ * length. pkt_sum_fold() folds a partial sum to 16 bits (not complemented).
+ */
+uint64_t pkt_sum(const void *p, uint32_t len, uint64_t sum);
+uint16_t pkt_sum_fold(uint64_t sum);
+/* The pseudo-header's partial sum (RFC 9293 3.1, RFC 8200 8.1) for l4_len
+ * bytes of TCP (proto) under the IPv4 or IPv6 header at l3. */
+uint64_t pkt_phdr_sum(const uint8_t *l3, bool v6, uint8_t proto, uint32_t l4_len);
+/* The checksum to write into the L4 header at l4 (its checksum field 0),
+ * complemented, 0 sent as 0xffff. */
+uint16_t pkt_l4_cksum(const uint8_t *l3, bool v6, uint8_t proto, const uint8_t *l4,
+		      uint32_t l4_len);
+/* True when the L4 segment's checksum (field included) is right. */
+bool pkt_l4_cksum_ok(const uint8_t *l3, bool v6, uint8_t proto, const uint8_t *l4, uint32_t l4_len);
+
+/* Checksum offloads the port's TX queues were set up with. */
+enum {
+	PKT_TX_IP4_CKSUM = 1u << 0,
+	PKT_TX_TCP_CKSUM = 1u << 1,
+};
+
+/*
+ * The checksums of an outgoing TCP segment, its checksum field 0: l3 is
+ * its IPv4 header (checksum field 0) or IPv6 header, l4 the TCP header
+ * and payload. What tx_offloads names is left to the device, with the
+ * field it expects (the IPv4 header's 0; TCP's the pseudo-header sum, not
+ * complemented); the rest is done here. Returns the mbuf ol_flags
+ * (RTE_MBUF_F_TX_*) that ask the device for its part, 0 when it has none;
+ * with any, the caller also sets the mbuf's l2_len and l3_len.
+ */
+uint64_t pkt_tx_cksum(uint8_t *l3, bool v6, uint8_t *l4, uint32_t l4_len, uint32_t tx_offloads);
 
 #endif

@@ -245,18 +245,91 @@ out_free(const struct smtp_session *s)
 	return SMTP_OUT_CAP - (s->out_len - s->out_off);
 }
 
+/* True when one of the eight bytes of w is a control character (below
+ * 0x20, or 0x7f). Exact: a byte below 0x20 borrows into its own top bit
+ * only, and ~w leaves out bytes whose top bit was set already; 0x7f is the
+ * zero byte of w ^ 0x7f..7f. */
+static inline bool
+word_has_ctl(uint64_t w)
+{
+	const uint64_t ones = 0x0101010101010101ull, tops = ones * 0x80;
+	uint64_t del = w ^ ones * 0x7f;
+
+	return (((w - ones * 0x20) & ~w) | ((del - ones) & ~del)) & tops;
+}
+
+/* True when p holds a control character: a word at a time, as blank_ctl(). */
+static bool
+has_ctl(const char *p, size_t n)
+{
+	size_t i;
+	uint64_t w;
+
+	if (n < 8) {
+		for (i = 0; i < n; i++)
+			if ((unsigned char)p[i] < 0x20 || p[i] == 0x7f)
+				return true;
+		return false;
+	}
+	for (i = 0; i + 8 <= n; i += 8) {
+		memcpy(&w, p + i, 8);
+		if (word_has_ctl(w))
+			return true;
+	}
+	memcpy(&w, p + n - 8, 8); /* the last eight bytes, overlapping */
+	return word_has_ctl(w);
+}
+
+static void
+blank_ctl_bytes(char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)p[i];
+
+		if (ch < 0x20 || ch == 0x7f)
+			p[i] = ' ';
+	}
+}
+
+/* Any control character of p blanked, eight bytes at a time: text is
+ * normally clean, so each word is tested and only a word that has one is
+ * gone through byte by byte. */
+static void
+blank_ctl(char *p, size_t n)
+{
+	size_t i;
+	uint64_t w;
+
+	if (n < 8) {
+		blank_ctl_bytes(p, n);
+		return;
+	}
+	for (i = 0; i + 8 <= n; i += 8) {
+		memcpy(&w, p + i, 8);
+		if (word_has_ctl(w))
+			blank_ctl_bytes(p + i, 8);
+	}
+	if (i < n) { /* the last eight bytes, overlapping what was done */
+		memcpy(&w, p + n - 8, 8);
+		if (word_has_ctl(w))
+			blank_ctl_bytes(p + n - 8, 8);
+	}
+}
+
 /* Lays one reply line at d (room bytes, at least 16, at most
  * SMTP_LINE_MAX); returns its length. Clipped, never overflowing. */
 static size_t
 line_format(char *d, size_t room, uint16_t code, char sep, const char *enh, const char *text,
 	    size_t tlen)
 {
+	uint32_t c = code, hundreds = c / 100u, tens = c / 10u;
 	size_t k, i;
 
-	/* "250-2.0.0 ": by hand, not snprintf, on every reply of the hot path. */
-	d[0] = (char)('0' + code / 100 % 10);
-	d[1] = (char)('0' + code / 10 % 10);
-	d[2] = (char)('0' + code % 10);
+	/* "250-2.0.0 ": by hand, not snprintf, on every reply of the hot path;
+	 * unsigned, so that the divisions by constants are multiplications. */
+	d[0] = (char)('0' + hundreds % 10u);
+	d[1] = (char)('0' + tens - hundreds * 10u);
+	d[2] = (char)('0' + c - tens * 10u);
 	d[3] = sep;
 	k = 4;
 	if (enh) {
@@ -265,17 +338,11 @@ line_format(char *d, size_t room, uint16_t code, char sep, const char *enh, cons
 		d[k++] = ' ';
 	}
 	/* Text from the control plane is clipped and kept to one line: copied
-	 * whole, then any control character blanked in place (a loop the
-	 * compiler can vectorise, unlike a byte-by-byte copy with a test). */
+	 * whole, then any control character blanked in place. */
 	if (tlen > room - 2 - k)
 		tlen = room - 2 - k;
 	memcpy(d + k, text, tlen);
-	for (i = 0; i < tlen; i++) {
-		unsigned char ch = (unsigned char)d[k + i];
-
-		if (ch < 0x20 || ch == 0x7f)
-			d[k + i] = ' ';
-	}
+	blank_ctl(d + k, tlen);
 	k += tlen;
 	d[k++] = '\r';
 	d[k++] = '\n';
@@ -301,6 +368,22 @@ out_line(struct smtp_session *s, uint16_t code, char sep, const char *enh, const
 		room = SMTP_LINE_MAX;
 	s->out_len += (uint32_t)line_format(
 		s->buf->out + s->out_len, room, code, sep, enh, text, tlen);
+}
+
+/* Appends bytes of our own making, whole lines, to the queued output (the
+ * buffer is attached; a command runs only with SMTP_REPLY_ROOM free). */
+static void
+out_bytes(struct smtp_session *s, const char *p, size_t n)
+{
+	if (s->out_off > 0 && SMTP_OUT_CAP - s->out_len < n) {
+		memmove(s->buf->out, s->buf->out + s->out_off, s->out_len - s->out_off);
+		s->out_len -= s->out_off;
+		s->out_off = 0;
+	}
+	if (SMTP_OUT_CAP - s->out_len < n)
+		return;
+	memcpy(s->buf->out + s->out_len, p, n);
+	s->out_len += (uint32_t)n;
 }
 
 static void
@@ -869,9 +952,11 @@ verdict_data_end(struct smtp_session *s, uint16_t code, const char *enh, const c
 
 /* -------------------------------------------------------------- commands */
 
+#define CMD_VERB_MAX 8 /* STARTTLS, the longest verb */
+
 struct smtp_cmd {
-	const char *verb;
-	uint16_t states; /* bit per enum smtp_state allowed */
+	char verb[CMD_VERB_MAX + 1]; /* upper case, zero-padded: read as one word */
+	uint16_t states;             /* bit per enum smtp_state allowed */
 	uint8_t flags;
 	void (*fn)(struct smtp_session *s, const struct smtp_cmd *cmd, char *arg, uint32_t len);
 	const char *syntax;   /* for 501 5.5.4 */
@@ -940,11 +1025,37 @@ seq_refusal(const struct smtp_session *s, const struct smtp_cmd *cmd)
 	return cmd->seq_idle != NULL ? cmd->seq_idle : "Error: bad sequence";
 }
 
+/*
+ * The verb as the table holds it: upper case, zero-padded to one 64-bit
+ * word, so the lookup compares one word per row, with no string
+ * function on the path of every command. Clearing bit 0x20 folds a-z to A-Z and turns no
+ * other byte into a letter, so only a verb that differs from a row in
+ * letter case alone can match it. 0 (never a row) for a verb longer than any
+ * or holding a byte that folds to 0 (NUL), which would read as padding.
+ */
+static uint64_t
+verb_key(const char *p, uint32_t n)
+{
+	char w[CMD_VERB_MAX] = { 0 };
+	uint64_t k;
+
+	if (n == 0 || n > CMD_VERB_MAX)
+		return 0;
+	for (uint32_t i = 0; i < n; i++) {
+		w[i] = (char)(p[i] & ~0x20);
+		if (w[i] == 0)
+			return 0;
+	}
+	memcpy(&k, w, sizeof(k));
+	return k;
+}
+
 static void
 dispatch(struct smtp_session *s, char *line, uint32_t len)
 {
 	const struct smtp_cmd *cmd = NULL;
 	uint32_t vlen = 0, a, i;
+	uint64_t key;
 	const char *why;
 
 	while (vlen < len && line[vlen] != ' ')
@@ -954,9 +1065,12 @@ dispatch(struct smtp_session *s, char *line, uint32_t len)
 	while (len > a && line[len - 1] == ' ')
 		len--;
 	line[len] = '\0';
-	for (i = 0; i < sizeof(smtp_cmds) / sizeof(smtp_cmds[0]); i++) {
-		if (strlen(smtp_cmds[i].verb) == vlen &&
-		    strncasecmp(smtp_cmds[i].verb, line, vlen) == 0) {
+	key = verb_key(line, vlen);
+	for (i = 0; key != 0 && i < sizeof(smtp_cmds) / sizeof(smtp_cmds[0]); i++) {
+		uint64_t k;
+
+		memcpy(&k, smtp_cmds[i].verb, sizeof(k));
+		if (k == key) {
 			cmd = &smtp_cmds[i];
 			break;
 		}
@@ -987,56 +1101,50 @@ dispatch(struct smtp_session *s, char *line, uint32_t len)
 	cmd->fn(s, cmd, line + a, len - a);
 }
 
-/* RFC 5321 4.1.1.1: the hostname, then one extension per line; STARTTLS
+/*
+ * RFC 5321 4.1.1.1: the hostname, then one extension per line; STARTTLS
  * while the session is not in TLS and a certificate is configured; no AUTH
- * (an MX takes no logins). */
+ * (an MX takes no logins). The extension lines are ours and fixed but for
+ * SIZE's number, so they are copied as one block rather than formatted line
+ * by line: the EHLO reply is on every session's path.
+ */
 static void
 ehlo_reply(struct smtp_session *s)
 {
-	static const char *const extensions[] = {
-		"PIPELINING", "SIZE",     "8BITMIME", "ENHANCEDSTATUSCODES",
-		"SMTPUTF8",   "CHUNKING", "STARTTLS",
-	};
-	const size_t n = sizeof(extensions) / sizeof(extensions[0]) -
-			 (s->params->tls_offer && !s->tls ? 0 : 1);
-	char size[sizeof("SIZE ") + 20], digits[20];
-	size_t i, k = 0, m = 0;
+	static const char head[] = "250-PIPELINING\r\n250-SIZE ";
+	static const char tail[] = "\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n"
+				   "250 CHUNKING\r\n";
+	static const char tail_tls[] = "\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n"
+				       "250-SMTPUTF8\r\n250-CHUNKING\r\n250 STARTTLS\r\n";
+	char block[sizeof(head) - 1 + 20 + sizeof(tail_tls) - 1], digits[20];
+	bool tls = s->params->tls_offer && !s->tls;
+	size_t k = sizeof(head) - 1, m = 0;
 	uint64_t v = s->max_msg;
 
-	/* "SIZE n" by hand: the EHLO reply is on every session's path. */
-	memcpy(size, "SIZE ", 5);
+	memcpy(block, head, k);
 	do {
 		digits[m++] = (char)('0' + v % 10);
 		v /= 10;
 	} while (v > 0);
 	while (m > 0)
-		size[5 + k++] = digits[--m];
+		block[k++] = digits[--m];
+	memcpy(block + k, tls ? tail_tls : tail, tls ? sizeof(tail_tls) - 1 : sizeof(tail) - 1);
+	k += tls ? sizeof(tail_tls) - 1 : sizeof(tail) - 1;
 	out_line(s, 250, '-', NULL, s->params->hostname, strlen(s->params->hostname));
-	for (i = 0; i < n; i++) {
-		bool is_size = strcmp(extensions[i], "SIZE") == 0;
-
-		out_line(s, 250, i + 1 < n ? '-' : ' ', NULL, is_size ? size : extensions[i],
-			 is_size ? 5 + k : strlen(extensions[i]));
-	}
+	out_bytes(s, block, k);
 	log_reply(s, 250);
 }
 
 static void
 do_helo(struct smtp_session *s, const struct smtp_cmd *cmd, char *arg, uint32_t len)
 {
-	uint32_t i;
-
 	if (len > SMTP_DOMAIN_MAX) {
 		reply(s, 501, "5.5.2", "Error: hostname too long");
 		return;
 	}
-	for (i = 0; i < len; i++) {
-		unsigned char ch = (unsigned char)arg[i];
-
-		if (ch < 0x20 || ch == 0x7f) {
-			reply(s, 501, "5.5.2", "Error: invalid hostname");
-			return;
-		}
+	if (has_ctl(arg, len)) {
+		reply(s, 501, "5.5.2", "Error: invalid hostname");
+		return;
 	}
 	/* RFC 5321 4.1.4: HELO/EHLO within a transaction acts as RSET. */
 	if (s->txn.active)
@@ -1461,7 +1569,21 @@ cmd_bytes(struct smtp_session *s, const uint8_t *p, uint32_t n)
 	const uint8_t *lf = memchr(p, '\n', n);
 	uint32_t m = lf != NULL ? (uint32_t)(lf - p) : n, i;
 	uint32_t max = s->max_cmd_line - 2;
+	uint32_t text = m > 0 && p[m - 1] == '\r' ? m - 1 : m;
 
+	/* The usual case, copied whole: no CR waiting from before and none in
+	 * the bytes but the one that may end them. */
+	if (!s->line_cr && memchr(p, '\r', text) == NULL) {
+		uint32_t room = max > s->line_len ? max - s->line_len : 0;
+		uint32_t k = text < room ? text : room;
+
+		memcpy(s->buf->line + s->line_len, p, k);
+		s->line_len += k;
+		if (k < text)
+			s->line_long = true; /* the rest is skipped on to the LF */
+		s->line_cr = text < m;
+		m = 0; /* all taken: nothing left for the loop below */
+	}
 	for (i = 0; i < m; i++) {
 		uint8_t ch = p[i];
 
@@ -1479,9 +1601,9 @@ cmd_bytes(struct smtp_session *s, const uint8_t *p, uint32_t n)
 			s->line_long = true; /* skip on to the LF */
 	}
 	if (lf == NULL)
-		return m;
+		return n;
 	line_done(s, !s->line_cr);
-	return m + 1;
+	return (uint32_t)(lf - p) + 1;
 }
 
 static uint32_t

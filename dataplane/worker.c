@@ -30,8 +30,8 @@
 
 struct worker {
 	uint16_t port_id, queue;
-	uint32_t rx_trust; /* PKT_RX_* flags the NIC can set */
-	bool tx_ip_cksum, tx_tcp_cksum;
+	uint32_t rx_trust;    /* PKT_RX_* flags the NIC can set */
+	uint32_t tx_offloads; /* PKT_TX_* the port's TX queues do */
 	uint16_t ip4_id;
 	struct pkt_local local;
 	struct rte_mempool *pool;
@@ -86,8 +86,10 @@ worker_create(const struct worker_params *p)
 		w->rx_trust |= PKT_RX_IP_CKSUM_GOOD;
 	if (p->port->rx_l4_cksum)
 		w->rx_trust |= PKT_RX_L4_CKSUM_GOOD;
-	w->tx_ip_cksum = p->port->tx_ip_cksum;
-	w->tx_tcp_cksum = p->port->tx_tcp_cksum;
+	if (p->port->tx_ip_cksum)
+		w->tx_offloads |= PKT_TX_IP4_CKSUM;
+	if (p->port->tx_tcp_cksum)
+		w->tx_offloads |= PKT_TX_TCP_CKSUM;
 	faults_init(&w->rx_faults, f->rx_drop, f->rx_dup, f->rx_reorder,
 		    (uint64_t)f->seed * 2 + p->queue, w->pool);
 	faults_init(&w->tx_faults, f->tx_drop, f->tx_dup, f->tx_reorder,
@@ -180,7 +182,7 @@ emit_tcp(void *arg, const struct tcp_out *o)
 	uint32_t l4 = o->hdr_len + o->data_len[0] + o->data_len[1];
 	struct rte_mbuf *m = rte_pktmbuf_alloc(w->pool);
 	uint8_t *p, *ip, *tcp;
-	uint16_t ck;
+	uint64_t ol;
 
 	if (!m) {
 		w->st->c[DP_TX_NOMBUF]++;
@@ -214,7 +216,6 @@ emit_tcp(void *arg, const struct tcp_out *o)
 		h->hop_limits = 64;
 		memcpy(h->src_addr, o->saddr, 16);
 		memcpy(h->dst_addr, o->daddr, 16);
-		ck = rte_ipv6_udptcp_cksum(h, tcp);
 	} else {
 		struct rte_ipv4_hdr *h = (struct rte_ipv4_hdr *)ip;
 
@@ -230,10 +231,14 @@ emit_tcp(void *arg, const struct tcp_out *o)
 		memcpy(&h->src_addr, o->saddr, 4);
 		memcpy(&h->dst_addr, o->daddr, 4);
 		h->hdr_checksum = 0;
-		h->hdr_checksum = rte_ipv4_cksum(h);
-		ck = rte_ipv4_udptcp_cksum(h, tcp);
 	}
-	memcpy(tcp + 16, &ck, 2);
+	/* In software, or the pseudo-header sum and flags for the device. */
+	ol = pkt_tx_cksum(ip, o->family == 6, tcp, l4, w->tx_offloads);
+	if (ol != 0) {
+		m->ol_flags |= ol;
+		m->l2_len = RTE_ETHER_HDR_LEN;
+		m->l3_len = l3;
+	}
 	tx_queue(w, m);
 	return true;
 }

@@ -31,13 +31,20 @@
 # prints a table, writes build-bench/bench.json and build-bench/bench.png,
 # and names the JSON file on its last line. The whole run takes a few
 # minutes; --quick shortens every phase (for trying the script).
+#
+#   scripts/bench.sh --reject-only
+#
+# runs the reject path alone: 1's five reject runs and 1c's instruction
+# count, into build-bench/bench-reject.json (named on the last line), with
+# the load average before and after, since the machine may be shared.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 export LAB_ID=${LAB_ID:-3}
 build=$root/build-bench
-quick=no
+quick=no reject_only=no
 [ "${1:-}" = "--quick" ] && quick=yes
+[ "${1:-}" = "--reject-only" ] && reject_only=yes
 
 secs=5 msgs=3000 idle=1000000 reject_conc=256 accept_conc=64 tls_msgs=600 reject_runs=5
 insn_sessions=3000 idle_flows=1048576 idle_memory_mb=2600 idle_eal_mb=2816
@@ -61,12 +68,29 @@ LAB_ID=$LAB_ID bash "$here/lab.sh" up >/dev/null
 dnsdelay_pid=
 cleanup() {
 	[ -z "$dnsdelay_pid" ] || kill "$dnsdelay_pid" 2>/dev/null || true
-	rm -rf /dev/shm/smtpedge-bench-spool "$build/bench-accept-spool"
+	rm -rf "/dev/shm/smtpedge-bench-spool$LAB_ID" "$build/bench-accept-spool"
 	if [ $lab_was_up = no ]; then
 		LAB_ID=$LAB_ID bash "$here/lab.sh" down >/dev/null 2>&1 || true
 	fi
 }
 trap cleanup EXIT
+
+# ---- 1c. instructions per refused session (run below, or alone) ----------------
+# Counted only inside the edge's entry points (the client's frames and the
+# set-up are not), so the figure is the same on a loaded machine and an idle
+# one: a change's effect shows in one run.
+count_insns() {
+	echo "bench: instructions per refused session (callgrind, $insn_sessions sessions) ..." >&2
+	insn_out=$(valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+		--toggle-collect=pkt_classify --toggle-collect=tcp_input \
+		--toggle-collect=tcp_engine_tick '--toggle-collect=client_take*' \
+		"$build/tests/bench/bench_reject_insns" "$insn_sessions" 2>&1) ||
+		{ echo "bench: bench_reject_insns failed: $insn_out" >&2; exit 1; }
+	insns=$(printf '%s\n' "$insn_out" | sed -n 's/.*Collected : *\([0-9][0-9]*\).*/\1/p')
+	[ -n "$insns" ] || { echo "bench: callgrind printed no count: $insn_out" >&2; exit 1; }
+	printf '{"instructions_per_reject_session": %d, "instructions_sessions": %d, "instructions_total": %d}\n' \
+		$((insns / insn_sessions)) "$insn_sessions" "$insns" > "$build/bench-insns.json"
+}
 
 # ---- 1. in-process ----------------------------------------------------------
 conf=$build/bench-inproc.conf
@@ -82,7 +106,7 @@ server = 127.0.0.1@$LAB_DNS_PORT
 accept = example.net example.org
 [relay]
 ; tmpfs: the benchmark measures smtpedge, not the disk's fsync
-spool = /dev/shm/smtpedge-bench-spool
+spool = /dev/shm/smtpedge-bench-spool$LAB_ID
 [dataplane]
 mbufs = 32767
 flows = 16384
@@ -91,6 +115,30 @@ body_budget_mb = 64
 file = $LAB_DIR/bench-inproc.log
 level = notice
 CONF
+if [ $reject_only = yes ]; then
+	load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+	echo "bench: the reject path alone, $reject_runs runs of ${secs}s ..." >&2
+	out=$(ip netns exec "$LAB_EDGE_NS" "$build/tests/bench/bench_inproc" \
+		-l 0-1 --no-huge -m 1536 --no-pci --no-telemetry \
+		--file-prefix "smtpedge-inproc$LAB_ID" -- --config "$conf" \
+		--reject $reject_conc --repeat $reject_runs --accept 0 --idle 0 --secs $secs \
+		2> "$build/bench-reject.stderr")
+	grep -v '^EAL:' "$build/bench-reject.stderr" >&2 || true
+	j=$(printf '%s\n' "$out" | sed -n 's/^BENCH_JSON //p')
+	[ -n "$j" ] || { echo "bench: bench_inproc printed no result" >&2; exit 1; }
+	count_insns
+	load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+	/usr/bin/python3 - "$j" "$build/bench-insns.json" "$load_before" "$load_after" \
+		> "$build/bench-reject.json" <<'PY'
+import json, sys
+r = json.loads(sys.argv[1])
+r.update(json.load(open(sys.argv[2])))
+r["loadavg_before"], r["loadavg_after"] = sys.argv[3], sys.argv[4]
+print(json.dumps(r))
+PY
+	echo "$build/bench-reject.json"
+	exit 0
+fi
 echo "bench: in-process runs (${secs}s each) ..." >&2
 inproc_out=$(ip netns exec "$LAB_EDGE_NS" "$build/tests/bench/bench_inproc" \
 	-l 0-1 --no-huge -m 1536 --no-pci --no-telemetry \
@@ -254,19 +302,7 @@ print(json.dumps(tls))
 PY
 
 # ---- 1c. instructions per refused session ------------------------------------
-# Counted only inside the edge's entry points (the client's frames and the
-# set-up are not), so the figure is the same on a loaded machine and an idle
-# one: a change's effect shows in one run.
-echo "bench: instructions per refused session (callgrind, $insn_sessions sessions) ..." >&2
-insn_out=$(valgrind --tool=callgrind --callgrind-out-file=/dev/null \
-	--toggle-collect=pkt_classify --toggle-collect=tcp_input \
-	--toggle-collect=tcp_engine_tick --toggle-collect=client_take \
-	"$build/tests/bench/bench_reject_insns" "$insn_sessions" 2>&1) ||
-	{ echo "bench: bench_reject_insns failed: $insn_out" >&2; exit 1; }
-insns=$(printf '%s\n' "$insn_out" | sed -n 's/.*Collected : *\([0-9][0-9]*\).*/\1/p')
-[ -n "$insns" ] || { echo "bench: callgrind printed no count: $insn_out" >&2; exit 1; }
-printf '{"instructions_per_reject_session": %d, "instructions_sessions": %d, "instructions_total": %d}\n' \
-	$((insns / insn_sessions)) "$insn_sessions" "$insns" > "$build/bench-insns.json"
+count_insns
 
 # ---- 2. side by side -----------------------------------------------------------
 echo "bench: side by side with Postfix ($msgs sessions per point) ..." >&2

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /*
  * tests/smtp/smtp_unit.c — table-driven unit tests of the SMTP path parser
- * (smtp_addr.c) and the body scanner (smtp_body.c).
+ * (smtp_addr.c), the body scanner (smtp_body.c) and the EHLO reply.
  *
  * Each row names an input, the flags it is parsed with, and what must come
  * out: the result, the mailbox and the domain the engine will hand to the
@@ -293,11 +293,116 @@ body_tests(void)
 	}
 }
 
+/* ------------------------------------------------------------ EHLO */
+
+static char ehlo_out[4096];
+static size_t ehlo_len;
+
+static uint32_t
+e_write(void *ctx, const void *p, uint32_t n)
+{
+	(void)ctx;
+	if (n > sizeof(ehlo_out) - 1 - ehlo_len)
+		n = (uint32_t)(sizeof(ehlo_out) - 1 - ehlo_len);
+	memcpy(ehlo_out + ehlo_len, p, n);
+	ehlo_len += n;
+	ehlo_out[ehlo_len] = '\0';
+	return n;
+}
+
+static void
+e_close(void *ctx)
+{
+	(void)ctx;
+}
+
+static void *
+e_chunk_get(void *ctx, uint32_t *cap)
+{
+	(void)ctx;
+	(void)cap;
+	return NULL;
+}
+
+static void
+e_chunk_put(void *ctx, void *c)
+{
+	(void)ctx;
+	(void)c;
+}
+
+static uint8_t e_buf[1 << 16];
+
+static void *
+e_buf_get(void *ctx)
+{
+	(void)ctx;
+	return e_buf;
+}
+
+static void
+e_buf_put(void *ctx, void *b)
+{
+	(void)ctx;
+	(void)b;
+}
+
+static const struct smtp_ops e_ops = {
+	.write = e_write,
+	.close = e_close,
+	.chunk_get = e_chunk_get,
+	.chunk_put = e_chunk_put,
+	.buf_get = e_buf_get,
+	.buf_put = e_buf_put,
+};
+
+/* The EHLO reply, byte for byte: with and without STARTTLS (the last line
+ * changes), and SIZE with one digit and with the most a uint64_t holds. */
+static void
+ehlo_tests(void)
+{
+	static const struct {
+		bool tls;
+		uint64_t max;
+		const char *want;
+	} rows[] = {
+		{ false, 0,
+		  "250-mx.example.net\r\n250-PIPELINING\r\n250-SIZE 10485760\r\n250-8BITMIME\r\n"
+		  "250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250 CHUNKING\r\n" },
+		{ true, 1,
+		  "250-mx.example.net\r\n250-PIPELINING\r\n250-SIZE 1\r\n250-8BITMIME\r\n"
+		  "250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250-CHUNKING\r\n250 STARTTLS\r\n" },
+		{ true, UINT64_MAX,
+		  "250-mx.example.net\r\n250-PIPELINING\r\n250-SIZE 18446744073709551615\r\n"
+		  "250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250-CHUNKING\r\n"
+		  "250 STARTTLS\r\n" },
+	};
+	static uint8_t mem[1 << 16];
+
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		struct smtp_params params = { .hostname = "mx.example.net",
+					      .tls_offer = rows[i].tls,
+					      .max_msg_size = rows[i].max };
+		struct smtp_peer peer = { .family = 4 };
+		struct smtp_session *s = smtp_session_init(
+			mem, sizeof(mem), &params, &e_ops, NULL, &peer);
+
+		if (!CHECK(s != NULL, "session"))
+			return;
+		smtp_session_start(s);
+		ehlo_len = 0;
+		smtp_session_feed(s, (const uint8_t *)"EHLO a\r\n", 8);
+		CHECK(strcmp(ehlo_out, rows[i].want) == 0, "EHLO reply %zu:\n%s", i, ehlo_out);
+		smtp_session_fini(s);
+	}
+}
+
 int
 main(void)
 {
 	addr_tests();
 	routing_tests();
 	body_tests();
+	ehlo_tests();
 	return check_done();
 }

@@ -11,6 +11,7 @@
 
 #include <rte_byteorder.h>
 #include <rte_ip.h>
+#include <rte_mbuf_core.h>
 
 #include "common/clock.h"
 
@@ -857,6 +858,209 @@ test_replies(void)
 	      "no NA when the buffer has no room");
 }
 
+/* ------------------------------------------------------------ checksums */
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+
+static uint32_t
+rng(void)
+{
+	rng_state ^= rng_state << 13;
+	rng_state ^= rng_state >> 7;
+	rng_state ^= rng_state << 17;
+	return (uint32_t)(rng_state >> 16);
+}
+
+/* RFC 1071 as written: big-endian 16-bit words, a last odd byte padded
+ * with zero, the carries folded back in. The fast sum is held to it. */
+static uint16_t
+ref_sum(const uint8_t *p, uint32_t n)
+{
+	uint32_t s = 0, i;
+
+	for (i = 0; i + 1 < n; i += 2)
+		s += (uint32_t)p[i] << 8 | p[i + 1];
+	if (n & 1)
+		s += (uint32_t)p[n - 1] << 8;
+	while (s >> 16)
+		s = (s & 0xffff) + (s >> 16);
+	return (uint16_t)s;
+}
+
+/* pkt_sum()'s result, folded, as the big-endian number RFC 1071 gives. */
+static uint16_t
+fast_sum(const uint8_t *p, uint32_t n, uint64_t seed)
+{
+	return rte_be_to_cpu_16(pkt_sum_fold(pkt_sum(p, n, seed)));
+}
+
+/* Every length up to 1,600 and a thousand random ones, at every alignment,
+ * over random bytes, over 0xff runs (a carry out of nearly every add) and
+ * over data that sums to 0xffff; and a sum carried on from a first block
+ * of even length into the second. */
+static void
+test_cksum_sum(void)
+{
+	static uint8_t buf[2048 + 16];
+	uint32_t bad = 0, runs = 0, n, a, k;
+
+	for (k = 0; k < 2600; k++) {
+		n = k < 1600 ? k : rng() % 2048;
+		a = k % 8;
+		for (uint32_t i = 0; i < n; i++)
+			buf[a + i] = (uint8_t)rng();
+		if (k % 3 == 0) /* carry-heavy */
+			memset(buf + a, 0xff, n);
+		else if (k % 3 == 1 && n >= 2) { /* ones' complement -0: all ones */
+			uint16_t fix = (uint16_t)~ref_sum(buf + a + 2, n - 2);
+
+			buf[a] = (uint8_t)(fix >> 8);
+			buf[a + 1] = (uint8_t)fix;
+		}
+		runs++;
+		if (fast_sum(buf + a, n, 0) != ref_sum(buf + a, n)) {
+			if (bad++ < 5)
+				CHECK(0, "pkt_sum, %u bytes at +%u: %04x, RFC 1071 says %04x", n, a,
+				      fast_sum(buf + a, n, 0), ref_sum(buf + a, n));
+		}
+		if (n >= 2) {
+			uint32_t first = (rng() % n) & ~1u;
+			uint64_t part = pkt_sum(buf + a, first, 0);
+
+			if (fast_sum(buf + a + first, n - first, part) != ref_sum(buf + a, n) &&
+			    bad++ < 5)
+				CHECK(0, "pkt_sum carried on after %u of %u bytes", first, n);
+		}
+	}
+	CHECK(bad == 0, "pkt_sum agrees with RFC 1071's sum on %u buffers (%u wrong)", runs, bad);
+	/* The fold alone: a sum made of carries. */
+	CHECK(pkt_sum_fold(UINT64_MAX) == 0xffff, "fold(2^64 - 1) = %04x",
+	      pkt_sum_fold(UINT64_MAX));
+	CHECK(pkt_sum_fold(0x0001000000000000ull) == 1, "fold(2^48) = %04x",
+	      pkt_sum_fold(0x0001000000000000ull));
+	CHECK(pkt_sum_fold(0x00000001ffffffffull) == 1, "fold(2^33 - 1) = %04x",
+	      pkt_sum_fold(0x00000001ffffffffull));
+	CHECK(pkt_sum_fold(0xffffffffffff0001ull) == 1, "fold(2^64 - 2^16 + 1) = %04x",
+	      pkt_sum_fold(0xffffffffffff0001ull)); /* a carry out of every step */
+	CHECK(pkt_sum_fold(0) == 0, "fold(0)");
+}
+
+/* A TCP segment of n payload bytes (random) behind an IPv6 or IPv4 header
+ * at f; returns the L4 offset. The checksum fields are 0. */
+static uint32_t
+tcp_frame(uint8_t *f, bool v6, uint32_t n)
+{
+	uint32_t l3 = v6 ? 40 : 20, i;
+
+	memset(f, 0, l3 + 20);
+	if (v6) {
+		f[0] = 0x60;
+		put16(f + 4, (uint16_t)(20 + n));
+		f[6] = IPPROTO_TCP;
+		f[7] = 64;
+		memcpy(f + 8, peer6, 16);
+		memcpy(f + 24, our6, 16);
+		f[23] = (uint8_t)rng(); /* a varying source */
+	} else {
+		f[0] = 0x45;
+		put16(f + 2, (uint16_t)(20 + 20 + n));
+		f[8] = 64;
+		f[9] = IPPROTO_TCP;
+		memcpy(f + 12, peer4, 4);
+		memcpy(f + 16, our4, 4);
+		f[15] = (uint8_t)rng();
+	}
+	for (i = 0; i < 20 + n; i++)
+		f[l3 + i] = (uint8_t)rng();
+	f[l3 + 12] = 0x50;
+	f[l3 + 16] = f[l3 + 17] = 0;
+	return l3;
+}
+
+/* The L4 checksum against DPDK's own, and its check: right on what was
+ * written, wrong after any one bit flips. */
+static void
+test_cksum_l4(void)
+{
+	static uint8_t f[2048];
+	uint32_t bad = 0, flips_missed = 0, k;
+
+	for (k = 0; k < 800; k++) {
+		bool v6 = k & 1;
+		uint32_t n = k < 400 ? k : rng() % 1400, l3 = tcp_frame(f, v6, n), l4 = 20 + n;
+		uint16_t want, got = pkt_l4_cksum(f, v6, IPPROTO_TCP, f + l3, l4);
+
+		want = v6 ? rte_ipv6_udptcp_cksum((const struct rte_ipv6_hdr *)f, f + l3) :
+			    rte_ipv4_udptcp_cksum((const struct rte_ipv4_hdr *)f, f + l3);
+		if (got != want && bad++ < 5)
+			CHECK(0, "TCP%c checksum of %u bytes: %04x, DPDK says %04x", v6 ? '6' : '4',
+			      l4, got, want);
+		memcpy(f + l3 + 16, &got, 2);
+		if (!pkt_l4_cksum_ok(f, v6, IPPROTO_TCP, f + l3, l4) && bad++ < 5)
+			CHECK(0, "a right TCP%c checksum (%u bytes) fails its check",
+			      v6 ? '6' : '4', l4);
+		{
+			uint32_t bit = rng() % (l4 * 8);
+
+			f[l3 + bit / 8] ^= (uint8_t)(1u << (bit % 8));
+			flips_missed += pkt_l4_cksum_ok(f, v6, IPPROTO_TCP, f + l3, l4);
+		}
+	}
+	CHECK(bad == 0, "TCP checksums agree with DPDK's and pass their check (%u wrong)", bad);
+	CHECK(flips_missed == 0, "%u one-bit flips passed the check", flips_missed);
+}
+
+/* What the TX path leaves to the device for each set of offloads: flags,
+ * the IPv4 header's field, the TCP field (a full checksum in software, the
+ * pseudo-header sum for the device). */
+static void
+test_cksum_tx(void)
+{
+	static const uint32_t masks[] = { 0, PKT_TX_IP4_CKSUM, PKT_TX_TCP_CKSUM,
+					  PKT_TX_IP4_CKSUM | PKT_TX_TCP_CKSUM };
+	static uint8_t f[256];
+	uint32_t i;
+
+	for (i = 0; i < 8; i++) {
+		bool v6 = i & 1;
+		uint32_t m = masks[i / 2], l3 = tcp_frame(f, v6, 37), l4 = 57;
+		uint64_t want = 0, fl = pkt_tx_cksum(f, v6, f + l3, l4, m);
+		uint16_t tcp_field, ip_field;
+		struct rte_ipv4_hdr *h4 = (struct rte_ipv4_hdr *)f;
+		struct rte_ipv6_hdr *h6 = (struct rte_ipv6_hdr *)f;
+
+		memcpy(&tcp_field, f + l3 + 16, 2);
+		if (!v6 && (m & PKT_TX_IP4_CKSUM))
+			want |= RTE_MBUF_F_TX_IP_CKSUM;
+		if (m & PKT_TX_TCP_CKSUM)
+			want |= RTE_MBUF_F_TX_TCP_CKSUM;
+		if (want)
+			want |= v6 ? RTE_MBUF_F_TX_IPV6 : RTE_MBUF_F_TX_IPV4;
+		CHECK(fl == want, "IPv%c offloads %u: ol_flags %#llx, want %#llx", v6 ? '6' : '4',
+		      m, (unsigned long long)fl, (unsigned long long)want);
+		if (!v6) {
+			ip_field = h4->hdr_checksum;
+			h4->hdr_checksum = 0;
+			if (m & PKT_TX_IP4_CKSUM)
+				CHECK(ip_field == 0, "IPv4 header checksum left 0 for the device");
+			else
+				CHECK(ip_field == rte_ipv4_cksum(h4), "IPv4 header checksum %04x",
+				      ip_field);
+			h4->hdr_checksum = ip_field;
+		}
+		f[l3 + 16] = f[l3 + 17] = 0;
+		if (m & PKT_TX_TCP_CKSUM)
+			CHECK(tcp_field == (v6 ? rte_ipv6_phdr_cksum(h6, 0) :
+						 rte_ipv4_phdr_cksum(h4, 0)),
+			      "IPv%c: the TCP field holds the pseudo-header sum for the device",
+			      v6 ? '6' : '4');
+		else
+			CHECK(tcp_field == (v6 ? rte_ipv6_udptcp_cksum(h6, f + l3) :
+						 rte_ipv4_udptcp_cksum(h4, f + l3)),
+			      "IPv%c: the TCP checksum in software", v6 ? '6' : '4');
+	}
+}
+
 /* The worker's clock: right to the microsecond, and still right (and
  * moving forward) after years of TSC cycles. */
 static void
@@ -898,5 +1102,8 @@ main(void)
 	test_truncations();
 	test_replies();
 	test_clock();
+	test_cksum_sum();
+	test_cksum_l4();
+	test_cksum_tx();
 	return check_done();
 }
