@@ -1243,7 +1243,8 @@ hash_scenes(struct early *e, uint64_t early, uint64_t dropped)
 	early_final(e, 1, 10, 3 * EARLY_DATA_CAP);
 	/* hashed in the dispatcher's idle rounds: waited for, so that the
 	 * MAIL below finds a job part fed */
-	CHECK(early_wait("dkim_body_bytes_early", want + 2 * part), "part of the third body hashed");
+	CHECK(early_wait("dkim_body_bytes_early", want + 2 * part),
+	      "part of the third body hashed");
 	{
 		struct ctl_msg m = { .kind = MSG_SPF, .idx = 3, .gen = 1 };
 
