@@ -356,6 +356,31 @@ reply()
 """
 
 
+def held_client(msg, name, cut):
+    """HELD_CLIENT from the peer namespace, sending msg up to byte cut: it
+    is returned once it says it holds the rest."""
+    path = LAB["LAB_DIR"] + f"/{name}.eml"
+    with open(path, "wb") as f:
+        f.write(msg)
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", LAB["LAB_PEER_NS"], "/usr/bin/python3", "-c", HELD_CLIENT,
+         PTR6, EDGE6, "dave@dkim.example", path, str(cut)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    held = proc.stdout.readline().strip()
+    if held != "held":
+        proc.kill()
+        proc.wait()
+        expect(False, f"the client: {held} {proc.stderr.read()[-1000:]}")
+    return proc
+
+
+def stats_when(edge, before, name, n):
+    """The edge's stats once counter name has grown by n, or None after 30 s."""
+    return labkit.wait_for(
+        lambda: (lambda st: st if delta(st, before, name) >= n else None)(edge.stats()),
+        timeout=30)
+
+
 def test_dkim_keys_fetched_while_the_body_arrives():
     # The key record's answer is held KEY_SLOW_MS. The client sends the
     # header block and the body's first line, then holds the rest: the key
@@ -364,24 +389,12 @@ def test_dkim_keys_fetched_while_the_body_arrives():
     # passes DKIM (SPF fails for dkim.example) with the key fetched early.
     cfg = proxied_conf("earlykeys")
     msg = signed(message("dave@dkim.example", "early key"))
-    path = LAB["LAB_DIR"] + "/earlykey.eml"
-    with open(path, "wb") as f:
-        f.write(msg)
     cut = msg.index(b"\r\n\r\n") + 4 + len(b"Hello from the lab.\r\n")
     with labkit.DnsDelay(PROXY, "_domainkey.dkim.example", KEY_SLOW_MS), Edge(cfg) as edge:
         before = edge.stats()
-        proc = subprocess.Popen(
-            ["ip", "netns", "exec", LAB["LAB_PEER_NS"], "/usr/bin/python3", "-c", HELD_CLIENT,
-             PTR6, EDGE6, "dave@dkim.example", path, str(cut)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = held_client(msg, "earlykey", cut)
         try:
-            held = proc.stdout.readline().strip()
-            if held != "held":
-                proc.wait(60)
-                expect(False, f"the client: {held} {proc.stderr.read()[-1000:]}")
-            out = labkit.wait_for(
-                lambda: (lambda st: st if delta(st, before, "dkim_key_queries") >= 1
-                         else None)(edge.stats()), timeout=30)
+            out = stats_when(edge, before, "dkim_key_queries", 1)
             expect(out, f"no key query before the end of DATA: {edge.stats()}")
             expect(delta(out, before, "dkim_keys_early") == 1, f"dkim_keys_early: {out}")
             expect(delta(out, before, "spool_requests") == 0, f"the delivery came early: {out}")
@@ -417,22 +430,12 @@ def test_body_cut_after_its_header_block_comes_back():
     # back in the budget afterwards.
     cfg = proxied_conf("cutbody")
     msg = signed(message("dave@dkim.example", "cut body"))
-    path = LAB["LAB_DIR"] + "/cutbody.eml"
-    with open(path, "wb") as f:
-        f.write(msg)
     cut = msg.index(b"\r\n\r\n") + 4 + len(b"Hello from the lab.\r\n")
     with labkit.DnsDelay(PROXY, "_domainkey.dkim.example", KEY_SLOW_MS), Edge(cfg) as edge:
         before = edge.stats()
-        proc = subprocess.Popen(
-            ["ip", "netns", "exec", LAB["LAB_PEER_NS"], "/usr/bin/python3", "-c", HELD_CLIENT,
-             PTR6, EDGE6, "dave@dkim.example", path, str(cut)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = held_client(msg, "cutbody", cut)
         try:
-            held = proc.stdout.readline().strip()
-            expect(held == "held", f"the client: {held}")
-            out = labkit.wait_for(
-                lambda: (lambda st: st if delta(st, before, "dkim_keys_early") >= 1
-                         else None)(edge.stats()), timeout=30)
+            out = stats_when(edge, before, "dkim_keys_early", 1)
             expect(out, f"no early fetch: {edge.stats()}")
         finally:
             proc.kill()  # the connection goes with it, the body half sent
@@ -457,28 +460,16 @@ def test_signed_body_hashed_while_it_arrives():
     lines = b"".join(b"line %05d of a long signed body, hashed while it arrives\r\n" % i
                      for i in range(1600))
     msg = signed(message("dave@dkim.example", "hashed early", b"") + lines)
-    path = LAB["LAB_DIR"] + "/hashearly.eml"
-    with open(path, "wb") as f:
-        f.write(msg)
     eoh = msg.index(b"\r\n\r\n") + 4
     cut = eoh + (len(msg) - eoh) // 2
     with Edge() as edge:
         before = edge.stats()
-        proc = subprocess.Popen(
-            ["ip", "netns", "exec", LAB["LAB_PEER_NS"], "/usr/bin/python3", "-c", HELD_CLIENT,
-             PTR6, EDGE6, "dave@dkim.example", path, str(cut)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = held_client(msg, "hashearly", cut)
         try:
-            held = proc.stdout.readline().strip()
-            if held != "held":
-                proc.wait(60)
-                expect(False, f"the client: {held} {proc.stderr.read()[-1000:]}")
             # at least the chunks of half the body but the one being
             # filled: 8 KB chunks, minus their heads
             half = cut - eoh - 2 * 8192
-            out = labkit.wait_for(
-                lambda: (lambda st: st if delta(st, before, "dkim_body_bytes_early") >= half
-                         else None)(edge.stats()), timeout=30)
+            out = stats_when(edge, before, "dkim_body_bytes_early", half)
             expect(out, f"the body is not hashed while it arrives: {edge.stats()}")
             expect(delta(out, before, "dkim_hash_jobs") == 1, f"dkim_hash_jobs: {out}")
             expect(delta(out, before, "spool_requests") == 0, f"the delivery came early: {out}")
