@@ -68,6 +68,23 @@
  * oldest first, which reopens their windows and resumes a greeting that
  * could not be written.
  *
+ * Holders cannot pin the pool. A session keeps its buffer while it holds a
+ * partial command line or an open transaction, so clients that send half a
+ * line and go quiet could hold every buffer until their idle timeout. The
+ * sessions holding a buffer are listed in the order of their latest input
+ * (struct sess_holders); each session that asks for a buffer and finds
+ * none is owed one eviction, and sess_layer_poll() pays it by closing the
+ * head of that list with 421 4.7.0 (sess_buffer_evicted): the 421 is
+ * written with the holder's own buffer, which comes back once the 421 is
+ * handed to TCP, and the waiting sessions are woken oldest first. Never a
+ * session with a verdict or a spool write pending, a TLS handshake or a
+ * switch to TLS under way, or a reply not yet handed to TCP
+ * (smtp_session_evictable()); never one whose latest input is less than
+ * SESS_BUFFER_HOLD_MIN_US old: until the head is that old the waiting
+ * session waits, and its eviction stays owed while it does. At most one
+ * eviction per waiting session: what is owed never exceeds the sessions
+ * still waiting.
+ *
  * DKIM keys ahead. When the SMTP engine has a message's header block whole
  * it tells the session, which sends it to the control plane
  * (MSG_DKIM_HEADERS) so that the key records are fetched while the body
@@ -159,6 +176,7 @@ struct sess {
 	uint64_t idle_since_us;
 	bool buf_held;    /* the SMTP engine holds a session buffer */
 	bool bw_queued;   /* waits for one */
+	bool bw_owed;     /* ...and asked for one: an eviction is owed */
 	uint32_t bw_next; /* the list of sessions waiting for a buffer */
 };
 
@@ -203,6 +221,10 @@ struct sess_layer {
 	uint32_t buf_n, buf_nfree;
 	size_t buf_size;
 	uint32_t bw_head, bw_tail;
+	uint32_t bw_owing;   /* waiting sessions that asked for a buffer */
+	uint32_t evict_owed; /* evictions owed to them, at most bw_owing */
+	struct sess_holders holders;
+	struct sess_hold *hold_nodes;
 	/* Lent bodies whose MSG_BODY_RETURN found the ring full: one chain,
 	 * sent whole once there is room. */
 	struct chunk *ret_head, *ret_tail;
@@ -380,6 +402,7 @@ spf_prepare(struct sess *s, const struct smtp_check *chk)
 
 static void tls_resume(struct sess *s);
 static void idle_update(struct sess *s, bool touched);
+static void hold_update(struct sess *s, bool touched);
 static void slot_release(struct sess *s);
 
 #define DL_NONE UINT32_MAX
@@ -515,6 +538,143 @@ sess_idle_timeout_ms(const struct sess_params *p, uint32_t in_use)
 	return (uint32_t)(full_ms - (full_ms - min_ms) * over / span);
 }
 
+/* ---------------------------------------------------- buffer holders */
+
+/* A holder closed for a waiting session has had no input for this long at
+ * least. A constant, not a key: it only has to outlast a client's pause
+ * between the pieces of one command (a round trip, a slow MTA's think
+ * time), and the idle timeout already bounds the rest. */
+#define SESS_BUFFER_HOLD_MIN_US (10u * 1000000u)
+/* Heads that stopped qualifying skipped per pick: bounds one poll's work. */
+#define SESS_HOLD_TRIES         4
+
+void
+sess_hold_init(struct sess_holders *h, struct sess_hold *nodes, uint32_t n)
+{
+	uint32_t i;
+
+	h->node = nodes;
+	h->head = h->tail = SESS_HOLD_NONE;
+	for (i = 0; i < n; i++)
+		nodes[i] = (struct sess_hold){ SESS_HOLD_NONE, SESS_HOLD_NONE, 0, false };
+}
+
+void
+sess_hold_remove(struct sess_holders *h, uint32_t idx)
+{
+	struct sess_hold *x = &h->node[idx];
+
+	if (!x->listed)
+		return;
+	if (x->prev != SESS_HOLD_NONE)
+		h->node[x->prev].next = x->next;
+	else
+		h->head = x->next;
+	if (x->next != SESS_HOLD_NONE)
+		h->node[x->next].prev = x->prev;
+	else
+		h->tail = x->prev;
+	x->prev = x->next = SESS_HOLD_NONE;
+	x->listed = false;
+}
+
+void
+sess_hold_add(struct sess_holders *h, uint32_t idx, uint64_t now_us)
+{
+	struct sess_hold *x = &h->node[idx];
+
+	if (x->listed)
+		return;
+	x->since_us = now_us;
+	x->next = SESS_HOLD_NONE;
+	x->prev = h->tail;
+	if (h->tail != SESS_HOLD_NONE)
+		h->node[h->tail].next = idx;
+	else
+		h->head = idx;
+	h->tail = idx;
+	x->listed = true;
+}
+
+void
+sess_hold_touch(struct sess_holders *h, uint32_t idx, uint64_t now_us)
+{
+	sess_hold_remove(h, idx);
+	sess_hold_add(h, idx, now_us);
+}
+
+uint32_t
+sess_hold_pick(struct sess_holders *h, uint64_t now_us, uint64_t floor_us,
+	       bool (*may_close)(void *arg, uint32_t idx), void *arg)
+{
+	unsigned tries;
+
+	for (tries = 0; tries < SESS_HOLD_TRIES && h->head != SESS_HOLD_NONE; tries++) {
+		uint32_t idx = h->head;
+
+		if (now_us - h->node[idx].since_us < floor_us)
+			return SESS_HOLD_NONE;
+		if (may_close(arg, idx))
+			return idx;
+		sess_hold_remove(h, idx);
+	}
+	return SESS_HOLD_NONE;
+}
+
+static bool
+hold_qualifies(const struct sess *s)
+{
+	return s->in_use && s->tcp && s->buf_held && !s->waiting_ptr && !s->spool_pending &&
+	       !s->hs_queued && !s->close_pending && (!s->tls_on || tls_conn_established(s->tls)) &&
+	       smtp_session_evictable(s->smtp);
+}
+
+static bool
+hold_may_close(void *arg, uint32_t idx)
+{
+	struct sess_layer *sl = arg;
+
+	return hold_qualifies(&sl->sess[idx]);
+}
+
+/* On the holders' list if the session may be closed for its buffer, off it
+ * if not; input (touched) restarts its time. */
+static void
+hold_update(struct sess *s, bool touched)
+{
+	struct sess_layer *sl = s->sl;
+
+	if (!hold_qualifies(s))
+		sess_hold_remove(&sl->holders, s->idx);
+	else if (touched)
+		sess_hold_touch(&sl->holders, s->idx, sl->now_us);
+	else
+		sess_hold_add(&sl->holders, s->idx, sl->now_us);
+}
+
+/* Pays the evictions owed to sessions waiting for a buffer, as far as
+ * holders past the floor allow: each closes with 421 4.7.0, written with
+ * its own buffer, which comes back once the 421 is with TCP. */
+static void
+hold_evict(struct sess_layer *sl, uint64_t now_us)
+{
+	while (sl->evict_owed > 0) {
+		uint32_t idx = sess_hold_pick(
+			&sl->holders, now_us, SESS_BUFFER_HOLD_MIN_US, hold_may_close, sl);
+		struct sess *s;
+
+		if (idx == SESS_HOLD_NONE)
+			return;
+		s = &sl->sess[idx];
+		sess_hold_remove(&sl->holders, idx);
+		sl->evict_owed--;
+		sl->st->c[DP_SESS_BUFFER_EVICTED]++;
+		smtp_session_evict(s->smtp);
+		tls_resume(s);
+		idle_update(s, false);
+	}
+}
+
 static bool
 idle_qualifies(const struct sess *s)
 {
@@ -559,10 +719,12 @@ idle_push(struct sess *s)
 }
 
 /* After anything that may change whether the session waits idle: on the
- * list if it does, off it if not; input (touched) restarts its idle time. */
+ * list if it does, off it if not; input (touched) restarts its idle time.
+ * The list of buffer holders follows the same changes. */
 static void
 idle_update(struct sess *s, bool touched)
 {
+	hold_update(s, touched);
 	if (!idle_qualifies(s)) {
 		idle_unlink(s);
 		return;
@@ -939,6 +1101,21 @@ bw_enqueue(struct sess *s)
 	sl->bw_tail = s->idx;
 }
 
+/* The session no longer waits for a buffer (woken, served, gone): what
+ * is owed never exceeds the sessions still waiting. */
+static void
+bw_owed_clear(struct sess *s)
+{
+	struct sess_layer *sl = s->sl;
+
+	if (!s->bw_owed)
+		return;
+	s->bw_owed = false;
+	sl->bw_owing--;
+	if (sl->evict_owed > sl->bw_owing)
+		sl->evict_owed = sl->bw_owing;
+}
+
 static struct sess *
 bw_dequeue(struct sess_layer *sl)
 {
@@ -951,6 +1128,7 @@ bw_dequeue(struct sess_layer *sl)
 	if (sl->bw_head == BW_NONE)
 		sl->bw_tail = BW_NONE;
 	s->bw_queued = false;
+	bw_owed_clear(s);
 	return s;
 }
 
@@ -965,9 +1143,15 @@ buf_get(void *ctx)
 	if (sl->buf_nfree == 0) {
 		sl->st->c[DP_SESSION_BUFFERS_EMPTY]++;
 		bw_enqueue(s);
+		if (!s->bw_owed) { /* a holder may be closed for it */
+			s->bw_owed = true;
+			sl->bw_owing++;
+			sl->evict_owed++;
+		}
 		return NULL;
 	}
 	s->buf_held = true;
+	bw_owed_clear(s);
 	sl->st->c[DP_SESSION_BUFFERS_HELD]++;
 	return sl->buf_free[--sl->buf_nfree];
 }
@@ -979,6 +1163,7 @@ buf_put(void *ctx, void *buf)
 	struct sess_layer *sl = s->sl;
 
 	s->buf_held = false;
+	sess_hold_remove(&sl->holders, s->idx);
 	sl->st->c[DP_SESSION_BUFFERS_HELD]--;
 	sl->buf_free[sl->buf_nfree++] = buf;
 }
@@ -999,6 +1184,7 @@ buf_wake(struct sess_layer *sl)
 		tls_resume(s);
 		if (s->tcp)
 			tcp_rcv_window_update(s->tcp);
+		idle_update(s, false);
 	}
 }
 
@@ -1132,6 +1318,8 @@ slot_release(struct sess *s)
 	}
 	s->tls_on = s->close_pending = false;
 	idle_unlink(s);
+	sess_hold_remove(&sl->holders, s->idx);
+	bw_owed_clear(s); /* gone: nothing is owed to it any more */
 	spf_drop(s);
 	s->in_use = false;
 	s->gen++;
@@ -1311,6 +1499,7 @@ tcp_closed(void *app, int reason)
 	(void)reason;
 	s->tcp = NULL;
 	idle_unlink(s);
+	sess_hold_remove(&s->sl->holders, s->idx);
 	if (s->spool_pending || s->orphans) {
 		s->sl->st->c[DP_SPOOL_ZOMBIES]++;
 		return; /* the spool's answer releases the slot */
@@ -1427,6 +1616,8 @@ sess_layer_poll(struct sess_layer *sl, uint64_t now_us)
 		else if (msgs[i].kind == MSG_SPOOL_DONE)
 			on_spool_done(sl, &msgs[i]);
 	}
+	if (sl->evict_owed > 0)
+		hold_evict(sl, now_us);
 	if (sl->bw_head != BW_NONE && sl->buf_nfree > 0)
 		buf_wake(sl);
 	if (sl->ret_head != NULL) /* no session's fetch left to cancel */
@@ -1453,7 +1644,8 @@ sess_layer_input(struct sess_layer *sl, const struct tcp_pkt *pkt, uint64_t now_
 size_t
 sess_layer_slot_bytes(void)
 {
-	return sizeof(struct sess) + smtp_session_size() + tcp_conn_size() + sizeof(uint32_t);
+	return sizeof(struct sess) + smtp_session_size() + tcp_conn_size() + sizeof(uint32_t) +
+	       sizeof(struct sess_hold);
 }
 
 size_t
@@ -1601,8 +1793,10 @@ sess_layer_create(const struct sess_layer_params *p)
 	sl->buf_size = RTE_ALIGN_CEIL(smtp_buf_size(), RTE_CACHE_LINE_SIZE);
 	sl->buf_mem = rte_malloc("sess_buffers", sl->buf_size * sl->buf_n, RTE_CACHE_LINE_SIZE);
 	sl->buf_free = rte_malloc("sess_buf_free", sizeof(void *) * sl->buf_n, 0);
-	if (!sl->buf_mem || !sl->buf_free)
+	sl->hold_nodes = rte_malloc("sess_holders", sizeof(*sl->hold_nodes) * c->flows, 0);
+	if (!sl->buf_mem || !sl->buf_free || !sl->hold_nodes)
 		goto nomem;
+	sess_hold_init(&sl->holders, sl->hold_nodes, c->flows);
 	for (i = 0; i < sl->buf_n; i++)
 		sl->buf_free[i] = sl->buf_mem + (size_t)(sl->buf_n - 1 - i) * sl->buf_size;
 	sl->buf_nfree = sl->buf_n;
@@ -1641,6 +1835,7 @@ sess_layer_destroy(struct sess_layer *sl)
 				tls_conn_free(sl->sess[i].tls);
 			}
 	rte_mempool_free(sl->chunks);
+	rte_free(sl->hold_nodes);
 	rte_free(sl->buf_free);
 	rte_free(sl->buf_mem);
 	rte_free(sl->free_stack);

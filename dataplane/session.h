@@ -87,6 +87,37 @@ unsigned sess_layer_handshakes(struct sess_layer *sl, uint32_t budget_us);
  * then linearly down to idle_timeout_min_s with every slot in use. */
 uint32_t sess_idle_timeout_ms(const struct sess_params *p, uint32_t in_use);
 
+/* The sessions holding a session buffer, in the order of their latest
+ * input (or of when they began to qualify, if later): the head has held
+ * its buffer longest without a byte in. One node per slot, linked by slot
+ * index; every change is O(1). */
+struct sess_hold {
+	uint32_t prev, next;
+	uint64_t since_us;
+	bool listed;
+};
+
+struct sess_holders {
+	struct sess_hold *node; /* one per slot */
+	uint32_t head, tail;
+};
+
+#define SESS_HOLD_NONE UINT32_MAX
+
+void sess_hold_init(struct sess_holders *h, struct sess_hold *nodes, uint32_t n);
+/* Input: to the tail, its time now. */
+void sess_hold_touch(struct sess_holders *h, uint32_t idx, uint64_t now_us);
+/* On the list (at the tail, its time now) unless it is already. */
+void sess_hold_add(struct sess_holders *h, uint32_t idx, uint64_t now_us);
+void sess_hold_remove(struct sess_holders *h, uint32_t idx);
+/* The holder to close for a session that waits for a buffer: the head,
+ * once it has held without input for floor_us at least and may_close()
+ * says it may go. Heads that may not are taken off the list (they come
+ * back with their next change), a few per call. SESS_HOLD_NONE: none now
+ * (the newest input behind the head is newer still). */
+uint32_t sess_hold_pick(struct sess_holders *h, uint64_t now_us, uint64_t floor_us,
+			bool (*may_close)(void *arg, uint32_t idx), void *arg);
+
 /* For telemetry (read from another thread; counters only). */
 const struct tcp_engine *sess_layer_tcp(const struct sess_layer *sl);
 uint32_t sess_layer_active(const struct sess_layer *sl);

@@ -1918,6 +1918,13 @@ smtp_session_awaits_command(const struct smtp_session *s)
 	       s->out_len == s->out_off;
 }
 
+bool
+smtp_session_evictable(const struct smtp_session *s)
+{
+	return s->state >= SMTP_ST_REJECTED && s->state <= SMTP_ST_BDAT && !s->waiting &&
+	       !s->tls_switch && s->out_len == s->out_off;
+}
+
 void
 smtp_session_evict(struct smtp_session *s)
 {

@@ -221,8 +221,16 @@ void smtp_session_idle(struct smtp_session *s);
  * pending (no verdict, no body, no held input, no unsent reply): closing it
  * loses nothing the client was told was taken. */
 bool smtp_session_awaits_command(const struct smtp_session *s);
-/* The worker needs the slot: 421 4.7.0 and close, as the idle timer does. */
+/* The worker needs the slot: 421 4.7.0 and close, as the idle timer does.
+ * A session holding a buffer writes the 421 with it and gives it back once
+ * the 421 is handed to the transport. */
 void smtp_session_evict(struct smtp_session *s);
+/* True while evict() would give a held buffer back at once and lose
+ * nothing the client was told was taken: in the dialogue (greeted or
+ * refused, up to a body being read), no verdict awaited, no switch to TLS
+ * pending, every reply handed to the transport. A partial command line,
+ * held input and an open transaction all qualify. */
+bool smtp_session_evictable(const struct smtp_session *s);
 /* The peer sent FIN: its input is complete, but it still reads. Every
  * command received (held ones included) is answered as its verdict comes,
  * then the session closes; an incomplete line or body is dropped and its

@@ -36,6 +36,7 @@
 	X(SESSIONS_CLOSED, "sessions_closed")                                     \
 	X(SESS_IDLE_EVICTED, "sess_idle_evicted")                                 \
 	X(SESS_IDLE_SHORTENED, "sess_idle_shortened")                             \
+	X(SESS_BUFFER_EVICTED, "sess_buffer_evicted")                             \
 	X(SESSIONS_REFUSED, "sessions_refused") /* no session slot: RST */        \
 	X(SPOOL_ZOMBIES, "spool_zombies")       /* TCP gone while spooling */     \
 	X(SPOOL_TIMEOUTS, "spool_timeouts")     /* no answer in time: 451 */      \

@@ -8,7 +8,9 @@
  * configuration sizes flows with (common/sizing.h), and the pure parts the
  * session layer decides idle pressure with: the idle timeout at each fill
  * level, and which SMTP sessions wait idle between commands and how one is
- * closed to make room.
+ * closed to make room; and, on a virtual clock, how sessions that pin the
+ * session-buffer pool (a partial line, an open transaction) are closed,
+ * oldest input first, for a session that waits for a buffer.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -312,6 +314,200 @@ check_evict(void)
 	smtp_session_fini(s);
 }
 
+/* ------------------------------------------ holders of session buffers */
+
+#define HOLD_BUFS  3
+#define HOLD_SESS  5
+#define HOLD_FLOOR 10000000u /* µs, as the session layer's floor */
+
+/* A session over a pool of HOLD_BUFS buffers, with the glue's holder list
+ * kept as the session layer keeps it: input touches, a buffer given back
+ * takes the session off. */
+struct psess {
+	struct fake f; /* first: the fake ops take it */
+	struct smtp_session *s;
+	uint32_t idx;
+	_Alignas(64) uint8_t mem[8192];
+};
+
+static _Alignas(64) uint8_t hold_bufs[HOLD_BUFS][16384];
+static void *hold_free[HOLD_BUFS];
+static unsigned hold_nfree, hold_empty;
+static struct sess_hold hold_nodes[HOLD_SESS];
+static struct sess_holders holders;
+static struct psess psess[HOLD_SESS];
+static uint64_t hold_now;
+
+static void *
+h_buf_get(void *ctx)
+{
+	(void)ctx;
+	if (hold_nfree == 0) {
+		hold_empty++;
+		return NULL;
+	}
+	return hold_free[--hold_nfree];
+}
+
+static void
+h_buf_put(void *ctx, void *buf)
+{
+	struct psess *x = ctx;
+
+	hold_free[hold_nfree++] = buf;
+	sess_hold_remove(&holders, x->idx);
+}
+
+static const struct smtp_ops h_ops = {
+	.write = f_write,
+	.close = f_close,
+	.check = f_check,
+	.chunk_get = f_chunk_get,
+	.chunk_put = f_chunk_put,
+	.buf_get = h_buf_get,
+	.buf_put = h_buf_put,
+};
+
+static bool
+h_may_close(void *arg, uint32_t idx)
+{
+	(void)arg;
+	return smtp_session_evictable(psess[idx].s);
+}
+
+static struct psess *
+h_open(uint32_t idx)
+{
+	struct psess *x = &psess[idx];
+
+	memset(&x->f, 0, sizeof(x->f));
+	x->f.room = UINT32_MAX;
+	x->idx = idx;
+	x->s = smtp_session_init(x->mem, sizeof(x->mem), &f_params, &h_ops, x, &f_peer);
+	if (x->s)
+		smtp_session_start(x->s);
+	return x;
+}
+
+static bool
+h_held(const struct psess *x)
+{
+	struct smtp_session_stats st;
+
+	smtp_session_stats(x->s, &st);
+	return st.buf_held;
+}
+
+/* Input at hold_now: what the session layer's tcp_recv does. */
+static void
+h_feed(struct psess *x, const char *text)
+{
+	feed(x->s, text);
+	if (h_held(x))
+		sess_hold_touch(&holders, x->idx, hold_now);
+}
+
+/* The session layer's poll, for one waiting session: close the holder it
+ * picks, if any. */
+static uint32_t
+h_evict(void)
+{
+	uint32_t idx = sess_hold_pick(&holders, hold_now, HOLD_FLOOR, h_may_close, NULL);
+
+	if (idx != SESS_HOLD_NONE) {
+		sess_hold_remove(&holders, idx);
+		smtp_session_evict(psess[idx].s);
+	}
+	return idx;
+}
+
+static void
+check_holders(void)
+{
+	static const char evicted[] =
+		"421 4.7.0 mx.example.net Too many connections, closing idle session\r\n";
+	struct psess *x, *late;
+	uint32_t i, got;
+	size_t before;
+
+	sess_hold_init(&holders, hold_nodes, HOLD_SESS);
+	for (i = 0; i < HOLD_BUFS; i++)
+		hold_free[i] = hold_bufs[i];
+	hold_nfree = HOLD_BUFS;
+	if (!CHECK(smtp_buf_size() <= sizeof(hold_bufs[0])) ||
+	    !CHECK(smtp_session_size() <= sizeof(psess[0].mem)))
+		return;
+
+	/* Three holders pin the pool: the oldest with MAIL's verdict pending,
+	 * then a partial line, then an open transaction. */
+	hold_now = 0;
+	x = h_open(0);
+	x->f.pend_mail = true;
+	h_feed(x, "EHLO a.example\r\nMAIL FROM:<a@example.org>\r\n");
+	CHECK(!smtp_session_evictable(x->s), "a verdict pending: not evictable");
+	hold_now = 1000000;
+	x = h_open(1);
+	h_feed(x, "EHLO b.example\r\nMAIL FROM:<b@exa");
+	CHECK(smtp_session_evictable(x->s), "a partial line: evictable");
+	hold_now = 2000000;
+	x = h_open(2);
+	h_feed(x, "EHLO c.example\r\nMAIL FROM:<c@example.org>\r\n");
+	CHECK(smtp_session_evictable(x->s), "an open transaction: evictable");
+	CHECK(hold_nfree == 0, "%u buffers free, want the pool pinned", hold_nfree);
+
+	/* A newcomer finds none; every holder is inside the floor: it waits. */
+	hold_now = 5000000;
+	late = h_open(3);
+	CHECK(hold_empty == 1 && late->f.out_len == 0, "the newcomer waits for a buffer");
+	CHECK(h_evict() == SESS_HOLD_NONE, "a holder inside the floor is not closed");
+	CHECK(psess[1].f.closes == 0 && psess[2].f.closes == 0, "nobody closed inside the floor");
+
+	/* Past the floor: the verdict-pending head is passed over, and the
+	 * partial line, the oldest input, gets the 421, written with its own
+	 * buffer, which comes back. */
+	hold_now = 12000000;
+	before = psess[1].f.out_len;
+	got = h_evict();
+	CHECK(got == 1, "evicted %u, want the partial line's session 1", got);
+	CHECK(strcmp(psess[1].f.out + before, evicted) == 0, "the holder's 421: \"%s\"",
+	      psess[1].f.out + before);
+	CHECK(psess[1].f.closes == 1, "the holder closed %u times", psess[1].f.closes);
+	CHECK(hold_empty == 1, "the 421 took a buffer from the pool (%u empty finds)", hold_empty);
+	CHECK(hold_nfree == 1, "%u buffers free after the eviction, want 1", hold_nfree);
+	CHECK(psess[0].f.closes == 0, "the session with a verdict pending was closed");
+
+	/* The newcomer goes on with the buffer. */
+	smtp_session_writable(late->s);
+	CHECK(strncmp(late->f.out, "220 ", 4) == 0, "the newcomer's greeting: \"%s\"", late->f.out);
+	h_feed(late, "EHLO d.example\r\nMAIL FROM:<d@exa");
+	CHECK(hold_nfree == 0, "the newcomer holds the buffer");
+
+	/* Input restarts a holder's time: the open transaction, touched at
+	 * 13 s, is inside the floor at 14 s, and so is the first newcomer
+	 * (12 s); the next newcomer waits. */
+	hold_now = 13000000;
+	h_feed(&psess[2], "RCPT TO:<x@exa");
+	hold_now = 14000000;
+	x = h_open(4);
+	CHECK(hold_empty == 2 && x->f.out_len == 0, "the second newcomer waits");
+	CHECK(h_evict() == SESS_HOLD_NONE, "a holder with recent input is not closed");
+	/* Later, the oldest input goes first: the first newcomer (12 s), not
+	 * session 2, whose first byte was older but its latest newer (13 s). */
+	hold_now = 22500000;
+	got = h_evict();
+	CHECK(got == 3, "evicted %u, want the first newcomer, 3", got);
+	CHECK(late->f.closes == 1 && psess[2].f.closes == 0, "the oldest input closed first");
+	smtp_session_writable(x->s);
+	CHECK(strncmp(x->f.out, "220 ", 4) == 0, "the second newcomer's greeting");
+	CHECK(h_evict() == SESS_HOLD_NONE, "session 2 is inside the floor until 23 s");
+	hold_now = 23000000;
+	CHECK(h_evict() == 2, "then session 2");
+
+	for (i = 0; i < HOLD_SESS; i++)
+		smtp_session_fini(psess[i].s);
+	CHECK(hold_nfree == HOLD_BUFS, "%u of %u buffers back", hold_nfree, HOLD_BUFS);
+}
+
 int
 main(void)
 {
@@ -319,5 +515,6 @@ main(void)
 	check_idle_timeouts();
 	check_awaits_command();
 	check_evict();
+	check_holders();
 	return check_done();
 }
