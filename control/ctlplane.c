@@ -7,8 +7,21 @@
  * dispatcher polls the request rings and dnsq's fd (every DNS query, PTR,
  * SPF and DKIM keys, goes through the one dnsq): while it finds
  * work it does not sleep; when idle it waits in poll() for at most 1 ms,
- * which is also the worst latency it adds. Work threads back off from 20 us
- * to 1 ms when their job ring is empty.
+ * which is also the worst latency it adds (the workers cannot wake it: that
+ * would be a system call).
+ *
+ * A work thread that finds the job ring empty spins a few microseconds,
+ * then sleeps on a futex until a job is queued, and costs nothing while
+ * idle. The futex word is a sequence the enqueuer bumps: the thread reads
+ * it, announces itself in the count of sleepers, re-checks the ring (and
+ * stop), and only then waits for the word to change, so a job queued at
+ * any point of that is seen or wakes it. The dispatcher, the only one to
+ * queue jobs, loads that count after each job and makes the one system
+ * call, waking one thread, only when someone sleeps: none while every
+ * thread is busy. A futex rather than a condition variable (the enqueuer
+ * would take its mutex on every job) or an eventfd (a read and a write per
+ * sleep, and poll() wakes every waiter): it wakes exactly one thread and
+ * needs no lock.
  *
  * What the control plane keeps per session is one slot per worker session
  * slot (generation, PTR result and name, the transaction's SPF check): written
@@ -63,12 +76,15 @@
  * the workers read at MAIL, and answer 451 4.7.26 until it drops.
  */
 #include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -76,6 +92,7 @@
 #include <rte_errno.h>
 #include <rte_lcore.h>
 #include <rte_mempool.h>
+#include <rte_pause.h>
 #include <rte_ring.h>
 #include <rte_ring_elem.h>
 #include <unbound.h>
@@ -98,31 +115,29 @@
 
 /* Requests taken from one worker's ring at once: enough to amortize the
  * dequeue, few enough that every worker's ring is visited often. */
-#define BURST               32
+#define BURST             32
 /* Jobs waiting for a work thread (rte_ring wants a power of two). When it is
  * full a delivery is answered 451, so the size only bounds the backlog that
  * memory holds, one malloc'd job each. */
-#define JOB_RING_SIZE       65536
-/* A work thread with nothing to do sleeps, from the first, doubling while
- * below the last (so 1280 us at most): a job waits about 1 ms at worst, and
- * an idle thread costs under 1000 wakeups a second. */
-#define WORK_BACKOFF_MIN_US 20
-#define WORK_BACKOFF_MAX_US 1000
+#define JOB_RING_SIZE     65536
+/* A work thread that finds no job polls the ring this long before it
+ * sleeps: jobs a few microseconds apart find it awake. */
+#define WORK_SPIN_US      5
 /* DNS queries the SPF checks may have out at once, per check allowed in
  * flight: a pass rarely asks for more than a handful together. */
-#define SPF_QUERIES_EACH    32
-#define SPF_QUERIES_MIN     4096
+#define SPF_QUERIES_EACH  32
+#define SPF_QUERIES_MIN   4096
 /* DKIM key queries out at once, on top of those (a fetch that finds none
  * left counts its key missing: temperror). */
-#define KEY_QUERIES         4096
+#define KEY_QUERIES       4096
 /* Key fetches begun at a header block's end and held by session slots at
  * once, and their queries out at once: past either, a message's keys wait
  * for its delivery request, as they would without (dkim_keys_early_skipped).
  * A fetch holds a few hundred bytes and at most AUTH_MAX_SIGS queries; the
  * early ones may take half of KEY_QUERIES, so that sessions stalled after
  * their header block never leave the deliveries without queries. */
-#define KEY_EARLY_MAX       4096
-#define KEY_EARLY_QUERIES   (KEY_QUERIES / 2)
+#define KEY_EARLY_MAX     4096
+#define KEY_EARLY_QUERIES (KEY_QUERIES / 2)
 /* Their counters: dkim_keys_early (fetches of signed messages begun at the
  * end of the header block, while the body arrives), dkim_keys_early_used
  * (deliveries that found theirs), dkim_keys_early_skipped (none begun: at
@@ -135,13 +150,13 @@
  * before the end of DATA). */
 /* Body bytes one idle round of the dispatcher hashes for one message: about
  * a chunk, so a request that arrives meanwhile waits at most that long. */
-#define HASH_STEP           8192u
+#define HASH_STEP         8192u
 /* The reverse-DNS result cache: results kept (a set-associative table of
  * 288-byte entries, about 19 MB) and for how long at most, so that a client
  * that reconnects is not looked up again, and a PTR record fixed by its owner
  * is seen within 5 minutes whatever its TTL. */
-#define PTR_CACHE_ENTRIES   65536
-#define PTR_CACHE_TTL_S     300
+#define PTR_CACHE_ENTRIES 65536
+#define PTR_CACHE_TTL_S   300
 
 struct ctl_stats ctl_stats[CTLPLANE_MAX_THREADS];
 
@@ -278,6 +293,8 @@ struct ctlplane {
 	FILE *log;
 	bool log_owned;
 	struct rte_ring *jobs; /* dispatcher -> work threads */
+	atomic_uint work_seq;  /* the futex word: bumped to wake sleepers */
+	atomic_uint sleepers;  /* work threads announced asleep */
 	atomic_bool stop;
 	unsigned n_threads;
 	pthread_t threads[CTLPLANE_MAX_THREADS - 2];
@@ -455,6 +472,13 @@ fill_ptr_name(struct ctlplane *pl, uint32_t worker, const struct ctl_msg *m)
 		snprintf(m->u.rec->ptr_name, sizeof(m->u.rec->ptr_name), "%s", cs->ptr_name);
 }
 
+static void
+work_wake(struct ctlplane *pl, int n)
+{
+	atomic_fetch_add(&pl->work_seq, 1);
+	syscall(SYS_futex, &pl->work_seq, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
+}
+
 static bool
 queue_job(struct ctlplane *pl, const struct job *j)
 {
@@ -463,8 +487,15 @@ queue_job(struct ctlplane *pl, const struct job *j)
 	if (!jp)
 		return false;
 	*jp = *j;
-	if (rte_ring_enqueue(pl->jobs, jp) == 0)
+	if (rte_ring_enqueue(pl->jobs, jp) == 0) {
+		/* The job is in before the count is read, as a sleeper
+		 * announces itself before it re-checks the ring: one of the
+		 * two sees the other. */
+		atomic_thread_fence(memory_order_seq_cst);
+		if (atomic_load_explicit(&pl->sleepers, memory_order_relaxed) != 0)
+			work_wake(pl, 1);
 		return true;
+	}
 	free(jp);
 	return false;
 }
@@ -1410,25 +1441,47 @@ deliver_job(struct ctlplane *pl, struct job *j, struct ctl_stats *st)
 	send_verdict(pl, j->worker, &m, st);
 }
 
+/* Waits for a job: a few microseconds awake, then asleep until one is
+ * queued (or the plane stops). */
+static void
+work_idle(struct ctlplane *pl, struct ctl_stats *st)
+{
+	uint64_t until = now_us() + WORK_SPIN_US;
+	unsigned seq;
+
+	while (rte_ring_empty(pl->jobs)) {
+		if (now_us() >= until)
+			break;
+		rte_pause();
+	}
+	if (!rte_ring_empty(pl->jobs))
+		return;
+	/* read the word first: a wake from here on changes it */
+	seq = atomic_load(&pl->work_seq);
+	atomic_fetch_add(&pl->sleepers, 1);
+	atomic_thread_fence(memory_order_seq_cst);
+	if (rte_ring_empty(pl->jobs) && !atomic_load(&pl->stop)) {
+		syscall(SYS_futex, &pl->work_seq, FUTEX_WAIT_PRIVATE, seq, NULL, NULL, 0);
+		st->c[CTL_WORK_WAKEUPS]++;
+	}
+	atomic_fetch_sub(&pl->sleepers, 1);
+}
+
 static void *
 work_thread(void *arg)
 {
 	struct work_arg *wa = arg;
 	struct ctlplane *pl = wa->pl;
 	struct ctl_stats *st = &ctl_stats[wa->idx];
-	unsigned backoff_us = WORK_BACKOFF_MIN_US;
 	void *jp;
 
 	while (!atomic_load(&pl->stop)) {
 		struct job j;
 
 		if (rte_ring_dequeue(pl->jobs, &jp) != 0) {
-			usleep(backoff_us);
-			if (backoff_us < WORK_BACKOFF_MAX_US)
-				backoff_us *= 2;
+			work_idle(pl, st);
 			continue;
 		}
-		backoff_us = WORK_BACKOFF_MIN_US;
 		j = *(struct job *)jp;
 		free(jp);
 		deliver_job(pl, &j, st);
@@ -1588,6 +1641,7 @@ ctlplane_destroy(struct ctlplane *pl)
 	if (!pl)
 		return;
 	atomic_store(&pl->stop, true);
+	work_wake(pl, INT_MAX);
 	for (i = 0; i < pl->n_threads; i++)
 		pthread_join(pl->threads[i], NULL);
 	/* No more submissions: what the spool holds is committed and answered,

@@ -44,7 +44,8 @@ struct rte_ring;
  * (gauge), messages whose MAIL, RCPTs and DATA went in one write
  * (relay_pipelined), messages on a connection now (relay_inflight, gauge)
  * and the most at once (relay_inflight_max), messages waiting for a
- * connection (relay_queued, gauge). */
+ * connection (relay_queued, gauge). A work thread's: the times it came
+ * back from sleeping for want of a job (work_wakeups; none while idle). */
 #define CTL_COUNTERS(X)                                                     \
 	X(RDNS_REQUESTS, "rdns_requests")                                   \
 	X(RDNS_PASS, "rdns_pass")                                           \
@@ -106,6 +107,7 @@ struct rte_ring;
 	X(BODIES_RETURNED, "bodies_returned")                               \
 	X(DKIM_HASH_JOBS, "dkim_hash_jobs")                                 \
 	X(DKIM_BODY_EARLY, "dkim_body_bytes_early")                         \
+	X(WORK_WAKEUPS, "work_wakeups")                                     \
 	X(UNKNOWN_MSG, "unknown_messages")
 
 enum ctl_counter {

@@ -37,14 +37,21 @@
 # runs the reject path alone: 1's five reject runs and 1c's instruction
 # count, into build-bench/bench-reject.json (named on the last line), with
 # the load average before and after, since the machine may be shared.
+#
+#   scripts/bench.sh --accept-only
+#
+# runs the accept path alone: 1a's runs at DNS +0 and +50 ms, into
+# build-bench/bench-accept.json (named on the last line), with the load
+# average before and after.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 export LAB_ID=${LAB_ID:-3}
 build=$root/build-bench
-quick=no reject_only=no
+quick=no reject_only=no accept_only=no
 [ "${1:-}" = "--quick" ] && quick=yes
 [ "${1:-}" = "--reject-only" ] && reject_only=yes
+[ "${1:-}" = "--accept-only" ] && accept_only=yes
 
 secs=5 msgs=3000 idle=1000000 reject_conc=256 accept_conc=64 tls_msgs=600 reject_runs=5
 insn_sessions=3000 idle_flows=1048576 idle_memory_mb=2600 idle_eal_mb=2816
@@ -139,29 +146,30 @@ PY
 	echo "$build/bench-reject.json"
 	exit 0
 fi
-echo "bench: in-process runs (${secs}s each) ..." >&2
-inproc_out=$(ip netns exec "$LAB_EDGE_NS" "$build/tests/bench/bench_inproc" \
-	-l 0-1 --no-huge -m 1536 --no-pci --no-telemetry \
-	--file-prefix "smtpedge-inproc$LAB_ID" -- --config "$conf" \
-	--reject $reject_conc --repeat $reject_runs --accept $accept_conc --idle 0 --secs $secs \
-	2> "$build/bench-inproc.stderr")
-grep -v '^EAL:' "$build/bench-inproc.stderr" >&2 || true
-inproc_json=$(printf '%s\n' "$inproc_out" | sed -n 's/^BENCH_JSON //p')
-[ -n "$inproc_json" ] || { echo "bench: bench_inproc printed no result" >&2; exit 1; }
-printf '%s\n' "$inproc_json" > "$build/bench-inproc.json"
+if [ $accept_only = no ]; then
+	echo "bench: in-process runs (${secs}s each) ..." >&2
+	inproc_out=$(ip netns exec "$LAB_EDGE_NS" "$build/tests/bench/bench_inproc" \
+		-l 0-1 --no-huge -m 1536 --no-pci --no-telemetry \
+		--file-prefix "smtpedge-inproc$LAB_ID" -- --config "$conf" \
+		--reject $reject_conc --repeat $reject_runs --accept $accept_conc --idle 0 --secs $secs \
+		2> "$build/bench-inproc.stderr")
+	grep -v '^EAL:' "$build/bench-inproc.stderr" >&2 || true
+	inproc_json=$(printf '%s\n' "$inproc_out" | sed -n 's/^BENCH_JSON //p')
+	[ -n "$inproc_json" ] || { echo "bench: bench_inproc printed no result" >&2; exit 1; }
+	printf '%s\n' "$inproc_json" > "$build/bench-inproc.json"
 
-# Idle sessions: the same edge with room for a million (memory_mb and -m
-# to match), nothing but the idle run; its figures join the in-process JSON.
-sed -e "s/^flows = .*/flows = $idle_flows\nmemory_mb = $idle_memory_mb/" \
-	-e "s/^body_budget_mb = .*/body_budget_mb = 16/" "$conf" > "$build/bench-idle.conf"
-echo "bench: $idle idle sessions on one worker ..." >&2
-idle_out=$(ip netns exec "$LAB_EDGE_NS" "$build/tests/bench/bench_inproc" \
-	-l 0-1 --no-huge -m $idle_eal_mb --no-pci --no-telemetry \
-	--file-prefix "smtpedge-idle$LAB_ID" -- --config "$build/bench-idle.conf" \
-	--reject 0 --accept 0 --idle $idle --secs 1 2> "$build/bench-idle.stderr")
-grep -v '^EAL:' "$build/bench-idle.stderr" >&2 || true
-printf '%s\n' "$idle_out" | sed -n 's/^BENCH_JSON //p' > "$build/bench-idle.json"
-/usr/bin/python3 - "$build/bench-inproc.json" "$build/bench-idle.json" <<'PY'
+	# Idle sessions: the same edge with room for a million (memory_mb and -m
+	# to match), nothing but the idle run; its figures join the in-process JSON.
+	sed -e "s/^flows = .*/flows = $idle_flows\nmemory_mb = $idle_memory_mb/" \
+		-e "s/^body_budget_mb = .*/body_budget_mb = 16/" "$conf" > "$build/bench-idle.conf"
+	echo "bench: $idle idle sessions on one worker ..." >&2
+	idle_out=$(ip netns exec "$LAB_EDGE_NS" "$build/tests/bench/bench_inproc" \
+		-l 0-1 --no-huge -m $idle_eal_mb --no-pci --no-telemetry \
+		--file-prefix "smtpedge-idle$LAB_ID" -- --config "$build/bench-idle.conf" \
+		--reject 0 --accept 0 --idle $idle --secs 1 2> "$build/bench-idle.stderr")
+	grep -v '^EAL:' "$build/bench-idle.stderr" >&2 || true
+	printf '%s\n' "$idle_out" | sed -n 's/^BENCH_JSON //p' > "$build/bench-idle.json"
+	/usr/bin/python3 - "$build/bench-inproc.json" "$build/bench-idle.json" <<'PY'
 import json, sys
 main, idle = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
 for k in ("idle", "idle_sessions_held", "bytes_per_idle_session", "idle_sessions_per_gib",
@@ -170,8 +178,9 @@ for k in ("idle", "idle_sessions_held", "bytes_per_idle_session", "idle_sessions
 main["idle"].update(flows=idle["flows"], slot_bytes=idle["slot_bytes"])
 json.dump(main, open(sys.argv[1], "w"))
 PY
-tsc_hz=$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["tsc_hz"])' \
-	"$build/bench-inproc.json")
+	tsc_hz=$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["tsc_hz"])' \
+		"$build/bench-inproc.json")
+fi
 
 # ---- 1a. the accept path in-process, DNS delayed 0 and 50 ms ------------------
 # Every session: a forward-confirmed bulk peer (the PTR cached after the
@@ -183,6 +192,7 @@ tsc_hz=$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1])
 # raise them: 16 work threads, 100,000 SPF checks in flight.
 echo "bench: accept path in-process, 1,000 sessions, DNS +0 and +50 ms (${accept_secs}s each) ..." >&2
 accept_conc_big=1000
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 dkim_msg=$build/bench-accept-signed.eml
 /usr/bin/python3 - "$LAB_DIR/dkim.key" "$LAB_DKIM_SELECTOR" "$dkim_msg" <<'PY'
 import dkim, sys
@@ -246,6 +256,16 @@ CONF
 done
 printf '%s"concurrency":%d,"threads":16,"max_spf_checks":100000,"spool":"disk (build-bench/)"}\n' \
 	"$accept_json" $accept_conc_big > "$build/bench-accept.json"
+if [ $accept_only = yes ]; then
+	/usr/bin/python3 - "$build/bench-accept.json" "$load_before" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+r["loadavg_before"], r["loadavg_after"] = sys.argv[2], sys.argv[3]
+json.dump(r, open(sys.argv[1], "w"))
+PY
+	echo "$build/bench-accept.json"
+	exit 0
+fi
 
 # ---- 1b. TLS handshakes -------------------------------------------------------
 # What a STARTTLS handshake costs the worker's code (bench_tls, server side

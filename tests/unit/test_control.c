@@ -16,11 +16,17 @@
  * the delivery request, which finishes the same job; a body handed back
  * with its job part fed frees both once, and a later MSG_BODY_FINAL for it
  * reads nothing. Under ASan no fetch or job leaks.
+ *
+ * Then its work threads: idle, they sleep (work_wakeups does not move in
+ * 200 ms), and every job queued wakes one in time: bursts of deliveries
+ * from several workers' rings at once, thousands of rounds, each answered
+ * once (a lost wake-up leaves a round unanswered).
  */
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -28,6 +34,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <rte_eal.h>
@@ -1051,6 +1058,15 @@ early_wait(const char *name, uint64_t want)
 	return early_counter(name) == want;
 }
 
+static uint64_t
+wake_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
 static void
 early_send(struct early *e, const struct ctl_msg *m)
 {
@@ -1368,10 +1384,7 @@ test_dkim_early(void)
 {
 	static struct edge_config cfg;
 	static struct early e;
-	char dir[] = "/tmp/test_control_early.XXXXXX", conf[256], prefix[64];
-	char *eal[] = { "test_control", "-l",          "0",        "--no-huge",
-			"-m",           "128",         "--no-pci", "--file-prefix",
-			prefix,         "--log-level", "*:error" };
+	char dir[] = "/tmp/test_control_early.XXXXXX", conf[256];
 	struct ctlplane_params cp = { 0 };
 	char err[256];
 	pthread_t t;
@@ -1379,7 +1392,6 @@ test_dkim_early(void)
 	size_t k = 0;
 	unsigned i;
 
-	snprintf(prefix, sizeof(prefix), "test_control_%d", (int)getpid());
 	if (!CHECK(mkdtemp(dir) != NULL, "mkdtemp"))
 		return;
 	snprintf(conf, sizeof(conf), "%s/edge.conf", dir);
@@ -1392,8 +1404,6 @@ test_dkim_early(void)
 		dir, dir);
 	fclose(f);
 	if (!CHECK(config_load(conf, &cfg, stderr) == 0, "config"))
-		return;
-	if (!CHECK(rte_eal_init((int)(sizeof(eal) / sizeof(eal[0])), eal) >= 0, "EAL"))
 		return;
 	e.req = rte_ring_create_elem("tc_req", sizeof(struct ctl_msg), 1024, SOCKET_ID_ANY,
 				     RING_F_SP_ENQ | RING_F_SC_DEQ);
@@ -1446,12 +1456,244 @@ test_dkim_early(void)
 	rte_mempool_free(e.txrecs);
 	rte_ring_free(e.req);
 	rte_ring_free(e.ver);
-	rte_eal_cleanup();
+}
+
+/* --- the work threads: asleep while idle, woken by each job --- */
+
+#define WAKE_WORKERS 3  /* rings at most, each fed by its own thread */
+#define WAKE_BURST   48 /* deliveries per ring per round, at most */
+#define WAKE_ROUNDS  1000
+#define WAKE_RING    128 /* a burst and more (a power of two) */
+#define WAKE_IDLE_MS 200
+
+struct wake_worker {
+	struct rte_ring *req, *ver;
+	struct rte_mempool *txrecs;
+	unsigned id, burst;
+	unsigned sent, answered, extra; /* this worker's deliveries, answers */
+	char failed[160];               /* the first thing that went wrong */
+};
+
+/* The chunk every delivery carries: unsigned, so no key is fetched. */
+static struct {
+	struct chunk c;
+	uint8_t data[64];
+} wake_body;
+
+/* A delivery the auth rule rejects on the work thread: SPF "none" at once
+ * (a single-label domain), no signature. */
+static struct txrec *
+wake_rec(struct wake_worker *w, uint32_t txn)
+{
+	void *obj = NULL;
+	struct txrec *r;
+
+	if (rte_mempool_get(w->txrecs, &obj) != 0)
+		return NULL;
+	r = obj;
+	memset(r, 0, sizeof(*r));
+	r->family = 6;
+	memcpy(r->addr, peer6, 16);
+	r->txn = txn;
+	snprintf(r->helo, sizeof(r->helo), "client");
+	snprintf(r->mail_from, sizeof(r->mail_from), "a@localhost");
+	snprintf(r->rcpt, sizeof(r->rcpt), "b@example.net");
+	r->smtp.kind = TXREC_TRANSACTION;
+	r->smtp.size = wake_body.c.len;
+	r->body = &wake_body.c;
+	r->rcpts = &wake_body.c;
+	r->auth_rule.action = POLICY_ENFORCE;
+	r->auth_rule.reply = 550;
+	return r;
+}
+
+/* One worker: rounds of 1 to w->burst deliveries, each round waited for
+ * (5 s at most) before the next, so the work threads go back to sleep in
+ * between and every round must wake them. The sizes vary so that the
+ * threads' ends of work and the dispatcher's queueing fall at every
+ * moment of each other's. */
+static void *
+wake_feeder(void *arg)
+{
+	struct wake_worker *w = arg;
+	unsigned round, k, n, got, seed = w->id + 1;
+
+	for (round = 0; round < WAKE_ROUNDS && !w->failed[0]; round++) {
+		struct txrec *sent[WAKE_BURST];
+		uint64_t deadline;
+
+		memset(sent, 0, sizeof(sent));
+		n = 1 + (unsigned)rand_r(&seed) % w->burst;
+		for (k = 0; k < n; k++) {
+			struct ctl_msg m = { .kind = MSG_SPOOL, .idx = k, .gen = 1 };
+
+			sent[k] = wake_rec(w, round * w->burst + k + 1);
+			w->sent++;
+			m.u.rec = sent[k];
+			if (!sent[k] || rte_ring_enqueue_elem(w->req, &m, sizeof(m)) != 0) {
+				snprintf(w->failed, sizeof(w->failed), "round %u: cannot send",
+					 round);
+				return NULL;
+			}
+		}
+		deadline = wake_now_ms() + 5000;
+		for (got = 0; got < n && !w->failed[0];) {
+			struct ctl_msg v;
+
+			if (rte_ring_dequeue_elem(w->ver, &v, sizeof(v)) != 0) {
+				if (wake_now_ms() > deadline)
+					snprintf(w->failed, sizeof(w->failed),
+						 "round %u: %u of %u answered in 5 s", round, got,
+						 n);
+				sched_yield();
+				continue;
+			}
+			for (k = 0; k < n && sent[k] != v.u.rec; k++)
+				;
+			if (v.kind != MSG_SPOOL_DONE || k == n) {
+				w->extra++;
+				continue;
+			}
+			if (v.u.rec->reply_code != 550)
+				snprintf(w->failed, sizeof(w->failed), "round %u: reply %u", round,
+					 v.u.rec->reply_code);
+			rte_mempool_put(w->txrecs, sent[k]);
+			sent[k] = NULL;
+			got++;
+			w->answered++;
+		}
+	}
+	return NULL;
+}
+
+/* A plane of `threads` work threads fed by `workers` rings at once,
+ * `burst` deliveries each per round. One thread fed one job at a time has
+ * nobody to cover for it: a wake-up lost there hangs its round. */
+static void
+test_work_wake(unsigned threads, unsigned workers, unsigned burst)
+{
+	static struct edge_config cfg;
+	static struct wake_worker ww[WAKE_WORKERS];
+	static const char body[] = "From: a@localhost\r\nSubject: w\r\n\r\nbody\r\n";
+	char dir[] = "/tmp/test_control_wake.XXXXXX", conf[256], name[32];
+	struct rte_ring *req[WAKE_WORKERS], *ver[WAKE_WORKERS];
+	struct ctlplane_params cp = { 0 };
+	struct rte_mempool *txrecs;
+	struct early e = { 0 }; /* for its dispatcher thread */
+	pthread_t disp, feeders[WAKE_WORKERS];
+	uint64_t w0, w1, rejects;
+	unsigned i, sent = 0, answered = 0, extra = 0;
+	char err[256];
+	FILE *f;
+
+	if (!CHECK(mkdtemp(dir) != NULL, "mkdtemp"))
+		return;
+	snprintf(conf, sizeof(conf), "%s/edge.conf", dir);
+	f = fopen(conf, "w");
+	fprintf(f,
+		"[edge]\nhostname = mx.ex.net\naddress6 = 2001:db8:1::1\n"
+		"[dns]\nserver = 127.0.0.1@9\ntimeout_ms = 100\n"
+		"[domains]\naccept = example.net\n[relay]\nspool = %s/spool\n"
+		"[dataplane]\nflows = 64\n[log]\nfile = %s/log\n[control]\nthreads = %u\n",
+		dir, dir, threads);
+	fclose(f);
+	if (!CHECK(config_load(conf, &cfg, stderr) == 0, "config"))
+		return;
+	wake_body.c.next = NULL;
+	wake_body.c.cap = sizeof(wake_body.data);
+	wake_body.c.len = (uint32_t)strlen(body);
+	memcpy(wake_body.c.data, body, wake_body.c.len);
+	txrecs = rte_mempool_create("tw_txrecs", 2 * workers * burst, sizeof(struct txrec), 0, 0,
+				    NULL, NULL, NULL, NULL, SOCKET_ID_ANY, 0);
+	for (i = 0; i < workers; i++) {
+		snprintf(name, sizeof(name), "tw_req%u", i);
+		req[i] = rte_ring_create_elem(name, sizeof(struct ctl_msg), WAKE_RING,
+					      SOCKET_ID_ANY, RING_F_SP_ENQ | RING_F_SC_DEQ);
+		snprintf(name, sizeof(name), "tw_ver%u", i);
+		ver[i] = rte_ring_create_elem(name, sizeof(struct ctl_msg), WAKE_RING,
+					      SOCKET_ID_ANY, RING_F_MP_HTS_ENQ | RING_F_SC_DEQ);
+		if (!CHECK(req[i] && ver[i], "rings %u", i))
+			return;
+		ww[i] = (struct wake_worker){
+			.req = req[i], .ver = ver[i], .txrecs = txrecs, .id = i, .burst = burst
+		};
+	}
+	if (!CHECK(txrecs != NULL, "txrec pool"))
+		return;
+	policy_live_init(&cfg.policy);
+	cp.cfg = &cfg;
+	cp.n_workers = workers;
+	cp.req = req;
+	cp.ver = ver;
+	cp.txrec_pool = txrecs;
+	cp.max_flows = burst;
+	e.pl = ctlplane_create(&cp, err, sizeof(err));
+	if (!CHECK(e.pl != NULL, "ctlplane_create: %s", err))
+		return;
+	pthread_create(&disp, NULL, early_dispatch, &e);
+
+	/* idle: the threads went to sleep once, and stay asleep */
+	usleep(50000);
+	w0 = early_counter("work_wakeups");
+	usleep(WAKE_IDLE_MS * 1000);
+	w1 = early_counter("work_wakeups");
+	CHECK(w1 - w0 <= threads, "%u idle work threads woke %llu times in %u ms", threads,
+	      (unsigned long long)(w1 - w0), WAKE_IDLE_MS);
+
+	/* bursts from several rings: every delivery answered, once */
+	rejects = early_counter("auth_reject");
+	for (i = 0; i < workers; i++)
+		pthread_create(&feeders[i], NULL, wake_feeder, &ww[i]);
+	for (i = 0; i < workers; i++) {
+		pthread_join(feeders[i], NULL);
+		CHECK(!ww[i].failed[0], "worker %u: %s", i, ww[i].failed);
+		sent += ww[i].sent;
+		answered += ww[i].answered;
+	}
+	usleep(50000); /* an answer sent twice would be on a ring by now */
+	for (i = 0; i < workers; i++) {
+		struct ctl_msg v;
+
+		while (rte_ring_dequeue_elem(ver[i], &v, sizeof(v)) == 0)
+			extra++;
+		extra += ww[i].extra;
+	}
+	CHECK(answered == sent && sent >= workers * WAKE_ROUNDS, "%u of %u deliveries answered",
+	      answered, sent);
+	CHECK(extra == 0, "%u answers more than once or unasked", extra);
+	CHECK(early_counter("auth_reject") - rejects == answered,
+	      "each rejected on a work thread once: %llu",
+	      (unsigned long long)(early_counter("auth_reject") - rejects));
+	CHECK(early_counter("work_wakeups") > w1, "the jobs woke the threads");
+
+	/* and asleep again once the bursts are over */
+	usleep(50000);
+	w0 = early_counter("work_wakeups");
+	usleep(WAKE_IDLE_MS * 1000);
+	w1 = early_counter("work_wakeups");
+	CHECK(w1 - w0 <= threads, "after the bursts: %llu wakeups idle",
+	      (unsigned long long)(w1 - w0));
+
+	e.stop = 1;
+	pthread_join(disp, NULL);
+	ctlplane_destroy(e.pl); /* wakes the sleepers to stop: a hang otherwise */
+	for (i = 0; i < workers; i++) {
+		rte_ring_free(req[i]);
+		rte_ring_free(ver[i]);
+	}
+	rte_mempool_free(txrecs);
+	snprintf(conf, sizeof(conf), "rm -rf %s", dir);
+	CHECK(system(conf) == 0, "cleanup");
 }
 
 int
 main(void)
 {
+	char prefix[64];
+	char *eal[] = { "test_control", "-l",          "0",        "--no-huge",
+			"-m",           "128",         "--no-pci", "--file-prefix",
+			prefix,         "--log-level", "*:error" };
+
 	inet_pton(AF_INET6, "2001:db8:1::20", peer6);
 	inet_pton(AF_INET, "198.51.100.20", peer4);
 	test_ptr_rule();
@@ -1463,6 +1705,14 @@ main(void)
 	test_spool();
 	test_spool_groups();
 	test_spool_group_failure();
-	test_dkim_early();
+	snprintf(prefix, sizeof(prefix), "test_control_%d", (int)getpid());
+	if (CHECK(rte_eal_init((int)(sizeof(eal) / sizeof(eal[0])), eal) >= 0, "EAL")) {
+		test_dkim_early();
+		test_work_wake(4, WAKE_WORKERS, 4);
+		test_work_wake(1, 1, 1);
+		test_work_wake(1, 1, WAKE_BURST);
+		test_work_wake(1, WAKE_WORKERS, WAKE_BURST);
+		rte_eal_cleanup();
+	}
 	return check_done();
 }
