@@ -1475,10 +1475,8 @@ struct wake_worker {
 };
 
 /* The chunk every delivery carries: unsigned, so no key is fetched. */
-static struct {
-	struct chunk c;
-	uint8_t data[64];
-} wake_body;
+static _Alignas(struct chunk) uint8_t wake_body_mem[sizeof(struct chunk) + 64];
+#define wake_body ((struct chunk *)wake_body_mem)
 
 /* A delivery the auth rule rejects on the work thread: SPF "none" at once
  * (a single-label domain), no signature. */
@@ -1499,9 +1497,9 @@ wake_rec(struct wake_worker *w, uint32_t txn)
 	snprintf(r->mail_from, sizeof(r->mail_from), "a@localhost");
 	snprintf(r->rcpt, sizeof(r->rcpt), "b@example.net");
 	r->smtp.kind = TXREC_TRANSACTION;
-	r->smtp.size = wake_body.c.len;
-	r->body = &wake_body.c;
-	r->rcpts = &wake_body.c;
+	r->smtp.size = wake_body->len;
+	r->body = wake_body;
+	r->rcpts = wake_body;
 	r->auth_rule.action = POLICY_ENFORCE;
 	r->auth_rule.reply = 550;
 	return r;
@@ -1599,10 +1597,10 @@ test_work_wake(unsigned threads, unsigned workers, unsigned burst)
 	fclose(f);
 	if (!CHECK(config_load(conf, &cfg, stderr) == 0, "config"))
 		return;
-	wake_body.c.next = NULL;
-	wake_body.c.cap = sizeof(wake_body.data);
-	wake_body.c.len = (uint32_t)strlen(body);
-	memcpy(wake_body.c.data, body, wake_body.c.len);
+	wake_body->next = NULL;
+	wake_body->cap = (uint32_t)(sizeof(wake_body_mem) - sizeof(struct chunk));
+	wake_body->len = (uint32_t)strlen(body);
+	memcpy(wake_body->data, body, wake_body->len);
 	txrecs = rte_mempool_create("tw_txrecs", 2 * workers * burst, sizeof(struct txrec), 0, 0,
 				    NULL, NULL, NULL, NULL, SOCKET_ID_ANY, 0);
 	for (i = 0; i < workers; i++) {
